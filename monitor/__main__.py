@@ -1,0 +1,9 @@
+"""``python -m monitor``: the same as the ``creator-monitor`` console script."""
+
+from __future__ import annotations
+
+import sys
+
+from monitor.cli import main
+
+sys.exit(main())

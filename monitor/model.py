@@ -1,0 +1,134 @@
+"""Frozen value types that flow between the parts: variants, metric points, fetch results.
+
+Nothing here does I/O or reads a clock; these are the nouns every other module shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+
+
+class Business(StrEnum):
+    DAILY_NOTE = "DAILY_NOTE"
+    COOPERATE_NOTE = "COOPERATE_NOTE"
+
+
+class NoteType(StrEnum):
+    PHOTO_TEXT_AND_VIDEO = "PHOTO_TEXT_AND_VIDEO"
+    PHOTO_TEXT = "PHOTO_TEXT"
+    VIDEO = "VIDEO"
+
+
+class DateType(StrEnum):
+    DAY_30 = "DAY_30"
+    DAY_90 = "DAY_90"
+
+
+class Advertise(StrEnum):
+    ALL = "ALL"
+    ORGANIC_ONLY = "ORGANIC_ONLY"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+#: metrics as the API names them (``thirdUserNum`` becomes ``third_user_num``)
+INT_METRICS: tuple[str, ...] = ("imp", "read", "engage", "third_user_num")
+COST_METRICS: tuple[str, ...] = ("cpm", "cpe", "cpv", "cpuv")
+METRICS: tuple[str, ...] = ("imp", "read", "engage", "cpm", "cpe", "cpv", "cpuv", "third_user_num")
+#: derived metric -> (numerator, denominator)
+DERIVED_METRICS: dict[str, tuple[str, str]] = {
+    "engage_rate": ("engage", "read"),
+    "read_rate": ("read", "imp"),
+}
+ALL_METRICS: tuple[str, ...] = METRICS + tuple(DERIVED_METRICS)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """The four query parameters that, with a userId, name one upstream series."""
+
+    business: Business = Business.DAILY_NOTE
+    note_type: NoteType = NoteType.PHOTO_TEXT_AND_VIDEO
+    date_type: DateType = DateType.DAY_30
+    advertise: Advertise = Advertise.ALL
+
+    def query(self) -> dict[str, str]:
+        """The upstream query parameters for this variant (without token and userId)."""
+        return {
+            "business": self.business.value,
+            "noteType": self.note_type.value,
+            "dateType": self.date_type.value,
+            "advertiseSwitch": self.advertise.value,
+        }
+
+    @property
+    def label(self) -> str:
+        return "/".join(
+            (self.business.value, self.note_type.value, self.date_type.value, self.advertise.value)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DailyPoint:
+    """One dated point of the series. Cost 0 from the API is None here ("no price")."""
+
+    date_key: date
+    imp: int | None = None
+    read: int | None = None
+    engage: int | None = None
+    cpm: float | None = None
+    cpe: float | None = None
+    cpv: float | None = None
+    cpuv: float | None = None
+    third_user_num: int | None = None
+
+    def value(self, metric: str) -> float | None:
+        """A stored or derived metric; a derived one is None when its denominator is 0/None."""
+        if metric in DERIVED_METRICS:
+            num_name, den_name = DERIVED_METRICS[metric]
+            num, den = getattr(self, num_name), getattr(self, den_name)
+            if num is None or not den:
+                return None
+            return float(num) / float(den)
+        raw = getattr(self, metric)
+        return None if raw is None else float(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreData:
+    """A successful core_data response: ``sumData`` and every ``dailyData`` point (ascending)."""
+
+    summary: DailyPoint
+    daily: tuple[DailyPoint, ...]
+    record_time: datetime | None = None  # upstream collection time, converted to UTC
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What one successful call returned, with the facts the ``fetches`` table records."""
+
+    data: CoreData
+    http_status: int
+    latency_ms: int
+    raw_body: str  # the response body as received; never contains the token
+    code: int = 0
+    billed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Creator:
+    """A tracked creator as the config names it."""
+
+    user_id: str
+    name: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def pgy_url(self) -> str:
+        return f"https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/{self.user_id}"
