@@ -1,0 +1,395 @@
+"""The Just One API client: one request in, a parsed ``FetchResult`` or a typed error out.
+
+The only importer of httpx. Owns the wire (token added only on the request that is sent),
+body limits, and the mapping of every body shape and code to ``monitor.errors``. Must not
+retry upstream codes, sleep, or know about budgets, storage or alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import SecretStr
+
+from monitor.errors import (
+    AccountBlocked,
+    InvalidRequest,
+    NoContent,
+    ParseError,
+    QuotaExceeded,
+    RateLimited,
+    Retryable,
+    TransportError,
+    UnknownCode,
+    UpstreamError,
+)
+from monitor.model import CoreData, DailyPoint, FetchResult, Variant
+from monitor.redaction import redact
+
+if TYPE_CHECKING:
+    from monitor.config import ApiConfig
+
+CORE_DATA_PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"
+UPSTREAM_TZ = ZoneInfo("Asia/Shanghai")
+#: error bodies (HTML pages, gateway JSON) are kept only this long for the fetches table
+ERROR_BODY_KEEP = 2000
+
+_CODE_FAMILY: dict[int, type[UpstreamError]] = {
+    100: AccountBlocked,
+    600: AccountBlocked,
+    601: AccountBlocked,
+    602: AccountBlocked,
+    303: QuotaExceeded,
+    302: RateLimited,
+    301: Retryable,
+    500: Retryable,
+    400: InvalidRequest,
+    201: NoContent,
+}
+_DEFAULT_MESSAGE = {201: "no content", 302: "rate limit exceeded", 303: "daily quota exceeded"}
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RECORD_TIME_RE = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$"
+)
+_INT_KEYS = {"imp": "imp", "read": "read", "engage": "engage", "thirdUserNum": "third_user_num"}
+_COST_KEYS = ("cpm", "cpe", "cpv", "cpuv")
+
+
+class _BadData(ValueError):
+    """A value inside ``data`` we cannot read; becomes a ParseError carrying the raw body."""
+
+
+# --------------------------------------------------------------------------- parsing (pure)
+
+
+def parse_core_data(
+    body: str | bytes, *, http_status: int = 200, latency_ms: int = 0
+) -> FetchResult:
+    """Parse one response body of any shape: a success, or raise the matching UpstreamError.
+
+    Also used to re-parse stored raw bodies. Pure: no I/O, no clock.
+    """
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    facts: dict[str, Any] = {"http_status": http_status, "latency_ms": latency_ms}
+    try:
+        envelope = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise Retryable(
+            f"response is not JSON ({_describe_body(text)})",
+            raw_body=text[:ERROR_BODY_KEEP],
+            **facts,
+        ) from exc
+    if not isinstance(envelope, dict) or "code" not in envelope:
+        raise Retryable(
+            f"gateway error without envelope: {_gateway_summary(envelope)}",
+            raw_body=text[:ERROR_BODY_KEEP],
+            **facts,
+        )
+    code = envelope["code"]
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise Retryable(
+            f"envelope code is not an integer: {code!r:.40}",
+            raw_body=text[:ERROR_BODY_KEEP],
+            **facts,
+        )
+    if code != 0:
+        raise _code_error(code, envelope.get("message"), text, facts)
+    try:
+        data = _parse_data(envelope.get("data"), envelope.get("recordTime"))
+    except _BadData as exc:
+        raise ParseError(f"unreadable data: {exc}", code=0, raw_body=text, **facts) from None
+    return FetchResult(data=data, http_status=http_status, latency_ms=latency_ms, raw_body=text)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} in JSON")
+
+
+def _describe_body(text: str) -> str:
+    stripped = text.strip()
+    if not stripped:
+        return "empty body"
+    if stripped.startswith("<"):
+        return f"HTML page, {len(text)} chars"
+    if stripped.startswith(("{", "[")):
+        return f"truncated or malformed JSON, {len(text)} chars"
+    return f"{len(text)} chars"
+
+
+def _gateway_summary(body: object) -> str:
+    if isinstance(body, dict):
+        parts = [str(body[k])[:80] for k in ("status", "error") if k in body]
+        if parts:
+            return " ".join(parts)
+    return f"JSON {type(body).__name__} without code"
+
+
+def _code_error(code: int, message: object, text: str, facts: dict[str, Any]) -> UpstreamError:
+    family = _CODE_FAMILY.get(code, UnknownCode)
+    if isinstance(message, str) and message:
+        msg = message[:200]
+    else:
+        msg = _DEFAULT_MESSAGE.get(code, "upstream error")
+    if family is UnknownCode:
+        msg = f"undocumented code: {msg}"
+    return family(msg, code=code, raw_body=text[:ERROR_BODY_KEEP], **facts)
+
+
+def _parse_data(data: object, record_time: object) -> CoreData:
+    if not isinstance(data, dict):
+        raise _BadData(f"data is {type(data).__name__}, expected an object")
+    raw_daily = data.get("dailyData")
+    if raw_daily is None:
+        raw_daily = []
+    if not isinstance(raw_daily, list):
+        raise _BadData("dailyData is not a list")
+    by_date: dict[date, DailyPoint] = {}
+    for index, raw in enumerate(raw_daily):
+        point = _parse_point(raw, f"dailyData[{index}]")
+        by_date.pop(point.date_key, None)  # an exact duplicate date: the later one wins
+        by_date[point.date_key] = point
+    daily = tuple(sorted(by_date.values(), key=lambda p: p.date_key))
+    raw_sum = data.get("sumData")
+    if raw_sum is not None:
+        summary = _parse_point(raw_sum, "sumData")
+    elif daily:
+        summary = daily[-1]  # sumData equals the newest point in every capture
+    else:
+        raise _BadData("neither sumData nor dailyData present")
+    return CoreData(summary=summary, daily=daily, record_time=_parse_record_time(record_time))
+
+
+def _parse_point(raw: object, where: str) -> DailyPoint:
+    if not isinstance(raw, dict):
+        raise _BadData(f"{where} is {type(raw).__name__}, expected an object")
+    key = raw.get("dateKey")
+    if not isinstance(key, str) or not _DATE_RE.match(key):
+        raise _BadData(f"{where}.dateKey is {key!r:.40}, expected YYYY-MM-DD")
+    try:
+        date_key = date.fromisoformat(key)
+    except ValueError:
+        raise _BadData(f"{where}.dateKey {key!r} is not a date") from None
+    values: dict[str, Any] = {}
+    for api_name, field_name in _INT_KEYS.items():
+        number = _number(raw.get(api_name), f"{where}.{api_name}")
+        # medians can arrive as floats; the column is an integer count
+        values[field_name] = None if number is None else round(number)
+    for name in _COST_KEYS:
+        number = _number(raw.get(name), f"{where}.{name}")
+        values[name] = None if not number else float(number)  # 0 means "no price", not free
+    return DailyPoint(date_key=date_key, **values)
+
+
+def _number(value: object, where: str) -> float | int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _BadData(f"{where} is a boolean")
+    if isinstance(value, int | float):
+        number: float | int = value
+    elif isinstance(value, str):
+        try:
+            number = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise _BadData(f"{where} is {value!r:.40}, expected a number") from None
+    else:
+        raise _BadData(f"{where} is {type(value).__name__}, expected a number")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise _BadData(f"{where} is not finite")
+    if number < 0:
+        raise _BadData(f"{where} is negative ({number})")
+    return number
+
+
+def _parse_record_time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    match = _RECORD_TIME_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise _BadData(f"recordTime is {value!r:.40}, expected local ISO time")
+    day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0").ljust(9, "0")[:6])  # nanosecond digits: keep microseconds
+    stamp = f"{day}T{hour}:{minute}:{second}.{micro:06d}"
+    if offset:
+        local = datetime.fromisoformat(stamp + offset.replace("Z", "+00:00"))
+    else:
+        local = datetime.fromisoformat(stamp).replace(tzinfo=UPSTREAM_TZ)
+    return local.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- the wire
+
+
+class _TokenTransport(httpx.AsyncBaseTransport):
+    """Adds ``token`` to the one request that goes on the wire.
+
+    httpx logs, exceptions and ``response.request`` all refer to the request the client built,
+    which never holds the token; only this copy, handed straight to the socket layer, does.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, token: SecretStr) -> None:
+        self._inner = inner
+        self._token = token
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        wire = httpx.Request(
+            request.method,
+            request.url.copy_add_param("token", self._token.get_secret_value()),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        return await self._inner.handle_async_request(wire)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class JustOneClient:
+    """One ``httpx.AsyncClient`` for the process; ``core_data`` makes exactly one call.
+
+    ``async with JustOneClient(base_url=…, token=SecretStr(…)) as client:
+    result = await client.core_data(user_id, variant)``
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: SecretStr,
+        timeout: timedelta = timedelta(seconds=60),
+        max_response_bytes: int = 2_000_000,
+        connect_retries: int = 2,
+        max_connections: int = 10,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._token = token
+        self._max_bytes = max_response_bytes
+        self._monotonic = monotonic
+        # limits and retries belong on the transport: the client ignores limits= with transport=
+        inner = httpx.AsyncHTTPTransport(
+            retries=connect_retries,  # connection failures only: a request never sent is not billed
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            transport=_TokenTransport(inner, token),
+            timeout=httpx.Timeout(timeout.total_seconds()),
+            headers={"Accept": "application/json", "User-Agent": "creator-monitor"},
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_config(cls, api: ApiConfig, token: SecretStr) -> Self:
+        """Build from the ``[api]`` section of the config."""
+        return cls(
+            base_url=api.base_url,
+            token=token,
+            timeout=api.timeout,
+            max_response_bytes=api.max_response_bytes,
+            connect_retries=api.connect_retries,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def core_data(self, user_id: str, variant: Variant | None = None) -> FetchResult:
+        """One call for one creator and variant; every failure is an ``UpstreamError``."""
+        params = {"userId": user_id, **(variant or Variant()).query()}
+        started = self._monotonic()
+        headers: httpx.Headers | None = None
+        try:
+            status, headers, body = await self._get(CORE_DATA_PATH, params, started)
+            latency_ms = self._elapsed_ms(started)
+            result = parse_core_data(body, http_status=status, latency_ms=latency_ms)
+        except UpstreamError as exc:
+            if isinstance(exc, RateLimited):
+                exc.retry_after = _retry_after(headers)
+            self._scrub(exc)
+            raise
+        raw_body = self._redact(result.raw_body)
+        return result if raw_body == result.raw_body else _with_raw_body(result, raw_body)
+
+    async def _get(
+        self, path: str, params: Mapping[str, str], started: float
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """Stream one GET; refuse bodies over the limit before they are buffered whole."""
+        try:
+            async with self._http.stream("GET", path, params=params) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_bytes:
+                    raise self._too_big(response.status_code, started)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise self._too_big(response.status_code, started)
+                    chunks.append(chunk)
+                return response.status_code, response.headers, b"".join(chunks)
+        except httpx.HTTPError as exc:
+            # a client-side timeout may still be billed by the vendor; we cannot know, so: False
+            message = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
+            raise TransportError(
+                message, latency_ms=self._elapsed_ms(started), billed=False
+            ) from exc
+
+    def _too_big(self, status: int, started: float) -> TransportError:
+        return TransportError(
+            f"response larger than {self._max_bytes} bytes, refused",
+            http_status=status,
+            latency_ms=self._elapsed_ms(started),
+        )
+
+    def _elapsed_ms(self, started: float) -> int:
+        return max(0, round((self._monotonic() - started) * 1000))
+
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._token,))
+
+    def _scrub(self, exc: UpstreamError) -> None:
+        """Mask any echo of the token in the error (an upstream or proxy could reflect it)."""
+        exc.message = self._redact(exc.message)
+        if exc.raw_body is not None:
+            exc.raw_body = self._redact(exc.raw_body)
+        exc.args = (exc.message,)
+
+
+def _retry_after(headers: httpx.Headers | None) -> float | None:
+    value = headers.get("retry-after", "") if headers is not None else ""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _with_raw_body(result: FetchResult, raw_body: str) -> FetchResult:
+    return FetchResult(
+        data=result.data,
+        http_status=result.http_status,
+        latency_ms=result.latency_ms,
+        raw_body=raw_body,
+        code=result.code,
+        billed=result.billed,
+    )
