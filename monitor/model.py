@@ -5,9 +5,11 @@ Nothing here does I/O or reads a clock; these are the nouns every other module s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Business(StrEnum):
@@ -132,3 +134,42 @@ class Creator:
     @property
     def pgy_url(self) -> str:
         return f"https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/{self.user_id}"
+
+
+# --- rule outcomes: made by rules.py, folded into alert states by alerts.py (leaves that must not
+# import each other, so the noun they share lives here)
+
+
+class Verdict(StrEnum):
+    FIRING = "firing"
+    CLEAR = "clear"
+    UNKNOWN = "unknown"  # not enough data: the alert state is left as it is
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Why a rule fires (or the reading that cleared it). ``details`` holds JSON-ready values."""
+
+    summary: str
+    metric: str | None = None
+    value: float | None = None
+    baseline: float | None = None  # the value compared against (previous point, median …)
+    change_abs: float | None = None
+    change_pct: float | None = None
+    newest_date: date | None = None
+    baseline_date: date | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One rule evaluation. ``scope`` is the creator's user_id or ``'account'``."""
+
+    verdict: Verdict
+    scope: str
+    finding: Finding | None = None  # FIRING: the reason; CLEAR: the reading, when there is one
+    reason: str = ""  # UNKNOWN: why the rule could not decide
+
+    @property
+    def firing(self) -> bool:
+        return self.verdict is Verdict.FIRING

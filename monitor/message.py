@@ -1,0 +1,422 @@
+"""PURE message rendering: an alert event, an account-wide alert or a daily digest → a Markdown
+Message (title, body) in Chinese or English, from built-in Jinja2 templates run in a sandbox and
+overridable per file from ``notify.templates_dir``. Must not send anything or touch the database.
+
+Templates: ``alert.{en,zh}.j2`` (one creator), ``account.{en,zh}.j2`` (scope 'account'),
+``digest.{en,zh}.j2``. The first output line is the title, the rest the Markdown body. A user
+template with the same file name replaces the built-in one; if it fails to compile or render, the
+built-in one is used and ``Message.error`` says why. Undefined variables are errors.
+
+Variables of ``alert.*`` and ``account.*``:
+  event ('firing' | 'repeat' | 'resolved'), language, rule, kind, severity, scope, summary,
+  details (dict), metric, metric_label, value, baseline, change_abs, change_pct (numbers or None),
+  value_text, baseline_text, change_abs_text, change_pct_text, movement_text
+  ("7,100 → 4,260 (-40.0 %)"), date, baseline_date ('YYYY-MM-DD' or None),
+  fired_at, resolved_at, now (local time strings or None), firing_for (e.g. "2d 3h" / "2天3小时"),
+  creator ({name, user_id, url} or None), variant (label or None), code, code_text (account errors),
+  rolling_median (bool: the values are rolling medians per note).
+Variables of ``digest.*``:
+  language, day, movers ([{metric, label, rows: [{name, user_id, url, old_text, new_text,
+  change_pct_text}]}]), fired / resolved ([{rule, name, scope, severity, summary, at}]),
+  budget_used, daily_calls (formatted "1,200"), budget_pct_text,
+  failing ([{name, user_id, url, failures, last_code, last_success_at}]).
+Filters: ``num(metric)`` formats a metric value, ``pct`` a signed percentage,
+``duration(language)`` a number of seconds ("2d 3h").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from monitor.model import COST_METRICS, DERIVED_METRICS, Creator, Variant
+
+Language = Literal["zh", "en"]
+ACCOUNT_SCOPE = "account"
+UTC_ZONE = ZoneInfo("UTC")
+BUILTIN_DIR = Path(__file__).parent / "templates"
+
+METRIC_LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "imp": "impressions",
+        "read": "reads",
+        "engage": "engagements",
+        "cpm": "CPM",
+        "cpe": "CPE",
+        "cpv": "CPV",
+        "cpuv": "CPUV",
+        "third_user_num": "store visitors",
+        "engage_rate": "engagement rate",
+        "read_rate": "read rate",
+    },
+    "zh": {
+        "imp": "曝光",
+        "read": "阅读",
+        "engage": "互动",
+        "cpm": "CPM",
+        "cpe": "CPE",
+        "cpv": "CPV",
+        "cpuv": "CPUV",
+        "third_user_num": "进店人数",
+        "engage_rate": "互动率",
+        "read_rate": "阅读率",
+    },
+}
+CODE_TEXTS: dict[str, dict[int, str]] = {
+    "en": {
+        100: "invalid or inactive API token",
+        303: "daily quota exceeded",
+        600: "permission denied",
+        601: "insufficient balance",
+        602: "the token's spending cap is reached",
+    },
+    "zh": {
+        100: "API 令牌无效或未激活",
+        303: "今日调用配额已用完",
+        600: "无权限",
+        601: "账户余额不足",
+        602: "令牌消费上限已达",
+    },
+}
+
+
+class AlertView(Protocol):
+    """What rendering reads from an alert (``alerts.AlertState`` fits; no import needed)."""
+
+    @property
+    def rule(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def metric(self) -> str | None: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def baseline(self) -> float | None: ...
+    @property
+    def fired_at(self) -> datetime | None: ...
+    @property
+    def resolved_at(self) -> datetime | None: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    """Who the alert is about and how to show times (``zone``: the operator's time zone)."""
+
+    now: datetime
+    creator: Creator | None = None
+    variant: Variant | None = None
+    zone: ZoneInfo = UTC_ZONE
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    title: str
+    body: str  # Markdown
+    error: str | None = None  # set when a user template failed and the built-in one was used
+
+
+def format_value(metric: str | None, value: float | None) -> str:
+    """7100 → '7,100'; a cost → '253.89'; a rate → '6.73 %'; None → 'n/a'."""
+    if value is None:
+        return "n/a"
+    if metric in DERIVED_METRICS:
+        return f"{value * 100:.2f} %"
+    if metric in COST_METRICS or not float(value).is_integer():
+        return f"{value:,.2f}"
+    return f"{value:,.0f}"
+
+
+def format_change(metric: str | None, change: float | None) -> str:
+    """A signed change in the metric's unit; a rate's change is in percentage points."""
+    if change is None:
+        return "n/a"
+    if metric in DERIVED_METRICS:
+        return f"{change * 100:+.2f} pp"
+    sign = "+" if change > 0 else "-" if change < 0 else "±"
+    return sign + format_value(metric, abs(change))
+
+
+def format_pct(pct: float | None) -> str:
+    return "n/a" if pct is None else f"{pct:+.1f} %".replace("+0.0 %", "0.0 %")
+
+
+def format_duration(delta: timedelta, language: Language) -> str:
+    """timedelta → '2d 3h' / '2天3小时' (minutes only under a day)."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    units = ("天", "小时", "分钟") if language == "zh" else ("d", "h", "m")
+    parts = [f"{days}{units[0]}" if days else "", f"{hours}{units[1]}" if hours else ""]
+    if not days:
+        parts.append(f"{mins}{units[2]}" if mins or not hours else "")
+    return ("" if language == "zh" else " ").join(p for p in parts if p)
+
+
+def _local(at: datetime | None, zone: ZoneInfo) -> str | None:
+    return None if at is None else f"{at.astimezone(zone):%Y-%m-%d %H:%M} {zone.key}"
+
+
+def _creator(creator: Creator | None) -> dict[str, str] | None:
+    if creator is None:
+        return None
+    return {
+        "name": creator.name or creator.user_id,
+        "user_id": creator.user_id,
+        "url": creator.pgy_url,
+    }
+
+
+def alert_variables(
+    event: str, alert: AlertView, context: MessageContext, language: Language
+) -> dict[str, Any]:
+    """Every documented variable of ``alert.*`` / ``account.*`` (see the module docstring)."""
+    details = dict(alert.details)
+    metric = alert.metric
+    change_abs, change_pct = details.get("change_abs"), details.get("change_pct")
+    pct_text = format_pct(change_pct)
+    end = alert.resolved_at or context.now
+    code = details.get("code")
+    return {
+        "event": event,
+        "language": language,
+        "rule": alert.rule,
+        "kind": details.get("kind", ""),
+        "severity": str(alert.severity),
+        "scope": alert.scope,
+        "summary": alert.summary,
+        "details": details,
+        "metric": metric,
+        "metric_label": METRIC_LABELS[language].get(metric or "", metric or ""),
+        "value": alert.value,
+        "baseline": alert.baseline,
+        "change_abs": change_abs,
+        "change_pct": change_pct,
+        "value_text": format_value(metric, alert.value),
+        "baseline_text": format_value(metric, alert.baseline),
+        "change_abs_text": format_change(metric, change_abs),
+        "change_pct_text": pct_text,
+        "movement_text": (
+            f"{format_value(metric, alert.baseline)} → {format_value(metric, alert.value)}"
+            + ("" if change_pct is None else f" ({pct_text})")
+        ),
+        "date": details.get("date"),
+        "baseline_date": details.get("baseline_date"),
+        "fired_at": _local(alert.fired_at, context.zone),
+        "resolved_at": _local(alert.resolved_at, context.zone),
+        "now": _local(context.now, context.zone),
+        "firing_for": (
+            None if alert.fired_at is None else format_duration(end - alert.fired_at, language)
+        ),
+        "creator": _creator(context.creator),
+        "variant": None if context.variant is None else context.variant.label,
+        "code": code,
+        "code_text": CODE_TEXTS[language].get(code, "") if isinstance(code, int) else "",
+        "rolling_median": bool(details.get("rolling_median")) or details.get("kind") == "change",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Mover:
+    """One creator's move on one metric over the digest's period."""
+
+    creator: Creator
+    metric: str
+    old: float
+    new: float
+
+    @property
+    def change_pct(self) -> float | None:
+        return None if self.old == 0 else (self.new - self.old) / self.old * 100
+
+
+@dataclass(frozen=True, slots=True)
+class AlertLine:
+    rule: str
+    scope: str
+    severity: str
+    summary: str
+    at: datetime
+    creator: Creator | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailingCreator:
+    creator: Creator
+    failures: int
+    last_code: int | None = None
+    last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A day's summary, assembled by the glue from the store."""
+
+    day: date
+    movers: tuple[Mover, ...] = ()
+    fired: tuple[AlertLine, ...] = ()
+    resolved: tuple[AlertLine, ...] = ()
+    budget_used: int = 0
+    daily_calls: int = 0
+    failing: tuple[FailingCreator, ...] = ()
+    top: int = 5  # movers shown per metric
+
+
+def top_movers(movers: Iterable[Mover], top: int) -> dict[str, list[Mover]]:
+    """Per metric, the ``top`` largest moves by absolute percentage (undefined ones left out)."""
+    grouped: dict[str, list[Mover]] = {}
+    for mover in movers:
+        if mover.change_pct is not None and mover.change_pct != 0:
+            grouped.setdefault(mover.metric, []).append(mover)
+    return {
+        metric: sorted(rows, key=lambda m: -abs(m.change_pct or 0.0))[:top]
+        for metric, rows in grouped.items()
+    }
+
+
+def digest_variables(digest: Digest, context: MessageContext, language: Language) -> dict[str, Any]:
+    """Every documented variable of ``digest.*``."""
+
+    def line(item: AlertLine) -> dict[str, Any]:
+        name = item.creator.name or item.creator.user_id if item.creator else ""
+        at = _local(item.at, context.zone)
+        return {
+            "rule": item.rule,
+            "name": name,
+            "scope": item.scope,
+            "severity": item.severity,
+            "summary": item.summary,
+            "at": at,
+        }
+
+    movers = [
+        {
+            "metric": metric,
+            "label": METRIC_LABELS[language].get(metric, metric),
+            "rows": [
+                {
+                    **(_creator(m.creator) or {}),
+                    "old_text": format_value(metric, m.old),
+                    "new_text": format_value(metric, m.new),
+                    "change_pct_text": format_pct(m.change_pct),
+                }
+                for m in rows
+            ],
+        }
+        for metric, rows in top_movers(digest.movers, digest.top).items()
+    ]
+    share = digest.budget_used / digest.daily_calls * 100 if digest.daily_calls else None
+    return {
+        "language": language,
+        "day": digest.day.isoformat(),
+        "movers": movers,
+        "fired": [line(a) for a in digest.fired],
+        "resolved": [line(a) for a in digest.resolved],
+        "budget_used": f"{digest.budget_used:,}",
+        "daily_calls": f"{digest.daily_calls:,}",
+        "budget_pct_text": "n/a" if share is None else f"{share:.1f} %",
+        "failing": [
+            {
+                **(_creator(f.creator) or {}),
+                "failures": f.failures,
+                "last_code": f.last_code,
+                "last_success_at": _local(f.last_success_at, context.zone),
+            }
+            for f in digest.failing
+        ],
+    }
+
+
+def _environment(directory: Path) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(directory),
+        undefined=StrictUndefined,
+        autoescape=False,  # Markdown, not HTML
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = lambda value, metric=None: format_value(metric, value)
+    env.filters["pct"] = format_pct
+    env.filters["duration"] = lambda seconds, language="en": format_duration(
+        timedelta(seconds=float(seconds)), language
+    )
+    return env
+
+
+def _split(text: str) -> tuple[str, str]:
+    title, _, body = text.strip().partition("\n")
+    return title.strip(), body.strip() + "\n"
+
+
+class Renderer:
+    """Renders from the user's templates_dir when it has the template, else the built-in one."""
+
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        self._builtin = _environment(BUILTIN_DIR)
+        self._user_dir = templates_dir
+        self._user = None if templates_dir is None else _environment(templates_dir)
+
+    def render(
+        self, event: str, alert: AlertView, context: MessageContext, language: Language
+    ) -> Message:
+        """An alert event ('firing' | 'repeat' | 'resolved') as a Message."""
+        kind = "account" if alert.scope == ACCOUNT_SCOPE else "alert"
+        variables = alert_variables(event, alert, context, language)
+        return self._render(f"{kind}.{language}.j2", variables)
+
+    def render_digest(self, digest: Digest, context: MessageContext, language: Language) -> Message:
+        return self._render(f"digest.{language}.j2", digest_variables(digest, context, language))
+
+    def _render(self, name: str, variables: Mapping[str, Any]) -> Message:
+        error = None
+        user, user_dir = self._user, self._user_dir
+        if user is not None and user_dir is not None and (user_dir / name).is_file():
+            try:
+                return Message(*_split(user.get_template(name).render(variables)))
+            # a user template may fail in any way (syntax, undefined, sandbox, 1/0): fall back
+            except Exception as exc:  # noqa: BLE001
+                error = f"template {name}: {type(exc).__name__}: {exc}"
+        title, body = _split(self._builtin.get_template(name).render(variables))
+        return Message(title, body, error)
+
+
+def render(
+    event: str,
+    alert: AlertView,
+    context: MessageContext,
+    language: Language,
+    templates_dir: Path | None = None,
+) -> Message:
+    """One-shot form of ``Renderer(templates_dir).render(...)``."""
+    return Renderer(templates_dir).render(event, alert, context, language)
+
+
+__all__: list[str] = [
+    "AlertLine",
+    "AlertView",
+    "Digest",
+    "FailingCreator",
+    "Message",
+    "MessageContext",
+    "Mover",
+    "Renderer",
+    "format_change",
+    "format_duration",
+    "format_pct",
+    "format_value",
+    "render",
+    "top_movers",
+]

@@ -1,0 +1,364 @@
+"""PURE rule evaluation: one rule and one subject (a creator's series, or the account) in, one
+Outcome (FIRING with a Finding, CLEAR, or UNKNOWN) out. No I/O, no clock (``now`` is in the
+subject), no database, no asyncio; the alert lifecycle lives in ``alerts.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from monitor.config import (
+    AnomalyRule,
+    ApiErrorRule,
+    BudgetRule,
+    ChangeRule,
+    Rule,
+    StaleRule,
+    ThresholdRule,
+)
+from monitor.model import Creator, DailyPoint, Finding, Outcome, Variant, Verdict
+
+__all__ = [
+    "ACCOUNT_SCOPE",
+    "ACCOUNT_WIDE_CODES",
+    "AccountSubject",
+    "Finding",
+    "Outcome",
+    "Subject",
+    "Verdict",
+    "combine",
+    "evaluate",
+    "in_scope",
+    "inhibit",
+]
+
+#: codes that block the whole account; they yield one account-scope finding, never one per creator
+ACCOUNT_WIDE_CODES: frozenset[int] = frozenset({100, 303, 600, 601, 602})
+ACCOUNT_SCOPE = "account"
+#: MAD → standard deviation of a normal distribution
+MAD_SCALE = 1.4826
+#: mean absolute deviation → standard deviation, the fallback when more than half the window ties
+MEAN_AD_SCALE = 1.2533
+#: when the whole window is one value, a deviation is measured against 1 % of it (at least 1 unit)
+FLAT_SCALE_SHARE = 0.01
+ROLLING_NOTE = "values are rolling medians per note, not daily totals"
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a creator-scope rule sees for one creator and variant at ``now`` (UTC, aware)."""
+
+    creator: Creator
+    variant: Variant
+    series: tuple[DailyPoint, ...]  # ascending by date_key
+    now: datetime
+    last_success_at: datetime | None = None
+    consecutive_failures: int = 0
+    last_code: int | None = None  # code of the newest attempt (0 = success, None = never tried)
+    recent_codes: tuple[int, ...] = ()  # newest last
+    tracked_since: datetime | None = None  # a stale rule's clock when nothing succeeded yet
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSubject:
+    """What an account-scope rule sees: today's budget and the current account-wide pause."""
+
+    now: datetime
+    used_today: int
+    daily_calls: int
+    pause_code: int | None = None  # 100/303/600/601/602 while every call is paused
+    pause_reason: str | None = None
+    paused_since: datetime | None = None
+
+
+def _scope(subject: Subject | AccountSubject) -> str:
+    return subject.creator.user_id if isinstance(subject, Subject) else ACCOUNT_SCOPE
+
+
+def _unknown(subject: Subject | AccountSubject, reason: str) -> Outcome:
+    return Outcome(Verdict.UNKNOWN, _scope(subject), reason=reason)
+
+
+def _decide(subject: Subject | AccountSubject, fires: bool, finding: Finding) -> Outcome:
+    verdict = Verdict.FIRING if fires else Verdict.CLEAR
+    return Outcome(verdict, _scope(subject), finding=finding)
+
+
+def in_scope(rule: Rule, subject: Subject | AccountSubject) -> bool:
+    """Whether ``rule`` is evaluated for ``subject`` at all.
+
+    budget is account-only; api_error is both (per creator, and once for the account);
+    the rest are per creator, limited by the rule's ``creators``/``tags``.
+    """
+    if isinstance(subject, AccountSubject):
+        return isinstance(rule, BudgetRule | ApiErrorRule)
+    return not isinstance(rule, BudgetRule) and rule.applies_to(subject.creator)
+
+
+def evaluate(rule: Rule, subject: Subject | AccountSubject) -> Outcome:
+    """Evaluate one rule; a subject out of the rule's scope is UNKNOWN (state left as it is)."""
+    if not in_scope(rule, subject):
+        return _unknown(subject, "out of scope")
+    if isinstance(subject, AccountSubject):
+        if isinstance(rule, BudgetRule):
+            return _budget(rule, subject)
+        assert isinstance(rule, ApiErrorRule)
+        return _account_error(rule, subject)
+    assert not isinstance(rule, BudgetRule)  # in_scope keeps budget rules on the account
+    return _CREATOR_KINDS[rule.kind](rule, subject)
+
+
+def inhibit(rule: Rule, outcome: Outcome, subject: Subject, account: AccountSubject) -> Outcome:
+    """While an account-wide error lasts, a per-creator api_error finding caused by an account-wide
+    code is turned into UNKNOWN: the one account alert speaks for everyone, and the creator's
+    alert (if any) is left as it was. Call it after updating the account's pause state.
+    """
+    if (
+        isinstance(rule, ApiErrorRule)
+        and outcome.firing
+        and account.pause_code is not None
+        and subject.last_code in ACCOUNT_WIDE_CODES
+    ):
+        return Outcome(
+            Verdict.UNKNOWN,
+            outcome.scope,
+            reason=f"inhibited by the account-wide error {account.pause_code}",
+        )
+    return outcome
+
+
+def combine(outcomes: Iterable[Outcome]) -> Outcome | None:
+    """Fold one rule's outcomes over a creator's variants into the one alert per (rule, creator):
+    the first FIRING wins; CLEAR only when every variant is CLEAR; else UNKNOWN. None if empty.
+    """
+    items = list(outcomes)
+    if not items:
+        return None
+    for item in items:
+        if item.firing:
+            return item
+    if all(item.verdict is Verdict.CLEAR for item in items):
+        return items[0]
+    return next(item for item in items if item.verdict is Verdict.UNKNOWN)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
+
+
+def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
+    if not subject.series:
+        return _unknown(subject, "no data")
+    newest = subject.series[-1]
+    value = newest.value(rule.metric)
+    if value is None:
+        return _unknown(subject, f"{rule.metric} not available on {newest.date_key}")
+    previous = subject.series[-2] if len(subject.series) > 1 else None
+    old = previous.value(rule.metric) if previous else None
+    finding = Finding(
+        summary=f"{rule.metric} {_fmt(value)} {rule.op} {_fmt(rule.value)} on {newest.date_key}",
+        metric=rule.metric,
+        value=value,
+        baseline=old,
+        change_abs=None if old is None else value - old,
+        change_pct=None if not old else (value - old) / old * 100,
+        newest_date=newest.date_key,
+        baseline_date=previous.date_key if previous else None,
+        details={"kind": "threshold", "op": rule.op, "threshold": rule.value},
+    )
+    return _decide(subject, _OPS[rule.op](value, rule.value), finding)
+
+
+def _baseline_point(rule: ChangeRule, series: tuple[DailyPoint, ...]) -> DailyPoint | None:
+    newest = series[-1]
+    if rule.baseline == "previous":
+        return series[-2] if len(series) > 1 else None
+    assert isinstance(rule.baseline, timedelta)
+    # the series is daily: a sub-day remainder rounds up to a whole day back
+    days = max(1, math.ceil(rule.baseline.total_seconds() / 86400))
+    target = newest.date_key - timedelta(days=days)
+    earlier = [p for p in series if p.date_key <= target]
+    return earlier[-1] if earlier else None
+
+
+def _days(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 86400:g}d"
+
+
+def _change(rule: ChangeRule, subject: Subject) -> Outcome:
+    if not subject.series:
+        return _unknown(subject, "no data")
+    newest = subject.series[-1]
+    base = _baseline_point(rule, subject.series)
+    if base is None:
+        return _unknown(subject, "no baseline point in the stored series")
+    new, old = newest.value(rule.metric), base.value(rule.metric)
+    if new is None or old is None:
+        return _unknown(subject, f"{rule.metric} missing on {base.date_key} or {newest.date_key}")
+    if rule.pct is not None and old == 0:
+        return _unknown(subject, f"{rule.metric} baseline is 0; a percentage is undefined")
+    change_abs = new - old
+    change_pct = None if old == 0 else change_abs / old * 100
+    limit = rule.pct if rule.pct is not None else rule.abs_
+    measured = change_pct if rule.pct is not None else change_abs
+    assert limit is not None
+    assert measured is not None
+    # round away float noise so that exactly -30 % meets pct = -30
+    measured = round(measured, 9)
+    fires = measured <= limit if limit < 0 else measured >= limit
+    pct_text = "" if change_pct is None else f" ({change_pct:+.1f} %)"
+    finding = Finding(
+        summary=(
+            f"{rule.metric} {_fmt(old)} → {_fmt(new)}{pct_text} from {base.date_key} to "
+            f"{newest.date_key}; {ROLLING_NOTE}"
+        ),
+        metric=rule.metric,
+        value=new,
+        baseline=old,
+        change_abs=change_abs,
+        change_pct=change_pct,
+        newest_date=newest.date_key,
+        baseline_date=base.date_key,
+        details={
+            "kind": "change",
+            "baseline": rule.baseline if rule.baseline == "previous" else _days(rule.baseline),
+            "limit": limit,
+            "unit": "pct" if rule.pct is not None else "abs",
+            "rolling_median": True,
+        },
+    )
+    return _decide(subject, fires, finding)
+
+
+def _stale(rule: StaleRule, subject: Subject) -> Outcome:
+    since = subject.last_success_at or subject.tracked_since
+    if since is None:
+        return _unknown(subject, "never fetched and no tracking start known")
+    age = subject.now - since
+    what = "last success" if subject.last_success_at else "tracked since"
+    finding = Finding(
+        summary=f"no fresh data for {age} ({what} {since.isoformat()})",
+        details={
+            "kind": "stale",
+            "age_s": age.total_seconds(),
+            "after_s": rule.after.total_seconds(),
+            "last_success_at": None if subject.last_success_at is None else since.isoformat(),
+        },
+    )
+    return _decide(subject, age >= rule.after, finding)
+
+
+def _api_error(rule: ApiErrorRule, subject: Subject) -> Outcome:
+    by_code = subject.last_code is not None and subject.last_code in rule.codes
+    by_count = rule.consecutive is not None and subject.consecutive_failures >= rule.consecutive
+    finding = Finding(
+        summary=(
+            f"last code {subject.last_code}, {subject.consecutive_failures} consecutive failures"
+        ),
+        details={
+            "kind": "api_error",
+            "code": subject.last_code,
+            "consecutive_failures": subject.consecutive_failures,
+            "recent_codes": list(subject.recent_codes),
+        },
+    )
+    return _decide(subject, by_code or by_count, finding)
+
+
+def _account_error(rule: ApiErrorRule, subject: AccountSubject) -> Outcome:
+    code = subject.pause_code
+    fires = code is not None and code in ACCOUNT_WIDE_CODES and code in rule.codes
+    since = subject.paused_since.isoformat() if subject.paused_since else None
+    summary = f"account-wide error {code}: all calls paused" if fires else "account calls resumed"
+    finding = Finding(
+        summary=summary,
+        details={
+            "kind": "api_error",
+            "code": code,
+            "reason": subject.pause_reason,
+            "paused_since": since,
+        },
+    )
+    return _decide(subject, fires, finding)
+
+
+def _robust_scale(values: list[float], center: float) -> float:
+    """MAD * 1.4826; if over half the window ties, the mean absolute deviation * 1.2533; if the
+    window is flat, 1 % of the median (at least 1 unit), so that a flat series is not an alarm on
+    every wobble yet a real jump still stands out.
+    """
+    deviations = [abs(v - center) for v in values]
+    mad = statistics.median(deviations) * MAD_SCALE
+    if mad > 0:
+        return mad
+    mean_ad = statistics.fmean(deviations) * MEAN_AD_SCALE
+    if mean_ad > 0:
+        return mean_ad
+    return max(abs(center) * FLAT_SCALE_SHARE, 1.0 if abs(center) >= 1 else FLAT_SCALE_SHARE)
+
+
+def _anomaly(rule: AnomalyRule, subject: Subject) -> Outcome:
+    if not subject.series:
+        return _unknown(subject, "no data")
+    newest = subject.series[-1]
+    value = newest.value(rule.metric)
+    window = [p.value(rule.metric) for p in subject.series[-1 - rule.window : -1]]
+    trailing = [v for v in window if v is not None]
+    if value is None or len(trailing) < rule.min_points:
+        return _unknown(subject, f"{len(trailing)} of {rule.min_points} points needed")
+    center = statistics.median(trailing)
+    scale = _robust_scale(trailing, center)
+    score = (value - center) / scale
+    finding = Finding(
+        summary=(
+            f"{rule.metric} {_fmt(value)} is {score:+.1f} robust deviations from the median "
+            f"{_fmt(center)} of {len(trailing)} points; {ROLLING_NOTE}"
+        ),
+        metric=rule.metric,
+        value=value,
+        baseline=center,
+        change_abs=value - center,
+        change_pct=None if center == 0 else (value - center) / center * 100,
+        newest_date=newest.date_key,
+        details={"kind": "anomaly", "score": round(score, 3), "k": rule.k, "scale": scale},
+    )
+    return _decide(subject, abs(score) > rule.k, finding)
+
+
+_CREATOR_KINDS: dict[str, Callable[[Any, Subject], Outcome]] = {
+    "threshold": _threshold,
+    "change": _change,
+    "stale": _stale,
+    "api_error": _api_error,
+    "anomaly": _anomaly,
+}
+
+
+def _budget(rule: BudgetRule, subject: AccountSubject) -> Outcome:
+    if subject.daily_calls <= 0:
+        return _unknown(subject, "no daily call budget")
+    share = subject.used_today / subject.daily_calls * 100
+    finding = Finding(
+        summary=f"{subject.used_today} of {subject.daily_calls} daily calls used ({share:.1f} %)",
+        value=float(subject.used_today),
+        baseline=float(subject.daily_calls),
+        details={"kind": "budget", "share_pct": round(share, 3), "level_pct": rule.level_pct},
+    )
+    return _decide(subject, share >= rule.level_pct, finding)
