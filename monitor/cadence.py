@@ -1,0 +1,216 @@
+"""When each creator x variant is due: stable slots inside its cadence, catch-up after downtime,
+the fetch window, most-overdue-first picking, and the call plan that ``check`` prints.
+Pure: time is passed in; no clock reads, no I/O, no database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+from monitor.config import Config
+from monitor.model import Variant
+
+#: the grid every cadence is laid on; any fixed instant works, the hash gives the phase
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+UNTAGGED = "(untagged)"
+#: above this share of the budget, retries and probes have little room left
+TIGHT_SHARE = 0.8
+
+
+def slot_key(user_id: str, variant: Variant) -> str:
+    """The stable name of one series: what the slot offset is hashed from."""
+    return f"{user_id}/{variant.label}"
+
+
+def slot_offset(key: str, every: timedelta) -> timedelta:
+    """Where inside each ``every`` the key's slots fall: whole seconds in ``[0, every)``.
+
+    blake2b rather than ``hash()``: Python salts str hashes per process, and the offsets must
+    survive restarts and agree between instances. Hash values are uniform, so N keys with one
+    cadence spread evenly across it.
+    """
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    period = max(1, int(every.total_seconds()))
+    return timedelta(seconds=int.from_bytes(digest, "big") % period)
+
+
+def first_due(key: str, every: timedelta, now: datetime) -> datetime:
+    """The slot for a series with no schedule yet: its latest slot at or before ``now``.
+
+    It is due at once (a new creator gets data on the first dispatch), and how far the slot
+    lies behind ``now`` orders a crowd of new series by their place in the cadence.
+    """
+    phase = EPOCH + slot_offset(key, every)
+    return phase + ((now - phase) // every) * every
+
+
+def next_due(previous_due: datetime, every: timedelta, now: datetime) -> datetime:
+    """The next slot on ``previous_due``'s grid strictly after ``now`` (at least one step on).
+
+    After downtime this skips the missed slots instead of bursting them: the history backfills
+    itself because every call returns the whole 30/90-day window.
+    """
+    if now < previous_due:
+        return previous_due + every
+    return previous_due + ((now - previous_due) // every + 1) * every
+
+
+def apply_window(slot: datetime, fetch_after: time | None, zone: ZoneInfo) -> datetime:
+    """The time a slot actually runs: a slot earlier in its local day than ``fetch_after``
+    moves to ``fetch_after`` that same day. Keep storing the slot itself, so the grid never
+    drifts; several early slots of one day all land on ``fetch_after`` and ``next_due`` then
+    skips the ones already passed.
+    """
+    if fetch_after is None:
+        return slot
+    local = slot.astimezone(zone)
+    if local.time() >= fetch_after:
+        return slot
+    return datetime.combine(local.date(), fetch_after, tzinfo=zone).astimezone(UTC)
+
+
+class Due(Protocol):
+    """Anything with a stable key and a due time can be picked."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def due_at(self) -> datetime: ...
+
+
+DueT = TypeVar("DueT", bound=Due)
+
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    key: str
+    due_at: datetime
+
+
+def pick_due(entries: Iterable[DueT], now: datetime, available: int) -> list[DueT]:
+    """Up to ``available`` entries due at ``now``, most overdue first, ties by key.
+
+    Nobody starves: an entry left out keeps its due time and only grows more overdue, while
+    rescheduled entries get due times after ``now``, so it reaches the front in finite time.
+    """
+    due = [entry for entry in entries if entry.due_at <= now]
+    due.sort(key=lambda entry: (entry.due_at, entry.key))
+    return due[: max(0, available)]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Calls per day the config needs against what the budget allows."""
+
+    calls_per_day: float
+    series: int  # creator x variant pairs fetched
+    rate_capacity: int  # calls_per_minute x 1440
+    daily_calls: int
+    by_tag: tuple[tuple[str, float], ...]  # calls/day per tag, largest first
+    advice: tuple[str, ...]
+
+    @property
+    def capacity(self) -> int:
+        return min(self.rate_capacity, self.daily_calls)
+
+    @property
+    def fits(self) -> bool:
+        return self.calls_per_day <= self.capacity
+
+    def lines(self) -> list[str]:
+        """The plan as ``check`` prints it."""
+        verdict = "fits" if self.fits else "DOES NOT FIT"
+        out = [
+            f"call plan: {self.calls_per_day:.1f} calls/day for {self.series} series; "
+            f"budget allows {self.capacity} (daily_calls {self.daily_calls}, "
+            f"calls_per_minute x 1440 = {self.rate_capacity}): {verdict}",
+        ]
+        out.extend(f"  tag {tag}: {calls:.1f} calls/day" for tag, calls in self.by_tag)
+        out.extend(f"  advice: {line}" for line in self.advice)
+        return out
+
+
+def call_plan(config: Config) -> Plan:
+    """Sum ``86400 / every`` over every creator x variant and compare with the budget."""
+    total = 0.0
+    series = 0
+    tag_calls: dict[str, float] = {}
+    tag_series: dict[str, int] = {}
+    for creator in config.creators:
+        count = len(config.variants_of(creator))
+        calls = count * (DAY / config.every_of(creator))
+        total += calls
+        series += count
+        for tag in creator.tags or (UNTAGGED,):
+            tag_calls[tag] = tag_calls.get(tag, 0.0) + calls
+            tag_series[tag] = tag_series.get(tag, 0) + count
+    by_tag = tuple(sorted(tag_calls.items(), key=lambda kv: (-kv[1], kv[0])))
+    budget = config.budget
+    rate_capacity = budget.calls_per_minute * 1440
+    advice = _advice(
+        total,
+        series,
+        rate_capacity=rate_capacity,
+        daily_calls=budget.daily_calls,
+        by_tag=by_tag,
+        tag_series=tag_series,
+    )
+    return Plan(total, series, rate_capacity, budget.daily_calls, by_tag, advice)
+
+
+def _advice(
+    total: float,
+    series: int,
+    *,
+    rate_capacity: int,
+    daily_calls: int,
+    by_tag: tuple[tuple[str, float], ...],
+    tag_series: dict[str, int],
+) -> tuple[str, ...]:
+    capacity = min(rate_capacity, daily_calls)
+    if total <= capacity:
+        if total > TIGHT_SHARE * capacity:
+            return (
+                f"the plan uses {total / capacity:.0%} of the budget; retries, probes and "
+                "`fetch` draw from it too",
+            )
+        return ()
+    needed = math.ceil(total)
+    raise_it = f"raise budget.daily_calls to {needed}" if total > daily_calls else ""
+    if total > rate_capacity:
+        per_minute = f"budget.calls_per_minute to {math.ceil(total / 1440)}"
+        raise_it = f"{raise_it} and {per_minute}" if raise_it else f"raise {per_minute}"
+    out = [raise_it]
+    excess = total - capacity
+    for tag, calls in by_tag:
+        if calls > excess:
+            every = _every_for(tag_series[tag], calls - excess)
+            who = "the untagged creators" if tag == UNTAGGED else f"tag {tag!r}"
+            out.append(f"or set every = {format_duration(every)} for {who}")
+            break
+    out.append(f"or set every = {format_duration(_every_for(series, capacity))} for every creator")
+    return tuple(out)
+
+
+def _every_for(series: int, calls_per_day: float) -> timedelta:
+    """The shortest readable cadence at which ``series`` series need at most ``calls_per_day``."""
+    seconds = series * DAY.total_seconds() / calls_per_day
+    unit = 60 if seconds <= 3600 else 3600 if seconds <= 60 * 3600 else 86400
+    return timedelta(seconds=math.ceil(seconds / unit) * unit)
+
+
+def format_duration(delta: timedelta) -> str:
+    """``timedelta`` → the config's duration syntax in its largest exact unit: ``36h``, ``90m``."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,313 @@
+"""Prometheus metrics on a private registry, and the optional ``/healthz`` + ``/metrics`` endpoint.
+
+Owns the metric objects and the aiohttp server. Must not decide health or compute gauges itself:
+the daemon pushes values in (or refreshes them through a callback) and passes the health check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import choose_encoder
+
+from monitor.errors import ConfigError, MonitorError
+
+log = logging.getLogger(__name__)
+
+#: the daemon's check: True when the loop is alive and the database writable; raising a
+#: MonitorError makes its (one-line, redacted) message the reason in the 503 body
+HealthCheck = Callable[[], Awaitable[bool]]
+Refresh = Callable[[], Awaitable[None]]
+
+PREFIX = "creator_monitor"
+
+
+class Telemetry:
+    """The daemon's metrics. Every instance has its own registry, so instances never collide.
+
+    ``refresh`` (optional) recomputes expensive gauges; it runs before each scrape, bounded by
+    ``refresh_timeout`` seconds. A failed or slow refresh serves the previous values and counts
+    in ``creator_monitor_telemetry_refresh_errors_total``.
+    """
+
+    def __init__(self, *, refresh: Refresh | None = None, refresh_timeout: float = 5.0) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._refresh = refresh
+        self._refresh_timeout = refresh_timeout
+        self._refresh_lock = asyncio.Lock()
+        self._refresh_failing = False
+        r = self.registry
+        self.calls = Counter(
+            f"{PREFIX}_upstream_calls", "Upstream calls by result code.", ["code"], registry=r
+        )
+        self.billed_calls = Counter(
+            f"{PREFIX}_upstream_billed_calls", "Upstream calls the vendor charges for.", registry=r
+        )
+        self.budget_tokens = Gauge(
+            f"{PREFIX}_budget_tokens_left", "Calls the token bucket allows right now.", registry=r
+        )
+        self.daily_calls_left = Gauge(
+            f"{PREFIX}_budget_daily_calls_left", "Calls left in today's daily_calls.", registry=r
+        )
+        self.quota_left = Gauge(
+            f"{PREFIX}_upstream_quota_left",
+            "Calls left on the upstream account, as last reported (NaN when unknown).",
+            registry=r,
+        )
+        self.paused = Gauge(
+            f"{PREFIX}_paused",
+            "1 while every call is paused; the reason label is the upstream code.",
+            ["reason"],
+            registry=r,
+        )
+        self.inflight = Gauge(f"{PREFIX}_inflight_calls", "Upstream calls in flight.", registry=r)
+        self.oldest_overdue = Gauge(
+            f"{PREFIX}_oldest_overdue_seconds",
+            "How long the most overdue creator has been waiting past its due time.",
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            f"{PREFIX}_outbox_depth", "Notifications waiting to be sent.", registry=r
+        )
+        self.dead_letters = Gauge(
+            f"{PREFIX}_outbox_dead_letters", "Notifications that gave up.", registry=r
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}_last_success_timestamp_seconds",
+            "Unix time of the last successful upstream fetch (0 before the first).",
+            registry=r,
+        )
+        self.refresh_errors = Counter(
+            f"{PREFIX}_telemetry_refresh_errors",
+            "Scrapes that served stale gauges because the refresh failed.",
+            registry=r,
+        )
+        self.quota_left.set(float("nan"))
+        self.set_paused(None)
+
+    def record_call(self, code: int | str, billed: bool) -> None:
+        """One upstream call ended with ``code`` (an API code, or e.g. ``"transport"``)."""
+        self.calls.labels(code=str(code)).inc()
+        if billed:
+            self.billed_calls.inc()
+
+    def set_budget(self, *, tokens_left: float, daily_calls_left: int) -> None:
+        """The budget as it stands: bucket tokens now, and calls left today."""
+        self.budget_tokens.set(tokens_left)
+        self.daily_calls_left.set(daily_calls_left)
+
+    def set_quota_left(self, calls: float | None) -> None:
+        """Calls left on the upstream account when known; None when it is not."""
+        self.quota_left.set(float("nan") if calls is None else calls)
+
+    def set_paused(self, reason: int | str | None) -> None:
+        """Paused for ``reason`` (e.g. 303, 601), or running again with None.
+
+        Exactly one series exists at a time, so ``creator_monitor_paused == 1`` names the reason.
+        """
+        self.paused.clear()
+        if reason is None:
+            self.paused.labels(reason="").set(0)
+        else:
+            self.paused.labels(reason=str(reason)).set(1)
+
+    def set_inflight(self, calls: int) -> None:
+        """How many upstream calls are in flight right now."""
+        self.inflight.set(calls)
+
+    def set_oldest_overdue(self, seconds: float) -> None:
+        """Seconds the most overdue creator is past its due time (0 when nobody is late)."""
+        self.oldest_overdue.set(max(0.0, seconds))
+
+    def set_outbox(self, *, depth: int, dead_letters: int) -> None:
+        """Notifications waiting to be sent, and those dead-lettered."""
+        self.outbox_depth.set(depth)
+        self.dead_letters.set(dead_letters)
+
+    def set_last_success(self, at: datetime) -> None:
+        """When the last successful fetch finished; ``at`` must be timezone-aware."""
+        if at.tzinfo is None:
+            raise ValueError("set_last_success needs an aware datetime")
+        self.last_success.set(at.timestamp())
+
+    async def refresh(self) -> None:
+        """Run the refresh callback once (serialized); a failure keeps the previous values."""
+        if self._refresh is None:
+            return
+        async with self._refresh_lock:
+            try:
+                async with asyncio.timeout(self._refresh_timeout):
+                    await self._refresh()
+            except (MonitorError, TimeoutError) as exc:
+                self.refresh_errors.inc()
+                if not self._refresh_failing:
+                    self._refresh_failing = True
+                    log.warning("metrics refresh failing, serving stale gauges: %s", _reason(exc))
+                return
+            if self._refresh_failing:
+                self._refresh_failing = False
+                log.info("metrics refresh recovered")
+
+    async def scrape(self, accept: str = "") -> tuple[bytes, str]:
+        """Refresh, then render in the format ``accept`` asks for: (body, content type)."""
+        await self.refresh()
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+def _reason(exc: BaseException) -> str:
+    # Our own errors are one redacted line; a foreign exception's text may carry a DSN or
+    # URL with a secret, so only its type is shown.
+    if isinstance(exc, MonitorError):
+        return " ".join(str(exc).split())
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return type(exc).__name__
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` / ``"[::1]:9464"`` → (host, port). The host must be given."""
+    host, sep, port = listen.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(
+            "http.listen", f"expected 'HOST:PORT' like '127.0.0.1:9464', got {listen!r}"
+        )
+    if not host or host == "*":
+        # An empty host would make aiohttp listen on every interface; that must be a choice.
+        raise ConfigError(
+            "http.listen",
+            f"give the host explicitly, e.g. '127.0.0.1:{port}' (or '0.0.0.0:{port}' for every "
+            "interface)",
+        )
+    return host, int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpEndpoint:
+    """The running ``/healthz`` + ``/metrics`` server; close it (or ``async with`` it) to stop."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner = runner
+        self.host = host
+        #: the bound port (the real one when the config asked for port 0)
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """Base URL of the endpoint, e.g. ``http://127.0.0.1:9464``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop listening and close open connections; safe to call twice."""
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> HttpEndpoint:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _Health:
+    """Runs the daemon's check for ``/healthz``; logs only when the answer changes."""
+
+    def __init__(self, check: HealthCheck, timeout: float) -> None:
+        self._check = check
+        self._timeout = timeout
+        self._last_failure: str | None = None
+
+    async def failure(self) -> str | None:
+        """None when healthy, else a one-line reason."""
+        reason: str | None
+        try:
+            async with asyncio.timeout(self._timeout):
+                ok = await self._check()
+        except TimeoutError:
+            reason = f"health check timed out after {self._timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 — any failure of the check means "unhealthy"
+            reason = _reason(exc)
+        else:
+            reason = None if ok else "health check failed"
+        if reason != self._last_failure:
+            if reason is None:
+                log.info("healthy again")
+            else:
+                log.warning("unhealthy: %s", reason)
+            self._last_failure = reason
+        return reason
+
+
+def _app(telemetry: Telemetry, health: _Health) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        reason = await health.failure()
+        if reason is None:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text=f"unhealthy: {reason}\n")
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = await telemetry.scrape(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(
+    listen: str,
+    telemetry: Telemetry,
+    healthy: HealthCheck,
+    *,
+    health_timeout: float = 5.0,
+) -> HttpEndpoint:
+    """Start serving ``GET /healthz`` and ``GET /metrics`` on exactly ``listen`` ("HOST:PORT").
+
+    Returns once the socket is bound; ``await stack.enter_async_context(await serve(...))``.
+    Raises ConfigError for a listen value without a host; a non-loopback host is bound as asked,
+    with a warning, since neither path has authentication.
+    """
+    host, port = parse_listen(listen)
+    if not _is_loopback(host):
+        log.warning(
+            "http.listen %s is not loopback: /metrics and /healthz are unauthenticated", host
+        )
+    # No access log: a scrape every 15 s would drown the journal.
+    runner = web.AppRunner(
+        _app(telemetry, _Health(healthy, health_timeout)), access_log=None, shutdown_timeout=2.0
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException as exc:
+        await runner.cleanup()
+        if isinstance(exc, OSError):
+            raise ConfigError("http.listen", f"cannot listen on {listen}: {exc.strerror}") from exc
+        raise
+    bound_port = int(runner.addresses[0][1]) if port == 0 else port
+    log.info("serving /healthz and /metrics on %s:%d", host, bound_port)
+    return HttpEndpoint(runner, host, bound_port)
