@@ -1,0 +1,284 @@
+"""The SQL tables of creator-monitor as SQLAlchemy Core metadata, and the column types they use.
+
+Owns table and column definitions only; it runs no queries. Migrations in ``migrations/`` create
+and change the schema; ``tests/test_migrations.py`` proves the two never drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+    true,
+)
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+#: constraint names alembic can address later (batch mode on SQLite needs names for everything)
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: fixed-width, so text order on SQLite is time order and ``datetime()`` still parses it
+_SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC: ISO-8601 text on SQLite, ``timestamptz`` on PostgreSQL.
+
+    Naive datetimes are refused: a naive value is a bug that would silently shift by hours.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(27))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused; pass an aware UTC time")
+        utc = value.astimezone(UTC)
+        return utc.strftime(_SQLITE_TIME_FORMAT) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as plain text on both backends, so ``sqlite3`` users can ``json_each`` it."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def _variant_columns(*, primary_key: bool) -> list[Column[str]]:
+    """business / note_type / date_type / advertise: the upstream's own spelling of a variant."""
+    return [
+        Column("business", String(16), primary_key=primary_key, nullable=False),
+        Column("note_type", String(24), primary_key=primary_key, nullable=False),
+        Column("date_type", String(8), primary_key=primary_key, nullable=False),
+        Column("advertise", String(16), primary_key=primary_key, nullable=False),
+    ]
+
+
+creators = Table(
+    "creators",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", String(24), nullable=False, unique=True),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("tags", JSONText, nullable=False, server_default="[]"),
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+fetches = Table(
+    "fetches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("creator_id", Integer, ForeignKey("creators.id"), nullable=False),
+    *_variant_columns(primary_key=False),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("latency_ms", Integer, nullable=True),
+    Column("http_status", Integer, nullable=True),
+    Column("code", Integer, nullable=True),
+    Column("billed", Boolean, nullable=False, server_default=false()),
+    Column("error", Text, nullable=True),
+    Column("points", Integer, nullable=False, server_default="0"),
+    Index(None, "creator_id", "started_at"),
+)
+
+raw_responses = Table(
+    "raw_responses",
+    metadata,
+    Column("fetch_id", Integer, ForeignKey("fetches.id", ondelete="CASCADE"), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False, index=True),
+    Column("body", Text, nullable=False),
+)
+
+daily_metrics = Table(
+    "daily_metrics",
+    metadata,
+    Column("creator_id", Integer, ForeignKey("creators.id"), primary_key=True),
+    *_variant_columns(primary_key=True),
+    Column("date_key", String(10), primary_key=True),
+    Column("imp", BigInteger, nullable=True),
+    Column("read", BigInteger, nullable=True),
+    Column("engage", BigInteger, nullable=True),
+    Column("third_user_num", BigInteger, nullable=True),
+    Column("cpm", Float, nullable=True),
+    Column("cpe", Float, nullable=True),
+    Column("cpv", Float, nullable=True),
+    Column("cpuv", Float, nullable=True),
+    Column("fetch_id", Integer, ForeignKey("fetches.id", ondelete="SET NULL"), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "date_key"),
+    # clustered on the primary key: one creator's series is one contiguous range, and the
+    # table carries no hidden rowid plus a second copy of the key in an index
+    sqlite_with_rowid=False,
+)
+
+schedule = Table(
+    "schedule",
+    metadata,
+    Column("creator_id", Integer, ForeignKey("creators.id"), primary_key=True),
+    *_variant_columns(primary_key=True),
+    Column("next_due_at", UTCDateTime, nullable=False, index=True),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("last_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("broken_at", UTCDateTime, nullable=True),
+    Column("broken_reason", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+)
+
+budget_days = Table(
+    "budget_days",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("calls", Integer, nullable=False, server_default="0"),
+    Column("billed", Integer, nullable=False, server_default="0"),
+)
+
+budget_state = Table(
+    "budget_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("refilled_at", UTCDateTime, nullable=False),
+    Column("paused_until", UTCDateTime, nullable=True),
+    Column("pause_code", Integer, nullable=True),
+    Column("pause_reason", Text, nullable=True),
+    Column("rate_factor", Float, nullable=False, server_default="1.0"),
+    # send times of the last 60 s, so a restart cannot overrun the per-minute cap
+    Column("recent_sends", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rule", String(100), nullable=False),
+    Column("creator_id", Integer, ForeignKey("creators.id"), nullable=True, index=True),
+    Column("scope", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("metric", String(32), nullable=True),
+    Column("value", Float, nullable=True),
+    Column("baseline", Float, nullable=True),
+    Column("pending_since", UTCDateTime, nullable=True),
+    Column("fired_at", UTCDateTime, nullable=True),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    Column("last_seen_at", UTCDateTime, nullable=True),
+    Column("hits", Integer, nullable=False, server_default="0"),
+    Column("clears", Integer, nullable=False, server_default="0"),
+    Column("firing_sent", Boolean, nullable=False, server_default=false()),
+    Column("last_notified_at", UTCDateTime, nullable=True),
+    Column("repeats_sent", Integer, nullable=False, server_default="0"),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("details", JSONText, nullable=True),
+    # at most one open (pending or firing) alert per rule and scope; resolved ones pile up
+    Index(
+        "ux_alerts_rule_scope_open",
+        "rule",
+        "scope",
+        unique=True,
+        sqlite_where=text("state != 'resolved'"),
+        postgresql_where=text("state != 'resolved'"),
+    ),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id", ondelete="SET NULL"), nullable=True),
+    Column("channel", String(100), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("not_before", UTCDateTime, nullable=True),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "alert_id"),
+)
+
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", String(24), nullable=True),
+    Column("rule", String(100), nullable=True),
+    Column("tag", String(100), nullable=True),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False, index=True),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,28 @@
+"""The history store: the only place in creator-monitor that speaks SQL.
+
+``Store`` gathers one mixin per concern (creators, metrics, schedule, ledger); each opens its own
+short transactions through ``StoreBase``. Alert and outbox methods join as another mixin.
+"""
+
+from __future__ import annotations
+
+from monitor.store.creators import CreatorStore
+from monitor.store.engine import StoreBase
+from monitor.store.ledger import BudgetStateRow, LedgerStore
+from monitor.store.metrics import FetchRecord, MetricsStore
+from monitor.store.outbox import OutboxStore
+from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
+
+
+class Store(CreatorStore, MetricsStore, ScheduleStore, LedgerStore, OutboxStore):
+    """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""
+
+
+__all__ = [
+    "BudgetStateRow",
+    "FetchRecord",
+    "ScheduleRow",
+    "StatusRow",
+    "Store",
+    "StoreBase",
+]

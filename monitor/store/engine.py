@@ -1,0 +1,207 @@
+"""Engines, transactions and error translation for the store, on SQLite and PostgreSQL.
+
+Owns connection setup (SQLite PRAGMAs, real BEGIN/BEGIN IMMEDIATE) and turns every driver error
+into one-line ``StoreError``s that never carry a password. Knows no table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from monitor.errors import SchemaOutOfDate, StoreError
+from monitor.store.revision import current_revision, head_revision
+
+Clock = Callable[[], datetime]
+
+#: SQLite waits this long for another writer before "database is locked"
+BUSY_TIMEOUT = timedelta(seconds=5)
+#: an execution option our BEGIN listener reads: take SQLite's write lock up front
+WRITE_LOCK_OPTION = "cm_write"
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL, or a StoreError that does not echo the URL (it may hold a password)."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StoreError(
+            "storage.url is not a database URL (expected sqlite+aiosqlite:///PATH "
+            "or postgresql+asyncpg://USER@HOST/DB)"
+        ) from exc
+
+
+def safe_url(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def make_engine(
+    url: str, *, foreign_keys: bool = True, busy_timeout: timedelta = BUSY_TIMEOUT
+) -> AsyncEngine:
+    """An async engine; on SQLite with WAL, busy timeout, NORMAL sync and transactional BEGINs.
+
+    Migrations pass ``foreign_keys=False``: batch mode recreates tables, and with foreign keys on
+    SQLite would cascade-delete the children of a recreated parent.
+    """
+    sa_url = parse_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        return create_async_engine(sa_url, pool_pre_ping=True)
+    _ensure_parent_dir(sa_url)
+    seconds = busy_timeout.total_seconds()
+    engine = create_async_engine(sa_url, connect_args={"timeout": seconds})
+    _install_sqlite_listeners(engine, foreign_keys=foreign_keys, busy_ms=int(seconds * 1000))
+    return engine
+
+
+def _ensure_parent_dir(url: URL) -> None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    try:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the directory of {database}: {exc.strerror or type(exc).__name__}"
+        ) from exc
+
+
+def _install_sqlite_listeners(engine: AsyncEngine, *, foreign_keys: bool, busy_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # hand BEGIN to us (the `begin` hook below): the driver's legacy mode would run DDL and
+        # SELECTs outside any transaction
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # a deferred transaction that reads then writes fails at once with SQLITE_BUSY when
+        # another writer got in between (busy_timeout cannot help); writers lock up front
+        immediate = conn.get_execution_options().get(WRITE_LOCK_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def describe(exc: BaseException, url: URL) -> str:
+    """One line about a driver error: the driver's own first line, minus any password."""
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    text = re.sub(r"\s*\[SQL:.*", "", text)
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return f"database {safe_url(url)}: {text}"
+
+
+@contextmanager
+def translated(url: URL) -> Iterator[None]:
+    """Turn driver and OS errors into StoreError; our own MonitorErrors pass through."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise StoreError(describe(exc, url)) from exc
+    except Exception as exc:
+        # asyncpg raises its own exception types on connect (bad password, unknown database)
+        if type(exc).__module__.startswith("asyncpg"):
+            raise StoreError(describe(exc, url)) from exc
+        raise
+
+
+class StoreBase:
+    """Lifecycle and transactions shared by the store's concern modules (mixins of ``Store``)."""
+
+    def __init__(self, engine: AsyncEngine, url: URL, clock: Clock) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{WRITE_LOCK_OPTION: True})
+        self._url = url
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls, url: str, *, clock: Clock = system_clock, busy_timeout: timedelta = BUSY_TIMEOUT
+    ) -> Self:
+        """A store on ``url``; no connection is made until first use (or ``check_schema``).
+
+        ``busy_timeout``: how long a SQLite writer waits for another one before giving up.
+        """
+        return cls(make_engine(url, busy_timeout=busy_timeout), parse_url(url), clock)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({safe_url(self._url)!r})"
+
+    def _upsert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT that takes ``on_conflict_do_update``/``_do_nothing`` on this backend."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed whole at the end, or rolled back whole."""
+        with translated(self._url):
+            async with self._writer.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """One read transaction: a consistent snapshot for the queries inside."""
+        with translated(self._url):
+            async with self._engine.connect() as conn:
+                yield conn
+
+    async def check_schema(self) -> None:
+        """Raise SchemaOutOfDate unless the database is at the migrations' head revision."""
+        head = head_revision()
+        async with self._read() as conn:
+            current = await conn.run_sync(current_revision)
+        if current == head:
+            return
+        if current is None:
+            raise SchemaOutOfDate(
+                f"database {safe_url(self._url)} has no schema yet; run: creator-monitor db upgrade"
+            )
+        raise SchemaOutOfDate(
+            f"database {safe_url(self._url)} is at revision {current}, this code needs {head}; "
+            "run: creator-monitor db upgrade (or update creator-monitor if the database is newer)"
+        )

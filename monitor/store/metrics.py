@@ -1,0 +1,288 @@
+"""Fetch attempts, their raw bodies and the daily metric series: written whole, read back in order.
+
+One fetch (or a batch of them) is one transaction: the ``fetches`` row, the upserted points, the
+raw body and the schedule's ``last_*`` fields. The store never sees the API token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Executable, Select, case, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
+from monitor.schema import creators, daily_metrics, fetches, raw_responses, schedule
+from monitor.store.engine import StoreBase
+from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
+
+_PK = ("creator_id", *VARIANT_COLUMNS, "date_key")
+_SCHEDULE_PK = ("creator_id", *VARIANT_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRecord:
+    """One call attempt as the ``fetches`` table records it, with what it returned (if anything).
+
+    ``error`` is None exactly when the attempt counts as a success for the schedule; the caller
+    redacts it before it gets here.
+    """
+
+    creator_id: int
+    variant: Variant
+    started_at: datetime
+    due_at: datetime | None = None
+    latency_ms: int | None = None
+    http_status: int | None = None
+    code: int | None = None
+    billed: bool = False
+    error: str | None = None
+    data: CoreData | None = None
+    raw_body: str | None = None
+    keep_raw: bool = True
+
+    def points(self) -> tuple[DailyPoint, ...]:
+        """Every dated point: ``dailyData``, plus ``sumData`` when its day is not among them."""
+        if self.data is None:
+            return ()
+        days = {point.date_key for point in self.data.daily}
+        extra = () if self.data.summary.date_key in days else (self.data.summary,)
+        return (*self.data.daily, *extra)
+
+
+def _metric_values(point: DailyPoint) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(point, name) for name in METRICS}
+    for name in COST_METRICS:
+        # the API's 0 means "no price": never store it as free
+        if not values[name]:
+            values[name] = None
+    return values
+
+
+def _point_of(row: Any) -> DailyPoint:
+    return DailyPoint(
+        date_key=date.fromisoformat(row.date_key), **{name: row._mapping[name] for name in METRICS}
+    )
+
+
+class MetricsStore(StoreBase):
+    """Writes fetches and their points; reads series, history and exports."""
+
+    async def record_fetch(
+        self,
+        creator_id: int,
+        variant: Variant,
+        *,
+        started_at: datetime,
+        due_at: datetime | None,
+        latency_ms: int | None,
+        http_status: int | None,
+        code: int | None,
+        billed: bool,
+        error: str | None,
+        data: CoreData | None,
+        raw_body: str | None,
+        keep_raw: bool = True,
+    ) -> int:
+        """Store one attempt in one transaction; returns the new ``fetches.id``."""
+        record = FetchRecord(
+            creator_id=creator_id,
+            variant=variant,
+            started_at=started_at,
+            due_at=due_at,
+            latency_ms=latency_ms,
+            http_status=http_status,
+            code=code,
+            billed=billed,
+            error=error,
+            data=data,
+            raw_body=raw_body,
+            keep_raw=keep_raw,
+        )
+        (fetch_id,) = await self.record_fetches([record])
+        return fetch_id
+
+    async def record_fetches(self, records: Sequence[FetchRecord]) -> list[int]:
+        """Store many attempts in ONE transaction (bulk ingest); ids in the order given."""
+        if not records:
+            return []
+        now = self._clock()
+        async with self._write() as conn:
+            ids = await self._insert_fetches(conn, records)
+            await self._upsert_points(conn, records, ids, now)
+            raws = [
+                {"fetch_id": fid, "received_at": now, "body": rec.raw_body}
+                for rec, fid in zip(records, ids, strict=True)
+                if rec.raw_body is not None and rec.keep_raw
+            ]
+            if raws:
+                await conn.execute(insert(raw_responses), raws)
+            await self._note_attempts(conn, records)
+        return ids
+
+    async def _insert_fetches(
+        self, conn: AsyncConnection, records: Sequence[FetchRecord]
+    ) -> list[int]:
+        rows = [
+            {
+                "creator_id": rec.creator_id,
+                **variant_values(rec.variant),
+                "due_at": rec.due_at,
+                "started_at": rec.started_at,
+                "latency_ms": rec.latency_ms,
+                "http_status": rec.http_status,
+                "code": rec.code,
+                "billed": rec.billed,
+                "error": rec.error,
+                "points": len(rec.points()),
+            }
+            for rec in records
+        ]
+        stmt = insert(fetches).returning(fetches.c.id, sort_by_parameter_order=True)
+        result = await conn.execute(stmt, rows)
+        return [int(fid) for fid in result.scalars()]
+
+    async def _upsert_points(
+        self,
+        conn: AsyncConnection,
+        records: Sequence[FetchRecord],
+        ids: Sequence[int],
+        now: datetime,
+    ) -> None:
+        # one row per key: a later fetch in the batch wins, and PostgreSQL refuses to update
+        # the same row twice in one statement
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for rec, fetch_id in zip(records, ids, strict=True):
+            base = {"creator_id": rec.creator_id, **variant_values(rec.variant)}
+            for point in rec.points():
+                row = {**base, "date_key": point.date_key.isoformat(), **_metric_values(point)}
+                row |= {"fetch_id": fetch_id, "updated_at": now}
+                rows[tuple(row[k] for k in _PK)] = row
+        if rows:
+            await conn.execute(self._points_upsert, list(rows.values()))
+
+    @cached_property
+    def _points_upsert(self) -> Executable:
+        # built once: constructing ``excluded`` costs more than running the statement
+        stmt = self._upsert(daily_metrics)
+        updates = {name: stmt.excluded[name] for name in (*METRICS, "fetch_id", "updated_at")}
+        return stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
+
+    async def _note_attempts(self, conn: AsyncConnection, records: Sequence[FetchRecord]) -> None:
+        """The schedule's last_* fields: a success resets the failure count, a failure adds one."""
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for rec in records:
+            key = (rec.creator_id, *variant_values(rec.variant).values())
+            row = rows.setdefault(
+                key,
+                {
+                    "creator_id": rec.creator_id,
+                    **variant_values(rec.variant),
+                    "next_due_at": rec.due_at or rec.started_at,
+                    "last_success_at": None,
+                    "consecutive_failures": 0,
+                },
+            )
+            row |= {"last_attempt_at": rec.started_at, "last_code": rec.code}
+            row["last_error"] = rec.error
+            if rec.error is None:
+                row |= {"last_success_at": rec.started_at, "consecutive_failures": 0}
+            else:
+                row["consecutive_failures"] += 1
+        await conn.execute(self._attempts_upsert, list(rows.values()))
+
+    @cached_property
+    def _attempts_upsert(self) -> Executable:
+        stmt = self._upsert(schedule)
+        new = stmt.excluded
+        # excluded.last_success_at is set only when the batch held a success for this key
+        failures = case(
+            (new.last_success_at.is_not(None), new.consecutive_failures),
+            else_=schedule.c.consecutive_failures + new.consecutive_failures,
+        )
+        updates = {
+            "last_attempt_at": new.last_attempt_at,
+            "last_code": new.last_code,
+            "last_error": new.last_error,
+            "last_success_at": func.coalesce(new.last_success_at, schedule.c.last_success_at),
+            "consecutive_failures": failures,
+        }
+        return stmt.on_conflict_do_update(index_elements=list(_SCHEDULE_PK), set_=updates)
+
+    async def series(
+        self, creator_id: int, variant: Variant | None = None, since: date | None = None
+    ) -> list[tuple[Variant, DailyPoint]]:
+        """One creator's stored points, by variant then ascending day."""
+        query = self._points_query(since).where(daily_metrics.c.creator_id == creator_id)
+        if variant is not None:
+            query = query.where(matches_variant(daily_metrics, variant))
+        async with self._read() as conn:
+            result = await conn.execute(query)
+            return [(variant_of(row), _point_of(row)) for row in result]
+
+    async def history_rows(
+        self, user_id: str, *, since: date | None = None, variant: Variant | None = None
+    ) -> list[dict[str, Any]]:
+        """One creator's series as flat rows for ``history`` (empty if the creator is unknown)."""
+        query = self._export_query(since).where(creators.c.user_id == user_id)
+        if variant is not None:
+            query = query.where(matches_variant(daily_metrics, variant))
+        async with self._read() as conn:
+            result = await conn.execute(query)
+            return [dict(row._mapping) for row in result]
+
+    async def export_rows(self, since: date | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every creator's series as flat rows, streamed with constant memory.
+
+        Holds a read transaction until exhausted or closed (``aclose()``), so consume it promptly.
+        """
+        query = self._export_query(since).execution_options(yield_per=1000)
+        async with self._read() as conn:
+            result = await conn.stream(query)
+            async for row in result:
+                yield dict(row._mapping)
+
+    async def prune_raw(self, older_than: datetime) -> int:
+        """Delete raw bodies received before ``older_than``; returns how many went."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(raw_responses).where(raw_responses.c.received_at < older_than)
+            )
+            return int(result.rowcount)
+
+    async def raw_body(self, fetch_id: int) -> str | None:
+        """The raw response body kept for a fetch, if it is still kept."""
+        async with self._read() as conn:
+            body = await conn.scalar(
+                select(raw_responses.c.body).where(raw_responses.c.fetch_id == fetch_id)
+            )
+            return None if body is None else str(body)
+
+    @staticmethod
+    def _points_query(since: date | None) -> Select[Any]:
+        query = select(daily_metrics).order_by(*(daily_metrics.c[name] for name in _PK))
+        if since is not None:
+            query = query.where(daily_metrics.c.date_key >= since.isoformat())
+        return query
+
+    @staticmethod
+    def _export_query(since: date | None) -> Select[Any]:
+        m = daily_metrics.c
+        query = (
+            select(
+                creators.c.user_id,
+                creators.c.name,
+                *(m[name] for name in (*VARIANT_COLUMNS, "date_key", *METRICS)),
+                m.fetch_id,
+                m.updated_at,
+            )
+            .join(creators, creators.c.id == m.creator_id)
+            .order_by(*(m[name] for name in _PK))
+        )
+        if since is not None:
+            query = query.where(m.date_key >= since.isoformat())
+        return query

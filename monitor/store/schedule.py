@@ -1,0 +1,217 @@
+"""The ``schedule`` table: when each creator's variant is next due, its failures, leases, status.
+
+Stores decisions the scheduler made; it decides nothing (no cadence arithmetic here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+
+from monitor.model import Variant
+from monitor.schema import creators, daily_metrics, schedule
+from monitor.store.engine import StoreBase
+from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
+
+_PK = ("creator_id", *VARIANT_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One (creator, variant) slot of the schedule."""
+
+    creator_id: int
+    user_id: str
+    variant: Variant
+    next_due_at: datetime
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_code: int | None
+    last_error: str | None
+    consecutive_failures: int
+    broken_at: datetime | None
+    broken_reason: str | None
+    lease_owner: str | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """One tracked creator's health for ``status`` (variant None: never scheduled yet)."""
+
+    creator_id: int
+    user_id: str
+    name: str
+    variant: Variant | None
+    next_due_at: datetime | None
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_code: int | None
+    last_error: str | None
+    consecutive_failures: int
+    broken_at: datetime | None
+    rows_stored: int
+    latest_date_key: str | None
+
+
+def _schedule_row(row: Any) -> ScheduleRow:
+    return ScheduleRow(
+        creator_id=int(row.creator_id),
+        user_id=row.user_id,
+        variant=variant_of(row),
+        next_due_at=row.next_due_at,
+        last_attempt_at=row.last_attempt_at,
+        last_success_at=row.last_success_at,
+        last_code=row.last_code,
+        last_error=row.last_error,
+        consecutive_failures=int(row.consecutive_failures),
+        broken_at=row.broken_at,
+        broken_reason=row.broken_reason,
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+    )
+
+
+class ScheduleStore(StoreBase):
+    """Reads and writes the schedule; atomic leases for several instances on one database."""
+
+    async def load_schedule(self) -> list[ScheduleRow]:
+        """Every slot of every active creator, soonest due first."""
+        query = (
+            select(schedule, creators.c.user_id)
+            .join(creators, creators.c.id == schedule.c.creator_id)
+            .where(creators.c.active.is_(True))
+            .order_by(schedule.c.next_due_at, *(schedule.c[name] for name in _PK))
+        )
+        async with self._read() as conn:
+            return [_schedule_row(row) for row in await conn.execute(query)]
+
+    async def ensure_scheduled(self, slots: Sequence[tuple[int, Variant]], due_at: datetime) -> int:
+        """Add missing slots, first due at ``due_at``; existing slots keep their times.
+
+        Returns how many were added.
+        """
+        rows = [{"creator_id": cid, **variant_values(v), "next_due_at": due_at} for cid, v in slots]
+        added = 0
+        async with self._write() as conn:
+            # multi-row VALUES, not executemany: asyncpg reports no rowcount for executemany,
+            # and chunks stay under SQLite's bound-parameter limit
+            for start in range(0, len(rows), 500):
+                stmt = self._upsert(schedule).values(rows[start : start + 500])
+                result = await conn.execute(stmt.on_conflict_do_nothing(index_elements=list(_PK)))
+                added += int(result.rowcount)
+        return added
+
+    async def set_next_due(self, creator_id: int, variant: Variant, at: datetime) -> None:
+        """Set when this slot is next due (creating the slot if needed)."""
+        await self._put(creator_id, variant, at, {"next_due_at": at})
+
+    async def mark_broken(
+        self, creator_id: int, variant: Variant, *, at: datetime, reason: str
+    ) -> None:
+        """Record that retrying cannot help (400): the scheduler skips broken slots."""
+        await self._put(creator_id, variant, at, {"broken_at": at, "broken_reason": reason})
+
+    async def clear_broken(self, creator_id: int, variant: Variant) -> None:
+        """Let a broken slot be fetched again (after the operator fixed its parameters)."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(schedule)
+                .where(schedule.c.creator_id == creator_id, matches_variant(schedule, variant))
+                .values(broken_at=None, broken_reason=None)
+            )
+
+    async def _put(
+        self, creator_id: int, variant: Variant, due_if_new: datetime, values: dict[str, Any]
+    ) -> None:
+        row = {"creator_id": creator_id, **variant_values(variant), "next_due_at": due_if_new}
+        stmt = self._upsert(schedule).values(**(row | values))
+        async with self._write() as conn:
+            await conn.execute(stmt.on_conflict_do_update(index_elements=list(_PK), set_=values))
+
+    async def try_lease(
+        self,
+        creator_id: int,
+        variant: Variant,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        due_at: datetime | None = None,
+    ) -> bool:
+        """Atomically take the slot for ``owner`` until ``until``; False if another holds it.
+
+        With ``due_at``, the lease is granted only while the slot is still due at that time, so two
+        instances never serve the same due time.
+        """
+        free = or_(
+            schedule.c.lease_until.is_(None),
+            schedule.c.lease_until <= now,
+            schedule.c.lease_owner == owner,
+        )
+        query = update(schedule).where(
+            schedule.c.creator_id == creator_id, matches_variant(schedule, variant), free
+        )
+        if due_at is not None:
+            query = query.where(schedule.c.next_due_at == due_at)
+        async with self._write() as conn:
+            result = await conn.execute(query.values(lease_owner=owner, lease_until=until))
+            return int(result.rowcount) == 1
+
+    async def release_lease(self, creator_id: int, variant: Variant, *, owner: str) -> None:
+        """Give the slot back (only if ``owner`` still holds it)."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(schedule)
+                .where(
+                    schedule.c.creator_id == creator_id,
+                    matches_variant(schedule, variant),
+                    schedule.c.lease_owner == owner,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    async def status_rows(self) -> list[StatusRow]:
+        """Per active creator and slot: last success/error, next due, failures, rows stored."""
+        stored = (
+            select(
+                daily_metrics.c.creator_id,
+                func.count().label("rows_stored"),
+                func.max(daily_metrics.c.date_key).label("latest_date_key"),
+            )
+            .group_by(daily_metrics.c.creator_id)
+            .subquery()
+        )
+        query = (
+            select(creators.c.id, creators.c.user_id, creators.c.name, schedule, stored)
+            .select_from(creators)
+            .outerjoin(schedule, schedule.c.creator_id == creators.c.id)
+            .outerjoin(stored, stored.c.creator_id == creators.c.id)
+            .where(creators.c.active.is_(True))
+            .order_by(creators.c.user_id, *(schedule.c[name] for name in VARIANT_COLUMNS))
+        )
+        async with self._read() as conn:
+            return [_status_row(row) for row in await conn.execute(query)]
+
+
+def _status_row(row: Any) -> StatusRow:
+    m = row._mapping
+    return StatusRow(
+        creator_id=int(m[creators.c.id]),
+        user_id=m[creators.c.user_id],
+        name=m[creators.c.name],
+        variant=None if m[schedule.c.business] is None else variant_of(row),
+        next_due_at=m[schedule.c.next_due_at],
+        last_attempt_at=m[schedule.c.last_attempt_at],
+        last_success_at=m[schedule.c.last_success_at],
+        last_code=m[schedule.c.last_code],
+        last_error=m[schedule.c.last_error],
+        consecutive_failures=int(m[schedule.c.consecutive_failures] or 0),
+        broken_at=m[schedule.c.broken_at],
+        rows_stored=int(m["rows_stored"] or 0),
+        latest_date_key=m["latest_date_key"],
+    )

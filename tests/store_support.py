@@ -1,0 +1,114 @@
+"""Helpers for the store tests: a settable clock, sample bodies as CoreData, point builders.
+
+The sample bodies are turned into CoreData here (not through monitor.client) so the store tests
+stand on their own while the client evolves; one test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from monitor import migrate
+from monitor.model import COST_METRICS, CoreData, Creator, DailyPoint
+from monitor.store import Store
+
+T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL on each backend: a SQLite file in a not-yet-existing directory, and pg_url."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/state/history.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest_asyncio.fixture
+async def store(db_url: str, clock: FakeClock) -> AsyncIterator[Store]:
+    """A migrated, open store; closed afterwards."""
+    await migrate.upgrade(db_url)
+    async with Store.open(db_url, clock=clock) as opened:
+        yield opened
+
+
+CREATORS = (
+    Creator("5c3bf7f7000000000602fd63", "Lilyy", ("fitness", "tier-a")),
+    Creator("5a0b1c2d3e4f5a6b7c8d9e0f", "Bo", ("food",)),
+)
+
+
+def _point(raw: dict[str, Any]) -> DailyPoint:
+    costs = {name: (float(raw[name]) or None) for name in COST_METRICS}
+    return DailyPoint(
+        date_key=date.fromisoformat(raw["dateKey"]),
+        imp=int(raw["imp"]),
+        read=int(raw["read"]),
+        engage=int(raw["engage"]),
+        third_user_num=int(raw["thirdUserNum"]),
+        **costs,
+    )
+
+
+def load_sample(data_dir: Path, name: str) -> tuple[CoreData, str]:
+    """(CoreData, raw body) of one sample file."""
+    body = (data_dir / name).read_text(encoding="utf-8")
+    data = json.loads(body)["data"]
+    core = CoreData(
+        summary=_point(data["sumData"]),
+        daily=tuple(_point(p) for p in data["dailyData"]),
+    )
+    return core, body
+
+
+def make_series(
+    start: date, days: int, *, read0: int = 1000, skip: frozenset[int] = frozenset()
+) -> CoreData:
+    """A synthetic response: ``days`` points from ``start`` with read = read0 + i, some skipped."""
+    points = tuple(
+        DailyPoint(
+            date_key=start + timedelta(days=i),
+            imp=10 * (read0 + i),
+            read=read0 + i,
+            engage=(read0 + i) // 10,
+            cpm=12.5,
+            cpe=None,
+            cpv=0.5,
+            cpuv=None,
+            third_user_num=0,
+        )
+        for i in range(days)
+        if i not in skip
+    )
+    return CoreData(summary=points[-1], daily=points)
+
+
+def revise(core: CoreData, day: date, **values: Any) -> CoreData:
+    """``core`` with the point of ``day`` changed (a revised past value)."""
+    daily = tuple(replace(p, **values) if p.date_key == day else p for p in core.daily)
+    return CoreData(summary=daily[-1], daily=daily)

@@ -1,0 +1,181 @@
+# Fixtures imported from store_support are taken again as test parameters by name:
+# ruff: noqa: F811
+"""The store's shared state on both backends: daily ledger, bucket row, schedule, leases, status;
+and a concurrent reader on SQLite that must never see half a fetch."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from contextlib import closing
+from datetime import date, timedelta
+from pathlib import Path
+
+from store_support import (  # noqa: F401 -- clock, db_url and store are fixtures used by name
+    CREATORS,
+    T0,
+    FakeClock,
+    clock,
+    db_url,
+    make_series,
+    store,
+)
+
+from monitor import migrate
+from monitor.model import Business, Creator, Variant
+from monitor.store import BudgetStateRow, FetchRecord, Store
+
+V = Variant()
+VC = Variant(business=Business.COOPERATE_NOTE)
+
+
+async def test_thirty_concurrent_reservations_grant_exactly_ten(db_url: str, store: Store) -> None:
+    granted = await asyncio.gather(*(store.reserve_call("2025-12-11", 10) for _ in range(30)))
+    assert sum(granted) == 10
+    assert await store.calls_on("2025-12-11") == 10
+    assert await store.reserve_call("2025-12-12", 10) is True  # a new day starts at zero
+    await store.record_billed("2025-12-11")
+    await store.record_billed("2025-12-13")  # billed without a reservation still counts
+    async with Store.open(db_url) as reopened:
+        assert await reopened.ledger_day("2025-12-11") == (10, 1)
+        assert await reopened.ledger_day("2025-12-13") == (0, 1)
+        assert await reopened.calls_on("2025-12-14") == 0
+        assert await reopened.reserve_call("2025-12-11", 10) is False
+        assert await reopened.reserve_call("2025-12-11", 11) is True
+        assert await reopened.reserve_call("2025-12-11", 0) is False
+
+
+async def test_two_stores_share_one_ledger(db_url: str, store: Store) -> None:
+    async with Store.open(db_url) as other:
+        granted = await asyncio.gather(
+            *(s.reserve_call("2025-12-11", 7) for s in (store, other) for _ in range(10))
+        )
+    assert sum(granted) == 7
+
+
+async def test_budget_state_round_trips(db_url: str, store: Store) -> None:
+    assert await store.load_budget_state() is None
+    state = BudgetStateRow(
+        tokens=2.5,
+        refilled_at=T0,
+        paused_until=T0 + timedelta(hours=3),
+        pause_code=601,
+        pause_reason="insufficient balance",
+        rate_factor=0.5,
+    )
+    await store.save_budget_state(state)
+    async with Store.open(db_url) as reopened:
+        assert await reopened.load_budget_state() == state
+        cleared = BudgetStateRow(tokens=5.0, refilled_at=T0 + timedelta(minutes=1))
+        await reopened.save_budget_state(cleared)
+    assert await store.load_budget_state() == cleared
+    assert await store.load_budget_state("other") is None
+
+
+async def test_schedule_due_broken_and_leases(store: Store, clock: FakeClock) -> None:
+    ids = await store.sync_creators(CREATORS)
+    a, b = ids[CREATORS[0].user_id], ids[CREATORS[1].user_id]
+    assert await store.ensure_scheduled([(a, V), (b, V), (a, VC)], T0) == 3
+    await store.set_next_due(b, V, T0 - timedelta(hours=1))
+    assert await store.ensure_scheduled([(b, V)], T0 + timedelta(days=9)) == 0  # kept its time
+    await store.mark_broken(a, VC, at=T0, reason="400: invalid parameters")
+
+    rows = await store.load_schedule()
+    assert [(r.user_id, r.variant, r.next_due_at) for r in rows] == [
+        (CREATORS[1].user_id, V, T0 - timedelta(hours=1)),
+        (CREATORS[0].user_id, VC, T0),  # ties by key: COOPERATE_NOTE before DAILY_NOTE
+        (CREATORS[0].user_id, V, T0),
+    ]
+    assert (rows[1].broken_at, rows[1].broken_reason) == (T0, "400: invalid parameters")
+    await store.clear_broken(a, VC)
+    assert (await store.load_schedule())[1].broken_at is None
+
+    until = T0 + timedelta(minutes=5)
+    assert await store.try_lease(a, V, owner="i1", now=T0, until=until, due_at=T0)
+    assert not await store.try_lease(a, V, owner="i2", now=T0, until=until, due_at=T0)
+    assert await store.try_lease(a, V, owner="i1", now=T0, until=until)  # re-entrant
+    assert not await store.try_lease(
+        b, V, owner="i2", now=T0, until=until, due_at=T0
+    )  # not due then
+    await store.release_lease(a, V, owner="i2")  # not the holder: no effect
+    assert not await store.try_lease(a, V, owner="i2", now=T0, until=until)
+    assert await store.try_lease(a, V, owner="i2", now=until, until=until + timedelta(minutes=5))
+    await store.release_lease(a, V, owner="i2")
+    assert await store.try_lease(a, V, owner="i3", now=T0, until=until)
+
+    # a creator that leaves the config drops out of the schedule, keeping its rows
+    await store.sync_creators([CREATORS[0]])
+    assert {r.user_id for r in await store.load_schedule()} == {CREATORS[0].user_id}
+
+
+async def test_status_rows(store: Store) -> None:
+    ids = await store.sync_creators(CREATORS)
+    a = ids[CREATORS[0].user_id]
+    await store.record_fetch(
+        a, V, started_at=T0, due_at=T0, latency_ms=900, http_status=200, code=0, billed=True,
+        error=None, data=make_series(date(2025, 11, 1), 30), raw_body=None,
+    )  # fmt: skip
+    await store.record_fetch(
+        a, VC, started_at=T0, due_at=T0, latency_ms=None, http_status=None, code=None,
+        billed=False, error="TransportError: ReadTimeout", data=None, raw_body=None,
+    )  # fmt: skip
+    await store.set_next_due(a, V, T0 + timedelta(hours=24))
+    rows = await store.status_rows()
+    assert [
+        (r.user_id, r.variant, r.last_success_at, r.last_error, r.consecutive_failures,
+         r.next_due_at, r.rows_stored, r.latest_date_key)
+        for r in rows
+    ] == [
+        (CREATORS[1].user_id, None, None, None, 0, None, 0, None),
+        (CREATORS[0].user_id, VC, None, "TransportError: ReadTimeout", 1, T0, 30, "2025-11-30"),
+        (CREATORS[0].user_id, V, T0, None, 0, T0 + timedelta(hours=24), 30, "2025-11-30"),
+    ]  # fmt: skip
+
+
+async def test_a_reader_never_sees_half_a_fetch(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    await migrate.upgrade(url)
+    creators = [Creator(f"{n:024x}", f"c{n}") for n in range(40)]
+    stop = threading.Event()
+    torn: list[tuple[int, int, int, int]] = []
+    reads = 0
+
+    def reader() -> None:
+        nonlocal reads
+        with closing(sqlite3.connect(tmp_path / "h.db")) as conn:
+            while not stop.is_set():
+                # one statement = one snapshot: every visible fetch must be complete
+                torn.extend(
+                    conn.execute(
+                        "SELECT f.id, f.points, "
+                        "(SELECT count(*) FROM daily_metrics d WHERE d.fetch_id = f.id), "
+                        "(SELECT count(*) FROM raw_responses r WHERE r.fetch_id = f.id) "
+                        "FROM fetches f WHERE f.points != "
+                        "(SELECT count(*) FROM daily_metrics d WHERE d.fetch_id = f.id) "
+                        "OR NOT EXISTS (SELECT 1 FROM raw_responses r WHERE r.fetch_id = f.id)"
+                    ).fetchall()
+                )
+                reads += 1
+
+    async with Store.open(url) as opened:
+        ids = await opened.sync_creators(creators)
+        thread = threading.Thread(target=reader)
+        thread.start()
+        try:
+            for n, c in enumerate(creators):
+                await opened.record_fetches(
+                    [
+                        FetchRecord(
+                            ids[c.user_id], V, started_at=T0, code=0, billed=True,
+                            data=make_series(date(2025, 11, 1), 30, read0=n), raw_body="{}",
+                        )
+                    ]
+                )  # fmt: skip
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join)
+    assert torn == []
+    assert reads > 0
+    with closing(sqlite3.connect(tmp_path / "h.db")) as conn:
+        assert conn.execute("SELECT count(*), sum(points) FROM fetches").fetchone() == (40, 1200)
