@@ -1,0 +1,462 @@
+"""The call budget: one token bucket, a sliding 60 s cap, the daily ledger's arithmetic, upstream
+feedback (302 / 303 / account codes) and the retry policy. Pure: time is always passed in as
+``now``; no I/O, no clock reads. The store persists ``BudgetState`` (``to_row``/``from_row``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from monitor.cadence import format_duration
+from monitor.config import Config
+from monitor.errors import (
+    AccountBlocked,
+    BudgetError,
+    NoContent,
+    QuotaExceeded,
+    RateLimited,
+    Retryable,
+    UpstreamError,
+)
+
+RATE_LIMITED = 302
+QUOTA_EXCEEDED = 303
+ACCOUNT_CODES: frozenset[int] = frozenset({100, 600, 601, 602})
+#: codes whose call reached a working account (billed): they end a probe pause
+ACCOUNT_OK_CODES: frozenset[int] = frozenset({0, 201})
+ACCOUNT_REASONS: dict[int, str] = {
+    100: "invalid or inactive API token",
+    600: "permission denied for this API",
+    601: "insufficient account balance",
+    602: "this token's spending cap is reached",
+}
+WINDOW = timedelta(seconds=60)
+#: a send exactly 60 s ago still counts (closed window), so waits end one tick after it
+_TICK = timedelta(microseconds=1)
+#: float slack so that waiting exactly the returned delay always yields a whole token
+_EPS = 1e-6
+_MAX_RECOVERY_STEPS = 200
+
+#: what ``on_result`` accepts: a code, a typed upstream error, or None for success
+Outcome = int | UpstreamError | None
+
+
+class Random(Protocol):
+    """The part of ``random.Random`` the retry policy uses (injected for tests)."""
+
+    def random(self) -> float: ...
+
+
+def day_of(now: datetime, zone: ZoneInfo) -> str:
+    """The ledger day of an instant: ``YYYY-MM-DD`` in the budget time zone."""
+    return now.astimezone(zone).date().isoformat()
+
+
+def next_midnight(now: datetime, zone: ZoneInfo) -> datetime:
+    """The next local midnight in ``zone`` after ``now``, as an aware UTC datetime."""
+    local_day: date = now.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(local_day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def daily_left(calls_today: int, daily_calls: int) -> int:
+    """Calls still allowed today by the ledger (never negative)."""
+    return max(0, daily_calls - calls_today)
+
+
+def retry_delay(attempt: int, base: timedelta, cap: timedelta, rng: Random) -> float:
+    """Seconds before retry number ``attempt`` (1 = first retry): capped exponential, full jitter.
+
+    Full jitter (uniform in [0, min(cap, base * 2**(attempt-1))]) keeps retries of many creators
+    from arriving together; the budget still gates every retry like any other call.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt counts from 1, got {attempt}")
+    exponent = min(attempt - 1, 62)  # 2**62 times any base is past any sane cap
+    ceiling = min(cap.total_seconds(), base.total_seconds() * 2.0**exponent)
+    return rng.random() * max(0.0, ceiling)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for the families retried with backoff: 301, 500, gateway bodies, transport errors.
+
+    302 is not retried here (the budget slows the whole client and the call waits its turn);
+    400, 201, unknown codes, parse errors, quota and account codes are never retried.
+    """
+    return isinstance(error, Retryable)
+
+
+def outcome_code(outcome: Outcome) -> int | None:
+    """The upstream code an outcome stands for (None: a failure that says nothing new)."""
+    if outcome is None:
+        return 0
+    if isinstance(outcome, int):
+        return outcome
+    if isinstance(outcome, AccountBlocked):
+        return outcome.code if outcome.code in ACCOUNT_CODES else 600
+    for family, code in _FAMILY_CODES:
+        if isinstance(outcome, family):
+            return code
+    return outcome.code
+
+
+_FAMILY_CODES: tuple[tuple[type[UpstreamError], int], ...] = (
+    (RateLimited, RATE_LIMITED),
+    (QuotaExceeded, QUOTA_EXCEEDED),
+    (NoContent, 201),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """The persisted budget: maps one-to-one to the ``budget_state`` row (see ``to_row``).
+
+    ``paused_until`` means: for 302 and 303, when calls may resume (and, while ``rate_factor``
+    is below 1, the anchor the cautious return counts from); for account codes, when the next
+    probe may go. ``recent`` holds the send times of the last 60 s; None means unknown (a row
+    without them), which is read as "the window was full at ``refilled_at``".
+    """
+
+    tokens: float
+    refilled_at: datetime
+    paused_until: datetime | None = None
+    pause_code: int | None = None
+    pause_reason: str | None = None
+    rate_factor: float = 1.0
+    recent: tuple[datetime, ...] | None = ()
+
+    @property
+    def paused(self) -> bool:
+        """A hard pause is recorded (quota or account); 302 is a slow-down, not a pause."""
+        return self.pause_code == QUOTA_EXCEEDED or self.pause_code in ACCOUNT_CODES
+
+    def is_paused(self, now: datetime) -> bool:
+        """No ordinary call may go at ``now`` because of a pause (probes aside)."""
+        if self.pause_code in ACCOUNT_CODES:
+            return True
+        return self.paused_until is not None and now < self.paused_until
+
+    def is_probe_due(self, now: datetime) -> bool:
+        """An account pause is on and its single probe call may be sent now."""
+        return (
+            self.pause_code in ACCOUNT_CODES
+            and self.paused_until is not None
+            and now >= self.paused_until
+        )
+
+    def to_row(self) -> dict[str, object]:
+        """The ``budget_state`` columns; datetimes are aware UTC, ``recent_sends`` is text."""
+        return {
+            "tokens": self.tokens,
+            "refilled_at": self.refilled_at.astimezone(UTC),
+            "paused_until": None
+            if self.paused_until is None
+            else self.paused_until.astimezone(UTC),
+            "pause_code": self.pause_code,
+            "pause_reason": self.pause_reason,
+            "rate_factor": self.rate_factor,
+            "recent_sends": None if self.recent is None else _encode_times(self.recent),
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object] | object) -> BudgetState:
+        """Rebuild the state from its row (a mapping or an object with those attributes);
+        naive datetimes (SQLite) are read as UTC.
+
+        Nothing is reset: tokens refill from ``refilled_at`` only, pauses and the rate factor
+        carry over, and a row without ``recent_sends`` holds sends back conservatively.
+        """
+        paused_until = _column(row, "paused_until")
+        code = _column(row, "pause_code")
+        reason = _column(row, "pause_reason")
+        recent = _column(row, "recent_sends")
+        factor = _column(row, "rate_factor")
+        return cls(
+            tokens=float(_number(_column(row, "tokens"))),
+            refilled_at=_utc(_column(row, "refilled_at")),
+            paused_until=None if paused_until is None else _utc(paused_until),
+            pause_code=None if code is None else int(_number(code)),
+            pause_reason=None if reason is None else str(reason),
+            rate_factor=1.0 if factor is None else float(_number(factor)),
+            recent=None if recent is None else _decode_times(str(recent)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The budget's rules; every method is pure and returns a new state instead of mutating.
+
+    Two caps hold at once: a token bucket (capacity ``burst``, refill ``calls_per_minute``/60 s,
+    both scaled by the rate factor) and a hard cap of ``calls_per_minute`` sends in any closed
+    60 s window. The bucket alone could let ``burst`` extra calls through in one window.
+    """
+
+    calls_per_minute: int
+    burst: int
+    daily_calls: int
+    zone: ZoneInfo
+    probe_every: timedelta = timedelta(minutes=15)
+    slow_pause: timedelta = timedelta(seconds=60)
+    recover_after: timedelta = timedelta(minutes=5)
+    recover_step: float = 1.25
+    min_factor: float = 1 / 16
+
+    @classmethod
+    def from_config(cls, config: Config) -> Budget:
+        return cls(
+            calls_per_minute=config.budget.calls_per_minute,
+            burst=config.budget.burst,
+            daily_calls=config.budget.daily_calls,
+            zone=config.budget.zone,
+            probe_every=config.schedule.probe_every,
+        )
+
+    def initial(self, now: datetime) -> BudgetState:
+        """The state for a database that has never held one: a full bucket, no pause."""
+        return BudgetState(tokens=float(self.burst), refilled_at=now)
+
+    def factor_at(self, state: BudgetState, now: datetime) -> float:
+        """The rate factor in force at ``now``: it grows by ``recover_step`` per quiet interval
+        after a 302 or 303 pause ends, back to 1.0; an account pause freezes it."""
+        if (
+            state.rate_factor >= 1.0
+            or state.pause_code not in (RATE_LIMITED, QUOTA_EXCEEDED)
+            or state.paused_until is None
+            or now < state.paused_until
+        ):
+            return min(1.0, state.rate_factor)
+        steps = min(_MAX_RECOVERY_STEPS, (now - state.paused_until) // self.recover_after)
+        return min(1.0, state.rate_factor * self.recover_step**steps)
+
+    def tokens_at(self, state: BudgetState, now: datetime) -> float:
+        """Tokens in the bucket at ``now``, refilled since ``refilled_at`` (never before it).
+
+        The refill uses the factor in force at ``refilled_at``: the factor only grows between
+        302s, so this never over-counts, and ``acquire_delay`` uses the same rate.
+        """
+        factor = self.factor_at(state, state.refilled_at)
+        elapsed = max(0.0, (now - state.refilled_at).total_seconds())
+        refilled = state.tokens + elapsed * self._rate(factor)
+        return min(self._capacity(factor), refilled)
+
+    def waits(
+        self, state: BudgetState, now: datetime, calls_today: int = 0
+    ) -> dict[str, timedelta]:
+        """How long each constraint holds the next call back (zero when it does not)."""
+        return {
+            "pause": self._pause_wait(state, now),
+            "daily": self._daily_wait(now, calls_today),
+            "bucket": self._bucket_wait(state, now),
+            "window": self._window_wait(state, now),
+        }
+
+    def acquire_delay(self, state: BudgetState, now: datetime, calls_today: int = 0) -> float:
+        """Seconds to wait before the next call may be sent (0.0: now).
+
+        ``calls_today`` is the ledger count for ``day_of(now)``. The constraints only loosen
+        with time, so waiting exactly this long clears them all (until someone else spends).
+        """
+        return max(self.waits(state, now, calls_today).values()).total_seconds()
+
+    def blocked_by(self, state: BudgetState, now: datetime, calls_today: int = 0) -> str | None:
+        """The constraint that holds the next call back longest, or None when it may go now."""
+        name, wait = max(self.waits(state, now, calls_today).items(), key=lambda kv: kv[1])
+        return name if wait > timedelta(0) else None
+
+    def spend(self, state: BudgetState, now: datetime, calls_today: int = 0) -> BudgetState:
+        """Record one call sent at ``now``; raises BudgetError when the call may not go yet.
+
+        During an account pause the call is the probe: the next probe moves ``probe_every`` on.
+        """
+        blocker = self.blocked_by(state, now, calls_today)
+        if blocker is not None:
+            delay = self.acquire_delay(state, now, calls_today)
+            raise BudgetError(f"budget: next call allowed in {delay:.1f} s ({blocker})")
+        settled = self.settle(state, now)
+        recent = (*_in_window(settled.recent or (), now), now)
+        paused_until = settled.paused_until
+        if settled.pause_code in ACCOUNT_CODES:
+            paused_until = now + self.probe_every
+        return replace(
+            settled, tokens=settled.tokens - 1.0, recent=recent, paused_until=paused_until
+        )
+
+    def settle(self, state: BudgetState, now: datetime) -> BudgetState:
+        """Bring the state up to ``now``: refill the bucket, fold the recovered rate factor in,
+        and clear 302/303 pauses that are over. Equivalent state, just re-based on ``now``."""
+        tokens = self.tokens_at(state, now)
+        refilled_at = max(now, state.refilled_at)
+        recent = self._known_window(state, now)
+        base = replace(state, tokens=tokens, refilled_at=refilled_at, recent=recent)
+        if state.pause_code not in (RATE_LIMITED, QUOTA_EXCEEDED):
+            return base
+        if state.paused_until is None or now < state.paused_until:
+            return base
+        factor = self.factor_at(state, now)
+        if factor >= 1.0:
+            return replace(
+                base, paused_until=None, pause_code=None, pause_reason=None, rate_factor=1.0
+            )
+        steps = min(_MAX_RECOVERY_STEPS, (now - state.paused_until) // self.recover_after)
+        return replace(
+            base,
+            paused_until=state.paused_until + steps * self.recover_after,
+            pause_code=RATE_LIMITED,
+            pause_reason=_slow_reason(factor),
+            rate_factor=factor,
+        )
+
+    def on_result(self, state: BudgetState, outcome: Outcome, now: datetime) -> BudgetState:
+        """Apply the upstream's feedback on a finished call.
+
+        Precedence: an account pause outranks a quota pause, which outranks a 302 slow-down.
+        """
+        settled = self.settle(state, now)
+        code = outcome_code(outcome)
+        if code in ACCOUNT_OK_CODES:
+            return self._resume(settled)
+        if code in ACCOUNT_CODES:
+            return self._block(settled, code, now)
+        if settled.pause_code in ACCOUNT_CODES or code not in (RATE_LIMITED, QUOTA_EXCEEDED):
+            return settled
+        if code == QUOTA_EXCEEDED:
+            return replace(
+                settled,
+                paused_until=next_midnight(now, self.zone),
+                pause_code=QUOTA_EXCEEDED,
+                pause_reason="daily quota exceeded (code 303); calls resume at midnight "
+                f"{self.zone.key}",
+            )
+        hint = outcome.retry_after if isinstance(outcome, RateLimited) else None
+        return self._slow_down(settled, now, hint)
+
+    def _resume(self, state: BudgetState) -> BudgetState:
+        # a billed answer proves the account works again: lift the probe pause at full rate
+        if state.pause_code not in ACCOUNT_CODES:
+            return state
+        return replace(
+            state, paused_until=None, pause_code=None, pause_reason=None, rate_factor=1.0
+        )
+
+    def _block(self, state: BudgetState, code: int, now: datetime) -> BudgetState:
+        # already blocked: the probe's own send set the next probe time (send-to-send pace),
+        # and answers of calls that were in flight must not push it further away
+        next_probe = now + self.probe_every
+        if state.pause_code in ACCOUNT_CODES and state.paused_until is not None:
+            next_probe = state.paused_until
+        return replace(
+            state,
+            paused_until=next_probe,
+            pause_code=code,
+            pause_reason=f"{ACCOUNT_REASONS[code]} (code {code}); probing every "
+            f"{format_duration(self.probe_every)}",
+        )
+
+    def _slow_down(self, state: BudgetState, now: datetime, hint: float | None) -> BudgetState:
+        # 302s from calls already in flight when the first one arrived say nothing new: the
+        # factor is halved once per backoff, not once per response.
+        if state.paused_until is not None and now < state.paused_until:
+            return state
+        factor = max(self.min_factor, self.factor_at(state, now) / 2)
+        pause = max(self.slow_pause, timedelta(seconds=hint or 0.0))
+        return replace(
+            state,
+            tokens=min(state.tokens, self._capacity(factor)),
+            paused_until=now + pause,
+            pause_code=RATE_LIMITED,
+            pause_reason=_slow_reason(factor),
+            rate_factor=factor,
+        )
+
+    def _known_window(self, state: BudgetState, now: datetime) -> tuple[datetime, ...]:
+        if state.recent is not None:
+            return _in_window(state.recent, now)
+        # unknown sends (a row without them): as if the window filled up at refilled_at,
+        # which holds calls back exactly as _window_wait does for the unknown case
+        return _in_window((state.refilled_at,) * self.calls_per_minute, now)
+
+    def _rate(self, factor: float) -> float:
+        return self.calls_per_minute / 60.0 * factor
+
+    def _capacity(self, factor: float) -> float:
+        return max(1.0, self.burst * factor)
+
+    def _pause_wait(self, state: BudgetState, now: datetime) -> timedelta:
+        if state.pause_code is None or state.paused_until is None:
+            return timedelta(0)
+        return max(timedelta(0), state.paused_until - now)
+
+    def _daily_wait(self, now: datetime, calls_today: int) -> timedelta:
+        if calls_today < self.daily_calls:
+            return timedelta(0)
+        return next_midnight(now, self.zone) - now
+
+    def _bucket_wait(self, state: BudgetState, now: datetime) -> timedelta:
+        tokens = self.tokens_at(state, now)
+        if tokens >= 1.0 - _EPS:
+            return timedelta(0)
+        rate = self._rate(self.factor_at(state, state.refilled_at))
+        # rounded up to the microsecond: datetimes cannot hold less, and rounding down
+        # would leave the caller a hair short of a whole token
+        return timedelta(microseconds=math.ceil((1.0 - tokens) / rate * 1e6))
+
+    def _window_wait(self, state: BudgetState, now: datetime) -> timedelta:
+        if state.recent is None:
+            return max(timedelta(0), state.refilled_at + WINDOW + _TICK - now)
+        recent = _in_window(state.recent, now)
+        if len(recent) < self.calls_per_minute:
+            return timedelta(0)
+        return max(timedelta(0), recent[-self.calls_per_minute] + WINDOW + _TICK - now)
+
+
+def _in_window(times: tuple[datetime, ...], now: datetime) -> tuple[datetime, ...]:
+    # sorted because a wall clock can step back; the window math needs ascending times
+    return tuple(sorted(t for t in times if t >= now - WINDOW))
+
+
+def _slow_reason(factor: float) -> str:
+    return f"rate limited (code 302); running at {factor:.0%} of calls_per_minute"
+
+
+def _encode_times(times: tuple[datetime, ...]) -> str:
+    # integer microseconds since the epoch: exact, compact and free of time-zone questions
+    return ",".join(str(_epoch_us(t)) for t in times)
+
+
+def _decode_times(text: str) -> tuple[datetime, ...]:
+    return tuple(
+        _EPOCH + timedelta(microseconds=int(part)) for part in text.split(",") if part.strip()
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _column(row: Mapping[str, object] | object, name: str) -> object:
+    if isinstance(row, Mapping):
+        return row.get(name)
+    return getattr(row, name, None)
+
+
+def _utc(value: object) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:  # SQLite hands stored UTC back naive
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
