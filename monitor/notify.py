@@ -1,0 +1,479 @@
+"""Delivery: drains the durable outbox through apprise, one apprise object per channel.
+
+The only importer of apprise. Owns retries, backoff, dead letters and scrubbing channel URLs out
+of apprise's logs and errors. Must not import the store or the alert logic: the outbox and the
+silence/quiet-hours gate are injected (see ``Outbox`` and ``Gate``).
+
+Delivery is at-least-once: a row is marked sent only after apprise reported success, so a crash
+(or a lost database) between the send and the mark re-sends that one message once its claim
+lease ends. The window is one message wide, because each channel claims one message at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import apprise
+from pydantic import SecretStr
+
+from monitor.config import Config, NotifyConfig, channel_url
+from monitor.errors import NotifyError
+from monitor.redaction import SecretFilter, redact
+
+log = logging.getLogger(__name__)
+
+#: loggers that write channel URLs (or parts of them) at DEBUG/TRACE and in errors
+_THIRD_PARTY_LOGGERS = ("apprise", "urllib3.connectionpool")
+#: shorter URL parts are words like "hook", not secrets; masking them would garble every line
+_MIN_FRAGMENT = 6
+_MAX_ERROR = 300
+
+_NOTIFY_TYPE = {
+    "critical": apprise.NotifyType.FAILURE,
+    "warning": apprise.NotifyType.WARNING,
+    "info": apprise.NotifyType.INFO,
+}
+
+
+class Queued(Protocol):
+    """A claimed outbox row, with what a gate needs to know about its alert."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def not_before(self) -> datetime | None: ...
+    @property
+    def rule(self) -> str | None: ...  # None: not about an alert (digest, test)
+    @property
+    def scope(self) -> str | None: ...  # the creator's user_id or 'account'
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+    @property
+    def alert_state(self) -> str | None: ...  # pending | firing | resolved, as it is now
+    @property
+    def firing_status(self) -> str | None: ...  # a resolution's firing on this channel
+
+
+class SilenceLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def tag(self) -> str | None: ...
+    @property
+    def starts_at(self) -> datetime: ...
+    @property
+    def ends_at(self) -> datetime: ...
+
+
+class Outbox(Protocol):
+    """What the notifier needs from the store (``monitor.store.outbox.Outbox`` provides it)."""
+
+    async def claim_next(
+        self, now: datetime, *, channel: str, owner: str, lease: timedelta, after_id: int
+    ) -> Queued | None: ...
+    async def mark_sent(self, message_id: int, *, now: datetime) -> bool: ...
+    async def mark_failed(
+        self, message_id: int, *, error: str, next_attempt_at: datetime, dead: bool
+    ) -> None: ...
+    async def hold(self, message_id: int, *, until: datetime | None, reason: str) -> None: ...
+    async def suppress(self, message_id: int, *, reason: str) -> None: ...
+    async def active_silences(self, now: datetime) -> Sequence[SilenceLike]: ...
+    async def retry_dead(self, now: datetime, *, channel: str | None = None) -> int: ...
+    async def bury_orphans(self, known: Sequence[str], *, reason: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Keep the message queued until ``until`` (None: decide again at the next drain)."""
+
+    until: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Suppress:
+    """Never send the message; its row stays as the record."""
+
+    reason: str
+
+
+#: None sends now. The composition root adapts ``monitor.alerts.should_deliver`` to this.
+Gate = Callable[[Queued, Sequence[SilenceLike], datetime], Hold | Suppress | None]
+
+
+@dataclass(slots=True)
+class DrainReport:
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+    held: int = 0
+    suppressed: int = 0
+    busy: tuple[str, ...] = ()
+
+    def add(self, other: DrainReport) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.dead += other.dead
+        self.held += other.held
+        self.suppressed += other.suppressed
+
+
+def secret_fragments(url: str) -> list[str]:
+    """The URL and every part of it that may be a secret: apprise URLs hide tokens in the
+    host, the user info, path segments and query values alike.
+    """
+    parts = urlsplit(url)
+    fragments = {url, url.split("?", 1)[0], parts.netloc + parts.path}
+    pieces = [parts.netloc, *re.split(r"[@:]", parts.netloc), *parts.path.split("/")]
+    pieces += [value for pair in parts.query.split("&") for value in pair.split("=")[1:]]
+    pieces.append(parts.fragment)
+    for piece in pieces:
+        for form in (piece, unquote(piece)):
+            if len(form) >= _MIN_FRAGMENT:
+                fragments.add(form)
+    return sorted(fragments, key=len, reverse=True)
+
+
+@contextmanager
+def scrubbed_logs(secrets: Sequence[str]) -> Iterator[SecretFilter]:
+    """Mask ``secrets`` in every record apprise and urllib3 write while the block runs."""
+    secret_filter = SecretFilter(secrets)
+    loggers = [logging.getLogger(name) for name in _THIRD_PARTY_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(secret_filter)
+    try:
+        yield secret_filter
+    finally:
+        for logger in loggers:
+            logger.removeFilter(secret_filter)
+
+
+def _load(url: str) -> apprise.Apprise | None:
+    instance = apprise.Apprise()
+    if not instance.add(url) or len(instance) == 0:
+        return None
+    return instance
+
+
+def validate_channel_url(url: str) -> str | None:
+    """None when apprise can use ``url``; else a one-line reason that never echoes the URL."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    with scrubbed_logs(secret_fragments(url)):
+        loaded = _load(url)
+    if loaded is not None:
+        return None
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "not an apprise URL (expected SCHEME://…, e.g. slack://… or json://…)"
+    return (
+        f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts; "
+        "see the apprise wiki for the scheme's format)"
+    )
+
+
+def one_line(text: str, secrets: Sequence[str]) -> str:
+    """``text`` redacted, on one line, at most ``_MAX_ERROR`` characters."""
+    flat = " ".join(redact(text, secrets).split())
+    return flat if len(flat) <= _MAX_ERROR else flat[: _MAX_ERROR - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    name: str
+    target: apprise.Apprise | None  # None: the URL did not parse (a permanent error)
+    secrets: tuple[str, ...]
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one send: ``error`` is None on success; never contains the URL."""
+
+    error: str | None = None
+    permanent: bool = False
+
+
+_BROKEN = "channel {name!r}: {problem}"
+
+
+class Notifier:
+    """Sends queued messages; each channel drains on its own, so a failing or slow channel
+    never delays another. Use as ``async with Notifier(...)`` or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        channels: Mapping[str, SecretStr | str],
+        config: NotifyConfig,
+        *,
+        owner: str,
+        gate: Gate | None = None,
+        send_timeout: timedelta = timedelta(seconds=30),
+        lease: timedelta | None = None,
+        per_drain: int = 50,
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._config = config
+        self._owner = owner
+        self._gate = gate
+        self._send_timeout = send_timeout
+        # a claim must outlive its send, or another instance could take it and send it too
+        self._lease = lease or send_timeout * 4
+        if self._lease <= send_timeout:
+            raise ValueError("the claim lease must be longer than the send timeout")
+        self._per_drain = per_drain
+        self._jitter = jitter
+        self._rng = rng or random.Random()  # noqa: S311 - jitter spreads retries; no secrecy involved
+        self._failing: dict[str, int] = {}
+        self._busy: dict[str, asyncio.Lock] = {}
+        urls = {
+            name: url.get_secret_value() if isinstance(url, SecretStr) else url
+            for name, url in channels.items()
+        }
+        every_secret = [s for url in urls.values() for s in secret_fragments(url)]
+        self._stack = ExitStack()
+        # apprise logs the URL while parsing it: scrub from before the first parse
+        self._stack.enter_context(scrubbed_logs(every_secret))
+        self._channels = {name: self._build(name, url) for name, url in urls.items()}
+
+    @classmethod
+    def from_config(
+        cls,
+        outbox: Outbox,
+        config: Config,
+        *,
+        owner: str,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Notifier:
+        """One channel per ``[[channels]]``; raises ConfigError when a ``url_env`` is unset."""
+        urls = {c.name: channel_url(c, environ) for c in config.channels}
+        return cls(outbox, urls, config.notify, owner=owner, **options)
+
+    @staticmethod
+    def _build(name: str, url: str) -> _Channel:
+        target = _load(url)
+        problem = None if target is not None else validate_channel_url(url)
+        return _Channel(name, target, tuple(secret_fragments(url)), problem)
+
+    async def __aenter__(self) -> Notifier:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """Channel name → why it cannot be used (a permanent error found at startup)."""
+        return {c.name: c.problem for c in self._channels.values() if c.problem}
+
+    def check(self) -> None:
+        """Raise a permanent NotifyError naming the first unusable channel (never its URL)."""
+        for name, problem in self.problems.items():
+            raise NotifyError(_BROKEN.format(name=name, problem=problem), permanent=True)
+
+    async def send(
+        self, channel: str, title: str, body: str, severity: str = "info", *, event: str = "firing"
+    ) -> Delivery:
+        """One message through one channel now, bypassing the outbox (used by the drain)."""
+        spec = self._channels.get(channel)
+        if spec is None:
+            return Delivery(f"channel {channel!r} is not configured", permanent=True)
+        if spec.target is None:
+            return Delivery(_BROKEN.format(name=channel, problem=spec.problem), permanent=True)
+        kind = (
+            apprise.NotifyType.SUCCESS
+            if event == "resolved"
+            else _NOTIFY_TYPE.get(severity, apprise.NotifyType.INFO)
+        )
+        seconds = self._send_timeout.total_seconds()
+        try:
+            # apprise enforces its own deadline; ours is the backstop if a plugin ignores it
+            async with asyncio.timeout(seconds + 5):
+                result = await spec.target.async_notify(
+                    body=body,
+                    title=title,
+                    notify_type=kind,
+                    body_format=apprise.NotifyFormat.MARKDOWN,
+                    timeout=seconds,
+                )
+        except TimeoutError:
+            return Delivery(f"timed out after {seconds:g}s")
+        except Exception as exc:  # noqa: BLE001 - any plugin may raise anything; it is one failed send
+            return Delivery(one_line(f"{type(exc).__name__}: {exc}", spec.secrets))
+        with result:
+            if result:
+                return Delivery()
+            return Delivery(self._reason(result, spec))
+
+    @staticmethod
+    def _reason(result: Any, spec: _Channel) -> str:
+        problems = [
+            entry.message
+            for entry in result.logs()
+            if entry.level in ("WARNING", "ERROR", "CRITICAL")
+        ]
+        status = getattr(result.status, "name", str(result.status)).lower()
+        detail = "; ".join(dict.fromkeys(problems)) or "no detail from apprise"
+        return one_line(f"{status}: {detail}", spec.secrets)
+
+    async def send_test(self, channel: str | None = None) -> dict[str, str | None]:
+        """``notify test``: a test message through each (or one) channel; name → None or error."""
+        names = list(self._channels) if channel is None else [channel]
+
+        async def one(name: str) -> tuple[str, str | None]:
+            outcome = await self.send(
+                name,
+                "creator-monitor test",
+                "This is a **test** message from creator-monitor.",
+            )
+            return name, outcome.error
+
+        return dict(await asyncio.gather(*(one(name) for name in names)))
+
+    async def drain(self, now: datetime) -> DrainReport:
+        """Send every due message once; channels run concurrently, each one at a time.
+
+        A channel still busy from an earlier drain is skipped (reported in ``busy``); within a
+        channel the first failure ends its turn, so a dead endpoint costs one timeout per drain.
+        """
+        report = DrainReport()
+        buried = await self._outbox.bury_orphans(
+            list(self._channels), reason="its channel is no longer configured"
+        )
+        report.dead += buried
+        silences: Sequence[SilenceLike] = ()
+        if self._gate is not None:
+            silences = await self._outbox.active_silences(now)
+        idle = [name for name in self._channels if not self._lock(name).locked()]
+        report.busy = tuple(name for name in self._channels if name not in idle)
+        # every channel finishes its turn even when another one hits a store error
+        outcomes = await asyncio.gather(
+            *(self._drain_channel(n, silences, now) for n in idle), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            report.add(outcome)
+        return report
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._busy.setdefault(name, asyncio.Lock())
+
+    async def _drain_channel(
+        self, name: str, silences: Sequence[SilenceLike], now: datetime
+    ) -> DrainReport:
+        report = DrainReport()
+        last_id = 0
+        async with self._lock(name):
+            for _ in range(self._per_drain):
+                message = await self._outbox.claim_next(
+                    now, channel=name, owner=self._owner, lease=self._lease, after_id=last_id
+                )
+                if message is None:
+                    break
+                last_id = message.id
+                if not await self._deliver(message, silences, now, report):
+                    break
+        return report
+
+    async def _deliver(
+        self, message: Queued, silences: Sequence[SilenceLike], now: datetime, report: DrainReport
+    ) -> bool:
+        """Gate, send and record one claimed message; False when the channel just failed."""
+        verdict = None if self._gate is None else self._gate(message, silences, now)
+        if isinstance(verdict, Suppress):
+            await self._outbox.suppress(message.id, reason=verdict.reason)
+            report.suppressed += 1
+            return True
+        if isinstance(verdict, Hold):
+            await self._outbox.hold(message.id, until=verdict.until, reason=verdict.reason)
+            report.held += 1
+            return True
+        outcome = await self.send(
+            message.channel, message.title, message.body, message.severity, event=message.event
+        )
+        if outcome.error is None:
+            await self._outbox.mark_sent(message.id, now=now)
+            self._recovered(message.channel)
+            report.sent += 1
+            return True
+        dead = await self._failed(message, outcome, now)
+        report.dead += dead
+        report.failed += not dead
+        return False
+
+    async def _failed(self, message: Queued, outcome: Delivery, now: datetime) -> bool:
+        """Record a failed attempt: backoff, or dead letter; True when it was dead-lettered."""
+        attempts = message.attempts + 1
+        error = outcome.error or "unknown failure"
+        started = message.not_before or message.created_at
+        dead = (
+            outcome.permanent
+            or attempts >= self._config.max_attempts
+            or now - started >= self._config.max_age
+        )
+        await self._outbox.mark_failed(
+            message.id, error=error, next_attempt_at=now + self.backoff(attempts), dead=dead
+        )
+        streak = self._failing.get(message.channel, 0)
+        self._failing[message.channel] = streak + 1
+        if streak == 0:  # one line when a channel starts failing, not one per retry
+            log.warning("channel %s failing: %s", message.channel, error)
+        if dead:
+            log.error(
+                "notification %d for channel %s dead-lettered after %d attempt(s): %s "
+                "(replay with: creator-monitor notify retry)",
+                message.id,
+                message.channel,
+                attempts,
+                error,
+            )
+        return dead
+
+    def _recovered(self, channel: str) -> None:
+        streak = self._failing.pop(channel, 0)
+        if streak:
+            log.info("channel %s delivering again after %d failed attempt(s)", channel, streak)
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Capped exponential delay after the ``attempts``-th failure; jitter only shortens it."""
+        base, cap = self._config.backoff_base, self._config.backoff_max
+        delay = min(base * (1 << min(attempts - 1, 30)), cap)
+        return delay * (1 - self._jitter * self._rng.random())
+
+    async def retry_dead(self, now: datetime, channel: str | None = None) -> int:
+        """``notify retry``: dead letters go back to pending, due now; returns how many."""
+        return await self._outbox.retry_dead(now, channel=channel)
