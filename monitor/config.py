@@ -42,11 +42,13 @@ from monitor.model import (
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "JUSTONEAPI_TOKEN"
+TOKEN_ENV = "JUSTONEAPI_TOKEN"  # noqa: S105 - the variable's name, not a secret
 CONFIG_ENV = "CREATOR_MONITOR_CONFIG"
 CREDENTIAL_NAME = "justoneapi-token"
 
-_DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+_DURATION_RE = re.compile(
+    r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
+)
 _CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
@@ -107,7 +109,9 @@ class ApiConfig(_Section):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/?#]+", value) or "?" in value or "#" in value:
-            raise ValueError(f"expected an http(s) URL without query, e.g. {cls.model_fields['base_url'].default!r}")
+            raise ValueError(
+                "expected an http(s) URL without query, e.g. 'https://api.justoneapi.com'"
+            )
         return value.rstrip("/")
 
 
@@ -173,7 +177,9 @@ class CreatorConfig(VariantConfig):
     @classmethod
     def _hex_id(cls, value: str) -> str:
         if not _USER_ID_RE.match(value):
-            raise ValueError(f"expected a 24-hex creator id like '5c3bf7f7000000000602fd63', got {value!r}")
+            raise ValueError(
+                f"expected a 24-hex creator id like '5c3bf7f7000000000602fd63', got {value!r}"
+            )
         return value
 
     def creator(self) -> Creator:
@@ -260,14 +266,18 @@ def _parse_baseline(value: object) -> object:
 class ChangeRule(_RuleBase):
     kind: Literal["change"]
     metric: Metric
-    baseline: Annotated[Literal["previous"] | timedelta, BeforeValidator(_parse_baseline)] = "previous"
+    baseline: Annotated[Literal["previous"] | timedelta, BeforeValidator(_parse_baseline)] = (
+        "previous"
+    )
     pct: float | None = None
     abs_: float | None = Field(default=None, alias="abs")
 
     @model_validator(mode="after")
     def _one_size(self) -> ChangeRule:
         if (self.pct is None) == (self.abs_ is None):
-            raise ValueError("give exactly one of 'pct' or 'abs' (negative: a fall, positive: a rise)")
+            raise ValueError(
+                "give exactly one of 'pct' or 'abs' (negative: a fall, positive: a rise)"
+            )
         if (self.pct or self.abs_) == 0:
             raise ValueError("'pct'/'abs' must not be 0; its sign gives the direction")
         return self
@@ -376,7 +386,9 @@ def _cross_check(config: Config) -> None:
         for name in rule.channels or ():
             if name not in channel_names:
                 known = ", ".join(channel_names) or "(no channels defined)"
-                raise ConfigError(f"rules[{i}].channels", f"unknown channel {name!r}; known: {known}")
+                raise ConfigError(
+                    f"rules[{i}].channels", f"unknown channel {name!r}; known: {known}"
+                )
         for user_id in rule.creators:
             if user_id not in known_ids:
                 raise ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
@@ -445,7 +457,9 @@ def load_config(path: Path) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(str(path), "config file not found (pass -c PATH or set CREATOR_MONITOR_CONFIG)") from None
+        raise ConfigError(
+            str(path), "config file not found (pass -c PATH or set CREATOR_MONITOR_CONFIG)"
+        ) from None
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read config: {exc.strerror}") from None
     try:
@@ -469,7 +483,10 @@ def warn_if_exposed(path: Path, what: str) -> bool:
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         log.warning(
             "%s %s and is readable by other users (mode %o); run: chmod 600 %s",
-            path, what, stat.S_IMODE(mode), path,
+            path,
+            what,
+            stat.S_IMODE(mode),
+            path,
         )
         return True
     return False
@@ -501,7 +518,8 @@ def resolve_token(config: Config, environ: Mapping[str, str] | None = None) -> S
         return SecretStr(token)
     raise ConfigError(
         "api.token_file",
-        f"no API token: set {TOKEN_ENV}, api.token_file, or a systemd credential '{CREDENTIAL_NAME}'",
+        f"no API token: set {TOKEN_ENV}, api.token_file, "
+        f"or a systemd credential '{CREDENTIAL_NAME}'",
     )
 
 

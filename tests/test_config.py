@@ -58,15 +58,28 @@ def test_example_config_mentions_every_key() -> None:
     """The example is the reference: a key added to the models must be documented there."""
     text = EXAMPLE.read_text()
     sections: dict[str, type[BaseModel]] = {
-        "api": cfg.ApiConfig, "budget": cfg.BudgetConfig, "storage": cfg.StorageConfig,
-        "schedule": cfg.ScheduleConfig, "defaults": cfg.DefaultsConfig,
-        "creators": cfg.CreatorConfig, "channels": cfg.ChannelConfig, "notify": cfg.NotifyConfig,
+        "api": cfg.ApiConfig,
+        "budget": cfg.BudgetConfig,
+        "storage": cfg.StorageConfig,
+        "schedule": cfg.ScheduleConfig,
+        "defaults": cfg.DefaultsConfig,
+        "creators": cfg.CreatorConfig,
+        "channels": cfg.ChannelConfig,
+        "notify": cfg.NotifyConfig,
         "http": cfg.HttpConfig,
     }
-    rule_models = [cfg.ThresholdRule, cfg.ChangeRule, cfg.StaleRule, cfg.ApiErrorRule,
-                   cfg.AnomalyRule, cfg.BudgetRule]
+    rule_models = [
+        cfg.ThresholdRule,
+        cfg.ChangeRule,
+        cfg.StaleRule,
+        cfg.ApiErrorRule,
+        cfg.AnomalyRule,
+        cfg.BudgetRule,
+    ]
     keys = set().union(*(_fields(m) for m in [*sections.values(), *rule_models]))
-    missing = sorted(k for k in keys if not re.search(rf"(^|[\s{{,#]){re.escape(k)}\s*=", text, re.M))
+    missing = sorted(
+        k for k in keys if not re.search(rf"(^|[\s{{,#]){re.escape(k)}\s*=", text, re.M)
+    )
     assert missing == []
     for kind in cfg.RULE_KINDS:
         assert kind in text
@@ -98,32 +111,80 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"creators": [_creator(every="12x")]}, "creators[0].every", "bad duration"),
     ({"creators": [{"user_id": "lilyy"}]}, "creators[0].user_id", "24-hex"),
     ({"creators": [_creator(), _creator()]}, "creators[1].user_id", "duplicate user_id"),
-    ({"creators": [_creator(variants=[{"note_type": "GIF"}])]}, "creators[0].variants[0].note_type", "PHOTO_TEXT"),
+    (
+        {"creators": [_creator(variants=[{"note_type": "GIF"}])]},
+        "creators[0].variants[0].note_type",
+        "PHOTO_TEXT",
+    ),
     ({"creators": [_creator(name="a", nick="b")]}, "creators[0].nick", "unknown key"),
     ({"channels": [{"name": "a"}]}, "channels[0]", "exactly one of 'url' or 'url_env'"),
-    ({"channels": [{"name": "a", "url": "json://x"}, {"name": "a", "url": "json://y"}]},
-     "channels[1].name", "duplicate name"),
-    ({"channels": [{"name": "a", "url": "json://x", "quiet_hours": "22:00"}]},
-     "channels[0].quiet_hours", "HH:MM-HH:MM"),
-    ({"rules": [{"name": "r", "kind": "change", "metric": "reads", "pct": -30}]},
-     "rules[0].metric", "unknown metric 'reads'; known: imp, read, engage"),
-    ({"rules": [{"name": "r", "kind": "change", "metric": "read"}]}, "rules[0]", "exactly one of 'pct' or 'abs'"),
-    ({"rules": [{"name": "r", "kind": "change", "metric": "read", "pct": -30, "baseline": "last"}]},
-     "rules[0].baseline", "bad duration 'last'"),
+    (
+        {"channels": [{"name": "a", "url": "json://x"}, {"name": "a", "url": "json://y"}]},
+        "channels[1].name",
+        "duplicate name",
+    ),
+    (
+        {"channels": [{"name": "a", "url": "json://x", "quiet_hours": "22:00"}]},
+        "channels[0].quiet_hours",
+        "HH:MM-HH:MM",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "change", "metric": "reads", "pct": -30}]},
+        "rules[0].metric",
+        "unknown metric 'reads'; known: imp, read, engage",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "change", "metric": "read"}]},
+        "rules[0]",
+        "exactly one of 'pct' or 'abs'",
+    ),
+    (
+        {
+            "rules": [
+                {"name": "r", "kind": "change", "metric": "read", "pct": -30, "baseline": "last"}
+            ]
+        },
+        "rules[0].baseline",
+        "bad duration 'last'",
+    ),
     ({"rules": [{"name": "r", "kind": "trend"}]}, "rules[0].kind", "unknown rule kind 'trend'"),
     ({"rules": [{"name": "r"}]}, "rules[0].kind", "missing"),
-    ({"rules": [{"name": "r", "kind": "threshold", "metric": "read", "op": "=<", "value": 1}]},
-     "rules[0].op", "'<'"),
-    ({"rules": [{"name": "r", "kind": "stale", "after": "48h", "severity": "fatal"}]},
-     "rules[0].severity", "'info', 'warning' or 'critical'"),
-    ({"rules": [{"name": "r", "kind": "stale", "after": "1d", "channels": ["slack"]}]},
-     "rules[0].channels", "unknown channel 'slack'"),
-    ({"rules": [{"name": "r", "kind": "stale", "after": "1d", "creators": [UID2]}]},
-     "rules[0].creators", "is not a tracked creator"),
-    ({"rules": [{"name": "r", "kind": "stale", "after": "1d", "for": 0}]}, "rules[0].for", "greater than or equal to 1"),
+    (
+        {"rules": [{"name": "r", "kind": "threshold", "metric": "read", "op": "=<", "value": 1}]},
+        "rules[0].op",
+        "'<'",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "48h", "severity": "fatal"}]},
+        "rules[0].severity",
+        "'info', 'warning' or 'critical'",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "channels": ["slack"]}]},
+        "rules[0].channels",
+        "unknown channel 'slack'",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "creators": [UID2]}]},
+        "rules[0].creators",
+        "is not a tracked creator",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "for": 0}]},
+        "rules[0].for",
+        "greater than or equal to 1",
+    ),
     ({"rules": [{"name": "r", "kind": "api_error"}]}, "rules[0]", "'codes' or 'consecutive'"),
-    ({"rules": [{"name": "r", "kind": "stale", "after": "1d"}, {"name": "r", "kind": "stale", "after": "2d"}]},
-     "rules[1].name", "duplicate name"),
+    (
+        {
+            "rules": [
+                {"name": "r", "kind": "stale", "after": "1d"},
+                {"name": "r", "kind": "stale", "after": "2d"},
+            ]
+        },
+        "rules[1].name",
+        "duplicate name",
+    ),
     ({"notify": {"language": "fr"}}, "notify.language", "'zh' or 'en'"),
     ({"http": {"listen": "9464"}}, "http.listen", "HOST:PORT"),
     ({"schedule": {"fetch_after": "9am"}}, "schedule.fetch_after", "HH:MM"),
@@ -131,7 +192,9 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
 
 
 @pytest.mark.parametrize(("data", "path", "fragment"), BAD, ids=[b[1] for b in BAD])
-def test_bad_config_is_one_line_with_its_path(data: dict[str, Any], path: str, fragment: str) -> None:
+def test_bad_config_is_one_line_with_its_path(
+    data: dict[str, Any], path: str, fragment: str
+) -> None:
     if "creators" in str(data.get("rules")) and "creators" not in data:
         data = {**data, "creators": [_creator()]}
     with pytest.raises(ConfigError) as info:
@@ -160,8 +223,14 @@ def test_config_is_frozen() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)), ("12h", timedelta(hours=12)),
-     ("7d", timedelta(days=7)), ("1d12h", timedelta(days=1, hours=12)), ("2w", timedelta(weeks=2))],
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("12h", timedelta(hours=12)),
+        ("7d", timedelta(days=7)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        ("2w", timedelta(weeks=2)),
+    ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -177,7 +246,10 @@ def test_token_sources_in_order(tmp_path: Path) -> None:
     with_file = parse_config({"api": {"token_file": str(token_file)}})
     without = parse_config({})
     env = {"CREDENTIALS_DIRECTORY": str(creds)}
-    assert resolve_token(with_file, {"JUSTONEAPI_TOKEN": "from-env", **env}).get_secret_value() == "from-env"
+    assert (
+        resolve_token(with_file, {"JUSTONEAPI_TOKEN": "from-env", **env}).get_secret_value()
+        == "from-env"
+    )
     assert resolve_token(with_file, env).get_secret_value() == "from-file"
     assert resolve_token(without, env).get_secret_value() == "from-credential"
     with pytest.raises(ConfigError, match="no API token"):
@@ -211,7 +283,9 @@ def test_world_readable_secret_files_warn(tmp_path: Path, caplog: pytest.LogCapt
 
 def test_channel_url_from_environment() -> None:
     config = parse_config({"channels": [{"name": "a", "url_env": "HOOK"}]})
-    assert channel_url(config.channels[0], {"HOOK": "json://h/x"}).get_secret_value() == "json://h/x"
+    assert (
+        channel_url(config.channels[0], {"HOOK": "json://h/x"}).get_secret_value() == "json://h/x"
+    )
     with pytest.raises(ConfigError, match="'HOOK' is not set"):
         channel_url(config.channels[0], {})
 

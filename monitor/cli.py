@@ -1,0 +1,297 @@
+"""The command line: parse arguments, load the config, call one library function, map errors.
+
+Thin on purpose: no SQL, no HTTP, no business rules here. Exit codes: 0 ok, 1 runtime failure,
+2 usage or config error. Errors are one line on stderr; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from monitor import commands
+from monitor.config import CONFIG_ENV, Config, load_config, parse_config
+from monitor.errors import ConfigError, MonitorError
+from monitor.logs import configure_logging
+from monitor.redaction import SecretFilter, redact
+
+log = logging.getLogger("monitor")
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_: str,
+    example: str,
+    handler: Handler,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=help_,
+        description=f"{help_}\n\nexample:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="creator-monitor",
+        description="Keeps watch over Xiaohongshu creators through Just One API.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path(os.environ.get(CONFIG_ENV, "config.toml")),
+        help=f"config file (default ./config.toml, env {CONFIG_ENV})",
+    )
+    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks (redacted)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add(
+        sub,
+        "check",
+        "validate the config, parse each channel URL, print the call plan",
+        "creator-monitor -c config.toml check",
+        commands.check,
+    )
+    p = _add(
+        sub,
+        "fetch",
+        "one call now: print the metrics and store them (--all: every configured creator)",
+        "creator-monitor fetch 5c3bf7f7000000000602fd63 --dry-run",
+        commands.fetch,
+    )
+    p.add_argument("user_id", nargs="?")
+    p.add_argument("--dry-run", action="store_true", help="print only; store nothing")
+    p.add_argument(
+        "--all", action="store_true", help="fetch every configured creator once, inside the budget"
+    )
+    p = _add(
+        sub,
+        "simulate",
+        "run the simulated upstream on 127.0.0.1",
+        "creator-monitor simulate --port 8765",
+        commands.simulate,
+    )
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--latency", type=float, default=0.05, help="median latency in seconds")
+    p.add_argument("--calls-per-minute", type=int, default=None, help="limit (→ code 302)")
+    p.add_argument("--daily-quota", type=int, default=None, help="quota (→ code 303)")
+    p.add_argument("--balance", type=int, default=None, help="billed calls left (→ code 601)")
+    db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", commands.db_current)
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    _add(
+        db_sub,
+        "upgrade",
+        "create or upgrade the schema to the newest revision",
+        "creator-monitor db upgrade",
+        commands.db_upgrade,
+    )
+    _add(
+        db_sub,
+        "current",
+        "print the schema revision of the database",
+        "creator-monitor db current",
+        commands.db_current,
+    )
+    p = _add(
+        sub,
+        "history",
+        "the stored daily series of one creator",
+        "creator-monitor history 5c3bf7f7000000000602fd63 --metric read --since 30d",
+        commands.history,
+    )
+    p.add_argument("user_id")
+    p.add_argument("--metric", action="append", help="metric to show (repeatable; default all)")
+    p.add_argument("--since", default=None, help="a duration back from today (30d) or a date")
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, e.g. DAILY_NOTE/VIDEO/DAY_30/ALL",
+    )
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--plot", action="store_true", help="draw each metric in the terminal")
+    p = _add(
+        sub,
+        "export",
+        "the daily series of all creators, streamed",
+        "creator-monitor export --format csv --since 90d > metrics.csv",
+        commands.export,
+    )
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    p.add_argument("--since", default=None)
+    _add(
+        sub,
+        "status",
+        "per creator: last success, next due, failures, open alerts; the account's budget",
+        "creator-monitor status",
+        commands.status,
+    )
+    _add_report_commands(sub)
+    _add_daemon_commands(sub)
+    return parser
+
+
+def _add_report_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """report and rules test: read the history, send nothing."""
+    p = _add(
+        sub,
+        "report",
+        "one self-contained HTML file: charts per creator, top movers, alerts, budget",
+        "creator-monitor report --out report.html --since 90d",
+        commands.report,
+    )
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    p.add_argument("--since", default="90d", help="a duration back from today (90d) or a date")
+    rules = _add(
+        sub, "rules", "work with alert rules", "creator-monitor rules test", commands.rules_test
+    )
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    p = _add(
+        rules_sub,
+        "test",
+        "backtest the rules over stored history; sends nothing",
+        "creator-monitor rules test --since 90d",
+        commands.rules_test,
+    )
+    p.add_argument("--since", default="90d", help="a duration back from today (90d) or a date")
+
+
+def _add_daemon_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """run, demo, alerts, silences and notify."""
+    _add(
+        sub,
+        "run",
+        "the daemon: fetch on schedule, alert, until SIGTERM",
+        "creator-monitor -c /etc/creator-monitor/config.toml run",
+        commands.run,
+    )
+    p = _add(
+        sub,
+        "demo",
+        "the whole system against the built-in simulator; ends by itself",
+        "creator-monitor demo",
+        commands.demo,
+    )
+    p.add_argument("--db", type=Path, default=None, help="keep the SQLite file here")
+    p.add_argument("--seconds", type=float, default=40.0, help="how long the story runs")
+    p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", commands.alerts)
+    p.add_argument("--open", action="store_true", help="only pending and firing alerts")
+    sil = _add(
+        sub,
+        "silence",
+        "hold back messages for a while",
+        "creator-monitor silence add --creator 5c3bf7f7000000000602fd63 --for 2d "
+        "--reason 'on holiday'",
+        commands.silence_list,
+    )
+    sil_sub = sil.add_subparsers(dest="silence_command", required=True, metavar="ACTION")
+    p = _add(
+        sil_sub,
+        "add",
+        "add a silence",
+        "creator-monitor silence add --rule engagement-floor --for 12h --reason tuning",
+        commands.silence_add,
+    )
+    p.add_argument("--creator", help="a creator's user_id, or 'account'")
+    p.add_argument("--rule")
+    p.add_argument("--tag")
+    p.add_argument("--for", dest="for_", required=True, help="how long, e.g. 2d")
+    p.add_argument("--reason", default="")
+    _add(
+        sil_sub,
+        "list",
+        "list active silences",
+        "creator-monitor silence list",
+        commands.silence_list,
+    )
+    p = _add(
+        sub, "unsilence", "remove a silence", "creator-monitor unsilence 3", commands.unsilence
+    )
+    p.add_argument("id", type=int)
+    note = _add(
+        sub,
+        "notify",
+        "test channels, replay dead letters",
+        "creator-monitor notify test",
+        commands.notify_test,
+    )
+    note_sub = note.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+    p = _add(
+        note_sub,
+        "test",
+        "send a test message through each (or one) channel",
+        "creator-monitor notify test team-slack",
+        commands.notify_test,
+    )
+    p.add_argument("channel", nargs="?")
+    p = _add(
+        note_sub,
+        "retry",
+        "queue dead-lettered messages again",
+        "creator-monitor notify retry",
+        commands.notify_retry,
+    )
+    p.add_argument("--channel")
+
+
+def _secrets(config: Config | None) -> list[str]:
+    """Every secret this process could know, so the log filter can scrub them."""
+    found = [os.environ.get("JUSTONEAPI_TOKEN", "")]
+    if config is not None:
+        found += [c.url.get_secret_value() for c in config.channels if c.url is not None]
+        found += [os.environ.get(c.url_env, "") for c in config.channels if c.url_env]
+    return [s for s in found if s]
+
+
+def _load(args: argparse.Namespace) -> Config:
+    if args.command in {"simulate", "demo"} and not args.config.exists():
+        return parse_config({})
+    return load_config(args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    secret_filter: SecretFilter = configure_logging(debug=args.debug, secrets=_secrets(None))
+    try:
+        config = _load(args)
+        secret_filter.add(*_secrets(config))
+        code: int = args.handler(args, config)
+    except ConfigError as exc:
+        _fail(exc, args.debug, secret_filter)
+        return 2
+    except MonitorError as exc:
+        _fail(exc, args.debug, secret_filter)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `creator-monitor export | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one redacted line, exit 1
+        _fail(exc, args.debug, secret_filter, unexpected=True)
+        return 1
+    return code
+
+
+def _fail(
+    exc: BaseException, debug: bool, secrets: SecretFilter, *, unexpected: bool = False
+) -> None:
+    if debug:
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(redact(text, secrets.secrets))
+    prefix = "error (unexpected; rerun with --debug)" if unexpected else "error"
+    sys.stderr.write(redact(f"{prefix}: {exc}", secrets.secrets) + "\n")

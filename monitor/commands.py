@@ -1,0 +1,435 @@
+"""What each CLI command does, as one function per command over the library.
+
+Each takes the parsed arguments and the loaded config and returns an exit code; output formatting
+lives in ``monitor.output``. Errors are raised as MonitorError for the CLI to print as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import shutil
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from monitor import cadence, migrate, output
+from monitor.budget import Budget
+from monitor.client import JustOneClient
+from monitor.config import Config, channel_url, parse_duration, resolve_token
+from monitor.cycle import Fetcher, Slot
+from monitor.errors import BudgetError, ConfigError, MonitorError
+from monitor.meter import Meter
+from monitor.model import Advertise, Business, Creator, DateType, NoteType, Variant
+from monitor.notify import Notifier, validate_channel_url
+from monitor.store import Store
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _run(coro: Callable[[], Awaitable[int]]) -> int:
+    return asyncio.run(coro())  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def _store(config: Config, *, check: bool = True) -> AsyncIterator[Store]:
+    store = Store.open(config.storage.url)
+    try:
+        if check:
+            await store.check_schema()
+        yield store
+    finally:
+        await store.close()
+
+
+def parse_since(text: str | None, today: date) -> date | None:
+    """``30d`` (back from today) or ``2025-12-01``."""
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        return today - parse_duration(text)
+    except ValueError:
+        raise ConfigError(
+            "--since", f"expected a duration like 30d or a date, got {text!r}"
+        ) from None
+
+
+def parse_variant(text: str | None) -> Variant | None:
+    if text is None:
+        return None
+    parts = text.split("/")
+    enums = (Business, NoteType, DateType, Advertise)
+    if len(parts) != 4:
+        raise ConfigError("--variant", "expected BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE")
+    try:
+        values = [enum(part.upper()) for enum, part in zip(enums, parts, strict=True)]
+    except ValueError as exc:
+        raise ConfigError("--variant", str(exc)) from None
+    return Variant(*values)  # type: ignore[arg-type]
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+def check(args: argparse.Namespace, config: Config) -> int:
+    print(
+        f"config ok: {len(config.creators)} creators, {len(config.channels)} channels, "
+        f"{len(config.rules)} rules"
+    )
+    bad = 0
+    for channel in config.channels:
+        try:
+            problem = validate_channel_url(channel_url(channel).get_secret_value())
+        except ConfigError as exc:
+            problem = str(exc)
+        print(f"channel {channel.name}: {'ok' if problem is None else problem}")
+        bad += problem is not None
+    plan = cadence.call_plan(config)
+    for line in plan.lines():
+        print(line)
+    return 2 if bad or not plan.fits else 0
+
+
+# --- fetch -----------------------------------------------------------------------------------
+
+
+def fetch(args: argparse.Namespace, config: Config) -> int:
+    if bool(args.user_id) == bool(args.all):
+        raise ConfigError("fetch", "give either a USER_ID or --all")
+    if args.all:
+        return _run(lambda: _fetch_all(config))
+    return _run(lambda: _fetch(args, config))
+
+
+def _default_variant(config: Config) -> Variant:
+    d = config.defaults
+    return Variant(d.business, d.note_type, d.date_type, d.advertise)
+
+
+async def _fetch(args: argparse.Namespace, config: Config) -> int:
+    token = resolve_token(config)
+    entry = next((c for c in config.creators if c.user_id == args.user_id), None)
+    variant = config.variants_of(entry)[0] if entry else _default_variant(config)
+    async with JustOneClient.from_config(config.api, token) as client:
+        if args.dry_run:
+            result = await client.core_data(args.user_id, variant)
+            output.print_points(result.data.daily, sys.stdout)
+            return 0
+        async with _store(config) as store:
+            meter = await Meter.open(Budget.from_config(config), store, clock=_now)
+            creator = entry.creator() if entry else Creator(user_id=args.user_id)
+            # sync every configured creator: syncing only this one would mark the rest inactive
+            extra = [] if entry else [creator]
+            ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
+            slot = _slot(config, creator, ids[args.user_id], variant)
+            fetcher = Fetcher(config, client, store, meter, None, clock=_now)
+            await fetcher.run(slot)
+            if slot.consecutive_failures:
+                raise MonitorError(f"fetch of {args.user_id} failed: {slot.last_error}")
+            rows = await store.history_rows(args.user_id, variant=variant)
+            output.print_history(rows, None, "table", sys.stdout)
+    return 0
+
+
+def _slot(config: Config, creator: Creator, creator_id: int, variant: Variant) -> Slot:
+    return Slot(
+        key=cadence.slot_key(creator.user_id, variant),
+        creator_id=creator_id,
+        creator=creator,
+        variant=variant,
+        every=config.defaults.every,
+        due_at=_now(),
+    )
+
+
+async def _fetch_all(config: Config) -> int:
+    """Every configured creator and variant once, paced by the budget; stops when it is spent."""
+    token = resolve_token(config)
+    creators = [entry.creator() for entry in config.creators]
+    slots = [(e.creator(), v) for e in config.creators for v in config.variants_of(e)]
+    if not slots:
+        raise ConfigError("creators", "no creators configured; nothing to fetch")
+    done: list[Slot] = []
+    stopped: str | None = None
+    async with JustOneClient.from_config(config.api, token) as client, _store(config) as store:
+        meter = await Meter.open(Budget.from_config(config), store, clock=_now)
+        gauge = await meter.gauge()
+        left = gauge.daily_calls - gauge.calls_today
+        if left < len(slots):
+            print(f"note: {left} calls left today for {len(slots)} series", file=sys.stderr)
+        ids = await store.sync_creators(creators)
+        fetcher = Fetcher(config, client, store, meter, None, clock=_now)
+        with output.progress(len(slots), "fetch") as bar:
+            for creator, variant in slots:
+                slot = _slot(config, creator, ids[creator.user_id], variant)
+                try:
+                    await fetcher.run(slot)
+                except BudgetError as exc:
+                    stopped = str(exc)
+                    break
+                done.append(slot)
+                bar.update(1)
+    output.print_fetched(done, fetcher.calls, len(slots), stopped, sys.stdout)
+    return 0 if len(done) == len(slots) and not any(s.consecutive_failures for s in done) else 1
+
+
+# --- simulate, db ----------------------------------------------------------------------------
+
+
+def simulate(args: argparse.Namespace, config: Config) -> int:
+    from monitor.simulator import SimKnobs, run_simulator
+
+    p50 = args.latency * 1000
+    knobs = SimKnobs(
+        latency_p50_ms=p50,
+        latency_p99_ms=p50 * 6,
+        calls_per_minute=args.calls_per_minute,
+        daily_quota=args.daily_quota,
+        balance=args.balance,
+    )
+
+    def ready(url: str) -> None:
+        print(
+            f'simulated Just One API on {url} (Ctrl-C to stop); set api.base_url = "{url}"',
+            flush=True,
+        )
+
+    run_simulator(args.port, knobs, on_ready=ready)
+    return 0
+
+
+def db_upgrade(args: argparse.Namespace, config: Config) -> int:
+    revision = asyncio.run(migrate.upgrade(config.storage.url))
+    print(f"database at revision {revision}")
+    return 0
+
+
+def db_current(args: argparse.Namespace, config: Config) -> int:
+    revision = asyncio.run(migrate.current(config.storage.url))
+    head = migrate.head()
+    state = (
+        "up to date"
+        if revision == head
+        else f"behind head {head}: run `creator-monitor db upgrade`"
+    )
+    print(f"{revision or '(empty database)'} ({state})")
+    return 0
+
+
+# --- history, export, status -----------------------------------------------------------------
+
+
+def history(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        since = parse_since(args.since, _now().date())
+        async with _store(config) as store:
+            rows = await store.history_rows(
+                args.user_id, since=since, variant=parse_variant(args.variant)
+            )
+        if not rows:
+            raise MonitorError(f"no stored history for {args.user_id}")
+        if args.plot:
+            width = shutil.get_terminal_size((100, 24)).columns
+            output.plot_history(rows, args.metric, sys.stdout, width)
+        else:
+            output.print_history(rows, args.metric, args.format, sys.stdout)
+        return 0
+
+    return _run(go)
+
+
+def export(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        since = parse_since(args.since, _now().date())
+        async with _store(config) as store:
+            # the stored row count is exact without --since and an upper bound with it
+            total = sum(r.rows_stored for r in await store.status_rows()) if since is None else None
+            with output.progress(total, "export") as bar:
+                stream = cast("AsyncGenerator[dict[str, Any], None]", store.export_rows(since))
+                async with contextlib.aclosing(stream) as rows:
+                    count = await output.stream_export(rows, args.format, sys.stdout, bar.update)
+        print(f"{count:,} rows exported", file=sys.stderr)
+        return 0
+
+    return _run(go)
+
+
+def status(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        async with _store(config) as store:
+            rows = await store.status_rows()
+            meter = await Meter.open(Budget.from_config(config), store, clock=_now)
+            gauge = await meter.gauge()
+            counts = await store.outbox_counts()
+            open_alerts = await store.list_alerts(open_only=True)
+        output.print_status(rows, gauge, counts, open_alerts, _now(), sys.stdout)
+        return 0
+
+    return _run(go)
+
+
+def report(args: argparse.Namespace, config: Config) -> int:
+    from monitor.report import write_report
+
+    async def go() -> int:
+        now = _now()
+        since = parse_since(args.since, now.date())
+        assert since is not None
+        async with _store(config) as store:
+            written = await write_report(
+                store,
+                args.out,
+                since=since,
+                now=now,
+                daily_calls=config.budget.daily_calls,
+                zone=ZoneInfo(config.budget.timezone),
+            )
+        print(
+            f"wrote {written.path} ({written.size / 1e6:.1f} MB): {written.creators} creators, "
+            f"{written.points:,} points, {written.alerts} alerts since {since}"
+        )
+        return 0
+
+    return _run(go)
+
+
+def rules_test(args: argparse.Namespace, config: Config) -> int:
+    """Backtest the configured rules over stored history; the backtest sends nothing."""
+    try:
+        # imported by name so this module type-checks before the backtest module exists
+        run_backtest = importlib.import_module("monitor.backtest").run_backtest
+    except ImportError:
+        raise MonitorError(
+            "rules test is not available in this build (monitor.backtest is missing)"
+        ) from None
+
+    async def go() -> int:
+        since = parse_since(args.since, _now().date())
+        async with _store(config) as store:
+            with output.progress(None, "rules test") as bar:
+
+                def advance(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                extra: dict[str, Any] = {}
+                # the progress hook is optional so the backtest stays callable without a terminal
+                if "progress" in inspect.signature(run_backtest).parameters:
+                    extra["progress"] = advance
+                lines = await run_backtest(config, store, since, **extra)
+        output.print_backtest(list(lines), sys.stdout)
+        return 0
+
+    return _run(go)
+
+
+# --- alerts, silences, notify ----------------------------------------------------------------
+
+
+def alerts(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        async with _store(config) as store:
+            rows = await store.list_alerts(open_only=args.open)
+            counts = await store.outbox_counts()
+        output.print_alerts(rows, counts, sys.stdout)
+        return 0
+
+    return _run(go)
+
+
+def silence_add(args: argparse.Namespace, config: Config) -> int:
+    if not (args.creator or args.rule or args.tag):
+        raise ConfigError("silence add", "give at least one of --creator, --rule, --tag")
+
+    async def go() -> int:
+        now = _now()
+        ends = now + parse_duration(args.for_)
+        async with _store(config) as store:
+            silence_id = await store.add_silence(
+                now=now,
+                ends_at=ends,
+                user_id=args.creator,
+                rule=args.rule,
+                tag=args.tag,
+                reason=args.reason,
+            )
+        print(f"silence {silence_id} until {ends:%Y-%m-%d %H:%M} UTC")
+        return 0
+
+    return _run(go)
+
+
+def silence_list(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        async with _store(config) as store:
+            rows = await store.list_silences(_now())
+        output.print_silences(rows, sys.stdout)
+        return 0
+
+    return _run(go)
+
+
+def unsilence(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        async with _store(config) as store:
+            removed = await store.remove_silence(args.id)
+        if not removed:
+            raise MonitorError(f"no silence with id {args.id}")
+        print(f"silence {args.id} removed")
+        return 0
+
+    return _run(go)
+
+
+def notify_test(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        async with (
+            _store(config) as store,
+            Notifier.from_config(store, config, owner="cli") as notifier,
+        ):
+            results = await notifier.send_test(args.channel)
+        for name, error in results.items():
+            print(f"{name}: {'delivered' if error is None else error}")
+        return 0 if all(e is None for e in results.values()) else 1
+
+    return _run(go)
+
+
+def notify_retry(args: argparse.Namespace, config: Config) -> int:
+    async def go() -> int:
+        async with (
+            _store(config) as store,
+            Notifier.from_config(store, config, owner="cli") as notifier,
+        ):
+            count = await notifier.retry_dead(_now(), args.channel)
+        print(f"{count} dead letters queued again; the running daemon sends them")
+        return 0
+
+    return _run(go)
+
+
+# --- run, demo -------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    from monitor.daemon import Options, run_daemon
+
+    return run_daemon(config, Options(config_path=args.config))
+
+
+def demo(args: argparse.Namespace, config: Config) -> int:
+    from monitor.demo import run_demo
+
+    return run_demo(args.db, seconds=args.seconds)

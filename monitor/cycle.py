@@ -1,0 +1,217 @@
+"""One creator × variant, one due time: budget → client → store → rules → alerts → outbox.
+
+The only place the leaves meet. Retries what the budget module calls retryable, within the
+budget; logs a creator's failure once when it starts and once when it ends, never per retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from monitor import budget as budget_rules
+from monitor.alerting import Alerting, SeriesFacts
+from monitor.client import JustOneClient
+from monitor.config import Config
+from monitor.errors import (
+    AccountBlocked,
+    InvalidRequest,
+    QuotaExceeded,
+    RateLimited,
+    UpstreamError,
+)
+from monitor.meter import Meter
+from monitor.model import Creator, FetchResult, Variant
+from monitor.rules import AccountSubject
+from monitor.store import Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Verdict(StrEnum):
+    """What the scheduler does with the slot after a run."""
+
+    DONE = "done"  # this due time is served (success, 201, exhausted retries, parse error …)
+    KEEP = "keep"  # leave it due: the account or quota paused every call
+    BROKEN = "broken"  # 400: do not fetch again until the config changes
+
+
+@dataclass(slots=True)
+class Slot:
+    """One tracked series in the live schedule (mutable: the scheduler's own record)."""
+
+    key: str
+    creator_id: int
+    creator: Creator
+    variant: Variant
+    every: timedelta
+    due_at: datetime
+    last_success_at: datetime | None = None
+    consecutive_failures: int = 0
+    last_code: int | None = None
+    last_error: str | None = None
+    broken: bool = False
+    tracked_since: datetime | None = None
+    siblings: list[Slot] = field(default_factory=list, repr=False)
+
+    def facts(self) -> SeriesFacts:
+        return SeriesFacts(
+            variant=self.variant,
+            last_success_at=self.last_success_at,
+            consecutive_failures=self.consecutive_failures,
+            last_code=self.last_code,
+            tracked_since=self.tracked_since,
+        )
+
+
+def error_text(exc: UpstreamError) -> str:
+    """The one line stored in ``fetches.error``: the client already keeps the token out."""
+    return str(exc)[:500]
+
+
+class Fetcher:
+    """Runs one slot through a full cycle; shared by the daemon, ``fetch`` and the demo."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: JustOneClient,
+        store: Store,
+        meter: Meter,
+        alerting: Alerting | None,
+        *,
+        clock: Clock,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._store = store
+        self.meter = meter
+        self._alerting = alerting
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.calls = 0
+
+    async def run(self, slot: Slot, *, probe: bool = False, keep_raw: bool = True) -> Verdict:
+        """Fetch until this due time is served or must wait; raises BudgetError when the
+        budget will not allow the first call (the slot stays due)."""
+        attempt = 0
+        while True:
+            error, _result = await self._call_once(slot, probe=probe, keep_raw=keep_raw)
+            if error is None or not self._should_retry(error, attempt, probe):
+                break
+            attempt += 1
+            cfg = self.config.schedule
+            await self._sleep(
+                budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
+            )
+        await self._evaluate(slot)
+        if isinstance(error, InvalidRequest):
+            return Verdict.BROKEN
+        if isinstance(error, AccountBlocked | QuotaExceeded):
+            return Verdict.KEEP
+        return Verdict.DONE
+
+    def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
+        if probe or attempt >= self.config.schedule.retry_attempts:
+            return False
+        return budget_rules.is_retryable(error) or isinstance(error, RateLimited)
+
+    async def _call_once(
+        self, slot: Slot, *, probe: bool, keep_raw: bool
+    ) -> tuple[UpstreamError | None, FetchResult | None]:
+        await self.meter.acquire(probe=probe)
+        self.calls += 1
+        started = self._clock()
+        error: UpstreamError | None = None
+        result: FetchResult | None = None
+        try:
+            result = await self._client.core_data(slot.creator.user_id, slot.variant)
+        except UpstreamError as exc:
+            error = exc
+        billed = result.billed if result is not None else bool(error and error.billed)
+        await self.meter.feedback(error, billed=billed)
+        await self._record(slot, started, result, error, keep_raw=keep_raw)
+        return error, result
+
+    async def _record(
+        self,
+        slot: Slot,
+        started: datetime,
+        result: FetchResult | None,
+        error: UpstreamError | None,
+        *,
+        keep_raw: bool,
+    ) -> None:
+        if result is not None:
+            await self._store.record_fetch(
+                slot.creator_id,
+                slot.variant,
+                started_at=started,
+                due_at=slot.due_at,
+                latency_ms=result.latency_ms,
+                http_status=result.http_status,
+                code=result.code,
+                billed=result.billed,
+                error=None,
+                data=result.data,
+                raw_body=result.raw_body,
+                keep_raw=keep_raw,
+            )
+            if slot.consecutive_failures:
+                log.info(
+                    "%s recovered after %d failed calls", _who(slot), slot.consecutive_failures
+                )
+            slot.last_success_at, slot.consecutive_failures, slot.last_code = started, 0, 0
+            return
+        assert error is not None
+        await self._store.record_fetch(
+            slot.creator_id,
+            slot.variant,
+            started_at=started,
+            due_at=slot.due_at,
+            latency_ms=error.latency_ms,
+            http_status=error.http_status,
+            code=error.code,
+            billed=error.billed,
+            error=error_text(error),
+            data=None,
+            raw_body=error.raw_body,
+            keep_raw=keep_raw,
+        )
+        if slot.consecutive_failures == 0 and not isinstance(error, AccountBlocked | QuotaExceeded):
+            log.warning("%s failing: %s", _who(slot), error)
+        slot.consecutive_failures += 1
+        slot.last_code, slot.last_error = error.code, error_text(error)
+
+    async def _evaluate(self, slot: Slot) -> None:
+        if self._alerting is None:
+            return
+        state = self.meter.state
+        gauge = await self.meter.gauge()
+        account = AccountSubject(
+            now=self._clock(),
+            used_today=gauge.calls_today,
+            daily_calls=gauge.daily_calls,
+            pause_code=state.pause_code if gauge.paused else None,
+            pause_reason=state.pause_reason,
+        )
+        siblings: Sequence[Slot] = slot.siblings or [slot]
+        await self._alerting.evaluate_creator(
+            slot.creator_id, slot.creator, [s.facts() for s in siblings], account
+        )
+
+
+def _who(slot: Slot) -> str:
+    name = f"{slot.creator.name} " if slot.creator.name else ""
+    return f"creator {name}({slot.creator.user_id}, {slot.variant.label})"

@@ -1,0 +1,266 @@
+"""The composition root of ``creator-monitor run``: build everything on an AsyncExitStack, run
+the jobs, answer signals and systemd, and shut down in reverse order.
+
+Owns lifecycle only: what a fetch or an alert does lives in cycle / alerting / notify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor import __version__
+from monitor.alerting import Alerting
+from monitor.budget import Budget
+from monitor.client import JustOneClient
+from monitor.config import Config, load_config, resolve_token
+from monitor.cycle import Fetcher
+from monitor.errors import ConfigError, MonitorError, NotifyError
+from monitor.gate import delivery_gate
+from monitor.meter import Meter
+from monitor.notify import Notifier
+from monitor.rules import AccountSubject
+from monitor.scheduler import Dispatcher, load_slots
+from monitor.store import Store
+from monitor.systemd import Notifier as SystemdNotifier
+from monitor.systemd import watchdog_interval, watchdog_loop
+from monitor.telemetry import Telemetry, serve
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Options:
+    """How the daemon runs; tests and the demo shrink the intervals."""
+
+    clock: Clock = system_clock
+    tick: float = 1.0  # dispatcher interval, seconds
+    drain_every: float = 5.0
+    evaluate_every: float = 60.0
+    until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
+    config_path: Path | None = None  # for SIGHUP reloads
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class Daemon:
+    """One running monitor process."""
+
+    def __init__(self, config: Config, options: Options | None = None) -> None:
+        self.config = config
+        self.options = options or Options()
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = asyncio.Event()
+        self.store: Store
+        self.meter: Meter
+        self.dispatcher: Dispatcher
+        self.notifier: Notifier
+        self.alerting: Alerting
+        self.telemetry = Telemetry()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or ``options.until``); 0 on an orderly stop."""
+        sd = SystemdNotifier(self.options.environ)
+        async with AsyncExitStack() as stack:
+            stack.callback(sd.close)
+            await self._build(stack)
+            scheduler = self._schedule_jobs()
+            scheduler.start()
+            stack.callback(lambda: scheduler.shutdown(wait=False))
+            self._install_signals(stack)
+            await self._start_watchdog(stack, sd)
+            sd.ready(self.summary())
+            log.info(
+                "running: %d series, budget %d/min and %d/day; instance %s",
+                len(self.dispatcher.slots),
+                self.config.budget.calls_per_minute,
+                self.config.budget.daily_calls,
+                self.instance,
+            )
+            await self._wait_for_stop()
+            sd.stopping("stopping: finishing in-flight calls")
+            await self._shutdown(scheduler)
+        return 0
+
+    async def _build(self, stack: AsyncExitStack) -> None:
+        clock = self.options.clock
+        config = self.config
+        self.store = Store.open(config.storage.url, clock=clock)
+        stack.push_async_callback(self.store.close)
+        await self.store.check_schema()
+        token = resolve_token(config, self.options.environ)
+        client = JustOneClient.from_config(config.api, token)
+        stack.push_async_callback(client.aclose)
+        self.meter = await Meter.open(Budget.from_config(config), self.store, clock=clock)
+        self.alerting = Alerting(config, self.store, clock=clock)
+        fetcher = Fetcher(config, client, self.store, self.meter, self.alerting, clock=clock)
+        slots = await load_slots(config, self.store, clock())
+        self.dispatcher = Dispatcher(config, fetcher, self.store, slots, clock=clock)
+        self.notifier = self._make_notifier(config)
+        stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
+        if config.http.listen:
+            endpoint = await serve(config.http.listen, self.telemetry, self._healthy)
+            stack.push_async_callback(endpoint.close)
+
+    def _make_notifier(self, config: Config) -> Notifier:
+        notifier = Notifier.from_config(
+            self.store,
+            config,
+            owner=self.instance,
+            environ=self.options.environ,
+            gate=delivery_gate(config),
+        )
+        notifier.check()
+        return notifier
+
+    def _schedule_jobs(self) -> AsyncIOScheduler:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        opts = self.options
+        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(self._tick, "interval", seconds=opts.tick, id="dispatch", **common)
+        scheduler.add_job(self._drain, "interval", seconds=opts.drain_every, id="drain", **common)
+        scheduler.add_job(
+            self._evaluate_account, "interval", seconds=opts.evaluate_every, id="account", **common
+        )
+        scheduler.add_job(self._prune, "interval", hours=6, id="prune", **common)
+        return scheduler
+
+    async def _tick(self) -> None:
+        self.dispatcher.tick()
+        if self.options.until is not None and self.options.until():
+            self.request_stop()
+
+    async def _drain(self) -> None:
+        try:
+            await self.notifier.drain(self.options.clock())
+        except MonitorError as exc:
+            log.error("outbox drain failed: %s", exc)
+
+    async def _evaluate_account(self) -> None:
+        gauge = await self.meter.gauge()
+        account = AccountSubject(
+            now=self.options.clock(),
+            used_today=gauge.calls_today,
+            daily_calls=gauge.daily_calls,
+            pause_code=gauge.pause_code if gauge.paused else None,
+            pause_reason=gauge.pause_reason,
+        )
+        try:
+            await self.alerting.evaluate_account(account)
+        except MonitorError as exc:
+            log.error("account rules not evaluated: %s", exc)
+        self.telemetry.set_budget(
+            tokens_left=gauge.tokens, daily_calls_left=max(0, gauge.daily_calls - gauge.calls_today)
+        )
+        self.telemetry.set_paused(str(gauge.pause_code) if gauge.paused else None)
+        self.telemetry.set_inflight(self.dispatcher.inflight)
+        self.telemetry.set_oldest_overdue(self.dispatcher.oldest_overdue(self.options.clock()))
+
+    async def _prune(self) -> None:
+        cutoff = self.options.clock() - self.config.storage.raw_retention
+        with contextlib.suppress(MonitorError):
+            pruned = await self.store.prune_raw(cutoff)
+            if pruned:
+                log.info("pruned %d raw response bodies older than %s", pruned, cutoff.date())
+
+    async def _healthy(self) -> bool:
+        try:
+            await self.store.calls_on("1970-01-01")
+        except MonitorError:
+            return False
+        return True
+
+    async def _start_watchdog(self, stack: AsyncExitStack, sd: SystemdNotifier) -> None:
+        interval = watchdog_interval(self.options.environ)
+        if interval is None:
+            return
+        task = asyncio.get_running_loop().create_task(watchdog_loop(sd, interval, lambda: True))
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        stack.push_async_callback(cancel)
+
+    def _install_signals(self, stack: AsyncExitStack) -> None:
+        loop = asyncio.get_running_loop()
+        handlers: dict[signal.Signals, Callable[[], object]] = {
+            signal.SIGTERM: self.request_stop,
+            signal.SIGINT: self.request_stop,
+            signal.SIGHUP: lambda: loop.create_task(self.reload()),
+        }
+        for sig, handler in handlers.items():
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                continue
+            stack.callback(loop.remove_signal_handler, sig)
+
+    async def reload(self) -> bool:
+        """SIGHUP: load the config again; an invalid one is logged and the old one kept."""
+        path = self.options.config_path
+        if path is None:
+            log.warning("reload ignored: no config file")
+            return False
+        try:
+            config = load_config(path)
+            notifier = self._make_notifier(config)  # channel URLs must work before we switch
+        except (ConfigError, NotifyError) as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            return False
+        self.config = config
+        self.meter.with_budget(Budget.from_config(config))
+        self.alerting.reconfigure(config)
+        self.notifier.close()
+        self.notifier = notifier
+        slots = await load_slots(config, self.store, self.options.clock())
+        self.dispatcher.reconfigure(config, slots)
+        log.info("config reloaded: %d series", len(slots))
+        return True
+
+    async def _wait_for_stop(self) -> None:
+        await self._stop.wait()
+
+    async def _shutdown(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.pause()
+        self.dispatcher.stop_accepting()
+        cancelled = await self.dispatcher.wait_idle(self.config.schedule.grace.total_seconds())
+        if cancelled:
+            log.warning("stopped with %d calls abandoned after the grace period", cancelled)
+        with contextlib.suppress(MonitorError, TimeoutError):
+            await asyncio.wait_for(self.notifier.drain(self.options.clock()), timeout=10)
+        log.info("stopped")
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.dispatcher.slots)} series, {self.dispatcher.inflight} in flight, "
+            f"{self.dispatcher.completed} fetches done"
+        )
+
+
+def run_daemon(config: Config, options: Options) -> int:
+    return asyncio.run(Daemon(config, options).run())
+
+
+_ = (Awaitable, timedelta, __version__)

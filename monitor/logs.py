@@ -1,0 +1,58 @@
+"""Logging to stderr in a form journald reads well, with secrets scrubbed from every record.
+
+Owns the root handler and its formatter. Must not decide what is worth logging: callers do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+
+from monitor.redaction import SecretFilter
+
+_SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<6>monitor.scheduler: message``: journald maps the prefix to a priority, adds the time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return f"<{prefix}>{super().format(record)}"
+
+
+def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilter:
+    """Install one stderr handler on the root logger; returns the filter so secrets can be added."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    secret_filter = SecretFilter(secrets)
+    handler.addFilter(secret_filter)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # httpx logs every request URL at INFO; the client keeps the token off it, but one line per
+    # call is noise for an operator.
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "apscheduler",
+        "aiohttp.access",
+        "alembic.runtime.migration",
+    ):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    return secret_filter

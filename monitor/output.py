@@ -1,0 +1,313 @@
+"""Terminal output of the commands: tables, CSV, JSON and JSON lines. Formats only; no I/O but
+the stream it is handed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, TextIO
+
+from monitor.model import METRICS, DailyPoint
+
+_ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], out: TextIO) -> None:
+    """Plain aligned columns: numbers to the right, text to the left."""
+    raw = [list(row) for row in rows]
+    cells = [[_cell(v) for v in row] for row in raw]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
+    for values, row in zip(raw, cells, strict=True):
+        out.write(
+            "  ".join(
+                c.rjust(w) if _numeric(v) else c.ljust(w)
+                for v, c, w in zip(values, row, widths, strict=True)
+            ).rstrip()
+            + "\n"
+        )
+
+
+def print_points(points: Sequence[DailyPoint], out: TextIO) -> None:
+    table(
+        ("date", *METRICS), ([p.date_key, *(getattr(p, m) for m in METRICS)] for p in points), out
+    )
+
+
+def _jsonable(value: object) -> object:
+    return value.isoformat() if isinstance(value, date | datetime) else value
+
+
+def print_history(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None, fmt: str, out: TextIO
+) -> None:
+    columns = ["date_key", *(metrics or METRICS)]
+    if len({(r["business"], r["note_type"], r["date_type"], r["advertise"]) for r in rows}) > 1:
+        columns[1:1] = ["business", "note_type", "date_type", "advertise"]
+    if fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([_jsonable(r.get(c)) for c in columns] for r in rows)
+    elif fmt == "json":
+        json.dump([{c: _jsonable(r.get(c)) for c in columns} for r in rows], out, indent=1)
+        out.write("\n")
+    else:
+        table(columns, ([r.get(c) for c in columns] for r in rows), out)
+
+
+async def stream_export(
+    rows: AsyncIterator[dict[str, Any]],
+    fmt: str,
+    out: TextIO,
+    on_row: Callable[[int], object] | None = None,
+) -> int:
+    """Write rows as they come (constant memory); returns how many. ``on_row(1)`` per row."""
+    count = 0
+    writer = None
+    async for row in rows:
+        if fmt == "jsonl":
+            out.write(json.dumps({k: _jsonable(v) for k, v in row.items()}, ensure_ascii=False))
+            out.write("\n")
+        else:
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow({k: _jsonable(v) for k, v in row.items()})
+        count += 1
+        if on_row is not None:
+            on_row(1)
+    return count
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    sign = "" if seconds >= 0 else "in "
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            text = f"{seconds / size:.0f}{unit}"
+            return f"{sign}{text}" if sign else f"{text} ago"
+    return f"{sign}{seconds:.0f}s" if sign else f"{seconds:.0f}s ago"
+
+
+def print_status(
+    rows: Sequence[Any],
+    gauge: Any,
+    counts: Mapping[str, int],
+    open_alerts: Sequence[Any],
+    now: datetime,
+    out: TextIO,
+) -> None:
+    """A table of creators, then one of the account: budget, pause, outbox."""
+    open_by_scope: dict[str, int] = {}
+    for alert in open_alerts:
+        open_by_scope[alert.scope] = open_by_scope.get(alert.scope, 0) + 1
+    out.write("creators\n")
+    table(
+        (
+            "creator",
+            "name",
+            "variant",
+            "last success",
+            "next due",
+            "failures",
+            "open alerts",
+            "rows",
+            "last error",
+        ),
+        (
+            [
+                r.user_id,
+                r.name,
+                r.variant.label if r.variant else "-",
+                _ago(r.last_success_at, now),
+                _ago(r.next_due_at, now) if r.next_due_at else "-",
+                f"{r.consecutive_failures}{' BROKEN' if r.broken_at else ''}",
+                open_by_scope.get(r.user_id, 0),
+                r.rows_stored,
+                (r.last_error or "-")[:40],
+            ]
+            for r in rows
+        ),
+        out,
+    )
+    pct = 100 * gauge.calls_today / gauge.daily_calls if gauge.daily_calls else 0.0
+    pause = f"PAUSED: {gauge.pause_reason}" if gauge.paused else "no"
+    out.write("\naccount\n")
+    table(
+        ("what", "value"),
+        [
+            [
+                f"budget used today ({gauge.day})",
+                f"{gauge.calls_today:,} of {gauge.daily_calls:,} calls ({pct:.1f} %), "
+                f"{gauge.billed_today:,} billed",
+            ],
+            ["paused", pause],
+            ["rate", f"x{gauge.rate_factor:.2f} of calls_per_minute"],
+            [
+                "outbox depth",
+                f"{counts.get('pending', 0):,} pending, {counts.get('sent', 0):,} sent",
+            ],
+            [
+                "dead letters",
+                f"{counts.get('dead', 0):,}"
+                + (" (`creator-monitor notify retry`)" if counts.get("dead") else ""),
+            ],
+            ["open account alerts", open_by_scope.get("account", 0)],
+        ],
+        out,
+    )
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float | None], width: int) -> str:
+    """One character per column (values resampled to ``width``); a gap is a space.
+
+    Our own rather than a plotting library: the terminal needs only the shape of a rolling
+    median, and eight block characters show it with output a test can assert exactly.
+    """
+    if not values:
+        return ""
+    width = max(1, min(width, len(values)))
+    columns = [values[i * len(values) // width] for i in range(width)]
+    known = [v for v in columns if v is not None]
+    if not known:
+        return " " * width
+    low, high = min(known), max(known)
+    span = high - low
+    top = len(_BLOCKS) - 1
+    return "".join(
+        " " if v is None else _BLOCKS[round((v - low) / span * top) if span else top // 2]
+        for v in columns
+    )
+
+
+def plot_history(
+    rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None, out: TextIO, width: int
+) -> None:
+    """Per variant and metric: a sparkline between its first and last date, with min/max/last."""
+    by_variant: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        label = "/".join(str(row[c]) for c in _ID_COLUMNS[1:])
+        by_variant.setdefault(label, []).append(row)
+    chosen = list(metrics or ("read", "engage", "imp"))
+    name_width = max(len(m) for m in chosen)
+    for label, series in by_variant.items():
+        first, last = series[0]["date_key"], series[-1]["date_key"]
+        out.write(f"{label}  {first} → {last}  ({len(series)} points)\n")
+        for metric in chosen:
+            values = [row.get(metric) for row in series]
+            known = [v for v in values if v is not None]
+            line = sparkline(values, width - name_width - 2)
+            stats = (
+                f"min {_cell(min(known))}  max {_cell(max(known))}  last {_cell(values[-1])}"
+                if known
+                else "no values"
+            )
+            out.write(f"{metric.ljust(name_width)}  {line}\n{' ' * name_width}  {stats}\n")
+
+
+def progress(total: int | None, what: str) -> Any:
+    """A progress bar on stderr, silent when stderr is not a terminal (logs, pipes, cron)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=what,
+        unit=" rows" if what == "export" else "",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def print_fetched(
+    slots: Sequence[Any], calls: int, planned: int, stopped: str | None, out: TextIO
+) -> None:
+    """What ``fetch --all`` did, one row per series, then the totals."""
+    table(
+        ("creator", "name", "variant", "result"),
+        (
+            [
+                s.creator.user_id,
+                s.creator.name,
+                s.variant.label,
+                "ok" if not s.consecutive_failures else (s.last_error or "failed")[:60],
+            ]
+            for s in slots
+        ),
+        out,
+    )
+    ok = sum(1 for s in slots if not s.consecutive_failures)
+    out.write(f"\n{ok} of {planned} series fetched with {calls} calls\n")
+    if stopped:
+        out.write(f"stopped early: {stopped}\n")
+
+
+def print_backtest(lines: Sequence[Any], out: TextIO) -> None:
+    table(
+        ("when", "rule", "creator", "event", "summary"),
+        ([x.when, x.rule, x.scope, x.event, str(x.summary)[:80]] for x in lines),
+        out,
+    )
+    events: dict[str, int] = {}
+    for line in lines:
+        events[str(line.event)] = events.get(str(line.event), 0) + 1
+    totals = ", ".join(f"{n} {event}" for event, n in sorted(events.items())) or "nothing"
+    out.write(f"\n{len(lines)} events ({totals}); nothing was sent\n")
+
+
+def print_alerts(rows: Sequence[Any], counts: Mapping[str, int], out: TextIO) -> None:
+    table(
+        ("id", "rule", "creator", "name", "severity", "state", "fired", "resolved", "summary"),
+        (
+            [
+                a.id,
+                a.rule,
+                a.scope,
+                a.name,
+                a.severity,
+                a.state,
+                a.fired_at,
+                a.resolved_at,
+                a.summary[:60],
+            ]
+            for a in rows
+        ),
+        out,
+    )
+    if counts.get("dead"):
+        out.write(f"\n{counts['dead']} dead-lettered messages: `creator-monitor notify retry`\n")
+
+
+def print_silences(rows: Sequence[Any], out: TextIO) -> None:
+    table(
+        ("id", "creator", "rule", "tag", "until", "reason"),
+        ([s.id, s.user_id, s.rule, s.tag, s.ends_at, s.reason] for s in rows),
+        out,
+    )

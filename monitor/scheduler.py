@@ -1,0 +1,200 @@
+"""When things happen: the live schedule of every creator × variant and the dispatcher that hands
+due slots to a bounded pool, most overdue first, inside the budget.
+
+Owns the in-memory schedule (mirrored in the ``schedule`` table). Must not talk to the upstream or
+evaluate rules itself: each slot runs through ``cycle.Fetcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from monitor import cadence
+from monitor.budget import ACCOUNT_CODES
+from monitor.config import Config
+from monitor.cycle import Fetcher, Slot, Verdict
+from monitor.errors import BudgetError, MonitorError
+from monitor.store import Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, Slot]:
+    """Sync the configured creators into the store and build the live schedule from it.
+
+    A new slot is first due at its stable offset inside its cadence (spread, no herd at start);
+    a known slot keeps its persisted due time, so a restart re-fetches nothing already served.
+    """
+    ids = await store.sync_creators([c.creator() for c in config.creators])
+    persisted = {(r.creator_id, r.variant): r for r in await store.load_schedule()}
+    slots: dict[str, Slot] = {}
+    fresh: dict[datetime, list[tuple[int, object]]] = {}
+    for entry in config.creators:
+        creator = entry.creator()
+        every = config.every_of(entry)
+        siblings: list[Slot] = []
+        for variant in config.variants_of(entry):
+            key = cadence.slot_key(creator.user_id, variant)
+            creator_id = ids[creator.user_id]
+            row = persisted.get((creator_id, variant))
+            due = row.next_due_at if row is not None else cadence.first_due(key, every, now)
+            if row is None:
+                fresh.setdefault(due, []).append((creator_id, variant))
+            slot = Slot(
+                key=key,
+                creator_id=creator_id,
+                creator=creator,
+                variant=variant,
+                every=every,
+                due_at=due,
+                tracked_since=now,
+                siblings=siblings,
+            )
+            if row is not None:
+                slot.last_success_at = row.last_success_at
+                slot.consecutive_failures = row.consecutive_failures
+                slot.last_code = row.last_code
+                slot.broken = row.broken_at is not None
+            siblings.append(slot)
+            slots[key] = slot
+    for due, pairs in fresh.items():
+        await store.ensure_scheduled(pairs, due)  # type: ignore[arg-type]
+    return slots
+
+
+class Dispatcher:
+    """Hands due slots to at most ``max_in_flight`` concurrent cycles."""
+
+    def __init__(
+        self,
+        config: Config,
+        fetcher: Fetcher,
+        store: Store,
+        slots: dict[str, Slot],
+        *,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self._fetcher = fetcher
+        self._store = store
+        self.slots = slots
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._accepting = True
+        self.completed = 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def effective_due(self, slot: Slot) -> datetime:
+        return cadence.apply_window(
+            slot.due_at, self.config.schedule.fetch_after, self.config.budget.zone
+        )
+
+    def due(self, now: datetime) -> list[Slot]:
+        return [
+            s
+            for s in self.slots.values()
+            if not s.broken and s.key not in self._inflight and self.effective_due(s) <= now
+        ]
+
+    def oldest_overdue(self, now: datetime) -> float:
+        due = self.due(now)
+        return max(((now - self.effective_due(s)).total_seconds() for s in due), default=0.0)
+
+    def tick(self) -> int:
+        """Start as many due cycles as the pool and the budget allow; returns how many."""
+        if not self._accepting:
+            return 0
+        now = self._clock()
+        free = self.config.schedule.max_in_flight - len(self._inflight)
+        if free <= 0:
+            return 0
+        meter = self._fetcher.meter
+        pause = meter.hard_pause(now)
+        probe = False
+        if pause is not None:
+            if meter.state.pause_code not in ACCOUNT_CODES or self._inflight:
+                return 0
+            if not meter.probe_due(now):
+                return 0
+            free, probe = 1, True
+        # only as many as the bucket can take soon: the rest stay due and get more overdue
+        ordered = cadence.pick_due(
+            [cadence.DueEntry(s.key, self.effective_due(s)) for s in self.due(now)], now, free
+        )
+        for entry in ordered:
+            self._start(self.slots[entry.key], probe=probe)
+        return len(ordered)
+
+    def _start(self, slot: Slot, *, probe: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(slot, probe=probe), name=f"fetch {slot.key}"
+        )
+        self._inflight[slot.key] = task
+
+        def forget(_task: asyncio.Task[None], key: str = slot.key) -> None:
+            self._inflight.pop(key, None)
+
+        task.add_done_callback(forget)
+
+    async def _run(self, slot: Slot, *, probe: bool) -> None:
+        try:
+            verdict = await self._fetcher.run(slot, probe=probe)
+        except BudgetError as exc:
+            log.debug("%s waits: %s", slot.key, exc)
+            return
+        except MonitorError as exc:  # the store refused: keep the slot due, say so once
+            log.error("fetch of %s not recorded: %s", slot.creator.user_id, exc)
+            return
+        except Exception:  # a bug must not kill the daemon silently: log it, keep the slot due
+            log.exception("fetch of %s crashed", slot.creator.user_id)
+            return
+        now = self._clock()
+        if verdict is Verdict.DONE:
+            slot.due_at = cadence.next_due(slot.due_at, slot.every, now)
+            await self._store.set_next_due(slot.creator_id, slot.variant, slot.due_at)
+        elif verdict is Verdict.BROKEN:
+            slot.broken = True
+            await self._store.mark_broken(
+                slot.creator_id,
+                slot.variant,
+                at=now,
+                reason=f"invalid parameters (400) for {slot.variant.label}",
+            )
+            log.error(
+                "creator %s marked broken (code 400); fix its variant and reload",
+                slot.creator.user_id,
+            )
+        self.completed += 1
+
+    def reconfigure(self, config: Config, slots: dict[str, Slot]) -> None:
+        """A reloaded config: new limits and the new set of slots (in-flight ones finish)."""
+        self.config = config
+        self._fetcher.config = config
+        self.slots = slots
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def resume_accepting(self) -> None:
+        self._accepting = True
+
+    async def wait_idle(self, grace: float) -> int:
+        """Let in-flight cycles finish within ``grace`` seconds; cancel the rest; returns how
+        many were cancelled."""
+        tasks = list(self._inflight.values())
+        if not tasks:
+            return 0
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(pending)
