@@ -38,15 +38,14 @@ HISTORY = timedelta(days=120)
 
 
 def effective_rules(config: Config) -> tuple[Rule, ...]:
-    """The configured rules, plus a built-in critical account alert when none covers those
-    codes: running out of money must never go unnoticed."""
-    covered = any(
-        isinstance(r, ApiErrorRule) and set(r.codes) & set(ACCOUNT_WIDE) for r in config.rules
-    )
-    if covered:
+    """The configured rules, plus a built-in critical account alert for every account-wide code
+    that no configured rule covers: running out of money or quota must never go unnoticed."""
+    covered = {code for r in config.rules if isinstance(r, ApiErrorRule) for code in r.codes}
+    uncovered = tuple(code for code in ACCOUNT_WIDE if code not in covered)
+    if not uncovered:
         return config.rules
     builtin = ApiErrorRule(
-        name="account-blocked", kind="api_error", codes=ACCOUNT_WIDE, severity=Severity.CRITICAL
+        name="account-blocked", kind="api_error", codes=uncovered, severity=Severity.CRITICAL
     )
     return (*config.rules, builtin)
 
@@ -75,6 +74,7 @@ class Alerting:
         self._rules = effective_rules(config)
         self._renderer = Renderer(config.notify.templates_dir)
         self._orphans_swept = False
+        self._tracked = {c.user_id: c.creator() for c in config.creators}
 
     async def evaluate_creator(
         self,
@@ -183,7 +183,7 @@ class Alerting:
         account_rule = isinstance(rule, BudgetRule | ApiErrorRule)
         if row["scope"] == rules.ACCOUNT_SCOPE:
             return None if account_rule else f"the rule {rule.name!r} is no longer account-wide"
-        creator = self._creators().get(row["scope"])
+        creator = self._tracked.get(row["scope"])
         if creator is None:
             return f"the creator {row['scope']} is no longer tracked"
         if isinstance(rule, BudgetRule) or not rule.applies_to(creator):
@@ -200,7 +200,7 @@ class Alerting:
         after = replace(before, state=Phase.RESOLVED, resolved_at=now, details=details)
         messages: list[NewMessage] = []
         if before.firing_sent and before.id is not None:
-            creator = self._creators().get(before.scope) or _creator_of(row)
+            creator = self._tracked.get(before.scope) or _creator_of(row)
             context = MessageContext(now=now, creator=creator, zone=self._config.budget.zone)
             names = tuple(await self._store.firing_channels(before.id))
             messages = self._messages(names, alerts.Event.RESOLVED, after, context, note=reason)
@@ -208,9 +208,6 @@ class Alerting:
             log.info("alert %s for %s resolved: %s", before.rule, before.scope, reason)
             return len(messages)
         return 0
-
-    def _creators(self) -> dict[str, Creator]:
-        return {c.user_id: c.creator() for c in self._config.creators}
 
     def _messages(
         self,
