@@ -194,7 +194,7 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
         return ""
     width = max(1, min(width, len(values)))
     columns = [values[i * len(values) // width] for i in range(width)]
-    known = [v for v in columns if v is not None]
+    known = [v for v in values if v is not None]  # the scale spans every value, not the sample
     if not known:
         return " " * width
     low, high = min(known), max(known)

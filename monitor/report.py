@@ -1,0 +1,276 @@
+"""``creator-monitor report``: one self-contained HTML file with a chart per creator and metric.
+
+Owns gathering the report's data through ``Store`` and rendering it; speaks no SQL, sends nothing.
+Charts are plotly figures drawn by plotly.js, inlined so that the file needs no network to view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markupsafe import Markup
+from plotly import graph_objects as go  # type: ignore[import-untyped]
+from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+from plotly.subplots import make_subplots  # type: ignore[import-untyped]
+
+from monitor.store import Store
+from monitor.store.outbox import AlertRow
+
+#: the metrics charted per creator, in this order (the costs are often NULL: see the tables)
+REPORT_METRICS: tuple[str, ...] = ("read", "engage", "imp")
+#: how far back a mover's value is compared with
+MOVER_SPAN = timedelta(days=7)
+TOP_MOVERS = 10
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
+_MARKERS = {"fired": ("triangle-down", "#d62728"), "resolved": ("circle", "#2ca02c")}
+
+
+@dataclass
+class Line:
+    """One creator's series in one variant."""
+
+    variant: str
+    dates: list[str] = field(default_factory=list)
+    values: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def value_at_or_before(self, metric: str, day: str) -> tuple[str, float] | None:
+        found = None
+        for key, value in zip(self.dates, self.values[metric], strict=True):
+            if key > day:
+                break
+            if value is not None:
+                found = (key, value)
+        return found
+
+
+@dataclass
+class CreatorSeries:
+    user_id: str
+    name: str
+    lines: dict[str, Line] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Mover:
+    name: str
+    user_id: str
+    variant: str
+    metric: str
+    old_date: str
+    old: float
+    new_date: str
+    new: float
+
+    @property
+    def pct(self) -> float:
+        return (self.new - self.old) / self.old * 100
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDay:
+    day: str
+    calls: int
+    billed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    generated_at: datetime
+    since: date
+    daily_calls: int
+    creators: list[CreatorSeries]
+    alerts: list[AlertRow]  # every alert that fired or resolved in the period
+    open_alerts: list[AlertRow]
+    budget: list[BudgetDay]
+
+    @property
+    def movers(self) -> list[Mover]:
+        return top_movers(self.creators)
+
+
+async def collect(
+    store: Store, *, since: date, now: datetime, daily_calls: int, zone: ZoneInfo
+) -> ReportData:
+    """Read what the report shows; one streamed pass over the series."""
+    creators: dict[str, CreatorSeries] = {}
+    async for row in store.export_rows(since):
+        series = creators.setdefault(row["user_id"], CreatorSeries(row["user_id"], row["name"]))
+        label = "/".join(row[k] for k in ("business", "note_type", "date_type", "advertise"))
+        line = series.lines.setdefault(label, Line(label, values={m: [] for m in REPORT_METRICS}))
+        line.dates.append(row["date_key"])
+        for metric in REPORT_METRICS:
+            line.values[metric].append(row[metric])
+    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    alerts = [
+        a
+        for a in await store.list_alerts(limit=100_000)
+        if max(a.fired_at or start, a.resolved_at or start) > start
+    ]
+    today = now.astimezone(zone).date()
+    days = [since + timedelta(days=n) for n in range((today - since).days + 1)]
+    budget = [BudgetDay(d.isoformat(), *await store.ledger_day(d.isoformat())) for d in days]
+    return ReportData(
+        generated_at=now,
+        since=since,
+        daily_calls=daily_calls,
+        creators=sorted(creators.values(), key=lambda c: (c.name.casefold(), c.user_id)),
+        alerts=alerts,
+        open_alerts=await store.list_alerts(open_only=True),
+        budget=[b for b in budget if b.calls or b.billed],
+    )
+
+
+def top_movers(creators: Sequence[CreatorSeries], limit: int = TOP_MOVERS) -> list[Mover]:
+    """The largest changes of the charted metrics: latest point against ``MOVER_SPAN`` before."""
+    movers: list[Mover] = []
+    for series in creators:
+        for line in series.lines.values():
+            for metric in REPORT_METRICS:
+                latest = line.value_at_or_before(metric, "9999-12-31")
+                if latest is None:
+                    continue
+                back = date.fromisoformat(latest[0]) - MOVER_SPAN
+                earlier = line.value_at_or_before(metric, back.isoformat())
+                if earlier is None or not earlier[1]:
+                    continue
+                movers.append(
+                    Mover(series.name, series.user_id, line.variant, metric, *earlier, *latest)
+                )
+    movers.sort(key=lambda m: abs(m.pct), reverse=True)
+    return movers[:limit]
+
+
+def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figure:
+    """One figure per creator: a row (its own chart and y axis) per metric, alert markers."""
+    fig = make_subplots(
+        rows=len(REPORT_METRICS),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=REPORT_METRICS,
+    )
+    for row, metric in enumerate(REPORT_METRICS, start=1):
+        for index, line in enumerate(series.lines.values()):
+            fig.add_trace(
+                go.Scatter(
+                    x=line.dates,
+                    y=line.values[metric],
+                    mode="lines",
+                    name=line.variant,
+                    legendgroup=line.variant,
+                    showlegend=row == 1,
+                    line={"color": _COLORS[index % len(_COLORS)], "width": 2},
+                    hovertemplate=f"%{{x}}<br>{metric} %{{y:,}}<extra>{line.variant}</extra>",
+                ),
+                row=row,
+                col=1,
+            )
+        _add_markers(fig, series, metric, row, alerts)
+    fig.update_layout(
+        height=170 * len(REPORT_METRICS) + 90,
+        margin={"l": 60, "r": 20, "t": 40, "b": 30},
+        legend={"orientation": "h", "y": 1.08},
+        template="plotly_white",
+        hovermode="x unified",
+    )
+    return fig
+
+
+def _add_markers(
+    fig: go.Figure, series: CreatorSeries, metric: str, row: int, alerts: Sequence[AlertRow]
+) -> None:
+    """Fired and resolved times of this creator's alerts, on every metric row: the alert log
+    does not say which metric a rule watched, and a run of failed calls concerns them all."""
+    line = next(iter(series.lines.values()), None)
+    if line is None:
+        return
+    for event, (symbol, color) in _MARKERS.items():
+        xs: list[str] = []
+        ys: list[float | None] = []
+        texts: list[str] = []
+        for alert in alerts:
+            moment: datetime | None = getattr(alert, f"{event}_at")
+            if alert.scope != series.user_id or moment is None:
+                continue
+            near = line.value_at_or_before(metric, moment.date().isoformat())
+            xs.append(moment.strftime("%Y-%m-%d %H:%M"))
+            ys.append(near[1] if near else None)
+            texts.append(f"{alert.rule} {event}: {alert.summary}")
+        if xs:
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=f"alert {event}",
+                    legendgroup=f"alert {event}",
+                    showlegend=row == 1,
+                    marker={"symbol": symbol, "color": color, "size": 12},
+                    text=texts,
+                    hovertemplate="%{x} UTC<br>%{text}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+
+
+def _figure_json(fig: go.Figure) -> str:
+    """JSON safe to place inside a <script> element: no ``</script>`` can end it early."""
+    text: str = fig.to_json(validate=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(data: ReportData) -> str:
+    """The whole HTML page as one string, plotly.js included."""
+    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+        (resources.files("monitor") / "templates" / "report.html.j2").read_text(encoding="utf-8")
+    )
+    # the figure JSON has <, > and & escaped (_figure_json), so it is safe unescaped in <script>
+    charts = [
+        (series, Markup(_figure_json(creator_figure(series, data.alerts))))  # noqa: S704
+        for series in data.creators
+    ]
+    used = sum(b.calls for b in data.budget)
+    return template.render(
+        data=data,
+        charts=charts,
+        movers=data.movers,
+        budget_used=used,
+        metrics=REPORT_METRICS,
+        plotly_js=Markup(get_plotlyjs()),  # noqa: S704 - plotly's own bundle, no user text
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    path: Path
+    creators: int
+    points: int
+    alerts: int
+    size: int
+
+
+async def write_report(
+    store: Store,
+    out: Path,
+    *,
+    since: date,
+    now: datetime,
+    daily_calls: int,
+    zone: ZoneInfo,
+) -> Written:
+    """Collect, render and write atomically (a reader never sees half a file)."""
+    data = await collect(store, since=since, now=now, daily_calls=daily_calls, zone=zone)
+    html = render(data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(html, encoding="utf-8")
+    partial.replace(out)
+    points = sum(len(line.dates) for s in data.creators for line in s.lines.values())
+    return Written(out, len(data.creators), points, len(data.alerts), len(html.encode()))

@@ -1,0 +1,77 @@
+"""Runs ``creator-monitor demo --db`` once per test session and hands out its database and output.
+
+The demo takes about half a minute, so the demo, cookbook, report and CLI tests share one run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    db: Path
+    stdout: str
+    seconds: float
+
+
+_RUN: DemoRun | None = None
+
+
+def cli_command() -> list[str]:
+    """The installed console script beside this interpreter, else ``python -m monitor``."""
+    script = Path(sys.executable).parent / "creator-monitor"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
+
+
+def clean_env() -> dict[str, str]:
+    """No token, no config: the demo must need neither."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUSTONEAPI", "CREATOR_MON"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    global _RUN  # noqa: PLW0603 - one demo per session, shared by several test modules
+    if _RUN is None:
+        folder = tmp_path_factory.mktemp("demo")
+        db = folder / "x.db"
+        started = time.monotonic()
+        done = subprocess.run(
+            [*cli_command(), "demo", "--db", str(db)],
+            cwd=folder,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        _RUN = DemoRun(db, done.stdout, took)
+    return _RUN
+
+
+def demo_config(tmp_path: Path, db: Path) -> Path:
+    """A config whose storage is a copy of the demo database (tests may write to it)."""
+    copy = tmp_path / "history.db"
+    shutil.copy(db, copy)
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[storage]\nurl = "sqlite+aiosqlite:///{copy}"\n[budget]\ndaily_calls = 5000\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    return demo_run(tmp_path_factory)

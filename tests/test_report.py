@@ -1,0 +1,122 @@
+"""``creator-monitor report``: the HTML is self-contained, escapes what users typed, and its charts
+are really drawn (headless Chromium renders it; the DOM and the screenshot are checked)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from demo_support import DemoRun, clean_env, cli_command, demo, demo_config  # noqa: F401
+from report_support import count_color, render
+
+from monitor.report import (
+    REPORT_METRICS,
+    CreatorSeries,
+    Line,
+    ReportData,
+    top_movers,
+)
+from monitor.report import (
+    render as render_html,
+)
+from monitor.store.outbox import AlertRow
+
+BLUE = (31, 119, 180)  # the first trace colour; nothing else on the page uses it
+
+
+def _series(name: str, reads: list[int | None]) -> CreatorSeries:
+    dates = [f"2026-11-{day:02d}" for day in range(1, len(reads) + 1)]
+    line = Line("DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL", dates)
+    line.values = {m: [float(v) if v is not None else None for v in reads] for m in REPORT_METRICS}
+    return CreatorSeries(f"{len(name):024x}", name, {line.variant: line})
+
+
+def test_top_movers_compare_the_latest_point_with_a_week_before() -> None:
+    steady = _series("steady", [100] * 10)
+    falling = _series("falling", [1000, 1000, 1000, 800, 800, 800, 800, 800, 800, None])
+    rising = _series("rising", [50, 50, 10, 10, 10, 10, 10, 10, 10, 30])
+    movers = top_movers([steady, falling, rising], limit=4)
+    # rising: day 10 (30) against day 3 (10); falling: its last value is day 9 (800) vs day 2
+    assert [(m.name, m.metric, m.old_date, m.old, m.new_date, m.new) for m in movers] == [
+        ("rising", "read", "2026-11-03", 10.0, "2026-11-10", 30.0),
+        ("rising", "engage", "2026-11-03", 10.0, "2026-11-10", 30.0),
+        ("rising", "imp", "2026-11-03", 10.0, "2026-11-10", 30.0),
+        ("falling", "read", "2026-11-02", 1000.0, "2026-11-09", 800.0),
+    ]
+    assert movers[0].pct == pytest.approx(200.0)
+    assert movers[3].pct == pytest.approx(-20.0)
+
+
+def _data(creators: list[CreatorSeries], alerts: list[AlertRow]) -> ReportData:
+    return ReportData(
+        generated_at=datetime(2026, 11, 28, 12, tzinfo=UTC),
+        since=date(2026, 11, 1),
+        daily_calls=2000,
+        creators=creators,
+        alerts=alerts,
+        open_alerts=[a for a in alerts if a.state != "resolved"],
+        budget=[],
+    )
+
+
+def test_the_page_is_self_contained_and_escapes_names() -> None:
+    evil = _series('</script><script>alert("x")</script>', [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    alert = AlertRow(
+        id=1,
+        rule="reads<down>",
+        scope=evil.user_id,
+        name=evil.name,
+        severity="warning",
+        state="firing",
+        summary="read 9 → 1 <b>",
+        pending_since=None,
+        fired_at=datetime(2026, 11, 9, 8, tzinfo=UTC),
+        resolved_at=None,
+    )
+    html = render_html(_data([evil], [alert]))
+    assert 'alert("x")</script>' not in html
+    assert "&lt;/script&gt;&lt;script&gt;" in html  # the heading, escaped
+    assert "reads&lt;down&gt;" in html  # the open-alerts table
+    # nothing is fetched when the page opens: no external scripts, styles, images or fonts
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", html)
+    assert "@import" not in html
+    assert len(re.findall(r'class="chart-data"', html)) == 1
+
+
+@pytest.mark.slow
+def test_report_renders_charts_in_headless_chromium(
+    demo: DemoRun,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    config = demo_config(tmp_path, demo.db)
+    out = tmp_path / "out" / "report.html"
+    done = subprocess.run(
+        [*cli_command(), "-c", str(config), "report", "--out", str(out), "--since", "120d"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "8 creators, 240 points, " in done.stdout
+    html = out.read_text(encoding="utf-8")
+    assert html.count('class="chart-data"') == 8
+    for name in ("Lilyy", "Anna", "Momo"):
+        assert f"{name} <span" in html
+
+    dom = render(out, tmp_path)
+    # each creator's figure: one SVG per chart, a drawn line per metric with real path data
+    assert dom.count('class="main-svg"') >= 8
+    paths = re.findall(r'<path class="js-line" d="M([^"]+)"', dom)
+    # 30 points per series, drawn as one path (the legend's samples are short "h" strokes)
+    drawn = [p for p in paths if p.count("L") >= 20]
+    assert len(drawn) == 8 * len(REPORT_METRICS)
+    assert "alert fired" in dom  # the markers' legend
+
+    shot = tmp_path / "shot.png"
+    render(out, tmp_path, screenshot=shot, size="1280,2200")
+    assert count_color(shot, BLUE) > 500  # ~1,400 when drawn; a blank chart area has none
