@@ -7,6 +7,7 @@ Thin on purpose: no SQL, no HTTP, no business rules here. Exit codes: 0 ok, 1 ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from monitor import commands
-from monitor.config import CONFIG_ENV, Config, load_config, parse_config
+from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import configure_logging
 from monitor.redaction import SecretFilter, redact
@@ -252,6 +253,8 @@ def _secrets(config: Config | None) -> list[str]:
     """Every secret this process could know, so the log filter can scrub them."""
     found = [os.environ.get("JUSTONEAPI_TOKEN", "")]
     if config is not None:
+        with contextlib.suppress(ConfigError):  # no token is fine for commands that need none
+            found.append(resolve_token(config).get_secret_value())
         found += [c.url.get_secret_value() for c in config.channels if c.url is not None]
         found += [os.environ.get(c.url_env, "") for c in config.channels if c.url_env]
     return [s for s in found if s]

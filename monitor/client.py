@@ -189,6 +189,9 @@ def _parse_point(raw: object, where: str) -> DailyPoint:
     return DailyPoint(date_key=date_key, **values)
 
 
+_MAX_METRIC = 2**63 - 1
+
+
 def _number(value: object, where: str) -> float | int | None:
     if value is None:
         return None
@@ -207,6 +210,9 @@ def _number(value: object, where: str) -> float | int | None:
         raise _BadData(f"{where} is not finite")
     if number < 0:
         raise _BadData(f"{where} is negative ({number})")
+    if number > _MAX_METRIC:
+        # a BIGINT column (and any sane metric) ends here; larger is a broken body, not data
+        raise _BadData(f"{where} is out of range (over {_MAX_METRIC})")
     return number
 
 

@@ -1,0 +1,140 @@
+"""Drill 7, the parts that stand alone: the config-permission warning, and ``--debug`` tracebacks
+of a CLI command failing with the token and a channel URL in its exception text (and in the
+exception it was raised from), for each place the token can come from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.config import load_config, parse_config, resolve_token
+
+pytestmark = pytest.mark.drills
+
+CHANNEL_SECRET = "ChanS3cretPathPart"
+CHANNEL_URL = f"json://127.0.0.1:9/hooks/{CHANNEL_SECRET}"
+
+#: a CLI run whose ``status`` command fails with both secrets in a chained exception
+FAILING_CLI = """
+import sys
+import monitor.commands as commands
+from monitor.config import resolve_token
+
+def boom(args, config):
+    token = resolve_token(config).get_secret_value()
+    url = config.channels[0].url.get_secret_value()
+    try:
+        raise ValueError(f"inner: the upstream echoed ?token={token}")
+    except ValueError as exc:
+        raise RuntimeError(f"outer: {token} for {url}") from exc
+
+commands.status = boom
+from monitor.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def write_config(directory: Path, token_file: Path | None, mode: int = 0o600) -> Path:
+    path = directory / "config.toml"
+    api = f'[api]\ntoken_file = "{token_file}"\n' if token_file else ""
+    path.write_text(
+        f'{api}[storage]\nurl = "sqlite+aiosqlite:///{directory}/h.db"\n\n'
+        f'[[channels]]\nname = "team"\nurl = "{CHANNEL_URL}"\n',
+        encoding="utf-8",
+    )
+    path.chmod(mode)
+    return path
+
+
+def run_failing_cli(
+    config: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    script = config.parent / "failing_cli.py"
+    script.write_text(FAILING_CLI, encoding="utf-8")
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"JUSTONEAPI_TOKEN", "CREDENTIALS_DIRECTORY"}
+    }
+    return subprocess.run(
+        [sys.executable, str(script), "-c", str(config), *args, "status"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def token_source(source: str, directory: Path, token: str) -> tuple[Path | None, dict[str, str]]:
+    """(api.token_file, extra environment) for the token to come from ``source``."""
+    if source == "env":
+        return None, {"JUSTONEAPI_TOKEN": token}
+    if source == "token_file":
+        path = directory / "token"
+        path.write_text(token, encoding="utf-8")
+        path.chmod(0o600)
+        return path, {}
+    credentials = directory / "credentials"
+    credentials.mkdir()
+    (credentials / "justoneapi-token").write_text(token, encoding="utf-8")
+    return None, {"CREDENTIALS_DIRECTORY": str(credentials)}
+
+
+@pytest.mark.parametrize(
+    ("source", "debug"),
+    [
+        ("env", True),
+        ("env", False),
+        ("token_file", True),
+        ("credentials_directory", False),
+    ],
+)
+def test_a_failing_command_never_prints_a_secret(
+    tmp_path: Path, token: str, source: str, debug: bool
+) -> None:
+    token_file, env = token_source(source, tmp_path, token)
+    config = write_config(tmp_path, token_file)
+    done = run_failing_cli(config, env, *(["--debug"] if debug else []))
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "outer: *** for ***" in output  # it did fail the way the drill meant
+    assert ("Traceback" in output) == debug
+    assert ("The above exception was the direct cause" in output) == debug
+    for secret in (token, CHANNEL_URL, CHANNEL_SECRET):
+        assert secret not in output
+
+
+def test_exposed_config_and_token_file_warn_without_the_secret(
+    tmp_path: Path, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="monitor.config")
+    token_file = tmp_path / "token"
+    token_file.write_text(token, encoding="utf-8")
+    token_file.chmod(0o640)
+    config_path = write_config(tmp_path, token_file, mode=0o644)
+    config = load_config(config_path)
+    assert resolve_token(config, environ={}).get_secret_value() == token
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "holds channel URLs and is readable by other users (mode 644)" in messages[0]
+    assert f"chmod 600 {config_path}" in messages[0]
+    assert "holds the API token and is readable by other users (mode 640)" in messages[1]
+    for secret in (token, CHANNEL_URL, CHANNEL_SECRET):
+        assert not [m for m in messages if secret in m]
+    caplog.clear()
+    config_path.chmod(0o600)
+    token_file.chmod(0o600)
+    resolve_token(load_config(config_path), environ={})
+    assert caplog.records == []
+
+
+def test_secrets_are_hidden_in_config_reprs(token: str) -> None:
+    config = parse_config({"channels": [{"name": "team", "url": CHANNEL_URL}]})
+    for text in (repr(config), str(config), config.model_dump_json()):
+        assert CHANNEL_SECRET not in text
