@@ -33,9 +33,7 @@ def fuzz_drill(examples: int = 3000) -> Tally:
     tally.faults = tally.rows_checked = examples * PROPERTIES
     tally.lose(counts.get("failed", 0) + counts.get("error", 0), "properties failed")
     if counts.get("xfailed"):
-        tally.notes.append(
-            f"{counts['xfailed']} known finding(s) pinned as xfail"
-        )
+        tally.notes.append(f"{counts['xfailed']} known finding(s) pinned as xfail")
     if not counts.get("passed"):
         tally.notes.append(f"pytest ran nothing: {done.stdout[-300:]!r}")
     return tally
