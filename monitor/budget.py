@@ -41,6 +41,10 @@ _TICK = timedelta(microseconds=1)
 #: float slack so that waiting exactly the returned delay always yields a whole token
 _EPS = 1e-6
 _MAX_RECOVERY_STEPS = 200
+#: the daemon's window is this much longer than 60 s: a call is stamped when the budget lets it
+#: go, and the database write and the network add milliseconds (under load, more) before the
+#: upstream sees it; without the margin a saturated window draws 302s from an exact limit
+DAEMON_WINDOW_MARGIN = timedelta(seconds=1)
 
 #: what ``on_result`` accepts: a code, a typed upstream error, or None for success
 Outcome = int | UpstreamError | None
@@ -204,6 +208,7 @@ class Budget:
     recover_after: timedelta = timedelta(minutes=5)
     recover_step: float = 1.25
     min_factor: float = 1 / 16
+    window_margin: timedelta = timedelta(0)  # see DAEMON_WINDOW_MARGIN
 
     @classmethod
     def from_config(cls, config: Config) -> Budget:
@@ -213,6 +218,7 @@ class Budget:
             daily_calls=config.budget.daily_calls,
             zone=config.budget.zone,
             probe_every=config.schedule.probe_every,
+            window_margin=DAEMON_WINDOW_MARGIN,
         )
 
     def initial(self, now: datetime) -> BudgetState:
@@ -277,7 +283,7 @@ class Budget:
             delay = self.acquire_delay(state, now, calls_today)
             raise BudgetError(f"budget: next call allowed in {delay:.1f} s ({blocker})")
         settled = self.settle(state, now)
-        recent = (*_in_window(settled.recent or (), now), now)
+        recent = (*_in_window(settled.recent or (), now, self._span), now)
         paused_until = settled.paused_until
         if settled.pause_code in ACCOUNT_CODES:
             paused_until = now + self.probe_every
@@ -374,10 +380,14 @@ class Budget:
 
     def _known_window(self, state: BudgetState, now: datetime) -> tuple[datetime, ...]:
         if state.recent is not None:
-            return _in_window(state.recent, now)
+            return _in_window(state.recent, now, self._span)
         # unknown sends (a row without them): as if the window filled up at refilled_at,
         # which holds calls back exactly as _window_wait does for the unknown case
-        return _in_window((state.refilled_at,) * self.calls_per_minute, now)
+        return _in_window((state.refilled_at,) * self.calls_per_minute, now, self._span)
+
+    @property
+    def _span(self) -> timedelta:
+        return WINDOW + self.window_margin
 
     def _rate(self, factor: float) -> float:
         return self.calls_per_minute / 60.0 * factor
@@ -406,16 +416,18 @@ class Budget:
 
     def _window_wait(self, state: BudgetState, now: datetime) -> timedelta:
         if state.recent is None:
-            return max(timedelta(0), state.refilled_at + WINDOW + _TICK - now)
-        recent = _in_window(state.recent, now)
+            return max(timedelta(0), state.refilled_at + self._span + _TICK - now)
+        recent = _in_window(state.recent, now, self._span)
         if len(recent) < self.calls_per_minute:
             return timedelta(0)
-        return max(timedelta(0), recent[-self.calls_per_minute] + WINDOW + _TICK - now)
+        return max(timedelta(0), recent[-self.calls_per_minute] + self._span + _TICK - now)
 
 
-def _in_window(times: tuple[datetime, ...], now: datetime) -> tuple[datetime, ...]:
+def _in_window(
+    times: tuple[datetime, ...], now: datetime, span: timedelta = WINDOW
+) -> tuple[datetime, ...]:
     # sorted because a wall clock can step back; the window math needs ascending times
-    return tuple(sorted(t for t in times if t >= now - WINDOW))
+    return tuple(sorted(t for t in times if t >= now - span))
 
 
 def _slow_reason(factor: float) -> str:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from monitor import budget as budget_rules
+from monitor import cadence
 from monitor.alerting import Alerting, SeriesFacts
 from monitor.client import JustOneClient
 from monitor.config import Config
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
+#: told about every answered call: (code or failure kind, billed); telemetry counts them
+Observe = Callable[[int | str, bool], None]
 
 
 class Verdict(StrEnum):
@@ -60,6 +63,7 @@ class Slot:
     last_error: str | None = None
     broken: bool = False
     tracked_since: datetime | None = None
+    failure_logged: bool = False  # "failing" was logged; "recovered" is owed
     siblings: list[Slot] = field(default_factory=list, repr=False)
 
     def facts(self) -> SeriesFacts:
@@ -70,6 +74,25 @@ class Slot:
             last_code=self.last_code,
             tracked_since=self.tracked_since,
         )
+
+
+def verdict_of(error: UpstreamError | None) -> Verdict:
+    """What the last attempt of a due time means for the slot."""
+    if isinstance(error, InvalidRequest):
+        return Verdict.BROKEN
+    if isinstance(error, AccountBlocked | QuotaExceeded):
+        return Verdict.KEEP
+    return Verdict.DONE
+
+
+def _code_label(result: FetchResult | None, error: UpstreamError | None) -> int | str:
+    if result is not None:
+        return result.code
+    assert error is not None
+    if error.code is not None:
+        return error.code
+    # no envelope: a gateway body or an HTML page (HTTP status), or no answer at all
+    return "transport" if error.http_status is None else f"http_{error.http_status}"
 
 
 def error_text(exc: UpstreamError) -> str:
@@ -91,6 +114,7 @@ class Fetcher:
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self.config = config
         self._client = client
@@ -100,14 +124,30 @@ class Fetcher:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._observe = observe
         self.calls = 0
+        #: slot keys whose call is on the wire or being recorded: a stop lets these finish
+        self.sending: set[str] = set()
 
-    async def run(self, slot: Slot, *, probe: bool = False, keep_raw: bool = True) -> Verdict:
+    async def run(
+        self,
+        slot: Slot,
+        *,
+        probe: bool = False,
+        keep_raw: bool = True,
+        reschedule: bool = False,
+    ) -> Verdict:
         """Fetch until this due time is served or must wait; raises BudgetError when the
-        budget will not allow the first call (the slot stays due)."""
+        budget will not allow the first call (the slot stays due).
+
+        With ``reschedule`` (the daemon), the attempt that serves the due time also moves the
+        slot to its next due time, in the same transaction as its fetch record.
+        """
         attempt = 0
         while True:
-            error, _result = await self._call_once(slot, probe=probe, keep_raw=keep_raw)
+            error = await self._call_once(
+                slot, attempt=attempt, probe=probe, keep_raw=keep_raw, reschedule=reschedule
+            )
             if error is None or not self._should_retry(error, attempt, probe):
                 break
             attempt += 1
@@ -116,11 +156,7 @@ class Fetcher:
                 budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
             )
         await self._evaluate(slot)
-        if isinstance(error, InvalidRequest):
-            return Verdict.BROKEN
-        if isinstance(error, AccountBlocked | QuotaExceeded):
-            return Verdict.KEEP
-        return Verdict.DONE
+        return verdict_of(error)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
         if probe or attempt >= self.config.schedule.retry_attempts:
@@ -128,9 +164,21 @@ class Fetcher:
         return budget_rules.is_retryable(error) or isinstance(error, RateLimited)
 
     async def _call_once(
-        self, slot: Slot, *, probe: bool, keep_raw: bool
-    ) -> tuple[UpstreamError | None, FetchResult | None]:
+        self, slot: Slot, *, attempt: int, probe: bool, keep_raw: bool, reschedule: bool
+    ) -> UpstreamError | None:
         await self.meter.acquire(probe=probe)
+        self.sending.add(slot.key)
+        try:
+            return await self._send(
+                slot, attempt=attempt, probe=probe, keep_raw=keep_raw, reschedule=reschedule
+            )
+        finally:
+            self.sending.discard(slot.key)
+
+    async def _send(
+        self, slot: Slot, *, attempt: int, probe: bool, keep_raw: bool, reschedule: bool
+    ) -> UpstreamError | None:
+        """The call the meter just allowed, its feedback and its record."""
         self.calls += 1
         started = self._clock()
         error: UpstreamError | None = None
@@ -139,10 +187,23 @@ class Fetcher:
             result = await self._client.core_data(slot.creator.user_id, slot.variant)
         except UpstreamError as exc:
             error = exc
+        finally:
+            self.meter.answered()
         billed = result.billed if result is not None else bool(error and error.billed)
+        if self._observe is not None:
+            self._observe(_code_label(result, error), billed)
         await self.meter.feedback(error, billed=billed)
-        await self._record(slot, started, result, error, keep_raw=keep_raw)
-        return error, result
+        next_due: datetime | None = None
+        final = error is None or not self._should_retry(error, attempt, probe)
+        if reschedule and final and verdict_of(error) is Verdict.DONE:
+            # the next slot on the grid at least half a cadence away: a slot served very late
+            # (new creators, catch-up after downtime) must not be fetched again minutes later
+            later = self._clock() + slot.every / 2
+            next_due = cadence.next_due(slot.due_at, slot.every, later)
+        await self._record(slot, started, result, error, keep_raw=keep_raw, next_due=next_due)
+        if next_due is not None:
+            slot.due_at = next_due
+        return error
 
     async def _record(
         self,
@@ -152,6 +213,7 @@ class Fetcher:
         error: UpstreamError | None,
         *,
         keep_raw: bool,
+        next_due: datetime | None,
     ) -> None:
         if result is not None:
             await self._store.record_fetch(
@@ -167,11 +229,13 @@ class Fetcher:
                 data=result.data,
                 raw_body=result.raw_body,
                 keep_raw=keep_raw,
+                next_due_at=next_due,
             )
-            if slot.consecutive_failures:
+            if slot.failure_logged:
                 log.info(
                     "%s recovered after %d failed calls", _who(slot), slot.consecutive_failures
                 )
+            slot.failure_logged = False
             slot.last_success_at, slot.consecutive_failures, slot.last_code = started, 0, 0
             return
         assert error is not None
@@ -188,9 +252,13 @@ class Fetcher:
             data=None,
             raw_body=error.raw_body,
             keep_raw=keep_raw,
+            next_due_at=next_due,
         )
-        if slot.consecutive_failures == 0 and not isinstance(error, AccountBlocked | QuotaExceeded):
+        # one line when a creator starts failing, one when it recovers; account-wide pauses are
+        # the meter's to log (once for everyone)
+        if not slot.failure_logged and not isinstance(error, AccountBlocked | QuotaExceeded):
             log.warning("%s failing: %s", _who(slot), error)
+            slot.failure_logged = True
         slot.consecutive_failures += 1
         slot.last_code, slot.last_error = error.code, error_text(error)
 

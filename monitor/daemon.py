@@ -16,17 +16,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor import __version__
 from monitor.alerting import Alerting
 from monitor.budget import Budget
 from monitor.client import JustOneClient
 from monitor.config import Config, load_config, resolve_token
 from monitor.cycle import Fetcher
+from monitor.digest import queue_due_digest
 from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.gate import delivery_gate
 from monitor.meter import Meter
@@ -36,11 +36,12 @@ from monitor.scheduler import Dispatcher, load_slots
 from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
 from monitor.systemd import watchdog_interval, watchdog_loop
-from monitor.telemetry import Telemetry, serve
+from monitor.telemetry import HttpEndpoint, Telemetry, serve
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def system_clock() -> datetime:
@@ -52,12 +53,15 @@ class Options:
     """How the daemon runs; tests and the demo shrink the intervals."""
 
     clock: Clock = system_clock
-    tick: float = 1.0  # dispatcher interval, seconds
+    #: how the dispatcher, the meter and retries wait; tests pass one that moves ``clock``
+    sleep: Sleep = asyncio.sleep
+    tick: float = 5.0  # longest dispatcher nap, seconds (it wakes early for due work)
     drain_every: float = 5.0
     evaluate_every: float = 60.0
     until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
     config_path: Path | None = None  # for SIGHUP reloads
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    health_timeout: float = 5.0  # /healthz answers 503 when the database write takes longer
 
 
 class Daemon:
@@ -73,14 +77,16 @@ class Daemon:
         self.dispatcher: Dispatcher
         self.notifier: Notifier
         self.alerting: Alerting
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(refresh=self._refresh_telemetry)
+        self.endpoint: HttpEndpoint | None = None
+        self._sd = SystemdNotifier(self.options.environ)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or ``options.until``); 0 on an orderly stop."""
-        sd = SystemdNotifier(self.options.environ)
+        sd = self._sd
         async with AsyncExitStack() as stack:
             stack.callback(sd.close)
             await self._build(stack)
@@ -89,6 +95,8 @@ class Daemon:
             stack.callback(lambda: scheduler.shutdown(wait=False))
             self._install_signals(stack)
             await self._start_watchdog(stack, sd)
+            dispatching = asyncio.get_running_loop().create_task(self._dispatch(), name="dispatch")
+            stack.push_async_callback(_cancel, dispatching)
             sd.ready(self.summary())
             log.info(
                 "running: %d series, budget %d/min and %d/day; instance %s",
@@ -109,18 +117,45 @@ class Daemon:
         stack.push_async_callback(self.store.close)
         await self.store.check_schema()
         token = resolve_token(config, self.options.environ)
-        client = JustOneClient.from_config(config.api, token)
+        # one connection per possible cycle: a call the meter let go must not then queue in the
+        # HTTP pool, or it reaches the upstream later than the budget stamped it (bunching)
+        api = config.api
+        client = JustOneClient(
+            base_url=api.base_url,
+            token=token,
+            timeout=api.timeout,
+            max_response_bytes=api.max_response_bytes,
+            connect_retries=api.connect_retries,
+            max_connections=config.schedule.max_in_flight,
+        )
         stack.push_async_callback(client.aclose)
-        self.meter = await Meter.open(Budget.from_config(config), self.store, clock=clock)
+        sleep = self.options.sleep
+        self.meter = await Meter.open(
+            Budget.from_config(config), self.store, clock=clock, sleep=sleep
+        )
         self.alerting = Alerting(config, self.store, clock=clock)
-        fetcher = Fetcher(config, client, self.store, self.meter, self.alerting, clock=clock)
+        fetcher = Fetcher(
+            config,
+            client,
+            self.store,
+            self.meter,
+            self.alerting,
+            clock=clock,
+            sleep=sleep,
+            observe=self.telemetry.record_call,
+        )
         slots = await load_slots(config, self.store, clock())
         self.dispatcher = Dispatcher(config, fetcher, self.store, slots, clock=clock)
         self.notifier = self._make_notifier(config)
         stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
         if config.http.listen:
-            endpoint = await serve(config.http.listen, self.telemetry, self._healthy)
-            stack.push_async_callback(endpoint.close)
+            self.endpoint = await serve(
+                config.http.listen,
+                self.telemetry,
+                self._healthy,
+                health_timeout=self.options.health_timeout,
+            )
+            stack.push_async_callback(self.endpoint.close)
 
     def _make_notifier(self, config: Config) -> Notifier:
         notifier = Notifier.from_config(
@@ -137,18 +172,32 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=UTC)
         opts = self.options
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        scheduler.add_job(self._tick, "interval", seconds=opts.tick, id="dispatch", **common)
         scheduler.add_job(self._drain, "interval", seconds=opts.drain_every, id="drain", **common)
         scheduler.add_job(
             self._evaluate_account, "interval", seconds=opts.evaluate_every, id="account", **common
         )
         scheduler.add_job(self._prune, "interval", hours=6, id="prune", **common)
+        scheduler.add_job(
+            self._digest, "interval", seconds=opts.evaluate_every, id="digest", **common
+        )
         return scheduler
 
-    async def _tick(self) -> None:
-        self.dispatcher.tick()
-        if self.options.until is not None and self.options.until():
-            self.request_stop()
+    async def _dispatch(self) -> None:
+        """Start due cycles, then nap until the next due time or a finished cycle.
+
+        A loop of its own rather than an APScheduler job: it waits with ``options.sleep``, so
+        the whole schedule runs on an injected clock in tests, and it wakes as soon as a slot
+        in the pool frees up instead of on the next interval.
+        """
+        while not self._stop.is_set():
+            try:
+                self.dispatcher.tick()
+            except Exception:  # a bug must not stop all fetching silently: log, keep going
+                log.exception("dispatch failed")
+            if self.options.until is not None and self.options.until():
+                self.request_stop()
+                return
+            await self.dispatcher.nap(self.options.sleep, self.options.tick)
 
     async def _drain(self) -> None:
         try:
@@ -157,6 +206,7 @@ class Daemon:
             log.error("outbox drain failed: %s", exc)
 
     async def _evaluate_account(self) -> None:
+        self._sd.status(self.summary())
         gauge = await self.meter.gauge()
         account = AccountSubject(
             now=self.options.clock(),
@@ -169,12 +219,25 @@ class Daemon:
             await self.alerting.evaluate_account(account)
         except MonitorError as exc:
             log.error("account rules not evaluated: %s", exc)
+
+    async def _refresh_telemetry(self) -> None:
+        """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
+        gauge = await self.meter.gauge()
         self.telemetry.set_budget(
             tokens_left=gauge.tokens, daily_calls_left=max(0, gauge.daily_calls - gauge.calls_today)
         )
-        self.telemetry.set_paused(str(gauge.pause_code) if gauge.paused else None)
-        self.telemetry.set_inflight(self.dispatcher.inflight)
+        self.telemetry.set_paused(gauge.pause_code if gauge.paused else None)
+        self.telemetry.set_inflight(self.meter.on_the_wire)
         self.telemetry.set_oldest_overdue(self.dispatcher.oldest_overdue(self.options.clock()))
+        counts = await self.store.outbox_counts()
+        self.telemetry.set_outbox(depth=counts["pending"], dead_letters=counts["dead"])
+
+    async def _digest(self) -> None:
+        # checked every evaluate_every: a digest missed while the daemon was down still goes
+        try:
+            await queue_due_digest(self.config, self.store, self.options.clock())
+        except MonitorError as exc:
+            log.error("daily digest not queued: %s", exc)
 
     async def _prune(self) -> None:
         cutoff = self.options.clock() - self.config.storage.raw_retention
@@ -184,10 +247,11 @@ class Daemon:
                 log.info("pruned %d raw response bodies older than %s", pruned, cutoff.date())
 
     async def _healthy(self) -> bool:
-        try:
-            await self.store.calls_on("1970-01-01")
-        except MonitorError:
-            return False
+        # a real write (the budget row, unchanged): a database that only reads is not healthy;
+        # a StoreError raised here becomes the one-line reason in the 503 body
+        if self._stop.is_set():
+            return True
+        await self.meter.persist()
         return True
 
     async def _start_watchdog(self, stack: AsyncExitStack, sd: SystemdNotifier) -> None:
@@ -223,11 +287,13 @@ class Daemon:
         if path is None:
             log.warning("reload ignored: no config file")
             return False
+        self._sd.reloading("reloading the config")
         try:
             config = load_config(path)
             notifier = self._make_notifier(config)  # channel URLs must work before we switch
         except (ConfigError, NotifyError) as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
+            self._sd.ready(f"reload rejected; {self.summary()}")
             return False
         self.config = config
         self.meter.with_budget(Budget.from_config(config))
@@ -237,6 +303,7 @@ class Daemon:
         slots = await load_slots(config, self.store, self.options.clock())
         self.dispatcher.reconfigure(config, slots)
         log.info("config reloaded: %d series", len(slots))
+        self._sd.ready(self.summary())
         return True
 
     async def _wait_for_stop(self) -> None:
@@ -253,14 +320,19 @@ class Daemon:
         log.info("stopped")
 
     def summary(self) -> str:
+        """The one-line STATUS systemd shows."""
+        pause = self.meter.hard_pause(self.options.clock())
         return (
-            f"{len(self.dispatcher.slots)} series, {self.dispatcher.inflight} in flight, "
-            f"{self.dispatcher.completed} fetches done"
+            f"{len(self.dispatcher.slots)} series, {self.meter.on_the_wire} calls in flight, "
+            f"{self.dispatcher.completed} fetches done" + (f"; {pause}" if pause else "")
         )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def run_daemon(config: Config, options: Options) -> int:
     return asyncio.run(Daemon(config, options).run())
-
-
-_ = (Awaitable, timedelta, __version__)

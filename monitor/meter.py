@@ -59,6 +59,8 @@ class Meter:
         self._clock = clock
         self._sleep = sleep
         self._lock = asyncio.Lock()
+        self._on_the_wire = 0
+        self._exhausted: tuple[str, int] | None = None
 
     @classmethod
     async def open(
@@ -89,40 +91,85 @@ class Meter:
     def probe_due(self, now: datetime) -> bool:
         return self._state.is_probe_due(now)
 
+    @property
+    def on_the_wire(self) -> int:
+        """Calls counted by ``acquire`` whose answer has not come back yet (``answered``)."""
+        return self._on_the_wire
+
+    def day_exhausted(self, now: datetime) -> bool:
+        """True when ``daily_calls`` was found used up for the quota day of ``now``.
+
+        A cached answer (no database read), so the dispatcher can stop starting cycles that
+        would only be refused; it clears itself when the day turns or the limit is raised.
+        """
+        return self._exhausted == (day_of(now, self.budget.zone), self.budget.daily_calls)
+
     async def acquire(self, *, probe: bool = False) -> None:
         """Wait until one call may be sent and count it; raises BudgetError when it may not go
-        today (a hard pause that is not this call's probe turn, or the daily cap)."""
-        async with self._lock:
-            while True:
-                now = self._clock()
-                day = day_of(now, self.budget.zone)
-                calls = await self._store.calls_on(day)
-                waits = self.budget.waits(self._state, now, calls)
-                if waits["daily"].total_seconds() > 0:
-                    raise BudgetError(f"daily_calls ({self.budget.daily_calls}) used up for {day}")
-                reason = self.hard_pause(now)
-                if reason is not None and not (probe and self._state.is_probe_due(now)):
-                    raise BudgetError(f"calls paused: {reason}")
-                delay = max(w.total_seconds() for w in waits.values())
-                if delay > 0:
-                    await self._sleep(min(delay, _MAX_NAP))
-                    continue
-                if not await self._store.reserve_call(day, self.budget.daily_calls):
-                    raise BudgetError(f"daily_calls ({self.budget.daily_calls}) used up for {day}")
-                self._state = self.budget.spend(self._state, now, calls)
-                await self._save()
+        today (a hard pause that is not this call's probe turn, or the daily cap).
+
+        The call is counted in the ledger and the bucket is saved BEFORE it is sent, so a crash
+        can over-count a call but never under-count one. The lock is not held while waiting:
+        answers of calls in flight (a 302 above all) must reach ``feedback`` at once.
+        """
+        while True:
+            async with self._lock:
+                delay = await self._take(probe)
+            if delay <= 0:
                 return
+            await self._sleep(min(delay, _MAX_NAP))
+
+    async def _take(self, probe: bool) -> float:
+        """Count one call now and return 0.0, or return how long to wait first."""
+        now = self._clock()
+        reason = self.hard_pause(now)
+        if reason is not None and not (probe and self._state.is_probe_due(now)):
+            raise BudgetError(f"calls paused: {reason}")
+        # the bucket and the window first: waiting on them needs no database read
+        delay = self.budget.acquire_delay(self._state, now)
+        if delay > 0:
+            return delay
+        # the daily cap is checked by the ledger's own atomic reservation below: no read first
+        day = day_of(now, self.budget.zone)
+        self._on_the_wire += 1  # from here the call may be on its way: see ``answered``
+        try:
+            reserved = await self._store.reserve_call(day, self.budget.daily_calls)
+            if reserved:
+                before = self._state
+                self._state = self.budget.spend(self._state, now)
+                self._log_transition(before, self._state)  # a pause that ran out ends here
+                await self._save()
+        except BaseException:
+            self._on_the_wire -= 1
+            raise
+        if not reserved:  # daily_calls used up (by us or another instance on the database)
+            self._on_the_wire -= 1
+            self._exhausted = (day, self.budget.daily_calls)
+            raise BudgetError(f"daily_calls ({self.budget.daily_calls}) used up for {day}")
+        return 0.0
+
+    def answered(self) -> None:
+        """The call counted by the last ``acquire`` of this caller is over (answered or not)."""
+        self._on_the_wire = max(0, self._on_the_wire - 1)
+
+    async def persist(self) -> None:
+        """Write the current state again: the daemon's health check that the database takes
+        writes (it changes nothing, so it is harmless at any time)."""
+        async with self._lock:
+            await self._save()
 
     async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
         """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
+        now = self._clock()
+        if billed:
+            await self._store.record_billed(day_of(now, self.budget.zone))
         async with self._lock:
-            now = self._clock()
-            if billed:
-                await self._store.record_billed(day_of(now, self.budget.zone))
             before = self._state
             self._state = self.budget.on_result(before, outcome, now)
             self._log_transition(before, self._state)
-            await self._save()
+            # the bucket was saved when the call was counted; only a new pause needs a write
+            if _pause_of(self._state) != _pause_of(before):
+                await self._save()
 
     async def gauge(self) -> Gauge:
         now = self._clock()
@@ -155,3 +202,7 @@ class Meter:
             log.error("calls paused: %s", after.pause_reason)
         else:
             log.warning("upstream rate limit (302): %s", after.pause_reason)
+
+
+def _pause_of(state: BudgetState) -> tuple[object, ...]:
+    return (state.pause_code, state.paused_until, state.rate_factor)

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from monitor import cadence
-from monitor.budget import ACCOUNT_CODES
+from monitor.budget import ACCOUNT_CODES, next_midnight
 from monitor.config import Config
 from monitor.cycle import Fetcher, Slot, Verdict
 from monitor.errors import BudgetError, MonitorError
+from monitor.model import Variant
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: the dispatcher never spins: even "due now" waits this long unless a cycle ends first
+_SHORTEST_NAP = 0.05
 
 
 async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, Slot]:
@@ -33,7 +39,7 @@ async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, S
     ids = await store.sync_creators([c.creator() for c in config.creators])
     persisted = {(r.creator_id, r.variant): r for r in await store.load_schedule()}
     slots: dict[str, Slot] = {}
-    fresh: dict[datetime, list[tuple[int, object]]] = {}
+    fresh: list[tuple[int, Variant, datetime]] = []
     for entry in config.creators:
         creator = entry.creator()
         every = config.every_of(entry)
@@ -44,7 +50,7 @@ async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, S
             row = persisted.get((creator_id, variant))
             due = row.next_due_at if row is not None else cadence.first_due(key, every, now)
             if row is None:
-                fresh.setdefault(due, []).append((creator_id, variant))
+                fresh.append((creator_id, variant, due))
             slot = Slot(
                 key=key,
                 creator_id=creator_id,
@@ -62,8 +68,8 @@ async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, S
                 slot.broken = row.broken_at is not None
             siblings.append(slot)
             slots[key] = slot
-    for due, pairs in fresh.items():
-        await store.ensure_scheduled(pairs, due)  # type: ignore[arg-type]
+    if fresh:
+        await store.schedule_new(fresh)  # one transaction, however many new creators
     return slots
 
 
@@ -86,11 +92,17 @@ class Dispatcher:
         self._clock = clock
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
+        self._wake = asyncio.Event()  # a cycle finished, the config changed, or stop
         self.completed = 0
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running cycles (a virtual-time test waits until each is parked in a sleep)."""
+        return list(self._inflight.values())
 
     def effective_due(self, slot: Slot) -> datetime:
         return cadence.apply_window(
@@ -110,13 +122,14 @@ class Dispatcher:
 
     def tick(self) -> int:
         """Start as many due cycles as the pool and the budget allow; returns how many."""
+        self._wake.clear()
         if not self._accepting:
             return 0
         now = self._clock()
         free = self.config.schedule.max_in_flight - len(self._inflight)
-        if free <= 0:
-            return 0
         meter = self._fetcher.meter
+        if free <= 0 or meter.day_exhausted(now):
+            return 0
         pause = meter.hard_pause(now)
         probe = False
         if pause is not None:
@@ -133,6 +146,39 @@ class Dispatcher:
             self._start(self.slots[entry.key], probe=probe)
         return len(ordered)
 
+    def next_wake(self, now: datetime) -> float:
+        """Seconds until ``tick`` may have something to start (inf: only when woken)."""
+        meter = self._fetcher.meter
+        zone = self.config.budget.zone
+        if not self._accepting:
+            return math.inf
+        if meter.day_exhausted(now):
+            return (next_midnight(now, zone) - now).total_seconds()
+        state = meter.state
+        if meter.hard_pause(now) is not None:
+            if state.paused_until is None or (state.pause_code in ACCOUNT_CODES and self._inflight):
+                return math.inf
+            return (state.paused_until - now).total_seconds()
+        if len(self._inflight) >= self.config.schedule.max_in_flight:
+            return math.inf
+        waiting = (self.effective_due(s) for s in self.slots.values() if self._idle(s))
+        earliest = min(waiting, default=None)
+        return math.inf if earliest is None else (earliest - now).total_seconds()
+
+    async def nap(self, sleep: Sleep, longest: float) -> None:
+        """Sleep until the next due time, a finished cycle or a stop, at most ``longest`` s."""
+        seconds = min(longest, max(_SHORTEST_NAP, self.next_wake(self._clock())))
+        waits = [asyncio.ensure_future(sleep(seconds)), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    def _idle(self, slot: Slot) -> bool:
+        return not slot.broken and slot.key not in self._inflight
+
     def _start(self, slot: Slot, *, probe: bool) -> None:
         task = asyncio.get_running_loop().create_task(
             self._run(slot, probe=probe), name=f"fetch {slot.key}"
@@ -141,12 +187,13 @@ class Dispatcher:
 
         def forget(_task: asyncio.Task[None], key: str = slot.key) -> None:
             self._inflight.pop(key, None)
+            self._wake.set()
 
         task.add_done_callback(forget)
 
     async def _run(self, slot: Slot, *, probe: bool) -> None:
         try:
-            verdict = await self._fetcher.run(slot, probe=probe)
+            verdict = await self._fetcher.run(slot, probe=probe, reschedule=True)
         except BudgetError as exc:
             log.debug("%s waits: %s", slot.key, exc)
             return
@@ -157,10 +204,8 @@ class Dispatcher:
             log.exception("fetch of %s crashed", slot.creator.user_id)
             return
         now = self._clock()
-        if verdict is Verdict.DONE:
-            slot.due_at = cadence.next_due(slot.due_at, slot.every, now)
-            await self._store.set_next_due(slot.creator_id, slot.variant, slot.due_at)
-        elif verdict is Verdict.BROKEN:
+        # DONE: the fetcher moved the slot on in the transaction that recorded the fetch
+        if verdict is Verdict.BROKEN:
             slot.broken = True
             await self._store.mark_broken(
                 slot.creator_id,
@@ -179,16 +224,25 @@ class Dispatcher:
         self.config = config
         self._fetcher.config = config
         self.slots = slots
+        self._wake.set()
 
     def stop_accepting(self) -> None:
         self._accepting = False
+        self._wake.set()
 
     def resume_accepting(self) -> None:
         self._accepting = True
 
     async def wait_idle(self, grace: float) -> int:
-        """Let in-flight cycles finish within ``grace`` seconds; cancel the rest; returns how
-        many were cancelled."""
+        """Let calls on the wire finish (and be recorded) within ``grace`` seconds; cycles still
+        waiting for the budget or a retry are cancelled at once (their slots stay due).
+        Returns how many calls were abandoned after the grace period."""
+        sending = self._fetcher.sending
+        waiting = [t for key, t in self._inflight.items() if key not in sending]
+        for task in waiting:
+            task.cancel()
+        if waiting:
+            await asyncio.wait(waiting, timeout=5)
         tasks = list(self._inflight.values())
         if not tasks:
             return 0

@@ -6,6 +6,7 @@ Only identities and tags live here; metrics and schedules are other modules' bus
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
@@ -26,7 +27,15 @@ class CreatorStore(StoreBase):
         now = self._clock()
         wanted = {c.user_id: c for c in tracked}
         async with self._write() as conn:
-            if wanted:
+            known = {
+                r.user_id: r
+                for r in await conn.execute(
+                    select(creators.c.user_id, creators.c.name, creators.c.tags, creators.c.active)
+                )
+            }
+            # a restart with an unchanged list writes nothing (100,000 creators start fast)
+            wanted_changed = {u: c for u, c in wanted.items() if not _same(known.get(u), c)}
+            if wanted_changed:
                 stmt = self._upsert(creators)
                 await conn.execute(
                     stmt.on_conflict_do_update(
@@ -47,7 +56,7 @@ class CreatorStore(StoreBase):
                             "created_at": now,
                             "updated_at": now,
                         }
-                        for c in wanted.values()
+                        for c in wanted_changed.values()
                     ],
                 )
             result = await conn.execute(
@@ -69,3 +78,12 @@ class CreatorStore(StoreBase):
         async with self._read() as conn:
             found = await conn.scalar(select(creators.c.id).where(creators.c.user_id == user_id))
             return None if found is None else int(found)
+
+
+def _same(row: Any, creator: Creator) -> bool:
+    return (
+        row is not None
+        and bool(row.active)
+        and row.name == creator.name
+        and list(row.tags or ()) == list(creator.tags)
+    )

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Executable, Select, case, delete, func, insert, select
+from sqlalchemy import Executable, Select, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
@@ -44,6 +44,8 @@ class FetchRecord:
     data: CoreData | None = None
     raw_body: str | None = None
     keep_raw: bool = True
+    #: set when this attempt serves its due time: the schedule moves on in the same transaction
+    next_due_at: datetime | None = None
 
     def points(self) -> tuple[DailyPoint, ...]:
         """Every dated point: ``dailyData``, plus ``sumData`` when its day is not among them."""
@@ -87,8 +89,13 @@ class MetricsStore(StoreBase):
         data: CoreData | None,
         raw_body: str | None,
         keep_raw: bool = True,
+        next_due_at: datetime | None = None,
     ) -> int:
-        """Store one attempt in one transaction; returns the new ``fetches.id``."""
+        """Store one attempt in one transaction; returns the new ``fetches.id``.
+
+        With ``next_due_at`` the slot's next due time is written in that same transaction, so
+        a crash can never leave a served due time looking unserved (or the reverse).
+        """
         record = FetchRecord(
             creator_id=creator_id,
             variant=variant,
@@ -102,6 +109,7 @@ class MetricsStore(StoreBase):
             data=data,
             raw_body=raw_body,
             keep_raw=keep_raw,
+            next_due_at=next_due_at,
         )
         (fetch_id,) = await self.record_fetches([record])
         return fetch_id
@@ -194,6 +202,23 @@ class MetricsStore(StoreBase):
             else:
                 row["consecutive_failures"] += 1
         await conn.execute(self._attempts_upsert, list(rows.values()))
+        moves = [
+            {"cid": rec.creator_id, **{f"v_{k}": v for k, v in variant_values(rec.variant).items()}}
+            | {"due": rec.next_due_at}
+            for rec in records
+            if rec.next_due_at is not None
+        ]
+        if moves:
+            await conn.execute(self._reschedule, moves)
+
+    @cached_property
+    def _reschedule(self) -> Executable:
+        keys = [schedule.c[name] == bindparam(f"v_{name}") for name in VARIANT_COLUMNS]
+        return (
+            update(schedule)
+            .where(schedule.c.creator_id == bindparam("cid"), *keys)
+            .values(next_due_at=bindparam("due"))
+        )
 
     @cached_property
     def _attempts_upsert(self) -> Executable:

@@ -106,6 +106,18 @@ class ScheduleStore(StoreBase):
                 added += int(result.rowcount)
         return added
 
+    async def schedule_new(self, entries: Sequence[tuple[int, Variant, datetime]]) -> None:
+        """Add missing slots, each first due at its own time, in one transaction; existing
+        slots keep their times. One prepared statement for every row (100,000 creators)."""
+        if not entries:
+            return
+        rows = [
+            {"creator_id": cid, **variant_values(v), "next_due_at": due} for cid, v, due in entries
+        ]
+        stmt = self._upsert(schedule).on_conflict_do_nothing(index_elements=list(_PK))
+        async with self._write() as conn:
+            await conn.execute(stmt, rows)
+
     async def set_next_due(self, creator_id: int, variant: Variant, at: datetime) -> None:
         """Set when this slot is next due (creating the slot if needed)."""
         await self._put(creator_id, variant, at, {"next_due_at": at})

@@ -1,0 +1,166 @@
+"""Budget benchmark: how much of the budget the daemon turns into calls, against a vendor-style
+sequential loop, and what 100,000 tracked creators cost at start-up.
+
+Prints figures; it is not a test. Real time throughout (no compressed clock): the simulator has
+latency p50 1 s / p99 20 s and a hard limit equal to the budget. To finish in a few minutes the
+budget is 600 calls/min (not 30) and the rate is measured over 120 s of a 2,000-creator backlog,
+after a first minute that holds the start-up burst; the sequential loop is measured over 60 s
+and extrapolated.
+``--quick`` shrinks everything for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from monitor import migrate
+from monitor.config import parse_config
+from monitor.daemon import Daemon, Options
+from monitor.simulator import CORE_DATA_PATH, SimKnobs, Simulator
+
+TOKEN = "bench-token"  # the simulator accepts any token
+MINUTE = timedelta(minutes=1)
+
+
+def user(n: int) -> str:
+    return f"5c3bf7f7{n:016x}"
+
+
+def document(base_url: str, db_url: str, count: int, per_minute: int) -> dict[str, Any]:
+    return {
+        "api": {"base_url": base_url, "timeout": "60s"},
+        "budget": {"calls_per_minute": per_minute, "burst": 10, "daily_calls": 1_000_000},
+        "storage": {"url": db_url},
+        "schedule": {"max_in_flight": 128, "retry_attempts": 0, "grace": "2s"},
+        "defaults": {"every": "24h"},
+        "creators": [{"user_id": user(n)} for n in range(count)],
+    }
+
+
+async def daemon_rate(folder: Path, creators: int, per_minute: int, window: float) -> None:
+    db_url = f"sqlite+aiosqlite:///{folder}/rate.db"
+    await migrate.upgrade(db_url)
+    knobs = SimKnobs(latency_p50_ms=1000, latency_p99_ms=20_000, calls_per_minute=per_minute)
+    async with Simulator(knobs) as sim:
+        config = parse_config(document(sim.base_url, db_url, creators, per_minute))
+        daemon = Daemon(config, Options(environ={"JUSTONEAPI_TOKEN": TOKEN}, tick=1.0))
+        task = asyncio.get_running_loop().create_task(daemon.run())
+        while sim.counters().calls == 0:  # noqa: ASYNC110 - polls another object's counter
+            await asyncio.sleep(0.01)
+        # the first minute holds the start-up burst: measure the steady state after it
+        first = time.monotonic() + 60
+        await asyncio.sleep(60 + window)
+        counters = sim.counters()
+        daemon.request_stop()
+        await task
+    sent = [r for r in counters.log if first <= r.monotonic < first + window]
+    achieved = len(sent) / (window / 60)
+    print(f"daemon: {len(sent)} calls in {window:.0f} s after the first minute")
+    print(f"  = {achieved:.1f} calls/min ({counters.calls} calls in all)")
+    print(f"  achieved / budget: {achieved / per_minute:.3f}  (target >= 0.95)")
+    print(f"  302s caused: {counters.by_code.get('302', 0)}  (target 0)")
+    print(f"  most in any 60 s at the simulator: {counters.max_in_window(MINUTE)}")
+    print(f"  2,000 creators at this rate: {creators / achieved:.1f} min")
+    _RESULTS["daemon"] = achieved
+
+
+async def sequential_rate(window: float, creators: int) -> None:
+    """What the vendor's sample script does: one GET after the other, no budget."""
+    knobs = SimKnobs(latency_p50_ms=1000, latency_p99_ms=20_000)
+    async with Simulator(knobs) as sim, httpx.AsyncClient(timeout=60) as client:
+        started, n = time.monotonic(), 0
+        while time.monotonic() - started < window:
+            query = {"token": TOKEN, "userId": user(n)}
+            (await client.get(sim.base_url + CORE_DATA_PATH, params=query)).raise_for_status()
+            n += 1
+        took = time.monotonic() - started
+    rate = n / (took / 60)
+    print(f"sequential loop: {n} calls in {took:.0f} s = {rate:.1f} calls/min")
+    print(f"  2,000 creators at this rate: {creators / rate:.0f} min")
+    print(f"  daemon / sequential: {_RESULTS['daemon'] / rate:.1f}x")
+
+
+async def startup(folder: Path, count: int) -> None:
+    """Time to READY=1 and RSS of ``creator-monitor run`` with ``count`` tracked creators."""
+    db_url = f"sqlite+aiosqlite:///{folder}/big.db"
+    await migrate.upgrade(db_url)
+    # a slow upstream: start-up is measured, not fetching
+    async with Simulator(SimKnobs(latency_ms=30_000)) as sim:
+        config = folder / "big.toml"
+        lines = [
+            f'[api]\nbase_url = "{sim.base_url}"\n[storage]\nurl = "{db_url}"\n',
+            "[budget]\ncalls_per_minute = 30\n",
+        ]
+        lines += [f'[[creators]]\nuser_id = "{user(n)}"\n' for n in range(count)]
+        config.write_text("".join(lines), encoding="utf-8")
+        for run in ("first start (empty schedule)", "restart (schedule persisted)"):
+            ready, rss, peak = await _ready_and_rss(folder, config)
+            print(
+                f"{count:,} creators, {run}: READY after {ready:.2f} s, "
+                f"RSS {rss / 1024:.0f} MB (peak {peak / 1024:.0f} MB)  (targets < 3 s, < 150 MB)"
+            )
+
+
+async def _ready_and_rss(folder: Path, config: Path) -> tuple[float, int, int]:
+    path = folder / "notify.sock"
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    env = {**os.environ, "JUSTONEAPI_TOKEN": TOKEN, "NOTIFY_SOCKET": str(path)}
+    script = Path(sys.executable).parent / "creator-monitor"
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        str(script), "-c", str(config), "run", env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        while True:
+            try:
+                if b"READY=1" in sock.recv(4096):
+                    break
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+            if proc.returncode is not None or time.monotonic() - started > 120:
+                raise SystemExit("the daemon did not become ready")
+        ready = time.monotonic() - started
+        await asyncio.sleep(1.0)  # settled: the first dispatch has run
+        status = Path(f"/proc/{proc.pid}/status").read_text()  # noqa: ASYNC240 - procfs, instant
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss = int(fields["VmRSS"].split()[0])
+        peak = int(fields["VmHWM"].split()[0])
+    finally:
+        proc.terminate()
+        await proc.wait()
+        sock.close()
+    return ready, rss, peak
+
+
+_RESULTS: dict[str, float] = {}
+
+
+async def main(quick: bool) -> None:
+    creators = 2_000
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        per_minute, window = (120, 30.0) if quick else (600, 120.0)
+        print(f"budget {per_minute} calls/min, simulator latency p50 1 s / p99 20 s, hard limit")
+        await daemon_rate(folder, creators, per_minute, window)
+        await sequential_rate(15.0 if quick else 60.0, creators)
+        await startup(folder, 10_000 if quick else 100_000)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    asyncio.run(main(parser.parse_args().quick))
