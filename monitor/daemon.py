@@ -165,7 +165,13 @@ class Daemon:
             environ=self.options.environ,
             gate=delivery_gate(config),
         )
-        notifier.check()
+        # a dead channel must not silence the others: run, say so once, dead-letter its messages
+        for name, problem in notifier.problems.items():
+            log.error(
+                "channel %r: %s; its messages are dead-lettered until the config is fixed",
+                name,
+                problem,
+            )
         return notifier
 
     def _schedule_jobs(self) -> AsyncIOScheduler:
