@@ -1,0 +1,163 @@
+"""The CLI as a user runs it, in subprocesses: fetch --dry-run against `simulate` and against a dead
+port, and history over the real captured sample (issue 2 and 3 acceptance paths)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from monitor import migrate
+from monitor.client import parse_core_data
+from monitor.model import Creator, Variant
+from monitor.store import Store
+
+UID = "5c3bf7f7000000000602fd63"
+CLI = [sys.executable, "-m", "monitor"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(token: str) -> dict[str, str]:
+    return {**os.environ, "JUSTONEAPI_TOKEN": token}
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[api]\nbase_url = "http://127.0.0.1:{port}"\ntimeout = "5s"\nconnect_retries = 0\n'
+        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "h.db"}"\n'
+    )
+    return path
+
+
+@pytest.fixture
+def simulate() -> Iterator[int]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*CLI, "simulate", "--port", str(port), "--latency", "0.01"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("creator-monitor simulate did not start")
+        yield port
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
+    simulate: int, tmp_path: Path, token: str
+) -> None:
+    done = subprocess.run(
+        [*CLI, "-c", str(_config(tmp_path, simulate)), "fetch", UID, "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=_env(token),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].split()[:4] == ["date", "imp", "read", "engage"]
+    rows = lines[1:]
+    assert len(rows) == 30
+    dates = [row.split()[0] for row in rows]
+    assert dates == sorted(dates)
+    assert token not in done.stdout + done.stderr
+    assert not (tmp_path / "h.db").exists()  # --dry-run stores nothing
+
+
+def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(tmp_path: Path, token: str) -> None:
+    done = subprocess.run(
+        [*CLI, "-c", str(_config(tmp_path, _free_port())), "fetch", UID, "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=_env(token),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert "Connect" in lines[0] or "refused" in lines[0]
+    assert token not in done.stderr
+
+
+async def _store_sample(url: str, body: str) -> None:
+    await migrate.upgrade(url)
+    result = parse_core_data(body)
+    async with Store.open(url) as store:
+        ids = await store.sync_creators([Creator(user_id=UID, name="Lilyy")])
+        await store.record_fetch(
+            ids[UID],
+            Variant(),
+            started_at=datetime(2025, 12, 11, 2, 17, tzinfo=UTC),
+            due_at=None,
+            latency_ms=result.latency_ms,
+            http_status=200,
+            code=0,
+            billed=True,
+            error=None,
+            data=result.data,
+            raw_body=result.raw_body,
+        )
+
+
+def test_history_of_the_stored_sample_prints_its_30_real_values(
+    tmp_path: Path, data_dir: Path, token: str
+) -> None:
+    body = (data_dir / "core_data_success_30d.json").read_text()
+    config = _config(tmp_path, _free_port())
+    asyncio.run(_store_sample(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", body))
+    sample = {p["dateKey"]: p["read"] for p in json.loads(body)["data"]["dailyData"]}
+
+    def history(*extra: str) -> str:
+        done = subprocess.run(
+            [*CLI, "-c", str(config), "history", UID, *extra],
+            capture_output=True,
+            text=True,
+            env=_env(token),
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rows = list(csv.DictReader(io.StringIO(history("--format", "csv"))))
+    assert len(rows) == 30
+    assert {r["date_key"]: int(r["read"]) for r in rows} == sample
+    assert next(r for r in rows if r["date_key"] == "2025-12-10")["read"] == "7100"
+    assert rows[0]["cpm"] != ""
+    table = history().strip().splitlines()
+    assert len(table) == 31
+    assert "7,100" in table[-1]
+    reads = list(csv.DictReader(io.StringIO(history("--metric", "read", "--format", "csv"))))
+    assert list(reads[0]) == ["date_key", "read"]
