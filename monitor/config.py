@@ -11,8 +11,9 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import time, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -358,6 +359,10 @@ class Config(_Section):
 
     def variants_of(self, creator: CreatorConfig) -> tuple[Variant, ...]:
         """The variants tracked for a creator: its own overrides on top of ``[defaults]``."""
+        if not creator.variants and not _overrides(creator):
+            # the common case, 100,000 times at start-up: one shared tuple, no new Variant
+            d = self.defaults
+            return _default_variants(d.business, d.note_type, d.date_type, d.advertise)
         base = {
             key: getattr(creator, key) or getattr(self.defaults, key)
             for key in ("business", "note_type", "date_type", "advertise")
@@ -373,6 +378,34 @@ class Config(_Section):
 
     def rule_channels(self, rule: _RuleBase) -> tuple[str, ...]:
         return rule.channels if rule.channels is not None else tuple(c.name for c in self.channels)
+
+
+def _overrides(creator: VariantConfig) -> bool:
+    return not (
+        creator.business is None
+        and creator.note_type is None
+        and creator.date_type is None
+        and creator.advertise is None
+    )
+
+
+@lru_cache(maxsize=64)
+def _default_variants(
+    business: Business, note_type: NoteType, date_type: DateType, advertise: Advertise
+) -> tuple[Variant, ...]:
+    return (Variant(business, note_type, date_type, advertise),)
+
+
+def _share_fields_sets(models: Iterable[BaseModel]) -> None:
+    """Let models with the same keys share one ``model_fields_set``.
+
+    pydantic gives every instance its own set (216 bytes): 21 MB for 100,000 creators. The
+    models are frozen, so nothing mutates a shared set.
+    """
+    shared: dict[frozenset[str], set[str]] = {}
+    for model in models:
+        own = model.__pydantic_fields_set__
+        object.__setattr__(model, "__pydantic_fields_set__", shared.setdefault(frozenset(own), own))
 
 
 def _cross_check(config: Config) -> None:
@@ -393,6 +426,8 @@ def _cross_check(config: Config) -> None:
             if user_id not in known_ids:
                 raise ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
     for i, creator in enumerate(config.creators):
+        if len(creator.variants) < 2:
+            continue  # nothing to repeat
         variants = config.variants_of(creator)
         if len(set(variants)) != len(variants):
             raise ConfigError(f"creators[{i}].variants", "the same variant is listed twice")
@@ -449,6 +484,7 @@ def parse_config(data: Mapping[str, Any]) -> Config:
     except ValidationError as exc:
         raise _one_line(exc) from None
     _cross_check(config)
+    _share_fields_sets(config.creators)
     return config
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 
-from monitor.model import Variant
+from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.schema import creators, daily_metrics, schedule
 from monitor.store.engine import StoreBase
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
@@ -58,21 +59,50 @@ class StatusRow:
     latest_date_key: str | None
 
 
+@lru_cache(maxsize=256)
+def _variant(business: str, note_type: str, date_type: str, advertise: str) -> Variant:
+    """One shared Variant per spelling: 100,000 rows hold a handful of distinct variants."""
+    return Variant(
+        Business(business), NoteType(note_type), DateType(date_type), Advertise(advertise)
+    )
+
+
+#: the columns ``load_schedule`` reads, in ScheduleRow's order (positional: 100,000 rows)
+_ROW_COLUMNS = (
+    schedule.c.creator_id,
+    creators.c.user_id,
+    *(schedule.c[name] for name in VARIANT_COLUMNS),
+    schedule.c.next_due_at,
+    schedule.c.last_attempt_at,
+    schedule.c.last_success_at,
+    schedule.c.last_code,
+    schedule.c.last_error,
+    schedule.c.consecutive_failures,
+    schedule.c.broken_at,
+    schedule.c.broken_reason,
+    schedule.c.lease_owner,
+    schedule.c.lease_until,
+)
+
+
 def _schedule_row(row: Any) -> ScheduleRow:
+    # tuple unpacking, not Row attribute lookups: a third of the cost of a restart
+    creator_id, user_id, business, note_type, date_type, advertise, *rest = row
+    (due, attempt, success, code, error, failures, broken_at, reason, owner, until) = rest
     return ScheduleRow(
-        creator_id=int(row.creator_id),
-        user_id=row.user_id,
-        variant=variant_of(row),
-        next_due_at=row.next_due_at,
-        last_attempt_at=row.last_attempt_at,
-        last_success_at=row.last_success_at,
-        last_code=row.last_code,
-        last_error=row.last_error,
-        consecutive_failures=int(row.consecutive_failures),
-        broken_at=row.broken_at,
-        broken_reason=row.broken_reason,
-        lease_owner=row.lease_owner,
-        lease_until=row.lease_until,
+        creator_id=int(creator_id),
+        user_id=user_id,
+        variant=_variant(business, note_type, date_type, advertise),
+        next_due_at=due,
+        last_attempt_at=attempt,
+        last_success_at=success,
+        last_code=code,
+        last_error=error,
+        consecutive_failures=int(failures),
+        broken_at=broken_at,
+        broken_reason=reason,
+        lease_owner=owner,
+        lease_until=until,
     )
 
 
@@ -82,7 +112,7 @@ class ScheduleStore(StoreBase):
     async def load_schedule(self) -> list[ScheduleRow]:
         """Every slot of every active creator, soonest due first."""
         query = (
-            select(schedule, creators.c.user_id)
+            select(*_ROW_COLUMNS)
             .join(creators, creators.c.id == schedule.c.creator_id)
             .where(creators.c.active.is_(True))
             .order_by(schedule.c.next_due_at, *(schedule.c[name] for name in _PK))
