@@ -19,8 +19,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests")]
 
-from drills.clock import clock_drill  # noqa: E402 - the drills live beside the tests
+from drills.chaos import chaos_drill, summary  # noqa: E402 - the drills live beside the tests
+from drills.clock import clock_drill  # noqa: E402
 from drills.crash import crash_drill  # noqa: E402
+from drills.daemon_storage import FAULTS as DAEMON_FAULTS  # noqa: E402
+from drills.daemon_storage import HOLD, daemon_storage_drill  # noqa: E402
 from drills.fuzz import fuzz_drill  # noqa: E402
 from drills.notify_faults import misspelt_url_drill, notify_drill  # noqa: E402
 from drills.storage import can_make_read_only, storage_drill  # noqa: E402
@@ -66,9 +69,39 @@ async def run_all(kills: int, quick: bool) -> list[Tally]:
             print(f"… {name}", file=sys.stderr, flush=True)
             tallies.append(await step())
             print(f"  {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        tallies.append(await _chaos(fresh("chaos"), quick))
+        tallies.append(await _daemon_storage(fresh("daemon-storage"), quick))
     tallies.append(clock_drill(minutes=10 if quick else 90)[0])
     tallies.append(fuzz_drill(examples=200 if quick else 3000))
     return tallies
+
+
+async def _chaos(directory: Path, quick: bool) -> Tally:
+    started = time.monotonic()
+    print("… chaos", file=sys.stderr, flush=True)
+    seconds, users = (10.0, 16) if quick else (90.0, 40)
+    tally, watch = await chaos_drill(directory, TOKEN, seconds=seconds, users=users)
+    tally.notes.append(summary(watch)())
+    print(f"  {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return tally
+
+
+async def _daemon_storage(directory: Path, quick: bool) -> Tally:
+    """The three faults under the running daemon, added up into one row."""
+    total = Tally("daemon storage faults")
+    faults = DAEMON_FAULTS if can_make_read_only() else ("disk_full", "locked")
+    for kind in faults:
+        started = time.monotonic()
+        print(f"… daemon storage: {kind}", file=sys.stderr, flush=True)
+        hold = HOLD[kind] if quick else HOLD[kind] + 7.0
+        path = directory / kind
+        path.mkdir()
+        tally, outcome = await daemon_storage_drill(path, TOKEN, kind, hold=hold)
+        for name in ("faults", "rows_checked", "lost", "duplicates", "budget_breaches", "leaks"):
+            setattr(total, name, getattr(total, name) + getattr(tally, name))
+        total.notes += [*tally.notes, f"{kind}: {len(outcome.errors)} ERROR lines in {hold:g} s"]
+        print(f"  {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return total
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ retry upstream codes, sleep, or know about budgets, storage or alerts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -286,6 +287,9 @@ class JustOneClient:
             retries=connect_retries,  # connection failures only: a request never sent is not billed
             limits=httpx.Limits(max_connections=max_connections),
         )
+        # httpx times each read; a body trickled byte by byte never trips that, so the whole
+        # call is bounded too
+        self._deadline = timeout.total_seconds()
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             transport=_TokenTransport(inner, token),
@@ -341,7 +345,10 @@ class JustOneClient:
     ) -> tuple[int, httpx.Headers, bytes]:
         """Stream one GET; refuse bodies over the limit before they are buffered whole."""
         try:
-            async with self._http.stream("GET", path, params=params) as response:
+            async with (
+                asyncio.timeout(self._deadline),
+                self._http.stream("GET", path, params=params) as response,
+            ):
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self._max_bytes:
                     raise self._too_big(response.status_code, started)
@@ -353,6 +360,12 @@ class JustOneClient:
                         raise self._too_big(response.status_code, started)
                     chunks.append(chunk)
                 return response.status_code, response.headers, b"".join(chunks)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"Timeout: no complete answer within {self._deadline:g} s",
+                latency_ms=self._elapsed_ms(started),
+                billed=False,
+            ) from exc
         except httpx.HTTPError as exc:
             # a client-side timeout may still be billed by the vendor; we cannot know, so: False
             message = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"

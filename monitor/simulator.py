@@ -53,6 +53,7 @@ FAULT_KINDS = (
     "wrong_type",
     "huge",
     "reset",
+    "trickle",
 )
 MESSAGES = {
     100: "TOKEN INVALID OR INACTIVE",
@@ -93,6 +94,8 @@ class SimKnobs:
     faults: Mapping[str, float] = field(default_factory=dict)
     hang_s: float = 75.0  # longer than the client's default 60 s timeout
     huge_bytes: int = 5_000_000
+    trickle_bytes: int = 512  # "trickle": a valid body sent this many bytes at a time …
+    trickle_pause_s: float = 0.01  # … with this pause between writes (a slow, alive peer)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -305,7 +308,7 @@ class _Upstream:
             data = reply.data
             data["dailyData"][-1]["read"] = data["sumData"]["read"] = "abc"
             return replace(reply, body=self._dump(0, data), fault=outcome)
-        return replace(reply, fault=outcome)  # hang, huge: the wire does the rest
+        return replace(reply, fault=outcome)  # hang, huge, trickle: the wire does the rest
 
     def success(self, user_id: str, variant: Variant) -> _Reply:
         points = sim_series.daily_points(
@@ -537,6 +540,8 @@ class Simulator:
             return _reset(request)
         if reply.fault == "huge":
             return await self._huge(request, reply)
+        if reply.fault == "trickle":
+            return await self._trickle(request, reply)
         return web.Response(
             status=reply.status,
             body=reply.body,
@@ -558,6 +563,23 @@ class Simulator:
             await response.write_eof()
         except ConnectionError:
             pass  # the client refused the body and hung up, as it should
+        return response
+
+    async def _trickle(self, request: web.Request, reply: _Reply) -> web.StreamResponse:
+        """A valid body dribbled out a few bytes at a time: every read is quick, the whole slow."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        step = max(1, self.knobs.trickle_bytes)
+        try:
+            for start in range(0, len(reply.body), step):
+                if start:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), self.knobs.trickle_pause_s)
+                await response.write(reply.body[start : start + step])
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client gave up on the slow body
         return response
 
 

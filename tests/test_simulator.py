@@ -428,6 +428,7 @@ async def test_every_fault_kind_answers_as_documented(
         "wrong_type": True,
         "huge": True,
         "reset": False,
+        "trickle": True,
     }
 
 

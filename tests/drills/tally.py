@@ -24,6 +24,8 @@ class Tally:
     duplicates: int = 0
     budget_breaches: int = 0
     leaks: int = 0
+    #: alerts the rules did not call for, or ones they did that never came (must stay 0)
+    misalerts: int = 0
     notes: list[str] = field(default_factory=list)
 
     def lose(self, count: int, why: str) -> None:
@@ -41,6 +43,11 @@ class Tally:
             self.budget_breaches += count
             self.notes.append(f"{count} budget breach(es): {why}")
 
+    def misalert(self, count: int, why: str) -> None:
+        if count:
+            self.misalerts += count
+            self.notes.append(f"{count} alert(s) off the rules: {why}")
+
     def leak(self, texts: Iterable[str], secrets: Iterable[str], where: str) -> None:
         """Count every text that holds any form of any secret."""
         forms = {form for secret in secrets if secret for form in secret_forms(secret)}
@@ -51,9 +58,11 @@ class Tally:
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicates or self.budget_breaches or self.leaks)
+        return not (
+            self.lost or self.duplicates or self.budget_breaches or self.leaks or self.misalerts
+        )
 
-    def row(self) -> tuple[str, int, int, int, int, int, int]:
+    def row(self) -> tuple[str, int, int, int, int, int, int, int]:
         return (
             self.drill,
             self.faults,
@@ -62,6 +71,7 @@ class Tally:
             self.duplicates,
             self.budget_breaches,
             self.leaks,
+            self.misalerts,
         )
 
 
@@ -73,6 +83,7 @@ HEADERS = (
     "duplicates sent",
     "budget breaches",
     "secret leaks",
+    "alerts off-rule",
 )
 
 
