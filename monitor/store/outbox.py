@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.schema import alerts, creators, notifications, silences
@@ -204,6 +204,10 @@ class OutboxStore(StoreBase):
         )
         if open_only:
             query = query.where(alerts.c.state != "resolved")
+        return await self._alert_rows(query)
+
+    async def _alert_rows(self, query: Select[Any]) -> list[AlertRow]:
+        """Run a query over ``alerts`` joined with the creator's name as ``creator_name``."""
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [
@@ -527,23 +531,7 @@ class OutboxStore(StoreBase):
             .where(or_(fired, resolved))
             .order_by(alerts.c.id)
         )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            AlertRow(
-                id=int(r.id),
-                rule=r.rule,
-                scope=r.scope,
-                name=r.creator_name,
-                severity=r.severity,
-                state=r.state,
-                summary=r.summary,
-                pending_since=r.pending_since,
-                fired_at=r.fired_at,
-                resolved_at=r.resolved_at,
-            )
-            for r in rows
-        ]
+        return await self._alert_rows(query)
 
     async def queued_channels(self, event: str, since: datetime, until: datetime) -> set[str]:
         """Channels with a message of ``event`` created in ``[since, until)`` (any status)."""
