@@ -11,16 +11,15 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from monitor import cluster
 from monitor.alerting import Alerting
 from monitor.budget import Budget
 from monitor.client import JustOneClient
@@ -70,7 +69,9 @@ class Daemon:
     def __init__(self, config: Config, options: Options | None = None) -> None:
         self.config = config
         self.options = options or Options()
-        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.identity = cluster.Identity.new(self.options.clock())
+        self.instance = self.identity.id
+        self._heartbeat: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.store: Store
         self.meter: Meter
@@ -115,6 +116,8 @@ class Daemon:
         config = self.config
         self.store = Store.open(config.storage.url, clock=clock)
         stack.push_async_callback(self.store.close)
+        # SQLite serves one daemon: a second one stops here, before it spends or fetches
+        stack.enter_context(cluster.sole_instance(self.store.sqlite_path))
         await self.store.check_schema()
         token = resolve_token(config, self.options.environ)
         # one connection per possible cycle: a call the meter let go must not then queue in the
@@ -145,7 +148,11 @@ class Daemon:
             observe=self.telemetry.record_call,
         )
         slots = await load_slots(config, self.store, clock())
-        self.dispatcher = Dispatcher(config, fetcher, self.store, slots, clock=clock)
+        claims = None
+        if self.store.shared:
+            claims = cluster.Claims(self.store, self.instance, config.schedule.lease)
+        self.dispatcher = Dispatcher(config, fetcher, self.store, slots, clock=clock, claims=claims)
+        self._start_heartbeat(stack)
         self.notifier = self._make_notifier(config)
         stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
         if config.http.listen:
@@ -156,6 +163,23 @@ class Daemon:
                 health_timeout=self.options.health_timeout,
             )
             stack.push_async_callback(self.endpoint.close)
+
+    def _start_heartbeat(self, stack: AsyncExitStack) -> None:
+        """The ``instances`` row and, on a shared database, the renewal of this instance's
+        leases: every third of ``schedule.lease`` (at most every 30 s, for ``status``)."""
+        every = min(self.config.schedule.lease / 3, timedelta(seconds=30))
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            cluster.keep_alive(
+                self.store,
+                self.identity,
+                self.options.clock,
+                every=every,
+                lease=self.config.schedule.lease,
+                sleep=self.options.sleep,
+            ),
+            name="heartbeat",
+        )
+        stack.push_async_callback(_cancel, self._heartbeat)
 
     def _make_notifier(self, config: Config) -> Notifier:
         notifier = Notifier.from_config(
@@ -197,7 +221,9 @@ class Daemon:
         """
         while not self._stop.is_set():
             try:
-                self.dispatcher.tick()
+                await self.dispatcher.step()
+            except MonitorError as exc:  # the database refused a claim: try again next round
+                log.error("dispatch failed: %s", exc)
             except Exception:  # a bug must not stop all fetching silently: log, keep going
                 log.exception("dispatch failed")
             if self.options.until is not None and self.options.until():
@@ -321,6 +347,10 @@ class Daemon:
         cancelled = await self.dispatcher.wait_idle(self.config.schedule.grace.total_seconds())
         if cancelled:
             log.warning("stopped with %d calls abandoned after the grace period", cancelled)
+        if self._heartbeat is not None:
+            await _cancel(self._heartbeat)
+        with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry
+            await self.store.retire_instance(self.instance)
         with contextlib.suppress(MonitorError, TimeoutError):
             await asyncio.wait_for(self.notifier.drain(self.options.clock()), timeout=10)
         log.info("stopped")

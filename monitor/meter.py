@@ -1,7 +1,9 @@
 """The gate every upstream call passes: waits on the budget, reserves the day's ledger, persists.
 
 Owns the live ``BudgetState`` of this process and logs pause / resume transitions once each.
-Must not decide what to fetch (the scheduler does) or talk to the upstream (the cycle does).
+On a shared database (PostgreSQL) the state lives in the database instead: every decision is
+made and written in one locked transaction (``cluster.try_spend``), so all instances spend one
+budget. Must not decide what to fetch (the scheduler does) or talk to the upstream (the cycle does).
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor.budget import ACCOUNT_CODES, QUOTA_EXCEEDED, Budget, BudgetState, Outcome, day_of
+from monitor import cluster
+from monitor.budget import (
+    ACCOUNT_CODES,
+    ACCOUNT_OK_CODES,
+    QUOTA_EXCEEDED,
+    Budget,
+    BudgetState,
+    Outcome,
+    day_of,
+    outcome_code,
+)
 from monitor.errors import BudgetError
 from monitor.store import Store
 from monitor.store.ledger import BudgetStateRow
@@ -61,6 +73,8 @@ class Meter:
         self._lock = asyncio.Lock()
         self._on_the_wire = 0
         self._exhausted: tuple[str, int] | None = None
+        #: several instances share the database: the stored row is the state, not ours
+        self.shared = store.shared
 
     @classmethod
     async def open(
@@ -121,6 +135,8 @@ class Meter:
 
     async def _take(self, probe: bool) -> float:
         """Count one call now and return 0.0, or return how long to wait first."""
+        if self.shared:
+            return await self._take_shared(probe)
         now = self._clock()
         reason = self.hard_pause(now)
         if reason is not None and not (probe and self._state.is_probe_due(now)):
@@ -148,6 +164,35 @@ class Meter:
             raise BudgetError(f"daily_calls ({self.budget.daily_calls}) used up for {day}")
         return 0.0
 
+    async def _take_shared(self, probe: bool) -> float:
+        """``_take`` against the stored state, decided and written in one locked transaction."""
+        now = self._clock()
+        self._on_the_wire += 1  # counted before it commits: see ``answered``
+        try:
+            spend = await cluster.try_spend(self._store, self.budget, now, probe=probe)
+        except BaseException:
+            self._on_the_wire -= 1
+            raise
+        self._log_transition(self._state, spend.after)
+        self._state = spend.after
+        if spend.granted:
+            return 0.0
+        self._on_the_wire -= 1
+        if spend.day_full:
+            self._exhausted = (day_of(now, self.budget.zone), self.budget.daily_calls)
+        if spend.refused is not None:
+            raise BudgetError(spend.refused)
+        return spend.delay
+
+    async def refresh(self) -> None:
+        """Shared database: read the state other instances may have changed (a pause)."""
+        if self.shared:
+            row = await self._store.load_budget_state()
+            if row is not None:
+                state = BudgetState.from_row(row)
+                self._log_transition(self._state, state)
+                self._state = state
+
     def answered(self) -> None:
         """The call counted by the last ``acquire`` of this caller is over (answered or not)."""
         self._on_the_wire = max(0, self._on_the_wire - 1)
@@ -155,12 +200,27 @@ class Meter:
     async def persist(self) -> None:
         """Write the current state again: the daemon's health check that the database takes
         writes (it changes nothing, so it is harmless at any time)."""
+        if self.shared:  # our copy may be stale: rewrite the stored row as it stands
+            await cluster.touch(self._store, self.budget, self._clock())
+            return
         async with self._lock:
             await self._save()
 
     async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
         """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
         now = self._clock()
+        if self.shared and outcome_code(outcome) in ACCOUNT_OK_CODES and not self._state.paused:
+            # the common case changes no shared state: count it without locking the bucket row
+            if billed:
+                await self._store.record_billed(day_of(now, self.budget.zone))
+            return
+        if self.shared:
+            before, after = await cluster.apply_feedback(
+                self._store, self.budget, outcome, now, billed=billed
+            )
+            self._log_transition(before, after)
+            self._state = after
+            return
         if billed:
             await self._store.record_billed(day_of(now, self.budget.zone))
         async with self._lock:

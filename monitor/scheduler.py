@@ -1,13 +1,16 @@
 """When things happen: the live schedule of every creator × variant and the dispatcher that hands
 due slots to a bounded pool, most overdue first, inside the budget.
 
-Owns the in-memory schedule (mirrored in the ``schedule`` table). Must not talk to the upstream or
-evaluate rules itself: each slot runs through ``cycle.Fetcher``.
+Owns the in-memory schedule (mirrored in the ``schedule`` table). On a shared database the table
+is the schedule: due slots are claimed from it under a lease (``cluster.Claims``), so instances
+see each other's due times and never run one twice. Must not talk to the upstream or evaluate
+rules itself: each slot runs through ``cycle.Fetcher``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -15,6 +18,7 @@ from datetime import datetime
 
 from monitor import cadence
 from monitor.budget import ACCOUNT_CODES, next_midnight
+from monitor.cluster import Claims, ready_bound
 from monitor.config import Config
 from monitor.cycle import Fetcher, Slot, Verdict
 from monitor.errors import BudgetError, MonitorError
@@ -28,6 +32,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: the dispatcher never spins: even "due now" waits this long unless a cycle ends first
 _SHORTEST_NAP = 0.05
+#: shared database: how often to look for work other instances' due times made due
+_SHARED_POLL = 1.0
 
 
 async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, Slot]:
@@ -84,12 +90,16 @@ class Dispatcher:
         slots: dict[str, Slot],
         *,
         clock: Clock,
+        claims: Claims | None = None,
     ) -> None:
         self.config = config
         self._fetcher = fetcher
         self._store = store
         self.slots = slots
         self._clock = clock
+        #: set on a shared database: due work comes from the table, under leases
+        self.claims = claims
+        self._by_id = _by_id(slots)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
         self._wake = asyncio.Event()  # a cycle finished, the config changed, or stop
@@ -126,18 +136,9 @@ class Dispatcher:
         if not self._accepting:
             return 0
         now = self._clock()
-        free = self.config.schedule.max_in_flight - len(self._inflight)
-        meter = self._fetcher.meter
-        if free <= 0 or meter.day_exhausted(now):
+        free, probe = self._room(now)
+        if free <= 0:
             return 0
-        pause = meter.hard_pause(now)
-        probe = False
-        if pause is not None:
-            if meter.state.pause_code not in ACCOUNT_CODES or self._inflight:
-                return 0
-            if not meter.probe_due(now):
-                return 0
-            free, probe = 1, True
         # only as many as the bucket can take soon: the rest stay due and get more overdue
         ordered = cadence.pick_due(
             [cadence.DueEntry(s.key, self.effective_due(s)) for s in self.due(now)], now, free
@@ -145,6 +146,45 @@ class Dispatcher:
         for entry in ordered:
             self._start(self.slots[entry.key], probe=probe)
         return len(ordered)
+
+    async def step(self) -> int:
+        """One dispatch round: ``tick`` on a database of our own, ``claim_tick`` on a shared one."""
+        if self.claims is None:
+            return self.tick()
+        return await self.claim_tick()
+
+    async def claim_tick(self) -> int:
+        """``tick`` for several instances: the due slots are leased from the database, most
+        overdue first, so each due time goes to exactly one instance."""
+        self._wake.clear()
+        assert self.claims is not None
+        if not self._accepting:
+            return 0
+        await self._fetcher.meter.refresh()  # another instance may have paused every call
+        now = self._clock()
+        free, probe = self._room(now)
+        if free <= 0:
+            return 0
+        schedule = self.config.schedule
+        bound = ready_bound(now, schedule.fetch_after, self.config.budget.zone)
+        taken = await self.claims.take(
+            self._by_id, self._inflight.keys(), now=now, due_before=bound, limit=free
+        )
+        for slot in taken:
+            self._start(slot, probe=probe)
+        return len(taken)
+
+    def _room(self, now: datetime) -> tuple[int, bool]:
+        """How many cycles may start now, and whether the one that may is the account probe."""
+        free = self.config.schedule.max_in_flight - len(self._inflight)
+        meter = self._fetcher.meter
+        if free <= 0 or meter.day_exhausted(now):
+            return 0, False
+        if meter.hard_pause(now) is None:
+            return free, False
+        if meter.state.pause_code not in ACCOUNT_CODES or self._inflight:
+            return 0, False
+        return (1, True) if meter.probe_due(now) else (0, False)
 
     def next_wake(self, now: datetime) -> float:
         """Seconds until ``tick`` may have something to start (inf: only when woken)."""
@@ -161,6 +201,10 @@ class Dispatcher:
             return (state.paused_until - now).total_seconds()
         if len(self._inflight) >= self.config.schedule.max_in_flight:
             return math.inf
+        # shared: due times live in the database (others move them), so look again soon
+        return _SHARED_POLL if self.claims is not None else self._until_due(now)
+
+    def _until_due(self, now: datetime) -> float:
         waiting = (self.effective_due(s) for s in self.slots.values() if self._idle(s))
         earliest = min(waiting, default=None)
         return math.inf if earliest is None else (earliest - now).total_seconds()
@@ -192,6 +236,19 @@ class Dispatcher:
         task.add_done_callback(forget)
 
     async def _run(self, slot: Slot, *, probe: bool) -> None:
+        if self.claims is None:
+            await self._cycle(slot, probe=probe)
+            return
+        try:
+            await self._cycle(slot, probe=probe)
+        finally:
+            # the fetch stored the next due time (or nothing: the slot stays due for anyone)
+            with contextlib.suppress(MonitorError):
+                broken = (self._clock(), _broken_reason(slot)) if slot.broken else (None, None)
+                if not await self.claims.give_back(slot, broken_at=broken[0], reason=broken[1]):
+                    log.warning("lease on %s ran out before its fetch ended", slot.key)
+
+    async def _cycle(self, slot: Slot, *, probe: bool) -> None:
         try:
             verdict = await self._fetcher.run(slot, probe=probe, reschedule=True)
         except BudgetError as exc:
@@ -207,12 +264,10 @@ class Dispatcher:
         # DONE: the fetcher moved the slot on in the transaction that recorded the fetch
         if verdict is Verdict.BROKEN:
             slot.broken = True
-            await self._store.mark_broken(
-                slot.creator_id,
-                slot.variant,
-                at=now,
-                reason=f"invalid parameters (400) for {slot.variant.label}",
-            )
+            if self.claims is None:  # shared: marked in the statement that ends the lease
+                await self._store.mark_broken(
+                    slot.creator_id, slot.variant, at=now, reason=_broken_reason(slot)
+                )
             log.error(
                 "creator %s marked broken (code 400); fix its variant and reload",
                 slot.creator.user_id,
@@ -224,6 +279,9 @@ class Dispatcher:
         self.config = config
         self._fetcher.config = config
         self.slots = slots
+        self._by_id = _by_id(slots)
+        if self.claims is not None:
+            self.claims.lease = config.schedule.lease
         self._wake.set()
 
     def stop_accepting(self) -> None:
@@ -252,3 +310,11 @@ class Dispatcher:
         if pending:
             await asyncio.wait(pending, timeout=5)
         return len(pending)
+
+
+def _by_id(slots: dict[str, Slot]) -> dict[tuple[int, Variant], Slot]:
+    return {(s.creator_id, s.variant): s for s in slots.values()}
+
+
+def _broken_reason(slot: Slot) -> str:
+    return f"invalid parameters (400) for {slot.variant.label}"

@@ -6,6 +6,7 @@ short transactions through ``StoreBase``. Alert and outbox methods join as anoth
 
 from __future__ import annotations
 
+from monitor.store.cluster import ClusterStore
 from monitor.store.creators import CreatorStore
 from monitor.store.engine import StoreBase
 from monitor.store.ledger import BudgetStateRow, LedgerStore
@@ -14,7 +15,7 @@ from monitor.store.outbox import OutboxStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 
 
-class Store(CreatorStore, MetricsStore, ScheduleStore, LedgerStore, OutboxStore):
+class Store(CreatorStore, MetricsStore, ScheduleStore, LedgerStore, OutboxStore, ClusterStore):
     """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""
 
 
