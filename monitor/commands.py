@@ -274,7 +274,9 @@ def status(args: argparse.Namespace, config: Config) -> int:
             gauge = await meter.gauge()
             counts = await store.outbox_counts()
             open_alerts = await store.list_alerts(open_only=True)
+            instances = await store.list_instances(_now())
         output.print_status(rows, gauge, counts, open_alerts, _now(), sys.stdout)
+        output.print_instances(instances, _now(), sys.stdout)
         return 0
 
     return _run(go)

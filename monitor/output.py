@@ -181,6 +181,30 @@ def print_status(
     )
 
 
+def print_instances(instances: Sequence[Any], now: datetime, out: TextIO) -> None:
+    """The running daemons sharing this database (heartbeat, version, leases held)."""
+    if not instances:
+        out.write("\nno daemon is running on this database\n")
+        return
+    out.write("\ninstances\n")
+    table(
+        ("instance", "host", "pid", "version", "started", "heartbeat", "leases"),
+        (
+            [
+                i.id,
+                i.host,
+                i.pid,
+                i.version,
+                _ago(i.started_at, now),
+                _ago(i.heartbeat_at, now),
+                i.leases,
+            ]
+            for i in instances
+        ),
+        out,
+    )
+
+
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
 
