@@ -14,7 +14,8 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from monitor import cadence
 from monitor.budget import ACCOUNT_CODES, next_midnight
@@ -34,6 +35,8 @@ Sleep = Callable[[float], Awaitable[None]]
 _SHORTEST_NAP = 0.05
 #: shared database: how often to look for work other instances' due times made due
 _SHARED_POLL = 1.0
+#: while the database refuses writes, dispatch waits this long, doubling up to the cap
+_STORE_BACKOFF = (1.0, 60.0)
 
 
 async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, Slot]:
@@ -79,6 +82,14 @@ async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, S
     return slots
 
 
+@dataclass(frozen=True, slots=True)
+class StoreFault:
+    """The database refused a write: dispatch waits until ``until``; ``pause`` seconds so far."""
+
+    until: datetime
+    pause: float
+
+
 class Dispatcher:
     """Hands due slots to at most ``max_in_flight`` concurrent cycles."""
 
@@ -104,6 +115,9 @@ class Dispatcher:
         self._accepting = True
         self._wake = asyncio.Event()  # a cycle finished, the config changed, or stop
         self.completed = 0
+        #: the database refused a write: no dispatch before this (a call it cannot store is
+        #: money thrown away), then one cycle at a time until a write goes through
+        self._store_fault: StoreFault | None = None
 
     @property
     def inflight(self) -> int:
@@ -177,6 +191,10 @@ class Dispatcher:
     def _room(self, now: datetime) -> tuple[int, bool]:
         """How many cycles may start now, and whether the one that may is the account probe."""
         free = self.config.schedule.max_in_flight - len(self._inflight)
+        if self._store_fault is not None:
+            if now < self._store_fault.until or self._inflight:
+                return 0, False
+            free = min(free, 1)
         meter = self._fetcher.meter
         if free <= 0 or meter.day_exhausted(now):
             return 0, False
@@ -188,21 +206,29 @@ class Dispatcher:
 
     def next_wake(self, now: datetime) -> float:
         """Seconds until ``tick`` may have something to start (inf: only when woken)."""
-        meter = self._fetcher.meter
-        zone = self.config.budget.zone
         if not self._accepting:
             return math.inf
-        if meter.day_exhausted(now):
-            return (next_midnight(now, zone) - now).total_seconds()
-        state = meter.state
-        if meter.hard_pause(now) is not None:
-            if state.paused_until is None or (state.pause_code in ACCOUNT_CODES and self._inflight):
-                return math.inf
-            return (state.paused_until - now).total_seconds()
+        if self._store_fault is not None:
+            return max(0.0, (self._store_fault.until - now).total_seconds())
+        held = self._budget_hold(now)
+        if held is not None:
+            return held
         if len(self._inflight) >= self.config.schedule.max_in_flight:
             return math.inf
         # shared: due times live in the database (others move them), so look again soon
         return _SHARED_POLL if self.claims is not None else self._until_due(now)
+
+    def _budget_hold(self, now: datetime) -> float | None:
+        """Seconds the budget holds every call back (the day's cap, a pause), else None."""
+        meter = self._fetcher.meter
+        if meter.day_exhausted(now):
+            return (next_midnight(now, self.config.budget.zone) - now).total_seconds()
+        state = meter.state
+        if meter.hard_pause(now) is None:
+            return None
+        if state.paused_until is None or (state.pause_code in ACCOUNT_CODES and self._inflight):
+            return math.inf
+        return (state.paused_until - now).total_seconds()
 
     def _until_due(self, now: datetime) -> float:
         waiting = (self.effective_due(s) for s in self.slots.values() if self._idle(s))
@@ -254,13 +280,16 @@ class Dispatcher:
         except BudgetError as exc:
             log.debug("%s waits: %s", slot.key, exc)
             return
-        except MonitorError as exc:  # the store refused: keep the slot due, say so once
-            log.error("fetch of %s not recorded: %s", slot.creator.user_id, exc)
+        except MonitorError as exc:  # the store refused: keep the slot due, back off
+            self._store_refused(slot, exc)
             return
         except Exception:  # a bug must not kill the daemon silently: log it, keep the slot due
             log.exception("fetch of %s crashed", slot.creator.user_id)
             return
         now = self._clock()
+        if self._store_fault is not None:
+            log.info("the database takes writes again; dispatch resumed")
+            self._store_fault = None
         # DONE: the fetcher moved the slot on in the transaction that recorded the fetch
         if verdict is Verdict.BROKEN:
             slot.broken = True
@@ -273,6 +302,24 @@ class Dispatcher:
                 slot.creator.user_id,
             )
         self.completed += 1
+
+    def _store_refused(self, slot: Slot, exc: MonitorError) -> None:
+        """Pause dispatch with a doubling backoff; log when it starts, not on every try."""
+        now = self._clock()
+        first, cap = _STORE_BACKOFF
+        fault = self._store_fault
+        pause = first if fault is None else min(cap, fault.pause * 2)
+        if fault is None:
+            log.error(
+                "the database refuses writes, dispatch paused (retrying one creator at a "
+                "time, backing off to %.0f s): %s",
+                cap,
+                exc,
+            )
+        self._store_fault = StoreFault(until=now + timedelta(seconds=pause), pause=pause)
+        # the next try goes to another creator: a series whose answer could not be stored is
+        # not paid for again and again
+        slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
 
     def reconfigure(self, config: Config, slots: dict[str, Slot]) -> None:
         """A reloaded config: new limits and the new set of slots (in-flight ones finish)."""
