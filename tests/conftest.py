@@ -36,6 +36,14 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL on each backend: a SQLite file in a not-yet-existing directory, and pg_url."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/state/history.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database on 127.0.0.1; dropped afterwards.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,13 +41,6 @@ def config_of(*rules: dict[str, Any], creators: tuple[Creator, ...] = (LILYY_C, 
             "rules": list(rules),
         }
     )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/history.db"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

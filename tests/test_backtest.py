@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from alerting_support import BO, LILYY, open_store, points, seed, table
 from sim_support import FakeClock
@@ -41,13 +39,6 @@ def config_of(*rules: dict[str, Any]) -> Config:
             "rules": list(rules),
         }
     )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/history.db"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest_asyncio.fixture

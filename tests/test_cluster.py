@@ -15,11 +15,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
-from store_support import (  # noqa: F401 -- clock, db_url and store are fixtures used by name
+from store_support import (  # noqa: F401 -- clock and store are fixtures used by name
     T0,
     FakeClock,
     clock,
-    db_url,
     store,
 )
 

@@ -51,13 +51,6 @@ def config_of(db_url: str, hook: str = "json://127.0.0.1:9", **notify: Any) -> C
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/history.db"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(NINE)

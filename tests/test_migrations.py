@@ -1,5 +1,4 @@
 # Fixtures imported from store_support are taken again as test parameters by name:
-# ruff: noqa: F811
 """Migrations on both backends: empty to head, down and up again, no drift from monitor.schema,
 concurrent upgrades, and a runtime that needs no alembic.ini."""
 
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
-from store_support import db_url  # noqa: F401 -- a fixture used by name
 
 from monitor import migrate
 from monitor.errors import SchemaOutOfDate

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest_asyncio
 from sqlalchemy import event, func, select
-from store_support import FakeClock, db_url  # noqa: F401 - the backend-parametrised fixture
+from store_support import FakeClock
 
 from monitor import migrate
 from monitor.config import Config, parse_config
@@ -37,7 +37,7 @@ def _config(count: int, db: str) -> Config:
 
 
 @pytest_asyncio.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:  # noqa: F811 - uses the imported fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
     await migrate.upgrade(db_url)
     async with Store.open(db_url, clock=FakeClock(T0)) as opened:
         yield opened
@@ -74,7 +74,7 @@ async def _counts(store: Store) -> tuple[int, int, int]:
     return int(active or 0), int(total or 0), int(slots or 0)
 
 
-async def test_statements_do_not_grow_with_creators(store: Store, db_url: str) -> None:  # noqa: F811
+async def test_statements_do_not_grow_with_creators(store: Store, db_url: str) -> None:
     small, large = _config(10, db_url), _config(1_200, db_url)
     first_small = await _start(store, small)
     # the large list: 10 known creators plus 1,190 new ones
@@ -89,7 +89,7 @@ async def test_statements_do_not_grow_with_creators(store: Store, db_url: str) -
 
 async def test_restart_keeps_due_times_and_leavers_keep_their_ids(
     store: Store,
-    db_url: str,  # noqa: F811
+    db_url: str,
 ) -> None:
     config = _config(1_200, db_url)
     first = await load_slots(config, store, T0)

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from store_support import (  # noqa: F401 -- clock, db_url and store are fixtures used by name
+from store_support import (  # noqa: F401 -- clock and store are fixtures used by name
     CREATORS,
     T0,
     FakeClock,
     clock,
-    db_url,
     load_sample,
     make_series,
     revise,

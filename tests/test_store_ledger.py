@@ -12,12 +12,11 @@ from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
-from store_support import (  # noqa: F401 -- clock, db_url and store are fixtures used by name
+from store_support import (  # noqa: F401 -- clock and store are fixtures used by name
     CREATORS,
     T0,
     FakeClock,
     clock,
-    db_url,
     make_series,
     store,
 )
