@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 from monitor.redaction import SecretFilter
 
@@ -29,12 +30,25 @@ class JournalFormatter(logging.Formatter):
         return f"<{prefix}>{super().format(record)}"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests and embedders swap it;
+    a handler bound to a closed stream would fail in other threads' late log lines)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilter:
     """Install one stderr handler on the root logger; returns the filter so secrets can be added."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
