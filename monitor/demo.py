@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -198,7 +196,6 @@ try:
 """,
         flush=True,
     )
-    json.dumps(receiver.messages)  # the messages are plain JSON: the receiver got what apprise sent
 
 
 def run_demo(db: Path | None, *, seconds: float = 40.0) -> int:
@@ -207,6 +204,3 @@ def run_demo(db: Path | None, *, seconds: float = 40.0) -> int:
         return asyncio.run(_demo(db.resolve(), seconds))
     folder = Path(tempfile.mkdtemp(prefix="creator-monitor-demo-"))
     return asyncio.run(_demo(folder / "history.db", seconds))
-
-
-_ = sys
