@@ -28,7 +28,6 @@ from monitor.errors import (
 )
 from monitor.meter import Meter
 from monitor.model import Creator, FetchResult, Variant
-from monitor.rules import AccountSubject
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
@@ -265,15 +264,7 @@ class Fetcher:
     async def _evaluate(self, slot: Slot) -> None:
         if self._alerting is None:
             return
-        state = self.meter.state
-        gauge = await self.meter.gauge()
-        account = AccountSubject(
-            now=self._clock(),
-            used_today=gauge.calls_today,
-            daily_calls=gauge.daily_calls,
-            pause_code=state.pause_code if gauge.paused else None,
-            pause_reason=state.pause_reason,
-        )
+        account = await self.meter.account()
         siblings: Sequence[Slot] = slot.siblings or [slot]
         await self._alerting.evaluate_creator(
             slot.creator_id, slot.creator, [s.facts() for s in siblings], account

@@ -30,7 +30,6 @@ from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.gate import delivery_gate
 from monitor.meter import Meter
 from monitor.notify import Notifier
-from monitor.rules import AccountSubject
 from monitor.scheduler import Dispatcher, load_slots
 from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
@@ -239,14 +238,7 @@ class Daemon:
 
     async def _evaluate_account(self) -> None:
         self._sd.status(self.summary())
-        gauge = await self.meter.gauge()
-        account = AccountSubject(
-            now=self.options.clock(),
-            used_today=gauge.calls_today,
-            daily_calls=gauge.daily_calls,
-            pause_code=gauge.pause_code if gauge.paused else None,
-            pause_reason=gauge.pause_reason,
-        )
+        account = await self.meter.account()
         try:
             await self.alerting.evaluate_account(account)
         except MonitorError as exc:

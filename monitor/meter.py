@@ -26,6 +26,7 @@ from monitor.budget import (
     outcome_code,
 )
 from monitor.errors import BudgetError
+from monitor.rules import AccountSubject
 from monitor.store import Store
 from monitor.store.ledger import BudgetStateRow
 
@@ -246,6 +247,17 @@ class Meter:
             pause_code=state.pause_code,
             pause_reason=state.pause_reason,
             rate_factor=self.budget.factor_at(state, now),
+        )
+
+    async def account(self) -> AccountSubject:
+        """What account-scope rules (and per-creator inhibition) see of the budget now."""
+        gauge = await self.gauge()
+        return AccountSubject(
+            now=self._clock(),
+            used_today=gauge.calls_today,
+            daily_calls=gauge.daily_calls,
+            pause_code=gauge.pause_code if gauge.paused else None,
+            pause_reason=gauge.pause_reason,
         )
 
     async def _save(self) -> None:
