@@ -128,6 +128,11 @@ class Dispatcher:
         """The running cycles (a virtual-time test waits until each is parked in a sleep)."""
         return list(self._inflight.values())
 
+    @property
+    def woken(self) -> bool:
+        """A cycle ended (or a reload or stop came) and the next ``tick`` has not run yet."""
+        return self._wake.is_set()
+
     def effective_due(self, slot: Slot) -> datetime:
         return cadence.apply_window(
             slot.due_at, self.config.schedule.fetch_after, self.config.budget.zone

@@ -171,12 +171,15 @@ class InProcess:
 
 
 def _busy(daemon: Daemon, vt: VirtualTime) -> bool:
-    """Time may not move while a call is on the wire or a cycle is working (not sleeping)."""
+    """Time may not move while a call is on the wire, a cycle is working (not sleeping), or
+    the dispatcher has yet to react to a cycle that ended (its wake is pending, or the ended
+    cycle's callback has not run): jumping then would skip the calls it is about to start."""
     if not hasattr(daemon, "dispatcher"):
         return False
-    if daemon.meter.on_the_wire > 0:
+    dispatcher = daemon.dispatcher
+    if daemon.meter.on_the_wire > 0 or dispatcher.woken:
         return True
-    return any(not t.done() and t not in vt.sleeping for t in daemon.dispatcher.tasks)
+    return any(t.done() or t not in vt.sleeping for t in dispatcher.tasks)
 
 
 @asynccontextmanager
