@@ -71,7 +71,7 @@ async def run_all(kills: int, quick: bool) -> list[Tally]:
             print(f"  {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         tallies.append(await _chaos(fresh("chaos"), quick))
         tallies.append(await _daemon_storage(fresh("daemon-storage"), quick))
-    tallies.append(clock_drill(minutes=10 if quick else 90)[0])
+        tallies.append((await clock_drill(fresh("clock"), minutes=10 if quick else 90))[0])
     tallies.append(fuzz_drill(examples=200 if quick else 3000))
     return tallies
 

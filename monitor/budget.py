@@ -225,6 +225,26 @@ class Budget:
         """The state for a database that has never held one: a full bucket, no pause."""
         return BudgetState(tokens=float(self.burst), refilled_at=now)
 
+    def shifted(self, state: BudgetState, step: timedelta) -> BudgetState:
+        """The state after the wall clock was stepped by ``step`` (see ``monitor.wallclock``):
+        the bucket, the 60 s window, a 302 slow-down and the next probe keep their elapsed
+        time; a 303 pause keeps its midnight, since the quota day is the wall clock's."""
+        paused_until = state.paused_until
+        if paused_until is not None and state.pause_code != QUOTA_EXCEEDED:
+            paused_until += step
+        recent = None if state.recent is None else tuple(t + step for t in state.recent)
+        return replace(
+            state, refilled_at=state.refilled_at + step, recent=recent, paused_until=paused_until
+        )
+
+    def rebased(self, state: BudgetState, now: datetime) -> BudgetState:
+        """A stored state stamped after ``now`` (the clock was stepped back while the daemon
+        was down): moved back so its last refill is ``now``, or the bucket would stay frozen
+        until the wall clock caught up. A state from the past is left alone."""
+        if state.refilled_at <= now:
+            return state
+        return self.shifted(state, now - state.refilled_at)
+
     def factor_at(self, state: BudgetState, now: datetime) -> float:
         """The rate factor in force at ``now``: it grows by ``recover_step`` per quiet interval
         after a 302 or 303 pause ends, back to 1.0; an account pause freezes it."""

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
 from monitor.systemd import watchdog_interval, watchdog_loop
 from monitor.telemetry import HttpEndpoint, Telemetry, serve
+from monitor.wallclock import Monotonic, WallJumps, describe
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class Options:
     clock: Clock = system_clock
     #: how the dispatcher, the meter and retries wait; tests pass one that moves ``clock``
     sleep: Sleep = asyncio.sleep
+    #: tells steps of ``clock`` from elapsed time (None: ``clock`` is never stepped)
+    monotonic: Monotonic | None = time.monotonic
     tick: float = 5.0  # longest dispatcher nap, seconds (it wakes early for due work)
     drain_every: float = 5.0
     evaluate_every: float = 60.0
@@ -71,6 +75,7 @@ class Daemon:
         self.identity = cluster.Identity.new(self.options.clock())
         self.instance = self.identity.id
         self._heartbeat: asyncio.Task[None] | None = None
+        self._scheduler: AsyncIOScheduler
         self._stop = asyncio.Event()
         self.store: Store
         self.meter: Meter
@@ -90,7 +95,7 @@ class Daemon:
         async with AsyncExitStack() as stack:
             stack.callback(sd.close)
             await self._build(stack)
-            scheduler = self._schedule_jobs()
+            scheduler = self._scheduler = self._schedule_jobs()
             scheduler.start()
             stack.callback(lambda: scheduler.shutdown(wait=False))
             self._install_signals(stack)
@@ -133,7 +138,11 @@ class Daemon:
         stack.push_async_callback(client.aclose)
         sleep = self.options.sleep
         self.meter = await Meter.open(
-            Budget.from_config(config), self.store, clock=clock, sleep=sleep
+            Budget.from_config(config),
+            self.store,
+            clock=clock,
+            sleep=sleep,
+            monotonic=self.options.monotonic,
         )
         self.alerting = Alerting(config, self.store, clock=clock)
         fetcher = Fetcher(
@@ -218,7 +227,12 @@ class Daemon:
         the whole schedule runs on an injected clock in tests, and it wakes as soon as a slot
         in the pool frees up instead of on the next interval.
         """
+        # APScheduler times its jobs by the system's wall clock, whatever ``options.clock`` is
+        jumps = WallJumps(system_clock, time.monotonic)
         while not self._stop.is_set():
+            step = jumps.check()
+            if step:
+                shift_jobs(self._scheduler, step)
             try:
                 await self.dispatcher.step()
             except MonitorError as exc:  # the database refused a claim: try again next round
@@ -354,6 +368,19 @@ class Daemon:
             f"{len(self.dispatcher.slots)} series, {self.meter.on_the_wire} calls in flight, "
             f"{self.dispatcher.completed} fetches done" + (f"; {pause}" if pause else "")
         )
+
+
+def shift_jobs(scheduler: AsyncIOScheduler, step: timedelta) -> None:
+    """Keep the interval jobs on elapsed time after the wall clock was stepped by ``step``.
+
+    APScheduler 3 plans each run by the wall clock: after a step back of an hour the outbox
+    drain, the account rules and the digest would all wait an hour; after a step forward every
+    job would run at once. Moving each next run by the step keeps the pace they had.
+    """
+    for job in scheduler.get_jobs():
+        if job.next_run_time is not None:
+            job.modify(next_run_time=job.next_run_time + step)
+    log.info("the wall clock was stepped %s; timers keep their pace", describe(step))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -29,6 +29,7 @@ from monitor.errors import BudgetError
 from monitor.rules import AccountSubject
 from monitor.store import Store
 from monitor.store.ledger import BudgetStateRow
+from monitor.wallclock import Monotonic, WallJumps, describe
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Meter:
         *,
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
+        monotonic: Monotonic | None = None,
     ) -> None:
         self.budget = budget
         self._store = store
@@ -76,15 +78,28 @@ class Meter:
         self._exhausted: tuple[str, int] | None = None
         #: several instances share the database: the stored row is the state, not ours
         self.shared = store.shared
+        #: steps of the wall clock move the bucket, the window and the pauses (own state only:
+        #: a shared row is stamped by every host's clock, which must agree, NTP-synced)
+        self._jumps = None if monotonic is None or self.shared else WallJumps(clock, monotonic)
 
     @classmethod
     async def open(
-        cls, budget: Budget, store: Store, *, clock: Clock, sleep: Sleep = asyncio.sleep
+        cls,
+        budget: Budget,
+        store: Store,
+        *,
+        clock: Clock,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Monotonic | None = None,
     ) -> Meter:
-        """Load the persisted state (a restart neither refills nor forgets a pause)."""
+        """Load the persisted state (a restart neither refills nor forgets a pause; a state
+        stamped in the future, after the clock was stepped back, is moved back to now)."""
         row = await store.load_budget_state()
-        state = budget.initial(clock()) if row is None else BudgetState.from_row(row)
-        return cls(budget, store, state, clock=clock, sleep=sleep)
+        now = clock()
+        state = budget.initial(now) if row is None else BudgetState.from_row(row)
+        if not store.shared:
+            state = budget.rebased(state, now)
+        return cls(budget, store, state, clock=clock, sleep=sleep, monotonic=monotonic)
 
     def with_budget(self, budget: Budget) -> None:
         """A reloaded config's limits take effect for the next call; the state carries over."""
@@ -96,6 +111,7 @@ class Meter:
 
     def hard_pause(self, now: datetime) -> str | None:
         """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
+        self._follow_wall_clock()
         state = self.budget.settle(self._state, now)
         if state.pause_code in ACCOUNT_CODES or (
             state.pause_code == QUOTA_EXCEEDED and state.is_paused(now)
@@ -104,7 +120,21 @@ class Meter:
         return None
 
     def probe_due(self, now: datetime) -> bool:
+        self._follow_wall_clock()
         return self._state.is_probe_due(now)
+
+    def _follow_wall_clock(self) -> None:
+        """Move the state's stamps by a step of the wall clock since the last look, if any."""
+        if self._jumps is None:
+            return
+        step = self._jumps.check()
+        if step:
+            self._state = self.budget.shifted(self._state, step)
+            log.warning(
+                "the wall clock was stepped %s; the budget keeps real time (bucket, 60 s "
+                "window, pauses), the ledger day follows the wall clock",
+                describe(step),
+            )
 
     @property
     def on_the_wire(self) -> int:
@@ -138,6 +168,7 @@ class Meter:
         """Count one call now and return 0.0, or return how long to wait first."""
         if self.shared:
             return await self._take_shared(probe)
+        self._follow_wall_clock()
         now = self._clock()
         reason = self.hard_pause(now)
         if reason is not None and not (probe and self._state.is_probe_due(now)):
@@ -225,6 +256,8 @@ class Meter:
         if billed:
             await self._store.record_billed(day_of(now, self.budget.zone))
         async with self._lock:
+            self._follow_wall_clock()
+            now = self._clock()
             before = self._state
             self._state = self.budget.on_result(before, outcome, now)
             self._log_transition(before, self._state)
@@ -233,6 +266,7 @@ class Meter:
                 await self._save()
 
     async def gauge(self) -> Gauge:
+        self._follow_wall_clock()
         now = self._clock()
         day = day_of(now, self.budget.zone)
         calls, billed = await self._store.ledger_day(day)

@@ -141,6 +141,8 @@ class InProcess:
         opts = Options(
             clock=self.clock,
             sleep=self.vt.sleep,
+            # virtual time is elapsed time: the fake wall clock is never stepped behind its back
+            monotonic=lambda: self.clock.now.timestamp(),  # noqa: PLW0108 - now is rebound
             tick=60.0,
             drain_every=3600.0,
             evaluate_every=3600.0,

@@ -1,26 +1,36 @@
-"""Clock faults on the pure budget and cadence: the wall clock jumps forward a day or back an
-hour while a dispatcher-like loop spends the budget on a grid of due slots.
+"""Clock faults on the real Meter over a real SQLite ledger, and the cadence: the wall clock
+jumps forward a day or back an hour while a dispatcher-like loop spends the budget on a grid of
+due slots.
 
-True (elapsed) time is kept apart from the wall clock the code is given, so a burst is measured
-as the upstream would see it: calls in any 60 s of real time.
+True (elapsed) time is kept apart from the wall clock the code is given: the Meter gets the wall
+clock and a monotonic clock that reads true time, and its sleeps move true time on. A burst is
+measured as the upstream would see it: calls in any 60 s of true time.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
+from itertools import count, pairwise
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from drills.tally import Tally
-from monitor import cadence
-from monitor.budget import Budget, day_of
+from monitor import cadence, migrate
+from monitor.budget import Budget
+from monitor.meter import Meter
 from monitor.model import Variant
+from monitor.store import Store
 
 ZONE = ZoneInfo("Asia/Shanghai")
-#: 23:50 in Shanghai: a jump of an hour back or a day forward crosses a quota day
-START = datetime(2025, 12, 11, 15, 50, tzinfo=UTC)
-STEP = 0.25  # seconds of true time per loop turn
+#: 23:45 in Shanghai: a jump of an hour back or a day forward crosses a quota day, and ten
+#: minutes after it is still the same day (a day forward ends at 23:55 the next day)
+START = datetime(2025, 12, 11, 15, 45, tzinfo=UTC)
+#: true seconds into a run when the wall clock is stepped: mid-minute, with the window full
+JUMP_AT = 330.0
+STEP = 0.25  # seconds of true time the loop waits when nothing is due
+_RUNS = count()
 
 
 @dataclass
@@ -48,7 +58,27 @@ class Run:
         return max(b - a for a, b in pairwise(times))
 
 
-def run(
+class Clocks:
+    """True time, and a wall clock that is stepped by ``jump`` once true time passes ``at``."""
+
+    def __init__(self, jump: timedelta, at: float) -> None:
+        self.true = 0.0
+        self.jump = jump
+        self.at = at
+
+    def wall(self) -> datetime:
+        stepped = self.jump if self.true >= self.at else timedelta(0)
+        return START + timedelta(seconds=self.true) + stepped
+
+    def monotonic(self) -> float:
+        return self.true
+
+    async def sleep(self, seconds: float) -> None:
+        self.true += max(seconds, 1e-6)
+
+
+async def run(
+    folder: Path,
     budget: Budget,
     *,
     jump: timedelta,
@@ -63,29 +93,34 @@ def run(
     over the last 2 h), so there is a backlog older than an hour all along: a stall is the
     budget's doing, not the cadence's.
     """
-    state = budget.initial(START)
+    url = f"sqlite+aiosqlite:///{folder}/clock-{next(_RUNS)}.db"
+    await migrate.upgrade(url)
+    clocks = Clocks(jump, jump_at)
+    store = Store.open(url, clock=clocks.wall)
+    meter = await Meter.open(
+        budget, store, clock=clocks.wall, sleep=clocks.sleep, monotonic=clocks.monotonic
+    )
     keys = [cadence.slot_key(f"5c3bf7f7{n:016x}", Variant()) for n in range(slots)]
     due = {key: cadence.first_due(key, every, START) for key in keys}
     result = Run(duration=duration)
-    true = 0.0
-    while true < duration:
-        wall = START + timedelta(seconds=true) + (jump if true >= jump_at else timedelta(0))
-        day = day_of(wall, ZONE)
-        calls = result.ledger.get(day, 0)
-        delay = budget.acquire_delay(state, wall, calls)
-        entries = [cadence.DueEntry(key, at) for key, at in due.items()] if delay <= 0 else []
-        for entry in cadence.pick_due(entries, wall, 1):
-            state = budget.spend(state, wall, calls)
-            result.sends.append(true)
-            result.ledger[day] = calls + 1
+    try:
+        while clocks.true < duration:
+            entries = [cadence.DueEntry(key, at) for key, at in due.items()]
+            picked = cadence.pick_due(entries, clocks.wall(), 1)
+            if not picked:
+                await clocks.sleep(STEP)
+                continue
+            await meter.acquire()
+            meter.answered()
+            entry = picked[0]
+            result.sends.append(clocks.true)
             result.served.append((entry.key, entry.due_at))
-            due[entry.key] = cadence.next_due(entry.due_at, every, wall)
-        # skip the turns the budget would sleep through anyway (never across the jump)
-        turns = max(1, int(delay / STEP))
-        if true < jump_at:
-            turns = min(turns, max(1, int((jump_at - true) / STEP)))
-        true += turns * STEP
-    wall = START + timedelta(seconds=duration) + jump
+            due[entry.key] = cadence.next_due(entry.due_at, every, clocks.wall())
+    finally:
+        await store.close()
+    with sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///")) as db:
+        result.ledger = dict(db.execute("SELECT day, calls FROM budget_days ORDER BY day"))
+    wall = clocks.wall()
     result.backlog_at_end = sum(1 for at in due.values() if at <= wall)
     return result
 
@@ -111,14 +146,19 @@ def budget(calls_per_minute: int = 30, burst: int = 5) -> Budget:
     return Budget(calls_per_minute=calls_per_minute, burst=burst, daily_calls=1_000_000, zone=ZONE)
 
 
-def clock_drill(minutes: float = 10.0) -> tuple[Tally, dict[str, Run]]:
+async def clock_drill(folder: Path, minutes: float = 10.0) -> tuple[Tally, dict[str, Run]]:
     """Three runs: a steady clock, a jump forward by a day, a jump back by an hour."""
     tally = Tally("clock faults")
     b = budget()
+    seconds = minutes * 60
     runs = {
-        "steady": run(b, jump=timedelta(0), jump_at=1e12, duration=minutes * 60),
-        "forward 1 day": run(b, jump=timedelta(days=1), jump_at=300, duration=minutes * 60),
-        "back 1 hour": run(b, jump=-timedelta(hours=1), jump_at=300, duration=minutes * 60),
+        "steady": await run(folder, b, jump=timedelta(0), jump_at=1e12, duration=seconds),
+        "forward 1 day": await run(
+            folder, b, jump=timedelta(days=1), jump_at=JUMP_AT, duration=seconds
+        ),
+        "back 1 hour": await run(
+            folder, b, jump=-timedelta(hours=1), jump_at=JUMP_AT, duration=seconds
+        ),
     }
     for name, outcome in runs.items():
         score(name, b, outcome, tally)
