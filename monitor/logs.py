@@ -69,4 +69,7 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilt
         "alembic.runtime.migration",
     ):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # a job still running at its next interval (a drain waiting on a slow channel) is skipped
+    # by design (max_instances=1, coalesce); APScheduler says so at WARNING on every interval
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.DEBUG if debug else logging.ERROR)
     return secret_filter
