@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from monitor import cadence, migrate, output
+from monitor import cadence, output
 from monitor.budget import Budget
 from monitor.client import JustOneClient
 from monitor.config import Config, channel_url, parse_duration, resolve_token
@@ -211,12 +211,16 @@ def simulate(args: argparse.Namespace, config: Config) -> int:
 
 
 def db_upgrade(args: argparse.Namespace, config: Config) -> int:
+    from monitor import migrate  # alembic: only the db commands need it, not ``run``
+
     revision = asyncio.run(migrate.upgrade(config.storage.url))
     print(f"database at revision {revision}")
     return 0
 
 
 def db_current(args: argparse.Namespace, config: Config) -> int:
+    from monitor import migrate
+
     revision = asyncio.run(migrate.current(config.storage.url))
     head = migrate.head()
     state = (

@@ -1,7 +1,10 @@
 """Prometheus metrics on a private registry, and the optional ``/healthz`` + ``/metrics`` endpoint.
 
-Owns the metric objects and the aiohttp server. Must not decide health or compute gauges itself:
+Owns the metric values and the aiohttp server. Must not decide health or compute gauges itself:
 the daemon pushes values in (or refreshes them through a callback) and passes the health check.
+The values are plain attributes: prometheus_client and aiohttp (10 MB and 0.1 s of start-up
+between them) are imported only when something reads the registry or ``[http] listen`` starts
+the endpoint.
 """
 
 from __future__ import annotations
@@ -9,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
+from functools import cached_property
 from types import TracebackType
-
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import choose_encoder
+from typing import TYPE_CHECKING, Any
 
 from monitor.errors import ConfigError, MonitorError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,38 @@ HealthCheck = Callable[[], Awaitable[bool]]
 Refresh = Callable[[], Awaitable[None]]
 
 PREFIX = "creator_monitor"
+
+#: (name without prefix, help) of the gauges without labels, in exposition order (``paused``,
+#: which has a label, comes after the first three)
+_GAUGES = (
+    ("budget_tokens_left", "Calls the token bucket allows right now."),
+    ("budget_daily_calls_left", "Calls left in today's daily_calls."),
+    (
+        "upstream_quota_left",
+        "Calls left on the upstream account, as last reported (NaN when unknown).",
+    ),
+    ("inflight_calls", "Upstream calls in flight."),
+    (
+        "oldest_overdue_seconds",
+        "How long the most overdue creator has been waiting past its due time.",
+    ),
+    ("outbox_depth", "Notifications waiting to be sent."),
+    ("outbox_dead_letters", "Notifications that gave up."),
+    (
+        "last_success_timestamp_seconds",
+        "Unix time of the last successful upstream fetch (0 before the first).",
+    ),
+)
+
+
+class _Count:
+    """One counter series: its value and when it was created (Prometheus' ``_created``)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
 
 
 class Telemetry:
@@ -38,104 +76,68 @@ class Telemetry:
     """
 
     def __init__(self, *, refresh: Refresh | None = None, refresh_timeout: float = 5.0) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
         self._refresh = refresh
         self._refresh_timeout = refresh_timeout
         self._refresh_lock = asyncio.Lock()
         self._refresh_failing = False
-        r = self.registry
-        self.calls = Counter(
-            f"{PREFIX}_upstream_calls", "Upstream calls by result code.", ["code"], registry=r
-        )
-        self.billed_calls = Counter(
-            f"{PREFIX}_upstream_billed_calls", "Upstream calls the vendor charges for.", registry=r
-        )
-        self.budget_tokens = Gauge(
-            f"{PREFIX}_budget_tokens_left", "Calls the token bucket allows right now.", registry=r
-        )
-        self.daily_calls_left = Gauge(
-            f"{PREFIX}_budget_daily_calls_left", "Calls left in today's daily_calls.", registry=r
-        )
-        self.quota_left = Gauge(
-            f"{PREFIX}_upstream_quota_left",
-            "Calls left on the upstream account, as last reported (NaN when unknown).",
-            registry=r,
-        )
-        self.paused = Gauge(
-            f"{PREFIX}_paused",
-            "1 while every call is paused; the reason label is the upstream code.",
-            ["reason"],
-            registry=r,
-        )
-        self.inflight = Gauge(f"{PREFIX}_inflight_calls", "Upstream calls in flight.", registry=r)
-        self.oldest_overdue = Gauge(
-            f"{PREFIX}_oldest_overdue_seconds",
-            "How long the most overdue creator has been waiting past its due time.",
-            registry=r,
-        )
-        self.outbox_depth = Gauge(
-            f"{PREFIX}_outbox_depth", "Notifications waiting to be sent.", registry=r
-        )
-        self.dead_letters = Gauge(
-            f"{PREFIX}_outbox_dead_letters", "Notifications that gave up.", registry=r
-        )
-        self.last_success = Gauge(
-            f"{PREFIX}_last_success_timestamp_seconds",
-            "Unix time of the last successful upstream fetch (0 before the first).",
-            registry=r,
-        )
-        self.refresh_errors = Counter(
-            f"{PREFIX}_telemetry_refresh_errors",
-            "Scrapes that served stale gauges because the refresh failed.",
-            registry=r,
-        )
-        self.quota_left.set(float("nan"))
-        self.set_paused(None)
+        #: upstream calls by result code
+        self.calls: dict[str, _Count] = {}
+        self.billed_calls = _Count()
+        self.refresh_errors = _Count()
+        self.gauges: dict[str, float] = dict.fromkeys((name for name, _ in _GAUGES), 0.0)
+        self.gauges["upstream_quota_left"] = float("nan")
+        #: why every call is paused (the upstream code), None while running
+        self.paused_reason: str | None = None
+
+    @cached_property
+    def registry(self) -> CollectorRegistry:
+        """A private registry that reads this object's values at each collection."""
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(_Collector(self))
+        return registry
 
     def record_call(self, code: int | str, billed: bool) -> None:
         """One upstream call ended with ``code`` (an API code, or e.g. ``"transport"``)."""
-        self.calls.labels(code=str(code)).inc()
+        self.calls.setdefault(str(code), _Count()).value += 1
         if billed:
-            self.billed_calls.inc()
+            self.billed_calls.value += 1
 
     def set_budget(self, *, tokens_left: float, daily_calls_left: int) -> None:
         """The budget as it stands: bucket tokens now, and calls left today."""
-        self.budget_tokens.set(tokens_left)
-        self.daily_calls_left.set(daily_calls_left)
+        self.gauges["budget_tokens_left"] = float(tokens_left)
+        self.gauges["budget_daily_calls_left"] = float(daily_calls_left)
 
     def set_quota_left(self, calls: float | None) -> None:
         """Calls left on the upstream account when known; None when it is not."""
-        self.quota_left.set(float("nan") if calls is None else calls)
+        self.gauges["upstream_quota_left"] = float("nan") if calls is None else float(calls)
 
     def set_paused(self, reason: int | str | None) -> None:
         """Paused for ``reason`` (e.g. 303, 601), or running again with None.
 
         Exactly one series exists at a time, so ``creator_monitor_paused == 1`` names the reason.
         """
-        self.paused.clear()
-        if reason is None:
-            self.paused.labels(reason="").set(0)
-        else:
-            self.paused.labels(reason=str(reason)).set(1)
+        self.paused_reason = None if reason is None else str(reason)
 
     def set_inflight(self, calls: int) -> None:
         """How many upstream calls are in flight right now."""
-        self.inflight.set(calls)
+        self.gauges["inflight_calls"] = float(calls)
 
     def set_oldest_overdue(self, seconds: float) -> None:
         """Seconds the most overdue creator is past its due time (0 when nobody is late)."""
-        self.oldest_overdue.set(max(0.0, seconds))
+        self.gauges["oldest_overdue_seconds"] = max(0.0, float(seconds))
 
     def set_outbox(self, *, depth: int, dead_letters: int) -> None:
         """Notifications waiting to be sent, and those dead-lettered."""
-        self.outbox_depth.set(depth)
-        self.dead_letters.set(dead_letters)
+        self.gauges["outbox_depth"] = float(depth)
+        self.gauges["outbox_dead_letters"] = float(dead_letters)
 
     def set_last_success(self, at: datetime) -> None:
         """When the last successful fetch finished; ``at`` must be timezone-aware."""
         if at.tzinfo is None:
             raise ValueError("set_last_success needs an aware datetime")
-        self.last_success.set(at.timestamp())
+        self.gauges["last_success_timestamp_seconds"] = at.timestamp()
 
     async def refresh(self) -> None:
         """Run the refresh callback once (serialized); a failure keeps the previous values."""
@@ -146,7 +148,7 @@ class Telemetry:
                 async with asyncio.timeout(self._refresh_timeout):
                     await self._refresh()
             except (MonitorError, TimeoutError) as exc:
-                self.refresh_errors.inc()
+                self.refresh_errors.value += 1
                 if not self._refresh_failing:
                     self._refresh_failing = True
                     log.warning("metrics refresh failing, serving stale gauges: %s", _reason(exc))
@@ -158,8 +160,59 @@ class Telemetry:
     async def scrape(self, accept: str = "") -> tuple[bytes, str]:
         """Refresh, then render in the format ``accept`` asks for: (body, content type)."""
         await self.refresh()
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+
+class _Collector:
+    """Turns a Telemetry's values into metric families, as Counter and Gauge objects would."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        t = self._t
+        calls = CounterMetricFamily(
+            f"{PREFIX}_upstream_calls", "Upstream calls by result code.", labels=["code"]
+        )
+        for code, count in t.calls.items():
+            calls.add_metric([code], count.value, created=count.created)
+        yield calls
+        yield _counter(
+            "upstream_billed_calls", "Upstream calls the vendor charges for.", t.billed_calls
+        )
+        for name, help_ in _GAUGES[:3]:
+            yield GaugeMetricFamily(f"{PREFIX}_{name}", help_, value=t.gauges[name])
+        paused = GaugeMetricFamily(
+            f"{PREFIX}_paused",
+            "1 while every call is paused; the reason label is the upstream code.",
+            labels=["reason"],
+        )
+        # exactly one series at a time, so ``creator_monitor_paused == 1`` names the reason
+        if t.paused_reason is None:
+            paused.add_metric([""], 0.0)
+        else:
+            paused.add_metric([t.paused_reason], 1.0)
+        yield paused
+        for name, help_ in _GAUGES[3:]:
+            yield GaugeMetricFamily(f"{PREFIX}_{name}", help_, value=t.gauges[name])
+        yield _counter(
+            "telemetry_refresh_errors",
+            "Scrapes that served stale gauges because the refresh failed.",
+            t.refresh_errors,
+        )
+
+
+def _counter(name: str, help_: str, count: _Count) -> Any:
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(f"{PREFIX}_{name}", help_, labels=[])
+    family.add_metric([], count.value, created=count.created)
+    return family
 
 
 def _reason(exc: BaseException) -> str:
@@ -261,6 +314,8 @@ class _Health:
 
 
 def _app(telemetry: Telemetry, health: _Health) -> web.Application:
+    from aiohttp import web
+
     async def healthz(request: web.Request) -> web.Response:
         reason = await health.failure()
         if reason is None:
@@ -290,6 +345,8 @@ async def serve(
     Raises ConfigError for a listen value without a host; a non-loopback host is bound as asked,
     with a warning, since neither path has authentication.
     """
+    from aiohttp import web
+
     host, port = parse_listen(listen)
     if not _is_loopback(host):
         log.warning(

@@ -10,13 +10,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from monitor import migrate
 from monitor.errors import SchemaOutOfDate
 from monitor.schema import metadata
 from monitor.store.engine import make_engine
-from monitor.store.revision import migrations_dir
+from monitor.store.revision import HEAD_REVISION, migrations_dir
 
 CONTRACT = {  # SPEC §4: tables and columns people query
     "creators": {"id", "user_id", "name", "tags"},
@@ -100,6 +101,11 @@ async def test_upgrade_creates_the_sqlite_directory_and_uses_wal(tmp_path: Path)
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (
             migrate.head(),
         )
+
+
+def test_shipped_head_revision_is_alembics_head() -> None:
+    """The daemon checks the schema against a constant, not alembic: it must name the head."""
+    assert ScriptDirectory(str(migrations_dir())).get_current_head() == HEAD_REVISION
 
 
 def test_migrations_ship_beside_the_code_without_alembic_ini() -> None:
