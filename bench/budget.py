@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import os
 import socket
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 
+import monitor
 from monitor import migrate
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
@@ -94,6 +96,9 @@ async def sequential_rate(window: float, creators: int) -> None:
 
 async def startup(folder: Path, count: int) -> None:
     """Time to READY=1 and RSS of ``creator-monitor run`` with ``count`` tracked creators."""
+    # as installed (pip compiles at install): a source tree run under PYTHONDONTWRITEBYTECODE
+    # would otherwise compile every module of the package again on each start
+    compileall.compile_dir(str(Path(monitor.__file__).parent), quiet=1)
     db_url = f"sqlite+aiosqlite:///{folder}/big.db"
     await migrate.upgrade(db_url)
     # a slow upstream: start-up is measured, not fetching

@@ -63,7 +63,9 @@ class Slot:
     broken: bool = False
     tracked_since: datetime | None = None
     failure_logged: bool = False  # "failing" was logged; "recovered" is owed
-    siblings: list[Slot] = field(default_factory=list, repr=False)
+    #: every slot of this creator when it has several variants; empty for a lone slot (a
+    #: shared empty tuple, not a list per slot: 100,000 slots)
+    siblings: Sequence[Slot] = field(default=(), repr=False)
 
     def facts(self) -> SeriesFacts:
         return SeriesFacts(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from monitor import cluster
 from monitor.alerting import Alerting
 from monitor.budget import Budget
 from monitor.client import JustOneClient
-from monitor.config import Config, load_config, resolve_token
+from monitor.config import Config, collector_paused, load_config, resolve_token
 from monitor.cycle import Fetcher
 from monitor.digest import queue_due_digest
 from monitor.errors import ConfigError, MonitorError, NotifyError
@@ -116,61 +117,70 @@ class Daemon:
         return 0
 
     async def _build(self, stack: AsyncExitStack) -> None:
-        clock = self.options.clock
-        config = self.config
-        self.store = Store.open(config.storage.url, clock=clock)
-        stack.push_async_callback(self.store.close)
-        # SQLite serves one daemon: a second one stops here, before it spends or fetches
-        stack.enter_context(cluster.sole_instance(self.store.sqlite_path))
-        await self.store.check_schema()
-        token = resolve_token(config, self.options.environ)
-        # one connection per possible cycle: a call the meter let go must not then queue in the
-        # HTTP pool, or it reaches the upstream later than the budget stamped it (bunching)
-        api = config.api
-        client = JustOneClient(
-            base_url=api.base_url,
-            token=token,
-            timeout=api.timeout,
-            max_response_bytes=api.max_response_bytes,
-            connect_retries=api.connect_retries,
-            max_connections=config.schedule.max_in_flight,
-        )
-        stack.push_async_callback(client.aclose)
-        sleep = self.options.sleep
-        self.meter = await Meter.open(
-            Budget.from_config(config),
-            self.store,
-            clock=clock,
-            sleep=sleep,
-            monotonic=self.options.monotonic,
-        )
-        self.alerting = Alerting(config, self.store, clock=clock)
-        fetcher = Fetcher(
-            config,
-            client,
-            self.store,
-            self.meter,
-            self.alerting,
-            clock=clock,
-            sleep=sleep,
-            observe=self.telemetry.record_call,
-        )
-        slots = await load_slots(config, self.store, clock())
-        claims = None
-        if self.store.shared:
-            claims = cluster.Claims(self.store, self.instance, config.schedule.lease)
-        self.dispatcher = Dispatcher(config, fetcher, self.store, slots, clock=clock, claims=claims)
-        self._start_heartbeat(stack)
-        self.notifier = self._make_notifier(config)
-        stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
-        if config.http.listen:
-            self.endpoint = await serve(
-                config.http.listen,
-                self.telemetry,
-                self._healthy,
-                health_timeout=self.options.health_timeout,
+        # 100,000 creators make a million objects that live as long as the process: the
+        # collector would walk them again and again while they are built (half a second)
+        with collector_paused():
+            clock = self.options.clock
+            config = self.config
+            self.store = Store.open(config.storage.url, clock=clock)
+            stack.push_async_callback(self.store.close)
+            # SQLite serves one daemon: a second one stops here, before it spends or fetches
+            stack.enter_context(cluster.sole_instance(self.store.sqlite_path))
+            await self.store.check_schema()
+            token = resolve_token(config, self.options.environ)
+            # one connection per possible cycle: a call the meter let go must not then queue in the
+            # HTTP pool, or it reaches the upstream later than the budget stamped it (bunching)
+            api = config.api
+            client = JustOneClient(
+                base_url=api.base_url,
+                token=token,
+                timeout=api.timeout,
+                max_response_bytes=api.max_response_bytes,
+                connect_retries=api.connect_retries,
+                max_connections=config.schedule.max_in_flight,
             )
-            stack.push_async_callback(self.endpoint.close)
+            stack.push_async_callback(client.aclose)
+            sleep = self.options.sleep
+            self.meter = await Meter.open(
+                Budget.from_config(config),
+                self.store,
+                clock=clock,
+                sleep=sleep,
+                monotonic=self.options.monotonic,
+            )
+            self.alerting = Alerting(config, self.store, clock=clock)
+            fetcher = Fetcher(
+                config,
+                client,
+                self.store,
+                self.meter,
+                self.alerting,
+                clock=clock,
+                sleep=sleep,
+                observe=self.telemetry.record_call,
+            )
+            slots = await load_slots(config, self.store, clock())
+            claims = None
+            if self.store.shared:
+                claims = cluster.Claims(self.store, self.instance, config.schedule.lease)
+            self.dispatcher = Dispatcher(
+                config, fetcher, self.store, slots, clock=clock, claims=claims
+            )
+            self._start_heartbeat(stack)
+            self.notifier = self._make_notifier(config)
+            stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
+            if config.http.listen:
+                self.endpoint = await serve(
+                    config.http.listen,
+                    self.telemetry,
+                    self._healthy,
+                    health_timeout=self.options.health_timeout,
+                )
+                stack.push_async_callback(self.endpoint.close)
+        # what start-up read and dropped (rows, dicts of 100,000 entries) is free, but glibc
+        # keeps the pages: hand them back to the system (a C library without the call: no-op)
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            ctypes.CDLL(None).malloc_trim(0)
 
     def _start_heartbeat(self, stack: AsyncExitStack) -> None:
         """The ``instances`` row and, on a shared database, the renewal of this instance's

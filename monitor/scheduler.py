@@ -15,12 +15,12 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from monitor import cadence
 from monitor.budget import ACCOUNT_CODES, next_midnight
 from monitor.cluster import Claims, ready_bound
-from monitor.config import Config
+from monitor.config import Config, collector_paused
 from monitor.cycle import Fetcher, Slot, Verdict
 from monitor.errors import BudgetError, MonitorError
 from monitor.model import Variant
@@ -44,42 +44,56 @@ async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, S
 
     A new slot is first due at its stable offset inside its cadence (spread, no herd at start);
     a known slot keeps its persisted due time, so a restart re-fetches nothing already served.
+    Runs for every creator at start-up and on reload (100,000 of them): per creator it only
+    looks up and builds, what depends on settings alone is done once per setting, and the
+    stored schedule is read a page at a time into the slots already built.
     """
-    ids = await store.sync_creators([c.creator() for c in config.creators])
-    persisted = {(r.creator_id, r.variant): r for r in await store.load_schedule()}
-    slots: dict[str, Slot] = {}
-    fresh: list[tuple[int, Variant, datetime]] = []
-    for entry in config.creators:
-        creator = entry.creator()
-        every = config.every_of(entry)
-        siblings: list[Slot] = []
-        for variant in config.variants_of(entry):
-            key = cadence.slot_key(creator.user_id, variant)
-            creator_id = ids[creator.user_id]
-            row = persisted.get((creator_id, variant))
-            due = row.next_due_at if row is not None else cadence.first_due(key, every, now)
-            if row is None:
-                fresh.append((creator_id, variant, due))
-            slot = Slot(
-                key=key,
-                creator_id=creator_id,
-                creator=creator,
-                variant=variant,
-                every=every,
-                due_at=due,
-                tracked_since=now,
-                siblings=siblings,
-            )
-            if row is not None:
-                slot.last_success_at = row.last_success_at
-                slot.consecutive_failures = row.consecutive_failures
-                slot.last_code = row.last_code
-                slot.broken = row.broken_at is not None
-            siblings.append(slot)
-            slots[key] = slot
-    if fresh:
-        await store.schedule_new(fresh)  # one transaction, however many new creators
+    with collector_paused():  # 100,000 slots: no collector walks while they are built
+        ids = await store.sync_creators([c.creator() for c in config.creators])
+        slots: dict[str, Slot] = {}
+        # variants tuple (shared by every creator without overrides) -> (variant, "/label") pairs;
+        # keyed by identity, the tuple itself kept in the value so its id cannot be reused
+        suffixes: dict[int, tuple[tuple[Variant, ...], list[tuple[Variant, str]]]] = {}
+        for entry in config.creators:
+            creator = entry.creator()
+            user_id = creator.user_id
+            creator_id = ids[user_id]
+            every = config.every_of(entry)
+            variants = config.variants_of(entry)
+            plan = suffixes.get(id(variants))
+            if plan is None:
+                plan = suffixes[id(variants)] = (variants, [(v, "/" + v.label) for v in variants])
+            group: list[Slot] = []
+            for variant, suffix in plan[1]:
+                key = user_id + suffix  # cadence.slot_key(user_id, variant)
+                slot = Slot(
+                    key, creator_id, creator, variant, every, _UNSCHEDULED, tracked_since=now
+                )
+                group.append(slot)
+                slots[key] = slot
+            if len(group) > 1:  # a lone slot is its own sibling (``Slot.siblings`` stays empty)
+                for slot in group:
+                    slot.siblings = group
+        del ids
+        async for page in store.slot_states():
+            for key, _creator_id, due, success, failures, code, broken in page:
+                found = slots.get(key)
+                if found is not None:
+                    found.due_at = due
+                    found.last_success_at = success
+                    found.consecutive_failures = failures
+                    found.last_code = code
+                    found.broken = broken
+        fresh = [slot for slot in slots.values() if slot.due_at is _UNSCHEDULED]
+        for slot in fresh:
+            slot.due_at = cadence.first_due(slot.key, slot.every, now)
+        if fresh:  # one transaction, however many new creators
+            await store.schedule_new((s.creator_id, s.variant, s.due_at) for s in fresh)
     return slots
+
+
+#: a slot's due time until the stored schedule or its first slot in the cadence sets it
+_UNSCHEDULED = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

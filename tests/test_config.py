@@ -23,7 +23,7 @@ from monitor.config import (
     parse_duration,
     resolve_token,
 )
-from monitor.model import Business, DateType, Variant
+from monitor.model import Business, Creator, DateType, Variant
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -50,14 +50,14 @@ def test_example_config_loads_with_expected_values() -> None:
     assert config.rule_channels(config.rules[1]) == ("team-slack", "wecom")
 
 
-def _fields(model: type[BaseModel]) -> set[str]:
-    return {(f.alias or name) for name, f in model.model_fields.items()}
+def _fields(model: type[BaseModel] | type[cfg.CreatorConfig]) -> set[str]:
+    return set(cfg.config_keys(model))
 
 
 def test_example_config_mentions_every_key() -> None:
     """The example is the reference: a key added to the models must be documented there."""
     text = EXAMPLE.read_text()
-    sections: dict[str, type[BaseModel]] = {
+    sections: dict[str, type[BaseModel] | type[cfg.CreatorConfig]] = {
         "api": cfg.ApiConfig,
         "budget": cfg.BudgetConfig,
         "storage": cfg.StorageConfig,
@@ -117,6 +117,8 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
         "PHOTO_TEXT",
     ),
     ({"creators": [_creator(name="a", nick="b")]}, "creators[0].nick", "unknown key"),
+    ({"creators": [{"name": "a"}]}, "creators[0].user_id", "required key is missing"),
+    ({"creators": [_creator(tags="a")]}, "creators[0].tags", "valid tuple"),
     ({"channels": [{"name": "a"}]}, "channels[0]", "exactly one of 'url' or 'url_env'"),
     (
         {"channels": [{"name": "a", "url": "json://x"}, {"name": "a", "url": "json://y"}]},
@@ -293,3 +295,19 @@ def test_channel_url_from_environment() -> None:
 def test_example_is_valid_toml_for_the_documented_sections() -> None:
     data = tomllib.loads(EXAMPLE.read_text())
     assert set(data) == set(Config.model_fields)
+
+
+def test_a_creator_entry_is_the_creator_it_names() -> None:
+    """100,000 entries: each is the ``Creator`` itself, and entries without variant overrides
+    share one tuple of variants."""
+    entries = [_creator(name="Lilyy", tags=["a"]), {"user_id": UID2, "every": "12h"}]
+    config = parse_config({"creators": entries})
+    first, second = config.creators
+    assert first.creator() is first
+    assert isinstance(first, Creator)
+    assert (first.user_id, first.name, first.tags) == (UID, "Lilyy", ("a",))
+    assert config.every_of(second) == timedelta(hours=12)
+    assert config.variants_of(first) is config.variants_of(second)
+    assert config.variants_of(first) == (Variant(),)
+    other = config.model_copy(update={"defaults": cfg.DefaultsConfig(date_type=DateType.DAY_90)})
+    assert other.variants_of(first) == (Variant(date_type=DateType.DAY_90),)

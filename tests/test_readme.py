@@ -50,11 +50,8 @@ def test_every_example_line_parses() -> None:
             parser.parse_args(argv)  # exits (fails the test) on a wrong option
 
 
-def _keys(model: type[BaseModel], prefix: str) -> set[str]:
-    found = set()
-    for name, field in model.model_fields.items():
-        found.add(f"{prefix}{field.alias or name}")
-    return found
+def _keys(model: type[BaseModel] | type[config_module.CreatorConfig], prefix: str) -> set[str]:
+    return {f"{prefix}{key}" for key in config_module.config_keys(model)}
 
 
 def test_every_config_key_is_in_the_reference() -> None:

@@ -4,21 +4,25 @@ nothing."""
 
 from __future__ import annotations
 
+import gc
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from sqlalchemy import event, func, select
 from store_support import FakeClock
 
-from monitor import migrate
-from monitor.config import Config, parse_config
+from monitor import cadence, migrate
+from monitor.config import Config, collector_paused, parse_config
 from monitor.model import Creator
 from monitor.scheduler import load_slots
 from monitor.schema import creators, schedule
-from monitor.store import Store
+from monitor.store import Store, engine
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 
@@ -123,3 +127,117 @@ async def test_restart_keeps_due_times_and_leavers_keep_their_ids(
 
 def _variant_label(config: Config) -> str:
     return config.variants_of(config.creators[0])[0].label
+
+
+def _multi(count: int, db: str) -> Config:
+    """Creators with two variants each, every third with its own cadence and a tag."""
+    return parse_config(
+        {
+            "storage": {"url": db},
+            "creators": [
+                {
+                    "user_id": _user(n),
+                    "name": f"c{n}",
+                    **({"every": "12h", "tags": ["tier-a"]} if n % 3 == 0 else {}),
+                    "variants": [{}, {"date_type": "DAY_90"}],
+                }
+                for n in range(count)
+            ],
+        }
+    )
+
+
+async def test_restart_reads_every_page_of_the_schedule_back(
+    store: Store, db_url: str, monkeypatch: Any
+) -> None:
+    """Pages hold whole creators and rows go out in several executemany chunks: a restart
+    still gets each slot's own stored state, under ``cadence.slot_key``'s name."""
+    monkeypatch.setattr(engine, "MANY_ROWS", 7)
+    config = _multi(25, db_url)
+    first = await load_slots(config, store, T0)
+    assert len(first) == 50
+    assert await _counts(store) == (25, 25, 50)
+    for slot in first.values():
+        assert slot.key == cadence.slot_key(slot.creator.user_id, slot.variant)
+        assert slot.due_at == cadence.first_due(slot.key, slot.every, T0)
+        assert slot in slot.siblings
+        assert len(slot.siblings) == 2
+    # what fetches would leave behind, on a few slots
+    moved = sorted(first)[::6]
+    for n, key in enumerate(moved):
+        slot = first[key]
+        await store.set_next_due(slot.creator_id, slot.variant, T0 + timedelta(hours=n + 1))
+    broken = first[moved[-1]]
+    await store.mark_broken(broken.creator_id, broken.variant, at=T0, reason="400")
+
+    pages: list[int] = []
+
+    async def states(*, page: int = 10_000) -> Any:
+        # 25 rows would end between a creator's two variants: that creator goes to the next page
+        async for got in Store.slot_states(store, page=25):
+            pages.append(len(got))
+            yield got
+
+    monkeypatch.setattr(store, "slot_states", states)
+    later = await load_slots(config, store, T0 + timedelta(days=3))
+    assert pages == [24, 24, 2]
+    assert set(later) == set(first)
+    for n, key in enumerate(moved):
+        assert later[key].due_at == T0 + timedelta(hours=n + 1), key
+    untouched = set(first) - set(moved)
+    assert all(later[k].due_at == first[k].due_at for k in untouched)
+    assert [k for k, s in later.items() if s.broken] == [broken.key]
+    assert later[moved[0]].creator is config.creators[0]  # the config entry is the Creator
+
+
+async def test_a_tag_or_name_change_is_written_and_duplicates_count_once(store: Store) -> None:
+    ids = await store.sync_creators([Creator(_user(0), "a"), Creator(_user(1), "b")])
+    again = await store.sync_creators(
+        [Creator(_user(0), "a", ("x", "y")), Creator(_user(1), "b"), Creator(_user(1), "b2")]
+    )
+    assert again == ids
+    async with store._read() as conn:
+        rows = (await conn.execute(select(creators.c.name, creators.c.tags))).all()
+    assert sorted(tuple(r) for r in rows) == [("a", ["x", "y"]), ("b2", [])]
+
+
+async def test_fast_time_paths_match_the_column_type(store: Store) -> None:
+    """``utc_to_db``/``utc_from_db`` give what ``UTCDateTime`` gives, on both backends."""
+    column = schedule.c.next_due_at
+    values = [T0, T0.replace(microsecond=123456), datetime(1999, 1, 1, tzinfo=UTC)]
+    async with store._read() as conn:
+        to_fast, to_slow = engine.utc_to_db(conn, column), engine.to_db(conn, column)
+        from_fast, from_slow = engine.utc_from_db(conn, column), engine.from_db(conn, column)
+        for value in values:
+            assert to_fast(value) == to_slow(value)
+            assert from_fast(to_slow(value)) == from_slow(to_slow(value)) == value
+            assert from_fast(to_slow(value)).tzinfo is UTC
+        other_zone = T0.astimezone(timezone(timedelta(hours=8)))
+        assert to_fast(other_zone) == to_slow(other_zone)  # not UTC: through the type
+        if conn.dialect.name == "sqlite":  # text written by hand, with an offset
+            assert from_fast("2025-12-11T10:00:00+08:00") == T0
+
+
+def test_the_collector_is_paused_and_given_back() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        raise ValueError
+    assert gc.isenabled()
+
+
+def test_run_does_not_import_what_only_other_commands_need() -> None:
+    """alembic (db commands), aiohttp and prometheus_client ([http] listen), plotly (report):
+    ~20 MB and a quarter second that ``run`` without them does not pay."""
+    heavy = {"alembic", "aiohttp", "prometheus_client", "plotly", "mako"}
+    code = (
+        "import sys, monitor.cli, monitor.daemon\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

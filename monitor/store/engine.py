@@ -6,19 +6,21 @@ into one-line ``StoreError``s that never carry a password. Knows no table.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Table, event
+from sqlalchemy import ClauseElement, Column, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.store.revision import current_revision, head_revision
@@ -127,6 +129,103 @@ def translated(url: URL) -> Iterator[None]:
         if type(exc).__module__.startswith("asyncpg"):
             raise StoreError(describe(exc, url)) from exc
         raise
+
+
+def plain_rows(result: CursorResult[Any]) -> list[Sequence[Any]]:
+    """The rows of a SELECT as the driver returned them (tuples, or asyncpg Records).
+
+    For reads of 100,000 rows at start-up: building a ``Row`` and running each column's result
+    processor costs twice what the query does. The values are the driver's own (SQLite gives
+    times as ISO text and booleans as 0/1): convert with ``from_db``.
+    """
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
+def to_db(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """How ``column``'s type binds a value on this connection (for ``execute_many``)."""
+    process = column.type.bind_processor(conn.dialect)
+    return _same if process is None else process
+
+
+def from_db(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """What ``column``'s type makes of a driver value on this connection (for ``plain_rows``)."""
+    process = column.type.result_processor(conn.dialect, None)
+    return _same if process is None else process
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def utc_to_db(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """``to_db`` for a ``UTCDateTime`` column, with a fast path for aware UTC datetimes: on
+    SQLite ``isoformat`` spells the type's ``%Y-%m-%dT%H:%M:%S.%fZ`` in a third of the time,
+    on PostgreSQL the value goes as it is. Anything else goes through the type (which refuses
+    naive datetimes)."""
+    slow = to_db(conn, column)
+    sqlite_text = conn.dialect.name == "sqlite"
+
+    def bind(value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is UTC and value.year >= 1000:
+            if not sqlite_text:
+                return value
+            # "…+00:00", with ".ffffff" before it only when there are microseconds
+            return value.isoformat()[:-6] + ("Z" if value.microsecond else ".000000Z")
+        return slow(value)
+
+    return bind
+
+
+def utc_from_db(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """``from_db`` for a ``UTCDateTime`` column, with a fast path for what the drivers give:
+    the type's own ISO text ending in ``Z`` (SQLite) and aware UTC datetimes (asyncpg). Anything
+    else (NULL, text written by hand) goes through the type. A tenth of the time per value."""
+    slow = from_db(conn, column)
+
+    def read(value: Any) -> Any:
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is UTC:
+                return parsed
+        elif isinstance(value, datetime) and value.tzinfo is UTC:
+            return value
+        return slow(value)
+
+    return read
+
+
+#: rows per driver ``executemany`` in ``execute_many``: big enough that 100,000 rows are a
+#: handful of round trips, small enough that their parameters never all sit in memory at once
+MANY_ROWS = 10_000
+
+
+async def execute_many(
+    conn: AsyncConnection,
+    statement: ClauseElement,
+    names: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """Run ``statement`` once per row, ``MANY_ROWS`` rows per driver ``executemany``, without
+    SQLAlchemy's per-row parameter processing (1.2 s instead of 0.3 s for 100,000 creators).
+
+    ``statement`` takes its values from ``bindparam``s named in ``names``; each row holds them
+    in that order, already as ``to_db`` gives them. ``rows`` may be a generator: it is read a
+    chunk at a time.
+    """
+    compiled = statement.compile(dialect=conn.dialect, for_executemany=True)
+    assert isinstance(compiled, SQLCompiler)
+    assert compiled.positiontup is not None, "both drivers take positional parameters"
+    sql = str(compiled)
+    order = [names.index(name) for name in compiled.positiontup]
+    reorder = order != list(range(len(names)))
+    source = iter(rows)
+    while chunk := list(itertools.islice(source, MANY_ROWS)):
+        if reorder:
+            chunk = [tuple(row[i] for i in order) for row in chunk]
+        await conn.exec_driver_sql(sql, chunk)
 
 
 class StoreBase:

@@ -5,17 +5,18 @@ Stores decisions the scheduler made; it decides nothing (no cadence arithmetic h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, literal_column, or_, select, update
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.schema import creators, daily_metrics, schedule
-from monitor.store.engine import StoreBase
+from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
 
 _PK = ("creator_id", *VARIANT_COLUMNS)
@@ -57,6 +58,44 @@ class StatusRow:
     broken_at: datetime | None
     rows_stored: int
     latest_date_key: str | None
+
+
+#: what the live schedule takes over from a stored slot when the daemon starts: (series name,
+#: creator_id, next_due_at, last_success_at, consecutive_failures, last_code, broken). A plain
+#: tuple: a named one costs a microsecond more to build, 100,000 times
+SlotState = tuple[str, int, datetime, datetime | None, int, int | None, bool]
+
+
+def _series_name() -> ColumnElement[str]:
+    """``user_id/business/note_type/date_type/advertise`` in SQL: ``cadence.slot_key``'s name
+    of a series (``Variant.label`` joins the four values with ``/``)."""
+    slash: ColumnElement[str] = literal_column("'/'")
+    name: ColumnElement[str] = creators.c.user_id
+    for column in VARIANT_COLUMNS:
+        name = name + slash + schedule.c[column]
+    return name
+
+
+_PK_COLUMNS = [schedule.c[name] for name in _PK]
+#: the most slots a creator can have: one per combination of the four variant values
+_MOST_VARIANTS = len(Business) * len(NoteType) * len(DateType) * len(Advertise)
+
+#: ``slot_states``'s query: the active creators' slots, with what the scheduler keeps of them,
+#: in primary-key order (a page starts after the last creator its predecessor read whole)
+_STATES = (
+    select(
+        _series_name(),
+        schedule.c.creator_id,
+        schedule.c.next_due_at,
+        schedule.c.last_success_at,
+        schedule.c.consecutive_failures,
+        schedule.c.last_code,
+        schedule.c.broken_at.is_not(None),
+    )
+    .join(creators, creators.c.id == schedule.c.creator_id)
+    .where(creators.c.active.is_(True))
+    .order_by(*_PK_COLUMNS)
+)
 
 
 @lru_cache(maxsize=256)
@@ -120,6 +159,40 @@ class ScheduleStore(StoreBase):
         async with self._read() as conn:
             return [_schedule_row(row) for row in await conn.execute(query)]
 
+    async def slot_states(self, *, page: int = 10_000) -> AsyncIterator[list[SlotState]]:
+        """Every slot of every active creator by its series name, ``user_id/`` followed by
+        the variant's label (what ``cadence.slot_key`` names it), about ``page`` slots at a
+        time: 100,000 stored slots never sit in memory at once beside the schedule built from
+        them. Each page is its own read, of whole creators in creators.id order."""
+        assert page > _MOST_VARIANTS, "a page must hold every slot of a creator"
+        after: int | None = None
+        while True:
+            query = _STATES.limit(page)
+            if after is not None:
+                query = query.where(schedule.c.creator_id > after)
+            async with self._read() as conn:
+                rows = plain_rows(await conn.execute(query))
+                utc = utc_from_db(conn, schedule.c.next_due_at)
+            last = len(rows)
+            if last == page:  # the last creator's slots may go on: read them whole next time
+                while rows[last - 1][1] == rows[-1][1]:
+                    last -= 1
+            yield [
+                (
+                    name,
+                    creator_id,
+                    utc(due),
+                    None if success is None else utc(success),
+                    failures,
+                    code,
+                    bool(broken),
+                )
+                for name, creator_id, due, success, failures, code, broken in rows[:last]
+            ]
+            if len(rows) < page:
+                return
+            after = rows[last - 1][1]
+
     async def ensure_scheduled(self, slots: Sequence[tuple[int, Variant]], due_at: datetime) -> int:
         """Add missing slots, first due at ``due_at``; existing slots keep their times.
 
@@ -136,17 +209,34 @@ class ScheduleStore(StoreBase):
                 added += int(result.rowcount)
         return added
 
-    async def schedule_new(self, entries: Sequence[tuple[int, Variant, datetime]]) -> None:
+    async def schedule_new(self, entries: Iterable[tuple[int, Variant, datetime]]) -> None:
         """Add missing slots, each first due at its own time, in one transaction; existing
-        slots keep their times. One prepared statement for every row (100,000 creators)."""
-        if not entries:
+        slots keep their times. One prepared statement for every row (100,000 creators),
+        sent ``MANY_ROWS`` at a time: ``entries`` may be a generator."""
+        pending = iter(entries)
+        first = next(pending, None)
+        if first is None:
             return
-        rows = [
-            {"creator_id": cid, **variant_values(v), "next_due_at": due} for cid, v, due in entries
-        ]
-        stmt = self._upsert(schedule).on_conflict_do_nothing(index_elements=list(_PK))
+        names = (*_PK, "next_due_at")
+        stmt = self._upsert(schedule).values({name: bindparam(name) for name in names})
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(_PK))
+        # a handful of Variant objects serve every row: their column values are found by
+        # identity (each kept alive here, so no id is reused), not by hashing four enums a row
+        columns: dict[int, tuple[Variant, tuple[str, ...]]] = {}
+
+        def values(variant: Variant) -> tuple[str, ...]:
+            known = columns.get(id(variant))
+            if known is None:
+                known = columns[id(variant)] = (variant, tuple(variant_values(variant).values()))
+            return known[1]
+
         async with self._write() as conn:
-            await conn.execute(stmt, rows)
+            when = utc_to_db(conn, schedule.c.next_due_at)
+            rows = (
+                (cid, *values(variant), when(due))
+                for cid, variant, due in itertools.chain([first], pending)
+            )
+            await execute_many(conn, stmt, names, rows)
 
     async def set_next_due(self, creator_id: int, variant: Variant, at: datetime) -> None:
         """Set when this slot is next due (creating the slot if needed)."""
