@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -152,12 +152,12 @@ class Dispatcher:
             slot.due_at, self.config.schedule.fetch_after, self.config.budget.zone
         )
 
-    def due(self, now: datetime) -> list[Slot]:
-        return [
+    def due(self, now: datetime) -> Iterator[Slot]:
+        return (
             s
             for s in self.slots.values()
             if not s.broken and s.key not in self._inflight and self.effective_due(s) <= now
-        ]
+        )
 
     def oldest_overdue(self, now: datetime) -> float:
         due = self.due(now)
@@ -174,7 +174,7 @@ class Dispatcher:
             return 0
         # only as many as the bucket can take soon: the rest stay due and get more overdue
         ordered = cadence.pick_due(
-            [cadence.DueEntry(s.key, self.effective_due(s)) for s in self.due(now)], now, free
+            (cadence.DueEntry(s.key, self.effective_due(s)) for s in self.due(now)), now, free
         )
         for entry in ordered:
             self._start(self.slots[entry.key], probe=probe)
