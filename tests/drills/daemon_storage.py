@@ -148,13 +148,16 @@ async def daemon_storage_drill(
                 fetches_before = len(before["fetches"])
                 async with _fault(kind, daemon, path):
                     started = len(sim.counters().log)
-                    await asyncio.sleep(HOLD[kind] if hold is None else hold)
+                    held = HOLD[kind] if hold is None else hold
+                    await asyncio.sleep(held)
                     outcome.calls_during = list(sim.counters().log[started:])
                 outcome.errors = list(logs.lines)
                 recovered = sim.counters().calls
+                # the store backoff doubles while the fault lasts, so its last pause (and the
+                # wait before the first write goes through) grows with the hold
                 await _until(
                     lambda: sim.counters().calls >= recovered + len(CREATORS) and _settled(path),
-                    20,
+                    20 + held,
                     "fetches after the fault cleared",
                 )
             finally:
