@@ -106,7 +106,7 @@ def _variant(business: str, note_type: str, date_type: str, advertise: str) -> V
     )
 
 
-#: the columns ``load_schedule`` reads, in ScheduleRow's order (positional: 100,000 rows)
+#: the columns ``load_schedule`` reads, in ScheduleRow's order
 _ROW_COLUMNS = (
     schedule.c.creator_id,
     creators.c.user_id,
@@ -125,7 +125,6 @@ _ROW_COLUMNS = (
 
 
 def _schedule_row(row: Any) -> ScheduleRow:
-    # tuple unpacking, not Row attribute lookups: a third of the cost of a restart
     creator_id, user_id, business, note_type, date_type, advertise, *rest = row
     (due, attempt, success, code, error, failures, broken_at, reason, owner, until) = rest
     return ScheduleRow(
@@ -149,7 +148,10 @@ class ScheduleStore(StoreBase):
     """Reads and writes the schedule; atomic leases for several instances on one database."""
 
     async def load_schedule(self) -> list[ScheduleRow]:
-        """Every slot of every active creator, soonest due first."""
+        """Every slot of every active creator, soonest due first, with all its columns.
+
+        The whole schedule as one list, for inspection; the daemon starts from the leaner,
+        paged ``slot_states`` instead."""
         query = (
             select(*_ROW_COLUMNS)
             .join(creators, creators.c.id == schedule.c.creator_id)
