@@ -67,6 +67,20 @@ def next_midnight(now: datetime, zone: ZoneInfo) -> datetime:
     return datetime.combine(local_day, time(0), tzinfo=zone).astimezone(UTC)
 
 
+def day_edges(now: datetime, zone: ZoneInfo) -> tuple[str, datetime, datetime]:
+    """The ledger day of ``now`` in ``zone``: its label and its start and end as UTC instants."""
+    local_day = now.astimezone(zone).date()
+    start = datetime.combine(local_day, time(0), tzinfo=zone).astimezone(UTC)
+    return local_day.isoformat(), start, next_midnight(now, zone)
+
+
+def quarter_of(now: datetime) -> datetime:
+    """The quarter hour (UTC) ``now`` falls in: the ledger's unit, since every time zone's
+    midnight falls on a quarter hour of UTC."""
+    utc = now.astimezone(UTC)
+    return utc.replace(minute=utc.minute - utc.minute % 15, second=0, microsecond=0)
+
+
 def daily_left(calls_today: int, daily_calls: int) -> int:
     """Calls still allowed today by the ledger (never negative)."""
     return max(0, daily_calls - calls_today)

@@ -1,5 +1,5 @@
-"""Several instances as one monitor: who this instance is, its heartbeat, the shared budget spent
-in one locked transaction, the due-time bound for claims, and the one-instance lock on SQLite.
+"""Several instances as one monitor: who this instance is, its heartbeat, the due-time bound for
+claims, and the one-instance lock on SQLite. The shared budget is the meter's.
 
 Decides nothing about what a budget allows (``budget`` does) or what to fetch (``scheduler``).
 """
@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from monitor import __version__
-from monitor.budget import ACCOUNT_CODES, QUOTA_EXCEEDED, Budget, BudgetState, Outcome, day_of
 from monitor.errors import MonitorError, StoreError
 from monitor.model import Variant
-from monitor.store import BudgetStateRow, Store
+from monitor.store import Store
 
 if TYPE_CHECKING:  # cycle imports the meter, which imports this module
     from monitor.cycle import Slot
@@ -118,91 +117,6 @@ class Claims:
             broken_at=broken_at,
             broken_reason=reason,
         )
-
-
-def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
-    """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
-    settled = budget.settle(state, now)
-    if settled.pause_code in ACCOUNT_CODES or (
-        settled.pause_code == QUOTA_EXCEEDED and settled.is_paused(now)
-    ):
-        return settled.pause_reason or f"paused (code {settled.pause_code})"
-    return None
-
-
-def _row(state: BudgetState) -> BudgetStateRow:
-    return BudgetStateRow(**state.to_row())  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True, slots=True)
-class Spend:
-    """The answer of one ``try_spend``: the call was counted, must wait, or may not go."""
-
-    before: BudgetState
-    after: BudgetState
-    delay: float = 0.0  # > 0: nothing counted, ask again after this many seconds
-    refused: str | None = None  # why it may not go now: a hard pause or the daily cap
-    day_full: bool = False
-
-    @property
-    def granted(self) -> bool:
-        return self.delay <= 0 and self.refused is None
-
-
-async def try_spend(store: Store, budget: Budget, now: datetime, *, probe: bool = False) -> Spend:
-    """One attempt to count a call against the shared budget, in one locked transaction:
-    granted (ledger reserved, bucket spent and saved), a delay (the bucket or the 60 s cap
-    holds it back), or refused (the daily cap, or a hard pause this call is not the probe for).
-    """
-    day = day_of(now, budget.zone)
-    full = f"daily_calls ({budget.daily_calls}) used up for {day}"
-    async with store.budget_txn(day, _row(budget.initial(now)), now=now) as txn:
-        state = BudgetState.from_row(txn.row)
-        waits = budget.waits(state, now, txn.calls)
-        if waits["daily"] > timedelta(0):
-            return Spend(state, state, refused=full, day_full=True)
-        reason = hard_pause(budget, state, now)
-        if reason is not None and not (probe and state.is_probe_due(now)):
-            return Spend(state, state, refused=f"calls paused: {reason}")
-        delay = max(waits.values()).total_seconds()
-        if delay > 0:
-            return Spend(state, state, delay=delay)
-        calls_before = txn.calls
-        if not await txn.reserve(budget.daily_calls):
-            return Spend(state, state, refused=full, day_full=True)
-        spent = budget.spend(state, now, calls_before)
-        await txn.save(_row(spent), now=now)
-        return Spend(state, spent)
-
-
-async def apply_feedback(
-    store: Store, budget: Budget, outcome: Outcome, now: datetime, *, billed: bool
-) -> tuple[BudgetState, BudgetState]:
-    """The upstream's answer applied to the shared state in one locked transaction; returns
-    (before, after) so the caller can log a pause or a resume once."""
-    day = day_of(now, budget.zone)
-    async with store.budget_txn(day, _row(budget.initial(now)), now=now) as txn:
-        if billed:
-            await txn.record_billed()
-        before = BudgetState.from_row(txn.row)
-        after = budget.on_result(before, outcome, now)
-        if after != before:
-            await txn.save(_row(after), now=now)
-        return before, after
-
-
-async def touch(store: Store, budget: Budget, now: datetime) -> None:
-    """Rewrite the stored budget row unchanged: proves the database takes writes."""
-    async with store.budget_txn(
-        day_of(now, budget.zone), _row(budget.initial(now)), now=now
-    ) as txn:
-        await txn.save(txn.row, now=now)
-
-
-async def load_state(store: Store, budget: Budget, now: datetime) -> BudgetState:
-    """The shared state as stored now (a fresh bucket before the first save)."""
-    row = await store.load_budget_state()
-    return budget.initial(now) if row is None else BudgetState.from_row(row)
 
 
 async def keep_alive(

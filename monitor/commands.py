@@ -20,10 +20,10 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from monitor import cadence, output
+from monitor.app import fetch_parts
 from monitor.budget import Budget
-from monitor.client import JustOneClient
-from monitor.config import Config, channel_url, parse_duration, resolve_token
-from monitor.cycle import Fetcher, Slot
+from monitor.config import Config, channel_url, parse_duration
+from monitor.cycle import Slot
 from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.meter import Meter
 from monitor.model import Advertise, Business, Creator, DateType, NoteType, Variant
@@ -119,27 +119,35 @@ def _default_variant(config: Config) -> Variant:
 
 
 async def _fetch(args: argparse.Namespace, config: Config) -> int:
-    token = resolve_token(config)
+    """One call now, through the same gate as the daemon; ``--dry-run`` spends inside the caps
+    like any call but stores nothing."""
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
     variant = config.variants_of(entry)[0] if entry else _default_variant(config)
-    async with JustOneClient.from_config(config.api, token) as client:
+    creator = entry.creator() if entry else Creator(user_id=args.user_id)
+    async with fetch_parts(config, clock=_now) as parts:
+        store, fetcher = parts.store, parts.fetcher
         if args.dry_run:
-            result = await client.core_data(args.user_id, variant)
-            output.print_points(result.data.daily, sys.stdout)
-            return 0
-        async with _store(config) as store:
-            meter = await Meter.open(Budget.from_config(config), store, clock=_now)
-            creator = entry.creator() if entry else Creator(user_id=args.user_id)
-            # sync every configured creator: syncing only this one would mark the rest inactive
-            extra = [] if entry else [creator]
-            ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
-            slot = _slot(config, creator, ids[args.user_id], variant)
-            fetcher = Fetcher(config, client, store, meter, None, clock=_now)
-            await fetcher.run(slot)
-            if slot.consecutive_failures:
+            slot = _slot(config, creator, 0, variant)
+            await fetcher.run(slot, dry_run=True)
+            gauge = await parts.meter.gauge()
+            if slot.consecutive_failures or fetcher.last_result is None:
                 raise MonitorError(f"fetch of {args.user_id} failed: {slot.last_error}")
-            rows = await store.history_rows(args.user_id, variant=variant)
-            output.print_history(rows, None, "table", sys.stdout)
+            output.print_points(fetcher.last_result.data.daily, sys.stdout)
+            print(
+                f"dry run: {fetcher.calls} call(s) spent inside the budget "
+                f"({gauge.calls_today} of {gauge.daily_calls} used today); nothing stored",
+                file=sys.stderr,
+            )
+            return 0
+        # sync every configured creator: syncing only this one would mark the rest inactive
+        extra = [] if entry else [creator]
+        ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
+        slot = _slot(config, creator, ids[args.user_id], variant)
+        await fetcher.run(slot)
+        if slot.consecutive_failures:
+            raise MonitorError(f"fetch of {args.user_id} failed: {slot.last_error}")
+        rows = await store.history_rows(args.user_id, variant=variant)
+        output.print_history(rows, None, "table", sys.stdout)
     return 0
 
 
@@ -156,21 +164,19 @@ def _slot(config: Config, creator: Creator, creator_id: int, variant: Variant) -
 
 async def _fetch_all(config: Config) -> int:
     """Every configured creator and variant once, paced by the budget; stops when it is spent."""
-    token = resolve_token(config)
     creators = [entry.creator() for entry in config.creators]
     slots = [(e.creator(), v) for e in config.creators for v in config.variants_of(e)]
     if not slots:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
     stopped: str | None = None
-    async with JustOneClient.from_config(config.api, token) as client, _store(config) as store:
-        meter = await Meter.open(Budget.from_config(config), store, clock=_now)
-        gauge = await meter.gauge()
+    async with fetch_parts(config, clock=_now) as parts:
+        store, fetcher = parts.store, parts.fetcher
+        gauge = await parts.meter.gauge()
         left = gauge.daily_calls - gauge.calls_today
         if left < len(slots):
             print(f"note: {left} calls left today for {len(slots)} series", file=sys.stderr)
         ids = await store.sync_creators(creators)
-        fetcher = Fetcher(config, client, store, meter, None, clock=_now)
         with output.progress(len(slots), "fetch") as bar:
             for creator, variant in slots:
                 slot = _slot(config, creator, ids[creator.user_id], variant)

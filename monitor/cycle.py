@@ -127,6 +127,8 @@ class Fetcher:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._observe = observe
         self.calls = 0
+        #: the last answer of a ``dry_run`` (not stored)
+        self.last_result: FetchResult | None = None
         #: slot keys whose call is on the wire or being recorded: a stop lets these finish
         self.sending: set[str] = set()
 
@@ -137,17 +139,24 @@ class Fetcher:
         probe: bool = False,
         keep_raw: bool = True,
         reschedule: bool = False,
+        dry_run: bool = False,
     ) -> Verdict:
         """Fetch until this due time is served or must wait; raises BudgetError when the
         budget will not allow the first call (the slot stays due).
 
         With ``reschedule`` (the daemon), the attempt that serves the due time also moves the
-        slot to its next due time, in the same transaction as its fetch record.
+        slot to its next due time, in the same transaction as its fetch record. A ``dry_run``
+        spends and calls like any other run but stores nothing (``last_result`` has the answer).
         """
         attempt = 0
         while True:
             error = await self._call_once(
-                slot, attempt=attempt, probe=probe, keep_raw=keep_raw, reschedule=reschedule
+                slot,
+                attempt=attempt,
+                probe=probe,
+                keep_raw=keep_raw,
+                reschedule=reschedule,
+                dry_run=dry_run,
             )
             if error is None or not self._should_retry(error, attempt, probe):
                 break
@@ -156,7 +165,8 @@ class Fetcher:
             await self._sleep(
                 budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
             )
-        await self._evaluate(slot)
+        if not dry_run:
+            await self._evaluate(slot)
         return verdict_of(error)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
@@ -165,19 +175,38 @@ class Fetcher:
         return budget_rules.is_retryable(error) or isinstance(error, RateLimited)
 
     async def _call_once(
-        self, slot: Slot, *, attempt: int, probe: bool, keep_raw: bool, reschedule: bool
+        self,
+        slot: Slot,
+        *,
+        attempt: int,
+        probe: bool,
+        keep_raw: bool,
+        reschedule: bool,
+        dry_run: bool,
     ) -> UpstreamError | None:
         await self.meter.acquire(probe=probe)
         self.sending.add(slot.key)
         try:
             return await self._send(
-                slot, attempt=attempt, probe=probe, keep_raw=keep_raw, reschedule=reschedule
+                slot,
+                attempt=attempt,
+                probe=probe,
+                keep_raw=keep_raw,
+                reschedule=reschedule,
+                dry_run=dry_run,
             )
         finally:
             self.sending.discard(slot.key)
 
     async def _send(
-        self, slot: Slot, *, attempt: int, probe: bool, keep_raw: bool, reschedule: bool
+        self,
+        slot: Slot,
+        *,
+        attempt: int,
+        probe: bool,
+        keep_raw: bool,
+        reschedule: bool,
+        dry_run: bool,
     ) -> UpstreamError | None:
         """The call the meter just allowed, its feedback and its record."""
         self.calls += 1
@@ -194,6 +223,12 @@ class Fetcher:
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)
         await self.meter.feedback(error, billed=billed)
+        if dry_run:
+            self.last_result = result
+            if error is not None:
+                slot.consecutive_failures += 1
+                slot.last_code, slot.last_error = error.code, error_text(error)
+            return error
         next_due: datetime | None = None
         final = error is None or not self._should_retry(error, attempt, probe)
         if reschedule and final and verdict_of(error) is Verdict.DONE:

@@ -23,10 +23,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor import cluster
 from monitor.alerting import Alerting
+from monitor.app import fetch_parts
 from monitor.budget import Budget
-from monitor.client import JustOneClient
-from monitor.config import Config, collector_paused, load_config, resolve_token
-from monitor.cycle import Fetcher
+from monitor.config import Config, collector_paused, load_config
 from monitor.digest import queue_due_digest
 from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.gate import delivery_gate
@@ -122,43 +121,22 @@ class Daemon:
         with collector_paused():
             clock = self.options.clock
             config = self.config
-            self.store = Store.open(config.storage.url, clock=clock)
-            stack.push_async_callback(self.store.close)
-            # SQLite serves one daemon: a second one stops here, before it spends or fetches
-            stack.enter_context(cluster.sole_instance(self.store.sqlite_path))
-            await self.store.check_schema()
-            token = resolve_token(config, self.options.environ)
-            # one connection per possible cycle: a call the meter let go must not then queue in the
-            # HTTP pool, or it reaches the upstream later than the budget stamped it (bunching)
-            api = config.api
-            client = JustOneClient(
-                base_url=api.base_url,
-                token=token,
-                timeout=api.timeout,
-                max_response_bytes=api.max_response_bytes,
-                connect_retries=api.connect_retries,
-                max_connections=config.schedule.max_in_flight,
+            parts = await stack.enter_async_context(
+                fetch_parts(
+                    config,
+                    clock=clock,
+                    sleep=self.options.sleep,
+                    monotonic=self.options.monotonic,
+                    environ=self.options.environ,
+                    sole_instance=True,
+                    alerting=True,
+                    observe=self.telemetry.record_call,
+                    max_connections=config.schedule.max_in_flight,
+                )
             )
-            stack.push_async_callback(client.aclose)
-            sleep = self.options.sleep
-            self.meter = await Meter.open(
-                Budget.from_config(config),
-                self.store,
-                clock=clock,
-                sleep=sleep,
-                monotonic=self.options.monotonic,
-            )
-            self.alerting = Alerting(config, self.store, clock=clock)
-            fetcher = Fetcher(
-                config,
-                client,
-                self.store,
-                self.meter,
-                self.alerting,
-                clock=clock,
-                sleep=sleep,
-                observe=self.telemetry.record_call,
-            )
+            self.store, self.meter, fetcher = parts.store, parts.meter, parts.fetcher
+            assert parts.alerting is not None
+            self.alerting = parts.alerting
             slots = await load_slots(config, self.store, clock())
             claims = None
             if self.store.shared:

@@ -111,7 +111,7 @@ async def build_digest(config: Config, store: Store, now: datetime) -> Digest:
         movers=tuple(await _movers(config, store, now)),
         fired=tuple(sorted(fired, key=lambda a: a.at)),
         resolved=tuple(sorted(resolved, key=lambda a: a.at)),
-        budget_used=await store.calls_on(day.isoformat()),
+        budget_used=(await store.ledger_label(day.isoformat()))[0],
         daily_calls=config.budget.daily_calls,
         failing=tuple(await _failing(store, creators)),
     )

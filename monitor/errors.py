@@ -24,6 +24,8 @@ channel URL (the client and notifier redact before they raise).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class MonitorError(Exception):
     """Root of everything creator-monitor raises on purpose."""
@@ -131,7 +133,16 @@ class SchemaOutOfDate(StoreError):
 
 
 class BudgetError(MonitorError):
-    """A call may not be sent now: the account is paused or the daily cap is reached."""
+    """A call may not be sent now: the account is paused or the daily cap is reached.
+
+    ``cap`` names what refused it (``daily_calls``, ``quota``, ``account``); ``until`` is when it
+    frees up, if known (an account pause frees up only when a probe succeeds).
+    """
+
+    def __init__(self, message: str, *, cap: str = "budget", until: datetime | None = None):
+        self.cap = cap
+        self.until = until
+        super().__init__(message)
 
 
 class NotifyError(MonitorError):

@@ -1,9 +1,11 @@
-"""The gate every upstream call passes: waits on the budget, reserves the day's ledger, persists.
+"""The one gate every paid call passes, from every command: the budget decided and written in ONE
+locked transaction on the stored state (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``SELECT … FOR
+UPDATE``), so the daemon, ``fetch``, ``fetch --all``, ``--dry-run``, ``demo`` and other instances
+spend one bucket, one 60 s window and one daily ledger.
 
-Owns the live ``BudgetState`` of this process and logs pause / resume transitions once each.
-On a shared database (PostgreSQL) the state lives in the database instead: every decision is
-made and written in one locked transaction (``cluster.try_spend``), so all instances spend one
-budget. Must not decide what to fetch (the scheduler does) or talk to the upstream (the cycle does).
+Keeps only a cached copy of the stored state for the dispatcher's quick looks (``hard_pause``);
+every decision re-reads the row. Logs pause and resume transitions once each. Must not decide
+what to fetch (the scheduler does) or talk to the upstream (the cycle does).
 """
 
 from __future__ import annotations
@@ -12,23 +14,21 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from monitor import cluster
 from monitor.budget import (
     ACCOUNT_CODES,
-    ACCOUNT_OK_CODES,
     QUOTA_EXCEEDED,
     Budget,
     BudgetState,
     Outcome,
-    day_of,
-    outcome_code,
+    day_edges,
+    quarter_of,
 )
 from monitor.errors import BudgetError
 from monitor.rules import AccountSubject
 from monitor.store import Store
-from monitor.store.ledger import BudgetStateRow
+from monitor.store.ledger import BudgetStateRow, BudgetTxn, LedgerDay
 from monitor.wallclock import Monotonic, WallJumps, describe
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,34 @@ class Gauge:
     rate_factor: float
 
 
+def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
+    """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
+    settled = budget.settle(state, now)
+    if settled.pause_code in ACCOUNT_CODES or (
+        settled.pause_code == QUOTA_EXCEEDED and settled.is_paused(now)
+    ):
+        return settled.pause_reason or f"paused (code {settled.pause_code})"
+    return None
+
+
+def ledger_day(budget: Budget, now: datetime) -> LedgerDay:
+    """The budget day ``now`` falls in, in the configured zone, as the ledger counts it."""
+    label, start, end = day_edges(now, budget.zone)
+    return LedgerDay(label=label, start=start, end=end, slot=max(start, quarter_of(now)))
+
+
+def _row(state: BudgetState) -> BudgetStateRow:
+    return BudgetStateRow(**state.to_row())  # type: ignore[arg-type]
+
+
+def _when(moment: datetime, budget: Budget) -> str:
+    local = moment.astimezone(budget.zone)
+    return f"{local:%Y-%m-%d %H:%M} {budget.zone.key}"
+
+
 class Meter:
-    """One per process; serialises callers on one lock so the bucket is spent in order."""
+    """One per process; every ``acquire`` and ``feedback`` is one locked transaction on the
+    stored budget, so processes and instances sharing the database spend one budget."""
 
     def __init__(
         self,
@@ -73,14 +99,14 @@ class Meter:
         self._state = state
         self._clock = clock
         self._sleep = sleep
-        self._lock = asyncio.Lock()
         self._on_the_wire = 0
         self._exhausted: tuple[str, int] | None = None
-        #: several instances share the database: the stored row is the state, not ours
-        self.shared = store.shared
-        #: steps of the wall clock move the bucket, the window and the pauses (own state only:
-        #: a shared row is stamped by every host's clock, which must agree, NTP-synced)
-        self._jumps = None if monotonic is None or self.shared else WallJumps(clock, monotonic)
+        #: steps of the wall clock move the stored bucket, window and pauses. Only on a database
+        #: of one host (SQLite): a shared row is stamped by every host's clock, which must agree
+        self._jumps = None if monotonic is None or store.shared else WallJumps(clock, monotonic)
+        self._step = timedelta(0)
+        #: told of every pause transition (account alerts are driven by it, not by a tick)
+        self.on_transition: Callable[[BudgetState, BudgetState], None] | None = None
 
     @classmethod
     async def open(
@@ -92,192 +118,175 @@ class Meter:
         sleep: Sleep = asyncio.sleep,
         monotonic: Monotonic | None = None,
     ) -> Meter:
-        """Load the persisted state (a restart neither refills nor forgets a pause; a state
-        stamped in the future, after the clock was stepped back, is moved back to now)."""
-        row = await store.load_budget_state()
-        now = clock()
-        state = budget.initial(now) if row is None else BudgetState.from_row(row)
-        if not store.shared:
-            state = budget.rebased(state, now)
-        return cls(budget, store, state, clock=clock, sleep=sleep, monotonic=monotonic)
+        """Read the stored state (a restart neither refills nor forgets a pause; on SQLite a
+        state stamped in the future, after the clock was stepped back, is moved back to now)."""
+        meter = cls(
+            budget, store, budget.initial(clock()), clock=clock, sleep=sleep, monotonic=monotonic
+        )
+        await meter.refresh()  # a read: ``status`` opens a meter too, and must not write
+        return meter
 
     def with_budget(self, budget: Budget) -> None:
         """A reloaded config's limits take effect for the next call; the state carries over."""
         self.budget = budget
+        self._exhausted = None
 
     @property
     def state(self) -> BudgetState:
+        """The stored state as last seen by this process (read at every decision)."""
         return self._state
-
-    def hard_pause(self, now: datetime) -> str | None:
-        """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
-        self._follow_wall_clock()
-        state = self.budget.settle(self._state, now)
-        if state.pause_code in ACCOUNT_CODES or (
-            state.pause_code == QUOTA_EXCEEDED and state.is_paused(now)
-        ):
-            return state.pause_reason or f"paused (code {state.pause_code})"
-        return None
-
-    def probe_due(self, now: datetime) -> bool:
-        self._follow_wall_clock()
-        return self._state.is_probe_due(now)
-
-    def _follow_wall_clock(self) -> None:
-        """Move the state's stamps by a step of the wall clock since the last look, if any."""
-        if self._jumps is None:
-            return
-        step = self._jumps.check()
-        if step:
-            self._state = self.budget.shifted(self._state, step)
-            log.warning(
-                "the wall clock was stepped %s; the budget keeps real time (bucket, 60 s "
-                "window, pauses), the ledger day follows the wall clock",
-                describe(step),
-            )
 
     @property
     def on_the_wire(self) -> int:
         """Calls counted by ``acquire`` whose answer has not come back yet (``answered``)."""
         return self._on_the_wire
 
+    def hard_pause(self, now: datetime) -> str | None:
+        """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
+        self._follow_wall_clock()
+        return hard_pause(self.budget, self._state, now)
+
+    def probe_due(self, now: datetime) -> bool:
+        self._follow_wall_clock()
+        return self._state.is_probe_due(now)
+
     def day_exhausted(self, now: datetime) -> bool:
-        """True when ``daily_calls`` was found used up for the quota day of ``now``.
+        """True when ``daily_calls`` was found used up for the budget day of ``now``.
 
         A cached answer (no database read), so the dispatcher can stop starting cycles that
         would only be refused; it clears itself when the day turns or the limit is raised.
         """
-        return self._exhausted == (day_of(now, self.budget.zone), self.budget.daily_calls)
+        return self._exhausted == (ledger_day(self.budget, now).label, self.budget.daily_calls)
 
-    async def acquire(self, *, probe: bool = False) -> None:
+    async def acquire(self, *, probe: bool = False, wait: bool = True) -> None:
         """Wait until one call may be sent and count it; raises BudgetError when it may not go
-        today (a hard pause that is not this call's probe turn, or the daily cap).
+        today (a hard pause that is not this call's probe turn, or the daily cap), or, with
+        ``wait=False``, when it may not go right now.
 
         The call is counted in the ledger and the bucket is saved BEFORE it is sent, so a crash
-        can over-count a call but never under-count one. The lock is not held while waiting:
-        answers of calls in flight (a 302 above all) must reach ``feedback`` at once.
+        can over-count a call but never under-count one.
         """
         while True:
-            async with self._lock:
-                delay = await self._take(probe)
+            delay = await self._take(probe)
             if delay <= 0:
                 return
+            if not wait:
+                raise BudgetError(
+                    f"calls_per_minute ({self.budget.calls_per_minute}): the next call is "
+                    f"allowed in {delay:.1f} s",
+                    cap="calls_per_minute",
+                    until=self._clock() + timedelta(seconds=delay),
+                )
             await self._sleep(min(delay, _MAX_NAP))
 
     async def _take(self, probe: bool) -> float:
         """Count one call now and return 0.0, or return how long to wait first."""
-        if self.shared:
-            return await self._take_shared(probe)
         self._follow_wall_clock()
         now = self._clock()
-        reason = self.hard_pause(now)
-        if reason is not None and not (probe and self._state.is_probe_due(now)):
-            raise BudgetError(f"calls paused: {reason}")
-        # the bucket and the window first: waiting on them needs no database read
-        delay = self.budget.acquire_delay(self._state, now)
-        if delay > 0:
-            return delay
-        # the daily cap is checked by the ledger's own atomic reservation below: no read first
-        day = day_of(now, self.budget.zone)
-        self._on_the_wire += 1  # from here the call may be on its way: see ``answered``
-        try:
-            reserved = await self._store.reserve_call(day, self.budget.daily_calls)
-            if reserved:
-                before = self._state
-                self._state = self.budget.spend(self._state, now)
-                self._log_transition(before, self._state)  # a pause that ran out ends here
-                await self._save()
-        except BaseException:
-            self._on_the_wire -= 1
-            raise
-        if not reserved:  # daily_calls used up (by us or another instance on the database)
-            self._on_the_wire -= 1
-            self._exhausted = (day, self.budget.daily_calls)
-            raise BudgetError(f"daily_calls ({self.budget.daily_calls}) used up for {day}")
-        return 0.0
-
-    async def _take_shared(self, probe: bool) -> float:
-        """``_take`` against the stored state, decided and written in one locked transaction."""
-        now = self._clock()
+        day = ledger_day(self.budget, now)
         self._on_the_wire += 1  # counted before it commits: see ``answered``
         try:
-            spend = await cluster.try_spend(self._store, self.budget, now, probe=probe)
+            async with self._store.budget_txn(day, _row(self.budget.initial(now)), now=now) as txn:
+                delay = await self._decide(txn, now, probe)
         except BaseException:
             self._on_the_wire -= 1
             raise
-        self._log_transition(self._state, spend.after)
-        self._state = spend.after
-        if spend.granted:
-            return 0.0
-        self._on_the_wire -= 1
-        if spend.day_full:
-            self._exhausted = (day_of(now, self.budget.zone), self.budget.daily_calls)
-        if spend.refused is not None:
-            raise BudgetError(spend.refused)
-        return spend.delay
+        if delay > 0:
+            self._on_the_wire -= 1
+        return delay
 
-    async def refresh(self) -> None:
-        """Shared database: read the state other instances may have changed (a pause)."""
-        if self.shared:
-            row = await self._store.load_budget_state()
-            if row is not None:
-                state = BudgetState.from_row(row)
-                self._log_transition(self._state, state)
-                self._state = state
+    async def _decide(self, txn: BudgetTxn, now: datetime, probe: bool) -> float:
+        before, moved = self._stored(txn, now)
+        budget = self.budget
+        if txn.calls >= budget.daily_calls:
+            self._exhausted = (txn.day.label, budget.daily_calls)
+            raise BudgetError(
+                f"daily_calls ({budget.daily_calls}) used up for {txn.day.label} "
+                f"({budget.zone.key}); frees up at {_when(txn.day.end, budget)}",
+                cap="daily_calls",
+                until=txn.day.end,
+            )
+        reason = hard_pause(budget, before, now)
+        if reason is not None and not (probe and before.is_probe_due(now)):
+            settled = budget.settle(before, now)
+            until = None if settled.pause_code in ACCOUNT_CODES else settled.paused_until
+            frees = "" if until is None else f"; frees up at {_when(until, budget)}"
+            raise BudgetError(
+                f"calls paused: {reason}{frees}",
+                cap="account" if settled.pause_code in ACCOUNT_CODES else "quota",
+                until=until,
+            )
+        delay = budget.acquire_delay(before, now, txn.calls)
+        if delay > 0:
+            if moved:
+                await txn.save(_row(before), now=now)  # keep the moved stamps
+            return delay
+        after = budget.spend(before, now, txn.calls)
+        await txn.reserve()
+        await txn.save(_row(after), now=now)
+        self._adopt(after)  # a pause that ran out ends here
+        return 0.0
+
+    def _stored(self, txn: BudgetTxn, now: datetime) -> tuple[BudgetState, bool]:
+        """The state in the locked row, moved by any wall-clock step this process noticed (and
+        whether it was moved); adopted as this process's view, so a pause another process
+        started is logged here."""
+        stored = BudgetState.from_row(txn.row)
+        state = stored
+        if self._step:
+            state = self.budget.shifted(state, self._step)
+            self._step = timedelta(0)
+        if not self._store.shared:
+            state = self.budget.rebased(state, now)
+        self._adopt(state)
+        return state, state != stored
 
     def answered(self) -> None:
         """The call counted by the last ``acquire`` of this caller is over (answered or not)."""
         self._on_the_wire = max(0, self._on_the_wire - 1)
 
-    async def persist(self) -> None:
-        """Write the current state again: the daemon's health check that the database takes
-        writes (it changes nothing, so it is harmless at any time)."""
-        if self.shared:  # our copy may be stale: rewrite the stored row as it stands
-            await cluster.touch(self._store, self.budget, self._clock())
-            return
-        async with self._lock:
-            await self._save()
-
     async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
         """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
         now = self._clock()
-        if self.shared and outcome_code(outcome) in ACCOUNT_OK_CODES and not self._state.paused:
-            # the common case changes no shared state: count it without locking the bucket row
+        day = ledger_day(self.budget, now)
+        async with self._store.budget_txn(day, _row(self.budget.initial(now)), now=now) as txn:
             if billed:
-                await self._store.record_billed(day_of(now, self.budget.zone))
-            return
-        if self.shared:
-            before, after = await cluster.apply_feedback(
-                self._store, self.budget, outcome, now, billed=billed
-            )
-            self._log_transition(before, after)
-            self._state = after
-            return
-        if billed:
-            await self._store.record_billed(day_of(now, self.budget.zone))
-        async with self._lock:
-            self._follow_wall_clock()
-            now = self._clock()
-            before = self._state
-            self._state = self.budget.on_result(before, outcome, now)
-            self._log_transition(before, self._state)
-            # the bucket was saved when the call was counted; only a new pause needs a write
-            if _pause_of(self._state) != _pause_of(before):
-                await self._save()
+                await txn.record_billed()
+            before, moved = self._stored(txn, now)
+            after = self.budget.on_result(before, outcome, now)
+            if after != before or moved:
+                await txn.save(_row(after), now=now)
+        self._adopt(after)
+
+    async def refresh(self) -> None:
+        """Read the stored state (another process or instance may have paused every call)."""
+        row = await self._store.load_budget_state()
+        if row is not None:
+            self._adopt(BudgetState.from_row(row))
+
+    async def persist(self) -> None:
+        """Rewrite the stored row as it stands: the daemon's health check that the database
+        takes writes (it changes nothing, so it is harmless at any time)."""
+        self._follow_wall_clock()
+        now = self._clock()
+        day = ledger_day(self.budget, now)
+        async with self._store.budget_txn(day, _row(self.budget.initial(now)), now=now) as txn:
+            state, _ = self._stored(txn, now)
+            await txn.save(_row(state), now=now)
 
     async def gauge(self) -> Gauge:
         self._follow_wall_clock()
         now = self._clock()
-        day = day_of(now, self.budget.zone)
+        day = ledger_day(self.budget, now)
         calls, billed = await self._store.ledger_day(day)
         state = self.budget.settle(self._state, now)
         return Gauge(
-            day=day,
+            day=day.label,
             calls_today=calls,
             billed_today=billed,
             daily_calls=self.budget.daily_calls,
             tokens=self.budget.tokens_at(state, now),
-            paused=self.hard_pause(now) is not None,
+            paused=hard_pause(self.budget, state, now) is not None,
             pause_code=state.pause_code,
             pause_reason=state.pause_reason,
             rate_factor=self.budget.factor_at(state, now),
@@ -294,21 +303,32 @@ class Meter:
             pause_reason=gauge.pause_reason,
         )
 
-    async def _save(self) -> None:
-        row = self._state.to_row()
-        await self._store.save_budget_state(BudgetStateRow(**row))  # type: ignore[arg-type]
-
-    @staticmethod
-    def _log_transition(before: BudgetState, after: BudgetState) -> None:
-        if after.pause_code == before.pause_code:
+    def _follow_wall_clock(self) -> None:
+        """Note a step of the wall clock since the last look; the next transaction moves the
+        stored stamps by it (and the cached copy now)."""
+        if self._jumps is None:
             return
+        step = self._jumps.check()
+        if step:
+            self._step += step
+            self._state = self.budget.shifted(self._state, step)
+            log.warning(
+                "the wall clock was stepped %s; the budget keeps real time (bucket, 60 s "
+                "window, pauses), the ledger day follows the wall clock",
+                describe(step),
+            )
+
+    def _adopt(self, state: BudgetState) -> None:
+        before, self._state = self._state, state
+        if state.pause_code != before.pause_code:
+            self._log_transition(before, state)
+
+    def _log_transition(self, before: BudgetState, after: BudgetState) -> None:
         if after.pause_code is None:
             log.info("calls resumed (was: %s)", before.pause_reason or before.pause_code)
         elif after.pause_code in ACCOUNT_CODES or after.pause_code == QUOTA_EXCEEDED:
             log.error("calls paused: %s", after.pause_reason)
         else:
             log.warning("upstream rate limit (302): %s", after.pause_reason)
-
-
-def _pause_of(state: BudgetState) -> tuple[object, ...]:
-    return (state.pause_code, state.paused_until, state.rate_factor)
+        if self.on_transition is not None:
+            self.on_transition(before, after)

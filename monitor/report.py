@@ -114,7 +114,7 @@ async def collect(
     ]
     today = now.astimezone(zone).date()
     days = [since + timedelta(days=n) for n in range((today - since).days + 1)]
-    budget = [BudgetDay(d.isoformat(), *await store.ledger_day(d.isoformat())) for d in days]
+    budget = [BudgetDay(d.isoformat(), *await store.ledger_label(d.isoformat())) for d in days]
     return ReportData(
         generated_at=now,
         since=since,

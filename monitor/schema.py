@@ -179,9 +179,14 @@ schedule = Table(
     Column("lease_until", UTCDateTime, nullable=True),
 )
 
-budget_days = Table(
-    "budget_days",
+#: the call ledger, one row per quarter hour (UTC) and day label: the daily cap sums the quarter
+#: hours of the local day in ``budget.timezone`` (every zone's midnight falls on a quarter hour),
+#: so changing the zone moves the day's edges but cannot open a fresh day. ``day`` is the label
+#: in the zone configured when the call was counted; the view ``budget_days`` sums by it.
+budget_calls = Table(
+    "budget_calls",
     metadata,
+    Column("slot_at", UTCDateTime, primary_key=True),
     Column("day", String(10), primary_key=True),
     Column("calls", Integer, nullable=False, server_default="0"),
     Column("billed", Integer, nullable=False, server_default="0"),

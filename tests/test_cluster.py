@@ -25,7 +25,7 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
 from monitor import __version__, cluster
 from monitor.budget import Budget
 from monitor.cycle import Slot
-from monitor.errors import AccountBlocked, StoreError
+from monitor.errors import StoreError
 from monitor.model import Creator, Variant
 from monitor.store import FetchRecord, Store
 
@@ -169,74 +169,6 @@ async def test_finish_and_renew_act_only_for_the_holder(store: Store) -> None:
         owner="a", now=later, until=later + timedelta(seconds=1), due_before=later, limit=1
     )
     assert await store.renew_leases("a", now=later + timedelta(seconds=2), until=later) == 0
-
-
-# --- the shared budget
-
-
-async def test_concurrent_spends_from_three_instances_never_exceed_the_burst(
-    store: Store, others: list[Store]
-) -> None:
-    budget = _budget(per_minute=10, burst=5)
-    stores = [store, *others] * 4
-
-    results = await asyncio.gather(*(cluster.try_spend(s, budget, T0) for s in stores))
-    assert sum(r.granted for r in results) == 5
-    assert min(r.delay for r in results if not r.granted) == pytest.approx(6.0)  # 1 per 6 s
-    assert await store.calls_on("2025-12-11") == 5
-    state = await cluster.load_state(store, budget, T0)
-    assert state.tokens == pytest.approx(0.0)
-    assert state.recent == (T0,) * 5
-    # the bucket and the 60 s cap hold across instances: never more than 10 in a closed minute
-    sent = [0] * 5
-    for step in range(1, 200):
-        spend = await cluster.try_spend(others[step % 2], budget, T0 + timedelta(seconds=step))
-        if spend.granted:
-            sent.append(step)
-    assert max(sum(1 for t in sent if s <= t <= s + 60) for s in sent) == 10
-    assert len(sent) == 37
-    assert await store.calls_on("2025-12-11") == 37
-
-
-async def test_the_daily_cap_holds_across_instances(store: Store, others: list[Store]) -> None:
-    budget = _budget(per_minute=600, burst=50, daily=7)
-    stores = [store, *others] * 5
-
-    async def attempt(s: Store) -> str:
-        spend = await cluster.try_spend(s, budget, T0)
-        return "sent" if spend.granted else str(spend.refused)
-
-    outcomes = await asyncio.gather(*(attempt(s) for s in stores))
-    assert outcomes.count("sent") == 7
-    assert set(outcomes) - {"sent"} == {"daily_calls (7) used up for 2025-12-11"}
-    assert await store.ledger_day("2025-12-11") == (7, 0)
-
-
-async def test_a_pause_seen_by_one_instance_pauses_all_and_one_probe_goes(
-    store: Store, others: list[Store]
-) -> None:
-    budget = _budget()
-    await cluster.try_spend(store, budget, T0)
-    before, after = await cluster.apply_feedback(
-        store, budget, AccountBlocked("no balance", code=601), T0, billed=False
-    )
-    assert (before.pause_code, after.pause_code) == (None, 601)
-    refused = await cluster.try_spend(others[0], budget, T0 + timedelta(seconds=1))
-    assert refused.refused is not None
-    assert refused.refused.startswith("calls paused: insufficient account balance (code 601)")
-    assert cluster.hard_pause(budget, await cluster.load_state(others[1], budget, T0), T0)
-
-    probe_at = T0 + budget.probe_every
-
-    async def probe(s: Store) -> bool:
-        return (await cluster.try_spend(s, budget, probe_at, probe=True)).granted
-
-    probes = await asyncio.gather(*(probe(s) for s in [store, *others] * 2))
-    assert probes.count(True) == 1
-    _, resumed = await cluster.apply_feedback(others[1], budget, None, probe_at, billed=True)
-    assert resumed.pause_code is None
-    assert await store.ledger_day("2025-12-11") == (2, 1)
-    assert (await cluster.try_spend(others[0], budget, probe_at)).granted
 
 
 # --- pure pieces and the SQLite lock

@@ -58,7 +58,7 @@ async def test_empty_to_head_down_to_base_and_up_again(db_url: str) -> None:
     await migrate.check_at_head(db_url)
     tables, views = await _layout(db_url)
     assert set(tables) == set(metadata.tables) | {"alembic_version"}
-    assert views == {"latest_metrics"}
+    assert views == {"latest_metrics", "budget_days"}
     for table, columns in CONTRACT.items():
         assert columns <= tables[table], table
     assert {"user_id", "name", "date_key", "read"} <= (await _view_columns(db_url))

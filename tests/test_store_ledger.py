@@ -23,53 +23,10 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
 
 from monitor import migrate
 from monitor.model import Business, Creator, Variant
-from monitor.store import BudgetStateRow, FetchRecord, Store
+from monitor.store import FetchRecord, Store
 
 V = Variant()
 VC = Variant(business=Business.COOPERATE_NOTE)
-
-
-async def test_thirty_concurrent_reservations_grant_exactly_ten(db_url: str, store: Store) -> None:
-    granted = await asyncio.gather(*(store.reserve_call("2025-12-11", 10) for _ in range(30)))
-    assert sum(granted) == 10
-    assert await store.calls_on("2025-12-11") == 10
-    assert await store.reserve_call("2025-12-12", 10) is True  # a new day starts at zero
-    await store.record_billed("2025-12-11")
-    await store.record_billed("2025-12-13")  # billed without a reservation still counts
-    async with Store.open(db_url) as reopened:
-        assert await reopened.ledger_day("2025-12-11") == (10, 1)
-        assert await reopened.ledger_day("2025-12-13") == (0, 1)
-        assert await reopened.calls_on("2025-12-14") == 0
-        assert await reopened.reserve_call("2025-12-11", 10) is False
-        assert await reopened.reserve_call("2025-12-11", 11) is True
-        assert await reopened.reserve_call("2025-12-11", 0) is False
-
-
-async def test_two_stores_share_one_ledger(db_url: str, store: Store) -> None:
-    async with Store.open(db_url) as other:
-        granted = await asyncio.gather(
-            *(s.reserve_call("2025-12-11", 7) for s in (store, other) for _ in range(10))
-        )
-    assert sum(granted) == 7
-
-
-async def test_budget_state_round_trips(db_url: str, store: Store) -> None:
-    assert await store.load_budget_state() is None
-    state = BudgetStateRow(
-        tokens=2.5,
-        refilled_at=T0,
-        paused_until=T0 + timedelta(hours=3),
-        pause_code=601,
-        pause_reason="insufficient balance",
-        rate_factor=0.5,
-    )
-    await store.save_budget_state(state)
-    async with Store.open(db_url) as reopened:
-        assert await reopened.load_budget_state() == state
-        cleared = BudgetStateRow(tokens=5.0, refilled_at=T0 + timedelta(minutes=1))
-        await reopened.save_budget_state(cleared)
-    assert await store.load_budget_state() == cleared
-    assert await store.load_budget_state("other") is None
 
 
 async def test_schedule_due_broken_and_leases(store: Store, clock: FakeClock) -> None:

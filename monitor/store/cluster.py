@@ -1,26 +1,21 @@
-"""What several instances on one database share: heartbeats in ``instances``, the budget row and
-day ledger spent under one lock, and due schedule slots claimed with leases (SKIP LOCKED).
+"""What several instances on one database share: heartbeats in ``instances`` and due schedule
+slots claimed with leases (SKIP LOCKED). The shared budget is ``store.ledger``'s.
 
 Stores and locks only; what a budget allows and when a slot is due are decided by the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 
 from monitor.model import Variant
-from monitor.schema import budget_days, budget_state, creators, instances, schedule
+from monitor.schema import creators, instances, schedule
 from monitor.store.engine import StoreBase
-from monitor.store.ledger import BudgetStateRow
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of
 
 _PK = ("creator_id", *VARIANT_COLUMNS)
@@ -52,86 +47,6 @@ class Claim:
     last_success_at: datetime | None
     consecutive_failures: int
     last_code: int | None
-
-
-class BudgetTxn:
-    """The budget row and one day's ledger, locked until the ``budget_txn`` block ends.
-
-    Every instance that spends takes this lock first, so a decision made on ``row`` and
-    ``calls`` still holds when it is written.
-    """
-
-    def __init__(
-        self, conn: AsyncConnection, name: str, day: str, row: BudgetStateRow, calls: int
-    ) -> None:
-        self._conn = conn
-        self._name = name
-        self.day = day
-        self.row = row
-        self.calls = calls
-
-    async def reserve(self, limit: int) -> bool:
-        """Count one call on the day unless ``limit`` are counted already."""
-        if self.calls >= limit:
-            return False
-        stmt = _upsert_for(self._conn, budget_days).values(day=self.day, calls=1, billed=0)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_days.c.day],
-            set_={"calls": budget_days.c.calls + 1},
-            where=budget_days.c.calls < limit,
-        )
-        reserved = (await self._conn.execute(stmt.returning(budget_days.c.calls))).first()
-        if reserved is None:
-            return False
-        self.calls = int(reserved.calls)
-        return True
-
-    async def record_billed(self) -> None:
-        """Count one billed call on the day."""
-        stmt = _upsert_for(self._conn, budget_days).values(day=self.day, calls=0, billed=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_days.c.day], set_={"billed": budget_days.c.billed + 1}
-        )
-        await self._conn.execute(stmt)
-
-    async def save(self, row: BudgetStateRow, *, now: datetime) -> None:
-        """Replace the budget row (it exists: ``budget_txn`` made sure)."""
-        values = _state_values(row) | {"updated_at": now}
-        await self._conn.execute(
-            update(budget_state).where(budget_state.c.name == self._name).values(values)
-        )
-        self.row = row
-
-
-def _upsert_for(conn: AsyncConnection, table: Table) -> sqlite.Insert | postgresql.Insert:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def _state_values(row: BudgetStateRow) -> dict[str, Any]:
-    return {
-        "tokens": row.tokens,
-        "refilled_at": row.refilled_at,
-        "paused_until": row.paused_until,
-        "pause_code": row.pause_code,
-        "pause_reason": row.pause_reason,
-        "rate_factor": row.rate_factor,
-        "recent_sends": row.recent_sends,
-    }
-
-
-def _state_row(row: Any) -> BudgetStateRow:
-    return BudgetStateRow(
-        name=row.name,
-        tokens=float(row.tokens),
-        refilled_at=row.refilled_at,
-        paused_until=row.paused_until,
-        pause_code=row.pause_code,
-        pause_reason=row.pause_reason,
-        rate_factor=float(row.rate_factor),
-        recent_sends=row.recent_sends,
-    )
 
 
 class ClusterStore(StoreBase):
@@ -221,29 +136,6 @@ class ClusterStore(StoreBase):
                 delete(instances).where(instances.c.heartbeat_at < silent_since)
             )
         return int(gone.rowcount)
-
-    # --- the shared budget
-
-    @asynccontextmanager
-    async def budget_txn(
-        self, day: str, initial: BudgetStateRow, *, now: datetime
-    ) -> AsyncIterator[BudgetTxn]:
-        """Lock the budget row ``initial.name`` (created from ``initial`` when missing) and read
-        ``day``'s ledger; everything done through the yielded ``BudgetTxn`` commits together.
-
-        PostgreSQL: ``SELECT … FOR UPDATE`` on the row serialises every instance; SQLite: the
-        write transaction is ``BEGIN IMMEDIATE`` already. Keep the block free of waiting.
-        """
-        name = initial.name
-        seed = self._upsert(budget_state).values(
-            name=name, **_state_values(initial), updated_at=now
-        )
-        locked = select(budget_state).where(budget_state.c.name == name).with_for_update()
-        async with self._write() as conn:
-            await conn.execute(seed.on_conflict_do_nothing(index_elements=[budget_state.c.name]))
-            row = (await conn.execute(locked)).one()
-            calls = await conn.scalar(select(budget_days.c.calls).where(budget_days.c.day == day))
-            yield BudgetTxn(conn, name, day, _state_row(row), int(calls or 0))
 
     # --- claiming due slots
 

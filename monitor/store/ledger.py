@@ -1,16 +1,22 @@
-"""The persisted budget: calls per quota day (``budget_days``) and the token bucket's row.
+"""The persisted budget: the call ledger by quarter hour (``budget_calls``) and the bucket's row
+(``budget_state``), read and written in ONE locked transaction on both backends.
 
-Atomic counters only; the budget arithmetic (refill, pauses, backoff) lives in ``monitor.budget``.
+Atomic bookkeeping only; what a budget allows (refill, windows, pauses) is ``monitor.budget``'s.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.schema import budget_days, budget_state
+from monitor.schema import budget_calls, budget_state
 from monitor.store.engine import StoreBase
 
 
@@ -28,79 +34,148 @@ class BudgetStateRow:
     name: str = "global"
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerDay:
+    """One local day of the budget: its label, its edges as UTC instants, and the quarter hour
+    a call counted now falls in (``start <= slot < end``)."""
+
+    label: str
+    start: datetime
+    end: datetime
+    slot: datetime
+
+
+class BudgetTxn:
+    """The budget row and one day's ledger, locked until the ``budget_txn`` block ends.
+
+    Every process that spends takes this lock first (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
+    ``SELECT … FOR UPDATE``), so a decision made on ``row`` and ``calls`` still holds when it
+    is written.
+    """
+
+    def __init__(
+        self, conn: AsyncConnection, name: str, day: LedgerDay, row: BudgetStateRow, calls: int
+    ) -> None:
+        self._conn = conn
+        self._name = name
+        self.day = day
+        self.row = row
+        self.calls = calls
+
+    async def reserve(self) -> None:
+        """Count one call in the day's current quarter hour (the caller checked the cap)."""
+        await self._count(calls=1, billed=0)
+        self.calls += 1
+
+    async def record_billed(self) -> None:
+        """Count one billed call in the day's current quarter hour."""
+        await self._count(calls=0, billed=1)
+
+    async def _count(self, *, calls: int, billed: int) -> None:
+        stmt = _upsert_for(self._conn, budget_calls).values(
+            slot_at=self.day.slot, day=self.day.label, calls=calls, billed=billed
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
+            set_={
+                "calls": budget_calls.c.calls + calls,
+                "billed": budget_calls.c.billed + billed,
+            },
+        )
+        await self._conn.execute(stmt)
+
+    async def save(self, row: BudgetStateRow, *, now: datetime) -> None:
+        """Replace the budget row (it exists: ``budget_txn`` made sure)."""
+        values = _state_values(row) | {"updated_at": now}
+        await self._conn.execute(
+            update(budget_state).where(budget_state.c.name == self._name).values(values)
+        )
+        self.row = row
+
+
 class LedgerStore(StoreBase):
-    """Daily call ledger and bucket state, shared by every instance on the database."""
+    """The shared budget: one locked transaction per decision, plus reads for status."""
 
-    async def reserve_call(self, day: str, limit: int) -> bool:
-        """Count one call on ``day`` if fewer than ``limit`` are counted; False when full.
+    @asynccontextmanager
+    async def budget_txn(
+        self, day: LedgerDay, initial: BudgetStateRow, *, now: datetime
+    ) -> AsyncIterator[BudgetTxn]:
+        """Lock the budget row ``initial.name`` (created from ``initial`` when missing) and
+        sum ``day``'s ledger; everything done through the yielded ``BudgetTxn`` commits together.
 
-        One UPSERT whose UPDATE runs only under the limit: concurrent callers (other tasks,
-        other instances) can never together exceed it.
+        Keep the block free of waiting: every other spender queues on this lock.
         """
-        if limit <= 0:
-            return False
-        stmt = self._upsert(budget_days).values(day=day, calls=1, billed=0)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_days.c.day],
-            set_={"calls": budget_days.c.calls + 1},
-            where=budget_days.c.calls < limit,
+        name = initial.name
+        seed = self._upsert(budget_state).values(
+            name=name, **_state_values(initial), updated_at=now
         )
+        locked = select(budget_state).where(budget_state.c.name == name).with_for_update()
         async with self._write() as conn:
-            result = await conn.execute(stmt.returning(budget_days.c.calls))
-            return result.first() is not None
+            await conn.execute(seed.on_conflict_do_nothing(index_elements=[budget_state.c.name]))
+            row = (await conn.execute(locked)).one()
+            calls = await conn.scalar(_day_sum(budget_calls.c.calls, day))
+            yield BudgetTxn(conn, name, day, _state_row(row), int(calls or 0))
 
-    async def record_billed(self, day: str) -> None:
-        """Count one billed call on ``day`` (the vendor charged for it)."""
-        stmt = self._upsert(budget_days).values(day=day, calls=0, billed=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_days.c.day], set_={"billed": budget_days.c.billed + 1}
-        )
-        async with self._write() as conn:
-            await conn.execute(stmt)
-
-    async def calls_on(self, day: str) -> int:
-        """Calls reserved on ``day`` (0 for a day without any)."""
-        return (await self.ledger_day(day))[0]
-
-    async def ledger_day(self, day: str) -> tuple[int, int]:
-        """(calls reserved, calls billed) on ``day``."""
-        query = select(budget_days.c.calls, budget_days.c.billed).where(budget_days.c.day == day)
+    async def ledger_day(self, day: LedgerDay) -> tuple[int, int]:
+        """(calls counted, calls billed) within ``day``'s edges."""
+        query = select(
+            func.coalesce(func.sum(budget_calls.c.calls), 0),
+            func.coalesce(func.sum(budget_calls.c.billed), 0),
+        ).where(budget_calls.c.slot_at >= day.start, budget_calls.c.slot_at < day.end)
         async with self._read() as conn:
-            row = (await conn.execute(query)).first()
-        return (0, 0) if row is None else (int(row.calls), int(row.billed))
+            row = (await conn.execute(query)).one()
+        return int(row[0]), int(row[1])
+
+    async def ledger_label(self, label: str) -> tuple[int, int]:
+        """(calls, billed) counted under the day label ``label`` (``budget_days`` in SQL)."""
+        query = select(
+            func.coalesce(func.sum(budget_calls.c.calls), 0),
+            func.coalesce(func.sum(budget_calls.c.billed), 0),
+        ).where(budget_calls.c.day == label)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one()
+        return int(row[0]), int(row[1])
 
     async def load_budget_state(self, name: str = "global") -> BudgetStateRow | None:
-        """The stored bucket state, or None before the first save."""
+        """The stored bucket state, or None before the first spend."""
         query = select(budget_state).where(budget_state.c.name == name)
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        return BudgetStateRow(
-            name=row.name,
-            tokens=float(row.tokens),
-            refilled_at=row.refilled_at,
-            paused_until=row.paused_until,
-            pause_code=row.pause_code,
-            pause_reason=row.pause_reason,
-            rate_factor=float(row.rate_factor),
-            recent_sends=row.recent_sends,
-        )
+        return None if row is None else _state_row(row)
 
-    async def save_budget_state(self, state: BudgetStateRow) -> None:
-        """Insert or replace the bucket state row ``state.name``."""
-        values = {
-            "tokens": state.tokens,
-            "refilled_at": state.refilled_at,
-            "paused_until": state.paused_until,
-            "pause_code": state.pause_code,
-            "pause_reason": state.pause_reason,
-            "rate_factor": state.rate_factor,
-            "recent_sends": state.recent_sends,
-            "updated_at": self._clock(),
-        }
-        stmt = self._upsert(budget_state).values(name=state.name, **values)
-        async with self._write() as conn:
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=[budget_state.c.name], set_=values)
-            )
+
+def _day_sum(column: Any, day: LedgerDay) -> Any:
+    return select(func.coalesce(func.sum(column), 0)).where(
+        budget_calls.c.slot_at >= day.start, budget_calls.c.slot_at < day.end
+    )
+
+
+def _upsert_for(conn: AsyncConnection, table: Table) -> sqlite.Insert | postgresql.Insert:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _state_values(row: BudgetStateRow) -> dict[str, Any]:
+    return {
+        "tokens": row.tokens,
+        "refilled_at": row.refilled_at,
+        "paused_until": row.paused_until,
+        "pause_code": row.pause_code,
+        "pause_reason": row.pause_reason,
+        "rate_factor": row.rate_factor,
+        "recent_sends": row.recent_sends,
+    }
+
+
+def _state_row(row: Any) -> BudgetStateRow:
+    return BudgetStateRow(
+        name=row.name,
+        tokens=float(row.tokens),
+        refilled_at=row.refilled_at,
+        paused_until=row.paused_until,
+        pause_code=row.pause_code,
+        pause_reason=row.pause_reason,
+        rate_factor=float(row.rate_factor),
+        recent_sends=row.recent_sends,
+    )

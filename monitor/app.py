@@ -1,0 +1,84 @@
+"""The only wiring of the fetch path: builds the store, the client, the gate (meter) and the
+fetcher for ``run``, ``fetch``, ``fetch --all`` and ``demo`` alike, on an exit stack.
+
+Decides nothing itself; every paid call from any command passes the one ``Meter`` built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from monitor import cluster
+from monitor.alerting import Alerting
+from monitor.budget import Budget
+from monitor.client import JustOneClient
+from monitor.config import Config, resolve_token
+from monitor.cycle import Fetcher, Observe
+from monitor.meter import Meter
+from monitor.store import Store
+from monitor.wallclock import Monotonic
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchParts:
+    """What a command that pays for calls works with; all built by ``fetch_parts``."""
+
+    store: Store
+    client: JustOneClient
+    meter: Meter
+    fetcher: Fetcher
+    alerting: Alerting | None
+
+
+@asynccontextmanager
+async def fetch_parts(
+    config: Config,
+    *,
+    clock: Clock,
+    sleep: Sleep = asyncio.sleep,
+    monotonic: Monotonic | None = None,
+    environ: Mapping[str, str] | None = None,
+    sole_instance: bool = False,
+    alerting: bool = False,
+    observe: Observe | None = None,
+    max_connections: int = 10,
+) -> AsyncIterator[FetchParts]:
+    """Open the parts; closed in reverse order when the block ends.
+
+    ``sole_instance``: the daemon on SQLite holds the one-instance lock (checked before the
+    token is read, a call is spent or anything fetched). ``max_connections``: one connection
+    per possible cycle, so a call the gate let go never then queues in the HTTP pool and
+    reaches the upstream later than the budget stamped it.
+    """
+    async with AsyncExitStack() as stack:
+        store = Store.open(config.storage.url, clock=clock)
+        stack.push_async_callback(store.close)
+        if sole_instance:
+            stack.enter_context(cluster.sole_instance(store.sqlite_path))
+        await store.check_schema()
+        token = resolve_token(config, environ)
+        api = config.api
+        client = JustOneClient(
+            base_url=api.base_url,
+            token=token,
+            timeout=api.timeout,
+            max_response_bytes=api.max_response_bytes,
+            connect_retries=api.connect_retries,
+            max_connections=max_connections,
+        )
+        stack.push_async_callback(client.aclose)
+        meter = await Meter.open(
+            Budget.from_config(config), store, clock=clock, sleep=sleep, monotonic=monotonic
+        )
+        rules = Alerting(config, store, clock=clock) if alerting else None
+        fetcher = Fetcher(
+            config, client, store, meter, rules, clock=clock, sleep=sleep, observe=observe
+        )
+        yield FetchParts(store, client, meter, fetcher, rules)
