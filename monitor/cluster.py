@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # cycle imports the meter, which imports this module
 
 log = logging.getLogger(__name__)
 
+#: an instance silent this long (or ten leases, if longer) is dropped from ``instances``
+FORGET_AFTER = timedelta(days=1)
+
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -146,6 +149,9 @@ async def keep_alive(
                 now=now,
             )
             await store.renew_leases(me.id, now=now, until=now + lease)
+            # instances that stopped without retiring (killed, host lost) are forgotten once
+            # their leases are long gone, so ``instances`` does not grow forever
+            await store.prune_instances(now - max(lease * 10, FORGET_AFTER))
         except MonitorError as exc:
             if not failing:
                 log.error("heartbeat failed, leases may pass to other instances: %s", exc)
@@ -168,6 +174,9 @@ def sole_instance(database: Path | None) -> Iterator[None]:
     if database is None:
         yield
         return
+    # the file itself, however it is reached (a symlink, a relative path, ..): two daemons
+    # on one database must meet on one lock
+    database = Path(os.path.realpath(database))
     path = database.with_name(database.name + ".lock")
     try:
         handle = path.open("a+", encoding="utf-8")

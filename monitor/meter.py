@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from monitor.budget import (
     ACCOUNT_CODES,
+    ACCOUNT_OK_CODES,
     QUOTA_EXCEEDED,
     Budget,
     BudgetState,
     Outcome,
     day_edges,
+    outcome_code,
     quarter_of,
 )
 from monitor.errors import BudgetError
 from monitor.rules import AccountSubject
 from monitor.store import Store
 from monitor.store.ledger import BudgetStateRow, BudgetTxn, LedgerDay
-from monitor.wallclock import Monotonic, WallJumps, describe
+from monitor.wallclock import TOLERANCE, Monotonic, WallJumps, describe
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,9 @@ class Meter:
         self._step = timedelta(0)
         #: told of every pause transition (account alerts are driven by it, not by a tick)
         self.on_transition: Callable[[BudgetState, BudgetState], None] | None = None
+        #: this process's callers queue here, not in SQLite's busy handler (which sleeps in
+        #: steps of up to 100 ms); other processes and instances meet on the database lock
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -179,14 +185,23 @@ class Meter:
                 )
             await self._sleep(min(delay, _MAX_NAP))
 
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[tuple[BudgetTxn, datetime]]:
+        """The stored budget, locked, and the time to decide at: read once the lock is held,
+        since it may have been a while coming (a stale time would stamp sends too early)."""
+        async with self._lock:
+            self._follow_wall_clock()
+            now = self._clock()
+            day = ledger_day(self.budget, now)
+            initial = _row(self.budget.initial(now))
+            async with self._store.budget_txn(day, initial, now=now) as txn:
+                yield txn, max(now, self._clock())
+
     async def _take(self, probe: bool) -> float:
         """Count one call now and return 0.0, or return how long to wait first."""
-        self._follow_wall_clock()
-        now = self._clock()
-        day = ledger_day(self.budget, now)
         self._on_the_wire += 1  # counted before it commits: see ``answered``
         try:
-            async with self._store.budget_txn(day, _row(self.budget.initial(now)), now=now) as txn:
+            async with self._locked() as (txn, now):
                 delay = await self._decide(txn, now, probe)
         except BaseException:
             self._on_the_wire -= 1
@@ -236,7 +251,9 @@ class Meter:
         if self._step:
             state = self.budget.shifted(state, self._step)
             self._step = timedelta(0)
-        if not self._store.shared:
+        if not self._store.shared and state.refilled_at > now + TOLERANCE:
+            # stamped in the future: the clock was stepped back while no process watched it
+            # (a stamp a moment ahead is only another process's send, made while we waited)
             state = self.budget.rebased(state, now)
         self._adopt(state)
         return state, state != stored
@@ -247,9 +264,13 @@ class Meter:
 
     async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
         """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
-        now = self._clock()
-        day = ledger_day(self.budget, now)
-        async with self._store.budget_txn(day, _row(self.budget.initial(now)), now=now) as txn:
+        if outcome_code(outcome) in ACCOUNT_OK_CODES and self._state.pause_code is None:
+            # the common case changes no budget state: count it without locking the bucket (a
+            # pause another process began is ended by the next probe, whose answer goes below)
+            if billed:
+                await self._store.count_billed(ledger_day(self.budget, self._clock()))
+            return
+        async with self._locked() as (txn, now):
             if billed:
                 await txn.record_billed()
             before, moved = self._stored(txn, now)
@@ -267,10 +288,7 @@ class Meter:
     async def persist(self) -> None:
         """Rewrite the stored row as it stands: the daemon's health check that the database
         takes writes (it changes nothing, so it is harmless at any time)."""
-        self._follow_wall_clock()
-        now = self._clock()
-        day = ledger_day(self.budget, now)
-        async with self._store.budget_txn(day, _row(self.budget.initial(now)), now=now) as txn:
+        async with self._locked() as (txn, now):
             state, _ = self._stored(txn, now)
             await txn.save(_row(state), now=now)
 

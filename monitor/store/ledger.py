@@ -106,13 +106,20 @@ class LedgerStore(StoreBase):
         Keep the block free of waiting: every other spender queues on this lock.
         """
         name = initial.name
-        seed = self._upsert(budget_state).values(
-            name=name, **_state_values(initial), updated_at=now
-        )
         locked = select(budget_state).where(budget_state.c.name == name).with_for_update()
         async with self._write() as conn:
-            await conn.execute(seed.on_conflict_do_nothing(index_elements=[budget_state.c.name]))
-            row = (await conn.execute(locked)).one()
+            row = (await conn.execute(locked)).first()
+            if row is None:  # the first spend on this database: seed the row, then lock it
+                seed = self._upsert(budget_state).values(
+                    name=name, **_state_values(initial), updated_at=now
+                )
+                await conn.execute(
+                    seed.on_conflict_do_nothing(index_elements=[budget_state.c.name])
+                )
+                row = (await conn.execute(locked)).one()
+            # a statement of its own, after the lock: on PostgreSQL its snapshot then holds
+            # every call counted by whoever had the lock before (a subquery of the locking
+            # SELECT would see the ledger as it was before the wait)
             calls = await conn.scalar(_day_sum(budget_calls.c.calls, day))
             yield BudgetTxn(conn, name, day, _state_row(row), int(calls or 0))
 
@@ -125,6 +132,17 @@ class LedgerStore(StoreBase):
         async with self._read() as conn:
             row = (await conn.execute(query)).one()
         return int(row[0]), int(row[1])
+
+    async def count_billed(self, day: LedgerDay) -> None:
+        """Count one billed call without locking the budget row: for an answer that changes
+        no budget state (the common success)."""
+        stmt = self._upsert(budget_calls).values(slot_at=day.slot, day=day.label, calls=0, billed=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
+            set_={"billed": budget_calls.c.billed + 1},
+        )
+        async with self._write() as conn:
+            await conn.execute(stmt)
 
     async def ledger_label(self, label: str) -> tuple[int, int]:
         """(calls, billed) counted under the day label ``label`` (``budget_days`` in SQL)."""
