@@ -357,6 +357,8 @@ class _Upstream:
         """Seconds to wait before answering: fixed, or drawn from a seeded lognormal."""
         knobs = self.knobs
         if knobs.latency_p50_ms is not None and knobs.latency_p99_ms is not None:
+            if knobs.latency_p50_ms <= 0:  # ``simulate --latency 0``: an instant upstream
+                return 0.0
             mu = math.log(knobs.latency_p50_ms)
             sigma = max(0.0, math.log(knobs.latency_p99_ms) - mu) / 2.326  # z of the 99th pct
             return self.latency_rng.lognormvariate(mu, sigma) / 1000

@@ -1,0 +1,237 @@
+"""Own cost per fetch: the daemon's CPU per paid call against an instant upstream, beside the
+bare minimum measured in the same run (a keep-alive httpx GET, ``json.loads``, a 30-row upsert
+and a commit), on SQLite and on PostgreSQL.
+
+The fetch path is the production one: ``app.fetch_parts`` (gate, client, store, rules, outbox)
+and ``Fetcher.run`` for each creator. The simulator runs in a subprocess so its CPU is not
+counted. Prints figures; it is not a test. ``python bench/owncost.py [--fetches N] [--no-pg]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from monitor import migrate
+from monitor.app import fetch_parts
+from monitor.config import Config, load_config
+from monitor.cycle import Slot
+from monitor.model import Variant
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"
+UPSERT = (
+    "INSERT INTO m (creator, date_key, imp, read, engage, cpm) VALUES ({}) "
+    "ON CONFLICT (creator, date_key) DO UPDATE SET imp = excluded.imp, read = excluded.read, "
+    "engage = excluded.engage, cpm = excluded.cpm"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "simulate", "--port", str(port), "--latency", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return proc, f"http://127.0.0.1:{port}"
+    proc.kill()
+    raise SystemExit("the simulator did not start")
+
+
+def user(n: int) -> str:
+    return f"5c3bf7f7{n:016x}"
+
+
+def config_for(base_url: str, db_url: str, count: int, folder: Path) -> Config:
+    creators = "\n".join(f'[[creators]]\nuser_id = "{user(n)}"' for n in range(count))
+    text = f"""
+[api]
+base_url = "{base_url}"
+[budget]
+calls_per_minute = 10000
+burst = 1000
+daily_calls = 10000000
+[storage]
+url = "{db_url}"
+[[rules]]
+name = "engagement-floor"
+kind = "threshold"
+metric = "engage"
+op = "<"
+value = 50
+{creators}
+"""
+    path = folder / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+async def daemon_cost(config: Config, count: int) -> float:
+    """CPU seconds per fetch through the production path (warm-up excluded)."""
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    async with fetch_parts(config, clock=now, alerting=True) as parts:
+        entries = [e.creator() for e in config.creators]
+        ids = await parts.store.sync_creators(entries)
+        slots = [
+            Slot(
+                key=c.user_id,
+                creator_id=ids[c.user_id],
+                creator=c,
+                variant=Variant(),
+                every=timedelta(days=1),
+                due_at=now(),
+            )
+            for c in entries
+        ]
+        warm = max(5, count // 10)
+        for slot in slots[:warm]:
+            await parts.fetcher.run(slot)
+        started = time.process_time()
+        for slot in slots[warm:]:
+            await parts.fetcher.run(slot)
+        return (time.process_time() - started) / (count - warm)
+
+
+async def floor_cost(
+    base_url: str, count: int, store: Callable[[list[tuple[object, ...]]], Awaitable[None]]
+) -> float:
+    """CPU seconds per fetch for the bare minimum: GET, json.loads, 30-row upsert, commit."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        started = 0.0
+        warm = max(5, count // 10)
+        for n in range(count):
+            if n == warm:
+                started = time.process_time()
+            answer = await client.get(PATH, params={"token": "t", "userId": user(n)})
+            body = json.loads(answer.content)
+            rows = [
+                (n, p["dateKey"], p["imp"], p["read"], p["engage"], p["cpm"])
+                for p in body["data"]["dailyData"]
+            ]
+            await store(rows)
+        return (time.process_time() - started) / (count - warm)
+
+
+def sqlite_floor(path: Path) -> Callable[[list[tuple[object, ...]]], Awaitable[None]]:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE m (creator INT, date_key TEXT, imp INT, read INT, engage INT, cpm REAL, "
+        "PRIMARY KEY (creator, date_key))"
+    )
+    sql = UPSERT.format("?, ?, ?, ?, ?, ?")
+
+    async def store(rows: list[tuple[object, ...]]) -> None:
+        with db:
+            db.executemany(sql, rows)
+
+    return store
+
+
+async def pg_floor(dsn: str) -> tuple[asyncpg.Connection, Callable[..., Awaitable[None]]]:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "CREATE TABLE m (creator INT, date_key TEXT, imp INT, read INT, engage INT, "
+        "cpm DOUBLE PRECISION, PRIMARY KEY (creator, date_key))"
+    )
+    sql = UPSERT.format("$1, $2, $3, $4, $5, $6")
+
+    async def store(rows: list[tuple[object, ...]]) -> None:
+        async with conn.transaction():
+            await conn.executemany(sql, rows)
+
+    return conn, store
+
+
+async def pg_database() -> str:
+    name = f"cm_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return name
+
+
+async def drop_pg(name: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fetches", type=int, default=300)
+    parser.add_argument("--no-pg", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("JUSTONEAPI_TOKEN", "bench-token-not-secret")
+    sim, base_url = start_simulator()
+    rows: list[tuple[str, float, float]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            db_url = f"sqlite+aiosqlite:///{folder / 'history.db'}"
+            await migrate.upgrade(db_url)
+            floor = await floor_cost(base_url, args.fetches, sqlite_floor(folder / "floor.db"))
+            cfg = config_for(base_url, db_url, args.fetches, folder)
+            own = await daemon_cost(cfg, args.fetches)
+            rows.append(("SQLite", own, floor))
+            if not args.no_pg:
+                names = [await pg_database(), await pg_database()]
+                try:
+                    pg_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{names[0]}"
+                    await migrate.upgrade(pg_url)
+                    conn, store = await pg_floor(f"postgresql://postgres@127.0.0.1/{names[1]}")
+                    try:
+                        floor = await floor_cost(base_url, args.fetches, store)
+                    finally:
+                        await conn.close()
+                    cfg = config_for(base_url, pg_url, args.fetches, folder)
+                    own = await daemon_cost(cfg, args.fetches)
+                    rows.append(("PostgreSQL", own, floor))
+                finally:
+                    for name in names:
+                        await drop_pg(name)
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    print(f"own cost per fetch, {args.fetches} fetches, instant upstream (CPU ms per fetch)")
+    print(f"{'backend':<12} {'daemon':>8} {'floor':>8} {'ratio':>7}")
+    for backend, own, floor in rows:
+        print(f"{backend:<12} {own * 1000:8.2f} {floor * 1000:8.2f} {own / floor:6.1f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
