@@ -29,7 +29,7 @@ V = Variant()
 VC = Variant(business=Business.COOPERATE_NOTE)
 
 
-async def test_schedule_due_broken_and_leases(store: Store, clock: FakeClock) -> None:
+async def test_schedule_due_and_broken(store: Store, clock: FakeClock) -> None:
     ids = await store.sync_creators(CREATORS)
     a, b = ids[CREATORS[0].user_id], ids[CREATORS[1].user_id]
     assert await store.ensure_scheduled([(a, V), (b, V), (a, VC)], T0) == 3
@@ -46,19 +46,6 @@ async def test_schedule_due_broken_and_leases(store: Store, clock: FakeClock) ->
     assert (rows[1].broken_at, rows[1].broken_reason) == (T0, "400: invalid parameters")
     await store.clear_broken(a, VC)
     assert (await store.load_schedule())[1].broken_at is None
-
-    until = T0 + timedelta(minutes=5)
-    assert await store.try_lease(a, V, owner="i1", now=T0, until=until, due_at=T0)
-    assert not await store.try_lease(a, V, owner="i2", now=T0, until=until, due_at=T0)
-    assert await store.try_lease(a, V, owner="i1", now=T0, until=until)  # re-entrant
-    assert not await store.try_lease(
-        b, V, owner="i2", now=T0, until=until, due_at=T0
-    )  # not due then
-    await store.release_lease(a, V, owner="i2")  # not the holder: no effect
-    assert not await store.try_lease(a, V, owner="i2", now=T0, until=until)
-    assert await store.try_lease(a, V, owner="i2", now=until, until=until + timedelta(minutes=5))
-    await store.release_lease(a, V, owner="i2")
-    assert await store.try_lease(a, V, owner="i3", now=T0, until=until)
 
     # a creator that leaves the config drops out of the schedule, keeping its rows
     await store.sync_creators([CREATORS[0]])

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal_column, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, literal_column, select, update
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.schema import creators, daily_metrics, schedule
@@ -145,7 +145,7 @@ def _schedule_row(row: Any) -> ScheduleRow:
 
 
 class ScheduleStore(StoreBase):
-    """Reads and writes the schedule; atomic leases for several instances on one database."""
+    """Reads and writes the schedule (leases for several instances are ``ClusterStore``'s)."""
 
     async def load_schedule(self) -> list[ScheduleRow]:
         """Every slot of every active creator, soonest due first, with all its columns.
@@ -266,48 +266,6 @@ class ScheduleStore(StoreBase):
         stmt = self._upsert(schedule).values(**(row | values))
         async with self._write() as conn:
             await conn.execute(stmt.on_conflict_do_update(index_elements=list(_PK), set_=values))
-
-    async def try_lease(
-        self,
-        creator_id: int,
-        variant: Variant,
-        *,
-        owner: str,
-        now: datetime,
-        until: datetime,
-        due_at: datetime | None = None,
-    ) -> bool:
-        """Atomically take the slot for ``owner`` until ``until``; False if another holds it.
-
-        With ``due_at``, the lease is granted only while the slot is still due at that time, so two
-        instances never serve the same due time.
-        """
-        free = or_(
-            schedule.c.lease_until.is_(None),
-            schedule.c.lease_until <= now,
-            schedule.c.lease_owner == owner,
-        )
-        query = update(schedule).where(
-            schedule.c.creator_id == creator_id, matches_variant(schedule, variant), free
-        )
-        if due_at is not None:
-            query = query.where(schedule.c.next_due_at == due_at)
-        async with self._write() as conn:
-            result = await conn.execute(query.values(lease_owner=owner, lease_until=until))
-            return int(result.rowcount) == 1
-
-    async def release_lease(self, creator_id: int, variant: Variant, *, owner: str) -> None:
-        """Give the slot back (only if ``owner`` still holds it)."""
-        async with self._write() as conn:
-            await conn.execute(
-                update(schedule)
-                .where(
-                    schedule.c.creator_id == creator_id,
-                    matches_variant(schedule, variant),
-                    schedule.c.lease_owner == owner,
-                )
-                .values(lease_owner=None, lease_until=None)
-            )
 
     async def status_rows(self) -> list[StatusRow]:
         """Per active creator and slot: last success/error, next due, failures, rows stored."""
