@@ -9,18 +9,19 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib
 import importlib.metadata
 import logging
 import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from monitor import arguments, commands
+from monitor import arguments
 from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import configure_logging
@@ -29,7 +30,6 @@ from monitor.validation import did_you_mean, problems_of
 
 log = logging.getLogger("monitor")
 
-Handler = Callable[[argparse.Namespace, Config], int]
 
 #: the longest silence ``silence add --for`` accepts
 LONGEST_SILENCE = timedelta(days=365)
@@ -108,8 +108,10 @@ def _add(
     name: str,
     help_: str,
     example: str,
-    handler: Handler,
+    handler: str,
 ) -> _Parser:
+    """A sub-command whose work is ``monitor.commands.<handler>``: named, not imported, so
+    ``--help``, ``--version`` and usage errors answer without loading the store or the client."""
     parser = sub.add_parser(
         name,
         help=help_,
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         "validate the config, the channels and the token; print the call plan",
         "creator-monitor check -c config.toml",
-        commands.check,
+        "check",
     )
     p.add_argument("--no-token", action="store_true", help="do not require an API token (CI use)")
     p = _add(
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch",
         "one call now: print the metrics and store them (--all: every configured creator)",
         "creator-monitor fetch 5c3bf7f7000000000602fd63 --dry-run",
-        commands.fetch,
+        "fetch",
     )
     p.add_argument("user_id", nargs="?", metavar="CREATOR", help="a user id or a configured name")
     p.add_argument("--dry-run", action="store_true", help="print only; store nothing")
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         "run the simulated upstream on 127.0.0.1",
         "creator-monitor simulate --port 8765",
-        commands.simulate,
+        "simulate",
     )
     p.add_argument("--port", type=arguments.PORT, default=8765, help="0: any free port")
     p.add_argument(
@@ -180,28 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="billed calls left (→ code 601)",
     )
-    db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", commands.db_current)
+    db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", "db_current")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     _add(
         db_sub,
         "upgrade",
         "create or upgrade the schema to the newest revision",
         "creator-monitor db upgrade",
-        commands.db_upgrade,
+        "db_upgrade",
     )
     _add(
         db_sub,
         "current",
         "print the schema revision of the database",
         "creator-monitor db current",
-        commands.db_current,
+        "db_current",
     )
     p = _add(
         sub,
         "history",
         "the stored daily series of one creator",
         "creator-monitor history 5c3bf7f7000000000602fd63 --metric read --since 30d",
-        commands.history,
+        "history",
     )
     p.add_argument("user_id", metavar="CREATOR", help="a user id or a configured name")
     p.add_argument(
@@ -229,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         "the daily series of all creators, streamed",
         "creator-monitor export --format csv --since 90d > metrics.csv",
-        commands.export,
+        "export",
     )
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     p.add_argument(
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "per creator: last success, next due, failures, open alerts; the account's budget",
         "creator-monitor status",
-        commands.status,
+        "status",
     )
     _add_report_commands(sub)
     _add_daemon_commands(sub)
@@ -257,7 +259,7 @@ def _add_report_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "report",
         "one self-contained HTML file: charts per creator, top movers, alerts, budget",
         "creator-monitor report --out report.html --since 90d",
-        commands.report,
+        "report",
     )
     p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
     p.add_argument(
@@ -266,16 +268,14 @@ def _add_report_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         default="90d",
         help="a duration back from today (90d) or a date",
     )
-    rules = _add(
-        sub, "rules", "work with alert rules", "creator-monitor rules test", commands.rules_test
-    )
+    rules = _add(sub, "rules", "work with alert rules", "creator-monitor rules test", "rules_test")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     p = _add(
         rules_sub,
         "test",
         "backtest the rules over stored history; sends nothing",
         "creator-monitor rules test --since 90d",
-        commands.rules_test,
+        "rules_test",
     )
     p.add_argument(
         "--since",
@@ -292,14 +292,14 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "run",
         "the daemon: fetch on schedule, alert, until SIGTERM",
         "creator-monitor -c /etc/creator-monitor/config.toml run",
-        commands.run,
+        "run",
     )
     p = _add(
         sub,
         "demo",
         "the whole system against the built-in simulator; ends by itself",
         "creator-monitor demo",
-        commands.demo,
+        "demo",
     )
     p.add_argument("--db", type=Path, default=None, help="keep the SQLite file here")
     p.add_argument(
@@ -308,7 +308,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=40.0,
         help="how long the story runs",
     )
-    p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", commands.alerts)
+    p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", "alerts")
     p.add_argument("--open", action="store_true", help="only pending and firing alerts")
     sil = _add(
         sub,
@@ -316,7 +316,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "hold back messages for a while",
         "creator-monitor silence add --creator 5c3bf7f7000000000602fd63 --for 2d "
         "--reason 'on holiday'",
-        commands.silence_list,
+        "silence_list",
     )
     sil_sub = sil.add_subparsers(dest="silence_command", required=True, metavar="ACTION")
     p = _add(
@@ -324,7 +324,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "add",
         "add a silence",
         "creator-monitor silence add --rule engagement-floor --for 12h --reason tuning",
-        commands.silence_add,
+        "silence_add",
     )
     p.add_argument("--creator", help="a creator's user id or configured name, or 'account'")
     p.add_argument("--rule", help="a configured rule's name")
@@ -342,18 +342,16 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "list",
         "list active silences",
         "creator-monitor silence list",
-        commands.silence_list,
+        "silence_list",
     )
-    p = _add(
-        sub, "unsilence", "remove a silence", "creator-monitor unsilence 3", commands.unsilence
-    )
+    p = _add(sub, "unsilence", "remove a silence", "creator-monitor unsilence 3", "unsilence")
     p.add_argument("id", type=arguments.number(1, 2**63 - 1))
     note = _add(
         sub,
         "notify",
         "test channels, replay dead letters",
         "creator-monitor notify test",
-        commands.notify_test,
+        "notify_test",
     )
     note_sub = note.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
     p = _add(
@@ -361,7 +359,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "test",
         "send a test message through each (or one) channel",
         "creator-monitor notify test team-slack",
-        commands.notify_test,
+        "notify_test",
     )
     p.add_argument("channel", nargs="?")
     p = _add(
@@ -369,7 +367,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         "retry",
         "queue dead-lettered messages again",
         "creator-monitor notify retry",
-        commands.notify_retry,
+        "notify_retry",
     )
     p.add_argument("--channel")
 
@@ -397,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load(args)
         secret_filter.add(*_secrets(config))
-        code: int = args.handler(args, config)
+        commands = importlib.import_module("monitor.commands")
+        code: int = getattr(commands, args.handler)(args, config)
     except ConfigError as exc:
         _fail(exc, args.debug, secret_filter)
         return 2
