@@ -96,7 +96,12 @@ def _path(loc: Sequence[int | str], tags: Iterable[str]) -> str:
 
 
 def _number(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    """``10000000`` → ``10,000,000``; ``1e15`` → ``1,000,000,000,000,000``; ``1e300`` → 1e+300."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def pydantic_problems(

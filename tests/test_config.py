@@ -390,7 +390,7 @@ OUT_OF_RANGE: list[tuple[dict[str, Any], str]] = [
                 {"name": "r", "kind": "threshold", "metric": "read", "op": "<", "value": 1e300}
             ]
         },
-        "rules[0].value: must be at most 1000000000000000.0",
+        "rules[0].value: must be at most 1,000,000,000,000,000, got 1e+300",
     ),
     (
         {
