@@ -7,13 +7,11 @@ config may list 100,000 creators). Must not: open network connections or touch t
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import os
 import re
 import stat
-import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import time, timedelta
@@ -47,9 +45,11 @@ from monitor.model import (
 )
 from monitor.validation import (
     MAX_DURATION,
+    config_keys,  # noqa: F401 - re-exported: the README and config tests list keys with it
     format_duration,
     pydantic_problems,
     raise_all,
+    section_keys,
     unknown,
 )
 
@@ -436,13 +436,6 @@ class Config(_Section):
         return rule.channels if rule.channels is not None else tuple(c.name for c in self.channels)
 
 
-def config_keys(section: type[BaseModel] | type[CreatorConfig]) -> list[str]:
-    """The keys a section (or list entry) accepts, as written in TOML: aliases, not attributes."""
-    if issubclass(section, BaseModel):
-        return [info.alias or name for name, info in section.model_fields.items()]
-    return [f.name for f in dataclasses.fields(section) if f.init]
-
-
 def _overrides(creator: VariantConfig | CreatorConfig) -> bool:
     return not (
         creator.business is None
@@ -509,43 +502,7 @@ _RULE_MODELS: dict[str, type[BaseModel]] = {
 
 def keys_at(loc: tuple[int | str, ...]) -> list[str]:
     """The keys accepted at a place in the config (pydantic's loc), for "did you mean"."""
-    section: Any = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if part in _RULE_MODELS and section is _RuleBase:
-            section = _RULE_MODELS[part]
-            continue
-        fields = getattr(section, "model_fields", None) or getattr(
-            section, "__pydantic_fields__", {}
-        )
-        info = next(
-            (f for name, f in fields.items() if part in {name, f.alias}),
-            None,
-        )
-        if info is None:
-            return []
-        section = _section_type(info.annotation)
-        if section is None:
-            return []
-    if section is _RuleBase:
-        return sorted({k for m in _RULE_MODELS.values() for k in config_keys(m)})
-    return config_keys(section)
-
-
-def _section_type(annotation: Any) -> Any:
-    """The section class a field holds (through tuples and optionals), or None for a value."""
-    if annotation == Rule:
-        return _RuleBase
-    if isinstance(annotation, type) and (
-        issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)
-    ):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None
+    return section_keys(Config, loc, tagged=_RULE_MODELS)
 
 
 def parse_config(data: Mapping[str, Any]) -> Config:

@@ -5,12 +5,14 @@ knows nothing of the config's sections (the caller says which keys exist where).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Sequence
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from monitor.errors import ConfigError
 
@@ -75,6 +77,62 @@ def format_duration(value: timedelta) -> str:
         if count:
             out += f"{count}{unit}"
     return out or "0s"
+
+
+def config_keys(section: type[Any]) -> list[str]:
+    """The keys a section (a model or a dataclass list entry) accepts, as written in TOML:
+    aliases, not attribute names."""
+    if issubclass(section, BaseModel):
+        return [info.alias or name for name, info in section.model_fields.items()]
+    return [f.name for f in dataclasses.fields(section) if f.init]
+
+
+def section_keys(
+    root: type[BaseModel], loc: Sequence[int | str], *, tagged: Mapping[str, type[BaseModel]]
+) -> list[str]:
+    """The keys accepted at ``loc`` (pydantic's path to a section), for a "did you mean".
+
+    ``tagged`` maps the tags of a discriminated union (rule kinds) to their models; inside a
+    union without its tag, the keys of every member count. Unknown places give no keys."""
+    members = set(tagged.values())
+    section: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if section is _UNION:
+            section = tagged.get(part)
+            if section is None:
+                return []
+            continue
+        fields = getattr(section, "model_fields", None) or getattr(
+            section, "__pydantic_fields__", {}
+        )
+        info = next((f for name, f in fields.items() if part in {name, f.alias}), None)
+        section = None if info is None else _section_type(info.annotation, members)
+        if section is None:
+            return []
+    if section is _UNION:
+        return sorted({key for model in members for key in config_keys(model)})
+    return config_keys(section)
+
+
+_UNION = object()  # a field holding one of the tagged union's members
+
+
+def _section_type(annotation: Any, members: set[type[BaseModel]]) -> Any:
+    """The section class a field holds (through tuples, optionals and Annotated), ``_UNION`` for
+    the tagged union, or None for a plain value."""
+    if isinstance(annotation, type) and annotation in members:
+        return _UNION
+    if isinstance(annotation, type) and (
+        issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)
+    ):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_type(arg, members)
+        if found is not None:
+            return found
+    return None
 
 
 def _path(loc: Sequence[int | str], tags: Iterable[str]) -> str:
