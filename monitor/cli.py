@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -35,7 +36,9 @@ log = logging.getLogger("monitor")
 LONGEST_SILENCE = timedelta(days=365)
 
 
+@functools.cache
 def version() -> str:
+    """The installed package's version (``--version``)."""
     try:
         return importlib.metadata.version("creator-monitor")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
