@@ -26,6 +26,7 @@ from monitor import arguments
 from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import configure_logging
+from monitor.output import plain_error
 from monitor.redaction import SecretFilter, redact
 from monitor.validation import did_you_mean, problems_of
 
@@ -417,25 +418,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _internal_names() -> list[str]:
-    """The names of our own exception classes, which no user-facing line should show."""
-    found: list[str] = []
-    todo: list[type[BaseException]] = [MonitorError]
-    while todo:
-        cls = todo.pop()
-        found.append(cls.__name__)
-        todo += cls.__subclasses__()
-    return sorted(set(found), key=len, reverse=True)
-
-
-def user_text(exc: BaseException) -> str:
-    """An error as a user reads it: its message, without our exception class names (an
-    upstream error's text, kept in the database too, starts with its class's name)."""
-    text = str(exc)
-    names = "|".join(map(re.escape, _internal_names()))
-    return re.sub(rf"\b(?:{names}): ", "", text)
-
-
 def _fail(
     exc: BaseException, debug: bool, secrets: SecretFilter, *, unexpected: bool = False
 ) -> None:
@@ -447,6 +429,6 @@ def _fail(
     elif unexpected:
         lines = [f"error (unexpected; rerun with --debug): {exc}"]
     else:
-        lines = [f"error: {user_text(exc)}"]
+        lines = [f"error: {plain_error(str(exc))}"]
     for line in lines:
         sys.stderr.write(redact(line, secrets.secrets) + "\n")

@@ -339,3 +339,18 @@ def test_alembic_chatter_only_under_debug(workspace: Workspace) -> None:
     assert quiet.stderr == ""
     loud = cli("db", "current", "--debug", "-c", str(workspace.config))
     assert "alembic" in loud.stderr
+
+
+def test_stored_error_texts_lose_our_class_names() -> None:
+    """``status`` and ``fetch`` show errors as stored (``TransportError: …``) without the name."""
+    from monitor.output import plain_error
+
+    stored = "TransportError: cannot reach 127.0.0.1:9 (connection refused): check api.base_url"
+    assert plain_error(f"fetch of {LILYY} failed: {stored}") == (
+        f"fetch of {LILYY} failed: cannot reach 127.0.0.1:9 (connection refused): "
+        "check api.base_url"
+    )
+    assert plain_error("RateLimited: rate limit exceeded, code 302") == (
+        "rate limit exceeded, code 302"
+    )
+    assert plain_error("a ValueError: stays") == "a ValueError: stays"  # only our own names
