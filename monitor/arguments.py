@@ -18,7 +18,7 @@ from monitor.validation import MAX_DURATION, unknown
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
-#: the earliest date ``--since`` accepts; the upstream's series are 30 or 90 days long
+#: the earliest date ``--since`` accepts: anything before is a typo (no series goes back that far)
 EARLIEST = date(2000, 1, 1)
 #: the scope word that stands for the account (budget rules) instead of a creator
 ACCOUNT = "account"
@@ -59,8 +59,10 @@ def parse_since(text: str | None, today: date) -> date | None:
     except ValueError:
         pass
     else:
-        if not EARLIEST <= day <= today:
-            raise ConfigError("--since", f"date {text} must lie between {EARLIEST} and today")
+        if day < EARLIEST:
+            raise ConfigError("--since", f"date {text} is before {EARLIEST}")
+        if day > today + timedelta(days=1):  # a day of slack: the user's today may be UTC's next
+            raise ConfigError("--since", f"date {text} is in the future")
         return day
     try:
         return today - parse_duration(text, MAX_DURATION)
