@@ -7,71 +7,149 @@ Thin on purpose: no SQL, no HTTP, no business rules here. Exit codes: 0 ok, 1 ru
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import functools
+import importlib
+import importlib.metadata
 import logging
 import os
+import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, NoReturn
 
-from monitor import commands
+from monitor import arguments
 from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
 from monitor.errors import ConfigError, MonitorError
 from monitor.logs import configure_logging
+from monitor.output import plain_error
 from monitor.redaction import SecretFilter, redact
+from monitor.validation import did_you_mean, problems_of
 
 log = logging.getLogger("monitor")
 
-Handler = Callable[[argparse.Namespace, Config], int]
+
+#: the longest silence ``silence add --for`` accepts
+LONGEST_SILENCE = timedelta(days=365)
+
+
+@functools.cache
+def version() -> str:
+    """The installed package's version (``--version``)."""
+    try:
+        return importlib.metadata.version("creator-monitor")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (exit 2) that suggest the nearest known name."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_explain(self, message)} (see: {self.prog} --help)\n")
+
+
+def _explain(parser: argparse.ArgumentParser, message: str) -> str:
+    """argparse's message, with "did you mean" for a mistyped command, choice or option."""
+    message = message.removeprefix("argument ")
+    choice = re.match(r"(\S+): invalid choice: (.+?) \(choose from (.*)\)$", message)
+    if choice:
+        with contextlib.suppress(ValueError, SyntaxError):
+            name, bad = choice.group(1), str(ast.literal_eval(choice.group(2)))
+            known = [str(c) for c in ast.literal_eval(f"[{choice.group(3)}]")]
+            what = {"COMMAND": "command", "ACTION": "action"}.get(name, f"{name} value")
+            close = did_you_mean(bad, known)
+            hint = f"did you mean {close!r}?" if close else f"one of: {', '.join(known)}"
+            return f"unknown {what} {bad!r}; {hint}"
+    extra = re.match(r"unrecognized arguments: (.*)$", message)
+    if extra:
+        words = extra.group(1).split()
+        options = sorted(_option_strings(parser))
+        for word in words:
+            if word.startswith("-"):
+                close = did_you_mean(word.split("=", 1)[0], options)
+                hint = f"; did you mean {close!r}?" if close else ""
+                return f"unknown option {word!r}{hint}"
+        return f"unexpected argument {words[0]!r}"
+    return message
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> Iterator[str]:
+    """Every option of a parser and of all its sub-commands (for a "did you mean")."""
+    for action in parser._actions:
+        yield from action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _option_strings(sub)
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-c``, ``--debug`` and ``--version``: on the top parser with their defaults, and on every
+    sub-command without (``SUPPRESS``), so they work anywhere on the line."""
+    default: Any = argparse.SUPPRESS
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path(os.environ.get(CONFIG_ENV, "config.toml")) if top else default,
+        help=f"config file (default ./config.toml, env {CONFIG_ENV})",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else default,
+        help="debug logs and tracebacks (redacted)",
+    )
+    parser.add_argument("--version", action="version", version=f"creator-monitor {version()}")
 
 
 def _add(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[_Parser],
     name: str,
     help_: str,
     example: str,
-    handler: Handler,
-) -> argparse.ArgumentParser:
+    handler: str,
+) -> _Parser:
+    """A sub-command whose work is ``monitor.commands.<handler>``: named, not imported, so
+    ``--help``, ``--version`` and usage errors answer without loading the store or the client."""
     parser = sub.add_parser(
         name,
         help=help_,
         description=f"{help_}\n\nexample:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _global_options(parser, top=False)
     parser.set_defaults(handler=handler)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="creator-monitor",
         description="Keeps watch over Xiaohongshu creators through Just One API.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=Path(os.environ.get(CONFIG_ENV, "config.toml")),
-        help=f"config file (default ./config.toml, env {CONFIG_ENV})",
-    )
-    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks (redacted)")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add(
+    p = _add(
         sub,
         "check",
-        "validate the config, parse each channel URL, print the call plan",
-        "creator-monitor -c config.toml check",
-        commands.check,
+        "validate the config, the channels and the token; print the call plan",
+        "creator-monitor check -c config.toml",
+        "check",
     )
+    p.add_argument("--no-token", action="store_true", help="do not require an API token (CI use)")
     p = _add(
         sub,
         "fetch",
         "one call now: print the metrics and store them (--all: every configured creator)",
         "creator-monitor fetch 5c3bf7f7000000000602fd63 --dry-run",
-        commands.fetch,
+        "fetch",
     )
-    p.add_argument("user_id", nargs="?")
+    p.add_argument("user_id", nargs="?", metavar="CREATOR", help="a user id or a configured name")
     p.add_argument("--dry-run", action="store_true", help="print only; store nothing")
     p.add_argument(
         "--all", action="store_true", help="fetch every configured creator once, inside the budget"
@@ -81,41 +159,72 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         "run the simulated upstream on 127.0.0.1",
         "creator-monitor simulate --port 8765",
-        commands.simulate,
+        "simulate",
     )
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--latency", type=float, default=0.05, help="median latency in seconds")
-    p.add_argument("--calls-per-minute", type=int, default=None, help="limit (→ code 302)")
-    p.add_argument("--daily-quota", type=int, default=None, help="quota (→ code 303)")
-    p.add_argument("--balance", type=int, default=None, help="billed calls left (→ code 601)")
-    db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", commands.db_current)
+    p.add_argument("--port", type=arguments.PORT, default=8765, help="0: any free port")
+    p.add_argument(
+        "--latency",
+        type=arguments.decimal(0, 60),
+        default=0.05,
+        help="median latency in seconds",
+    )
+    p.add_argument(
+        "--calls-per-minute",
+        type=arguments.number(1, 1_000_000),
+        default=None,
+        help="limit (→ code 302)",
+    )
+    p.add_argument(
+        "--daily-quota",
+        type=arguments.number(0, 1_000_000_000),
+        default=None,
+        help="quota (→ code 303)",
+    )
+    p.add_argument(
+        "--balance",
+        type=arguments.number(0, 1_000_000_000),
+        default=None,
+        help="billed calls left (→ code 601)",
+    )
+    db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", "db_current")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     _add(
         db_sub,
         "upgrade",
         "create or upgrade the schema to the newest revision",
         "creator-monitor db upgrade",
-        commands.db_upgrade,
+        "db_upgrade",
     )
     _add(
         db_sub,
         "current",
         "print the schema revision of the database",
         "creator-monitor db current",
-        commands.db_current,
+        "db_current",
     )
     p = _add(
         sub,
         "history",
         "the stored daily series of one creator",
         "creator-monitor history 5c3bf7f7000000000602fd63 --metric read --since 30d",
-        commands.history,
+        "history",
     )
-    p.add_argument("user_id")
-    p.add_argument("--metric", action="append", help="metric to show (repeatable; default all)")
-    p.add_argument("--since", default=None, help="a duration back from today (30d) or a date")
+    p.add_argument("user_id", metavar="CREATOR", help="a user id or a configured name")
+    p.add_argument(
+        "--metric",
+        action="append",
+        type=arguments.metric,
+        help="metric to show (repeatable; default all)",
+    )
+    p.add_argument(
+        "--since",
+        type=arguments.since,
+        default=None,
+        help="a duration back from today (30d) or a date",
+    )
     p.add_argument(
         "--variant",
+        type=arguments.variant,
         default=None,
         help="BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, e.g. DAILY_NOTE/VIDEO/DAY_30/ALL",
     )
@@ -126,70 +235,84 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         "the daily series of all creators, streamed",
         "creator-monitor export --format csv --since 90d > metrics.csv",
-        commands.export,
+        "export",
     )
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    p.add_argument("--since", default=None)
+    p.add_argument(
+        "--since",
+        type=arguments.since,
+        default=None,
+        help="a duration back from today (30d) or a date",
+    )
     _add(
         sub,
         "status",
         "per creator: last success, next due, failures, open alerts; the account's budget",
         "creator-monitor status",
-        commands.status,
+        "status",
     )
     _add_report_commands(sub)
     _add_daemon_commands(sub)
     return parser
 
 
-def _add_report_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def _add_report_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     """report and rules test: read the history, send nothing."""
     p = _add(
         sub,
         "report",
         "one self-contained HTML file: charts per creator, top movers, alerts, budget",
         "creator-monitor report --out report.html --since 90d",
-        commands.report,
+        "report",
     )
     p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
-    p.add_argument("--since", default="90d", help="a duration back from today (90d) or a date")
-    rules = _add(
-        sub, "rules", "work with alert rules", "creator-monitor rules test", commands.rules_test
+    p.add_argument(
+        "--since",
+        type=arguments.since,
+        default="90d",
+        help="a duration back from today (90d) or a date",
     )
+    rules = _add(sub, "rules", "work with alert rules", "creator-monitor rules test", "rules_test")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     p = _add(
         rules_sub,
         "test",
         "backtest the rules over stored history; sends nothing",
         "creator-monitor rules test --since 90d",
-        commands.rules_test,
+        "rules_test",
     )
-    p.add_argument("--since", default="90d", help="a duration back from today (90d) or a date")
+    p.add_argument(
+        "--since",
+        type=arguments.since,
+        default="90d",
+        help="a duration back from today (90d) or a date",
+    )
 
 
-def _add_daemon_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     """run, demo, alerts, silences and notify."""
     _add(
         sub,
         "run",
         "the daemon: fetch on schedule, alert, until SIGTERM",
         "creator-monitor -c /etc/creator-monitor/config.toml run",
-        commands.run,
+        "run",
     )
     p = _add(
         sub,
         "demo",
         "the whole system against the built-in simulator; ends by itself",
         "creator-monitor demo",
-        commands.demo,
+        "demo",
     )
     p.add_argument("--db", type=Path, default=None, help="keep the SQLite file here")
-    p.add_argument("--seconds", type=float, default=40.0, help="how long the story runs")
-    p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", commands.alerts)
+    p.add_argument(
+        "--seconds",
+        type=arguments.decimal(5, 3600),
+        default=40.0,
+        help="how long the story runs",
+    )
+    p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", "alerts")
     p.add_argument("--open", action="store_true", help="only pending and firing alerts")
     sil = _add(
         sub,
@@ -197,7 +320,7 @@ def _add_daemon_commands(
         "hold back messages for a while",
         "creator-monitor silence add --creator 5c3bf7f7000000000602fd63 --for 2d "
         "--reason 'on holiday'",
-        commands.silence_list,
+        "silence_list",
     )
     sil_sub = sil.add_subparsers(dest="silence_command", required=True, metavar="ACTION")
     p = _add(
@@ -205,30 +328,34 @@ def _add_daemon_commands(
         "add",
         "add a silence",
         "creator-monitor silence add --rule engagement-floor --for 12h --reason tuning",
-        commands.silence_add,
+        "silence_add",
     )
-    p.add_argument("--creator", help="a creator's user_id, or 'account'")
-    p.add_argument("--rule")
-    p.add_argument("--tag")
-    p.add_argument("--for", dest="for_", required=True, help="how long, e.g. 2d")
+    p.add_argument("--creator", help="a creator's user id or configured name, or 'account'")
+    p.add_argument("--rule", help="a configured rule's name")
+    p.add_argument("--tag", help="a tag of configured creators")
+    p.add_argument(
+        "--for",
+        dest="for_",
+        type=arguments.duration(LONGEST_SILENCE),
+        required=True,
+        help="how long, e.g. 2d (at most 365d)",
+    )
     p.add_argument("--reason", default="")
     _add(
         sil_sub,
         "list",
         "list active silences",
         "creator-monitor silence list",
-        commands.silence_list,
+        "silence_list",
     )
-    p = _add(
-        sub, "unsilence", "remove a silence", "creator-monitor unsilence 3", commands.unsilence
-    )
-    p.add_argument("id", type=int)
+    p = _add(sub, "unsilence", "remove a silence", "creator-monitor unsilence 3", "unsilence")
+    p.add_argument("id", type=arguments.number(1, 2**63 - 1))
     note = _add(
         sub,
         "notify",
         "test channels, replay dead letters",
         "creator-monitor notify test",
-        commands.notify_test,
+        "notify_test",
     )
     note_sub = note.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
     p = _add(
@@ -236,7 +363,7 @@ def _add_daemon_commands(
         "test",
         "send a test message through each (or one) channel",
         "creator-monitor notify test team-slack",
-        commands.notify_test,
+        "notify_test",
     )
     p.add_argument("channel", nargs="?")
     p = _add(
@@ -244,7 +371,7 @@ def _add_daemon_commands(
         "retry",
         "queue dead-lettered messages again",
         "creator-monitor notify retry",
-        commands.notify_retry,
+        "notify_retry",
     )
     p.add_argument("--channel")
 
@@ -272,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load(args)
         secret_filter.add(*_secrets(config))
-        code: int = args.handler(args, config)
+        commands = importlib.import_module("monitor.commands")
+        code: int = getattr(commands, args.handler)(args, config)
     except ConfigError as exc:
         _fail(exc, args.debug, secret_filter)
         return 2
@@ -296,5 +424,11 @@ def _fail(
     if debug:
         text = "".join(traceback.format_exception(exc))
         sys.stderr.write(redact(text, secrets.secrets))
-    prefix = "error (unexpected; rerun with --debug)" if unexpected else "error"
-    sys.stderr.write(redact(f"{prefix}: {exc}", secrets.secrets) + "\n")
+    if isinstance(exc, ConfigError):
+        lines = [f"error: {problem}" for problem in problems_of(exc)]
+    elif unexpected:
+        lines = [f"error (unexpected; rerun with --debug): {exc}"]
+    else:
+        lines = [f"error: {plain_error(str(exc))}"]
+    for line in lines:
+        sys.stderr.write(redact(line, secrets.secrets) + "\n")

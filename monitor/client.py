@@ -8,9 +8,12 @@ retry upstream codes, sleep, or know about budgets, storage or alerts.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
 import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -362,13 +365,14 @@ class JustOneClient:
                 return response.status_code, response.headers, b"".join(chunks)
         except TimeoutError as exc:
             raise TransportError(
-                f"Timeout: no complete answer within {self._deadline:g} s",
+                f"no complete answer from {_where(self._http.base_url)} within "
+                f"{self._deadline:g} s: the upstream is slow (api.timeout sets the limit)",
                 latency_ms=self._elapsed_ms(started),
                 billed=False,
             ) from exc
         except httpx.HTTPError as exc:
             # a client-side timeout may still be billed by the vendor; we cannot know, so: False
-            message = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
+            message = self._redact(_transport_text(exc, self._http.base_url, self._deadline))
             raise TransportError(
                 message, latency_ms=self._elapsed_ms(started), billed=False
             ) from exc
@@ -392,6 +396,54 @@ class JustOneClient:
         if exc.raw_body is not None:
             exc.raw_body = self._redact(exc.raw_body)
         exc.args = (exc.message,)
+
+
+def _where(url: httpx.URL) -> str:
+    """``host:port`` of the upstream, without any user info."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{url.host}:{port}"
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+}
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, in a few words, from the innermost cause that says."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause.reason or 'handshake error'}"
+        if isinstance(cause, OSError) and cause.errno in _ERRNO_WORDS:
+            return _ERRNO_WORDS[cause.errno]
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return str(exc).rstrip(".").lower() or "no detail"
+
+
+def _transport_text(exc: httpx.HTTPError, base_url: httpx.URL, deadline: float) -> str:
+    """A transport failure as an operator reads it: which host, what happened, what to check.
+    No exception class names: this text reaches ``fetch``'s one error line."""
+    where, reason = _where(base_url), _reason(exc)
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError):
+        return f"cannot reach {where} ({reason}): check api.base_url and proxy settings"
+    if isinstance(exc, httpx.TimeoutException):
+        return (
+            f"no answer from {where} within {deadline:g} s ({reason}): api.timeout sets the limit"
+        )
+    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+        return f"connection to {where} broke ({reason}); the call is retried later"
+    return f"request to {where} failed ({reason})"
 
 
 def _retry_after(headers: httpx.Headers | None) -> float | None:

@@ -15,20 +15,22 @@ import shutil
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from monitor import cadence, output
+from monitor import arguments, cadence, output
 from monitor.app import fetch_parts
+from monitor.arguments import parse_since
 from monitor.budget import Budget
-from monitor.config import Config, channel_url, parse_duration
+from monitor.config import Config, channel_url, resolve_token
 from monitor.cycle import Slot
 from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.meter import Meter
-from monitor.model import Advertise, Business, Creator, DateType, NoteType, Variant
+from monitor.model import Creator, Variant
 from monitor.notify import Notifier, validate_channel_url
 from monitor.store import Store
+from monitor.validation import raise_all
 
 
 def _now() -> datetime:
@@ -50,56 +52,44 @@ async def _store(config: Config, *, check: bool = True) -> AsyncIterator[Store]:
         await store.close()
 
 
-def parse_since(text: str | None, today: date) -> date | None:
-    """``30d`` (back from today) or ``2025-12-01``."""
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        pass
-    try:
-        return today - parse_duration(text)
-    except ValueError:
-        raise ConfigError(
-            "--since", f"expected a duration like 30d or a date, got {text!r}"
-        ) from None
-
-
-def parse_variant(text: str | None) -> Variant | None:
-    if text is None:
-        return None
-    parts = text.split("/")
-    enums = (Business, NoteType, DateType, Advertise)
-    if len(parts) != 4:
-        raise ConfigError("--variant", "expected BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE")
-    try:
-        values = [enum(part.upper()) for enum, part in zip(enums, parts, strict=True)]
-    except ValueError as exc:
-        raise ConfigError("--variant", str(exc)) from None
-    return Variant(*values)  # type: ignore[arg-type]
-
-
 # --- check -----------------------------------------------------------------------------------
 
 
 def check(args: argparse.Namespace, config: Config) -> int:
-    print(
-        f"config ok: {len(config.creators)} creators, {len(config.channels)} channels, "
-        f"{len(config.rules)} rules"
-    )
-    bad = 0
-    for channel in config.channels:
+    """The config loaded (every key error is reported before this runs); now the channels, the
+    token and the call plan. Every problem is reported; "ok" only when there is none."""
+    problems: list[ConfigError] = []
+    for i, channel in enumerate(config.channels):
         try:
             problem = validate_channel_url(channel_url(channel).get_secret_value())
         except ConfigError as exc:
-            problem = str(exc)
-        print(f"channel {channel.name}: {'ok' if problem is None else problem}")
-        bad += problem is not None
+            problems.append(ConfigError(f"channels[{i}].url_env", exc.message))
+            continue
+        if problem is not None:
+            key = "url" if channel.url is not None else "url_env"
+            problems.append(
+                ConfigError(f"channels[{i}].{key}", f"{problem} (channel {channel.name!r})")
+            )
+    api_key_state = "not checked (--no-token)"
+    if not args.no_token:
+        try:
+            resolve_token(config)
+            api_key_state = "found"
+        except ConfigError as exc:
+            problems.append(exc)
     plan = cadence.call_plan(config)
     for line in plan.lines():
         print(line)
-    return 2 if bad or not plan.fits else 0
+    if not plan.fits:
+        problems.append(
+            ConfigError("budget", "the call plan does not fit the budget; see the advice above")
+        )
+    raise_all(problems)
+    print(
+        f"config ok: {len(config.creators)} creators, {len(config.channels)} channels "
+        f"(each URL parsed), {len(config.rules)} rules; API token {api_key_state}"
+    )
+    return 0
 
 
 # --- fetch -----------------------------------------------------------------------------------
@@ -107,7 +97,9 @@ def check(args: argparse.Namespace, config: Config) -> int:
 
 def fetch(args: argparse.Namespace, config: Config) -> int:
     if bool(args.user_id) == bool(args.all):
-        raise ConfigError("fetch", "give either a USER_ID or --all")
+        raise ConfigError("fetch", "give either a CREATOR (user id or configured name) or --all")
+    if args.user_id:  # checked before any call: a name becomes its id, a bad id costs nothing
+        args.user_id = arguments.resolve_creator(config, args.user_id, arg="CREATOR").user_id
     if args.all:
         return _run(lambda: _fetch_all(config))
     return _run(lambda: _fetch(args, config))
@@ -242,14 +234,15 @@ def db_current(args: argparse.Namespace, config: Config) -> int:
 
 
 def history(args: argparse.Namespace, config: Config) -> int:
+    ref = arguments.resolve_creator(config, args.user_id, arg="CREATOR")
+    named = f"{args.user_id} ({ref.user_id})" if args.user_id != ref.user_id else ref.user_id
+
     async def go() -> int:
         since = parse_since(args.since, _now().date())
         async with _store(config) as store:
-            rows = await store.history_rows(
-                args.user_id, since=since, variant=parse_variant(args.variant)
-            )
+            rows = await store.history_rows(ref.user_id, since=since, variant=args.variant)
         if not rows:
-            raise MonitorError(f"no stored history for {args.user_id}")
+            raise MonitorError(f"no stored history for {named}")
         if args.plot:
             width = shutil.get_terminal_size((100, 24)).columns
             output.plot_history(rows, args.metric, sys.stdout, width)
@@ -364,15 +357,22 @@ def alerts(args: argparse.Namespace, config: Config) -> int:
 def silence_add(args: argparse.Namespace, config: Config) -> int:
     if not (args.creator or args.rule or args.tag):
         raise ConfigError("silence add", "give at least one of --creator, --rule, --tag")
+    user_id = args.creator
+    if user_id is not None and user_id != arguments.ACCOUNT:
+        user_id = arguments.resolve_creator(config, args.creator, arg="--creator").user_id
+    if args.rule is not None:
+        arguments.rule_name(config, args.rule)
+    if args.tag is not None:
+        arguments.tag_name(config, args.tag)
 
     async def go() -> int:
         now = _now()
-        ends = now + parse_duration(args.for_)
+        ends = now + args.for_
         async with _store(config) as store:
             silence_id = await store.add_silence(
                 now=now,
                 ends_at=ends,
-                user_id=args.creator,
+                user_id=user_id,
                 rule=args.rule,
                 tag=args.tag,
                 reason=args.reason,
@@ -406,6 +406,11 @@ def unsilence(args: argparse.Namespace, config: Config) -> int:
 
 
 def notify_test(args: argparse.Namespace, config: Config) -> int:
+    if not config.channels:
+        raise ConfigError("channels", "no channels configured; add a [[channels]] entry")
+    if args.channel is not None:
+        arguments.channel_name(config, args.channel, arg="CHANNEL")
+
     async def go() -> int:
         async with (
             _store(config) as store,
@@ -420,6 +425,9 @@ def notify_test(args: argparse.Namespace, config: Config) -> int:
 
 
 def notify_retry(args: argparse.Namespace, config: Config) -> int:
+    if args.channel is not None:
+        arguments.channel_name(config, args.channel, arg="--channel")
+
     async def go() -> int:
         async with (
             _store(config) as store,

@@ -7,7 +7,6 @@ config may list 100,000 creators). Must not: open network connections or touch t
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import os
@@ -44,6 +43,15 @@ from monitor.model import (
     Severity,
     Variant,
 )
+from monitor.validation import (
+    MAX_DURATION,
+    config_keys,  # noqa: F401 - re-exported: the README and config tests list keys with it
+    format_duration,
+    pydantic_problems,
+    raise_all,
+    section_keys,
+    unknown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +66,28 @@ _CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
 
-def parse_duration(value: object) -> timedelta:
-    """``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"1d12h"`` → timedelta (strictly positive)."""
+def parse_duration(value: object, most: timedelta = MAX_DURATION) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"1d12h"`` → timedelta, greater than zero and
+    at most ``most``; never overflows, however many digits it is given."""
     if isinstance(value, timedelta):
+        if not timedelta(0) < value <= most:
+            raise ValueError(f"duration must be above zero and at most {format_duration(most)}")
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a duration string like '15m' or '7d', got {value!r}")
     match = _DURATION_RE.match(value)
     if not value.strip() or match is None or not any(match.groups()):
         raise ValueError(f"bad duration {value!r}; use a number with s, m, h, d or w, e.g. '15m'")
+    longest = format_duration(most)
+    if any(len(g) > 9 for g in match.groups() if g):  # int() and timedelta would overflow
+        raise ValueError(f"duration {value!r} is too long; at most {longest}")
     weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    delta = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if delta <= timedelta(0):
+    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
         raise ValueError(f"duration {value!r} must be greater than zero")
-    return delta
+    if total > most.total_seconds():
+        raise ValueError(f"duration {value!r} is too long; at most {longest}")
+    return timedelta(seconds=total)
 
 
 def parse_clock(value: object) -> time:
@@ -93,21 +109,33 @@ def _parse_zone(value: object) -> str:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def _up_to(most: timedelta) -> BeforeValidator:
+    return BeforeValidator(lambda value: parse_duration(value, most))
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]  # at most ten years
+#: durations bounded per key
+Hour = Annotated[timedelta, _up_to(timedelta(hours=1))]
+Day = Annotated[timedelta, _up_to(timedelta(days=1))]
+Week = Annotated[timedelta, _up_to(timedelta(days=7))]
+Month = Annotated[timedelta, _up_to(timedelta(days=31))]
+Year = Annotated[timedelta, _up_to(timedelta(days=365))]
 Clock = Annotated[time, BeforeValidator(parse_clock)]
 ZoneName = Annotated[str, BeforeValidator(_parse_zone)]
 Language = Literal["zh", "en"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class ApiConfig(_Section):
     base_url: str = "https://api.justoneapi.com"
     token_file: Path | None = None
-    timeout: Duration = timedelta(seconds=60)
-    max_response_bytes: int = Field(default=2_000_000, ge=10_000)
+    timeout: Hour = timedelta(seconds=60)
+    max_response_bytes: int = Field(default=2_000_000, ge=10_000, le=1_000_000_000)
     connect_retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("base_url")
@@ -122,8 +150,8 @@ class ApiConfig(_Section):
 
 class BudgetConfig(_Section):
     calls_per_minute: int = Field(default=30, ge=1, le=10_000)
-    burst: int = Field(default=5, ge=1)
-    daily_calls: int = Field(default=2000, ge=1)
+    burst: int = Field(default=5, ge=1, le=10_000)
+    daily_calls: int = Field(default=2000, ge=1, le=10_000_000)
     timezone: ZoneName = "Asia/Shanghai"
 
     @property
@@ -133,7 +161,7 @@ class BudgetConfig(_Section):
 
 class StorageConfig(_Section):
     url: str = "sqlite+aiosqlite:////var/lib/creator-monitor/history.db"
-    raw_retention: Duration = timedelta(days=30)
+    raw_retention: Duration = timedelta(days=30)  # at most MAX_DURATION
 
     @field_validator("url")
     @classmethod
@@ -149,15 +177,15 @@ class ScheduleConfig(_Section):
     max_in_flight: int = Field(default=4, ge=1, le=256)
     fetch_after: Clock | None = None  # local time in budget.timezone; None = any time
     retry_attempts: int = Field(default=3, ge=0, le=20)
-    retry_base: Duration = timedelta(seconds=30)
-    retry_max: Duration = timedelta(minutes=15)
-    probe_every: Duration = timedelta(minutes=15)
-    grace: Duration = timedelta(seconds=30)
-    lease: Duration = timedelta(minutes=5)
+    retry_base: Day = timedelta(seconds=30)
+    retry_max: Week = timedelta(minutes=15)
+    probe_every: Day = timedelta(minutes=15)
+    grace: Day = timedelta(seconds=30)
+    lease: Day = timedelta(minutes=5)
 
 
 class DefaultsConfig(_Section):
-    every: Duration = timedelta(hours=24)
+    every: Year = timedelta(hours=24)
     business: Business = Business.DAILY_NOTE
     note_type: NoteType = NoteType.PHOTO_TEXT_AND_VIDEO
     date_type: DateType = DateType.DAY_30
@@ -183,7 +211,7 @@ class CreatorConfig(Creator):
     object per creator. (It equals other ``CreatorConfig``s, not a plain ``Creator``.)
     """
 
-    every: Duration | None = None
+    every: Year | None = None
     business: Business | None = None
     note_type: NoteType | None = None
     date_type: DateType | None = None
@@ -243,7 +271,7 @@ def parse_window(value: str) -> tuple[time, time]:
 
 def _check_metric(value: str) -> str:
     if value not in ALL_METRICS:
-        raise ValueError(f"unknown metric {value!r}; known: {', '.join(ALL_METRICS)}")
+        raise ValueError(unknown("metric", value, ALL_METRICS))
     return value
 
 
@@ -256,10 +284,10 @@ class _RuleBase(_Section):
     channels: tuple[str, ...] | None = None  # None: every channel
     creators: tuple[str, ...] = ()  # user ids in scope; empty with empty tags: everyone
     tags: tuple[str, ...] = ()
-    for_: int = Field(default=1, ge=1, alias="for")
-    resolve_for: int = Field(default=1, ge=1)  # clear evaluations before resolving
-    repeat: Duration = timedelta(hours=24)
-    max_repeats: int | None = Field(default=None, ge=0)
+    for_: int = Field(default=1, ge=1, le=1_000, alias="for")
+    resolve_for: int = Field(default=1, ge=1, le=1_000)  # clear evaluations before resolving
+    repeat: Year = timedelta(hours=24)
+    max_repeats: int | None = Field(default=None, ge=0, le=10_000)
 
     def applies_to(self, creator: Creator) -> bool:
         if not self.creators and not self.tags:
@@ -271,13 +299,13 @@ class ThresholdRule(_RuleBase):
     kind: Literal["threshold"]
     metric: Metric
     op: Literal["<", "<=", ">", ">=", "==", "!="]
-    value: float
+    value: float = Field(ge=-1e15, le=1e15)
 
 
 def _parse_baseline(value: object) -> object:
     if value == "previous":
         return value
-    return parse_duration(value)
+    return parse_duration(value, timedelta(days=365))
 
 
 class ChangeRule(_RuleBase):
@@ -286,8 +314,8 @@ class ChangeRule(_RuleBase):
     baseline: Annotated[Literal["previous"] | timedelta, BeforeValidator(_parse_baseline)] = (
         "previous"
     )
-    pct: float | None = None
-    abs_: float | None = Field(default=None, alias="abs")
+    pct: float | None = Field(default=None, ge=-100, le=1_000_000)
+    abs_: float | None = Field(default=None, ge=-1e15, le=1e15, alias="abs")
 
     @model_validator(mode="after")
     def _one_size(self) -> ChangeRule:
@@ -302,13 +330,13 @@ class ChangeRule(_RuleBase):
 
 class StaleRule(_RuleBase):
     kind: Literal["stale"]
-    after: Duration
+    after: Year
 
 
 class ApiErrorRule(_RuleBase):
     kind: Literal["api_error"]
-    codes: tuple[int, ...] = ()
-    consecutive: int | None = Field(default=None, ge=1)
+    codes: tuple[Annotated[int, Field(ge=0, le=99_999)], ...] = ()
+    consecutive: int | None = Field(default=None, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _something(self) -> ApiErrorRule:
@@ -320,9 +348,9 @@ class ApiErrorRule(_RuleBase):
 class AnomalyRule(_RuleBase):
     kind: Literal["anomaly"]
     metric: Metric
-    k: float = Field(default=3.5, gt=0)
-    window: int = Field(default=14, ge=3)
-    min_points: int = Field(default=7, ge=3)
+    k: float = Field(default=3.5, gt=0, le=100)
+    window: int = Field(default=14, ge=3, le=365)
+    min_points: int = Field(default=7, ge=3, le=365)
 
 
 class BudgetRule(_RuleBase):
@@ -340,10 +368,10 @@ RULE_KINDS = ("threshold", "change", "stale", "api_error", "anomaly", "budget")
 class NotifyConfig(_Section):
     language: Language = "en"
     templates_dir: Path | None = None
-    max_attempts: int = Field(default=12, ge=1)
-    max_age: Duration = timedelta(hours=24)
-    backoff_base: Duration = timedelta(seconds=30)
-    backoff_max: Duration = timedelta(hours=1)
+    max_attempts: int = Field(default=12, ge=1, le=1_000)
+    max_age: Month = timedelta(hours=24)
+    backoff_base: Day = timedelta(seconds=30)
+    backoff_max: Week = timedelta(hours=1)
     digest_at: Clock | None = None  # local time in budget.timezone
 
 
@@ -408,13 +436,6 @@ class Config(_Section):
         return rule.channels if rule.channels is not None else tuple(c.name for c in self.channels)
 
 
-def config_keys(section: type[BaseModel] | type[CreatorConfig]) -> list[str]:
-    """The keys a section (or list entry) accepts, as written in TOML: aliases, not attributes."""
-    if issubclass(section, BaseModel):
-        return [info.alias or name for name, info in section.model_fields.items()]
-    return [f.name for f in dataclasses.fields(section) if f.init]
-
-
 def _overrides(creator: VariantConfig | CreatorConfig) -> bool:
     return not (
         creator.business is None
@@ -424,85 +445,76 @@ def _overrides(creator: VariantConfig | CreatorConfig) -> bool:
     )
 
 
-def _cross_check(config: Config) -> None:
-    """Checks that span sections; each raises a ConfigError naming the offending key."""
-    _no_duplicates("creators", [c.user_id for c in config.creators], "user_id")
-    _no_duplicates("channels", [c.name for c in config.channels], "name")
-    _no_duplicates("rules", [r.name for r in config.rules], "name")
+def _cross_check(config: Config) -> list[ConfigError]:
+    """Checks that span sections; each problem is a ConfigError naming the offending key."""
+    problems = [
+        *_duplicates("creators", [c.user_id for c in config.creators], "user_id"),
+        *_duplicates("channels", [c.name for c in config.channels], "name"),
+        *_duplicates("rules", [r.name for r in config.rules], "name"),
+    ]
     channel_names = [c.name for c in config.channels]
     known_ids = (
         {c.user_id for c in config.creators} if any(r.creators for r in config.rules) else set()
     )
     for i, rule in enumerate(config.rules):
-        for name in rule.channels or ():
-            if name not in channel_names:
-                known = ", ".join(channel_names) or "(no channels defined)"
-                raise ConfigError(
-                    f"rules[{i}].channels", f"unknown channel {name!r}; known: {known}"
-                )
-        for user_id in rule.creators:
-            if user_id not in known_ids:
-                raise ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
+        problems += (
+            ConfigError(f"rules[{i}].channels", unknown("channel", name, channel_names))
+            for name in rule.channels or ()
+            if name not in channel_names
+        )
+        problems += (
+            ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
+            for user_id in rule.creators
+            if user_id not in known_ids
+        )
     for i, creator in enumerate(config.creators):
         if len(creator.variants) < 2:
             continue  # nothing to repeat
         variants = config.variants_of(creator)
         if len(set(variants)) != len(variants):
-            raise ConfigError(f"creators[{i}].variants", "the same variant is listed twice")
+            problems.append(
+                ConfigError(f"creators[{i}].variants", "the same variant is listed twice")
+            )
     if config.budget.burst > config.budget.calls_per_minute:
-        raise ConfigError("budget.burst", "must not exceed budget.calls_per_minute")
+        problems.append(ConfigError("budget.burst", "must not exceed budget.calls_per_minute"))
+    return problems
 
 
-def _no_duplicates(section: str, values: list[str], key: str) -> None:
+def _duplicates(section: str, values: list[str], key: str) -> list[ConfigError]:
     seen: set[str] = set()
+    found: list[ConfigError] = []
     for i, value in enumerate(values):
         if value in seen:
-            raise ConfigError(f"{section}[{i}].{key}", f"duplicate {key} {value!r}")
+            found.append(ConfigError(f"{section}[{i}].{key}", f"duplicate {key} {value!r}"))
         seen.add(value)
+    return found
 
 
-def _error_path(loc: tuple[int | str, ...]) -> str:
-    """pydantic's loc → ``rules[2].metric`` (dropping the union tag pydantic inserts)."""
-    out = ""
-    previous: int | str | None = None
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(previous, int) and part in RULE_KINDS:
-            pass  # the discriminated-union branch name, not a key the user wrote
-        elif part.startswith(("function-", "literal[", "lax-", "union[")) or part in {"timedelta"}:
-            pass
-        else:
-            out += f".{part}" if out else str(part)
-        previous = part
-    return out
+_RULE_MODELS: dict[str, type[BaseModel]] = {
+    "threshold": ThresholdRule,
+    "change": ChangeRule,
+    "stale": StaleRule,
+    "api_error": ApiErrorRule,
+    "anomaly": AnomalyRule,
+    "budget": BudgetRule,
+}
 
 
-def _one_line(exc: ValidationError) -> ConfigError:
-    first = exc.errors(include_url=False)[0]
-    path = _error_path(tuple(first["loc"]))
-    kind, msg = first["type"], first["msg"]
-    if kind in {"extra_forbidden", "unexpected_keyword_argument"}:  # a model's, a dataclass's
-        msg = "unknown key (misspelt?)"
-    elif kind == "union_tag_invalid":
-        tag = (first.get("ctx") or {}).get("tag")
-        path, msg = f"{path}.kind", f"unknown rule kind {tag!r}; known: {', '.join(RULE_KINDS)}"
-    elif kind == "union_tag_not_found":
-        path, msg = f"{path}.kind", f"missing; one of {', '.join(RULE_KINDS)}"
-    elif kind in {"missing", "missing_argument"}:
-        msg = "required key is missing"
-    msg = msg.removeprefix("Value error, ")
-    return ConfigError(path or "config", msg)
+def keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys accepted at a place in the config (pydantic's loc), for "did you mean"."""
+    return section_keys(Config, loc, tagged=_RULE_MODELS)
 
 
 def parse_config(data: Mapping[str, Any]) -> Config:
-    """Validate a parsed TOML document; raises ConfigError with the first problem's path."""
+    """Validate a parsed TOML document; raises a ConfigError naming every problem's key path
+    (a ``ConfigProblems`` when there are several)."""
     try:
         with collector_paused():
             config = Config.model_validate(data)
     except ValidationError as exc:
-        raise _one_line(exc) from None
-    _cross_check(config)
+        raise_all(pydantic_problems(exc, tags=RULE_KINDS, keys_at=keys_at))
+        raise  # unreachable: pydantic reports at least one error
+    raise_all(_cross_check(config))
     return config
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from monitor.redaction import SecretFilter
 
@@ -43,6 +43,17 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+class _LibraryChatter(logging.Filter):
+    """Keeps apprise's and alembic's own lines off the operator's stderr (their failures reach
+    the user through our own one-line messages); ``--debug`` shows them."""
+
+    QUIET: ClassVar[dict[str, int]] = {"apprise": logging.CRITICAL, "alembic": logging.WARNING}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        top = record.name.partition(".")[0]
+        return record.levelno >= self.QUIET.get(top, logging.NOTSET)
+
+
 def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilter:
     """Install one stderr handler on the root logger; returns the filter so secrets can be added."""
     root = logging.getLogger()
@@ -57,6 +68,8 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilt
         )
     secret_filter = SecretFilter(secrets)
     handler.addFilter(secret_filter)
+    if not debug:
+        handler.addFilter(_LibraryChatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # httpx logs every request URL at INFO; the client keeps the token off it, but one line per

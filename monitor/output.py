@@ -5,12 +5,15 @@ the stream it is handed.
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TextIO
 
+from monitor.errors import MonitorError
 from monitor.model import METRICS, DailyPoint
 
 _ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
@@ -26,6 +29,25 @@ def _cell(value: object) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     return str(value)
+
+
+@functools.cache
+def _class_names() -> re.Pattern[str]:
+    """``TransportError: `` and the like: our exception class names, as a prefix to drop."""
+    found: set[str] = set()
+    todo: list[type[BaseException]] = [MonitorError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo += cls.__subclasses__()
+    names = "|".join(sorted(map(re.escape, found), key=len, reverse=True))
+    return re.compile(rf"\b(?:{names}): ")
+
+
+def plain_error(text: str) -> str:
+    """An error as a user reads it: without our exception class names (an upstream error's
+    text, as stored in the database, starts with its class's name)."""
+    return _class_names().sub("", text)
 
 
 def _numeric(value: object) -> bool:
@@ -147,7 +169,7 @@ def print_status(
                 f"{r.consecutive_failures}{' BROKEN' if r.broken_at else ''}",
                 open_by_scope.get(r.user_id, 0),
                 r.rows_stored,
-                (r.last_error or "-")[:40],
+                plain_error(r.last_error or "-")[:40],
             ]
             for r in rows
         ),
@@ -281,7 +303,7 @@ def print_fetched(
                 s.creator.user_id,
                 s.creator.name,
                 s.variant.label,
-                "ok" if not s.consecutive_failures else (s.last_error or "failed")[:60],
+                "ok" if not s.consecutive_failures else plain_error(s.last_error or "failed")[:60],
             ]
             for s in slots
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import tomllib
 from datetime import time, timedelta
@@ -24,6 +25,7 @@ from monitor.config import (
     resolve_token,
 )
 from monitor.model import Business, Creator, DateType, Variant
+from monitor.validation import problems_of
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -97,13 +99,13 @@ def _creator(**kw: Any) -> dict[str, Any]:
 
 
 BAD: list[tuple[dict[str, Any], str, str]] = [
-    ({"api": {"tiemout": "60s"}}, "api.tiemout", "unknown key"),
-    ({"nonsense": 1}, "nonsense", "unknown key"),
+    ({"api": {"tiemout": "60s"}}, "api.tiemout", "unknown key; did you mean 'timeout'?"),
+    ({"nonsense": 1}, "nonsense", "unknown key; known: api, budget, storage"),
     ({"api": {"timeout": "60"}}, "api.timeout", "bad duration '60'"),
     ({"api": {"timeout": "0s"}}, "api.timeout", "greater than zero"),
     ({"api": {"base_url": "api.justoneapi.com"}}, "api.base_url", "http(s) URL"),
     ({"budget": {"timezone": "Asia/Beijing"}}, "budget.timezone", "unknown time zone"),
-    ({"budget": {"daily_calls": 0}}, "budget.daily_calls", "greater than or equal to 1"),
+    ({"budget": {"daily_calls": 0}}, "budget.daily_calls", "must be at least 1, got 0"),
     ({"budget": {"calls_per_minute": 10, "burst": 20}}, "budget.burst", "must not exceed"),
     ({"storage": {"url": "mysql://x/y"}}, "storage.url", "sqlite+aiosqlite"),
     ({"defaults": {"business": "DAILY"}}, "defaults.business", "'DAILY_NOTE' or 'COOPERATE_NOTE'"),
@@ -116,7 +118,8 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
         "creators[0].variants[0].note_type",
         "PHOTO_TEXT",
     ),
-    ({"creators": [_creator(name="a", nick="b")]}, "creators[0].nick", "unknown key"),
+    ({"creators": [_creator(name="a", nick="b")]}, "creators[0].nick", "unknown key; known: "),
+    ({"creators": [_creator(tagz=["a"])]}, "creators[0].tagz", "did you mean 'tags'?"),
     ({"creators": [{"name": "a"}]}, "creators[0].user_id", "required key is missing"),
     ({"creators": [_creator(tags="a")]}, "creators[0].tags", "valid tuple"),
     ({"channels": [{"name": "a"}]}, "channels[0]", "exactly one of 'url' or 'url_env'"),
@@ -133,7 +136,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     (
         {"rules": [{"name": "r", "kind": "change", "metric": "reads", "pct": -30}]},
         "rules[0].metric",
-        "unknown metric 'reads'; known: imp, read, engage",
+        "unknown metric 'reads'; did you mean 'read'?",
     ),
     (
         {"rules": [{"name": "r", "kind": "change", "metric": "read"}]},
@@ -150,6 +153,11 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
         "bad duration 'last'",
     ),
     ({"rules": [{"name": "r", "kind": "trend"}]}, "rules[0].kind", "unknown rule kind 'trend'"),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "severty": "info"}]},
+        "rules[0].severty",
+        "unknown key; did you mean 'severity'?",
+    ),
     ({"rules": [{"name": "r"}]}, "rules[0].kind", "missing"),
     (
         {"rules": [{"name": "r", "kind": "threshold", "metric": "read", "op": "=<", "value": 1}]},
@@ -164,7 +172,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     (
         {"rules": [{"name": "r", "kind": "stale", "after": "1d", "channels": ["slack"]}]},
         "rules[0].channels",
-        "unknown channel 'slack'",
+        "unknown channel 'slack'; none is configured",
     ),
     (
         {"rules": [{"name": "r", "kind": "stale", "after": "1d", "creators": [UID2]}]},
@@ -174,7 +182,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     (
         {"rules": [{"name": "r", "kind": "stale", "after": "1d", "for": 0}]},
         "rules[0].for",
-        "greater than or equal to 1",
+        "must be at least 1, got 0",
     ),
     ({"rules": [{"name": "r", "kind": "api_error"}]}, "rules[0]", "'codes' or 'consecutive'"),
     (
@@ -311,3 +319,187 @@ def test_a_creator_entry_is_the_creator_it_names() -> None:
     assert config.variants_of(first) == (Variant(),)
     other = config.model_copy(update={"defaults": cfg.DefaultsConfig(date_type=DateType.DAY_90)})
     assert other.variants_of(first) == (Variant(date_type=DateType.DAY_90),)
+
+
+# --- bounds: every numeric and duration key has a range, reported with its key path ----------
+
+OUT_OF_RANGE: list[tuple[dict[str, Any], str]] = [
+    (
+        {"budget": {"daily_calls": 99999999999999999999}},
+        "budget.daily_calls: must be at most 10,000,000, got 99,999,999,999,999,999,999",
+    ),
+    (
+        {"budget": {"calls_per_minute": 10_001}},
+        "budget.calls_per_minute: must be at most 10,000, got 10,001",
+    ),
+    ({"budget": {"burst": 10**30}}, "budget.burst: must be at most 10,000, got " + f"{10**30:,}"),
+    (
+        {"defaults": {"every": "999999999d"}},
+        "defaults.every: duration '999999999d' is too long; at most 365d",
+    ),
+    ({"defaults": {"every": "366d"}}, "defaults.every: duration '366d' is too long; at most 365d"),
+    (
+        {"creators": [_creator(every="53w")]},
+        "creators[0].every: duration '53w' is too long; at most 365d",
+    ),
+    ({"defaults": {"every": "1e400s"}}, "defaults.every: bad duration '1e400s'"),
+    (
+        {"defaults": {"every": "9" * 5000 + "s"}},
+        f"defaults.every: duration '{'9' * 5000}s' is too long; at most 365d",
+    ),
+    ({"api": {"timeout": "2h"}}, "api.timeout: duration '2h' is too long; at most 1h"),
+    (
+        {"api": {"max_response_bytes": 10**12}},
+        "api.max_response_bytes: must be at most 1,000,000,000",
+    ),
+    ({"api": {"connect_retries": 11}}, "api.connect_retries: must be at most 10, got 11"),
+    ({"schedule": {"retry_attempts": 21}}, "schedule.retry_attempts: must be at most 20"),
+    ({"schedule": {"retry_base": "2d"}}, "schedule.retry_base: duration '2d' is too long"),
+    (
+        {"schedule": {"retry_max": "8d"}},
+        "schedule.retry_max: duration '8d' is too long; at most 7d",
+    ),
+    ({"schedule": {"probe_every": "25h"}}, "schedule.probe_every: duration '25h' is too long"),
+    ({"schedule": {"grace": "2d"}}, "schedule.grace: duration '2d' is too long; at most 1d"),
+    ({"schedule": {"lease": "2d"}}, "schedule.lease: duration '2d' is too long; at most 1d"),
+    ({"schedule": {"max_in_flight": 257}}, "schedule.max_in_flight: must be at most 256"),
+    ({"storage": {"raw_retention": "3651d"}}, "storage.raw_retention: duration '3651d' is too"),
+    ({"notify": {"max_attempts": 1001}}, "notify.max_attempts: must be at most 1,000"),
+    ({"notify": {"max_age": "32d"}}, "notify.max_age: duration '32d' is too long; at most 31d"),
+    ({"notify": {"backoff_base": "2d"}}, "notify.backoff_base: duration '2d' is too long"),
+    ({"notify": {"backoff_max": "8d"}}, "notify.backoff_max: duration '8d' is too long"),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "400d"}]},
+        "rules[0].after: duration '400d' is too long; at most 365d",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "repeat": "400d"}]},
+        "rules[0].repeat: duration '400d' is too long",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "for": 10**9}]},
+        "rules[0].for: must be at most 1,000",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "stale", "after": "1d", "max_repeats": 10**9}]},
+        "rules[0].max_repeats: must be at most 10,000",
+    ),
+    (
+        {
+            "rules": [
+                {"name": "r", "kind": "threshold", "metric": "read", "op": "<", "value": 1e300}
+            ]
+        },
+        "rules[0].value: must be at most 1,000,000,000,000,000, got 1e+300",
+    ),
+    (
+        {
+            "rules": [
+                {"name": "r", "kind": "threshold", "metric": "read", "op": "<", "value": math.nan}
+            ]
+        },
+        "rules[0].value: must be a finite number",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "change", "metric": "read", "pct": -101}]},
+        "rules[0].pct: must be at least -100",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "change", "metric": "read", "pct": -5, "baseline": "2y"}]},
+        "rules[0].baseline: bad duration '2y'",
+    ),
+    (
+        {
+            "rules": [
+                {"name": "r", "kind": "change", "metric": "read", "pct": -5, "baseline": "400d"}
+            ]
+        },
+        "rules[0].baseline: duration '400d' is too long; at most 365d",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "api_error", "codes": [10**6]}]},
+        "rules[0].codes[0]: must be at most 99,999",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "api_error", "consecutive": 10**6}]},
+        "rules[0].consecutive: must be at most 10,000",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "anomaly", "metric": "read", "window": 10**6}]},
+        "rules[0].window: must be at most 365",
+    ),
+    (
+        {"rules": [{"name": "r", "kind": "anomaly", "metric": "read", "k": math.inf}]},
+        "rules[0].k: must be a finite number",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "line"), OUT_OF_RANGE, ids=[o[1][:40] for o in OUT_OF_RANGE])
+def test_out_of_range_values_name_the_key_and_the_limit(data: dict[str, Any], line: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert str(info.value).startswith(line)
+    assert "\n" not in str(info.value)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    config = parse_config(
+        {
+            "budget": {"daily_calls": 10_000_000, "calls_per_minute": 10_000, "burst": 10_000},
+            "defaults": {"every": "365d"},
+            "api": {"timeout": "1h"},
+            "schedule": {"retry_max": "7d", "probe_every": "1d"},
+            "storage": {"raw_retention": "3650d"},
+        }
+    )
+    assert config.defaults.every == timedelta(days=365)
+    assert config.budget.daily_calls == 10_000_000
+
+
+@pytest.mark.parametrize(
+    "text", ["999999999d", "99999999999999999999w", "1e400s", "inf", "-1d", "0s", "9" * 10_000]
+)
+def test_parse_duration_never_overflows(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "budget": {"daily_calls": 99999999999999999999},
+                "defaults": {"every": "999999999d"},
+                "api": {"tiemout": "60s"},
+                "rules": [{"name": "r", "kind": "change", "metric": "reads", "pct": -30}],
+            }
+        )
+    lines = [str(p) for p in problems_of(info.value)]
+    assert lines == [
+        "api.tiemout: unknown key; did you mean 'timeout'?",
+        "budget.daily_calls: must be at most 10,000,000, got 99,999,999,999,999,999,999",
+        "defaults.every: duration '999999999d' is too long; at most 365d",
+        "rules[0].metric: unknown metric 'reads'; did you mean 'read'?",
+    ]
+    # logged as one line: the first problem and how many more
+    assert str(info.value) == ("api.tiemout: unknown key; did you mean 'timeout'? (and 3 more)")
+
+
+def test_cross_section_problems_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "budget": {"calls_per_minute": 10, "burst": 20},
+                "channels": [{"name": "team", "url": "json://x"}],
+                "rules": [
+                    {"name": "r", "kind": "stale", "after": "1d", "channels": ["teem"]},
+                    {"name": "r", "kind": "stale", "after": "1d"},
+                ],
+            }
+        )
+    assert [str(p) for p in problems_of(info.value)] == [
+        "rules[1].name: duplicate name 'r'",
+        "rules[0].channels: unknown channel 'teem'; did you mean 'team'?",
+        "budget.burst: must not exceed budget.calls_per_minute",
+    ]

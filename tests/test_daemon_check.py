@@ -18,7 +18,7 @@ def _check(tmp_path: Path, every: str, capsys: pytest.CaptureFixture[str]) -> tu
         budget={"calls_per_minute": 30, "daily_calls": 2000},
         every=every,
     )
-    code = main(["-c", str(write_toml(tmp_path / "config.toml", doc)), "check"])
+    code = main(["-c", str(write_toml(tmp_path / "config.toml", doc)), "check", "--no-token"])
     return code, capsys.readouterr().out
 
 

@@ -420,6 +420,8 @@ def valid_rules(draw: st.DrawFn) -> Any:
     metric = draw(st.sampled_from(ALL_METRICS))
     kind = draw(st.sampled_from(RULE_KINDS[:-1]))
     number = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False).filter(lambda v: v != 0)
+    size = draw(st.sampled_from(["pct", "abs"]))
+    pct = st.floats(min_value=-100, max_value=1e6).filter(lambda v: v != 0)  # config's range
     by_kind: dict[str, dict[str, Any]] = {
         "threshold": {
             "metric": metric,
@@ -429,9 +431,9 @@ def valid_rules(draw: st.DrawFn) -> Any:
         "change": {
             "metric": metric,
             "baseline": draw(st.sampled_from(["previous", "1d", "7d", "36h", "90d"])),
-            draw(st.sampled_from(["pct", "abs"])): draw(number),
+            size: draw(pct if size == "pct" else number),
         },
-        "stale": {"after": draw(st.sampled_from(["1s", "48h", "400d"]))},
+        "stale": {"after": draw(st.sampled_from(["1s", "48h", "365d"]))},
         "api_error": {"codes": draw(st.lists(st.integers(0, 999), min_size=1, max_size=4))},
         "anomaly": {
             "metric": metric,

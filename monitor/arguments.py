@@ -1,0 +1,208 @@
+"""What a user types on the command line, checked before anything is sent, billed or stored:
+argument types with ranges (durations, dates, metrics, variants, numbers) and the one place a
+creator reference (a 24-hex user id or a configured name) becomes a user id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from monitor.config import Config, CreatorConfig, parse_duration
+from monitor.errors import ConfigError
+from monitor.model import METRICS, Advertise, Business, DateType, NoteType, Variant
+from monitor.validation import MAX_DURATION, unknown
+
+USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+_HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
+#: the earliest date ``--since`` accepts: anything before is a typo (no series goes back that far)
+EARLIEST = date(2000, 1, 1)
+#: the scope word that stands for the account (budget rules) instead of a creator
+ACCOUNT = "account"
+
+
+# --- argument types (argparse calls them; their errors become one usage line, exit 2) --------
+
+
+def duration(most: timedelta = MAX_DURATION) -> Callable[[str], timedelta]:
+    """An argument type: a duration like ``2d`` or ``12h``, greater than zero, at most ``most``."""
+
+    def parse(text: str) -> timedelta:
+        try:
+            return parse_duration(text, most)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "duration"  # argparse names the type in its own messages
+    return parse
+
+
+def since(text: str) -> str:
+    """An argument type: ``30d`` back from today or a date ``2025-12-01``; kept as text (the
+    command reads it against its own clock with ``parse_since``)."""
+    try:
+        parse_since(text, datetime.now(UTC).date())
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def parse_since(text: str | None, today: date) -> date | None:
+    """``30d`` (back from today) or ``2025-12-01``; a ConfigError (exit 2) for anything else."""
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if day < EARLIEST:
+            raise ConfigError("--since", f"date {text} is before {EARLIEST}")
+        if day > today + timedelta(days=1):  # a day of slack: the user's today may be UTC's next
+            raise ConfigError("--since", f"date {text} is in the future")
+        return day
+    try:
+        return today - parse_duration(text, MAX_DURATION)
+    except ValueError as exc:
+        if "too long" in str(exc):
+            raise ConfigError("--since", str(exc)) from None
+        raise ConfigError(
+            "--since", f"expected a duration like 30d or a date like 2025-12-01, got {text!r}"
+        ) from None
+
+
+def metric(text: str) -> str:
+    """An argument type: a stored metric's name, with a "did you mean" for a near miss."""
+    if text not in METRICS:
+        raise argparse.ArgumentTypeError(unknown("metric", text, METRICS))
+    return text
+
+
+def variant(text: str) -> Variant:
+    """An argument type: ``BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE``, e.g.
+    ``DAILY_NOTE/VIDEO/DAY_30/ALL``."""
+    try:
+        found = parse_variant(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    assert found is not None
+    return found
+
+
+def parse_variant(text: str | None) -> Variant | None:
+    if text is None:
+        return None
+    parts = text.split("/")
+    enums = {
+        "business": Business,
+        "note type": NoteType,
+        "date type": DateType,
+        "advertise": Advertise,
+    }
+    if len(parts) != len(enums):
+        raise ConfigError(
+            "--variant", f"expected BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, got {text!r}"
+        )
+    values = []
+    for (what, enum), part in zip(enums.items(), parts, strict=True):
+        choices = [e.value for e in enum]
+        if part.upper() not in choices:
+            raise ConfigError("--variant", unknown(what, part, choices))
+        values.append(enum(part.upper()))
+    return Variant(*values)  # type: ignore[arg-type]
+
+
+def number(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def decimal(low: float, high: float) -> Callable[[str], float]:
+    """An argument type: a number from ``low`` to ``high`` (finite)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+PORT = number(0, 65_535)
+
+
+# --- creator references and other configured names (need the config, so checked by commands)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatorRef:
+    """A creator as the user named them: the user id, and the config entry when configured."""
+
+    user_id: str
+    entry: CreatorConfig | None
+
+
+def resolve_creator(config: Config, ref: str, *, arg: str = "creator") -> CreatorRef:
+    """A user id or a configured name → the user id; a name is never passed on as an id.
+
+    Raises a ConfigError (exit 2) naming ``arg`` for an id of the wrong shape, an unknown or an
+    ambiguous name."""
+    text = ref.strip()
+    by_id = next((c for c in config.creators if c.user_id == text), None)
+    if USER_ID_RE.match(text):
+        return CreatorRef(text, by_id)
+    named = [c for c in config.creators if c.name == text]
+    if len(named) == 1:
+        return CreatorRef(named[0].user_id, named[0])
+    if len(named) > 1:
+        ids = ", ".join(c.user_id for c in named)
+        raise ConfigError(
+            arg, f"{len(named)} configured creators are named {text!r} ({ids}); give the user id"
+        )
+    if _HEX_RE.match(text) and len(text) >= 16:
+        problem = (
+            "has upper-case letters" if len(text) == 24 else f"has {len(text)} characters, not 24"
+        )
+        raise ConfigError(arg, f"user id {text!r} {problem}; a user id is 24 hex digits (0-9, a-f)")
+    names = sorted({c.name for c in config.creators if c.name})
+    message = unknown("creator", text, names)
+    raise ConfigError(arg, f"{message} (give a 24-hex user id or a configured name)")
+
+
+def check_name(what: str, name: str, known: Sequence[str], *, arg: str) -> str:
+    """``name`` if it is one of ``known``; else a ConfigError with a "did you mean"."""
+    if name not in known:
+        raise ConfigError(arg, unknown(what, name, list(known)))
+    return name
+
+
+def rule_name(config: Config, name: str) -> str:
+    return check_name("rule", name, [r.name for r in config.rules], arg="--rule")
+
+
+def channel_name(config: Config, name: str, *, arg: str = "channel") -> str:
+    return check_name("channel", name, [c.name for c in config.channels], arg=arg)
+
+
+def tag_name(config: Config, tag: str) -> str:
+    tags = sorted({t for c in config.creators for t in c.tags})
+    return check_name("tag", tag, tags, arg="--tag")
