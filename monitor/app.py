@@ -18,6 +18,7 @@ from monitor.budget import Budget
 from monitor.client import JustOneClient
 from monitor.config import Config, resolve_token
 from monitor.cycle import Fetcher, Observe
+from monitor.errors import SchemaOutOfDate
 from monitor.meter import Meter
 from monitor.store import Store
 from monitor.wallclock import Monotonic
@@ -49,20 +50,31 @@ async def fetch_parts(
     alerting: bool = False,
     observe: Observe | None = None,
     max_connections: int = 10,
+    create_schema: bool = False,
 ) -> AsyncIterator[FetchParts]:
     """Open the parts; closed in reverse order when the block ends.
 
     ``sole_instance``: the daemon on SQLite holds the one-instance lock (checked before the
     token is read, a call is spent or anything fetched). ``max_connections``: one connection
     per possible cycle, so a call the gate let go never then queues in the HTTP pool and
-    reaches the upstream later than the budget stamped it.
+    reaches the upstream later than the budget stamped it. ``create_schema``: an empty database
+    is migrated first (``fetch`` on a fresh machine).
     """
     async with AsyncExitStack() as stack:
         store = Store.open(config.storage.url, clock=clock)
         stack.push_async_callback(store.close)
         if sole_instance:
             stack.enter_context(cluster.sole_instance(store.sqlite_path))
-        await store.check_schema()
+        try:
+            await store.check_schema()
+        except SchemaOutOfDate as exc:
+            # a command's first paid call needs the ledger: an empty database gets the schema
+            # (the daemon and a database at another revision still ask for ``db upgrade``)
+            if not create_schema or exc.current is not None:
+                raise
+            from monitor import migrate  # alembic: off the daemon's import path
+
+            await migrate.upgrade(config.storage.url)
         token = resolve_token(config, environ)
         api = config.api
         client = JustOneClient(

@@ -116,14 +116,15 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
     variant = config.variants_of(entry)[0] if entry else _default_variant(config)
     creator = entry.creator() if entry else Creator(user_id=args.user_id)
-    async with fetch_parts(config, clock=_now) as parts:
+    async with fetch_parts(config, clock=_now, create_schema=True) as parts:
         store, fetcher = parts.store, parts.fetcher
         if args.dry_run:
             slot = _slot(config, creator, 0, variant)
+            slot.failure_logged = True  # the command's own error line says it, once
             await fetcher.run(slot, dry_run=True)
             gauge = await parts.meter.gauge()
             if slot.consecutive_failures or fetcher.last_result is None:
-                raise MonitorError(f"fetch of {args.user_id} failed: {slot.last_error}")
+                raise MonitorError(output.plain_error(slot.last_error or "failed"))
             output.print_points(fetcher.last_result.data.daily, sys.stdout)
             print(
                 f"dry run: {fetcher.calls} call(s) spent inside the budget "
@@ -135,9 +136,10 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
         extra = [] if entry else [creator]
         ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
         slot = _slot(config, creator, ids[args.user_id], variant)
+        slot.failure_logged = True  # the command's own error line says it, once
         await fetcher.run(slot)
         if slot.consecutive_failures:
-            raise MonitorError(f"fetch of {args.user_id} failed: {slot.last_error}")
+            raise MonitorError(output.plain_error(slot.last_error or "failed"))
         rows = await store.history_rows(args.user_id, variant=variant)
         output.print_history(rows, None, "table", sys.stdout)
     return 0
@@ -162,7 +164,7 @@ async def _fetch_all(config: Config) -> int:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
     stopped: str | None = None
-    async with fetch_parts(config, clock=_now) as parts:
+    async with fetch_parts(config, clock=_now, create_schema=True) as parts:
         store, fetcher = parts.store, parts.fetcher
         gauge = await parts.meter.gauge()
         left = gauge.daily_calls - gauge.calls_today

@@ -267,7 +267,7 @@ class Fetcher:
                 keep_raw=keep_raw,
                 next_due_at=next_due,
             )
-            if slot.failure_logged:
+            if slot.failure_logged and slot.consecutive_failures:
                 log.info(
                     "%s recovered after %d failed calls", _who(slot), slot.consecutive_failures
                 )

@@ -129,7 +129,12 @@ class StoreError(MonitorError):
 
 
 class SchemaOutOfDate(StoreError):
-    """The database schema is not at the revision this code needs."""
+    """The database schema is not at the revision this code needs; ``current`` is the revision
+    it is at (None: an empty database)."""
+
+    def __init__(self, message: str, *, current: str | None = None) -> None:
+        self.current = current
+        super().__init__(message)
 
 
 class BudgetError(MonitorError):

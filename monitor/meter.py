@@ -21,6 +21,7 @@ from monitor.budget import (
     ACCOUNT_CODES,
     ACCOUNT_OK_CODES,
     QUOTA_EXCEEDED,
+    RATE_LIMITED,
     Budget,
     BudgetState,
     Outcome,
@@ -41,6 +42,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: longest single sleep while waiting for the bucket, so a stop or a reload is noticed quickly
 _MAX_NAP = 1.0
+#: how long a caller waits while an answer that pauses every call is being stored
+_PAUSING_NAP = 0.05
+#: answers that slow down or pause every call (302, 303, the account codes)
+PAUSING_CODES = frozenset({RATE_LIMITED, QUOTA_EXCEEDED, *ACCOUNT_CODES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,8 @@ class Meter:
         #: this process's callers queue here, not in SQLite's busy handler (which sleeps in
         #: steps of up to 100 ms); other processes and instances meet on the database lock
         self._lock = asyncio.Lock()
+        #: answers that pause every call, being stored right now (see ``feedback``)
+        self._pausing = 0
 
     @classmethod
     async def open(
@@ -199,10 +206,14 @@ class Meter:
 
     async def _take(self, probe: bool) -> float:
         """Count one call now and return 0.0, or return how long to wait first."""
+        if self._pausing:
+            return _PAUSING_NAP
         self._on_the_wire += 1  # counted before it commits: see ``answered``
         try:
             async with self._locked() as (txn, now):
-                delay = await self._decide(txn, now, probe)
+                # an answer that pauses every call arrived while this caller waited for the
+                # lock: let it be written first, then decide on the paused state
+                delay = _PAUSING_NAP if self._pausing else await self._decide(txn, now, probe)
         except BaseException:
             self._on_the_wire -= 1
             raise
@@ -264,12 +275,25 @@ class Meter:
 
     async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
         """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
-        if outcome_code(outcome) in ACCOUNT_OK_CODES and self._state.pause_code is None:
+        code = outcome_code(outcome)
+        if code in PAUSING_CODES:
+            # from this instant no caller of this process is let through until the pause is
+            # stored: a call must not start after the answer that paused everything came back
+            self._pausing += 1
+            try:
+                await self._apply(outcome, billed=billed)
+            finally:
+                self._pausing -= 1
+            return
+        if code in ACCOUNT_OK_CODES and self._state.pause_code is None:
             # the common case changes no budget state: count it without locking the bucket (a
             # pause another process began is ended by the next probe, whose answer goes below)
             if billed:
                 await self._store.count_billed(ledger_day(self.budget, self._clock()))
             return
+        await self._apply(outcome, billed=billed)
+
+    async def _apply(self, outcome: Outcome, *, billed: bool) -> None:
         async with self._locked() as (txn, now):
             if billed:
                 await txn.record_billed()

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -90,7 +91,11 @@ def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
     dates = [row.split()[0] for row in rows]
     assert dates == sorted(dates)
     assert token not in done.stdout + done.stderr
-    assert not (tmp_path / "h.db").exists()  # --dry-run stores nothing
+    # --dry-run stores nothing, but its paid call is counted by the one budget gate
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        assert db.execute("SELECT count(*) FROM fetches").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM daily_metrics").fetchone() == (0,)
+        assert db.execute("SELECT sum(calls) FROM budget_days").fetchone() == (1,)
 
 
 def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(tmp_path: Path, token: str) -> None:

@@ -302,5 +302,6 @@ class StoreBase:
             )
         raise SchemaOutOfDate(
             f"database {safe_url(self._url)} is at revision {current}, this code needs {head}; "
-            "run: creator-monitor db upgrade (or update creator-monitor if the database is newer)"
+            "run: creator-monitor db upgrade (or update creator-monitor if the database is newer)",
+            current=current,
         )

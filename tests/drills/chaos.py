@@ -233,7 +233,7 @@ def row_kind(code: object, http_status: object, error: object) -> str:
         return str(code)
     if "larger than" in text:
         return "too_big"
-    if "Timeout" in text:
+    if "Timeout" in text or "api.timeout sets the limit" in text:
         return "timeout"
     if http_status == 502:
         return "http_502"
