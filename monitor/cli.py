@@ -189,6 +189,14 @@ def _add_daemon_commands(
     )
     p.add_argument("--db", type=Path, default=None, help="keep the SQLite file here")
     p.add_argument("--seconds", type=float, default=40.0, help="how long the story runs")
+    p = _add(
+        sub,
+        "serve",
+        "the web console from the database, without the daemon (run serves it on [http] listen)",
+        "creator-monitor serve --listen 127.0.0.1:9465",
+        _serve,
+    )
+    p.add_argument("--listen", help="HOST:PORT (default [http] listen, else 127.0.0.1:9465)")
     p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", commands.alerts)
     p.add_argument("--open", action="store_true", help="only pending and firing alerts")
     sil = _add(
@@ -247,6 +255,15 @@ def _add_daemon_commands(
         commands.notify_retry,
     )
     p.add_argument("--channel")
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
+    from monitor.web.server import DEFAULT_LISTEN, serve_console
+
+    listen = args.listen or config.http.listen or DEFAULT_LISTEN
+    return asyncio.run(serve_console(config, listen))
 
 
 def _secrets(config: Config | None) -> list[str]:
