@@ -14,7 +14,18 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 
 from monitor.model import METRICS
 from monitor.schema import alerts, budget_days, creators, daily_metrics, fetches, schedule
@@ -176,7 +187,9 @@ class ConsoleStore(StoreBase):
         )
         if q.tag:
             needle = "%" + _like_escape(json.dumps(q.tag, ensure_ascii=False)) + "%"
-            query = query.where(creators.c.tags.like(needle, escape="\\"))
+            # the JSON text itself (the column's type would JSON-encode the pattern)
+            tags_text = type_coerce(creators.c.tags, Text)
+            query = query.where(tags_text.like(needle, escape="\\"))
         if q.text:
             part = _like_escape(q.text.lower())
             query = query.where(
