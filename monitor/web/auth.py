@@ -36,7 +36,7 @@ SESSION_SECONDS = 12 * 3600
 #: sessions kept at most; the oldest goes first
 MAX_SESSIONS = 1000
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_OPEN_PATHS = frozenset({"/healthz", "/login"})
+_OPEN_PATHS = frozenset({"/healthz", "/login", "/favicon.ico"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

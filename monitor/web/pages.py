@@ -52,7 +52,11 @@ def _next_target(value: str) -> str:
 
 async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
     console = console_of(request)
-    nonce = secrets.token_urlsafe(24)
+    # one nonce per browser, not per form: a second tab (or a favicon request redirected
+    # here) must not invalidate the form already shown
+    nonce = request.cookies.get(auth.LOGIN_COOKIE, "")
+    if len(nonce) < 32:
+        nonce = secrets.token_urlsafe(24)
     response = console.render(
         request,
         "login.html.j2",
@@ -90,6 +94,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     guard.set_cookie(response, request, auth.SESSION_COOKIE, sid, max_age=auth.SESSION_SECONDS)
     response.del_cookie(auth.LOGIN_COOKIE, path="/")
     return response
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -248,6 +256,7 @@ def _back(request: web.Request, default: str) -> str:
 
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/login", login_form)
+    router.add_get("/favicon.ico", favicon)
     router.add_post("/login", login)
     router.add_post("/logout", logout)
     router.add_get("/", overview)
