@@ -9,6 +9,7 @@ only, so both show the same thing. Never renders a token or a channel URL.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
@@ -233,7 +234,11 @@ def mount(app: web.Application, console: Console) -> None:
 
 @web.middleware
 async def _security_headers(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    started = time.perf_counter()
     response = await handler(request)
+    # the server's own time for this request, for browsers' dev tools and bench/console.py
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
