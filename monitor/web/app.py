@@ -76,12 +76,13 @@ class Console:
         self, request: web.Request, template: str, status: int = 200, **context: Any
     ) -> web.Response:
         language = self.language(request)
-        session = request.get("session")
+        identity = auth.identity_of(request)
+        session = None if identity is None else identity.session
         body = self.jinja.get_template(template).render(
             _=translator(language),
             lang=language,
             path=request.path,
-            role=request.get("role"),
+            role=None if identity is None else identity.role,
             csrf=session.csrf if session is not None else "",
             browser=session is not None,
             assets=self.assets,

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -106,6 +107,23 @@ class Session:
     role: str
     csrf: str
     expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made a request: the role, and the browser session (None for a bearer token)."""
+
+    role: str
+    session: Session | None
+
+
+#: where the middleware leaves the Identity on the request (aiohttp 3.13+ wants typed keys)
+IDENTITY: Any = web.RequestKey("cm_identity", Identity) if hasattr(web, "RequestKey") else "cm_id"
+
+
+def identity_of(request: web.Request) -> Identity | None:
+    found = request.get(IDENTITY)
+    return found if isinstance(found, Identity) else None
 
 
 @dataclass
@@ -235,9 +253,10 @@ def csrf_ok(request: web.Request, session: Session, form_value: str | None) -> b
 
 async def _write_refusal(request: web.Request) -> web.Response | None:
     """Why a write may not go on: the read-only role, or a browser without the CSRF token."""
-    if request["role"] != ADMIN:
+    identity = request[IDENTITY]
+    if identity.role != ADMIN:
         return _deny(request, 403, "the read-only token cannot change anything")
-    session = request["session"]
+    session = identity.session
     if session is None:
         return None  # a bearer token is no ambient credential: no CSRF to fear
     form_value = None
@@ -266,14 +285,14 @@ def middleware(guard: Guard) -> Middleware:
             role = guard.tokens.role_of(presented.strip()) if scheme.lower() == "bearer" else None
             if role is None:
                 return _deny(request, 401, "invalid token")
-            request["role"], request["session"] = role, None
+            request[IDENTITY] = Identity(role, None)
         else:
             found = guard.session(request)
             if found is None:
                 if _is_api(request) or request.method in _WRITES or path == "/metrics":
                     return _deny(request, 401, "authentication required")
                 raise web.HTTPSeeOther(f"/login?next={request.rel_url}")
-            request["role"], request["session"] = found[1].role, found[1]
+            request[IDENTITY] = Identity(found[1].role, found[1])
         if request.method in _WRITES and (refused := await _write_refusal(request)) is not None:
             return refused
         return await handler(request)

@@ -90,7 +90,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         guard.limit.failed(client)
         return await login_form(request, error="Wrong token.", status=401)
     sid, _ = guard.open_session(role)
-    response = web.HTTPSeeOther(_next_target(str(form.get("next", "/"))))
+    response = _see_other(_next_target(str(form.get("next", "/"))))
     guard.set_cookie(response, request, auth.SESSION_COOKIE, sid, max_age=auth.SESSION_SECONDS)
     response.del_cookie(auth.LOGIN_COOKIE, path="/")
     return response
@@ -104,7 +104,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     guard = console_of(request).guard
     if (sid := request.cookies.get(auth.SESSION_COOKIE)) is not None:
         guard.close_session(sid)
-    response = web.HTTPSeeOther("/login")
+    response = _see_other("/login")
     response.del_cookie(auth.SESSION_COOKIE, path="/")
     return response
 
@@ -239,8 +239,14 @@ async def instances(request: web.Request) -> web.Response:
     )
 
 
+def _see_other(location: str) -> web.Response:
+    """A 303 that can carry cookies (aiohttp wants HTTPExceptions raised, not returned)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
 def _actor(request: web.Request) -> str:
-    return "console" if request.get("session") is not None else "api"
+    identity = auth.identity_of(request)
+    return "console" if identity is not None and identity.session is not None else "api"
 
 
 def _back(request: web.Request, default: str) -> str:
