@@ -155,7 +155,9 @@ def _calls(metrics: str) -> int:
     )  # fmt: skip
 
 
-async def _load(client: httpx.AsyncClient, rate: float, until: float, paths: list[str]) -> list[float]:
+async def _load(
+    client: httpx.AsyncClient, rate: float, until: float, paths: list[str]
+) -> list[float]:
     times: list[float] = []
     n = 0
     started = time.monotonic()
@@ -177,7 +179,10 @@ async def _load(client: httpx.AsyncClient, rate: float, until: float, paths: lis
     return times
 
 
-async def no_cost(folder: Path, creators: int, phase: float, per_minute: int) -> None:
+def _start(
+    folder: Path, creators: int, per_minute: int
+) -> tuple[list[subprocess.Popen[bytes]], str, str]:
+    """The simulator and a real daemon with the console; (processes, console URL, token)."""
     sim_port, http_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUSTONEAPI", "CREATOR_MON"))}
     env |= {"JUSTONEAPI_TOKEN": "bench-token", "PYTHONUNBUFFERED": "1"}
@@ -196,14 +201,18 @@ async def no_cost(folder: Path, creators: int, phase: float, per_minute: int) ->
         lines += ["[[creators]]", f'user_id = "{n + 1:024x}"', f'name = "live {n:05d}"']
     config = folder / "live.toml"
     config.write_text("\n".join(lines) + "\n")
-    subprocess.run([*_cli(), "-c", str(config), "db", "upgrade"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
-    sim = subprocess.Popen([*_cli(), "simulate", "--port", str(sim_port), "--latency", "0.05"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    daemon = subprocess.Popen([*_cli(), "-c", str(config), "run"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([*_cli(), "-c", str(config), "db", "upgrade"], check=True, **quiet)
+    sim = subprocess.Popen(
+        [*_cli(), "simulate", "--port", str(sim_port), "--latency", "0.05"], **quiet
+    )
+    daemon = subprocess.Popen([*_cli(), "-c", str(config), "run"], **quiet)
+    return [daemon, sim], f"http://127.0.0.1:{http_port}", admin
+
+
+async def no_cost(folder: Path, creators: int, phase: float, per_minute: int) -> None:
+    procs, base, admin = _start(folder, creators, per_minute)
     try:
-        base = f"http://127.0.0.1:{http_port}"
         async with httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=30
         ) as client:
@@ -224,14 +233,15 @@ async def no_cost(folder: Path, creators: int, phase: float, per_minute: int) ->
             latencies = await _load(client, 20.0, time.monotonic() + phase, paths)
             loaded = _calls((await client.get("/metrics")).text) - at
         latencies.sort()
+        p50 = latencies[len(latencies) // 2]
+        p95 = latencies[int(len(latencies) * 0.95)]
         print(
             f"  budget {per_minute}/min, {creators:,} creators due, {phase:.0f} s per phase:\n"
             f"  upstream calls without console load: {quiet}; with 20 req/s on the console: "
-            f"{loaded} ({len(latencies)} console requests, p50 "
-            f"{latencies[len(latencies) // 2]:.0f} ms, p95 {latencies[int(len(latencies) * 0.95)]:.0f} ms)"
+            f"{loaded} ({len(latencies)} console requests, p50 {p50:.0f} ms, p95 {p95:.0f} ms)"
         )
     finally:
-        for proc in (daemon, sim):
+        for proc in procs:
             proc.terminate()
             proc.wait(timeout=20)
 
