@@ -150,3 +150,36 @@ def test_language_follows_choice_then_browser_then_config(
     explicit: str | None, accept: str, default: str, expected: str
 ) -> None:
     assert negotiate(explicit, accept, default) == expected
+
+
+async def test_every_page_renders_on_both_backends(db_url: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from monitor.store import Store
+
+    config, admin, _ = _config(tmp_path)
+    config = config.model_copy(
+        update={"storage": config.storage.model_copy(update={"url": db_url})}
+    )  # type: ignore[attr-defined]
+    await migrate.upgrade(db_url)
+    now = datetime.now(UTC)
+    async with Store.open(db_url) as store:
+        await store.heartbeat(
+            "host-a:42:abcdef", host="host-a", pid=42, version="0.1.0", started_at=now, now=now
+        )
+    async with AsyncExitStack() as stack:
+        mount = await console_mount(config, stack, {})  # type: ignore[arg-type]
+        endpoint = await serve("127.0.0.1:0", Telemetry(), _healthy, mount=mount)
+        stack.push_async_callback(endpoint.close)
+        headers = {"Authorization": f"Bearer {admin}", "Accept-Language": "zh-CN"}
+        async with httpx.AsyncClient(base_url=endpoint.url, headers=headers) as client:
+            for path in ("/", "/?sort=change", "/alerts?state=all", "/account", "/instances"):
+                reply = await client.get(path)
+                assert reply.status_code == 200, path
+                assert 'lang="zh"' in reply.text
+            instances = (await client.get("/instances")).text
+            assert ("host-a" in instances) is db_url.startswith("postgresql")
+            assert (await client.get("/creators/nobody")).status_code == 404
+            budget = (await client.get("/api/v1/budget")).json()
+            assert budget["calls_today"] == 0
+            assert budget["paused"] is False
