@@ -67,6 +67,8 @@ class AlertState:
     repeats_sent: int = 0
     summary: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    acked_at: datetime | None = None  # acknowledged: repeats stop until it resolves
+    acked_by: str | None = None
 
     @property
     def open(self) -> bool:
@@ -139,7 +141,7 @@ def _fire(state: AlertState, now: datetime) -> AlertState:
 
 
 def _repeat_due(state: AlertState, rule: Rule, now: datetime) -> bool:
-    if not state.firing_sent or state.last_notified_at is None:
+    if not state.firing_sent or state.last_notified_at is None or state.acked_at is not None:
         return False
     if rule.max_repeats is not None and state.repeats_sent >= rule.max_repeats:
         return False

@@ -312,6 +312,14 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=40.0,
         help="how long the story runs",
     )
+    p = _add(
+        sub,
+        "serve",
+        "the web console from the database, without the daemon (run serves it on [http] listen)",
+        "creator-monitor serve --listen 127.0.0.1:9465",
+        "serve",
+    )
+    p.add_argument("--listen", help="HOST:PORT (default [http] listen, else 127.0.0.1:9465)")
     p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", "alerts")
     p.add_argument("--open", action="store_true", help="only pending and firing alerts")
     sil = _add(

@@ -455,3 +455,11 @@ def demo(args: argparse.Namespace, config: Config) -> int:
     from monitor.demo import run_demo
 
     return run_demo(args.db, seconds=args.seconds)
+
+
+def serve(args: argparse.Namespace, config: Config) -> int:
+    """The web console from the database alone (no daemon, no paid call)."""
+    from monitor.web.server import DEFAULT_LISTEN, serve_console
+
+    listen = args.listen or config.http.listen or DEFAULT_LISTEN
+    return asyncio.run(serve_console(config, listen))

@@ -377,6 +377,13 @@ class NotifyConfig(_Section):
 
 class HttpConfig(_Section):
     listen: str | None = None  # "127.0.0.1:9464"
+    # the console (monitor/web): admin token (else the systemd credential
+    # creator-monitor-http-token) and an optional read-only one; cookies get Secure behind TLS
+    # (X-Forwarded-Proto counts only with trust_proxy) or always with secure_cookies
+    token_file: Path | None = None
+    readonly_token_file: Path | None = None
+    trust_proxy: bool = False
+    secure_cookies: bool = False
 
     @field_validator("listen")
     @classmethod

@@ -148,11 +148,14 @@ class Daemon:
             self.notifier = self._make_notifier(config)
             stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
             if config.http.listen:
+                from monitor.web.server import console_mount
+
                 self.endpoint = await serve(
                     config.http.listen,
                     self.telemetry,
                     self._healthy,
                     health_timeout=self.options.health_timeout,
+                    mount=await console_mount(config, stack, self.options.environ, clock),
                 )
                 stack.push_async_callback(self.endpoint.close)
         # what start-up read and dropped (rows, dicts of 100,000 entries) is free, but glibc

@@ -130,6 +130,7 @@ fetches = Table(
     Column("error", Text, nullable=True),
     Column("points", Integer, nullable=False, server_default="0"),
     Index(None, "creator_id", "started_at"),
+    Index(None, "started_at"),  # the console's calls per day by code
 )
 
 raw_responses = Table(
@@ -230,6 +231,9 @@ alerts = Table(
     Column("repeats_sent", Integer, nullable=False, server_default="0"),
     Column("summary", Text, nullable=False, server_default=""),
     Column("details", JSONText, nullable=True),
+    # acknowledged (in the console): no more repeats until it resolves
+    Column("acked_at", UTCDateTime, nullable=True),
+    Column("acked_by", String(32), nullable=True),
     # at most one open (pending or firing) alert per rule and scope; resolved ones pile up
     Index(
         "ux_alerts_rule_scope_open",

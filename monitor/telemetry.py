@@ -313,6 +313,10 @@ class _Health:
         return reason
 
 
+#: adds more routes (the console) to the endpoint's application; told whether it is loopback
+Mount = Callable[["web.Application", bool], None]
+
+
 def _app(telemetry: Telemetry, health: _Health) -> web.Application:
     from aiohttp import web
 
@@ -338,24 +342,28 @@ async def serve(
     healthy: HealthCheck,
     *,
     health_timeout: float = 5.0,
+    mount: Mount | None = None,
 ) -> HttpEndpoint:
     """Start serving ``GET /healthz`` and ``GET /metrics`` on exactly ``listen`` ("HOST:PORT").
 
     Returns once the socket is bound; ``await stack.enter_async_context(await serve(...))``.
     Raises ConfigError for a listen value without a host; a non-loopback host is bound as asked,
-    with a warning, since neither path has authentication.
+    with a warning, since neither path has authentication. ``mount`` (the console) adds its
+    routes and its authentication, which then covers /metrics off loopback.
     """
     from aiohttp import web
 
     host, port = parse_listen(listen)
-    if not _is_loopback(host):
+    loopback = _is_loopback(host)
+    if not loopback and mount is None:
         log.warning(
             "http.listen %s is not loopback: /metrics and /healthz are unauthenticated", host
         )
+    app = _app(telemetry, _Health(healthy, health_timeout))
+    if mount is not None:
+        mount(app, loopback)
     # No access log: a scrape every 15 s would drown the journal.
-    runner = web.AppRunner(
-        _app(telemetry, _Health(healthy, health_timeout)), access_log=None, shutdown_timeout=2.0
-    )
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -7,6 +7,7 @@ short transactions through ``StoreBase``. Alert and outbox methods join as anoth
 from __future__ import annotations
 
 from monitor.store.cluster import ClusterStore
+from monitor.store.console import ConsoleStore
 from monitor.store.creators import CreatorStore
 from monitor.store.engine import StoreBase
 from monitor.store.ledger import BudgetStateRow, LedgerStore
@@ -15,7 +16,15 @@ from monitor.store.outbox import OutboxStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 
 
-class Store(CreatorStore, MetricsStore, ScheduleStore, LedgerStore, OutboxStore, ClusterStore):
+class Store(
+    CreatorStore,
+    MetricsStore,
+    ScheduleStore,
+    LedgerStore,
+    OutboxStore,
+    ClusterStore,
+    ConsoleStore,
+):
     """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""
 
 

@@ -21,7 +21,16 @@ PENDING, SENT, DEAD, SUPPRESSED = "pending", "sent", "dead", "suppressed"
 #: PostgreSQL advisory lock key serialising "queue once per period" checks across instances
 _ONCE_LOCK = 0x636D_6F6E  # "cmon"
 #: columns whose stored values must still match what an evaluation read (optimistic check)
-_VERSION_COLUMNS = ("state", "hits", "clears", "last_seen_at", "repeats_sent", "last_notified_at")
+#: (``acked_at``: an evaluation read before an acknowledgement must not write it away)
+_VERSION_COLUMNS = (
+    "state",
+    "hits",
+    "clears",
+    "last_seen_at",
+    "repeats_sent",
+    "last_notified_at",
+    "acked_at",
+)
 _ALERT_COLUMNS = frozenset(c.name for c in alerts.columns) - {"id"}
 
 

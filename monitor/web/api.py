@@ -1,0 +1,299 @@
+"""The JSON API under ``/api/v1/`` and its OpenAPI document: creators, a creator's series,
+alerts and acknowledgements, silences, budget. Same store paths as the pages and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from monitor.model import METRICS
+from monitor.web.app import console_of
+from monitor.web.pages import overview_query
+
+PREFIX = "/api/v1"
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, default=_default, ensure_ascii=False)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+async def creators(request: web.Request) -> web.Response:
+    console = console_of(request)
+    q = overview_query(request.query)
+    page = await console.store.overview(q)
+    return _json(
+        {
+            "total": page.total,
+            "page": q.page,
+            "per_page": q.per_page,
+            "metric": q.metric,
+            "anchor": page.anchor,
+            "creators": [asdict(r) for r in page.rows],
+        }
+    )
+
+
+async def series(request: web.Request) -> web.Response:
+    console = console_of(request)
+    found = await console.store.find_creator_ref(request.match_info["ref"])
+    if found is None:
+        return _error(404, "no such creator")
+    metric = request.query.get("metric") or None
+    if metric is not None and metric not in METRICS:
+        return _error(400, f"unknown metric; one of {', '.join(METRICS)}")
+    since = request.query.get("since") or None
+    if since is not None:
+        try:
+            since = date.fromisoformat(since).isoformat()
+        except ValueError:
+            return _error(400, "since is a date, YYYY-MM-DD")
+    try:
+        points = await console.store.creator_points(
+            found.id, variant=request.query.get("variant") or None, since=since
+        )
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return _json(
+        {
+            "user_id": found.user_id,
+            "name": found.name,
+            "metric": metric,
+            "points": [
+                {"variant": p.variant, "date": p.date_key}
+                | ({"value": p.values.get(metric)} if metric else {"values": p.values})
+                for p in points
+            ],
+        }
+    )
+
+
+async def alerts(request: web.Request) -> web.Response:
+    console = console_of(request)
+    state = request.query.get("state", "open")
+    if state not in ("open", "firing", "pending", "resolved", "all"):
+        return _error(400, "state is one of open, firing, pending, resolved, all")
+    rows = await console.store.console_alerts(state=state, limit=500)  # type: ignore[arg-type]
+    return _json({"alerts": [asdict(a) for a in rows]})
+
+
+async def ack(request: web.Request) -> web.Response:
+    console = console_of(request)
+    try:
+        alert_id = int(request.match_info["id"])
+    except ValueError:
+        return _error(404, "no such alert")
+    result = await console.store.ack_alert(alert_id, now=console.clock(), by="api")
+    if result == "missing":
+        return _error(404, "no such alert")
+    if result == "resolved":
+        return _error(409, "the alert has resolved")
+    alert = await console.store.console_alert(alert_id)
+    return _json({"result": result, "alert": None if alert is None else asdict(alert)})
+
+
+async def silences(request: web.Request) -> web.Response:
+    console = console_of(request)
+    rows = await console.store.list_silences(console.clock())
+    return _json({"silences": [asdict(s) for s in rows]})
+
+
+async def add_silence(request: web.Request) -> web.Response:
+    console = console_of(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "the body is not JSON")
+    if not isinstance(body, dict):
+        return _error(400, "the body is a JSON object")
+    text = {k: body.get(k) for k in ("creator", "rule", "tag", "for", "reason")}
+    if any(v is not None and not isinstance(v, str) for v in text.values()):
+        return _error(400, "creator, rule, tag, for and reason are strings")
+    try:
+        silence_id, ends = await console.add_silence(
+            creator=text["creator"],
+            rule=text["rule"],
+            tag=text["tag"],
+            for_=text["for"] or "2h",
+            reason=text["reason"] or "",
+        )
+    except ValueError as exc:
+        return _error(400, str(exc))
+    found = next(
+        (s for s in await console.store.list_silences(console.clock()) if s.id == silence_id),
+        None,
+    )
+    body_out = asdict(found) if found is not None else {"id": silence_id, "ends_at": ends}
+    return _json({"silence": body_out}, 201)
+
+
+async def remove_silence(request: web.Request) -> web.Response:
+    console = console_of(request)
+    try:
+        silence_id = int(request.match_info["id"])
+    except ValueError:
+        return _error(404, "no such silence")
+    if not await console.store.remove_silence(silence_id):
+        return _error(404, "no such silence")
+    return web.Response(status=204)
+
+
+async def budget(request: web.Request) -> web.Response:
+    return _json(await console_of(request).budget())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(OPENAPI)
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get(f"{PREFIX}/creators", creators)
+    router.add_get(f"{PREFIX}/creators/{{ref}}/series", series)
+    router.add_get(f"{PREFIX}/alerts", alerts)
+    router.add_post(f"{PREFIX}/alerts/{{id}}/ack", ack)
+    router.add_get(f"{PREFIX}/silences", silences)
+    router.add_post(f"{PREFIX}/silences", add_silence)
+    router.add_delete(f"{PREFIX}/silences/{{id}}", remove_silence)
+    router.add_get(f"{PREFIX}/budget", budget)
+    router.add_get(f"{PREFIX}/openapi.json", openapi)
+
+
+def _op(summary: str, *, params: list[dict[str, Any]] | None = None, **extra: Any) -> Any:
+    responses = extra.pop("responses", {"200": {"description": "OK"}})
+    responses |= {
+        "401": {"description": "no token, or a wrong one"},
+        "403": {"description": "a write with the read-only token, or without a CSRF token"},
+    }
+    return {"summary": summary, "parameters": params or [], "responses": responses, **extra}
+
+
+def _q(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+def _p(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "creator-monitor console API", "version": "1"},
+    "servers": [{"url": PREFIX}],
+    "security": [{"bearer": []}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "NewSilence": {
+                "type": "object",
+                "properties": {
+                    "creator": {"type": "string", "description": "user id, name or 'account'"},
+                    "rule": {"type": "string"},
+                    "tag": {"type": "string"},
+                    "for": {"type": "string", "example": "2h"},
+                    "reason": {"type": "string"},
+                },
+            }
+        },
+    },
+    "paths": {
+        "/creators": {
+            "get": _op(
+                "Every active creator × variant: last point, 7-day change, sparkline, fetch "
+                "status, open alerts; paged",
+                params=[
+                    _q("q", "part of the name, or the start of the user id"),
+                    _q("tag", "only creators with this tag"),
+                    _q("metric", "the metric shown", enum=list(METRICS)),
+                    _q("sort", "order", enum=["name", "change", "change_asc"]),
+                    _q("page", "1-based page", pattern="^[0-9]+$"),
+                    _q("per_page", "rows per page (at most 200)", pattern="^[0-9]+$"),
+                ],
+            )
+        },
+        "/creators/{ref}/series": {
+            "get": _op(
+                "A creator's daily points",
+                params=[
+                    _p("ref", "user id or configured name"),
+                    _q("metric", "one metric (else all)", enum=list(METRICS)),
+                    _q("variant", "BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE"),
+                    _q("since", "first day, YYYY-MM-DD", format="date"),
+                ],
+                responses={"200": {"description": "OK"}, "404": {"description": "no creator"}},
+            )
+        },
+        "/alerts": {
+            "get": _op(
+                "Alerts, newest first",
+                params=[
+                    _q("state", "which", enum=["open", "firing", "pending", "resolved", "all"])
+                ],
+            )
+        },
+        "/alerts/{id}/ack": {
+            "post": _op(
+                "Acknowledge an open alert: its repeats stop until it resolves",
+                params=[_p("id", "alert id")],
+                responses={
+                    "200": {"description": "acknowledged (or already)"},
+                    "404": {"description": "no such alert"},
+                    "409": {"description": "resolved"},
+                },
+            )
+        },
+        "/silences": {
+            "get": _op("Silences not yet over"),
+            "post": _op(
+                "Add a silence",
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/NewSilence"}}
+                    },
+                },
+                responses={"201": {"description": "created"}, "400": {"description": "bad"}},
+            ),
+        },
+        "/silences/{id}": {
+            "delete": _op(
+                "Remove a silence",
+                params=[_p("id", "silence id")],
+                responses={"204": {"description": "removed"}, "404": {"description": "none"}},
+            )
+        },
+        "/budget": {"get": _op("Calls and billed calls today, use per minute, pauses, per day")},
+        "/openapi.json": {"get": _op("This document")},
+    },
+}

@@ -1,0 +1,260 @@
+"""The console as a set of aiohttp routes: what it is handed (config, a store, a clock, the
+tokens), how pages render (jinja2, package templates, the negotiated language) and ``mount``,
+which adds its routes, static files and the auth middleware to an application.
+
+Runs beside ``/healthz`` and ``/metrics`` in ``run`` and alone in ``serve``; reads the database
+only, so both show the same thing. Never renders a token or a channel URL.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from monitor.config import Config, parse_duration
+from monitor.store import Store
+from monitor.web import auth
+from monitor.web.i18n import LANG_COOKIE, negotiate, translator
+
+Clock = Callable[[], datetime]
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class Console:
+    """One console: its config, its store (read; plus acknowledgements and silences), a clock."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        guard: auth.Guard,
+        *,
+        clock: Clock = _system_clock,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.guard = guard
+        self.clock = clock
+        self.zone = config.budget.zone
+        self.jinja = jinja2.Environment(
+            loader=jinja2.PackageLoader("monitor.web", "templates"),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        #: the static files' versioned URLs (set by ``mount``)
+        self.assets: dict[str, str] = {}
+        self.jinja.filters.update(
+            num=_num, pct=_pct, when=self._when, spark=spark_points, short=_short_variant
+        )
+
+    def _when(self, value: datetime | None) -> str:
+        if value is None:
+            return "—"
+        return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M")
+
+    def language(self, request: web.Request) -> str:
+        return negotiate(
+            request.query.get("lang") or request.cookies.get(LANG_COOKIE),
+            request.headers.get("Accept-Language", ""),
+            self.config.notify.language,
+        )
+
+    def render(
+        self, request: web.Request, template: str, status: int = 200, **context: Any
+    ) -> web.Response:
+        language = self.language(request)
+        identity = auth.identity_of(request)
+        session = None if identity is None else identity.session
+        body = self.jinja.get_template(template).render(
+            _=translator(language),
+            lang=language,
+            path=request.path,
+            role=None if identity is None else identity.role,
+            csrf=session.csrf if session is not None else "",
+            browser=session is not None,
+            assets=self.assets,
+            **context,
+        )
+        response = web.Response(text=body, status=status, content_type="text/html")
+        if request.query.get("lang") in ("en", "zh"):
+            response.set_cookie(
+                LANG_COOKIE, request.query["lang"], max_age=365 * 86400, path="/", samesite="Strict"
+            )
+        return response
+
+    async def add_silence(
+        self,
+        *,
+        creator: str | None,
+        rule: str | None,
+        tag: str | None,
+        for_: str,
+        reason: str,
+    ) -> tuple[int, datetime]:
+        """A silence from now for ``for_`` (e.g. "2h"); ``creator`` is a user id, a configured
+        name or 'account'. Raises ValueError with a one-line message for bad input."""
+        creator, rule, tag = (v.strip() if v else None for v in (creator, rule, tag))
+        if not (creator or rule or tag):
+            raise ValueError("give at least one of creator, rule, tag")
+        user_id = creator or None
+        if creator and creator != "account":
+            found = await self.store.find_creator_ref(creator)
+            if found is None:
+                raise ValueError(f"no creator {creator!r}")
+            user_id = found.user_id
+        now = self.clock()
+        ends = now + parse_duration(for_)
+        silence_id = await self.store.add_silence(
+            now=now,
+            ends_at=ends,
+            user_id=user_id,
+            rule=rule or None,
+            tag=tag or None,
+            reason=reason.strip()[:500],
+        )
+        return silence_id, ends
+
+    def today(self) -> date:
+        return self.clock().astimezone(self.zone).date()
+
+    async def budget(self) -> dict[str, Any]:
+        """Calls and billed calls today, use in the last minute, pause and next probe, calls
+        per day (the last 14) and by code. Read from the database: the same under ``serve``."""
+        from monitor.budget import ACCOUNT_CODES, Budget, BudgetState
+        from monitor.meter import ledger_day
+
+        now = self.clock()
+        today = self.today()
+        since_day = (today - timedelta(days=13)).isoformat()
+        days = await self.store.ledger_days(since_day)
+        row = await self.store.load_budget_state()
+        state = None if row is None else BudgetState.from_row(row)
+        recent = () if state is None or state.recent is None else state.recent
+        minute = sum(1 for t in recent if now - t < timedelta(seconds=60))
+        paused = state is not None and state.is_paused(now)
+        codes = await self.store.calls_by_code(
+            datetime.combine(today - timedelta(days=13), datetime.min.time(), self.zone),
+            self.config.budget.timezone,
+            now=now,
+        )
+        # today as the gate counts it: the configured zone's day, whatever label calls got
+        calls_today, billed_today = await self.store.ledger_day(
+            ledger_day(Budget.from_config(self.config), now)
+        )
+        account_pause = state is not None and state.pause_code in ACCOUNT_CODES
+        return {
+            "day": today.isoformat(),
+            "calls_today": calls_today,
+            "billed_today": billed_today,
+            "daily_calls": self.config.budget.daily_calls,
+            "calls_per_minute": self.config.budget.calls_per_minute,
+            "used_last_minute": minute,
+            "paused": paused,
+            "pause_code": None if state is None else state.pause_code,
+            "pause_reason": None if state is None else state.pause_reason,
+            "paused_until": None if state is None else state.paused_until,
+            "next_probe": state.paused_until if account_pause and state is not None else None,
+            "days": [{"day": d, "calls": c, "billed": b} for d, c, b in days],
+            "codes": [{"day": d, "code": c, "calls": n} for d, c, n in codes],
+        }
+
+
+CONSOLE_KEY = web.AppKey("console", Console)
+
+
+def _num(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:+.1f}%"
+
+
+def _short_variant(label: str) -> str:
+    """``DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL`` → ``daily·all types·30d·all``."""
+    names = {
+        "DAILY_NOTE": "daily",
+        "COOPERATE_NOTE": "co-op",
+        "PHOTO_TEXT_AND_VIDEO": "all types",
+        "PHOTO_TEXT": "photo",
+        "VIDEO": "video",
+        "DAY_30": "30d",
+        "DAY_90": "90d",
+        "ALL": "all",
+        "ORGANIC_ONLY": "organic",
+    }
+    return "·".join(names.get(part, part) for part in label.split("/"))
+
+
+def spark_points(values: Sequence[float | None], width: int = 120, height: int = 24) -> str:
+    """SVG polyline points for a sparkline (gaps skipped); '' with fewer than two values."""
+    known = [(i, v) for i, v in enumerate(values) if v is not None]
+    if len(known) < 2:
+        return ""
+    low, high = min(v for _, v in known), max(v for _, v in known)
+    span = (high - low) or 1.0
+    step = width / max(1, len(values) - 1)
+    return " ".join(
+        f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}" for i, v in known
+    )
+
+
+def static_dir() -> Path:
+    return Path(str(files("monitor.web").joinpath("static")))
+
+
+def mount(app: web.Application, console: Console) -> None:
+    """Add the console's routes, static files and auth middleware to ``app``."""
+    from monitor.web import api, pages
+
+    app[CONSOLE_KEY] = console
+    app.middlewares.append(_security_headers)
+    app.middlewares.append(auth.middleware(console.guard))
+    pages.add_routes(app.router)
+    api.add_routes(app.router)
+    static = app.router.add_static("/static/", static_dir(), name="console-static")
+    assert isinstance(static, web.StaticResource)
+    for name in ("console.js", "console.css"):
+        console.assets[name] = str(static.url_for(filename=name, append_version=True))
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    # the server's own time for this request, for browsers' dev tools and bench/console.py
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
+        "base-uri 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "public, max-age=86400"
+    elif not request.path.startswith(("/healthz", "/metrics")):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def console_of(request: web.Request) -> Console:
+    return request.app[CONSOLE_KEY]

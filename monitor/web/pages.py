@@ -1,0 +1,275 @@
+"""The console's HTML pages and browser forms: log in and out, overview, creator, alerts (with
+silence and acknowledge), account, instances. Every form write ends in a 303 to a page.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import secrets
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from monitor.model import METRICS
+from monitor.store.console import OverviewQuery, Sort
+from monitor.web import auth
+from monitor.web.app import console_of
+
+PER_PAGE = 50
+MAX_PER_PAGE = 200
+_SORTS: tuple[Sort, ...] = ("name", "change", "change_asc")
+
+
+def _int(value: str | None, default: int, low: int, high: int) -> int:
+    try:
+        number = int(value or default)
+    except ValueError:
+        return default
+    return max(low, min(high, number))
+
+
+def overview_query(query: Any) -> OverviewQuery:
+    """The overview's filters from query parameters; unknown values fall back to defaults."""
+    metric = query.get("metric", "imp")
+    sort = query.get("sort", "name")
+    return OverviewQuery(
+        metric=metric if metric in METRICS else "imp",
+        tag=query.get("tag", "").strip()[:100],
+        text=query.get("q", "").strip()[:100],
+        sort=sort if sort in _SORTS else "name",
+        page=_int(query.get("page"), 1, 1, 1_000_000),
+        per_page=_int(query.get("per_page"), PER_PAGE, 1, MAX_PER_PAGE),
+    )
+
+
+def _next_target(value: str) -> str:
+    # only a path on this site: never an absolute or scheme-relative URL
+    return value if value.startswith("/") and not value.startswith(("//", "/\\")) else "/"
+
+
+async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    console = console_of(request)
+    # one nonce per browser, not per form: a second tab (or a favicon request redirected
+    # here) must not invalidate the form already shown
+    nonce = request.cookies.get(auth.LOGIN_COOKIE, "")
+    if len(nonce) < 32:
+        nonce = secrets.token_urlsafe(24)
+    response = console.render(
+        request,
+        "login.html.j2",
+        status=status,
+        nonce=nonce,
+        error=error,
+        next=_next_target(request.query.get("next", "/")),
+    )
+    console.guard.set_cookie(response, request, auth.LOGIN_COOKIE, nonce, max_age=3600)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    guard = console.guard
+    form = await request.post()
+    nonce = str(form.get("nonce", ""))
+    cookie = request.cookies.get(auth.LOGIN_COOKIE, "")
+    if not cookie or not hmac.compare_digest(nonce.encode(), cookie.encode()):
+        return web.Response(status=403, text="missing or wrong CSRF token\n")
+    client = guard.client(request)
+    wait = guard.limit.retry_after(client)
+    if wait > 0:
+        response = await login_form(
+            request, error="Too many failed logins; try again later.", status=429
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    role = guard.tokens.role_of(str(form.get("token", "")).strip())
+    if role is None:
+        guard.limit.failed(client)
+        return await login_form(request, error="Wrong token.", status=401)
+    sid, _ = guard.open_session(role)
+    response = _see_other(_next_target(str(form.get("next", "/"))))
+    guard.set_cookie(response, request, auth.SESSION_COOKIE, sid, max_age=auth.SESSION_SECONDS)
+    response.del_cookie(auth.LOGIN_COOKIE, path="/")
+    return response
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    guard = console_of(request).guard
+    if (sid := request.cookies.get(auth.SESSION_COOKIE)) is not None:
+        guard.close_session(sid)
+    response = _see_other("/login")
+    response.del_cookie(auth.SESSION_COOKIE, path="/")
+    return response
+
+
+async def overview(request: web.Request) -> web.Response:
+    console = console_of(request)
+    q = overview_query(request.query)
+    page = await console.store.overview(q)
+    pages = max(1, math.ceil(page.total / q.per_page))
+    return console.render(
+        request, "overview.html.j2", q=q, page=page, pages=pages, metrics=METRICS, sorts=_SORTS
+    )
+
+
+async def creator(request: web.Request) -> web.Response:
+    console = console_of(request)
+    store = console.store
+    found = await store.find_creator_ref(request.match_info["ref"])
+    if found is None:
+        return console.render(request, "missing.html.j2", status=404)
+    points = await store.creator_points(found.id)
+    variants = list(dict.fromkeys(p.variant for p in points))
+    chosen = request.query.get("variant", variants[0] if variants else "")
+    chosen = chosen if chosen in variants else (variants[0] if variants else "")
+    shown = [p for p in points if p.variant == chosen]
+    alerts = await store.console_alerts(scope=found.user_id, limit=200)
+    markers = [
+        {"date": a.data_date, "metric": a.metric, "label": f"{a.rule} ({a.state})"}
+        for a in alerts
+        if a.data_date is not None
+    ]
+    chart = {
+        "dates": [p.date_key for p in shown],
+        "metrics": {m: [p.values.get(m) for p in shown] for m in METRICS},
+        "markers": markers,
+    }
+    now = console.clock()
+    silences = [
+        s
+        for s in await store.list_silences(now)
+        if s.user_id == found.user_id or (s.tag is not None and s.tag in found.tags)
+    ]
+    return console.render(
+        request,
+        "creator.html.j2",
+        creator=found,
+        variants=variants,
+        variant=chosen,
+        chart=chart,
+        metrics=METRICS,
+        alerts=alerts,
+        fetches=await store.fetch_log(found.id),
+        silences=silences,
+    )
+
+
+async def alerts(request: web.Request) -> web.Response:
+    console = console_of(request)
+    state = request.query.get("state", "open")
+    state = state if state in ("open", "all", "resolved") else "open"
+    page = _int(request.query.get("page"), 1, 1, 100_000)
+    rows = await console.store.console_alerts(
+        state=state,  # type: ignore[arg-type]
+        limit=PER_PAGE + 1,
+        offset=(page - 1) * PER_PAGE,
+    )
+    silences = await console.store.list_silences(console.clock())
+    return console.render(
+        request,
+        "alerts.html.j2",
+        rows=rows[:PER_PAGE],
+        more=len(rows) > PER_PAGE,
+        state=state,
+        page=page,
+        silences=silences,
+        error=request.query.get("error", ""),
+    )
+
+
+async def ack(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    alert_id = _int(request.match_info["id"], 0, 0, 2**62)
+    await console.store.ack_alert(alert_id, now=console.clock(), by=_actor(request))
+    raise web.HTTPSeeOther(_back(request, "/alerts"))
+
+
+async def silence(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    form = await request.post()
+
+    def field(name: str) -> str:
+        value = form.get(name, "")
+        return value if isinstance(value, str) else ""
+
+    try:
+        await console.add_silence(
+            creator=field("creator"),
+            rule=field("rule"),
+            tag=field("tag"),
+            for_=field("for") or "2h",
+            reason=field("reason"),
+        )
+    except ValueError as exc:
+        raise web.HTTPSeeOther(f"/alerts?error={quote(str(exc))}") from None
+    raise web.HTTPSeeOther(_back(request, "/alerts"))
+
+
+async def unsilence(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    await console.store.remove_silence(_int(request.match_info["id"], 0, 0, 2**62))
+    raise web.HTTPSeeOther(_back(request, "/alerts"))
+
+
+async def account(request: web.Request) -> web.Response:
+    console = console_of(request)
+    budget = await console.budget()
+    return console.render(request, "account.html.j2", budget=budget)
+
+
+async def instances(request: web.Request) -> web.Response:
+    console = console_of(request)
+    store = console.store
+    now = console.clock()
+    rows = await store.list_instances(now) if store.dialect == "postgresql" else []
+    alive_after = now - max(timedelta(minutes=2), console.config.schedule.lease)
+    return console.render(
+        request,
+        "instances.html.j2",
+        rows=rows,
+        postgres=store.dialect == "postgresql",
+        alive_after=alive_after,
+    )
+
+
+def _see_other(location: str) -> web.Response:
+    """A 303 that can carry cookies (aiohttp wants HTTPExceptions raised, not returned)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _actor(request: web.Request) -> str:
+    identity = auth.identity_of(request)
+    return "console" if identity is not None and identity.session is not None else "api"
+
+
+def _back(request: web.Request, default: str) -> str:
+    referer = request.headers.get("Referer", "")
+    if referer:
+        from yarl import URL
+
+        url = URL(referer)
+        if url.host == request.url.host and url.port == request.url.port:
+            return _next_target(url.path_qs)
+    return default
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/login", login_form)
+    router.add_get("/favicon.ico", favicon)
+    router.add_post("/login", login)
+    router.add_post("/logout", logout)
+    router.add_get("/", overview)
+    router.add_get("/creators/{ref}", creator)
+    router.add_get("/alerts", alerts)
+    router.add_post("/alerts/{id}/ack", ack)
+    router.add_post("/silences", silence)
+    router.add_post("/silences/{id}/delete", unsilence)
+    router.add_get("/account", account)
+    router.add_get("/instances", instances)
