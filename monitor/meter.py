@@ -118,6 +118,10 @@ class Meter:
         #: this process's callers queue here, not in SQLite's busy handler (which sleeps in
         #: steps of up to 100 ms); other processes and instances meet on the database lock
         self._lock = asyncio.Lock()
+        #: callers waiting for their turn to spend, in arrival order (asyncio.Lock is FIFO)
+        self._queue = asyncio.Lock()
+        #: tasks waiting for their turn (idle, like a sleeper: test clocks may move meanwhile)
+        self.queued: set[asyncio.Task[object] | None] = set()
         #: answers that pause every call, being stored right now (see ``feedback``)
         self._pausing = 0
 
@@ -179,18 +183,35 @@ class Meter:
         The call is counted in the ledger and the bucket is saved BEFORE it is sent, so a crash
         can over-count a call but never under-count one.
         """
-        while True:
-            delay = await self._take(probe)
-            if delay <= 0:
-                return
-            if not wait:
-                raise BudgetError(
-                    f"calls_per_minute ({self.budget.calls_per_minute}): the next call is "
-                    f"allowed in {delay:.1f} s",
-                    cap="calls_per_minute",
-                    until=self._clock() + timedelta(seconds=delay),
-                )
-            await self._sleep(min(delay, _MAX_NAP))
+        if not wait:
+            await self._take_now(probe)
+            return
+        # first come, first served: the dispatcher starts the most overdue work first, and a
+        # caller that has waited longest must not lose its turn to whoever wakes first
+        task = asyncio.current_task()
+        self.queued.add(task)
+        try:
+            await self._queue.acquire()
+        finally:
+            self.queued.discard(task)
+        try:
+            while True:
+                delay = await self._take(probe)
+                if delay <= 0:
+                    return
+                await self._sleep(min(delay, _MAX_NAP))
+        finally:
+            self._queue.release()
+
+    async def _take_now(self, probe: bool) -> None:
+        delay = await self._take(probe)
+        if delay > 0:
+            raise BudgetError(
+                f"calls_per_minute ({self.budget.calls_per_minute}): the next call is "
+                f"allowed in {delay:.1f} s",
+                cap="calls_per_minute",
+                until=self._clock() + timedelta(seconds=delay),
+            )
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[tuple[BudgetTxn, datetime]]:
@@ -208,6 +229,12 @@ class Meter:
         """Count one call now and return 0.0, or return how long to wait first."""
         if self._pausing:
             return _PAUSING_NAP
+        # the state as last stored can only have tightened since (others spend, the wall clock
+        # moves on): while it says wait, wait, without taking the lock for nothing
+        self._follow_wall_clock()
+        waiting = self.budget.acquire_delay(self._state, self._clock())
+        if waiting > 0:
+            return waiting
         self._on_the_wire += 1  # counted before it commits: see ``answered``
         try:
             async with self._locked() as (txn, now):

@@ -181,7 +181,8 @@ def _busy(daemon: Daemon, vt: VirtualTime) -> bool:
     dispatcher = daemon.dispatcher
     if daemon.meter.on_the_wire > 0 or dispatcher.woken:
         return True
-    return any(t.done() or t not in vt.sleeping for t in dispatcher.tasks)
+    queued = daemon.meter.queued  # waiting for their turn at the gate: idle, not working
+    return any(t.done() or (t not in vt.sleeping and t not in queued) for t in dispatcher.tasks)
 
 
 @asynccontextmanager
