@@ -122,7 +122,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     token = resolve_token(config)
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
     variant = config.variants_of(entry)[0] if entry else _default_variant(config)
-    async with JustOneClient.from_config(config.api, token) as client:
+    async with JustOneClient.from_config(config.api, token, clock=_now) as client:
         if args.dry_run:
             result = await client.core_data(args.user_id, variant)
             output.print_points(result.data.daily, sys.stdout)
@@ -163,7 +163,10 @@ async def _fetch_all(config: Config) -> int:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
     stopped: str | None = None
-    async with JustOneClient.from_config(config.api, token) as client, _store(config) as store:
+    async with (
+        JustOneClient.from_config(config.api, token, clock=_now) as client,
+        _store(config) as store,
+    ):
         meter = await Meter.open(Budget.from_config(config), store, clock=_now)
         gauge = await meter.gauge()
         left = gauge.daily_calls - gauge.calls_today

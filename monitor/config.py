@@ -44,6 +44,7 @@ from monitor.model import (
     Severity,
     Variant,
 )
+from monitor.redaction import userinfo_problem
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class ApiConfig(_Section):
             raise ValueError(
                 "expected an http(s) URL without query, e.g. 'https://api.justoneapi.com'"
             )
+        if (problem := userinfo_problem(value)) is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
 

@@ -138,6 +138,7 @@ class Daemon:
                 max_response_bytes=api.max_response_bytes,
                 connect_retries=api.connect_retries,
                 max_connections=config.schedule.max_in_flight,
+                clock=clock,
             )
             stack.push_async_callback(client.aclose)
             sleep = self.options.sleep
