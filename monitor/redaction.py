@@ -12,14 +12,15 @@ looked for there and the spans they came from are masked. So a token that is raw
 Pieces: an upstream that echoes the request may cut it anywhere. For a token (a secret that is
 not a URL, at least ``MIN_PIECE`` long) every run of text of ``MIN_PIECE`` or more characters
 that decodes to ``MIN_DECODED`` or more consecutive characters of the token is masked too: a
-raw piece of 8, or ``%2F%2Bab`` (8 characters, 4 of the token). What may remain visible is a
-piece under 8 characters, or one that decodes to a single character. URLs (channel URLs) are
-masked whole only, since their scheme and host are public text; the notifier passes a URL's
-secret parts separately.
+raw piece of 8, or ``%2F%2Bab`` (8 characters, 4 of the token). An escape the cut split
+(``2F`` of ``%2F``, a trailing ``%2``) counts and is masked with the run beside it. What may
+remain visible is a piece under 8 characters, or one that decodes to a single character.
+URLs (channel URLs) are masked whole only, since their scheme and host are public text; the
+notifier passes a URL's secret parts separately.
 
-Cost: finding pieces uses ``str.find`` on k-grams of the token taken every ``_STEP``
-characters (any run of ``MIN_PIECE`` holds one of them), plus a look at the two characters around
-each escape; text without ``%`` or ``\\`` skips decoding.
+Cost: pieces are found with ``str.find`` on 4-grams of the token taken every 2 characters (any
+run of 5 holds one), plus a look at the pairs around each escape and each cut escape; text without
+``%`` or ``\\`` is not decoded. About 0.1 ms for a 7 kB body, 10 us for a log line.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ MIN_DECODED = 2
 _ANCHOR = 4  # k-gram length of the index
 _STEP = 2  # an anchor every _STEP characters of a token: any run of _ANCHOR + _STEP - 1 holds one
 
+# an escape, however often escaped again: %XX, %25XX, %2525XX …; \uXXXX, \\uXXXX …; \/ \" …
+# (the leading class lets the regex engine skip the text between them fast)
 _ESCAPE = re.compile(
-    r"%(?:25)*(?P<pct>[0-9A-Fa-f]{2})"
-    r"|(?:\\\\)*\\(?:u(?P<uni>[0-9A-Fa-f]{4})|(?P<chr>[\"\\/bfnrt]))"
+    r"[%\\](?:(?<=%)(?:25)*(?P<pct>[0-9A-Fa-f]{2})"
+    r"|(?<=\\)(?:\\\\)*(?:u(?P<uni>[0-9A-Fa-f]{4})|(?P<chr>[\"\\/bfnrt])))"
 )
 _JSON_ESCAPES = {
     '"': '"',
@@ -104,33 +107,26 @@ class _Decoded:
         if "%" not in text and "\\" not in text:
             self.canon = text.replace(" ", "+")  # a form-encoded space is a "+": one spelling
             return
-        parts: list[str] = []
-        pos = length = shift = 0
-        for match in _ESCAPE.finditer(text):
+        escapes, shifts = self.escapes, self.shifts
+        shift = 0
+
+        def unescape(match: re.Match[str]) -> str:
+            nonlocal shift
             start, end = match.span()
-            parts.append(text[pos:start])
-            length += start - pos
-            parts.append(_unescape(match))
-            self.escapes.append(length)
-            length += 1
+            escapes.append(start - shift)
             shift += end - start - 1
-            self.shifts.append(shift)
-            pos = end
-        parts.append(text[pos:])
-        self.canon = "".join(parts).replace(" ", "+")
+            shifts.append(shift)
+            kind = match.lastgroup
+            if kind == "chr":
+                return _JSON_ESCAPES[match[kind]]
+            return chr(int(match[kind or 0], 16))
+
+        self.canon = _ESCAPE.sub(unescape, text).replace(" ", "+")
 
     def origin(self, position: int) -> int:
         """Where canonical ``position`` starts in the text (``len(canon)`` maps to the end)."""
         before = bisect_left(self.escapes, position)
         return position + (self.shifts[before - 1] if before else 0)
-
-
-def _unescape(match: re.Match[str]) -> str:
-    if (pct := match.group("pct")) is not None:
-        return chr(int(pct, 16))
-    if (uni := match.group("uni")) is not None:
-        return chr(int(uni, 16))
-    return _JSON_ESCAPES[match.group("chr")]
 
 
 def _canonical_forms(secret: str) -> set[str]:
@@ -233,15 +229,14 @@ class Redactor:
                 for number, offset in places:
                     grow(at, number, offset, _ANCHOR)
                 at = canon.find(gram, at + 1)
-        # a run shorter than MIN_PIECE once decoded can still be MIN_PIECE long as written
         # Runs under _ANCHOR + _STEP - 1 decoded characters are MIN_PIECE long as written only
-        # beside an escape: a whole one, or the head of one an echo cut ("%2", "\\u00")
-        sites = [e for e in decoded.escapes if canon[e] in self._chars]
-        sites += [e + 1 for e in decoded.escapes] + _literal_sites(canon)
-        for site in sites:
-            for at in (site - 2, site - 1):
-                for number, offset in self._pairs.get(canon[at : at + 2], ()) if at >= 0 else ():
-                    grow(at, number, offset, 2)
+        # beside an escape: a whole one (its pairs hold it), or the head of one an echo cut
+        # ("%2", "\\u00": the pair just before the literal "%" or "\\")
+        starts = [a for e in decoded.escapes if canon[e] in self._chars for a in (e - 1, e)]
+        starts += [site - 2 for site in _literal_sites(canon)]
+        for at in starts:
+            for number, offset in self._pairs.get(canon[at : at + 2], ()) if at >= 0 else ():
+                grow(at, number, offset, 2)
         spans: list[tuple[int, int]] = []
         for (number, alignment), known in runs.items():
             form = self._pieces[number]
@@ -285,6 +280,8 @@ def _encodings(char: str) -> tuple[str, ...]:
 
 def _remnant_before(text: str, end: int, char: str) -> int:
     """How many characters before ``end`` are the tail of an escape of ``char``."""
+    if end == 0 or text[end - 1] not in {e[-1] for e in _encodings(char)}:
+        return 0  # the usual case, decided without trying every tail
     return max(
         (
             n
@@ -298,6 +295,8 @@ def _remnant_before(text: str, end: int, char: str) -> int:
 
 def _remnant_after(text: str, start: int, char: str) -> int:
     """How many characters from ``start`` are the head of an escape of ``char``."""
+    if text[start : start + 1] not in ("%", "\\"):
+        return 0  # every escape starts with one of these
     return max(
         (
             n

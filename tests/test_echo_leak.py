@@ -46,15 +46,17 @@ class _Records(logging.Handler):
 def logged() -> Iterator[_Records]:
     """Every record at DEBUG, with no redacting filter: the client must keep the token out."""
     handler = _Records()
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore", "monitor")]
+    levels = [logger.level for logger in loggers]
+    loggers[0].addHandler(handler)
+    for logger in loggers:  # configure_logging (run by other tests) quiets httpx
+        logger.setLevel(logging.DEBUG)
     try:
         yield handler
     finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+        loggers[0].removeHandler(handler)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _sent_url(base_url: str, user_id: str, token: str) -> str:
