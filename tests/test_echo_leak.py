@@ -1,7 +1,8 @@
 """An upstream that echoes the whole request, cut at every length and spelt every way (JSON,
 slashes escaped, percent-encoded, plain text, a gateway body, a success): no 10-character piece
-of the token reaches an exception, a kept body, a log line, the CLI's output under ``--debug``,
-or any column of any table, on SQLite and PostgreSQL."""
+of the token reaches an exception, a kept body, a log line, the CLI's output under ``--debug``
+(``fetch --all``, ``fetch ID``), the daemon's records, or any column of any table, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from urllib.parse import quote_plus
 
 import httpx
 import pytest
-from daemon_support import child_env, cli, write_toml
+from daemon_support import child_env, cli, daemon_config, write_toml
 from echo_support import (
     ESCAPED_TOKEN,
     VARIANTS,
@@ -26,8 +27,11 @@ from echo_support import (
 )
 from pydantic import SecretStr
 
+from monitor import migrate
 from monitor.client import CORE_DATA_PATH, JustOneClient
+from monitor.config import parse_config
 from monitor.cycle import error_text
+from monitor.daemon import Daemon, Options
 from monitor.errors import UpstreamError
 from monitor.model import Variant
 
@@ -184,3 +188,45 @@ async def test_fetch_debug_stores_and_prints_no_piece_of_an_echoed_token(
     assert sum("token=***" in value for value in raw) > len(ids) / 2
     stored = [value for rows in tables.values() for row in rows for value in row]
     assert leaks([*outputs, *stored], ESCAPED_TOKEN) == []
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+async def test_the_daemon_stores_and_logs_no_piece_of_an_echoed_token(
+    tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon's own path (dispatcher, meter, Fetcher, store) on real time; its log records
+    are read before any redacting handler could see them."""
+    await migrate.upgrade(db_url)
+    caplog.set_level(logging.DEBUG)
+    async with echo_upstream() as upstream:
+        ids = [echo_id(v, drop) for v in range(len(VARIANTS)) for drop in (0, 9, 24, 41)]
+        document = daemon_config(
+            upstream.url,
+            db_url,
+            ids,
+            budget={"calls_per_minute": 6000, "burst": 50},
+            schedule={"max_in_flight": 10, "retry_attempts": 0},
+        )
+        daemon = Daemon(
+            parse_config(document),
+            Options(tick=0.2, drain_every=60.0, environ={"JUSTONEAPI_TOKEN": ESCAPED_TOKEN}),
+        )
+        task = asyncio.get_running_loop().create_task(daemon.run())
+        for _ in range(600):
+            if upstream.calls >= len(ids) or task.done():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the last answers are recorded
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+
+    assert upstream.calls == len(ids)
+    tables = await dump_database(db_url)
+    assert len(tables["fetches"]) == len(ids)
+    assert len(tables["raw_responses"]) == len(ids)
+    stored = [value for rows in tables.values() for row in rows for value in row]
+    logged = [caplog.text, *(repr(r.__dict__) for r in caplog.records)]
+    assert any("failing" in r.getMessage() for r in caplog.records)  # the echoes were logged
+    assert leaks([*logged, *stored], ESCAPED_TOKEN) == []
