@@ -1,7 +1,8 @@
 """The Just One API client: one request in, a parsed ``FetchResult`` or a typed error out.
 
 The only importer of httpx. Owns the wire (token added only on the request that is sent),
-body limits, and the mapping of every body shape and code to ``monitor.errors``. Must not
+body limits, the redaction of every body (whole, before a message or a kept body is cut from
+it), and the mapping of every body shape and code to ``monitor.errors``. Must not
 retry upstream codes, sleep, or know about budgets, storage or alerts.
 """
 
