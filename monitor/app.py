@@ -84,6 +84,7 @@ async def fetch_parts(
             max_response_bytes=api.max_response_bytes,
             connect_retries=api.connect_retries,
             max_connections=max_connections,
+            clock=clock,  # dates the answers it checks with the fetcher's clock
         )
         stack.push_async_callback(client.aclose)
         meter = await Meter.open(

@@ -402,7 +402,10 @@ class Budget:
         if state.paused_until is not None and now < state.paused_until:
             return state
         factor = max(self.min_factor, self.factor_at(state, now) / 2)
-        pause = max(self.slow_pause, timedelta(seconds=hint or 0.0))
+        # never trust the hint: NaN, negative -> none; inf or 1e12 would overflow the datetime
+        pause = max(
+            self.slow_pause, timedelta(seconds=min(hint, 3600.0) if hint and hint > 0 else 0)
+        )
         return replace(
             state,
             tokens=min(state.tokens, self._capacity(factor)),

@@ -1,7 +1,8 @@
 """The Just One API client: one request in, a parsed ``FetchResult`` or a typed error out.
 
 The only importer of httpx. Owns the wire (token added only on the request that is sent),
-body limits, and the mapping of every body shape and code to ``monitor.errors``. Must not
+body limits, the redaction of every body (whole, before a message or a kept body is cut from
+it), and the mapping of every body shape and code to ``monitor.errors``. Must not
 retry upstream codes, sleep, or know about budgets, storage or alerts.
 """
 
@@ -17,6 +18,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from zoneinfo import ZoneInfo
@@ -26,6 +28,7 @@ from pydantic import SecretStr
 
 from monitor.errors import (
     AccountBlocked,
+    ConfigError,
     InvalidRequest,
     NoContent,
     ParseError,
@@ -37,7 +40,7 @@ from monitor.errors import (
     UpstreamError,
 )
 from monitor.model import CoreData, DailyPoint, FetchResult, Variant
-from monitor.redaction import redact
+from monitor.redaction import Redactor, userinfo_problem
 
 if TYPE_CHECKING:
     from monitor.config import ApiConfig
@@ -46,6 +49,14 @@ CORE_DATA_PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"
 UPSTREAM_TZ = ZoneInfo("Asia/Shanghai")
 #: error bodies (HTML pages, gateway JSON) are kept only this long for the fetches table
 ERROR_BODY_KEEP = 2000
+#: the longest ``Retry-After`` obeyed; longer (1e12, a date years ahead) is read as this
+MAX_RETRY_AFTER_S = 3600.0
+#: data dates outside these bounds are a broken answer, never a (latest) point: nothing the
+#: platform serves predates 2015, its longest window is 90 days, and its day is Asia/Shanghai's
+#: (a day or two ahead of a client west of it, never more)
+OLDEST_DATE = date(2015, 1, 1)
+MAX_DATE_AGE = timedelta(days=400)
+MAX_DATE_AHEAD = timedelta(days=2)
 
 _CODE_FAMILY: dict[int, type[UpstreamError]] = {
     100: AccountBlocked,
@@ -76,9 +87,14 @@ class _BadData(ValueError):
 
 
 def parse_core_data(
-    body: str | bytes, *, http_status: int = 200, latency_ms: int = 0
+    body: str | bytes, *, http_status: int = 200, latency_ms: int = 0, today: date | None = None
 ) -> FetchResult:
     """Parse one response body of any shape: a success, or raise the matching UpstreamError.
+
+    ``today`` (the upstream's day when the answer came) bounds the data dates: a point dated
+    more than ``MAX_DATE_AHEAD`` after it or ``MAX_DATE_AGE`` before it makes the answer a
+    ParseError (without ``today`` only ``OLDEST_DATE`` applies). The body must already be
+    redacted: messages and the kept body are cut from it.
 
     Also used to re-parse stored raw bodies. Pure: no I/O, no clock.
     """
@@ -108,7 +124,7 @@ def parse_core_data(
     if code != 0:
         raise _code_error(code, envelope.get("message"), text, facts)
     try:
-        data = _parse_data(envelope.get("data"), envelope.get("recordTime"))
+        data = _parse_data(envelope.get("data"), envelope.get("recordTime"), _date_bounds(today))
     except _BadData as exc:
         raise ParseError(f"unreadable data: {exc}", code=0, raw_body=text, **facts) from None
     return FetchResult(data=data, http_status=http_status, latency_ms=latency_ms, raw_body=text)
@@ -148,7 +164,13 @@ def _code_error(code: int, message: object, text: str, facts: dict[str, Any]) ->
     return family(msg, code=code, raw_body=text[:ERROR_BODY_KEEP], **facts)
 
 
-def _parse_data(data: object, record_time: object) -> CoreData:
+def _date_bounds(today: date | None) -> tuple[date, date]:
+    if today is None:
+        return OLDEST_DATE, date.max
+    return max(OLDEST_DATE, today - MAX_DATE_AGE), today + MAX_DATE_AHEAD
+
+
+def _parse_data(data: object, record_time: object, bounds: tuple[date, date]) -> CoreData:
     if not isinstance(data, dict):
         raise _BadData(f"data is {type(data).__name__}, expected an object")
     raw_daily = data.get("dailyData")
@@ -158,13 +180,13 @@ def _parse_data(data: object, record_time: object) -> CoreData:
         raise _BadData("dailyData is not a list")
     by_date: dict[date, DailyPoint] = {}
     for index, raw in enumerate(raw_daily):
-        point = _parse_point(raw, f"dailyData[{index}]")
+        point = _parse_point(raw, f"dailyData[{index}]", bounds)
         by_date.pop(point.date_key, None)  # an exact duplicate date: the later one wins
         by_date[point.date_key] = point
     daily = tuple(sorted(by_date.values(), key=lambda p: p.date_key))
     raw_sum = data.get("sumData")
     if raw_sum is not None:
-        summary = _parse_point(raw_sum, "sumData")
+        summary = _parse_point(raw_sum, "sumData", bounds)
     elif daily:
         summary = daily[-1]  # sumData equals the newest point in every capture
     else:
@@ -172,7 +194,7 @@ def _parse_data(data: object, record_time: object) -> CoreData:
     return CoreData(summary=summary, daily=daily, record_time=_parse_record_time(record_time))
 
 
-def _parse_point(raw: object, where: str) -> DailyPoint:
+def _parse_point(raw: object, where: str, bounds: tuple[date, date]) -> DailyPoint:
     if not isinstance(raw, dict):
         raise _BadData(f"{where} is {type(raw).__name__}, expected an object")
     key = raw.get("dateKey")
@@ -182,6 +204,11 @@ def _parse_point(raw: object, where: str) -> DailyPoint:
         date_key = date.fromisoformat(key)
     except ValueError:
         raise _BadData(f"{where}.dateKey {key!r} is not a date") from None
+    oldest, newest = bounds
+    if not oldest <= date_key <= newest:
+        # one bad date makes the whole answer suspect, and a far-future one would stay the
+        # series' newest point until that day came: refuse the answer, keep its body
+        raise _BadData(f"{where}.dateKey {key} is outside {oldest}..{newest}")
     values: dict[str, Any] = {}
     for api_name, field_name in _INT_KEYS.items():
         number = _number(raw.get(api_name), f"{where}.{api_name}")
@@ -281,10 +308,18 @@ class JustOneClient:
         connect_retries: int = 2,
         max_connections: int = 10,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        if (problem := userinfo_problem(base_url)) is not None:
+            # httpx would send it as Basic auth and show it in every request URL it logs
+            raise ConfigError("api.base_url", problem)
         self._token = token
+        self._redact = Redactor([token])
         self._max_bytes = max_response_bytes
         self._monotonic = monotonic
+        # the caller's clock (the daemon's, the demo's virtual one) dates the answers it checks;
+        # without one, only OLDEST_DATE bounds the data and Retry-After dates use the wall clock
+        self._clock = clock
         # limits and retries belong on the transport: the client ignores limits= with transport=
         inner = httpx.AsyncHTTPTransport(
             retries=connect_retries,  # connection failures only: a request never sent is not billed
@@ -302,7 +337,9 @@ class JustOneClient:
         )
 
     @classmethod
-    def from_config(cls, api: ApiConfig, token: SecretStr) -> Self:
+    def from_config(
+        cls, api: ApiConfig, token: SecretStr, *, clock: Callable[[], datetime] | None = None
+    ) -> Self:
         """Build from the ``[api]`` section of the config."""
         return cls(
             base_url=api.base_url,
@@ -310,6 +347,7 @@ class JustOneClient:
             timeout=api.timeout,
             max_response_bytes=api.max_response_bytes,
             connect_retries=api.connect_retries,
+            clock=clock,
         )
 
     async def __aenter__(self) -> Self:
@@ -331,17 +369,22 @@ class JustOneClient:
         params = {"userId": user_id, **(variant or Variant()).query()}
         started = self._monotonic()
         headers: httpx.Headers | None = None
+        now = self._clock() if self._clock is not None else None
         try:
             status, headers, body = await self._get(CORE_DATA_PATH, params, started)
             latency_ms = self._elapsed_ms(started)
-            result = parse_core_data(body, http_status=status, latency_ms=latency_ms)
+            # redacted whole before anything is cut from it: a message, the kept body
+            text = self._redact(body.decode("utf-8", errors="replace"))
+            today = now.astimezone(UPSTREAM_TZ).date() if now is not None else None
+            return parse_core_data(text, http_status=status, latency_ms=latency_ms, today=today)
         except UpstreamError as exc:
             if isinstance(exc, RateLimited):
-                exc.retry_after = _retry_after(headers)
+                exc.retry_after = parse_retry_after(
+                    headers.get("retry-after") if headers is not None else None,
+                    now or datetime.now(UTC),
+                )
             self._scrub(exc)
             raise
-        raw_body = self._redact(result.raw_body)
-        return result if raw_body == result.raw_body else _with_raw_body(result, raw_body)
 
     async def _get(
         self, path: str, params: Mapping[str, str], started: float
@@ -386,9 +429,6 @@ class JustOneClient:
 
     def _elapsed_ms(self, started: float) -> int:
         return max(0, round((self._monotonic() - started) * 1000))
-
-    def _redact(self, text: str) -> str:
-        return redact(text, (self._token,))
 
     def _scrub(self, exc: UpstreamError) -> None:
         """Mask any echo of the token in the error (an upstream or proxy could reflect it)."""
@@ -446,21 +486,23 @@ def _transport_text(exc: httpx.HTTPError, base_url: httpx.URL, deadline: float) 
     return f"request to {where} failed ({reason})"
 
 
-def _retry_after(headers: httpx.Headers | None) -> float | None:
-    value = headers.get("retry-after", "") if headers is not None else ""
-    try:
-        seconds = float(value)
-    except ValueError:
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """A ``Retry-After`` value as seconds from ``now``, never trusted: delay-seconds (an int or
+    a float) or an HTTP-date, at most ``MAX_RETRY_AFTER_S``; None when absent, unreadable,
+    negative or not finite (the budget then uses its own pause)."""
+    text = (value or "").strip()
+    if not text or len(text) > 64:
         return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _with_raw_body(result: FetchResult, raw_body: str) -> FetchResult:
-    return FetchResult(
-        data=result.data,
-        http_status=result.http_status,
-        latency_ms=result.latency_ms,
-        raw_body=raw_body,
-        code=result.code,
-        billed=result.billed,
-    )
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - now).total_seconds())
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)

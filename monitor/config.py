@@ -43,6 +43,7 @@ from monitor.model import (
     Severity,
     Variant,
 )
+from monitor.redaction import userinfo_problem
 from monitor.validation import (
     MAX_DURATION,
     config_keys,  # noqa: F401 - re-exported: the README and config tests list keys with it
@@ -145,6 +146,8 @@ class ApiConfig(_Section):
             raise ValueError(
                 "expected an http(s) URL without query, e.g. 'https://api.justoneapi.com'"
             )
+        if (problem := userinfo_problem(value)) is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
 

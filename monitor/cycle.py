@@ -97,7 +97,8 @@ def _code_label(result: FetchResult | None, error: UpstreamError | None) -> int 
 
 
 def error_text(exc: UpstreamError) -> str:
-    """The one line stored in ``fetches.error``: the client already keeps the token out."""
+    """The one line stored in ``fetches.error``, cut at 500 characters. Safe to cut: the client
+    redacts every body and message whole before it raises (a cut first would split the token)."""
     return str(exc)[:500]
 
 

@@ -19,6 +19,7 @@ from monitor.client import JustOneClient, parse_core_data
 from monitor.config import ApiConfig
 from monitor.errors import (
     AccountBlocked,
+    ConfigError,
     InvalidRequest,
     NoContent,
     ParseError,
@@ -598,3 +599,105 @@ def test_new_envelope_keys_are_ignored(data_dir: Path) -> None:
     result = parse_core_data(json.dumps(envelope))
 
     assert result.data.summary.read == 7100
+
+
+# --------------------------------------------------------------------------- data dates
+
+
+SAMPLE_LAST = date(2025, 12, 10)  # the newest point of core_data_success_30d.json
+
+
+def _sample_with(data_dir: Path, where: str, day: date) -> str:
+    envelope = json.loads((data_dir / "core_data_success_30d.json").read_text())
+    if where == "sumData":
+        envelope["data"]["sumData"]["dateKey"] = day.isoformat()
+    else:
+        envelope["data"]["dailyData"][int(where)]["dateKey"] = day.isoformat()
+    return json.dumps(envelope)
+
+
+@pytest.mark.parametrize(
+    ("today", "fine"),
+    [
+        (SAMPLE_LAST + timedelta(days=1), True),  # the usual: data up to yesterday
+        (SAMPLE_LAST - timedelta(days=2), True),  # the upstream's day is ahead of ours
+        (SAMPLE_LAST - timedelta(days=3), False),  # three days ahead: a broken clock
+        (date(2025, 11, 11) + timedelta(days=400), True),  # the oldest point 400 days back
+        (date(2025, 11, 11) + timedelta(days=401), False),
+    ],
+)
+def test_the_real_sample_is_bounded_by_the_day_it_came(
+    data_dir: Path, today: date, *, fine: bool
+) -> None:
+    body = (data_dir / "core_data_success_30d.json").read_text()
+    if fine:
+        assert parse_core_data(body, today=today).data.summary.date_key == SAMPLE_LAST
+        return
+    with pytest.raises(ParseError) as info:
+        parse_core_data(body, today=today)
+    assert "dateKey" in info.value.message
+    assert "is outside" in info.value.message
+    assert (info.value.billed, info.value.raw_body) == (True, body)
+
+
+@pytest.mark.parametrize(
+    ("where", "day", "message"),
+    [
+        (
+            "sumData",
+            date(2031, 1, 1),
+            "sumData.dateKey 2031-01-01 is outside 2024-11-06..2025-12-13",
+        ),
+        ("29", date(2099, 12, 31), "dailyData[29].dateKey 2099-12-31 is outside"),
+        ("29", date(2025, 12, 14), "dailyData[29].dateKey 2025-12-14 is outside"),
+        ("0", date(2014, 12, 31), "dailyData[0].dateKey 2014-12-31 is outside"),
+        ("3", date(1970, 1, 1), "dailyData[3].dateKey 1970-01-01 is outside"),
+    ],
+)
+def test_a_far_date_never_becomes_the_newest_point(
+    data_dir: Path, where: str, day: date, message: str
+) -> None:
+    """One point dated years ahead would stay the series' newest until that day: the whole
+    answer is refused instead (billed, its body kept for audit)."""
+    body = _sample_with(data_dir, where, day)
+    with pytest.raises(ParseError) as info:
+        parse_core_data(body, today=SAMPLE_LAST + timedelta(days=1))
+
+    assert info.value.message.startswith(f"unreadable data: {message}")
+    assert (info.value.code, info.value.billed, info.value.raw_body) == (0, True, body)
+
+
+def test_without_a_day_only_the_oldest_date_bounds(data_dir: Path) -> None:
+    """Re-parsing a stored body has no 'today': only OLDEST_DATE applies."""
+    assert parse_core_data(_sample_with(data_dir, "29", date(2031, 1, 1))).data.daily
+    with pytest.raises(ParseError, match=r"dailyData\[0\].dateKey 2014-12-31 is outside"):
+        parse_core_data(_sample_with(data_dir, "0", date(2014, 12, 31)))
+
+
+async def test_the_client_dates_answers_by_the_clock_it_is_given(
+    sim: Simulator, clock: FakeClock, token: str
+) -> None:
+    """The simulator serves data up to its (fake) yesterday; a client whose clock says two
+    years later refuses it, one on the same clock takes it."""
+    later = FakeClock(clock.now + timedelta(days=730))
+    async with (
+        JustOneClient(base_url=sim.base_url, token=SecretStr(token), clock=clock) as same,
+        JustOneClient(base_url=sim.base_url, token=SecretStr(token), clock=later) as skewed,
+    ):
+        result = await same.core_data(USER)
+        with pytest.raises(ParseError) as info:
+            await skewed.core_data(USER)
+
+    assert result.data.summary.date_key == sim.today() - timedelta(days=1)
+    assert "is outside" in info.value.message
+    assert info.value.raw_body is not None
+    assert '"dateKey"' in info.value.raw_body
+
+
+async def test_a_base_url_with_a_password_is_refused_without_echoing_it(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        JustOneClient(base_url="https://user:hunter2pass@api.example", token=SecretStr(token))
+
+    assert str(info.value).startswith("api.base_url: must not hold a user name or password")
+    assert "hunter2pass" not in str(info.value)
+    assert "hunter2pass" not in repr(info.value)

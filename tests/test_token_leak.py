@@ -9,19 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from daemon_support import child_env, cli
 from pydantic import SecretStr
 from sim_support import FakeClock, plain_creator
 
 from monitor.client import JustOneClient
 from monitor.errors import UpstreamError
 from monitor.model import DateType, Variant
-from monitor.redaction import SecretFilter, redact
+from monitor.redaction import Redactor, SecretFilter, redact
 from monitor.simulator import SimKnobs, Simulator
 
 USER = plain_creator()
@@ -247,3 +251,112 @@ def test_secret_filter_can_learn_secrets_later(filtered: tuple[logging.Logger, l
 
     assert lines == ["leaktest.child: *** and ***"]
     assert "late-secret" in secret_filter.secrets
+
+
+# --------------------------------------------------------------------------- pieces and spellings
+
+ESCAPING = "tok/SECRET+7f3a=9c1e/5b2d+4e6f8a0b=="
+
+
+def _spellings(secret: str) -> dict[str, str]:
+    return {
+        "raw": secret,
+        "quote": quote(secret, safe=""),
+        "quote_plus": quote_plus(secret),
+        "json": json.dumps(secret)[1:-1],
+        "json slashes": json.dumps(secret)[1:-1].replace("/", "\\/"),
+        "json unicode": json.dumps(secret)[1:-1].replace("+", "\\u002B"),  # .NET's default
+        "twice encoded": quote(quote_plus(secret), safe=""),
+    }
+
+
+@pytest.mark.parametrize("kind", ["plain", "escaping"])
+def test_every_piece_of_ten_is_masked_in_every_spelling(kind: str, token: str) -> None:
+    """Every piece of 10+ characters of every spelling, cut anywhere (inside an escape too),
+    with text on either side: nothing of it survives that the oracle would call a piece."""
+    secret = ESCAPING if kind == "escaping" else token
+    redactor = Redactor([secret])
+    pieces = {
+        form[i : i + 10] for form in _spellings(secret).values() for i in range(len(form) - 9)
+    }
+    survivors = []
+    for name, form in _spellings(secret).items():
+        for start in range(len(form)):
+            for stop in range(start + 10, len(form) + 1):
+                out = redactor(f"echo: {form[start:stop]} (end)")
+                assert "***" in out, (name, form[start:stop])
+                survivors += [(name, p, out) for p in pieces if p in out]
+    assert survivors == []
+
+
+def test_a_token_spelt_all_in_unicode_escapes_is_masked_from_two_characters() -> None:
+    """The documented limit: a run that decodes to one token character may stay."""
+    spelt = "".join(f"\\u{ord(c):04x}" for c in ESCAPING)
+    redactor = Redactor([ESCAPING])
+
+    assert redactor(f"x{spelt}y") == "x***y"
+    assert redactor(f"x{spelt[12:24]}y") == "x***y"  # two characters, 12 as written
+    assert redactor(spelt[30:36]) == spelt[30:36]  # one character
+
+
+def test_a_url_is_masked_whole_and_its_public_parts_stay() -> None:
+    hook = "https://hooks.example/T0/B0/XYZsecretpath"
+    text = f"see https://hooks.example/docs; posted to {quote(hook, safe='')} and {hook}"
+
+    assert redact(text, [hook]) == "see https://hooks.example/docs; posted to *** and ***"
+
+
+def test_a_short_secret_is_masked_whole_only() -> None:
+    assert redact("pw=hunter2 and hunter", ["hunter2"]) == "pw=*** and hunter"
+
+
+def test_text_without_the_token_is_returned_as_is(data_dir: Path, token: str) -> None:
+    body = (data_dir / "core_data_success_30d.json").read_text()
+    redactor = Redactor([ESCAPING, token])
+
+    assert redactor(body) is body
+    assert redactor("") == ""
+    assert Redactor()("tok/SECRET+7f3a") == "tok/SECRET+7f3a"
+
+
+def test_the_log_filter_masks_a_piece_cut_by_a_format(
+    token: str, filtered: tuple[logging.Logger, list[str]]
+) -> None:
+    logger, lines = filtered
+    logger.info("echo %.22s", f"GET /x?token={token}")  # the format cuts the token at 9
+    logger.info("echo %s", json.dumps({"url": f"/x?token={quote(token)}"[:30]}))
+
+    assert lines == [
+        "leaktest.child: echo GET /x?token=***",
+        'leaktest.child: echo {"url": "/x?token=***"}',
+    ]
+
+
+# --------------------------------------------------------------------------- api.base_url
+
+
+def test_a_password_in_base_url_is_refused_by_check_and_never_shown(
+    tmp_path: Path, token: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[api]\nbase_url = "https://apiuser:hunter2pass@api.example.com"\n'
+        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "h.db"}"\n',
+        encoding="utf-8",
+    )
+    for argv in (["check"], ["fetch", "5c3bf7f7000000000602fd63"], ["run"]):
+        done = subprocess.run(
+            [*cli(), "--debug", "-c", str(config), *argv],
+            env=child_env(token),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            "error: api.base_url: must not hold a user name or password (user:password@host); "
+            "the API takes a token"
+        )
+        assert "hunter2pass" not in done.stdout + done.stderr
+        assert "apiuser" not in done.stdout + done.stderr
