@@ -6,7 +6,10 @@ latency p50 1 s / p99 20 s and a hard limit equal to the budget. To finish in a 
 budget is 600 calls/min (not 30) and the rate is measured over 120 s of a 2,000-creator backlog,
 after a first minute that holds the start-up burst; the sequential loop is measured over 60 s
 and extrapolated.
-``--quick`` shrinks everything for a smoke run; ``--startup-only [--creators N]`` measures only
+Then the same with the default ``[schedule]`` (max_in_flight = "auto") against a 0.5 s and a
+1 s p50 upstream, and at the default 30 calls/min (peak cycles in flight and connections).
+``--quick`` shrinks everything for a smoke run; ``--defaults-only`` runs only the default-settings
+runs; ``--startup-only [--creators N]`` measures only
 the start-up (time to READY and RSS, first start and restart).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import compileall
+import contextlib
 import os
 import socket
 import sys
@@ -40,15 +44,73 @@ def user(n: int) -> str:
     return f"5c3bf7f7{n:016x}"
 
 
-def document(base_url: str, db_url: str, count: int, per_minute: int) -> dict[str, Any]:
+def document(
+    base_url: str, db_url: str, count: int, per_minute: int, *, defaults: bool = False
+) -> dict[str, Any]:
+    """The bench config; ``defaults``: the default ``[schedule]`` (max_in_flight = "auto")."""
+    schedule = {"grace": "2s"} if defaults else {"max_in_flight": 128, "retry_attempts": 0}
     return {
         "api": {"base_url": base_url, "timeout": "60s"},
         "budget": {"calls_per_minute": per_minute, "burst": 10, "daily_calls": 1_000_000},
         "storage": {"url": db_url},
-        "schedule": {"max_in_flight": 128, "retry_attempts": 0, "grace": "2s"},
+        "schedule": {"grace": "2s", **schedule},
         "defaults": {"every": "24h"},
         "creators": [{"user_id": user(n)} for n in range(count)],
     }
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:``port`` (the daemon's side of each)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as rows:
+            for row in rows.readlines()[1:]:
+                fields = row.split()
+                if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+async def default_rate(
+    folder: Path, creators: int, per_minute: int, p50_ms: float, window: float
+) -> None:
+    """The daemon with the default ``[schedule]``: share of the budget used, 302s it caused,
+    and the most cycles in flight and connections open at once (sampled every 50 ms)."""
+    db_url = f"sqlite+aiosqlite:///{folder}/default-{per_minute}-{p50_ms:.0f}.db"
+    await migrate.upgrade(db_url)
+    knobs = SimKnobs(latency_p50_ms=p50_ms, latency_p99_ms=p50_ms * 20, calls_per_minute=per_minute)
+    async with Simulator(knobs) as sim:
+        port = int(sim.base_url.rsplit(":", 1)[1])
+        config = parse_config(document(sim.base_url, db_url, creators, per_minute, defaults=True))
+        daemon = Daemon(config, Options(environ={"JUSTONEAPI_TOKEN": TOKEN}, tick=1.0))
+        task = asyncio.get_running_loop().create_task(daemon.run())
+        while sim.counters().calls == 0:  # noqa: ASYNC110 - polls another object's counter
+            await asyncio.sleep(0.01)
+        first = time.monotonic() + 60
+        end = first + window
+        peak_in_flight = peak_connections = 0
+        while time.monotonic() < end:
+            peak_in_flight = max(peak_in_flight, daemon.dispatcher.inflight)
+            peak_connections = max(peak_connections, _connections_to(port))
+            await asyncio.sleep(0.05)
+        limit = daemon.dispatcher.sizer.limit()
+        latency = daemon.dispatcher.sizer.latency
+        counters = sim.counters()
+        daemon.request_stop()
+        await task
+    sent = [r for r in counters.log if first <= r.monotonic < first + window]
+    achieved = len(sent) / (window / 60)
+    print(
+        f"default [schedule], budget {per_minute}/min, upstream p50 {p50_ms / 1000:g} s / "
+        f"p99 {p50_ms * 20 / 1000:g} s:"
+    )
+    print(f"  {achieved:.1f} calls/min over {window:.0f} s after the first minute")
+    print(f"  achieved / budget: {achieved / per_minute:.3f}  (target >= 0.95)")
+    print(f"  302s caused: {counters.by_code.get('302', 0)}  (target 0)")
+    print(
+        f"  in flight: limit {limit} at the end (latency average {latency:.2f} s); "
+        f"peak {peak_in_flight} cycles, {peak_connections} connections"
+    )
 
 
 async def daemon_rate(folder: Path, creators: int, per_minute: int, window: float) -> None:
@@ -156,7 +218,7 @@ async def _ready_and_rss(folder: Path, config: Path) -> tuple[float, int, int]:
 _RESULTS: dict[str, float] = {}
 
 
-async def main(quick: bool, startup_only: bool, count: int | None) -> None:
+async def main(quick: bool, startup_only: bool, defaults_only: bool, count: int | None) -> None:
     creators = 2_000
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -164,6 +226,12 @@ async def main(quick: bool, startup_only: bool, count: int | None) -> None:
             await startup(folder, count or (10_000 if quick else 100_000))
             return
         per_minute, window = (120, 30.0) if quick else (600, 120.0)
+        if defaults_only or not quick:
+            for p50_ms in (500.0, 1000.0):
+                await default_rate(folder, creators, per_minute, p50_ms, window)
+            await default_rate(folder, 200, 30, 1000.0, window)
+            if defaults_only:
+                return
         print(f"budget {per_minute} calls/min, simulator latency p50 1 s / p99 20 s, hard limit")
         await daemon_rate(folder, creators, per_minute, window)
         await sequential_rate(15.0 if quick else 60.0, creators)
@@ -177,7 +245,12 @@ if __name__ == "__main__":
         "--startup-only", action="store_true", help="measure only start-up (READY time and RSS)"
     )
     parser.add_argument(
+        "--defaults-only",
+        action="store_true",
+        help='measure only the default [schedule] runs (max_in_flight = "auto")',
+    )
+    parser.add_argument(
         "--creators", type=int, default=None, help="tracked creators for the start-up run"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.quick, args.startup_only, args.creators))
+    asyncio.run(main(args.quick, args.startup_only, args.defaults_only, args.creators))

@@ -146,7 +146,8 @@ class StorageConfig(_Section):
 
 
 class ScheduleConfig(_Section):
-    max_in_flight: int = Field(default=4, ge=1, le=256)
+    # "auto": sized from the budget and observed latency (monitor/concurrency.py); an int: fixed
+    max_in_flight: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
     fetch_after: Clock | None = None  # local time in budget.timezone; None = any time
     retry_attempts: int = Field(default=3, ge=0, le=20)
     retry_base: Duration = timedelta(seconds=30)

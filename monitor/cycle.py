@@ -116,6 +116,7 @@ class Fetcher:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         observe: Observe | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self._client = client
@@ -126,6 +127,8 @@ class Fetcher:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._observe = observe
+        #: told each call's latency in seconds (the "auto" in-flight sizer)
+        self.on_latency = on_latency
         self.calls = 0
         #: slot keys whose call is on the wire or being recorded: a stop lets these finish
         self.sending: set[str] = set()
@@ -190,6 +193,8 @@ class Fetcher:
             error = exc
         finally:
             self.meter.answered()
+            if self.on_latency is not None:
+                self.on_latency((self._clock() - started).total_seconds())
         billed = result.billed if result is not None else bool(error and error.billed)
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor import cluster
+from monitor import cluster, concurrency
 from monitor.alerting import Alerting
 from monitor.budget import Budget
 from monitor.client import JustOneClient
@@ -137,7 +137,7 @@ class Daemon:
                 timeout=api.timeout,
                 max_response_bytes=api.max_response_bytes,
                 connect_retries=api.connect_retries,
-                max_connections=config.schedule.max_in_flight,
+                max_connections=concurrency.pool_size(config),
             )
             stack.push_async_callback(client.aclose)
             sleep = self.options.sleep
@@ -149,6 +149,7 @@ class Daemon:
                 monotonic=self.options.monotonic,
             )
             self.alerting = Alerting(config, self.store, clock=clock)
+            sizer = concurrency.InFlightSizer.from_config(config)
             fetcher = Fetcher(
                 config,
                 client,
@@ -158,13 +159,14 @@ class Daemon:
                 clock=clock,
                 sleep=sleep,
                 observe=self.telemetry.record_call,
+                on_latency=sizer.observe,
             )
             slots = await load_slots(config, self.store, clock())
             claims = None
             if self.store.shared:
                 claims = cluster.Claims(self.store, self.instance, config.schedule.lease)
             self.dispatcher = Dispatcher(
-                config, fetcher, self.store, slots, clock=clock, claims=claims
+                config, fetcher, self.store, slots, clock=clock, claims=claims, sizer=sizer
             )
             self._start_heartbeat(stack)
             self.notifier = self._make_notifier(config)

@@ -1,0 +1,65 @@
+"""``schedule.max_in_flight``: "auto" sizes the pool from the budget and the observed latency."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.concurrency import AUTO_CAP, InFlightSizer, needed_in_flight, pool_size
+from monitor.config import parse_config
+from monitor.errors import ConfigError
+
+
+def test_auto_is_the_default_and_an_integer_is_a_fixed_cap() -> None:
+    assert parse_config({}).schedule.max_in_flight == "auto"
+    fixed = parse_config({"schedule": {"max_in_flight": 7}})
+    sizer = InFlightSizer.from_config(fixed)
+    for _ in range(50):
+        sizer.observe(30.0)
+    assert sizer.limit() == 7
+    assert pool_size(fixed) == 7
+    assert pool_size(parse_config({})) == AUTO_CAP
+
+
+@pytest.mark.parametrize("bad", ["fast", 0, 257])
+def test_other_values_are_config_errors(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"schedule\.max_in_flight"):
+        parse_config({"schedule": {"max_in_flight": bad}})
+
+
+def test_littles_law_with_headroom_within_the_cap() -> None:
+    # 10 calls/s at 0.5 s: 5 in flight on average, more for the bunching of a long tail
+    assert needed_in_flight(600, 0.5) == 14
+    assert needed_in_flight(600, 1.0) == 23
+    assert needed_in_flight(30, 1.0) == 4
+    assert needed_in_flight(30, 0.0) == 1
+    assert needed_in_flight(600, 30.0) == AUTO_CAP
+    # the pool covers the mean in flight (rate x latency) in every case below the cap
+    for rate in (30, 120, 600):
+        for latency in (0.2, 0.5, 1.0, 2.0):
+            size = needed_in_flight(rate, latency)
+            assert size == AUTO_CAP or size >= 1.25 * rate / 60 * latency
+
+
+def test_auto_follows_the_latency_up_and_down() -> None:
+    sizer = InFlightSizer.from_config(parse_config({"budget": {"calls_per_minute": 600}}))
+    assert sizer.limit() == 23  # the 1 s guess before any answer
+    for _ in range(200):
+        sizer.observe(2.0)
+    slow = sizer.limit()
+    assert sizer.latency == pytest.approx(2.0, rel=0.01)
+    assert slow == needed_in_flight(600, 2.0)
+    for _ in range(200):
+        sizer.observe(0.25)
+    assert sizer.latency == pytest.approx(0.25, rel=0.01)
+    assert sizer.limit() == needed_in_flight(600, 0.25) < slow
+
+
+def test_a_reload_keeps_the_latency_and_takes_the_new_rate() -> None:
+    sizer = InFlightSizer.from_config(parse_config({}))
+    for _ in range(100):
+        sizer.observe(1.0)
+    sizer.retune(parse_config({"budget": {"calls_per_minute": 600}}))
+    assert sizer.latency == pytest.approx(1.0)
+    assert sizer.limit() == 23
+    sizer.retune(parse_config({"schedule": {"max_in_flight": 2}}))
+    assert sizer.limit() == 2
