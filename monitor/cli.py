@@ -189,6 +189,7 @@ def _add_daemon_commands(
     )
     p.add_argument("--db", type=Path, default=None, help="keep the SQLite file here")
     p.add_argument("--seconds", type=float, default=40.0, help="how long the story runs")
+    p.add_argument("--fresh", action="store_true", help="replace an existing --db file")
     p = _add(sub, "alerts", "the alert log", "creator-monitor alerts --open", commands.alerts)
     p.add_argument("--open", action="store_true", help="only pending and firing alerts")
     sil = _add(

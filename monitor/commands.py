@@ -438,4 +438,4 @@ def run(args: argparse.Namespace, config: Config) -> int:
 def demo(args: argparse.Namespace, config: Config) -> int:
     from monitor.demo import run_demo
 
-    return run_demo(args.db, seconds=args.seconds)
+    return run_demo(args.db, seconds=args.seconds, fresh=args.fresh)
