@@ -139,7 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_report_commands(sub)
     _add_daemon_commands(sub)
+    _add_roster_commands(sub)
     return parser
+
+
+def _add_roster_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """roster check: the CSV files of ``[roster] files``, validated alone."""
+    roster = _add(
+        sub, "roster", "work with roster files", "creator-monitor roster check", commands.roster
+    )
+    roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="ACTION")
+    _add(
+        roster_sub,
+        "check",
+        "validate the roster files alone: every bad row with its file and line; the count",
+        "creator-monitor -c config.toml roster check",
+        commands.roster,
+    )
 
 
 def _add_report_commands(
@@ -262,6 +280,8 @@ def _secrets(config: Config | None) -> list[str]:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    if args.command == "roster":  # it reads the roster itself, without the rest of the config
+        return parse_config({})
     if args.command in {"simulate", "demo"} and not args.config.exists():
         return parse_config({})
     return load_config(args.config)

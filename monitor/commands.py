@@ -439,3 +439,21 @@ def demo(args: argparse.Namespace, config: Config) -> int:
     from monitor.demo import run_demo
 
     return run_demo(args.db, seconds=args.seconds, fresh=args.fresh)
+
+
+# --- roster ----------------------------------------------------------------------------------
+
+
+def roster(args: argparse.Namespace, config: Config) -> int:
+    """``roster check``: every problem of the roster files on its own line (exit 2), or the
+    count of creators they add (exit 0)."""
+    from monitor import roster as rosters
+
+    found, problems = rosters.check(args.config)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"roster: {len(problems)} problems", file=sys.stderr)
+        return 2
+    print(f"roster ok: {len(found.creators)} creators in {len(found.files)} files")
+    return 0

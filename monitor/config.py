@@ -362,6 +362,13 @@ class HttpConfig(_Section):
         return value
 
 
+class RosterConfig(_Section):
+    """``[roster] files``: CSV files of creators (globs relative to the config file's folder),
+    added to ``[[creators]]``; read by monitor/roster.py."""
+
+    files: tuple[str, ...] = ()
+
+
 class Config(_Section):
     api: ApiConfig = ApiConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -369,6 +376,7 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     creators: tuple[CreatorConfig, ...] = ()
+    roster: RosterConfig = RosterConfig()
     channels: tuple[ChannelConfig, ...] = ()
     rules: tuple[Rule, ...] = ()
     notify: NotifyConfig = NotifyConfig()
@@ -496,13 +504,18 @@ def _one_line(exc: ValidationError) -> ConfigError:
     return ConfigError(path or "config", msg)
 
 
-def parse_config(data: Mapping[str, Any]) -> Config:
-    """Validate a parsed TOML document; raises ConfigError with the first problem's path."""
+def parse_config(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raises ConfigError with the first problem's path.
+    Roster files are read relative to ``base`` (the config file's folder; default: cwd)."""
     try:
         with collector_paused():
             config = Config.model_validate(data)
     except ValidationError as exc:
         raise _one_line(exc) from None
+    if config.roster.files:
+        from monitor.roster import with_roster  # roster builds on this module's models
+
+        config = with_roster(config, Path.cwd() if base is None else base)
     _cross_check(config)
     return config
 
@@ -540,7 +553,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), "config is not UTF-8 text") from None
     except tomli.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"invalid TOML: {exc}") from None
-    config = parse_config(data)
+    config = parse_config(data, base=path.parent)
     if any(c.url is not None for c in config.channels):
         warn_if_exposed(path, "holds channel URLs")
     return config

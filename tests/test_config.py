@@ -93,6 +93,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "defaults": cfg.DefaultsConfig,
     "notify": cfg.NotifyConfig,
     "http": cfg.HttpConfig,
+    "roster": cfg.RosterConfig,
 }
 
 

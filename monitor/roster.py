@@ -1,0 +1,196 @@
+"""Roster files: creators kept in CSV (as a spreadsheet saves them) beside those in the TOML.
+
+Owns: finding the files (``[roster] files``, globs relative to the config file), reading them
+(UTF-8 with or without Excel's BOM), reducing Pugongying profile URLs to user ids, and one problem
+per bad row naming ``file:line``. The row values are validated by the config's own creator model.
+Must not: open the database or the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli
+from pydantic import TypeAdapter, ValidationError
+
+from monitor.config import Config, CreatorConfig, collector_paused
+from monitor.errors import ConfigError
+
+#: the columns a roster file may have; ``user_id`` is required
+COLUMNS = ("user_id", "name", "tags", "every", "business", "note_type", "date_type", "advertise")
+_PGY_URL = re.compile(
+    r"^https?://pgy\.xiaohongshu\.com/solar/pre-trade/blogger-detail/([0-9a-f]{24})/?(?:[?#].*)?$"
+)
+#: how many problems the one-line error of a daemon or command shows (``roster check``: all)
+_SHOWN = 1
+
+
+class RosterError(ConfigError):
+    """Bad rows in roster files: every problem, each ``file:line: key: message``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        more = len(self.problems) - _SHOWN
+        tail = f" (and {more} more; see: creator-monitor roster check)" if more > 0 else ""
+        super().__init__("", self.problems[0] + tail)
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """The creators read from roster files, in file order, and where each came from."""
+
+    creators: tuple[CreatorConfig, ...]
+    files: tuple[Path, ...]
+
+
+def user_id_of(value: str) -> str:
+    """A user id as written, or the id inside a Pugongying profile URL."""
+    value = value.strip()
+    match = _PGY_URL.match(value)
+    return match.group(1) if match else value
+
+
+def find_files(patterns: Sequence[str], base: Path) -> tuple[list[Path], list[str]]:
+    """The files the globs name (relative to ``base``), each once; a pattern that matches
+    nothing is a problem (a typo must not drop a team's creators quietly)."""
+    found: dict[Path, None] = {}
+    problems = []
+    for i, pattern in enumerate(patterns):
+        matches = sorted(glob.glob(str(base / Path(pattern).expanduser())))
+        if not matches:
+            problems.append(f"roster.files[{i}]: {pattern!r} matches no file (relative to {base})")
+        for match in matches:
+            found.setdefault(Path(match), None)
+    return list(found), problems
+
+
+def _shown(path: Path, base: Path) -> str:
+    """The path as a user knows it: relative to the config file's folder when inside it."""
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _rows(path: Path, shown: str, problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, creator entry) per non-empty row; header and encoding problems go to ``problems``."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: with or without a BOM
+    except UnicodeDecodeError:
+        problems.append(f"{shown}: not UTF-8 text (save it as 'CSV UTF-8')")
+        return
+    except OSError as exc:
+        problems.append(f"{shown}: cannot read: {exc.strerror}")
+        return
+    reader = csv.reader(text.splitlines())
+    header = [h.strip().lower() for h in next(reader, [])]
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown or "user_id" not in header:
+        what = (
+            "no 'user_id' column" if "user_id" not in header else f"unknown column {unknown[0]!r}"
+        )
+        problems.append(f"{shown}:1: {what}; columns: {', '.join(COLUMNS)} (user_id required)")
+        return
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines, and the empty rows spreadsheets leave at the end
+        line = reader.line_num
+        if len(row) > len(header):
+            problems.append(f"{shown}:{line}: {len(row)} cells for {len(header)} columns")
+            continue
+        entry: dict[str, Any] = {}
+        for key, cell in zip(header, row, strict=False):
+            value = cell.strip()
+            if not value:
+                continue  # an empty cell: the default
+            if key == "user_id":
+                entry[key] = user_id_of(value)
+            elif key == "tags":
+                entry[key] = tuple(t.strip() for t in value.split(";") if t.strip())
+            else:
+                entry[key] = value
+        yield line, entry
+
+
+_CREATORS = TypeAdapter(list[CreatorConfig])
+
+
+def _validate(
+    entries: list[dict[str, Any]], places: list[str], problems: list[str]
+) -> list[CreatorConfig]:
+    """Every entry through the config's creator model at once; a problem per bad value."""
+    try:
+        with collector_paused():
+            return _CREATORS.validate_python(entries)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            index, *rest = error["loc"]
+            key = ".".join(str(part) for part in rest if not str(part).startswith("function-"))
+            msg = error["msg"].removeprefix("Value error, ")
+            if error["type"] in {"missing", "missing_argument"}:
+                msg = "required, and empty here"
+            problems.append(f"{places[int(index)]}: {key or 'row'}: {msg}")
+        return []
+
+
+def read_roster(
+    patterns: Sequence[str], base: Path, listed: Mapping[str, str]
+) -> tuple[Roster, list[str]]:
+    """The creators of every roster file, and every problem found in them.
+
+    ``listed`` maps user ids already in the config to where (``creators[3]``): a creator in
+    both, or in two rows, is a problem naming both places."""
+    files, problems = find_files(patterns, base)
+    entries: list[dict[str, Any]] = []
+    places: list[str] = []
+    for path in files:
+        shown = _shown(path, base)
+        for line, entry in _rows(path, shown, problems):
+            entries.append(entry)
+            places.append(f"{shown}:{line}")
+    creators = _validate(entries, places, problems)
+    seen = dict(listed)
+    for place, creator in zip(places, creators, strict=False):
+        first = seen.setdefault(creator.user_id, place)
+        if first != place:
+            problems.append(f"{place}: user_id: {creator.user_id} is listed twice; also at {first}")
+    return Roster(tuple(creators), tuple(files)), problems
+
+
+def with_roster(config: Config, base: Path) -> Config:
+    """``config`` with the roster files' creators after its own; RosterError on any bad row."""
+    if not config.roster.files:
+        return config
+    listed = {c.user_id: f"creators[{i}] in the config" for i, c in enumerate(config.creators)}
+    roster, problems = read_roster(config.roster.files, base, listed)
+    if problems:
+        raise RosterError(problems)
+    return config.model_copy(update={"creators": config.creators + roster.creators})
+
+
+def check(config_path: Path) -> tuple[Roster, list[str]]:
+    """``roster check``: the roster files a config names, validated without the rest of it."""
+    try:
+        data = tomli.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(config_path), "config file not found") from None
+    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
+        raise ConfigError(str(config_path), f"cannot read config: {exc}") from None
+    section = data.get("roster", {})
+    files = section.get("files", []) if isinstance(section, dict) else []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError("roster.files", "expected a list of file names or globs")
+    if not files:
+        raise ConfigError("roster.files", "no roster files configured ([roster] files = [...])")
+    listed = {
+        str(entry.get("user_id")): f"creators[{i}] in {config_path.name}"
+        for i, entry in enumerate(data.get("creators", []))
+        if isinstance(entry, dict)
+    }
+    return read_roster(files, config_path.parent, listed)
