@@ -1,7 +1,8 @@
 """How many fetch cycles may be under way at once: ``schedule.max_in_flight``, fixed or "auto".
 
-"auto" sizes the pool by Little's law from the budget's rate and the observed call latency (an
-EWMA that follows the upstream as it speeds up or slows down), with headroom, within a cap. Pure:
+"auto" sizes the pool by Little's law from the budget's rate and the observed call latency (the
+mean of the last calls, so it follows the upstream as it speeds up or slows down), with headroom,
+within a cap. Pure:
 no I/O, no clock. It never decides whether a call may go: the budget gate does that for every
 call; this only lets enough calls be in flight for the budget to be used.
 """
@@ -9,7 +10,8 @@ call; this only lets enough calls be in flight for the budget to be used.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from monitor.config import Config
 
@@ -17,11 +19,13 @@ from monitor.config import Config
 AUTO_CAP = 64
 #: the latency assumed before the first answer (the vendor's typical call takes about a second)
 INITIAL_LATENCY = 1.0
-#: weight of each new observation in the latency average (about the last 20 calls count)
-ALPHA = 0.05
+#: the latency is the mean of this many last calls: a plain mean, because Little's law wants the
+#: mean and a long tail (p99 twenty times p50) drags an average of few samples far below it
+WINDOW = 256
 #: multiplier on the mean calls in flight, plus three standard deviations of their (Poisson-like)
-#: count: a long-tailed upstream's calls bunch, and a pool a call too small wastes budget
-HEADROOM = 1.25
+#: count: a long-tailed upstream's calls bunch, and a pool a call too small wastes budget, while
+#: a slot too many costs only a task waiting for the budget (connections open only when used)
+HEADROOM = 1.5
 
 
 def needed_in_flight(calls_per_minute: float, latency: float, *, cap: int = AUTO_CAP) -> int:
@@ -37,8 +41,14 @@ class InFlightSizer:
 
     calls_per_minute: int
     fixed: int | None = None  # an integer max_in_flight: the limit, whatever the latency
-    latency: float = INITIAL_LATENCY  # seconds, the EWMA of observed call latency
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    total: float = 0.0  # the sum of ``recent``
     observed: int = 0
+
+    @property
+    def latency(self) -> float:
+        """Seconds: the mean latency of the last ``WINDOW`` calls (a guess before the first)."""
+        return self.total / len(self.recent) if self.recent else INITIAL_LATENCY
 
     @classmethod
     def from_config(cls, config: Config) -> InFlightSizer:
@@ -55,10 +65,13 @@ class InFlightSizer:
     def observe(self, seconds: float) -> None:
         """One call's latency (answered or failed on the wire)."""
         seconds = max(0.0, seconds)
-        # the first answers replace the guess quickly, later ones move the average slowly
-        weight = max(ALPHA, 1 / (self.observed + 1))
-        self.latency += weight * (seconds - self.latency)
+        if len(self.recent) == WINDOW:
+            self.total -= self.recent[0]
+        self.recent.append(seconds)
+        self.total += seconds
         self.observed += 1
+        if self.observed % WINDOW == 0:  # a fresh sum now and then: no rounding drift
+            self.total = math.fsum(self.recent)
 
     def limit(self) -> int:
         if self.fixed is not None:

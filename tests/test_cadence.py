@@ -267,7 +267,7 @@ def test_an_empty_config_needs_nothing() -> None:
 def test_the_plan_names_the_concurrency_the_budget_needs() -> None:
     auto = call_plan(parse_config({"budget": {"calls_per_minute": 600}}))
     assert auto.lines()[1] == (
-        "concurrency: 23 calls in flight keep 600 calls/min going at 1 s per call; "
+        "concurrency: 26 calls in flight keep 600 calls/min going at 1 s per call; "
         'max_in_flight = "auto" follows the observed latency (at most 64)'
     )
     assert not any("advice" in line for line in auto.lines())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.concurrency import AUTO_CAP, InFlightSizer, needed_in_flight, pool_size
+from monitor.concurrency import AUTO_CAP, WINDOW, InFlightSizer, needed_in_flight, pool_size
 from monitor.config import parse_config
 from monitor.errors import ConfigError
 
@@ -28,8 +28,8 @@ def test_other_values_are_config_errors(bad: object) -> None:
 
 def test_littles_law_with_headroom_within_the_cap() -> None:
     # 10 calls/s at 0.5 s: 5 in flight on average, more for the bunching of a long tail
-    assert needed_in_flight(600, 0.5) == 14
-    assert needed_in_flight(600, 1.0) == 23
+    assert needed_in_flight(600, 0.5) == 16
+    assert needed_in_flight(600, 1.0) == 26
     assert needed_in_flight(30, 1.0) == 4
     assert needed_in_flight(30, 0.0) == 1
     assert needed_in_flight(600, 30.0) == AUTO_CAP
@@ -37,18 +37,18 @@ def test_littles_law_with_headroom_within_the_cap() -> None:
     for rate in (30, 120, 600):
         for latency in (0.2, 0.5, 1.0, 2.0):
             size = needed_in_flight(rate, latency)
-            assert size == AUTO_CAP or size >= 1.25 * rate / 60 * latency
+            assert size == AUTO_CAP or size >= 1.5 * rate / 60 * latency
 
 
 def test_auto_follows_the_latency_up_and_down() -> None:
     sizer = InFlightSizer.from_config(parse_config({"budget": {"calls_per_minute": 600}}))
-    assert sizer.limit() == 23  # the 1 s guess before any answer
-    for _ in range(200):
+    assert sizer.limit() == 26  # the 1 s guess before any answer
+    for _ in range(300):
         sizer.observe(2.0)
     slow = sizer.limit()
     assert sizer.latency == pytest.approx(2.0, rel=0.01)
     assert slow == needed_in_flight(600, 2.0)
-    for _ in range(200):
+    for _ in range(300):
         sizer.observe(0.25)
     assert sizer.latency == pytest.approx(0.25, rel=0.01)
     assert sizer.limit() == needed_in_flight(600, 0.25) < slow
@@ -60,6 +60,15 @@ def test_a_reload_keeps_the_latency_and_takes_the_new_rate() -> None:
         sizer.observe(1.0)
     sizer.retune(parse_config({"budget": {"calls_per_minute": 600}}))
     assert sizer.latency == pytest.approx(1.0)
-    assert sizer.limit() == 23
+    assert sizer.limit() == 26
     sizer.retune(parse_config({"schedule": {"max_in_flight": 2}}))
     assert sizer.limit() == 2
+
+
+def test_the_latency_is_the_mean_of_recent_calls_not_their_median() -> None:
+    """Little's law needs the mean: one 20 s call among nineteen 1 s ones counts fully."""
+    sizer = InFlightSizer.from_config(parse_config({"budget": {"calls_per_minute": 600}}))
+    for n in range(WINDOW * 3):
+        sizer.observe(20.0 if n % 20 == 0 else 1.0)
+    assert sizer.latency == pytest.approx((19 + 20) / 20, rel=0.02)
+    assert sizer.limit() == needed_in_flight(600, sizer.latency)
