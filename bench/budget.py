@@ -156,12 +156,12 @@ async def sequential_rate(window: float, creators: int) -> None:
     print(f"  daemon / sequential: {_RESULTS['daemon'] / rate:.1f}x")
 
 
-async def startup(folder: Path, count: int) -> None:
+async def startup(folder: Path, count: int, *, roster: bool = False) -> None:
     """Time to READY=1 and RSS of ``creator-monitor run`` with ``count`` tracked creators."""
     # as installed (pip compiles at install): a source tree run under PYTHONDONTWRITEBYTECODE
     # would otherwise compile every module of the package again on each start
     compileall.compile_dir(str(Path(monitor.__file__).parent), quiet=1)
-    db_url = f"sqlite+aiosqlite:///{folder}/big.db"
+    db_url = f"sqlite+aiosqlite:///{folder}/big{'-roster' if roster else ''}.db"
     await migrate.upgrade(db_url)
     # a slow upstream: start-up is measured, not fetching
     async with Simulator(SimKnobs(latency_ms=30_000)) as sim:
@@ -171,13 +171,19 @@ async def startup(folder: Path, count: int) -> None:
             "[budget]\ncalls_per_minute = 30\n",
             '[schedule]\ngrace = "1s"\n',  # stopping between runs need not wait out 30 s calls
         ]
-        lines += [f'[[creators]]\nuser_id = "{user(n)}"\n' for n in range(count)]
+        if roster:  # the same creators from a roster file, as a spreadsheet would hold them
+            rows = "".join(f"{user(n)},creator {n},team;tier-b\n" for n in range(count))
+            (folder / "creators.csv").write_text("user_id,name,tags\n" + rows, encoding="utf-8")
+            lines.append('[roster]\nfiles = ["creators.csv"]\n')
+        else:
+            lines += [f'[[creators]]\nuser_id = "{user(n)}"\n' for n in range(count)]
         config.write_text("".join(lines), encoding="utf-8")
+        source = "from a roster CSV" if roster else "in config.toml"
         for run in ("first start (empty schedule)", "restart (schedule persisted)"):
             ready, rss, peak = await _ready_and_rss(folder, config)
             print(
-                f"{count:,} creators, {run}: READY after {ready:.2f} s, "
-                f"RSS {rss / 1024:.0f} MB (peak {peak / 1024:.0f} MB)  (targets < 3 s, < 150 MB)"
+                f"{count:,} creators {source}, {run}: READY after {ready:.2f} s, "
+                f"RSS {rss / 1024:.0f} MB (peak {peak / 1024:.0f} MB)  (targets < 3 s, < 120 MB)"
             )
 
 
@@ -224,6 +230,7 @@ async def main(quick: bool, startup_only: bool, defaults_only: bool, count: int 
         folder = Path(tmp)
         if startup_only:
             await startup(folder, count or (10_000 if quick else 100_000))
+            await startup(folder, count or (10_000 if quick else 100_000), roster=True)
             return
         per_minute, window = (120, 30.0) if quick else (600, 120.0)
         if defaults_only or not quick:
