@@ -171,9 +171,9 @@ async def startup(folder: Path, count: int, *, roster: bool = False) -> None:
             "[budget]\ncalls_per_minute = 30\n",
             '[schedule]\ngrace = "1s"\n',  # stopping between runs need not wait out 30 s calls
         ]
-        if roster:  # the same creators from a roster file, as a spreadsheet would hold them
-            rows = "".join(f"{user(n)},creator {n},team;tier-b\n" for n in range(count))
-            (folder / "creators.csv").write_text("user_id,name,tags\n" + rows, encoding="utf-8")
+        if roster:  # the same creators from a roster file, as a spreadsheet saves it
+            rows = "".join(f"{user(n)}\r\n" for n in range(count))
+            (folder / "creators.csv").write_text("\ufeffuser_id\r\n" + rows, encoding="utf-8")
             lines.append('[roster]\nfiles = ["creators.csv"]\n')
         else:
             lines += [f'[[creators]]\nuser_id = "{user(n)}"\n' for n in range(count)]

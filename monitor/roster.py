@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import glob
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,40 +72,76 @@ def find_files(patterns: Sequence[str], base: Path) -> tuple[list[Path], list[st
     return list(found), problems
 
 
-def _shown(path: Path, base: Path) -> str:
-    """The path as a user knows it: relative to the config file's folder when inside it."""
-    try:
-        return str(path.relative_to(base))
-    except ValueError:
-        return str(path)
+#: rows validated per step: the parsed rows of a chunk are freed before the next is read
+_CHUNK = 2000
+_CREATORS = TypeAdapter(list[CreatorConfig])
 
 
-def _rows(path: Path, shown: str, problems: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line, creator entry) per non-empty row; header and encoding problems go to ``problems``."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: with or without a BOM
-    except UnicodeDecodeError:
-        problems.append(f"{shown}: not UTF-8 text (save it as 'CSV UTF-8')")
-        return
-    except OSError as exc:
-        problems.append(f"{shown}: cannot read: {exc.strerror}")
-        return
-    reader = csv.reader(text.splitlines())
-    header = [h.strip().lower() for h in next(reader, [])]
-    unknown = [h for h in header if h not in COLUMNS]
-    if unknown or "user_id" not in header:
+@dataclass
+class _Reader:
+    """Reads roster files a chunk of rows at a time into validated creators; where each row
+    came from is kept as numbers (a place string per row would cost 7 MB at 100,000 rows)."""
+
+    base: Path
+    problems: list[str]
+    creators: list[CreatorConfig] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)  # file names as the user knows them
+    file_of: array[int] = field(default_factory=lambda: array("H"))  # per creator
+    line_of: array[int] = field(default_factory=lambda: array("L"))
+    tags: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+
+    def place(self, index: int) -> str:
+        return f"{self.shown[self.file_of[index]]}:{self.line_of[index]}"
+
+    def read(self, path: Path) -> None:
+        self.shown.append(_shown(path, self.base))
+        shown = self.shown[-1]
+        entries: list[dict[str, Any]] = []
+        lines: list[int] = []
+        try:
+            # utf-8-sig: with or without a BOM; streamed, never the whole file as text
+            with path.open(encoding="utf-8-sig", newline="") as stream:
+                reader = csv.reader(stream)
+                header = self._header(next(reader, []), shown)
+                if header is None:
+                    return
+                for row in reader:
+                    entry = self._entry(header, row, f"{shown}:{reader.line_num}")
+                    if entry is not None:
+                        entries.append(entry)
+                        lines.append(reader.line_num)
+                    if len(entries) == _CHUNK:
+                        self._validate(entries, lines)
+                        entries, lines = [], []
+        except UnicodeDecodeError:
+            self.problems.append(f"{shown}: not UTF-8 text (save it as 'CSV UTF-8')")
+            return
+        except OSError as exc:
+            self.problems.append(f"{shown}: cannot read: {exc.strerror}")
+            return
+        except csv.Error as exc:
+            self.problems.append(f"{shown}: not a CSV file: {exc}")
+            return
+        self._validate(entries, lines)
+
+    def _header(self, cells: list[str], shown: str) -> list[str] | None:
+        header = [h.strip().lower() for h in cells]
+        unknown = [h for h in header if h not in COLUMNS]
+        if not unknown and "user_id" in header:
+            return header
         what = (
             "no 'user_id' column" if "user_id" not in header else f"unknown column {unknown[0]!r}"
         )
-        problems.append(f"{shown}:1: {what}; columns: {', '.join(COLUMNS)} (user_id required)")
-        return
-    for row in reader:
+        self.problems.append(f"{shown}:1: {what}; columns: {', '.join(COLUMNS)} (user_id required)")
+        return None
+
+    def _entry(self, header: list[str], row: list[str], place: str) -> dict[str, Any] | None:
+        """One row as a creator entry; None for an empty row or one with too many cells."""
         if not any(cell.strip() for cell in row):
-            continue  # blank lines, and the empty rows spreadsheets leave at the end
-        line = reader.line_num
+            return None  # blank lines, and the empty rows spreadsheets leave at the end
         if len(row) > len(header):
-            problems.append(f"{shown}:{line}: {len(row)} cells for {len(header)} columns")
-            continue
+            self.problems.append(f"{place}: {len(row)} cells for {len(header)} columns")
+            return None
         entry: dict[str, Any] = {}
         for key, cell in zip(header, row, strict=False):
             value = cell.strip()
@@ -112,31 +150,39 @@ def _rows(path: Path, shown: str, problems: list[str]) -> Iterator[tuple[int, di
             if key == "user_id":
                 entry[key] = user_id_of(value)
             elif key == "tags":
-                entry[key] = tuple(t.strip() for t in value.split(";") if t.strip())
+                # a team's few tags, shared by its many rows: one tuple of each
+                tags = tuple(sys.intern(t.strip()) for t in value.split(";") if t.strip())
+                entry[key] = self.tags.setdefault(tags, tags)
             else:
                 entry[key] = value
-        yield line, entry
+        return entry
+
+    def _validate(self, entries: list[dict[str, Any]], lines: list[int]) -> None:
+        """A chunk through the config's creator model; a problem per bad value."""
+        try:
+            with collector_paused():
+                valid = _CREATORS.validate_python(entries)
+        except ValidationError as exc:
+            shown = self.shown[-1]
+            for error in exc.errors(include_url=False):
+                index, *rest = error["loc"]
+                key = ".".join(str(part) for part in rest if not str(part).startswith("function-"))
+                msg = error["msg"].removeprefix("Value error, ")
+                if error["type"] in {"missing", "missing_argument"}:
+                    msg = "required, and empty here"
+                self.problems.append(f"{shown}:{lines[int(index)]}: {key or 'row'}: {msg}")
+            return
+        self.creators.extend(valid)
+        self.file_of.extend([len(self.shown) - 1] * len(valid))
+        self.line_of.extend(lines)
 
 
-_CREATORS = TypeAdapter(list[CreatorConfig])
-
-
-def _validate(
-    entries: list[dict[str, Any]], places: list[str], problems: list[str]
-) -> list[CreatorConfig]:
-    """Every entry through the config's creator model at once; a problem per bad value."""
+def _shown(path: Path, base: Path) -> str:
+    """The path as a user knows it: relative to the config file's folder when inside it."""
     try:
-        with collector_paused():
-            return _CREATORS.validate_python(entries)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            index, *rest = error["loc"]
-            key = ".".join(str(part) for part in rest if not str(part).startswith("function-"))
-            msg = error["msg"].removeprefix("Value error, ")
-            if error["type"] in {"missing", "missing_argument"}:
-                msg = "required, and empty here"
-            problems.append(f"{places[int(index)]}: {key or 'row'}: {msg}")
-        return []
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
 
 
 def read_roster(
@@ -147,20 +193,19 @@ def read_roster(
     ``listed`` maps user ids already in the config to where (``creators[3]``): a creator in
     both, or in two rows, is a problem naming both places."""
     files, problems = find_files(patterns, base)
-    entries: list[dict[str, Any]] = []
-    places: list[str] = []
+    reader = _Reader(base, problems)
     for path in files:
-        shown = _shown(path, base)
-        for line, entry in _rows(path, shown, problems):
-            entries.append(entry)
-            places.append(f"{shown}:{line}")
-    creators = _validate(entries, places, problems)
-    seen = dict(listed)
-    for place, creator in zip(places, creators, strict=False):
-        first = seen.setdefault(creator.user_id, place)
-        if first != place:
-            problems.append(f"{place}: user_id: {creator.user_id} is listed twice; also at {first}")
-    return Roster(tuple(creators), tuple(files)), problems
+        reader.read(path)
+    seen: dict[str, str | int] = dict(listed)
+    for index, creator in enumerate(reader.creators):
+        first = seen.setdefault(creator.user_id, index)
+        if first != index:
+            where = first if isinstance(first, str) else reader.place(first)
+            problems.append(
+                f"{reader.place(index)}: user_id: {creator.user_id} is listed twice; "
+                f"also at {where}"
+            )
+    return Roster(tuple(reader.creators), tuple(files)), problems
 
 
 def with_roster(config: Config, base: Path) -> Config:
