@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
 
+import pytest
+from daemon_support import creators, daemon_config
+
+from monitor import migrate
 from monitor.concurrency import AUTO_CAP, WINDOW, InFlightSizer, needed_in_flight, pool_size
 from monitor.config import parse_config
+from monitor.daemon import Daemon, Options
 from monitor.errors import ConfigError
+from monitor.simulator import SimKnobs, Simulator
 
 
 def test_auto_is_the_default_and_an_integer_is_a_fixed_cap() -> None:
@@ -72,3 +81,38 @@ def test_the_latency_is_the_mean_of_recent_calls_not_their_median() -> None:
         sizer.observe(20.0 if n % 20 == 0 else 1.0)
     assert sizer.latency == pytest.approx((19 + 20) / 20, rel=0.02)
     assert sizer.limit() == needed_in_flight(600, sizer.latency)
+
+
+async def test_the_daemon_with_auto_keeps_enough_calls_on_the_wire(
+    tmp_path: Path, token: str
+) -> None:
+    """600/min against a 0.5 s upstream needs about 5 calls under way: the old fixed default
+    (4) could not get there; "auto" does, and the budget still gates every call."""
+    db_url = f"sqlite+aiosqlite:///{tmp_path}/auto.db"
+    await migrate.upgrade(db_url)
+    async with Simulator(SimKnobs(latency_ms=500, calls_per_minute=600)) as sim:
+        config = parse_config(
+            daemon_config(
+                sim.base_url,
+                db_url,
+                creators(80),
+                budget={"calls_per_minute": 600, "burst": 10},
+                schedule={"max_in_flight": "auto", "retry_attempts": 0, "grace": "2s"},
+            )
+        )
+        daemon = Daemon(config, Options(environ={"JUSTONEAPI_TOKEN": token}, tick=0.2))
+        task = asyncio.get_running_loop().create_task(daemon.run())
+        peak = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and sim.counters().calls < 60:
+            if hasattr(daemon, "meter"):
+                peak = max(peak, daemon.meter.on_the_wire)
+            await asyncio.sleep(0.02)
+        limit = daemon.dispatcher.sizer.limit()
+        daemon.request_stop()
+        assert await task == 0
+    counters = sim.counters()
+    assert peak > 4  # more calls on the wire than the old fixed default allowed
+    assert limit >= needed_in_flight(600, 0.5)  # it learnt the 0.5 s latency (or more, loaded)
+    assert counters.by_code.get("302", 0) == 0
+    assert counters.max_in_window(timedelta(minutes=1)) <= 600
