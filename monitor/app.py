@@ -49,6 +49,7 @@ async def fetch_parts(
     sole_instance: bool = False,
     alerting: bool = False,
     observe: Observe | None = None,
+    on_latency: Callable[[float], None] | None = None,
     max_connections: int = 10,
     create_schema: bool = False,
 ) -> AsyncIterator[FetchParts]:
@@ -92,6 +93,14 @@ async def fetch_parts(
         )
         rules = Alerting(config, store, clock=clock) if alerting else None
         fetcher = Fetcher(
-            config, client, store, meter, rules, clock=clock, sleep=sleep, observe=observe
+            config,
+            client,
+            store,
+            meter,
+            rules,
+            clock=clock,
+            sleep=sleep,
+            observe=observe,
+            on_latency=on_latency,
         )
         yield FetchParts(store, client, meter, fetcher, rules)

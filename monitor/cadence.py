@@ -11,9 +11,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
+from monitor.concurrency import AUTO_CAP, INITIAL_LATENCY, needed_in_flight
 from monitor.config import Config
 from monitor.model import Variant
 
@@ -117,6 +118,10 @@ class Plan:
     daily_calls: int
     by_tag: tuple[tuple[str, float], ...]  # calls/day per tag, largest first
     advice: tuple[str, ...]
+    #: cycles in flight that keep calls_per_minute going at ``concurrency.INITIAL_LATENCY``
+    needed_in_flight: int = 1
+    max_in_flight: int | Literal["auto"] = "auto"
+    calls_per_minute: int = 30
 
     @property
     def capacity(self) -> int:
@@ -135,8 +140,27 @@ class Plan:
             f"calls_per_minute x 1440 = {self.rate_capacity}): {verdict}",
         ]
         out.extend(f"  tag {tag}: {calls:.1f} calls/day" for tag, calls in self.by_tag)
+        out.append(self._concurrency_line())
         out.extend(f"  advice: {line}" for line in self.advice)
+        if self.max_in_flight != "auto" and self.max_in_flight < self.needed_in_flight:
+            most = self.max_in_flight / INITIAL_LATENCY * 60
+            out.append(
+                f"  advice: max_in_flight = {self.max_in_flight} lets at most {most:.0f} "
+                f"calls/min through at {INITIAL_LATENCY:.0f} s per call, under calls_per_minute "
+                f'{self.calls_per_minute}: set schedule.max_in_flight = "auto"'
+            )
         return out
+
+    def _concurrency_line(self) -> str:
+        needs = (
+            f"concurrency: {self.needed_in_flight} calls in flight keep "
+            f"{self.calls_per_minute} calls/min going at {INITIAL_LATENCY:.0f} s per call"
+        )
+        if self.max_in_flight == "auto":
+            return (
+                f'{needs}; max_in_flight = "auto" follows the observed latency (at most {AUTO_CAP})'
+            )
+        return f"{needs}; max_in_flight = {self.max_in_flight}"
 
 
 def call_plan(config: Config) -> Plan:
@@ -164,7 +188,17 @@ def call_plan(config: Config) -> Plan:
         by_tag=by_tag,
         tag_series=tag_series,
     )
-    return Plan(total, series, rate_capacity, budget.daily_calls, by_tag, advice)
+    return Plan(
+        total,
+        series,
+        rate_capacity,
+        budget.daily_calls,
+        by_tag,
+        advice,
+        needed_in_flight=needed_in_flight(budget.calls_per_minute, INITIAL_LATENCY),
+        max_in_flight=config.schedule.max_in_flight,
+        calls_per_minute=budget.calls_per_minute,
+    )
 
 
 def _advice(

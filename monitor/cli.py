@@ -253,7 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_report_commands(sub)
     _add_daemon_commands(sub)
+    _add_roster_commands(sub)
     return parser
+
+
+def _add_roster_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """roster check: the CSV files of ``[roster] files``, validated alone."""
+    roster = _add(sub, "roster", "work with roster files", "creator-monitor roster check", "roster")
+    roster_sub = roster.add_subparsers(dest="roster_command", required=True, metavar="ACTION")
+    _add(
+        roster_sub,
+        "check",
+        "validate the roster files alone: every bad row with its file and line; the count",
+        "creator-monitor -c config.toml roster check",
+        "roster",
+    )
 
 
 def _add_report_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -312,6 +326,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=40.0,
         help="how long the story runs",
     )
+    p.add_argument("--fresh", action="store_true", help="replace an existing --db file")
     p = _add(
         sub,
         "serve",
@@ -396,6 +411,8 @@ def _secrets(config: Config | None) -> list[str]:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    if args.command == "roster":  # it reads the roster itself, without the rest of the config
+        return parse_config({})
     if args.command in {"simulate", "demo"} and not args.config.exists():
         return parse_config({})
     return load_config(args.config)

@@ -454,7 +454,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 def demo(args: argparse.Namespace, config: Config) -> int:
     from monitor.demo import run_demo
 
-    return run_demo(args.db, seconds=args.seconds)
+    return run_demo(args.db, seconds=args.seconds, fresh=args.fresh)
 
 
 def serve(args: argparse.Namespace, config: Config) -> int:
@@ -463,3 +463,21 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 
     listen = args.listen or config.http.listen or DEFAULT_LISTEN
     return asyncio.run(serve_console(config, listen))
+
+
+# --- roster ----------------------------------------------------------------------------------
+
+
+def roster(args: argparse.Namespace, config: Config) -> int:
+    """``roster check``: every problem of the roster files on its own line (exit 2), or the
+    count of creators they add (exit 0)."""
+    from monitor import roster as rosters
+
+    found, problems = rosters.check(args.config)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"roster: {len(problems)} problems", file=sys.stderr)
+        return 2
+    print(f"roster ok: {len(found.creators)} creators in {len(found.files)} files")
+    return 0

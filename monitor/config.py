@@ -176,8 +176,25 @@ class StorageConfig(_Section):
         return value
 
 
+MAX_IN_FLIGHT = 256
+
+
+def _parse_in_flight(value: object) -> object:
+    """``"auto"`` or a whole number from 1 to 256, with one message for anything else."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'must be "auto" or a whole number from 1 to {MAX_IN_FLIGHT}')
+    if value > MAX_IN_FLIGHT:
+        raise ValueError(f"must be at most {MAX_IN_FLIGHT}, got {value}")
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
 class ScheduleConfig(_Section):
-    max_in_flight: int = Field(default=4, ge=1, le=256)
+    # "auto": sized from the budget and observed latency (monitor/concurrency.py); an int: fixed
+    max_in_flight: Annotated[Literal["auto"] | int, BeforeValidator(_parse_in_flight)] = "auto"
     fetch_after: Clock | None = None  # local time in budget.timezone; None = any time
     retry_attempts: int = Field(default=3, ge=0, le=20)
     retry_base: Day = timedelta(seconds=30)
@@ -399,6 +416,13 @@ class HttpConfig(_Section):
         return value
 
 
+class RosterConfig(_Section):
+    """``[roster] files``: CSV files of creators (globs relative to the config file's folder),
+    added to ``[[creators]]``; read by monitor/roster.py."""
+
+    files: tuple[str, ...] = ()
+
+
 class Config(_Section):
     api: ApiConfig = ApiConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -406,6 +430,7 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     defaults: DefaultsConfig = DefaultsConfig()
     creators: tuple[CreatorConfig, ...] = ()
+    roster: RosterConfig = RosterConfig()
     channels: tuple[ChannelConfig, ...] = ()
     rules: tuple[Rule, ...] = ()
     notify: NotifyConfig = NotifyConfig()
@@ -515,15 +540,20 @@ def keys_at(loc: tuple[int | str, ...]) -> list[str]:
     return section_keys(Config, loc, tagged=_RULE_MODELS)
 
 
-def parse_config(data: Mapping[str, Any]) -> Config:
+def parse_config(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
     """Validate a parsed TOML document; raises a ConfigError naming every problem's key path
-    (a ``ConfigProblems`` when there are several)."""
+    (a ``ConfigProblems`` when there are several). Roster files are read relative to ``base``
+    (the config file's folder; default: the working directory)."""
     try:
         with collector_paused():
             config = Config.model_validate(data)
     except ValidationError as exc:
         raise_all(pydantic_problems(exc, tags=RULE_KINDS, keys_at=keys_at))
         raise  # unreachable: pydantic reports at least one error
+    if config.roster.files:
+        from monitor.roster import with_roster  # roster builds on this module's models
+
+        config = with_roster(config, Path.cwd() if base is None else base)
     raise_all(_cross_check(config))
     return config
 
@@ -561,7 +591,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(str(path), "config is not UTF-8 text") from None
     except tomli.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"invalid TOML: {exc}") from None
-    config = parse_config(data)
+    config = parse_config(data, base=path.parent)
     if any(c.url is not None for c in config.channels):
         warn_if_exposed(path, "holds channel URLs")
     return config

@@ -117,6 +117,7 @@ class Fetcher:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         observe: Observe | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self._client = client
@@ -127,6 +128,8 @@ class Fetcher:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._observe = observe
+        #: told each call's latency in seconds (the "auto" in-flight sizer)
+        self.on_latency = on_latency
         self.calls = 0
         #: the last answer of a ``dry_run`` (not stored)
         self.last_result: FetchResult | None = None
@@ -220,6 +223,8 @@ class Fetcher:
             error = exc
         finally:
             self.meter.answered()
+            if self.on_latency is not None:
+                self.on_latency((self._clock() - started).total_seconds())
         billed = result.billed if result is not None else bool(error and error.billed)
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)

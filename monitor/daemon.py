@@ -21,7 +21,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor import cluster
+from monitor import cluster, concurrency
 from monitor.alerting import Alerting
 from monitor.app import fetch_parts
 from monitor.budget import Budget
@@ -121,6 +121,7 @@ class Daemon:
         with collector_paused():
             clock = self.options.clock
             config = self.config
+            sizer = concurrency.InFlightSizer.from_config(config)
             parts = await stack.enter_async_context(
                 fetch_parts(
                     config,
@@ -131,7 +132,8 @@ class Daemon:
                     sole_instance=True,
                     alerting=True,
                     observe=self.telemetry.record_call,
-                    max_connections=config.schedule.max_in_flight,
+                    on_latency=sizer.observe,
+                    max_connections=concurrency.pool_size(config),
                 )
             )
             self.store, self.meter, fetcher = parts.store, parts.meter, parts.fetcher
@@ -142,7 +144,7 @@ class Daemon:
             if self.store.shared:
                 claims = cluster.Claims(self.store, self.instance, config.schedule.lease)
             self.dispatcher = Dispatcher(
-                config, fetcher, self.store, slots, clock=clock, claims=claims
+                config, fetcher, self.store, slots, clock=clock, claims=claims, sizer=sizer
             )
             self._start_heartbeat(stack)
             self.notifier = self._make_notifier(config)

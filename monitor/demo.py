@@ -2,7 +2,9 @@
 
 Eight creators on a compressed schedule; one creator's reads fall 40 %, one keeps failing (301)
 then recovers, the account runs out of balance and is topped up. A local receiver stands in for
-Slack. Needs no config, token or network; ends by itself.
+Slack. Needs no config, token or network; ends by itself. It always starts from an empty
+database: an existing ``--db`` file is refused unless ``--fresh`` replaces it, so its summary
+and its alerts are this run's alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiohttp import web
 from monitor import migrate
 from monitor.config import Config, parse_config
 from monitor.daemon import Daemon, Options
+from monitor.errors import ConfigError
 from monitor.simulator import SimKnobs, Simulator
 
 CREATORS = [
@@ -193,14 +196,38 @@ try:
   sqlite3 {db_path} "{SERIES_QUERY}"
   sqlite3 {db_path} "SELECT name, date_key, read, engage FROM latest_metrics ORDER BY read DESC"
   sqlite3 {db_path} "SELECT rule, scope, state, fired_at, resolved_at, summary FROM alerts"
-""",
+{keep_using(db_path)}""",
         flush=True,
     )
 
 
-def run_demo(db: Path | None, *, seconds: float = 40.0) -> int:
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_demo(db.resolve(), seconds))
-    folder = Path(tempfile.mkdtemp(prefix="creator-monitor-demo-"))
-    return asyncio.run(_demo(folder / "history.db", seconds))
+def keep_using(db_path: Path) -> str:
+    """The closing lines: a config that points at the demo's database, and what to run on it."""
+    config = db_path.with_name("demo.toml")
+    return f"""
+keep using this database: put these lines in {config}
+  [storage]
+  url = "sqlite+aiosqlite:///{db_path}"
+then:
+  creator-monitor -c {config} status
+  creator-monitor -c {config} history {FALLING[0]} --metric read
+"""
+
+
+def run_demo(db: Path | None, *, seconds: float = 40.0, fresh: bool = False) -> int:
+    """Run the story into ``db`` (a new temporary file when None); an existing file is refused
+    unless ``fresh``, which replaces it."""
+    if db is None:
+        folder = Path(tempfile.mkdtemp(prefix="creator-monitor-demo-"))
+        return asyncio.run(_demo(folder / "history.db", seconds))
+    db = db.resolve()
+    if db.exists():
+        if not fresh:
+            raise ConfigError(
+                "demo --db",
+                f"{db} exists; add --fresh to replace it, or name a new file",
+            )
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            path.unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_demo(db, seconds))

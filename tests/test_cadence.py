@@ -260,8 +260,30 @@ def test_a_plan_close_to_the_budget_warns_about_retries() -> None:
 
 def test_an_empty_config_needs_nothing() -> None:
     plan = call_plan(parse_config({}))
-    assert plan == Plan(0.0, 0, 30 * 1440, 2000, (), ())
+    assert plan == Plan(0.0, 0, 30 * 1440, 2000, (), (), needed_in_flight=4)
     assert plan.fits
+
+
+def test_the_plan_names_the_concurrency_the_budget_needs() -> None:
+    auto = call_plan(parse_config({"budget": {"calls_per_minute": 600}}))
+    assert auto.lines()[1] == (
+        "concurrency: 26 calls in flight keep 600 calls/min going at 1 s per call; "
+        'max_in_flight = "auto" follows the observed latency (at most 64)'
+    )
+    assert not any("advice" in line for line in auto.lines())
+
+
+def test_a_fixed_max_in_flight_below_the_budget_is_advised_against() -> None:
+    fixed = call_plan(
+        parse_config({"budget": {"calls_per_minute": 600}, "schedule": {"max_in_flight": 4}})
+    )
+    assert fixed.lines()[1].endswith("; max_in_flight = 4")
+    assert fixed.lines()[-1] == (
+        "  advice: max_in_flight = 4 lets at most 240 calls/min through at 1 s per call, "
+        'under calls_per_minute 600: set schedule.max_in_flight = "auto"'
+    )
+    roomy = call_plan(parse_config({"schedule": {"max_in_flight": 4}}))  # 30/min needs 4
+    assert not any("advice" in line for line in roomy.lines())
 
 
 def test_format_duration_uses_the_largest_exact_unit() -> None:

@@ -6,7 +6,7 @@ import logging
 import math
 import re
 import tomllib
-from datetime import time, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def test_example_config_loads_with_expected_values() -> None:
     assert config.budget.calls_per_minute == 30
     assert config.budget.daily_calls == 2000
     assert config.api.timeout == timedelta(seconds=60)
-    assert config.schedule.fetch_after == time(9, 0)
+    assert config.schedule.fetch_after is None
     assert [c.user_id for c in config.creators] == [UID, UID2]
     assert config.every_of(config.creators[0]) == timedelta(hours=12)
     assert config.every_of(config.creators[1]) == timedelta(hours=24)
@@ -85,6 +85,38 @@ def test_example_config_mentions_every_key() -> None:
     assert missing == []
     for kind in cfg.RULE_KINDS:
         assert kind in text
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "api": cfg.ApiConfig,
+    "budget": cfg.BudgetConfig,
+    "storage": cfg.StorageConfig,
+    "schedule": cfg.ScheduleConfig,
+    "defaults": cfg.DefaultsConfig,
+    "notify": cfg.NotifyConfig,
+    "http": cfg.HttpConfig,
+    "roster": cfg.RosterConfig,
+}
+
+
+@pytest.mark.parametrize("section", sorted(_SECTIONS))
+def test_every_value_the_example_shows_is_the_default(section: str) -> None:
+    """A section's keys are shown with the code's defaults: set when it has one, commented out
+    (``# key = …``) when the key is unset by default."""
+    model = _SECTIONS[section]
+    text = EXAMPLE.read_text()
+    shown = tomllib.loads(text)[section]
+    default = model()
+    for key, value in shown.items():
+        parsed = model.model_validate({key: value})
+        name = next(n for n, f in model.model_fields.items() if (f.alias or n) == key)
+        assert getattr(parsed, name) == getattr(default, name), f"{section}.{key} = {value!r}"
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in shown:
+            continue
+        assert getattr(default, name) is None, f"{section}.{key} has a default; show it"
+        assert re.search(rf"^#\s*{re.escape(key)}\s*=", text, re.M), f"{section}.{key} not shown"
 
 
 def test_defaults_without_any_file() -> None:
@@ -289,6 +321,38 @@ def test_world_readable_secret_files_warn(tmp_path: Path, caplog: pytest.LogCapt
         load_config(config_file)
     assert caplog.records == []
     assert "json://" not in repr(config)
+
+
+def test_a_readable_config_without_secrets_does_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The systemd guide's layout: config 0644 with url_env only, the token in a 0600 file (or
+    the credential): nothing secret is readable, so nothing is said."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token")
+    token_file.chmod(0o600)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        f'[api]\ntoken_file = "{token_file}"\n[[channels]]\nname = "a"\nurl_env = "HOOK"\n'
+    )
+    config_file.chmod(0o644)
+    with caplog.at_level(logging.DEBUG, logger="monitor.config"):
+        config = load_config(config_file)
+        assert resolve_token(config, {}).get_secret_value() == "s3cret-token"
+    assert caplog.records == []
+
+
+def test_the_example_installed_as_the_systemd_guide_says_does_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    installed = tmp_path / "config.toml"
+    installed.write_text(EXAMPLE.read_text())
+    installed.chmod(0o644)  # install -m 0644 config.example.toml /etc/creator-monitor/config.toml
+    with caplog.at_level(logging.WARNING, logger="monitor.config"):
+        load_config(installed)
+    assert caplog.records == []
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    assert "install -m 0644 config.example.toml /etc/creator-monitor/config.toml" in guide
 
 
 def test_channel_url_from_environment() -> None:

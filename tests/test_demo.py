@@ -8,9 +8,10 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
-from demo_support import DemoRun, demo  # noqa: F401 - the fixture
+from demo_support import DemoRun, clean_env, cli_command, demo  # noqa: F401 - the fixture
 
 from monitor.demo import CREATORS, FALLING, FLAKY
 
@@ -83,3 +84,89 @@ def test_the_printed_sqlite3_queries_run(demo: DemoRun) -> None:  # noqa: F811
         if cli:  # exactly as printed, when the sqlite3 shell is installed
             out = subprocess.run(shlex.split(line), capture_output=True, text=True, check=True)
             assert out.stdout.strip(), line
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cli_command(), *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_an_existing_database_is_refused_without_fresh(demo: DemoRun, tmp_path: Path) -> None:  # noqa: F811
+    before = demo.db.stat().st_mtime_ns, demo.db.stat().st_size
+    done = _cli("demo", "--db", str(demo.db), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    # (alembic's import-time INFO lines are issue 14's check/noise part, fixed separately)
+    assert [line for line in done.stderr.splitlines() if "alembic.runtime" not in line] == [
+        f"error: demo --db: {demo.db} exists; add --fresh to replace it, or name a new file"
+    ]
+    assert (demo.db.stat().st_mtime_ns, demo.db.stat().st_size) == before
+
+
+def test_the_summary_ends_with_a_config_that_keeps_the_database(
+    demo: DemoRun,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    tail = demo.stdout[demo.stdout.index("keep using this database") :].splitlines()
+    config = Path(tail[0].rsplit(" ", 1)[1])
+    assert config == demo.db.with_name("demo.toml")
+    snippet = "\n".join(line.strip() for line in tail[1:3])
+    assert snippet == f'[storage]\nurl = "sqlite+aiosqlite:///{demo.db}"'
+    commands = [shlex.split(line.strip()) for line in tail[4:6]]
+    assert commands == [
+        ["creator-monitor", "-c", str(config), "status"],
+        ["creator-monitor", "-c", str(config), "history", FALLING[0], "--metric", "read"],
+    ]
+    # as the lines say: the snippet in that file, then the two commands on it
+    here = tmp_path / "demo.toml"
+    here.write_text(snippet + "\n", encoding="utf-8")
+    status = _cli("-c", str(here), "status", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert FALLING[1] in status.stdout
+    history = _cli("-c", str(here), "history", FALLING[0], "--metric", "read", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    assert len([line for line in history.stdout.splitlines() if "-" in line]) >= 30
+
+
+def test_fresh_replaces_the_database_and_counts_only_its_own_run(
+    demo: DemoRun,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "again.db"
+    shutil.copy(demo.db, db)
+    config = tmp_path / "demo.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite+aiosqlite:///{db}"\n'
+        '[[rules]]\nname = "reads-fall"\nkind = "change"\nmetric = "read"\npct = -30\n',
+        encoding="utf-8",
+    )
+    # an earlier session silenced the very rule the story fires
+    silenced = _cli(
+        "-c", str(config), "silence", "add", "--rule", "reads-fall", "--for", "7d", cwd=tmp_path
+    )
+    assert silenced.returncode == 0, silenced.stderr
+    done = _cli("demo", "--db", str(db), "--fresh", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    s = _summary(done.stdout)
+    with sqlite3.connect(db) as fresh:
+        fetches = fresh.execute("SELECT count(*) FROM fetches").fetchone()[0]
+        silences = fresh.execute("SELECT count(*) FROM silences").fetchone()[0]
+        sent = {
+            (rule, event)
+            for rule, event in fresh.execute(
+                "SELECT a.rule, n.event FROM notifications n JOIN alerts a ON a.id = n.alert_id "
+                "WHERE n.status = 'sent'"
+            )
+        }
+    assert silences == 0
+    assert s["calls0"] == s["calls2"] == fetches
+    assert s["rows0"] == len(CREATORS) * 30  # not the earlier run's rows on top
+    assert ("reads-fall", "firing") in sent
+    assert "reads-fall" in done.stdout.split("== demo summary")[0]  # the stand-in got it
