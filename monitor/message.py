@@ -36,39 +36,13 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.model import COST_METRICS, DERIVED_METRICS, Creator, Variant
+from monitor.model import COST_METRICS, DERIVED_METRICS, METRIC_LABELS, Creator, Variant
 
 Language = Literal["zh", "en"]
 ACCOUNT_SCOPE = "account"
 UTC_ZONE = ZoneInfo("UTC")
 BUILTIN_DIR = Path(__file__).parent / "templates"
 
-METRIC_LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "imp": "impressions",
-        "read": "reads",
-        "engage": "engagements",
-        "cpm": "CPM",
-        "cpe": "CPE",
-        "cpv": "CPV",
-        "cpuv": "CPUV",
-        "third_user_num": "store visitors",
-        "engage_rate": "engagement rate",
-        "read_rate": "read rate",
-    },
-    "zh": {
-        "imp": "曝光",
-        "read": "阅读",
-        "engage": "互动",
-        "cpm": "CPM",
-        "cpe": "CPE",
-        "cpv": "CPV",
-        "cpuv": "CPUV",
-        "third_user_num": "进店人数",
-        "engage_rate": "互动率",
-        "read_rate": "阅读率",
-    },
-}
 CODE_TEXTS: dict[str, dict[int, str]] = {
     "en": {
         100: "invalid or inactive API token",

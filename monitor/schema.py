@@ -209,6 +209,8 @@ alerts = Table(
     Column("rule", String(100), nullable=False),
     Column("creator_id", Integer, ForeignKey("creators.id"), nullable=True, index=True),
     Column("scope", String(64), nullable=False),
+    # the series' Variant.label ('' for account-wide alerts): identity is (rule, scope, variant)
+    Column("variant", String(80), nullable=False, server_default=""),
     Column("severity", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("metric", String(32), nullable=True),
@@ -225,11 +227,12 @@ alerts = Table(
     Column("repeats_sent", Integer, nullable=False, server_default="0"),
     Column("summary", Text, nullable=False, server_default=""),
     Column("details", JSONText, nullable=True),
-    # at most one open (pending or firing) alert per rule and scope; resolved ones pile up
+    # at most one open (pending or firing) alert per rule, scope and variant; resolved ones pile up
     Index(
-        "ux_alerts_rule_scope_open",
+        "ux_alerts_rule_scope_variant_open",
         "rule",
         "scope",
+        "variant",
         unique=True,
         sqlite_where=text("state != 'resolved'"),
         postgresql_where=text("state != 'resolved'"),

@@ -1,0 +1,67 @@
+"""Alerts are per (rule, creator, variant): a ``variant`` column and the open-alert index on it.
+
+Existing creator alerts take the label of their creator's one tracked variant; a creator with
+several keeps '' (the daemon resolves those open rows as superseded at its first evaluation).
+
+Revision ID: 0003_alert_variant
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003_alert_variant"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_OPEN = "state != 'resolved'"
+
+#: portable SQL (SQLite and PostgreSQL both spell concatenation ``||``)
+_FILL = """
+UPDATE alerts SET variant = (
+    SELECT s.business || '/' || s.note_type || '/' || s.date_type || '/' || s.advertise
+    FROM schedule AS s WHERE s.creator_id = alerts.creator_id
+)
+WHERE creator_id IS NOT NULL
+  AND (SELECT COUNT(*) FROM schedule AS s WHERE s.creator_id = alerts.creator_id) = 1
+"""
+
+
+def upgrade() -> None:
+    op.add_column(
+        "alerts", sa.Column("variant", sa.String(length=80), server_default="", nullable=False)
+    )
+    op.execute(_FILL)
+    op.drop_index("ux_alerts_rule_scope_open", table_name="alerts")
+    op.create_index(
+        "ux_alerts_rule_scope_variant_open",
+        "alerts",
+        ["rule", "scope", "variant"],
+        unique=True,
+        sqlite_where=sa.text(_OPEN),
+        postgresql_where=sa.text(_OPEN),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ux_alerts_rule_scope_variant_open", table_name="alerts")
+    # several open variants of one (rule, scope) cannot share the old index: keep the newest
+    op.execute(
+        "DELETE FROM alerts WHERE state != 'resolved' AND id NOT IN ("
+        "SELECT MAX(id) FROM alerts WHERE state != 'resolved' GROUP BY rule, scope)"
+    )
+    op.create_index(
+        "ux_alerts_rule_scope_open",
+        "alerts",
+        ["rule", "scope"],
+        unique=True,
+        sqlite_where=sa.text(_OPEN),
+        postgresql_where=sa.text(_OPEN),
+    )
+    with op.batch_alter_table("alerts") as batch:
+        batch.drop_column("variant")
