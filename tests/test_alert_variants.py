@@ -4,18 +4,21 @@ before the variant column are migrated by alembic (0003_alert_variant)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest_asyncio
 from alerting_support import LILYY, open_store, points, table
+from daemon_support import child_env, cli, write_toml
 from sim_support import FakeClock
 from sqlalchemy import text
 
 from monitor import migrate
 from monitor.alerting import Alerting, SeriesFacts
 from monitor.config import parse_config
-from monitor.model import Creator, NoteType, Variant
+from monitor.model import AlertState, Creator, NoteType, Phase, Severity, Variant
 from monitor.rules import AccountSubject
 from monitor.store import Store
 from monitor.store.engine import make_engine
@@ -138,3 +141,48 @@ async def test_migration_gives_old_alerts_their_variant(db_url: str) -> None:
         (2, ""),
         (3, ""),
     ]
+
+
+async def test_alerts_command_names_the_variant_cuts_with_an_ellipsis_and_shows_the_zone(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
+    async with await open_store(url, FakeClock(T0)) as store:
+        ids = await store.sync_creators([LILYY_C])
+        await store.ensure_scheduled([(ids[LILYY], VIDEO), (ids[LILYY], PHOTO)], T0)
+        for variant in (VIDEO, PHOTO):
+            await record(store, ids[LILYY], variant, [1500] * 21)
+        long = "engagements 99 < 100 (threshold) on 2025-12-10 " + "and a long tail of words " * 4
+        await store.apply_transition(
+            AlertState(
+                rule="engage-low",
+                scope=LILYY,
+                variant=VIDEO.label,
+                creator_id=ids[LILYY],
+                severity=Severity.WARNING,
+                state=Phase.FIRING,
+                fired_at=T0,
+                summary=long,
+            ),
+            [],
+            now=T0,
+        )
+    config = write_toml(
+        tmp_path / "c.toml",
+        {"storage": {"url": url}, "budget": {"timezone": "Asia/Shanghai"}},
+    )
+    done = subprocess.run(
+        [*cli(), "--config", str(config), "alerts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env("t" * 32),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    header, line = done.stdout.splitlines()[:2]
+    assert "variant" in header.split()
+    assert VIDEO.label in line
+    assert "2025-12-11 10:00 +08:00" in line  # 02:00 UTC in the configured zone
+    assert line.rstrip().endswith("…")
+    assert line.rstrip().endswith(" and a long…")  # cut at a word
