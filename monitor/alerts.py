@@ -173,7 +173,12 @@ def _clear(state: AlertState, outcome: Outcome, rule: Rule, now: datetime) -> Al
         return replace(state, clears=clears, hits=0)
     details = dict(state.details)
     if outcome.finding is not None:
-        details.update(clear_value=outcome.finding.value, clear_summary=outcome.finding.summary)
+        finding = outcome.finding
+        details.update(
+            clear_value=finding.value,
+            clear_summary=finding.summary,
+            clear_date=None if finding.newest_date is None else finding.newest_date.isoformat(),
+        )
     return replace(
         state, state=Phase.RESOLVED, resolved_at=now, clears=clears, hits=0, details=details
     )

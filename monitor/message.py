@@ -260,6 +260,7 @@ class AlertLine:
     summary: str
     at: datetime
     creator: Creator | None = None
+    variant: str | None = None  # named only when the creator tracks several
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,7 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
             "severity": item.severity,
             "summary": item.summary,
             "at": at,
+            "variant": item.variant,
         }
 
     movers = [

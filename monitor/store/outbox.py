@@ -77,8 +77,6 @@ class AlertRow:
     id: int
     rule: str
     scope: str
-    variant: str
-    variants: int
     name: str  # the creator's name, '' for account-wide alerts
     severity: str
     state: str
@@ -86,6 +84,10 @@ class AlertRow:
     pending_since: datetime | None
     fired_at: datetime | None
     resolved_at: datetime | None
+    data_day: str | None = None  # the data day the firing reading is from ('YYYY-MM-DD')
+    clear_day: str | None = None  # the data day of the reading that resolved it
+    variant: str = ""  # the series' label ('' for account-wide alerts)
+    variants: int = 1
 
 
 def _silence_row(row: Any) -> SilenceRow:
@@ -211,6 +213,8 @@ class OutboxStore(StoreBase):
                 pending_since=r.pending_since,
                 fired_at=r.fired_at,
                 resolved_at=r.resolved_at,
+                data_day=(r.details or {}).get("date"),
+                clear_day=(r.details or {}).get("clear_date"),
             )
             for r in rows
         ]
