@@ -157,7 +157,7 @@ class Daemon:
                 self.alerting,
                 clock=clock,
                 sleep=sleep,
-                observe=self.telemetry.record_call,
+                observe=self._observe,
             )
             slots = await load_slots(config, self.store, clock())
             claims = None
@@ -267,6 +267,12 @@ class Daemon:
             await self.alerting.evaluate_account(account)
         except MonitorError as exc:
             log.error("account rules not evaluated: %s", exc)
+
+    def _observe(self, code: int | str, billed: bool) -> None:
+        """One upstream call ended: count it, and stamp a success (code 0)."""
+        self.telemetry.record_call(code, billed)
+        if code == 0:
+            self.telemetry.set_last_success(self.options.clock())
 
     async def _refresh_telemetry(self) -> None:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
