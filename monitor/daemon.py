@@ -32,6 +32,7 @@ from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.gate import delivery_gate
 from monitor.meter import Meter
 from monitor.notify import Notifier
+from monitor.rules import ACCOUNT_WIDE_CODES
 from monitor.scheduler import Dispatcher, load_slots
 from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
@@ -86,6 +87,9 @@ class Daemon:
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
+        #: account evaluations run one at a time, whether the tick or a pause transition asks
+        self._account_lock = asyncio.Lock()
+        self._account_tasks: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -149,6 +153,8 @@ class Daemon:
                 monotonic=self.options.monotonic,
             )
             self.alerting = Alerting(config, self.store, clock=clock)
+            # an account-wide error (601 …) and its end are told within seconds, not at the tick
+            self.meter.on_pause_change = self._pause_changed
             fetcher = Fetcher(
                 config,
                 client,
@@ -260,13 +266,28 @@ class Daemon:
         except MonitorError as exc:
             log.error("outbox drain failed: %s", exc)
 
-    async def _evaluate_account(self) -> None:
+    async def _evaluate_account(self) -> int:
         self._sd.status(self.summary())
-        account = await self.meter.account()
-        try:
-            await self.alerting.evaluate_account(account)
-        except MonitorError as exc:
-            log.error("account rules not evaluated: %s", exc)
+        async with self._account_lock:
+            try:
+                account = await self.meter.account()
+                return await self.alerting.evaluate_account(account)
+            except MonitorError as exc:
+                log.error("account rules not evaluated: %s", exc)
+                return 0
+
+    def _pause_changed(self, before: int | None, after: int | None) -> None:
+        """The meter saw an account-wide pause begin or end: evaluate the account rules now,
+        and send what they queued now (the drain would otherwise wait for its interval)."""
+        if before not in ACCOUNT_WIDE_CODES and after not in ACCOUNT_WIDE_CODES:
+            return  # a 302 slow-down is no account alert
+        task = asyncio.get_running_loop().create_task(self._account_now(), name="account-now")
+        self._account_tasks.add(task)
+        task.add_done_callback(self._account_tasks.discard)
+
+    async def _account_now(self) -> None:
+        if await self._evaluate_account():
+            await self._drain()
 
     def _observe(self, code: int | str, billed: bool) -> None:
         """One upstream call ended: count it, and stamp a success (code 0)."""

@@ -81,6 +81,9 @@ class Meter:
         #: steps of the wall clock move the bucket, the window and the pauses (own state only:
         #: a shared row is stamped by every host's clock, which must agree, NTP-synced)
         self._jumps = None if monotonic is None or self.shared else WallJumps(clock, monotonic)
+        #: told of every pause / resume transition, (code before, code after); the daemon
+        #: evaluates the account rules then
+        self.on_pause_change: Callable[[int | None, int | None], None] | None = None
 
     @classmethod
     async def open(
@@ -298,10 +301,11 @@ class Meter:
         row = self._state.to_row()
         await self._store.save_budget_state(BudgetStateRow(**row))  # type: ignore[arg-type]
 
-    @staticmethod
-    def _log_transition(before: BudgetState, after: BudgetState) -> None:
+    def _log_transition(self, before: BudgetState, after: BudgetState) -> None:
         if after.pause_code == before.pause_code:
             return
+        if self.on_pause_change is not None:
+            self.on_pause_change(before.pause_code, after.pause_code)
         if after.pause_code is None:
             log.info("calls resumed (was: %s)", before.pause_reason or before.pause_code)
         elif after.pause_code in ACCOUNT_CODES or after.pause_code == QUOTA_EXCEEDED:
