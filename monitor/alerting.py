@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from monitor import alerts, rules
+from monitor import alerts, grouping, rules
 from monitor.alerts import AlertState, Phase
 from monitor.config import ApiErrorRule, BudgetRule, Config, Rule
-from monitor.message import Language, MessageContext, Renderer
+from monitor.message import Language, MessageContext, Renderer, group_entry
 from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
 from monitor.store import Store
 from monitor.store.alert_rows import OpenAlert
@@ -152,7 +152,9 @@ class Alerting:
             )
             names = self._config.rule_channels(rule)
             messages = [
-                m for e in transition.events for m in self._messages(names, e, after, context)
+                m
+                for e in transition.events
+                for m in self._messages(names, e, after, context, group_by=rule.group_by)
             ]
         written = await self._store.commit_transition(
             after,
@@ -230,9 +232,13 @@ class Alerting:
         context: MessageContext,
         *,
         note: str | None = None,
+        group_by: Sequence[str] | None = None,
     ) -> list[NewMessage]:
         """One message per configured channel in ``names`` that takes this severity; ``note``
-        is a last line of our own (why an orphan resolved), added whatever the template."""
+        is a last line of our own (why an orphan resolved), added whatever the template.
+        A creator's alert joins the group ``group_by`` names (account alerts go alone, now)."""
+        grouped = group_by is not None and alert.scope != rules.ACCOUNT_SCOPE
+        key = grouping.group_key(event.value, alert, group_by or ()) if grouped else None
         out = []
         for channel in self._config.channels:
             if channel.name not in names:
@@ -246,6 +252,12 @@ class Alerting:
                     "template for %s fell back to the built-in one: %s", channel.name, message.error
                 )
             body = message.body if note is None else f"{message.body}\n_{_note(note, language)}_\n"
+            entry = None
+            if key is not None:
+                entry = {
+                    "rank": grouping.rank(alert),
+                    **group_entry(event.value, alert, context, language),
+                }
             out.append(
                 NewMessage(
                     channel=channel.name,
@@ -253,6 +265,8 @@ class Alerting:
                     severity=alert.severity.value,
                     title=message.title,
                     body=body,
+                    group_key=key,
+                    grouping=entry,
                 )
             )
         return out

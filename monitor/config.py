@@ -250,6 +250,9 @@ def _check_metric(value: str) -> str:
 Metric = Annotated[str, BeforeValidator(lambda v: _check_metric(v) if isinstance(v, str) else v)]
 
 
+GroupLabel = Literal["rule", "creator", "variant", "severity"]
+
+
 class _RuleBase(_Section):
     name: str = Field(min_length=1)
     severity: Severity = Severity.WARNING
@@ -260,6 +263,9 @@ class _RuleBase(_Section):
     resolve_for: int = Field(default=1, ge=1)  # clear evaluations before resolving
     repeat: Duration = timedelta(hours=24)
     max_repeats: int | None = Field(default=None, ge=0)
+    #: what one grouped message shares (Alertmanager's group_by): the rule alone gathers every
+    #: creator a wave fires for; ["rule", "creator"] keeps one message per creator
+    group_by: tuple[GroupLabel, ...] = ("rule",)
 
     def applies_to(self, creator: Creator) -> bool:
         if not self.creators and not self.tags:
@@ -345,6 +351,12 @@ class NotifyConfig(_Section):
     backoff_base: Duration = timedelta(seconds=30)
     backoff_max: Duration = timedelta(hours=1)
     digest_at: Clock | None = None  # local time in budget.timezone
+    #: a new group waits this long for more alerts of the same wave before its first message
+    group_wait: Duration = timedelta(seconds=30)
+    #: alerts joining a group already notified wait this long after its last message
+    group_interval: Duration = timedelta(minutes=5)
+    #: entries listed in a grouped message before "and K more"
+    group_limit: int = Field(default=10, ge=1, le=1000)
 
 
 class HttpConfig(_Section):

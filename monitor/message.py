@@ -238,6 +238,39 @@ def headline(event: str, alert: AlertView, language: Language, movement: str) ->
     return f"{label} {movement}"
 
 
+_GROUP_VERBS = {
+    "en": {"firing": "FIRING", "repeat": "STILL FIRING", "resolved": "RESOLVED"},
+    "zh": {"firing": "告警", "repeat": "持续告警", "resolved": "已恢复"},
+}
+
+
+def group_entry(
+    event: str, alert: AlertView, context: MessageContext, language: Language
+) -> dict[str, str]:
+    """How this alert reads inside a grouped message: its one line, the group's title (``{n}``
+    the number of entries) and the closing line (``{k}`` the entries left out, and the command
+    that lists them all)."""
+    variables = alert_variables(event, alert, context, language)
+    creator = variables["creator"]
+    who = creator["name"] if creator else alert.scope
+    if variables["variant"]:
+        who += f" [{variables['variant']}]"
+    what = variables["headline"] or alert.summary
+    verb = _GROUP_VERBS[language].get(event, event)
+    command = "creator-monitor alerts" + ("" if event == "resolved" else " --open")
+    if language == "zh":
+        return {
+            "line": f"{who}：{what}",
+            "title": f"【{verb}】{alert.rule}：{{n}} 位达人",
+            "more": f"……另有 {{k}} 位，全部列表：`{command}`",
+        }
+    return {
+        "line": f"{who}: {what}",
+        "title": f"[{verb}] {alert.rule}: {{n}} creators",
+        "more": f"…and {{k}} more: `{command}` lists them all",
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Mover:
     """One creator's move on one metric over the digest's period."""

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from monitor.config import Config, NotifyConfig, channel_url
 from monitor.errors import NotifyError
+from monitor.grouping import compose
 from monitor.redaction import SecretFilter, redact
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ _THIRD_PARTY_LOGGERS = ("apprise", "urllib3.connectionpool")
 #: shorter URL parts are words like "hook", not secrets; masking them would garble every line
 _MIN_FRAGMENT = 6
 _MAX_ERROR = 300
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 _NOTIFY_TYPE = {
     "critical": apprise.NotifyType.FAILURE,
@@ -75,6 +77,10 @@ class Queued(Protocol):
     def alert_state(self) -> str | None: ...  # pending | firing | resolved, as it is now
     @property
     def firing_status(self) -> str | None: ...  # a resolution's firing on this channel
+    @property
+    def group_key(self) -> str | None: ...  # None: sent on its own
+    @property
+    def grouping(self) -> Mapping[str, Any] | None: ...
 
 
 class SilenceLike(Protocol):
@@ -107,6 +113,19 @@ class Outbox(Protocol):
     async def active_silences(self, now: datetime) -> Sequence[SilenceLike]: ...
     async def retry_dead(self, now: datetime, *, channel: str | None = None) -> int: ...
     async def bury_orphans(self, known: Sequence[str], *, reason: str) -> int: ...
+    async def group_last_sent(self, channel: str, group_key: str) -> datetime | None: ...
+    async def hold_group(self, channel: str, group_key: str, *, until: datetime) -> int: ...
+    async def claim_group(
+        self,
+        now: datetime,
+        *,
+        channel: str,
+        group_key: str,
+        owner: str,
+        lease: timedelta,
+        limit: int = 1000,
+    ) -> Sequence[Queued]: ...
+    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +424,8 @@ class Notifier:
                 if message is None:
                     break
                 last_id = message.id
-                if not await self._deliver(message, silences, now, report):
+                deliver = self._deliver if message.group_key is None else self._deliver_group
+                if not await deliver(message, silences, now, report):
                     break
         return report
 
@@ -433,6 +453,53 @@ class Notifier:
         dead = await self._failed(message, outcome, now)
         report.dead += dead
         report.failed += not dead
+        return False
+
+    async def _deliver_group(
+        self, message: Queued, silences: Sequence[SilenceLike], now: datetime, report: DrainReport
+    ) -> bool:
+        """The first claimed message of a group: when the group is due (``group_wait`` after its
+        first message, ``group_interval`` after its last delivery), claim every due member, gate
+        each, and send what may go as ONE message (a lone member as itself)."""
+        key = message.group_key
+        assert key is not None
+        last = await self._outbox.group_last_sent(message.channel, key)
+        cfg = self._config
+        ready = message.created_at + cfg.group_wait if last is None else last + cfg.group_interval
+        if ready > now:
+            report.held += await self._outbox.hold_group(message.channel, key, until=ready)
+            return True
+        others = await self._outbox.claim_group(
+            now, channel=message.channel, group_key=key, owner=self._owner, lease=self._lease
+        )
+        members = []
+        for member in (message, *others):
+            verdict = None if self._gate is None else self._gate(member, silences, now)
+            if isinstance(verdict, Suppress):
+                await self._outbox.suppress(member.id, reason=verdict.reason)
+                report.suppressed += 1
+            elif isinstance(verdict, Hold):
+                await self._outbox.hold(member.id, until=verdict.until, reason=verdict.reason)
+                report.held += 1
+            else:
+                members.append(member)
+        if not members:
+            return True
+        if len(members) == 1 or any(m.grouping is None for m in members):
+            title, body = members[0].title, members[0].body
+        else:
+            title, body = compose([m.grouping for m in members if m.grouping], cfg.group_limit)
+        worst = max(members, key=lambda m: _SEVERITY_RANK.get(m.severity, 0))
+        outcome = await self.send(message.channel, title, body, worst.severity, event=message.event)
+        if outcome.error is None:
+            await self._outbox.mark_group_sent([m.id for m in members], now=now)
+            self._recovered(message.channel)
+            report.sent += len(members)
+            return True
+        for member in members:
+            dead = await self._failed(member, outcome, now)
+            report.dead += dead
+            report.failed += not dead
         return False
 
     async def _failed(self, message: Queued, outcome: Delivery, now: datetime) -> bool:

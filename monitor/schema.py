@@ -258,8 +258,13 @@ notifications = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("claimed_until", UTCDateTime, nullable=True),
+    # messages of one group (event + the rule's group_by values) go out as one per channel;
+    # grouping holds the entry's rank, its one-line form and the group's title in its language
+    Column("group_key", String(300), nullable=True),
+    Column("grouping", JSONText, nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "alert_id"),
+    Index(None, "channel", "group_key"),
 )
 
 silences = Table(

@@ -1,4 +1,5 @@
-"""Alerts are per (rule, creator, variant): a ``variant`` column and the open-alert index on it.
+"""Alerts are per (rule, creator, variant): a ``variant`` column and the open-alert index on it;
+outbox rows carry the group they go out in (``group_key``, ``grouping``).
 
 Existing creator alerts take the label of their creator's one tracked variant; a creator with
 several keeps '' (the daemon resolves those open rows as superseded at its first evaluation).
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from monitor.schema import JSONText
 
 revision: str = "0003_alert_variant"
 down_revision: str | None = "0001"
@@ -46,9 +49,21 @@ def upgrade() -> None:
         sqlite_where=sa.text(_OPEN),
         postgresql_where=sa.text(_OPEN),
     )
+    op.add_column("notifications", sa.Column("group_key", sa.String(length=300), nullable=True))
+    op.add_column("notifications", sa.Column("grouping", JSONText(), nullable=True))
+    op.create_index(
+        op.f("ix_notifications_channel_group_key"),
+        "notifications",
+        ["channel", "group_key"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_notifications_channel_group_key"), table_name="notifications")
+    with op.batch_alter_table("notifications") as batch:
+        batch.drop_column("grouping")
+        batch.drop_column("group_key")
     op.drop_index("ux_alerts_rule_scope_variant_open", table_name="alerts")
     # several open variants of one (rule, scope) cannot share the old index: keep the newest
     op.execute(

@@ -9,13 +9,16 @@ from __future__ import annotations
 from monitor.store.cluster import ClusterStore
 from monitor.store.creators import CreatorStore
 from monitor.store.engine import StoreBase
+from monitor.store.groups import GroupStore
 from monitor.store.ledger import BudgetStateRow, LedgerStore
 from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 
 
-class Store(CreatorStore, MetricsStore, ScheduleStore, LedgerStore, OutboxStore, ClusterStore):
+class Store(
+    CreatorStore, MetricsStore, ScheduleStore, LedgerStore, GroupStore, OutboxStore, ClusterStore
+):
     """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""
 
 

@@ -6,7 +6,7 @@ messages out one claim at a time. Decides nothing about whether or when to notif
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +34,8 @@ class NewMessage:
     title: str
     body: str
     not_before: datetime | None = None
+    group_key: str | None = None  # None: sent on its own (digests, tests, account alerts)
+    grouping: Mapping[str, Any] | None = None  # rank, line, title, more (see notify)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class QueuedMessage:
     tags: tuple[str, ...]
     alert_state: str | None  # the alert's state now: pending | firing | resolved
     firing_status: str | None  # for a resolution: its firing's status on this channel
+    group_key: str | None = None
+    grouping: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,8 @@ class OutboxStore(StoreBase):
                     not_before=m.not_before,
                     next_attempt_at=now,
                     created_at=now,
+                    group_key=m.group_key,
+                    grouping=None if m.grouping is None else dict(m.grouping),
                 )
                 .returning(notifications.c.id)
             )
@@ -358,6 +364,8 @@ class OutboxStore(StoreBase):
             tags=tuple(row.tags or ()),
             alert_state=row.state,
             firing_status=firing_status,
+            group_key=row.group_key,
+            grouping=row.grouping,
         )
 
     async def mark_sent(self, message_id: int, *, now: datetime) -> bool:
