@@ -359,6 +359,20 @@ class NotifyConfig(_Section):
     group_limit: int = Field(default=10, ge=1, le=1000)
 
 
+class ReportConfig(_Section):
+    """One ``[[reports]]`` entry: the HTML report and its summary, sent by itself."""
+
+    name: str = Field(min_length=1, max_length=100)
+    cadence: Literal["daily", "weekly", "monthly"] = "weekly"
+    at: Clock = time(9, 0)  # local time in budget.timezone
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # weekly
+    day: int = Field(default=1, ge=1, le=28)  # monthly: the day of the month
+    creators: tuple[str, ...] = ()  # scope: user ids and/or tags; both empty: everyone
+    tags: tuple[str, ...] = ()
+    channels: tuple[str, ...] | None = None  # None: every channel
+    language: Language | None = None  # default: notify.language
+
+
 class HttpConfig(_Section):
     listen: str | None = None  # "127.0.0.1:9464"
 
@@ -383,6 +397,7 @@ class Config(_Section):
     channels: tuple[ChannelConfig, ...] = ()
     rules: tuple[Rule, ...] = ()
     notify: NotifyConfig = NotifyConfig()
+    reports: tuple[ReportConfig, ...] = ()
     http: HttpConfig = HttpConfig()
 
     def variants_of(self, creator: CreatorConfig) -> tuple[Variant, ...]:

@@ -62,6 +62,7 @@ class Options:
     tick: float = 5.0  # longest dispatcher nap, seconds (it wakes early for due work)
     drain_every: float = 5.0
     evaluate_every: float = 60.0
+    report_every: float = 60.0  # how often ended report periods are looked for
     until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
     config_path: Path | None = None  # for SIGHUP reloads
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -234,6 +235,15 @@ class Daemon:
         scheduler.add_job(
             self._digest, "interval", seconds=opts.evaluate_every, id="digest", **common
         )
+        scheduler.add_job(
+            self._reports,
+            "interval",
+            seconds=opts.report_every,
+            id="reports",
+            # a period that ended while the daemon was down is sent soon after start-up
+            next_run_time=datetime.now(UTC) + timedelta(seconds=3),
+            **common,
+        )
         return scheduler
 
     async def _dispatch(self) -> None:
@@ -313,6 +323,19 @@ class Daemon:
             await queue_due_digest(self.config, self.store, self.options.clock())
         except MonitorError as exc:
             log.error("daily digest not queued: %s", exc)
+
+    async def _reports(self) -> None:
+        """Scheduled reports whose period ended: queued once (a claim in the database)."""
+        if not self.config.reports:
+            return
+        from monitor.scheduled import queue_due_reports  # plotly: only when reports are set
+
+        try:
+            await queue_due_reports(
+                self.config, self.store, self.options.clock(), owner=self.instance
+            )
+        except MonitorError as exc:
+            log.error("scheduled reports not queued: %s", exc)
 
     async def _prune(self) -> None:
         cutoff = self.options.clock() - self.config.storage.raw_retention

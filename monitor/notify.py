@@ -15,10 +15,12 @@ import asyncio
 import logging
 import random
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -81,6 +83,8 @@ class Queued(Protocol):
     def group_key(self) -> str | None: ...  # None: sent on its own
     @property
     def grouping(self) -> Mapping[str, Any] | None: ...
+    @property
+    def attachment(self) -> Mapping[str, Any] | None: ...  # a stored report to attach
 
 
 class SilenceLike(Protocol):
@@ -126,6 +130,7 @@ class Outbox(Protocol):
         limit: int = 1000,
     ) -> Sequence[Queued]: ...
     async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...
+    async def report_html(self, name: str, period: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +204,11 @@ def _load(url: str) -> apprise.Apprise | None:
     if not instance.add(url) or len(instance) == 0:
         return None
     return instance
+
+
+def takes_files(target: apprise.Apprise) -> bool:
+    """Whether every service behind ``target`` accepts attachments."""
+    return all(getattr(service, "attachment_support", False) for service in target)
 
 
 def validate_channel_url(url: str) -> str | None:
@@ -324,9 +334,17 @@ class Notifier:
             raise NotifyError(_BROKEN.format(name=name, problem=problem), permanent=True)
 
     async def send(
-        self, channel: str, title: str, body: str, severity: str = "info", *, event: str = "firing"
+        self,
+        channel: str,
+        title: str,
+        body: str,
+        severity: str = "info",
+        *,
+        event: str = "firing",
+        attach: Path | None = None,
     ) -> Delivery:
-        """One message through one channel now, bypassing the outbox (used by the drain)."""
+        """One message through one channel now, bypassing the outbox (used by the drain);
+        ``attach`` goes along where the channel takes files (e-mail, json:// …)."""
         spec = self._channels.get(channel)
         if spec is None:
             return Delivery(f"channel {channel!r} is not configured", permanent=True)
@@ -341,12 +359,18 @@ class Notifier:
         try:
             # apprise enforces its own deadline; ours is the backstop if a plugin ignores it
             async with asyncio.timeout(seconds + 5):
+                files = (
+                    {}
+                    if attach is None or not takes_files(spec.target)
+                    else {"attach": str(attach)}
+                )
                 result = await spec.target.async_notify(
                     body=body,
                     title=title,
                     notify_type=kind,
                     body_format=apprise.NotifyFormat.MARKDOWN,
                     timeout=seconds,
+                    **files,
                 )
         except TimeoutError:
             return Delivery(f"timed out after {seconds:g}s")
@@ -442,9 +466,16 @@ class Notifier:
             await self._outbox.hold(message.id, until=verdict.until, reason=verdict.reason)
             report.held += 1
             return True
-        outcome = await self.send(
-            message.channel, message.title, message.body, message.severity, event=message.event
-        )
+        with tempfile.TemporaryDirectory(prefix="creator-monitor-") as folder:
+            attach = await self._attachment(message, Path(folder))
+            outcome = await self.send(
+                message.channel,
+                message.title,
+                message.body,
+                message.severity,
+                event=message.event,
+                attach=attach,
+            )
         if outcome.error is None:
             await self._outbox.mark_sent(message.id, now=now)
             self._recovered(message.channel)
@@ -454,6 +485,18 @@ class Notifier:
         report.dead += dead
         report.failed += not dead
         return False
+
+    async def _attachment(self, message: Queued, folder: Path) -> Path | None:
+        """The stored report a message carries, written to ``folder`` for apprise to read."""
+        spec = message.attachment
+        if not spec:
+            return None
+        html = await self._outbox.report_html(str(spec["report"]), str(spec["period"]))
+        if html is None:
+            return None
+        path = folder / Path(str(spec.get("filename") or "report.html")).name
+        path.write_text(html, encoding="utf-8")
+        return path
 
     async def _deliver_group(
         self, message: Queued, silences: Sequence[SilenceLike], now: datetime, report: DrainReport

@@ -262,9 +262,22 @@ notifications = Table(
     # grouping holds the entry's rank, its one-line form and the group's title in its language
     Column("group_key", String(300), nullable=True),
     Column("grouping", JSONText, nullable=True),
+    # {"report": name, "period": key, "filename": …}: the stored report goes along as a file
+    Column("attachment", JSONText, nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "alert_id"),
     Index(None, "channel", "group_key"),
+)
+
+report_runs = Table(
+    "report_runs",
+    metadata,
+    # one row per [[reports]] entry and period: inserting it is the claim to send that period
+    Column("name", String(100), primary_key=True),
+    Column("period", String(40), primary_key=True),
+    Column("instance", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("html", Text, nullable=False),
 )
 
 silences = Table(

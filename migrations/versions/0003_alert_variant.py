@@ -1,5 +1,6 @@
 """Alerts are per (rule, creator, variant): a ``variant`` column and the open-alert index on it;
-outbox rows carry the group they go out in (``group_key``, ``grouping``).
+outbox rows carry the group they go out in (``group_key``, ``grouping``) and an attachment;
+``report_runs`` claims each scheduled report's period once.
 
 Existing creator alerts take the label of their creator's one tracked variant; a creator with
 several keeps '' (the daemon resolves those open rows as superseded at its first evaluation).
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.schema import JSONText
+from monitor.schema import JSONText, UTCDateTime
 
 revision: str = "0003_alert_variant"
 down_revision: str | None = "0001"
@@ -51,6 +52,16 @@ def upgrade() -> None:
     )
     op.add_column("notifications", sa.Column("group_key", sa.String(length=300), nullable=True))
     op.add_column("notifications", sa.Column("grouping", JSONText(), nullable=True))
+    op.add_column("notifications", sa.Column("attachment", JSONText(), nullable=True))
+    op.create_table(
+        "report_runs",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("period", sa.String(length=40), nullable=False),
+        sa.Column("instance", sa.String(length=64), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("html", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("name", "period", name=op.f("pk_report_runs")),
+    )
     op.create_index(
         op.f("ix_notifications_channel_group_key"),
         "notifications",
@@ -60,8 +71,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("report_runs")
     op.drop_index(op.f("ix_notifications_channel_group_key"), table_name="notifications")
     with op.batch_alter_table("notifications") as batch:
+        batch.drop_column("attachment")
         batch.drop_column("grouping")
         batch.drop_column("group_key")
     op.drop_index("ux_alerts_rule_scope_variant_open", table_name="alerts")

@@ -13,11 +13,19 @@ from monitor.store.groups import GroupStore
 from monitor.store.ledger import BudgetStateRow, LedgerStore
 from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
+from monitor.store.reports import ReportStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 
 
 class Store(
-    CreatorStore, MetricsStore, ScheduleStore, LedgerStore, GroupStore, OutboxStore, ClusterStore
+    CreatorStore,
+    MetricsStore,
+    ScheduleStore,
+    LedgerStore,
+    GroupStore,
+    ReportStore,
+    OutboxStore,
+    ClusterStore,
 ):
     """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""
 

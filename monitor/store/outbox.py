@@ -36,6 +36,7 @@ class NewMessage:
     not_before: datetime | None = None
     group_key: str | None = None  # None: sent on its own (digests, tests, account alerts)
     grouping: Mapping[str, Any] | None = None  # rank, line, title, more (see notify)
+    attachment: Mapping[str, Any] | None = None  # a stored report to attach (report, period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class QueuedMessage:
     firing_status: str | None  # for a resolution: its firing's status on this channel
     group_key: str | None = None
     grouping: Mapping[str, Any] | None = None
+    attachment: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,7 @@ class OutboxStore(StoreBase):
                     created_at=now,
                     group_key=m.group_key,
                     grouping=None if m.grouping is None else dict(m.grouping),
+                    attachment=None if m.attachment is None else dict(m.attachment),
                 )
                 .returning(notifications.c.id)
             )
@@ -366,6 +369,7 @@ class OutboxStore(StoreBase):
             firing_status=firing_status,
             group_key=row.group_key,
             grouping=row.grouping,
+            attachment=row.attachment,
         )
 
     async def mark_sent(self, message_id: int, *, now: datetime) -> bool:
