@@ -179,3 +179,46 @@ async def test_group_by_and_resolutions_grouped_the_same_way(
         assert {t.split(": ")[0] for t in titles} == {
             f"[{event}] Creator {i}" for event in ("FIRING", "RESOLVED") for i in range(3)
         }
+
+
+async def test_group_claims_holds_and_marks_on_both_backends(db_url: str) -> None:
+    """The store side of a group: hold them all, claim every due member once (a second claimer
+    gets none while the lease lasts), mark them sent together."""
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.store import Store
+    from monitor.store.outbox import NewMessage
+
+    t0 = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
+    await migrate.upgrade(db_url)
+    async with Store.open(db_url, clock=lambda: t0) as store:
+        members = [
+            NewMessage("team", "firing", "warning", f"t{n}", "b", group_key="firing|rule=r",
+                       grouping={"rank": n, "line": f"l{n}", "title": "{n}", "more": "{k}"})
+            for n in range(5)
+        ]  # fmt: skip
+        members.append(NewMessage("team", "firing", "warning", "o", "b", group_key="firing|rule=s"))
+        await store.enqueue(members, now=t0)
+        assert await store.group_last_sent("team", "firing|rule=r") is None
+        assert (
+            await store.hold_group("team", "firing|rule=r", until=t0 + timedelta(seconds=30)) == 5
+        )
+        lease = timedelta(minutes=2)
+        early = await store.claim_group(
+            t0, channel="team", group_key="firing|rule=r", owner="a", lease=lease
+        )
+        assert early == []
+        ready = t0 + timedelta(seconds=30)
+        mine = await store.claim_group(
+            ready, channel="team", group_key="firing|rule=r", owner="a", lease=lease
+        )
+        theirs = await store.claim_group(
+            ready, channel="team", group_key="firing|rule=r", owner="b", lease=lease
+        )
+        assert [m.title for m in mine] == [f"t{n}" for n in range(5)]
+        assert theirs == []
+        assert mine[0].grouping == {"rank": 0, "line": "l0", "title": "{n}", "more": "{k}"}
+        assert await store.mark_group_sent([m.id for m in mine], now=ready) == 5
+        assert await store.group_last_sent("team", "firing|rule=r") == ready
+        counts = await store.outbox_counts(channel="team")
+        assert (counts["sent"], counts["pending"]) == (5, 1)

@@ -163,3 +163,29 @@ async def test_weekly_report_reaches_smtp_with_html_and_json_once(
     assert runs[0][0] == "weekly"
     for name in ("first", "second"):
         assert token not in (tmp_path / f"{name}.stderr").read_text(encoding="utf-8")
+
+
+async def test_a_period_is_claimed_once_on_both_backends(db_url: str) -> None:
+    """Two instances finishing the same period at once: one run row, one set of messages."""
+    from monitor.store import Store
+    from monitor.store.outbox import NewMessage
+
+    now = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
+    await migrate.upgrade(db_url)
+    async with Store.open(db_url, clock=lambda: now) as one, Store.open(db_url) as two:
+        message = NewMessage("mail", "report", "info", "Weekly report", "body",
+                             attachment={"report": "w", "period": "weekly:2026-11-30"})  # fmt: skip
+        results = await asyncio.gather(
+            *(
+                store.claim_report(
+                    "w", "weekly:2026-11-30", html=f"<p>{n}</p>", messages=[message],
+                    owner=f"i{n}", now=now,
+                )
+                for n, store in enumerate((one, two, one, two))
+            )
+        )  # fmt: skip
+        assert sorted(results) == [False, False, False, True]
+        assert await one.report_sent("w", "weekly:2026-11-30")
+        winner = results.index(True)
+        assert await two.report_html("w", "weekly:2026-11-30") == f"<p>{winner}</p>"
+        assert (await one.outbox_counts(channel="mail"))["pending"] == 1
