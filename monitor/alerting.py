@@ -170,7 +170,8 @@ class Alerting:
             return 0
         for event in transition.events:
             assert after is not None
-            log.info("alert %s %s for %s: %s", rule.name, event.value, after.scope, after.summary)
+            where = f"{after.scope} ({after.variant})" if shown is not None else after.scope
+            log.info("alert %s %s for %s: %s", rule.name, event.value, where, after.summary)
         return len(messages)
 
     async def resolve_orphans(self, now: datetime) -> int:
