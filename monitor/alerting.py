@@ -3,35 +3,34 @@
 Loads what the pure rules need, folds their outcomes with the pure lifecycle, renders messages and
 writes each transition with its messages in one transaction. Sends nothing (the notifier drains).
 
-Inhibition: a per-creator ``api_error`` finding caused by an account-wide code (100/303/600/601/
-602) never fires, paused or not: the one account alert speaks for it. While the account is
-paused, ``stale`` findings do not fire either (nobody can be fetched; the account alert says why).
-An inhibited finding leaves the alert as it was. Orphans: an open alert whose rule left the config,
-or whose creator left the config or the rule's scope, is resolved at the first account evaluation
-after a (re)configure; a pending one is dropped quietly, a firing one sends its resolution to the
-channels its firing went to (the SPEC's "a resolution is always sent for a sent firing").
+An alert is one (rule, creator, variant), or (rule, 'account'); messages name the variant when
+the creator tracks several. Inhibition is ``rules.inhibit``'s alone. Orphans: an open alert whose
+rule left the config, whose creator left the config or the rule's scope, or that predates
+per-variant alerts, is resolved at the first account evaluation after a (re)configure; a pending
+one is dropped quietly, a firing one sends its resolution to the channels its firing went to (the
+SPEC's "a resolution is always sent for a sent firing").
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
 
-from monitor import alerts, rules
+from monitor import alerts, grouping, rules
 from monitor.alerts import AlertState, Phase
-from monitor.config import ApiErrorRule, BudgetRule, Config, Rule, StaleRule
-from monitor.message import Language, MessageContext, Renderer
-from monitor.model import Creator, Outcome, Severity, Variant, Verdict
+from monitor.config import ApiErrorRule, BudgetRule, Config, Rule
+from monitor.message import Language, MessageContext, Renderer, group_entry
+from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
 from monitor.store import Store
+from monitor.store.alert_rows import OpenAlert
 from monitor.store.outbox import NewMessage
 
 log = logging.getLogger(__name__)
 
 #: account-wide codes: quota (303) and the account codes (100/600/601/602)
-ACCOUNT_WIDE = (100, 303, 600, 601, 602)
+ACCOUNT_WIDE = tuple(sorted(rules.ACCOUNT_WIDE_CODES))
 _SEVERITY_ORDER = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: how much history a rule may look back on (the longest baseline or window in practice)
 HISTORY = timedelta(days=120)
@@ -75,6 +74,7 @@ class Alerting:
         self._renderer = Renderer(config.notify.templates_dir)
         self._orphans_swept = False
         self._tracked = {c.user_id: c.creator() for c in config.creators}
+        self._variants = {c.user_id: config.variants_of(c) for c in config.creators}
 
     async def evaluate_creator(
         self,
@@ -83,7 +83,8 @@ class Alerting:
         facts: Sequence[SeriesFacts],
         account: rules.AccountSubject,
     ) -> int:
-        """Run every creator-scope rule over each variant; returns the number of events queued."""
+        """Run every creator-scope rule over each variant (one alert per rule and variant);
+        returns the number of messages queued."""
         now = self._clock()
         subjects = []
         for fact in facts:
@@ -100,15 +101,17 @@ class Alerting:
                     tracked_since=fact.tracked_since,
                 )
             )
+        named = len(facts) > 1  # a lone variant goes without saying
         queued = 0
         for rule in self._rules:
             if isinstance(rule, BudgetRule) or not rule.applies_to(creator):
                 continue
-            outcomes = [inhibit(rule, rules.evaluate(rule, s), s, account) for s in subjects]
-            outcome = rules.combine(outcomes)
-            if outcome is not None:
-                variant = facts[0].variant if len(facts) == 1 else None
-                queued += await self._apply(rule, outcome, now, creator_id, creator, variant)
+            for subject in subjects:
+                outcome = rules.inhibit(rule, rules.evaluate(rule, subject), subject, account)
+                shown = subject.variant if named else None
+                queued += await self._apply(
+                    rule, outcome, now, creator_id, creator, subject.variant, shown
+                )
         return queued
 
     async def evaluate_account(self, account: rules.AccountSubject) -> int:
@@ -121,7 +124,7 @@ class Alerting:
         for rule in self._rules:
             if rules.in_scope(rule, account):
                 outcome = rules.evaluate(rule, account)
-                queued += await self._apply(rule, outcome, account.now, None, None, None)
+                queued += await self._apply(rule, outcome, account.now, None, None, None, None)
         return queued
 
     async def _apply(
@@ -132,28 +135,33 @@ class Alerting:
         creator_id: int | None,
         creator: Creator | None,
         variant: Variant | None,
+        shown: Variant | None,
     ) -> int:
-        row = await self._store.load_alert(rule.name, outcome.scope)
-        before = None if row is None else _state_of(row)
-        transition = alerts.step(before, outcome, rule, now, creator_id=creator_id)
+        """Fold one outcome into the alert of (rule, scope, variant); ``shown`` is the variant
+        to name in messages (None when the creator tracks only one)."""
+        key = NO_VARIANT if variant is None else variant.label
+        before = await self._store.load_alert(rule.name, outcome.scope, key)
+        transition = alerts.step(before, outcome, rule, now, creator_id=creator_id, variant=key)
         if not transition.changed and not transition.events:
             return 0
         after = transition.after
         messages: list[NewMessage] = []
         if after is not None:
             context = MessageContext(
-                now=now, creator=creator, variant=variant, zone=self._config.budget.zone
+                now=now, creator=creator, variant=shown, zone=self._config.budget.zone
             )
             names = self._config.rule_channels(rule)
             messages = [
-                m for e in transition.events for m in self._messages(names, e, after, context)
+                m
+                for e in transition.events
+                for m in self._messages(names, e, after, context, group_by=rule.group_by)
             ]
         written = await self._store.commit_transition(
-            None if after is None else _row_of(after),
+            after,
             messages,
             now=now,
             # an update or drop must find the row as read; an insert is guarded by the index
-            expect=row,
+            expect=before,
             drop_id=before.id if transition.dropped and before is not None else None,
         )
         if not written:
@@ -162,7 +170,8 @@ class Alerting:
             return 0
         for event in transition.events:
             assert after is not None
-            log.info("alert %s %s for %s: %s", rule.name, event.value, after.scope, after.summary)
+            where = f"{after.scope} ({after.variant})" if shown is not None else after.scope
+            log.info("alert %s %s for %s: %s", rule.name, event.value, where, after.summary)
         return len(messages)
 
     async def resolve_orphans(self, now: datetime) -> int:
@@ -170,41 +179,48 @@ class Alerting:
         messages queued (resolutions of sent firings, to the channels the firing went to)."""
         queued = 0
         for row in await self._store.open_alerts():
-            reason = self._orphan_reason(row)
+            reason = self._orphan_reason(row.alert)
             if reason is None:
                 continue
             queued += await self._resolve_orphan(row, reason, now)
         return queued
 
-    def _orphan_reason(self, row: dict[str, Any]) -> str | None:
-        rule = next((r for r in self._rules if r.name == row["rule"]), None)
+    def _orphan_reason(self, alert: AlertState) -> str | None:
+        rule = next((r for r in self._rules if r.name == alert.rule), None)
         if rule is None:
-            return f"the rule {row['rule']!r} was removed from the config"
+            return f"the rule {alert.rule!r} was removed from the config"
         account_rule = isinstance(rule, BudgetRule | ApiErrorRule)
-        if row["scope"] == rules.ACCOUNT_SCOPE:
+        if alert.scope == rules.ACCOUNT_SCOPE:
             return None if account_rule else f"the rule {rule.name!r} is no longer account-wide"
-        creator = self._tracked.get(row["scope"])
+        creator = self._tracked.get(alert.scope)
         if creator is None:
-            return f"the creator {row['scope']} is no longer tracked"
+            return f"the creator {alert.scope} is no longer tracked"
         if isinstance(rule, BudgetRule) or not rule.applies_to(creator):
-            return f"the creator {row['scope']} left the scope of the rule {rule.name!r}"
+            return f"the creator {alert.scope} left the scope of the rule {rule.name!r}"
+        return self._variant_gone(alert)
+
+    def _variant_gone(self, alert: AlertState) -> str | None:
+        if alert.variant == NO_VARIANT:
+            return "alerts are now kept per variant; this one, for the creator as a whole, ends"
+        if alert.variant not in {v.label for v in self._variants.get(alert.scope, ())}:
+            return f"the variant {alert.variant} is no longer tracked"
         return None
 
-    async def _resolve_orphan(self, row: dict[str, Any], reason: str, now: datetime) -> int:
-        before = _state_of(row)
+    async def _resolve_orphan(self, row: OpenAlert, reason: str, now: datetime) -> int:
+        before = row.alert
         if before.state is Phase.PENDING:
-            await self._store.commit_transition(None, [], now=now, expect=row, drop_id=before.id)
+            await self._store.commit_transition(None, [], now=now, expect=before, drop_id=before.id)
             log.info("pending alert %s for %s dropped: %s", before.rule, before.scope, reason)
             return 0
         details = {**before.details, "clear_summary": reason, "orphaned": True}
         after = replace(before, state=Phase.RESOLVED, resolved_at=now, details=details)
         messages: list[NewMessage] = []
         if before.firing_sent and before.id is not None:
-            creator = self._tracked.get(before.scope) or _creator_of(row)
+            creator = self._tracked.get(before.scope) or row.creator
             context = MessageContext(now=now, creator=creator, zone=self._config.budget.zone)
             names = tuple(await self._store.firing_channels(before.id))
             messages = self._messages(names, alerts.Event.RESOLVED, after, context, note=reason)
-        if await self._store.commit_transition(_row_of(after), messages, now=now, expect=row):
+        if await self._store.commit_transition(after, messages, now=now, expect=before):
             log.info("alert %s for %s resolved: %s", before.rule, before.scope, reason)
             return len(messages)
         return 0
@@ -217,9 +233,13 @@ class Alerting:
         context: MessageContext,
         *,
         note: str | None = None,
+        group_by: Sequence[str] | None = None,
     ) -> list[NewMessage]:
         """One message per configured channel in ``names`` that takes this severity; ``note``
-        is a last line of our own (why an orphan resolved), added whatever the template."""
+        is a last line of our own (why an orphan resolved), added whatever the template.
+        A creator's alert joins the group ``group_by`` names (account alerts go alone, now)."""
+        grouped = group_by is not None and alert.scope != rules.ACCOUNT_SCOPE
+        key = grouping.group_key(event.value, alert, group_by or ()) if grouped else None
         out = []
         for channel in self._config.channels:
             if channel.name not in names:
@@ -233,6 +253,12 @@ class Alerting:
                     "template for %s fell back to the built-in one: %s", channel.name, message.error
                 )
             body = message.body if note is None else f"{message.body}\n_{_note(note, language)}_\n"
+            entry = None
+            if key is not None:
+                entry = {
+                    "rank": grouping.rank(alert),
+                    **group_entry(event.value, alert, context, language),
+                }
             out.append(
                 NewMessage(
                     channel=channel.name,
@@ -240,51 +266,12 @@ class Alerting:
                     severity=alert.severity.value,
                     title=message.title,
                     body=body,
+                    group_key=key,
+                    grouping=entry,
                 )
             )
         return out
 
 
-def inhibit(
-    rule: Rule, outcome: Outcome, subject: rules.Subject, account: rules.AccountSubject
-) -> Outcome:
-    """``rules.inhibit`` plus this module's two inhibitions (see the module docstring)."""
-    outcome = rules.inhibit(rule, outcome, subject, account)
-    if not outcome.firing:
-        return outcome
-    if isinstance(rule, ApiErrorRule) and subject.last_code in ACCOUNT_WIDE:
-        reason = f"code {subject.last_code} is account-wide: the account alert speaks for it"
-    elif isinstance(rule, StaleRule) and account.pause_code is not None:
-        reason = f"nothing can be fetched while the account is paused ({account.pause_code})"
-    else:
-        return outcome
-    return Outcome(Verdict.UNKNOWN, outcome.scope, reason=reason)
-
-
 def _note(reason: str, language: Language) -> str:
     return f"不再评估：{reason}" if language == "zh" else f"No longer evaluated: {reason}."
-
-
-def _creator_of(row: dict[str, Any]) -> Creator | None:
-    """The creator as the database remembers it (it may have left the config)."""
-    if row.get("creator_id") is None:
-        return None
-    tags = tuple(row.get("creator_tags") or ())
-    return Creator(user_id=row["scope"], name=row.get("creator_name") or "", tags=tags)
-
-
-def _state_of(row: dict[str, Any]) -> AlertState:
-    values = dict(row)
-    values["severity"] = Severity(values["severity"])
-    values["state"] = Phase(values["state"])
-    values["details"] = values.get("details") or {}
-    known = set(AlertState.__dataclass_fields__)
-    return AlertState(**{k: v for k, v in values.items() if k in known})
-
-
-def _row_of(state: AlertState) -> dict[str, Any]:
-    row = asdict(state)
-    row["severity"] = state.severity.value
-    row["state"] = state.state.value
-    row["details"] = dict(state.details)
-    return row

@@ -15,64 +15,36 @@ Delivery semantics (``should_deliver``), per queued message and channel:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from monitor.config import Rule
-from monitor.model import Finding, Outcome, Severity, Verdict
+from monitor.model import AlertState, Finding, Outcome, Phase, Severity, Verdict
 
-
-class Phase(StrEnum):
-    PENDING = "pending"
-    FIRING = "firing"
-    RESOLVED = "resolved"
+__all__ = [
+    "Action",
+    "AlertState",
+    "Decision",
+    "Event",
+    "FiringFate",
+    "Outgoing",
+    "Phase",
+    "QuietHours",
+    "Silence",
+    "Transition",
+    "should_deliver",
+    "step",
+]
 
 
 class Event(StrEnum):
     FIRING = "firing"
     REPEAT = "repeat"
     RESOLVED = "resolved"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertState:
-    """One row of the ``alerts`` table, field for field. Times are aware UTC datetimes.
-
-    ``hits``: consecutive FIRING evaluations; ``clears``: consecutive CLEARs while firing;
-    ``firing_sent``: the 'firing' event was emitted (the glue writes it to the outbox in the same
-    transaction), so a resolution is owed; ``repeats_sent``: 'repeat' events emitted so far.
-    """
-
-    rule: str
-    scope: str  # the creator's user_id, or 'account'
-    severity: Severity
-    state: Phase
-    id: int | None = None  # None until the glue inserts the row
-    creator_id: int | None = None  # None: account-wide
-    metric: str | None = None
-    value: float | None = None
-    baseline: float | None = None
-    pending_since: datetime | None = None
-    fired_at: datetime | None = None
-    resolved_at: datetime | None = None
-    last_seen_at: datetime | None = None
-    hits: int = 0
-    clears: int = 0
-    firing_sent: bool = False
-    last_notified_at: datetime | None = None
-    repeats_sent: int = 0
-    summary: str = ""
-    details: Mapping[str, Any] = field(default_factory=dict)
-    acked_at: datetime | None = None  # acknowledged: repeats stop until it resolves
-    acked_by: str | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.state is not Phase.RESOLVED
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +96,13 @@ def _observe(state: AlertState, outcome: Outcome, now: datetime) -> AlertState:
     )
 
 
-def _open(outcome: Outcome, rule: Rule, now: datetime, creator_id: int | None) -> AlertState:
+def _open(
+    outcome: Outcome, rule: Rule, now: datetime, creator_id: int | None, variant: str
+) -> AlertState:
     fresh = AlertState(
         rule=rule.name,
         scope=outcome.scope,
+        variant=variant,
         severity=rule.severity,
         state=Phase.PENDING,
         creator_id=creator_id,
@@ -155,9 +130,11 @@ def step(
     now: datetime,
     *,
     creator_id: int | None = None,
+    variant: str = "",
 ) -> Transition:
-    """Fold one evaluation into the alert for (rule, scope). ``state`` is the open alert, or the
-    last resolved one, or None; ``creator_id`` names the creator's row for a new alert.
+    """Fold one evaluation into the alert for (rule, scope, variant). ``state`` is the open
+    alert, or the last resolved one, or None; ``creator_id`` and ``variant`` name the series
+    of a new alert.
     """
     if outcome.verdict is Verdict.UNKNOWN:
         return Transition(state, state)
@@ -169,7 +146,7 @@ def step(
         owed = after is not None and after.state is Phase.RESOLVED and after.firing_sent
         return Transition(state, after, (Event.RESOLVED,) if owed else ())
     if current is None:
-        return _hit(state, _open(outcome, rule, now, creator_id), rule, now)
+        return _hit(state, _open(outcome, rule, now, creator_id, variant), rule, now)
     return _hit(state, _observe(current, outcome, now), rule, now)
 
 
@@ -196,7 +173,12 @@ def _clear(state: AlertState, outcome: Outcome, rule: Rule, now: datetime) -> Al
         return replace(state, clears=clears, hits=0)
     details = dict(state.details)
     if outcome.finding is not None:
-        details.update(clear_value=outcome.finding.value, clear_summary=outcome.finding.summary)
+        finding = outcome.finding
+        details.update(
+            clear_value=finding.value,
+            clear_summary=finding.summary,
+            clear_date=None if finding.newest_date is None else finding.newest_date.isoformat(),
+        )
     return replace(
         state, state=Phase.RESOLVED, resolved_at=now, clears=clears, hits=0, details=details
     )

@@ -96,7 +96,8 @@ def replay(
     days = sorted({p.date_key for points in series.values() for p in points})
     if since is not None:
         days = [d for d in days if d >= since]
-    states: dict[str, AlertState | None] = {r.name: None for r in ruleset}
+    # one alert per (rule, variant), as the daemon keeps them
+    states: dict[tuple[str, Variant], AlertState | None] = {}
     lines: list[BacktestLine] = []
     for day in days:
         now = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
@@ -105,14 +106,15 @@ def replay(
             for variant, points in series.items()
             if (prefix := tuple(p for p in points if p.date_key <= day))
         ]
-        for rule in ruleset:
+        for rule, subject in ((r, s) for r in ruleset for s in subjects):
             if not rule.applies_to(creator):
                 continue
-            outcome = rules.combine(rules.evaluate(rule, s) for s in subjects)
-            if outcome is None:
-                continue
-            transition = alerts.step(states[rule.name], outcome, rule, now)
-            states[rule.name] = transition.after
+            key = (rule.name, subject.variant)
+            outcome = rules.evaluate(rule, subject)
+            transition = alerts.step(
+                states.get(key), outcome, rule, now, variant=subject.variant.label
+            )
+            states[key] = transition.after
             lines += [
                 _line(day, creator, transition.after, event)
                 for event in transition.events

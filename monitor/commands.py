@@ -350,7 +350,7 @@ def alerts(args: argparse.Namespace, config: Config) -> int:
         async with _store(config) as store:
             rows = await store.list_alerts(open_only=args.open)
             counts = await store.outbox_counts()
-        output.print_alerts(rows, counts, sys.stdout)
+        output.print_alerts(rows, counts, config.budget.zone, sys.stdout)
         return 0
 
     return _run(go)

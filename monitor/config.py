@@ -298,6 +298,9 @@ def _check_metric(value: str) -> str:
 Metric = Annotated[str, BeforeValidator(lambda v: _check_metric(v) if isinstance(v, str) else v)]
 
 
+GroupLabel = Literal["rule", "creator", "variant", "severity"]
+
+
 class _RuleBase(_Section):
     name: str = Field(min_length=1)
     severity: Severity = Severity.WARNING
@@ -308,6 +311,9 @@ class _RuleBase(_Section):
     resolve_for: int = Field(default=1, ge=1, le=1_000)  # clear evaluations before resolving
     repeat: Year = timedelta(hours=24)
     max_repeats: int | None = Field(default=None, ge=0, le=10_000)
+    #: what one grouped message shares (Alertmanager's group_by): the rule alone gathers every
+    #: creator a wave fires for; ["rule", "creator"] keeps one message per creator
+    group_by: tuple[GroupLabel, ...] = ("rule",)
 
     def applies_to(self, creator: Creator) -> bool:
         if not self.creators and not self.tags:
@@ -393,6 +399,26 @@ class NotifyConfig(_Section):
     backoff_base: Day = timedelta(seconds=30)
     backoff_max: Week = timedelta(hours=1)
     digest_at: Clock | None = None  # local time in budget.timezone
+    #: a new group waits this long for more alerts of the same wave before its first message
+    group_wait: Duration = timedelta(seconds=30)
+    #: alerts joining a group already notified wait this long after its last message
+    group_interval: Duration = timedelta(minutes=5)
+    #: entries listed in a grouped message before "and K more"
+    group_limit: int = Field(default=10, ge=1, le=1000)
+
+
+class ReportConfig(_Section):
+    """One ``[[reports]]`` entry: the HTML report and its summary, sent by itself."""
+
+    name: str = Field(min_length=1, max_length=100)
+    cadence: Literal["daily", "weekly", "monthly"] = "weekly"
+    at: Clock = time(9, 0)  # local time in budget.timezone
+    weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # weekly
+    day: int = Field(default=1, ge=1, le=28)  # monthly: the day of the month
+    creators: tuple[str, ...] = ()  # scope: user ids and/or tags; both empty: everyone
+    tags: tuple[str, ...] = ()
+    channels: tuple[str, ...] | None = None  # None: every channel
+    language: Language | None = None  # default: notify.language
 
 
 class HttpConfig(_Section):
@@ -434,6 +460,7 @@ class Config(_Section):
     channels: tuple[ChannelConfig, ...] = ()
     rules: tuple[Rule, ...] = ()
     notify: NotifyConfig = NotifyConfig()
+    reports: tuple[ReportConfig, ...] = ()
     http: HttpConfig = HttpConfig()
 
     def variants_of(self, creator: CreatorConfig) -> tuple[Variant, ...]:

@@ -31,6 +31,7 @@ from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.gate import delivery_gate
 from monitor.meter import Meter
 from monitor.notify import Notifier
+from monitor.rules import ACCOUNT_WIDE_CODES
 from monitor.scheduler import Dispatcher, load_slots
 from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
@@ -60,6 +61,7 @@ class Options:
     tick: float = 5.0  # longest dispatcher nap, seconds (it wakes early for due work)
     drain_every: float = 5.0
     evaluate_every: float = 60.0
+    report_every: float = 60.0  # how often ended report periods are looked for
     until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
     config_path: Path | None = None  # for SIGHUP reloads
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -85,6 +87,9 @@ class Daemon:
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
+        #: account evaluations run one at a time, whether the tick or a pause transition asks
+        self._account_lock = asyncio.Lock()
+        self._account_tasks: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -131,7 +136,7 @@ class Daemon:
                     environ=self.options.environ,
                     sole_instance=True,
                     alerting=True,
-                    observe=self.telemetry.record_call,
+                    observe=self._observe,
                     on_latency=sizer.observe,
                     max_connections=concurrency.pool_size(config),
                 )
@@ -139,6 +144,8 @@ class Daemon:
             self.store, self.meter, fetcher = parts.store, parts.meter, parts.fetcher
             assert parts.alerting is not None
             self.alerting = parts.alerting
+            # an account-wide error (601 …) and its end are told within seconds, not at the tick
+            self.meter.on_pause_change = self._pause_changed
             slots = await load_slots(config, self.store, clock())
             claims = None
             if self.store.shared:
@@ -211,6 +218,15 @@ class Daemon:
         scheduler.add_job(
             self._digest, "interval", seconds=opts.evaluate_every, id="digest", **common
         )
+        scheduler.add_job(
+            self._reports,
+            "interval",
+            seconds=opts.report_every,
+            id="reports",
+            # a period that ended while the daemon was down is sent soon after start-up
+            next_run_time=datetime.now(UTC) + timedelta(seconds=3),
+            **common,
+        )
         return scheduler
 
     async def _dispatch(self) -> None:
@@ -243,13 +259,34 @@ class Daemon:
         except MonitorError as exc:
             log.error("outbox drain failed: %s", exc)
 
-    async def _evaluate_account(self) -> None:
+    async def _evaluate_account(self) -> int:
         self._sd.status(self.summary())
-        account = await self.meter.account()
-        try:
-            await self.alerting.evaluate_account(account)
-        except MonitorError as exc:
-            log.error("account rules not evaluated: %s", exc)
+        async with self._account_lock:
+            try:
+                account = await self.meter.account()
+                return await self.alerting.evaluate_account(account)
+            except MonitorError as exc:
+                log.error("account rules not evaluated: %s", exc)
+                return 0
+
+    def _pause_changed(self, before: int | None, after: int | None) -> None:
+        """The meter saw an account-wide pause begin or end: evaluate the account rules now,
+        and send what they queued now (the drain would otherwise wait for its interval)."""
+        if before not in ACCOUNT_WIDE_CODES and after not in ACCOUNT_WIDE_CODES:
+            return  # a 302 slow-down is no account alert
+        task = asyncio.get_running_loop().create_task(self._account_now(), name="account-now")
+        self._account_tasks.add(task)
+        task.add_done_callback(self._account_tasks.discard)
+
+    async def _account_now(self) -> None:
+        if await self._evaluate_account():
+            await self._drain()
+
+    def _observe(self, code: int | str, billed: bool) -> None:
+        """One upstream call ended: count it, and stamp a success (code 0)."""
+        self.telemetry.record_call(code, billed)
+        if code == 0:
+            self.telemetry.set_last_success(self.options.clock())
 
     async def _refresh_telemetry(self) -> None:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
@@ -269,6 +306,19 @@ class Daemon:
             await queue_due_digest(self.config, self.store, self.options.clock())
         except MonitorError as exc:
             log.error("daily digest not queued: %s", exc)
+
+    async def _reports(self) -> None:
+        """Scheduled reports whose period ended: queued once (a claim in the database)."""
+        if not self.config.reports:
+            return
+        from monitor.scheduled import queue_due_reports  # plotly: only when reports are set
+
+        try:
+            await queue_due_reports(
+                self.config, self.store, self.options.clock(), owner=self.instance
+            )
+        except MonitorError as exc:
+            log.error("scheduled reports not queued: %s", exc)
 
     async def _prune(self) -> None:
         cutoff = self.options.clock() - self.config.storage.raw_retention

@@ -63,6 +63,8 @@ def demo_config(base_url: str, db_url: str, hook_url: str) -> Config:
             "defaults": {"every": "6s"},
             "creators": [{"user_id": u, "name": n, "tags": t} for u, n, t in CREATORS],
             "channels": [{"name": "demo-slack", "url": hook_url}],
+            # the story is a minute long: groups wait seconds, not the default half minute
+            "notify": {"group_wait": "2s", "group_interval": "2s"},
             "rules": [
                 {
                     "name": "reads-fall",

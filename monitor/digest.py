@@ -184,6 +184,7 @@ def _line(row: AlertRow, at: datetime, creators: dict[str, Creator]) -> AlertLin
         summary=row.summary,
         at=at,
         creator=creator,
+        variant=row.variant if row.variant and row.variants > 1 else None,
     )
 
 

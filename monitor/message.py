@@ -11,7 +11,9 @@ Variables of ``alert.*`` and ``account.*``:
   event ('firing' | 'repeat' | 'resolved'), language, rule, kind, severity, scope, summary,
   details (dict), metric, metric_label, value, baseline, change_abs, change_pct (numbers or None),
   value_text, baseline_text, change_abs_text, change_pct_text, movement_text
-  ("7,100 → 4,260 (-40.0 %)"), date, baseline_date ('YYYY-MM-DD' or None),
+  ("7,100 → 4,260 (-40.0 %)"), headline (the title's reading: "engagements 99 < 100
+  (threshold)", "engagements back to 102 (≥ 100)", or the movement; None without a metric),
+  date, baseline_date ('YYYY-MM-DD' or None),
   fired_at, resolved_at, now (local time strings or None), firing_for (e.g. "2d 3h" / "2天3小时"),
   creator ({name, user_id, url} or None), variant (label or None), code, code_text (account errors),
   rolling_median (bool: the values are rolling medians per note).
@@ -36,39 +38,20 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.model import COST_METRICS, DERIVED_METRICS, Creator, Variant
+from monitor.model import (
+    COST_METRICS,
+    DERIVED_METRICS,
+    METRIC_LABELS,
+    NEGATED_OPS,
+    Creator,
+    Variant,
+)
 
 Language = Literal["zh", "en"]
 ACCOUNT_SCOPE = "account"
 UTC_ZONE = ZoneInfo("UTC")
 BUILTIN_DIR = Path(__file__).parent / "templates"
 
-METRIC_LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "imp": "impressions",
-        "read": "reads",
-        "engage": "engagements",
-        "cpm": "CPM",
-        "cpe": "CPE",
-        "cpv": "CPV",
-        "cpuv": "CPUV",
-        "third_user_num": "store visitors",
-        "engage_rate": "engagement rate",
-        "read_rate": "read rate",
-    },
-    "zh": {
-        "imp": "曝光",
-        "read": "阅读",
-        "engage": "互动",
-        "cpm": "CPM",
-        "cpe": "CPE",
-        "cpv": "CPV",
-        "cpuv": "CPUV",
-        "third_user_num": "进店人数",
-        "engage_rate": "互动率",
-        "read_rate": "阅读率",
-    },
-}
 CODE_TEXTS: dict[str, dict[int, str]] = {
     "en": {
         100: "invalid or inactive API token",
@@ -190,6 +173,9 @@ def alert_variables(
     pct_text = format_pct(change_pct)
     end = alert.resolved_at or context.now
     code = details.get("code")
+    movement = f"{format_value(metric, alert.baseline)} → {format_value(metric, alert.value)}" + (
+        "" if change_pct is None else f" ({pct_text})"
+    )
     return {
         "event": event,
         "language": language,
@@ -209,10 +195,8 @@ def alert_variables(
         "baseline_text": format_value(metric, alert.baseline),
         "change_abs_text": format_change(metric, change_abs),
         "change_pct_text": pct_text,
-        "movement_text": (
-            f"{format_value(metric, alert.baseline)} → {format_value(metric, alert.value)}"
-            + ("" if change_pct is None else f" ({pct_text})")
-        ),
+        "movement_text": movement,
+        "headline": headline(event, alert, language, movement),
         "date": details.get("date"),
         "baseline_date": details.get("baseline_date"),
         "fired_at": _local(alert.fired_at, context.zone),
@@ -226,6 +210,64 @@ def alert_variables(
         "code": code,
         "code_text": CODE_TEXTS[language].get(code, "") if isinstance(code, int) else "",
         "rolling_median": bool(details.get("rolling_median")) or details.get("kind") == "change",
+    }
+
+
+def headline(event: str, alert: AlertView, language: Language, movement: str) -> str | None:
+    """The reading a title carries: the threshold crossed, or where the metric is back to."""
+    metric = alert.metric
+    if metric is None:
+        return None
+    details = alert.details
+    label = METRIC_LABELS[language].get(metric, metric)
+    clear = details.get("clear_value")
+    threshold = details.get("threshold")
+    if details.get("kind") == "threshold" and threshold is not None:
+        limit = format_value(metric, threshold)
+        if event == "resolved" and clear is not None:
+            back = format_value(metric, clear)
+            negated = NEGATED_OPS.get(details.get("op", ""), "")
+            if language == "zh":
+                return f"{label} 回到 {back}（{negated} {limit}）"
+            return f"{label} back to {back} ({negated} {limit})"
+        note = "（阈值）" if language == "zh" else " (threshold)"
+        return f"{label} {format_value(metric, alert.value)} {details.get('op')} {limit}{note}"
+    if event == "resolved" and clear is not None:
+        back = format_value(metric, clear)
+        return f"{label} 回到 {back}" if language == "zh" else f"{label} back to {back}"
+    return f"{label} {movement}"
+
+
+_GROUP_VERBS = {
+    "en": {"firing": "FIRING", "repeat": "STILL FIRING", "resolved": "RESOLVED"},
+    "zh": {"firing": "告警", "repeat": "持续告警", "resolved": "已恢复"},
+}
+
+
+def group_entry(
+    event: str, alert: AlertView, context: MessageContext, language: Language
+) -> dict[str, str]:
+    """How this alert reads inside a grouped message: its one line, the group's title (``{n}``
+    the number of entries) and the closing line (``{k}`` the entries left out, and the command
+    that lists them all)."""
+    variables = alert_variables(event, alert, context, language)
+    creator = variables["creator"]
+    who = creator["name"] if creator else alert.scope
+    if variables["variant"]:
+        who += f" [{variables['variant']}]"
+    what = variables["headline"] or alert.summary
+    verb = _GROUP_VERBS[language].get(event, event)
+    command = "creator-monitor alerts" + ("" if event == "resolved" else " --open")
+    if language == "zh":
+        return {
+            "line": f"{who}：{what}",
+            "title": f"【{verb}】{alert.rule}：{{n}} 位达人",
+            "more": f"……另有 {{k}} 位，全部列表：`{command}`",
+        }
+    return {
+        "line": f"{who}: {what}",
+        "title": f"[{verb}] {alert.rule}: {{n}} creators",
+        "more": f"…and {{k}} more: `{command}` lists them all",
     }
 
 
@@ -251,6 +293,7 @@ class AlertLine:
     summary: str
     at: datetime
     creator: Creator | None = None
+    variant: str | None = None  # named only when the creator tracks several
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +343,7 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
             "severity": item.severity,
             "summary": item.summary,
             "at": at,
+            "variant": item.variant,
         }
 
     movers = [

@@ -113,8 +113,9 @@ class Meter:
         #: of one host (SQLite): a shared row is stamped by every host's clock, which must agree
         self._jumps = None if monotonic is None or store.shared else WallJumps(clock, monotonic)
         self._step = timedelta(0)
-        #: told of every pause transition (account alerts are driven by it, not by a tick)
-        self.on_transition: Callable[[BudgetState, BudgetState], None] | None = None
+        #: told of every pause / resume transition, (code before, code after); the daemon
+        #: evaluates the account rules then (not at its next tick)
+        self.on_pause_change: Callable[[int | None, int | None], None] | None = None
         #: this process's callers queue here, not in SQLite's busy handler (which sleeps in
         #: steps of up to 100 ms); other processes and instances meet on the database lock
         self._lock = asyncio.Lock()
@@ -399,5 +400,5 @@ class Meter:
             log.error("calls paused: %s", after.pause_reason)
         else:
             log.warning("upstream rate limit (302): %s", after.pause_reason)
-        if self.on_transition is not None:
-            self.on_transition(before, after)
+        if self.on_pause_change is not None:
+            self.on_pause_change(before.pause_code, after.pause_code)

@@ -49,6 +49,35 @@ DERIVED_METRICS: dict[str, tuple[str, str]] = {
     "read_rate": ("read", "imp"),
 }
 ALL_METRICS: tuple[str, ...] = METRICS + tuple(DERIVED_METRICS)
+#: how a metric is called in messages, per language
+METRIC_LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "imp": "impressions",
+        "read": "reads",
+        "engage": "engagements",
+        "cpm": "CPM",
+        "cpe": "CPE",
+        "cpv": "CPV",
+        "cpuv": "CPUV",
+        "third_user_num": "store visitors",
+        "engage_rate": "engagement rate",
+        "read_rate": "read rate",
+    },
+    "zh": {
+        "imp": "曝光",
+        "read": "阅读",
+        "engage": "互动",
+        "cpm": "CPM",
+        "cpe": "CPE",
+        "cpv": "CPV",
+        "cpuv": "CPUV",
+        "third_user_num": "进店人数",
+        "engage_rate": "互动率",
+        "read_rate": "阅读率",
+    },
+}
+#: a comparison and the one that holds when it does not ("back to 102 (≥ 100)")
+NEGATED_OPS: dict[str, str] = {"<": "≥", "<=": ">", ">": "≤", ">=": "<", "==": "≠", "!=": "="}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +202,56 @@ class Outcome:
     @property
     def firing(self) -> bool:
         return self.verdict is Verdict.FIRING
+
+
+# --- the alert row: written by alerts.py (pure), stored by store/outbox.py (leaves again)
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+#: ``AlertState.variant`` of an account-wide alert (and of rows stored before alerts had one)
+NO_VARIANT = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """One row of the ``alerts`` table, field for field. Times are aware UTC datetimes.
+
+    Identity: (rule, scope, variant); ``variant`` is the series' ``Variant.label``, '' for an
+    account-wide alert. ``hits``: consecutive FIRING evaluations; ``clears``: consecutive CLEARs
+    while firing; ``firing_sent``: the 'firing' event was emitted (the glue writes it to the
+    outbox in the same transaction), so a resolution is owed; ``repeats_sent``: 'repeat' events
+    emitted so far.
+    """
+
+    rule: str
+    scope: str  # the creator's user_id, or 'account'
+    severity: Severity
+    state: Phase
+    variant: str = NO_VARIANT
+    id: int | None = None  # None until the glue inserts the row
+    creator_id: int | None = None  # None: account-wide
+    metric: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    pending_since: datetime | None = None
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    hits: int = 0
+    clears: int = 0
+    firing_sent: bool = False
+    last_notified_at: datetime | None = None
+    repeats_sent: int = 0
+    summary: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    acked_at: datetime | None = None  # acknowledged: repeats stop until it resolves
+    acked_by: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state is not Phase.RESOLVED

@@ -15,10 +15,12 @@ import asyncio
 import logging
 import random
 import re
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -27,6 +29,7 @@ from pydantic import SecretStr
 
 from monitor.config import Config, NotifyConfig, channel_url
 from monitor.errors import NotifyError
+from monitor.grouping import compose
 from monitor.redaction import SecretFilter, redact
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ _THIRD_PARTY_LOGGERS = ("apprise", "urllib3.connectionpool")
 #: shorter URL parts are words like "hook", not secrets; masking them would garble every line
 _MIN_FRAGMENT = 6
 _MAX_ERROR = 300
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 _NOTIFY_TYPE = {
     "critical": apprise.NotifyType.FAILURE,
@@ -75,6 +79,12 @@ class Queued(Protocol):
     def alert_state(self) -> str | None: ...  # pending | firing | resolved, as it is now
     @property
     def firing_status(self) -> str | None: ...  # a resolution's firing on this channel
+    @property
+    def group_key(self) -> str | None: ...  # None: sent on its own
+    @property
+    def grouping(self) -> Mapping[str, Any] | None: ...
+    @property
+    def attachment(self) -> Mapping[str, Any] | None: ...  # a stored report to attach
 
 
 class SilenceLike(Protocol):
@@ -107,6 +117,20 @@ class Outbox(Protocol):
     async def active_silences(self, now: datetime) -> Sequence[SilenceLike]: ...
     async def retry_dead(self, now: datetime, *, channel: str | None = None) -> int: ...
     async def bury_orphans(self, known: Sequence[str], *, reason: str) -> int: ...
+    async def group_last_sent(self, channel: str, group_key: str) -> datetime | None: ...
+    async def hold_group(self, channel: str, group_key: str, *, until: datetime) -> int: ...
+    async def claim_group(
+        self,
+        now: datetime,
+        *,
+        channel: str,
+        group_key: str,
+        owner: str,
+        lease: timedelta,
+        limit: int = 1000,
+    ) -> Sequence[Queued]: ...
+    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...
+    async def report_html(self, name: str, period: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +204,11 @@ def _load(url: str) -> apprise.Apprise | None:
     if not instance.add(url) or len(instance) == 0:
         return None
     return instance
+
+
+def takes_files(target: apprise.Apprise) -> bool:
+    """Whether every service behind ``target`` accepts attachments."""
+    return all(getattr(service, "attachment_support", False) for service in target)
 
 
 def validate_channel_url(url: str) -> str | None:
@@ -305,9 +334,17 @@ class Notifier:
             raise NotifyError(_BROKEN.format(name=name, problem=problem), permanent=True)
 
     async def send(
-        self, channel: str, title: str, body: str, severity: str = "info", *, event: str = "firing"
+        self,
+        channel: str,
+        title: str,
+        body: str,
+        severity: str = "info",
+        *,
+        event: str = "firing",
+        attach: Path | None = None,
     ) -> Delivery:
-        """One message through one channel now, bypassing the outbox (used by the drain)."""
+        """One message through one channel now, bypassing the outbox (used by the drain);
+        ``attach`` goes along where the channel takes files (e-mail, json:// …)."""
         spec = self._channels.get(channel)
         if spec is None:
             return Delivery(f"channel {channel!r} is not configured", permanent=True)
@@ -322,12 +359,18 @@ class Notifier:
         try:
             # apprise enforces its own deadline; ours is the backstop if a plugin ignores it
             async with asyncio.timeout(seconds + 5):
+                files = (
+                    {}
+                    if attach is None or not takes_files(spec.target)
+                    else {"attach": str(attach)}
+                )
                 result = await spec.target.async_notify(
                     body=body,
                     title=title,
                     notify_type=kind,
                     body_format=apprise.NotifyFormat.MARKDOWN,
                     timeout=seconds,
+                    **files,
                 )
         except TimeoutError:
             return Delivery(f"timed out after {seconds:g}s")
@@ -405,7 +448,8 @@ class Notifier:
                 if message is None:
                     break
                 last_id = message.id
-                if not await self._deliver(message, silences, now, report):
+                deliver = self._deliver if message.group_key is None else self._deliver_group
+                if not await deliver(message, silences, now, report):
                     break
         return report
 
@@ -422,9 +466,16 @@ class Notifier:
             await self._outbox.hold(message.id, until=verdict.until, reason=verdict.reason)
             report.held += 1
             return True
-        outcome = await self.send(
-            message.channel, message.title, message.body, message.severity, event=message.event
-        )
+        with tempfile.TemporaryDirectory(prefix="creator-monitor-") as folder:
+            attach = await self._attachment(message, Path(folder))
+            outcome = await self.send(
+                message.channel,
+                message.title,
+                message.body,
+                message.severity,
+                event=message.event,
+                attach=attach,
+            )
         if outcome.error is None:
             await self._outbox.mark_sent(message.id, now=now)
             self._recovered(message.channel)
@@ -433,6 +484,65 @@ class Notifier:
         dead = await self._failed(message, outcome, now)
         report.dead += dead
         report.failed += not dead
+        return False
+
+    async def _attachment(self, message: Queued, folder: Path) -> Path | None:
+        """The stored report a message carries, written to ``folder`` for apprise to read."""
+        spec = message.attachment
+        if not spec:
+            return None
+        html = await self._outbox.report_html(str(spec["report"]), str(spec["period"]))
+        if html is None:
+            return None
+        path = folder / Path(str(spec.get("filename") or "report.html")).name
+        path.write_text(html, encoding="utf-8")
+        return path
+
+    async def _deliver_group(
+        self, message: Queued, silences: Sequence[SilenceLike], now: datetime, report: DrainReport
+    ) -> bool:
+        """The first claimed message of a group: when the group is due (``group_wait`` after its
+        first message, ``group_interval`` after its last delivery), claim every due member, gate
+        each, and send what may go as ONE message (a lone member as itself)."""
+        key = message.group_key
+        assert key is not None
+        last = await self._outbox.group_last_sent(message.channel, key)
+        cfg = self._config
+        ready = message.created_at + cfg.group_wait if last is None else last + cfg.group_interval
+        if ready > now:
+            report.held += await self._outbox.hold_group(message.channel, key, until=ready)
+            return True
+        others = await self._outbox.claim_group(
+            now, channel=message.channel, group_key=key, owner=self._owner, lease=self._lease
+        )
+        members = []
+        for member in (message, *others):
+            verdict = None if self._gate is None else self._gate(member, silences, now)
+            if isinstance(verdict, Suppress):
+                await self._outbox.suppress(member.id, reason=verdict.reason)
+                report.suppressed += 1
+            elif isinstance(verdict, Hold):
+                await self._outbox.hold(member.id, until=verdict.until, reason=verdict.reason)
+                report.held += 1
+            else:
+                members.append(member)
+        if not members:
+            return True
+        if len(members) == 1 or any(m.grouping is None for m in members):
+            title, body = members[0].title, members[0].body
+        else:
+            title, body = compose([m.grouping for m in members if m.grouping], cfg.group_limit)
+        worst = max(members, key=lambda m: _SEVERITY_RANK.get(m.severity, 0))
+        outcome = await self.send(message.channel, title, body, worst.severity, event=message.event)
+        if outcome.error is None:
+            await self._outbox.mark_group_sent([m.id for m in members], now=now)
+            self._recovered(message.channel)
+            report.sent += len(members)
+            return True
+        for member in members:
+            dead = await self._failed(member, outcome, now)
+            report.dead += dead
+            report.failed += not dead
         return False
 
     async def _failed(self, message: Queued, outcome: Delivery, now: datetime) -> bool:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from monitor.errors import MonitorError
 from monitor.model import METRICS, DailyPoint
@@ -48,6 +49,31 @@ def plain_error(text: str) -> str:
     """An error as a user reads it: without our exception class names (an upstream error's
     text, as stored in the database, starts with its class's name)."""
     return _class_names().sub("", text)
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: cut at a word where one is near, ending in "…"."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    space = head.rfind(" ")
+    if space > limit // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:") + "…"
+
+
+def local_time(moment: datetime | None, zone: ZoneInfo) -> str | None:
+    """A stored UTC time in the operator's zone, with its offset: '2025-12-11 10:00 +08:00'."""
+    if moment is None:
+        return None
+    local = moment.astimezone(zone)
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
+
+
+def variant_of(alert: Any) -> str:
+    """The variant an alert is about, when its creator tracks several (else '-')."""
+    return alert.variant if alert.variant and alert.variants > 1 else "-"
 
 
 def _numeric(value: object) -> bool:
@@ -144,8 +170,11 @@ def print_status(
 ) -> None:
     """A table of creators, then one of the account: budget, pause, outbox."""
     open_by_scope: dict[str, int] = {}
+    open_by_series: dict[tuple[str, str], int] = {}
     for alert in open_alerts:
         open_by_scope[alert.scope] = open_by_scope.get(alert.scope, 0) + 1
+        series = (alert.scope, alert.variant)
+        open_by_series[series] = open_by_series.get(series, 0) + 1
     out.write("creators\n")
     table(
         (
@@ -167,9 +196,11 @@ def print_status(
                 _ago(r.last_success_at, now),
                 _ago(r.next_due_at, now) if r.next_due_at else "-",
                 f"{r.consecutive_failures}{' BROKEN' if r.broken_at else ''}",
-                open_by_scope.get(r.user_id, 0),
+                # per variant: the row's own alerts, plus any kept for the creator as a whole
+                open_by_series.get((r.user_id, r.variant.label if r.variant else ""), 0)
+                + (open_by_series.get((r.user_id, ""), 0) if r.variant else 0),
                 r.rows_stored,
-                plain_error(r.last_error or "-")[:40],
+                cut(plain_error(r.last_error or "-"), 40),
             ]
             for r in rows
         ),
@@ -303,7 +334,9 @@ def print_fetched(
                 s.creator.user_id,
                 s.creator.name,
                 s.variant.label,
-                "ok" if not s.consecutive_failures else plain_error(s.last_error or "failed")[:60],
+                "ok"
+                if not s.consecutive_failures
+                else cut(plain_error(s.last_error or "failed"), 60),
             ]
             for s in slots
         ),
@@ -318,7 +351,7 @@ def print_fetched(
 def print_backtest(lines: Sequence[Any], out: TextIO) -> None:
     table(
         ("when", "rule", "creator", "event", "summary"),
-        ([x.when, x.rule, x.scope, x.event, str(x.summary)[:80]] for x in lines),
+        ([x.when, x.rule, x.scope, x.event, cut(str(x.summary), 80)] for x in lines),
         out,
     )
     events: dict[str, int] = {}
@@ -328,20 +361,34 @@ def print_backtest(lines: Sequence[Any], out: TextIO) -> None:
     out.write(f"\n{len(lines)} events ({totals}); nothing was sent\n")
 
 
-def print_alerts(rows: Sequence[Any], counts: Mapping[str, int], out: TextIO) -> None:
+def print_alerts(
+    rows: Sequence[Any], counts: Mapping[str, int], zone: ZoneInfo, out: TextIO
+) -> None:
     table(
-        ("id", "rule", "creator", "name", "severity", "state", "fired", "resolved", "summary"),
+        (
+            "id",
+            "rule",
+            "creator",
+            "name",
+            "variant",
+            "severity",
+            "state",
+            "fired",
+            "resolved",
+            "summary",
+        ),
         (
             [
                 a.id,
                 a.rule,
                 a.scope,
                 a.name,
+                variant_of(a),
                 a.severity,
                 a.state,
-                a.fired_at,
-                a.resolved_at,
-                a.summary[:60],
+                local_time(a.fired_at, zone),
+                local_time(a.resolved_at, zone),
+                cut(a.summary, 60),
             ]
             for a in rows
         ),

@@ -27,8 +27,14 @@ REPORT_METRICS: tuple[str, ...] = ("read", "engage", "imp")
 #: how far back a mover's value is compared with
 MOVER_SPAN = timedelta(days=7)
 TOP_MOVERS = 10
+_UTC_ZONE = ZoneInfo("UTC")
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
-_MARKERS = {"fired": ("triangle-down", "#d62728"), "resolved": ("circle", "#2ca02c")}
+#: event → (symbol, colour, size); drawn in this order, so a fired marker on the day its alert
+#: resolved sits inside the resolved ring instead of under it
+_MARKERS = {
+    "resolved": ("circle-open", "#2ca02c", 18),
+    "fired": ("triangle-down", "#d62728", 10),
+}
 
 
 @dataclass
@@ -182,24 +188,38 @@ def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figu
     return fig
 
 
+def marker_day(alert: AlertRow, event: str, zone: ZoneInfo = _UTC_ZONE) -> str | None:
+    """The data day a marker belongs on: the day of the reading that fired (or cleared) the
+    alert; for an alert about no reading (stale, api_error), the local day it happened."""
+    day = alert.data_day if event == "fired" else alert.clear_day
+    if day is not None:
+        return day
+    moment: datetime | None = getattr(alert, f"{event}_at")
+    return None if moment is None else moment.astimezone(zone).date().isoformat()
+
+
 def _add_markers(
     fig: go.Figure, series: CreatorSeries, metric: str, row: int, alerts: Sequence[AlertRow]
 ) -> None:
-    """Fired and resolved times of this creator's alerts, on every metric row: the alert log
-    does not say which metric a rule watched, and a run of failed calls concerns them all."""
-    line = next(iter(series.lines.values()), None)
-    if line is None:
+    """Fired and resolved markers of this creator's alerts, on the data day and on the line of
+    the alert's variant, on every metric row: the alert log does not say which metric a rule
+    watched, and a run of failed calls concerns them all."""
+    first = next(iter(series.lines.values()), None)
+    if first is None:
         return
-    for event, (symbol, color) in _MARKERS.items():
+    for event, (symbol, color, size) in _MARKERS.items():
         xs: list[str] = []
         ys: list[float | None] = []
         texts: list[str] = []
         for alert in alerts:
-            moment: datetime | None = getattr(alert, f"{event}_at")
-            if alert.scope != series.user_id or moment is None:
+            day = marker_day(alert, event)
+            if alert.scope != series.user_id or day is None:
                 continue
-            near = line.value_at_or_before(metric, moment.date().isoformat())
-            xs.append(moment.strftime("%Y-%m-%d %H:%M"))
+            if getattr(alert, f"{event}_at") is None:
+                continue
+            line = series.lines.get(alert.variant, first)
+            near = line.value_at_or_before(metric, day)
+            xs.append(day)
             ys.append(near[1] if near else None)
             texts.append(f"{alert.rule} {event}: {alert.summary}")
         if xs:
@@ -211,9 +231,14 @@ def _add_markers(
                     name=f"alert {event}",
                     legendgroup=f"alert {event}",
                     showlegend=row == 1,
-                    marker={"symbol": symbol, "color": color, "size": 12},
+                    marker={
+                        "symbol": symbol,
+                        "color": color,
+                        "size": size,
+                        "line": {"width": 3, "color": color},
+                    },
                     text=texts,
-                    hovertemplate="%{x} UTC<br>%{text}<extra></extra>",
+                    hovertemplate="data day %{x}<br>%{text}<extra></extra>",
                 ),
                 row=row,
                 col=1,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import operator
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +22,16 @@ from monitor.config import (
     StaleRule,
     ThresholdRule,
 )
-from monitor.model import Creator, DailyPoint, Finding, Outcome, Variant, Verdict
+from monitor.model import (
+    METRIC_LABELS,
+    NEGATED_OPS,
+    Creator,
+    DailyPoint,
+    Finding,
+    Outcome,
+    Variant,
+    Verdict,
+)
 
 __all__ = [
     "ACCOUNT_SCOPE",
@@ -32,7 +41,6 @@ __all__ = [
     "Outcome",
     "Subject",
     "Verdict",
-    "combine",
     "evaluate",
     "in_scope",
     "inhibit",
@@ -124,37 +132,26 @@ def evaluate(rule: Rule, subject: Subject | AccountSubject) -> Outcome:
 
 
 def inhibit(rule: Rule, outcome: Outcome, subject: Subject, account: AccountSubject) -> Outcome:
-    """While an account-wide error lasts, a per-creator api_error finding caused by an account-wide
-    code is turned into UNKNOWN: the one account alert speaks for everyone, and the creator's
-    alert (if any) is left as it was. Call it after updating the account's pause state.
-    """
-    if (
-        isinstance(rule, ApiErrorRule)
-        and outcome.firing
-        and account.pause_code is not None
-        and subject.last_code in ACCOUNT_WIDE_CODES
-    ):
-        return Outcome(
-            Verdict.UNKNOWN,
-            outcome.scope,
-            reason=f"inhibited by the account-wide error {account.pause_code}",
-        )
-    return outcome
+    """The one place of inhibition: a creator's FIRING finding the account alert already speaks
+    for becomes UNKNOWN (the creator's alert, if any, is left as it was). Call it after updating
+    the account's pause state.
 
-
-def combine(outcomes: Iterable[Outcome]) -> Outcome | None:
-    """Fold one rule's outcomes over a creator's variants into the one alert per (rule, creator):
-    the first FIRING wins; CLEAR only when every variant is CLEAR; else UNKNOWN. None if empty.
+    - an api_error finding on an account-wide code (100/303/600/601/602): the account alert
+      says it once for everyone, during the pause and after it;
+    - a stale finding while the account is paused: nothing can be fetched, so nothing is fresh.
     """
-    items = list(outcomes)
-    if not items:
-        return None
-    for item in items:
-        if item.firing:
-            return item
-    if all(item.verdict is Verdict.CLEAR for item in items):
-        return items[0]
-    return next(item for item in items if item.verdict is Verdict.UNKNOWN)
+    if not outcome.firing:
+        return outcome
+    if isinstance(rule, ApiErrorRule) and subject.last_code in ACCOUNT_WIDE_CODES:
+        if account.pause_code is not None:
+            reason = f"inhibited by the account-wide error {account.pause_code}"
+        else:
+            reason = f"code {subject.last_code} is account-wide: the account alert speaks for it"
+    elif isinstance(rule, StaleRule) and account.pause_code is not None:
+        reason = f"nothing can be fetched while the account is paused ({account.pause_code})"
+    else:
+        return outcome
+    return Outcome(Verdict.UNKNOWN, outcome.scope, reason=reason)
 
 
 def _fmt(value: float | None) -> str:
@@ -172,8 +169,14 @@ def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
         return _unknown(subject, f"{rule.metric} not available on {newest.date_key}")
     previous = subject.series[-2] if len(subject.series) > 1 else None
     old = previous.value(rule.metric) if previous else None
+    fires = _OPS[rule.op](value, rule.value)
+    label = METRIC_LABELS["en"].get(rule.metric, rule.metric)
+    if fires:
+        summary = f"{label} {_fmt(value)} {rule.op} {_fmt(rule.value)} (threshold)"
+    else:
+        summary = f"{label} back to {_fmt(value)} ({NEGATED_OPS[rule.op]} {_fmt(rule.value)})"
     finding = Finding(
-        summary=f"{rule.metric} {_fmt(value)} {rule.op} {_fmt(rule.value)} on {newest.date_key}",
+        summary=f"{summary} on {newest.date_key}",
         metric=rule.metric,
         value=value,
         baseline=old,
@@ -183,7 +186,7 @@ def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
         baseline_date=previous.date_key if previous else None,
         details={"kind": "threshold", "op": rule.op, "threshold": rule.value},
     )
-    return _decide(subject, _OPS[rule.op](value, rule.value), finding)
+    return _decide(subject, fires, finding)
 
 
 def _baseline_point(rule: ChangeRule, series: tuple[DailyPoint, ...]) -> DailyPoint | None:

@@ -215,6 +215,8 @@ alerts = Table(
     Column("rule", String(100), nullable=False),
     Column("creator_id", Integer, ForeignKey("creators.id"), nullable=True, index=True),
     Column("scope", String(64), nullable=False),
+    # the series' Variant.label ('' for account-wide alerts): identity is (rule, scope, variant)
+    Column("variant", String(80), nullable=False, server_default=""),
     Column("severity", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("metric", String(32), nullable=True),
@@ -234,11 +236,12 @@ alerts = Table(
     # acknowledged (in the console): no more repeats until it resolves
     Column("acked_at", UTCDateTime, nullable=True),
     Column("acked_by", String(32), nullable=True),
-    # at most one open (pending or firing) alert per rule and scope; resolved ones pile up
+    # at most one open (pending or firing) alert per rule, scope and variant; resolved ones pile up
     Index(
-        "ux_alerts_rule_scope_open",
+        "ux_alerts_rule_scope_variant_open",
         "rule",
         "scope",
+        "variant",
         unique=True,
         sqlite_where=text("state != 'resolved'"),
         postgresql_where=text("state != 'resolved'"),
@@ -264,8 +267,26 @@ notifications = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("claimed_until", UTCDateTime, nullable=True),
+    # messages of one group (event + the rule's group_by values) go out as one per channel;
+    # grouping holds the entry's rank, its one-line form and the group's title in its language
+    Column("group_key", String(300), nullable=True),
+    Column("grouping", JSONText, nullable=True),
+    # {"report": name, "period": key, "filename": …}: the stored report goes along as a file
+    Column("attachment", JSONText, nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "alert_id"),
+    Index(None, "channel", "group_key"),
+)
+
+report_runs = Table(
+    "report_runs",
+    metadata,
+    # one row per [[reports]] entry and period: inserting it is the claim to send that period
+    Column("name", String(100), primary_key=True),
+    Column("period", String(40), primary_key=True),
+    Column("instance", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("html", Text, nullable=False),
 )
 
 silences = Table(

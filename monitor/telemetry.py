@@ -35,14 +35,11 @@ Refresh = Callable[[], Awaitable[None]]
 PREFIX = "creator_monitor"
 
 #: (name without prefix, help) of the gauges without labels, in exposition order (``paused``,
-#: which has a label, comes after the first three)
-_GAUGES = (
+#: which has a label, comes after the first two). Each is set by the daemon: the upstream's
+#: remaining account balance is not among them, as the daemon never asks for it
+GAUGES = (
     ("budget_tokens_left", "Calls the token bucket allows right now."),
     ("budget_daily_calls_left", "Calls left in today's daily_calls."),
-    (
-        "upstream_quota_left",
-        "Calls left on the upstream account, as last reported (NaN when unknown).",
-    ),
     ("inflight_calls", "Upstream calls in flight."),
     (
         "oldest_overdue_seconds",
@@ -84,8 +81,7 @@ class Telemetry:
         self.calls: dict[str, _Count] = {}
         self.billed_calls = _Count()
         self.refresh_errors = _Count()
-        self.gauges: dict[str, float] = dict.fromkeys((name for name, _ in _GAUGES), 0.0)
-        self.gauges["upstream_quota_left"] = float("nan")
+        self.gauges: dict[str, float] = dict.fromkeys((name for name, _ in GAUGES), 0.0)
         #: why every call is paused (the upstream code), None while running
         self.paused_reason: str | None = None
 
@@ -108,10 +104,6 @@ class Telemetry:
         """The budget as it stands: bucket tokens now, and calls left today."""
         self.gauges["budget_tokens_left"] = float(tokens_left)
         self.gauges["budget_daily_calls_left"] = float(daily_calls_left)
-
-    def set_quota_left(self, calls: float | None) -> None:
-        """Calls left on the upstream account when known; None when it is not."""
-        self.gauges["upstream_quota_left"] = float("nan") if calls is None else float(calls)
 
     def set_paused(self, reason: int | str | None) -> None:
         """Paused for ``reason`` (e.g. 303, 601), or running again with None.
@@ -185,7 +177,7 @@ class _Collector:
         yield _counter(
             "upstream_billed_calls", "Upstream calls the vendor charges for.", t.billed_calls
         )
-        for name, help_ in _GAUGES[:3]:
+        for name, help_ in GAUGES[:2]:
             yield GaugeMetricFamily(f"{PREFIX}_{name}", help_, value=t.gauges[name])
         paused = GaugeMetricFamily(
             f"{PREFIX}_paused",
@@ -198,7 +190,7 @@ class _Collector:
         else:
             paused.add_metric([t.paused_reason], 1.0)
         yield paused
-        for name, help_ in _GAUGES[3:]:
+        for name, help_ in GAUGES[2:]:
             yield GaugeMetricFamily(f"{PREFIX}_{name}", help_, value=t.gauges[name])
         yield _counter(
             "telemetry_refresh_errors",

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from monitor import migrate
-from monitor.model import Creator
+from monitor.model import AlertState, Creator, Phase, Severity
 from monitor.schema import notifications
 from monitor.store.creators import CreatorStore
 from monitor.store.outbox import NewMessage, OutboxStore
@@ -30,24 +30,24 @@ async def open_db(url: str) -> OutboxDb:
 
 def firing_alert(
     creator_id: int | None, *, rule: str = "reads-down", state: str = "firing"
-) -> dict[str, Any]:
-    return {
-        "rule": rule,
-        "creator_id": creator_id,
-        "scope": USER_ID if creator_id is not None else "account",
-        "severity": "warning",
-        "state": state,
-        "metric": "read",
-        "value": 4260.0,
-        "baseline": 7100.0,
-        "pending_since": T0,
-        "fired_at": T0 if state == "firing" else None,
-        "hits": 1,
-        "firing_sent": state == "firing",
-        "last_notified_at": T0,
-        "summary": "read 7,100 → 4,260 (-40.0 %)",
-        "details": {"change_pct": -40.0},
-    }
+) -> AlertState:
+    return AlertState(
+        rule=rule,
+        creator_id=creator_id,
+        scope=USER_ID if creator_id is not None else "account",
+        severity=Severity.WARNING,
+        state=Phase(state),
+        metric="read",
+        value=4260.0,
+        baseline=7100.0,
+        pending_since=T0,
+        fired_at=T0 if state == "firing" else None,
+        hits=1,
+        firing_sent=state == "firing",
+        last_notified_at=T0,
+        summary="read 7,100 → 4,260 (-40.0 %)",
+        details={"change_pct": -40.0},
+    )
 
 
 def message(

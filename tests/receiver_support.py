@@ -44,7 +44,7 @@ class Receiver:
 
     async def start(self) -> None:
         """Listen (again) on 127.0.0.1; keeps the port of a previous start so URLs stay valid."""
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # reports come with attachments
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()

@@ -68,6 +68,7 @@ def test_example_config_mentions_every_key() -> None:
         "creators": cfg.CreatorConfig,
         "channels": cfg.ChannelConfig,
         "notify": cfg.NotifyConfig,
+        "reports": cfg.ReportConfig,
         "http": cfg.HttpConfig,
     }
     rule_models = [

@@ -6,6 +6,7 @@ the database is made read-only under the running daemon, then writable again.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import socket
 import time
@@ -19,6 +20,7 @@ from monitor import migrate
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
 from monitor.simulator import SimKnobs, Simulator
+from monitor.telemetry import GAUGES
 
 pytestmark = pytest.mark.postgres
 
@@ -56,6 +58,7 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
 ) -> None:
     await migrate.upgrade(pg_url)
     database = urlparse(pg_url).path.lstrip("/")
+    started = time.time()
     async with Simulator(SimKnobs(latency_ms=20)) as sim:
         sim.force_code(creators(1)[0], 500)  # one creator keeps failing
         doc = daemon_config(
@@ -103,6 +106,12 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
     assert _metric(metrics, "creator_monitor_outbox_depth") == 0
     assert _metric(metrics, "creator_monitor_outbox_dead_letters") == 0
     assert token not in metrics
+    # every gauge the daemon declares, it sets: a success stamps its time, nothing stays NaN
+    assert started <= _metric(metrics, "creator_monitor_last_success_timestamp_seconds")
+    assert _metric(metrics, "creator_monitor_last_success_timestamp_seconds") <= time.time()
+    for name, _ in GAUGES:
+        assert not math.isnan(_metric(metrics, f"creator_monitor_{name}")), name
+    assert "upstream_quota_left" not in metrics
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ from sim_support import FakeClock
 from monitor.config import Config, parse_config
 from monitor.digest import build_digest, queue_due_digest, week_movers
 from monitor.gate import delivery_gate
-from monitor.model import Creator, DailyPoint, Variant
+from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.notify import Notifier
 from monitor.store import Store
 
@@ -108,18 +108,18 @@ async def _alert(
     fired: datetime,
     resolved: datetime | None = None,
 ) -> None:
-    row = {
-        "rule": rule,
-        "creator_id": creator_id,
-        "scope": scope,
-        "severity": "warning",
-        "state": "firing" if resolved is None else "resolved",
-        "summary": f"{rule} summary",
-        "pending_since": fired,
-        "fired_at": fired,
-        "resolved_at": resolved,
-        "firing_sent": True,
-    }
+    row = AlertState(
+        rule=rule,
+        creator_id=creator_id,
+        scope=scope,
+        severity=Severity.WARNING,
+        state=Phase.FIRING if resolved is None else Phase.RESOLVED,
+        summary=f"{rule} summary",
+        pending_since=fired,
+        fired_at=fired,
+        resolved_at=resolved,
+        firing_sent=True,
+    )
     await store.apply_transition(row, [], now=fired)
 
 

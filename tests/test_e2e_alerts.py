@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,10 +81,11 @@ async def test_a_40_pct_fall_fires_once_and_resolves_once(
             clock.advance(minutes=10)
             await loop.fetch(user_id)
             await loop.drain()
-        assert titles(receiver) == [
-            firing,
-            f"[RESOLVED] Creator 0: reads {old:,} → {new:,} (-40.0 %) · reads-down",
-        ]
+        [_, resolution] = titles(receiver)
+        # the reading that cleared it (its own drift keeps it within a unit of the old value)
+        assert re.fullmatch(
+            r"\[RESOLVED\] Creator 0: reads back to [\d,]+ · reads-down", resolution
+        )
         assert receiver.bodies("/alerts")[1]["type"] == "success"
         [alert] = await table(loop.store, "alerts")
         assert (alert["rule"], alert["scope"], alert["state"]) == (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -24,6 +25,7 @@ from receiver_support import Receiver
 from monitor.config import NotifyConfig, parse_config
 from monitor.errors import NotifyError
 from monitor.gate import delivery_gate
+from monitor.model import Phase
 from monitor.notify import Notifier, validate_channel_url
 
 #: fixtures db, db_url, sdb, sqlite_url
@@ -261,8 +263,8 @@ async def test_resolution_waits_for_its_firing_and_stale_firing_is_suppressed(
         await n.drain(T0)
         current = await sdb.load_alert("reads-down", USER_ID)
         assert current is not None
-        assert current["id"] == alert_id
-        resolved = {**current, "state": "resolved", "resolved_at": T0 + timedelta(minutes=30)}
+        assert current.id == alert_id
+        resolved = replace(current, state=Phase.RESOLVED, resolved_at=T0 + timedelta(minutes=30))
         await sdb.apply_transition(resolved, [message("slack", event="resolved")], now=T0)
         await sdb.remove_silence(silence)
         report = await n.drain(T0 + timedelta(minutes=40))

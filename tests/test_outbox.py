@@ -4,6 +4,7 @@ transaction, claims and leases, silences, dead letters."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from outbox_support import (
 )
 
 from monitor.errors import StoreError
+from monitor.model import Phase
 
 #: fixtures db, db_url, sdb, sqlite_url
 pytest_plugins = ("outbox_fixtures",)
@@ -30,13 +32,13 @@ async def test_transition_writes_alert_and_messages_together(db: OutboxDb) -> No
     alert_id = await fire(db, "slack", "mail")
     stored = await db.load_alert("reads-down", USER_ID)
     assert stored is not None
-    assert (stored["id"], stored["state"], stored["value"], stored["fired_at"]) == (
+    assert (stored.id, stored.state, stored.value, stored.fired_at) == (
         alert_id,
         "firing",
         4260.0,
         T0,
     )
-    assert stored["details"] == {"change_pct": -40.0}
+    assert stored.details == {"change_pct": -40.0}
     outbox = await rows(db)
     assert [
         (r["alert_id"], r["channel"], r["event"], r["status"], r["attempts"]) for r in outbox
@@ -62,7 +64,7 @@ async def test_update_resolve_and_drop(db: OutboxDb) -> None:
     alert_id = await fire(db, "slack")
     current = await db.load_alert("reads-down", USER_ID)
     assert current is not None
-    resolved = {**current, "state": "resolved", "resolved_at": T0 + timedelta(days=1)}
+    resolved = replace(current, state=Phase.RESOLVED, resolved_at=T0 + timedelta(days=1))
     assert (
         await db.apply_transition(resolved, [message("slack", event="resolved")], now=T0)
         == alert_id
@@ -70,12 +72,12 @@ async def test_update_resolve_and_drop(db: OutboxDb) -> None:
     # a resolved alert is still what load_alert returns when nothing is open
     again = await db.load_alert("reads-down", USER_ID)
     assert again is not None
-    assert again["state"] == "resolved"
+    assert again.state == "resolved"
     pending = await db.apply_transition(firing_alert(None, state="pending"), [], now=T0)
     assert pending is not None
     opened = await db.load_alert("reads-down", "account")
     assert opened is not None
-    assert opened["id"] == pending
+    assert opened.id == pending
     await db.apply_transition(None, [], now=T0, drop_id=pending)
     assert await db.load_alert("reads-down", "account") is None
     assert [r["event"] for r in await rows(db)] == ["firing", "resolved"]

@@ -120,3 +120,68 @@ def test_report_renders_charts_in_headless_chromium(
     shot = tmp_path / "shot.png"
     render(out, tmp_path, screenshot=shot, size="1280,2200")
     assert count_color(shot, BLUE) > 500  # ~1,400 when drawn; a blank chart area has none
+
+
+RED = (214, 39, 40)  # the fired marker
+GREEN = (44, 160, 44)  # the resolved ring (a lone variant's line is blue)
+
+
+def _alert(n: int, **fields: object) -> AlertRow:
+    values: dict[str, object] = {
+        "id": n,
+        "rule": f"rule-{n}",
+        "scope": "",
+        "name": "Lilyy",
+        "severity": "warning",
+        "state": "resolved",
+        "summary": f"alert {n}",
+        "pending_since": None,
+        "fired_at": None,
+        "resolved_at": None,
+    }
+    values.update(fields)
+    return AlertRow(**values)  # type: ignore[arg-type]
+
+
+def test_markers_sit_on_the_data_day_and_both_kinds_show_in_chromium(tmp_path: Path) -> None:
+    series = _series("Lilyy", [1000, 1000, 1000, 1000, 600, 600, 600, 1000, 1000, 1000])
+    variant = next(iter(series.lines))
+    at = lambda day, hour: datetime(2026, 11, day, hour, tzinfo=UTC)  # noqa: E731
+    # the reading of day 5 was fetched and fired on day 6; it cleared with the reading of day 8,
+    # fetched on day 9; a second alert fired on day 8's reading: inside the resolved ring
+    first = _alert(
+        1,
+        scope=series.user_id,
+        variant=variant,
+        fired_at=at(6, 8),
+        resolved_at=at(9, 8),
+        data_day="2026-11-05",
+        clear_day="2026-11-08",
+    )
+    second = _alert(
+        2, scope=series.user_id, state="firing", fired_at=at(9, 8), data_day="2026-11-08"
+    )
+    page = tmp_path / "report.html"
+    page.write_text(render_html(_data([series], [first, second])), encoding="utf-8")
+    html = page.read_text(encoding="utf-8")
+    assert '<section id="period-alerts">' in html
+    assert html.count("<td>rule-1</td>") == 1  # the resolved alert is listed, not only counted
+    assert "<td>2026-11-05</td>" in html
+
+    dom = render(page, tmp_path)
+    line = re.search(r'<path class="js-line" d="M([^"]+)"', dom)
+    assert line is not None
+    vertices = [float(xy.split(",")[0]) for xy in line.group(1).split("L")]
+    # plotly drops collinear vertices; the first and last are days 1 and 10
+    step = (vertices[-1] - vertices[0]) / 9
+    x_of = lambda day: vertices[0] + (day - 1) * step  # noqa: E731
+    points = [float(x) for x in re.findall(r'class="point" transform="translate\(([\d.]+),', dom)]
+    # 3 metric rows × (1 resolved ring + 2 fired triangles)
+    assert len(points) == 9, points
+    days = {round(x) for x in points}
+    assert days == {round(x_of(5)), round(x_of(8))}  # the data days, not the fetch days 6, 9
+
+    shot = tmp_path / "markers.png"
+    render(page, tmp_path, screenshot=shot, size="1280,1800")
+    assert count_color(shot, RED, tolerance=30) > 20
+    assert count_color(shot, GREEN, tolerance=30) > 20

@@ -14,9 +14,7 @@ from monitor.model import Creator, DailyPoint, Variant, Verdict
 from monitor.rules import (
     ACCOUNT_SCOPE,
     AccountSubject,
-    Outcome,
     Subject,
-    combine,
     evaluate,
     in_scope,
     inhibit,
@@ -281,7 +279,7 @@ def test_account_wide_error_is_one_account_finding() -> None:
         (601, 601, True),
         (100, 601, True),  # any account-wide code while the account is paused
         (303, 303, True),
-        (601, None, False),  # no account-wide error now: the creator's finding stands
+        (601, None, True),  # an account-wide code is the account alert's, paused or not
         (500, 601, False),  # a creator's own error is not the account's
     ],
 )
@@ -375,14 +373,26 @@ def test_budget(used: int, verdict: Verdict) -> None:
     assert out.finding.details["share_pct"] == used / 20
 
 
-# --- combine --------------------------------------------------------------------------------
+# --- one alert per variant, inhibition in one place, wording ---------------------------------
 
 
-def test_combine_over_variants() -> None:
-    fire = Outcome(Verdict.FIRING, LILY.user_id)
-    clear = Outcome(Verdict.CLEAR, LILY.user_id)
-    unknown = Outcome(Verdict.UNKNOWN, LILY.user_id, reason="no data")
-    assert combine([]) is None
-    assert combine([clear, fire, unknown]) is fire
-    assert combine([clear, clear]) is clear
-    assert combine([clear, unknown]) is unknown
+def test_stale_is_inhibited_only_while_the_account_is_paused() -> None:
+    r = rule(kind="stale", after="1d")
+    subj = subject(last_success_at=NOW - timedelta(days=3))
+    out = evaluate(r, subj)
+    assert out.verdict is Verdict.FIRING
+    assert inhibit(r, out, subj, AccountSubject(NOW, 0, 100)) is out
+    paused = inhibit(r, out, subj, AccountSubject(NOW, 0, 100, pause_code=601))
+    assert paused.verdict is Verdict.UNKNOWN
+    assert "601" in paused.reason
+
+
+def test_threshold_wording_firing_and_back() -> None:
+    r = rule(kind="threshold", metric="engage", op="<", value=100)
+    low = evaluate(r, subject(points("engage", [120, 99])))
+    assert low.finding is not None
+    assert low.finding.summary.startswith("engagements 99 < 100 (threshold)")
+    back = evaluate(r, subject(points("engage", [99, 102])))
+    assert back.verdict is Verdict.CLEAR
+    assert back.finding is not None
+    assert back.finding.summary.startswith("engagements back to 102 (≥ 100)")

@@ -70,8 +70,9 @@ async def test_three_instances_share_work_budget_and_voice(
         schedule={"max_in_flight": 12, "lease": "10s"},
         channel_url=receiver.url("/hook"),
         rules=[
+            # one message per creator (no grouping), so each firing's single voice is seen
             {"name": "watched", "kind": "threshold", "metric": "imp", "op": ">=", "value": 0,
-             "creators": watched},
+             "creators": watched, "group_by": ["rule", "creator"]},
         ],
     )  # fmt: skip
     fleet = Fleet(tmp_path, document, token)

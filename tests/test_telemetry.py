@@ -100,7 +100,6 @@ async def test_metrics_exposes_names_and_values() -> None:
     t.record_call(302, billed=False)
     t.record_call("transport", billed=False)
     t.set_budget(tokens_left=3.5, daily_calls_left=1990)
-    t.set_quota_left(12000)
     t.set_paused(601)
     t.set_inflight(2)
     t.set_oldest_overdue(125.0)
@@ -123,7 +122,7 @@ async def test_metrics_exposes_names_and_values() -> None:
     assert got[(p + "upstream_billed_calls_total", ())] == 3
     assert got[(p + "budget_tokens_left", ())] == 3.5
     assert got[(p + "budget_daily_calls_left", ())] == 1990
-    assert got[(p + "upstream_quota_left", ())] == 12000
+    assert not any(k[0] == p + "upstream_quota_left" for k in got)  # the daemon cannot know it
     assert got[(p + "paused", (("reason", "601"),))] == 1
     assert got[(p + "inflight_calls", ())] == 2
     assert got[(p + "oldest_overdue_seconds", ())] == 125
@@ -157,9 +156,7 @@ def test_paused_clears_and_quota_unknown() -> None:
     t.set_paused(None)
     assert t.registry.get_sample_value("creator_monitor_paused", {"reason": "601"}) is None
     assert t.registry.get_sample_value("creator_monitor_paused", {"reason": ""}) == 0
-    value = t.registry.get_sample_value("creator_monitor_upstream_quota_left")
-    assert value is not None
-    assert value != value  # NaN: unknown until the account reports it
+    assert t.registry.get_sample_value("creator_monitor_upstream_quota_left") is None
     t.set_oldest_overdue(-3)
     assert t.registry.get_sample_value("creator_monitor_oldest_overdue_seconds") == 0
     with pytest.raises(ValueError):

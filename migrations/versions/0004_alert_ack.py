@@ -16,7 +16,7 @@ from alembic import op
 from monitor.schema import UTCDateTime
 
 revision: str = "0004_alert_ack"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_alert_variant"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

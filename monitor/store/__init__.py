@@ -10,9 +10,11 @@ from monitor.store.cluster import ClusterStore
 from monitor.store.console import ConsoleStore
 from monitor.store.creators import CreatorStore
 from monitor.store.engine import StoreBase
+from monitor.store.groups import GroupStore
 from monitor.store.ledger import BudgetStateRow, LedgerStore
 from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
+from monitor.store.reports import ReportStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 
 
@@ -21,6 +23,8 @@ class Store(
     MetricsStore,
     ScheduleStore,
     LedgerStore,
+    GroupStore,
+    ReportStore,
     OutboxStore,
     ClusterStore,
     ConsoleStore,

@@ -14,24 +14,14 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.schema import alerts, creators, notifications, silences
+from monitor.model import AlertState
+from monitor.schema import alerts, creators, notifications, schedule, silences
+from monitor.store.alert_rows import OpenAlert, creator_of, state_of, still_as_read, values_of
 from monitor.store.engine import StoreBase
 
 PENDING, SENT, DEAD, SUPPRESSED = "pending", "sent", "dead", "suppressed"
 #: PostgreSQL advisory lock key serialising "queue once per period" checks across instances
 _ONCE_LOCK = 0x636D_6F6E  # "cmon"
-#: columns whose stored values must still match what an evaluation read (optimistic check)
-#: (``acked_at``: an evaluation read before an acknowledgement must not write it away)
-_VERSION_COLUMNS = (
-    "state",
-    "hits",
-    "clears",
-    "last_seen_at",
-    "repeats_sent",
-    "last_notified_at",
-    "acked_at",
-)
-_ALERT_COLUMNS = frozenset(c.name for c in alerts.columns) - {"id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +34,9 @@ class NewMessage:
     title: str
     body: str
     not_before: datetime | None = None
+    group_key: str | None = None  # None: sent on its own (digests, tests, account alerts)
+    grouping: Mapping[str, Any] | None = None  # rank, line, title, more (see notify)
+    attachment: Mapping[str, Any] | None = None  # a stored report to attach (report, period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +58,9 @@ class QueuedMessage:
     tags: tuple[str, ...]
     alert_state: str | None  # the alert's state now: pending | firing | resolved
     firing_status: str | None  # for a resolution: its firing's status on this channel
+    group_key: str | None = None
+    grouping: Mapping[str, Any] | None = None
+    attachment: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +77,8 @@ class SilenceRow:
 
 @dataclass(frozen=True, slots=True)
 class AlertRow:
-    """One line of ``alerts [--open]``."""
+    """One line of ``alerts [--open]``; ``variants``: how many series its creator tracks (the
+    variant is worth naming only when there are several)."""
 
     id: int
     rule: str
@@ -93,16 +90,10 @@ class AlertRow:
     pending_since: datetime | None
     fired_at: datetime | None
     resolved_at: datetime | None
-
-
-def _alert_values(alert: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(alert) - _ALERT_COLUMNS - {"id"}
-    if unknown:
-        raise ValueError(f"not columns of alerts: {', '.join(sorted(unknown))}")
-    values = {key: value for key, value in alert.items() if key != "id"}
-    if values.get("details") is not None:
-        values["details"] = dict(values["details"])
-    return values
+    data_day: str | None = None  # the data day the firing reading is from ('YYYY-MM-DD')
+    clear_day: str | None = None  # the data day of the reading that resolved it
+    variant: str = ""  # the series' label ('' for account-wide alerts)
+    variants: int = 1
 
 
 def _silence_row(row: Any) -> SilenceRow:
@@ -124,22 +115,22 @@ _UNCLAIMED = {"claimed_by": None, "claimed_until": None}
 class OutboxStore(StoreBase):
     """Alerts, their outbox and silences; every method is one short transaction."""
 
-    async def load_alert(self, rule: str, scope: str) -> dict[str, Any] | None:
-        """The open alert for (rule, scope), else the newest resolved one, else None."""
+    async def load_alert(self, rule: str, scope: str, variant: str = "") -> AlertState | None:
+        """The open alert for (rule, scope, variant), else the newest resolved one, else None."""
         open_first = (alerts.c.state == "resolved").asc()
         query = (
             select(alerts)
-            .where(alerts.c.rule == rule, alerts.c.scope == scope)
+            .where(alerts.c.rule == rule, alerts.c.scope == scope, alerts.c.variant == variant)
             .order_by(open_first, alerts.c.id.desc())
             .limit(1)
         )
         async with self._read() as conn:
             row = (await conn.execute(query)).mappings().first()
-        return None if row is None else dict(row)
+        return None if row is None else state_of(row)
 
     async def apply_transition(
         self,
-        alert: Mapping[str, Any] | None,
+        alert: AlertState | None,
         messages: Sequence[NewMessage],
         *,
         now: datetime,
@@ -147,9 +138,9 @@ class OutboxStore(StoreBase):
     ) -> int | None:
         """Write an alert state change and the messages it owes in ONE transaction.
 
-        ``alert`` holds ``alerts`` columns: without ``id`` (or id None) it is inserted, else
-        updated. ``drop_id`` deletes a pending alert that cleared before it fired. Returns the
-        alert's id (None when there is no alert), which the messages reference.
+        ``alert`` with id None is inserted, else updated. ``drop_id`` deletes a pending alert
+        that cleared before it fired. Returns the alert's id (None when there is no alert),
+        which the messages reference.
         """
         async with self._write() as conn:
             if drop_id is not None:
@@ -161,12 +152,12 @@ class OutboxStore(StoreBase):
         return alert_id
 
     @staticmethod
-    async def _save_alert(conn: AsyncConnection, alert: Mapping[str, Any]) -> int:
-        values = _alert_values(alert)
-        if alert.get("id") is None:
+    async def _save_alert(conn: AsyncConnection, alert: AlertState) -> int:
+        values = values_of(alert)
+        if alert.id is None:
             inserted = await conn.execute(insert(alerts).values(values).returning(alerts.c.id))
             return int(inserted.scalar_one())
-        alert_id = int(alert["id"])
+        alert_id = alert.id
         await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(values))
         return alert_id
 
@@ -190,6 +181,9 @@ class OutboxStore(StoreBase):
                     not_before=m.not_before,
                     next_attempt_at=now,
                     created_at=now,
+                    group_key=m.group_key,
+                    grouping=None if m.grouping is None else dict(m.grouping),
+                    attachment=None if m.attachment is None else dict(m.attachment),
                 )
                 .returning(notifications.c.id)
             )
@@ -205,18 +199,13 @@ class OutboxStore(StoreBase):
 
     async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[AlertRow]:
         """Newest first; ``open_only``: pending and firing ones."""
-        query = (
-            select(alerts, func.coalesce(creators.c.name, "").label("creator_name"))
-            .outerjoin(creators, creators.c.id == alerts.c.creator_id)
-            .order_by(alerts.c.id.desc())
-            .limit(limit)
-        )
+        query = _alert_lines().order_by(alerts.c.id.desc()).limit(limit)
         if open_only:
             query = query.where(alerts.c.state != "resolved")
         return await self._alert_rows(query)
 
     async def _alert_rows(self, query: Select[Any]) -> list[AlertRow]:
-        """Run a query over ``alerts`` joined with the creator's name as ``creator_name``."""
+        """Run a query made by ``_alert_lines``."""
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [
@@ -224,6 +213,8 @@ class OutboxStore(StoreBase):
                 id=int(r.id),
                 rule=r.rule,
                 scope=r.scope,
+                variant=r.variant,
+                variants=int(r.variants or 0),
                 name=r.creator_name,
                 severity=r.severity,
                 state=r.state,
@@ -231,6 +222,8 @@ class OutboxStore(StoreBase):
                 pending_since=r.pending_since,
                 fired_at=r.fired_at,
                 resolved_at=r.resolved_at,
+                data_day=(r.details or {}).get("date"),
+                clear_day=(r.details or {}).get("clear_date"),
             )
             for r in rows
         ]
@@ -374,6 +367,9 @@ class OutboxStore(StoreBase):
             tags=tuple(row.tags or ()),
             alert_state=row.state,
             firing_status=firing_status,
+            group_key=row.group_key,
+            grouping=row.grouping,
+            attachment=row.attachment,
         )
 
     async def mark_sent(self, message_id: int, *, now: datetime) -> bool:
@@ -456,22 +452,22 @@ class OutboxStore(StoreBase):
 
     async def commit_transition(
         self,
-        alert: Mapping[str, Any] | None,
+        alert: AlertState | None,
         messages: Sequence[NewMessage],
         *,
         now: datetime,
-        expect: Mapping[str, Any] | None,
+        expect: AlertState | None,
         drop_id: int | None = None,
     ) -> bool:
         """``apply_transition`` for several writers: False (and nothing written) when the row
-        no longer holds ``expect`` (the ``_VERSION_COLUMNS`` an evaluation read), or when a new
-        alert would be a second open one for its (rule, scope). Another instance won the race.
+        no longer holds ``expect`` (the version columns an evaluation read), or when a new
+        alert would be a second open one for its (rule, scope, variant). Another instance won.
         """
         async with self._write() as conn:
             if drop_id is not None:
                 dropped = await conn.execute(
                     delete(alerts).where(
-                        alerts.c.id == drop_id, alerts.c.state == "pending", *_matches(expect)
+                        alerts.c.id == drop_id, alerts.c.state == "pending", *still_as_read(expect)
                     )
                 )
                 if not dropped.rowcount:
@@ -485,26 +481,26 @@ class OutboxStore(StoreBase):
         return True
 
     async def _guarded_save(
-        self, conn: AsyncConnection, alert: Mapping[str, Any], expect: Mapping[str, Any] | None
+        self, conn: AsyncConnection, alert: AlertState, expect: AlertState | None
     ) -> int | None:
-        values = _alert_values(alert)
-        if alert.get("id") is None:
+        values = values_of(alert)
+        if alert.id is None:
             stmt = self._upsert(alerts).values(values)
             stmt = stmt.on_conflict_do_nothing(
-                index_elements=[alerts.c.rule, alerts.c.scope],
+                index_elements=[alerts.c.rule, alerts.c.scope, alerts.c.variant],
                 index_where=text("state != 'resolved'"),
             )
             inserted = await conn.execute(stmt.returning(alerts.c.id))
             found = inserted.scalar_one_or_none()
             return None if found is None else int(found)
-        alert_id = int(alert["id"])
+        alert_id = alert.id
         updated = await conn.execute(
-            update(alerts).where(alerts.c.id == alert_id, *_matches(expect)).values(values)
+            update(alerts).where(alerts.c.id == alert_id, *still_as_read(expect)).values(values)
         )
         return alert_id if updated.rowcount else None
 
-    async def open_alerts(self) -> list[dict[str, Any]]:
-        """Every pending or firing alert, with its creator as ``creator_name``/``creator_tags``."""
+    async def open_alerts(self) -> list[OpenAlert]:
+        """Every pending or firing alert, with its creator as the database remembers it."""
         query = (
             select(
                 alerts,
@@ -516,7 +512,8 @@ class OutboxStore(StoreBase):
             .order_by(alerts.c.id)
         )
         async with self._read() as conn:
-            return [dict(r) for r in (await conn.execute(query)).mappings()]
+            rows = (await conn.execute(query)).mappings().all()
+        return [OpenAlert(state_of(r), creator_of(r)) for r in rows]
 
     async def firing_channels(self, alert_id: int) -> list[str]:
         """The channels this alert's firing was queued for (whatever became of it)."""
@@ -534,12 +531,7 @@ class OutboxStore(StoreBase):
         """Alerts that fired or resolved in ``[since, until)``, oldest first."""
         fired = and_(alerts.c.fired_at >= since, alerts.c.fired_at < until)
         resolved = and_(alerts.c.resolved_at >= since, alerts.c.resolved_at < until)
-        query = (
-            select(alerts, func.coalesce(creators.c.name, "").label("creator_name"))
-            .outerjoin(creators, creators.c.id == alerts.c.creator_id)
-            .where(or_(fired, resolved))
-            .order_by(alerts.c.id)
-        )
+        query = _alert_lines().where(or_(fired, resolved)).order_by(alerts.c.id)
         return await self._alert_rows(query)
 
     async def queued_channels(self, event: str, since: datetime, until: datetime) -> set[str]:
@@ -581,8 +573,16 @@ class OutboxStore(StoreBase):
             return await self._insert_messages(conn, wanted, None, now)
 
 
-def _matches(expect: Mapping[str, Any] | None) -> list[Any]:
-    """WHERE clauses: each version column still holds the value read (NULL-safe)."""
-    if expect is None:
-        return []
-    return [alerts.c[name].is_not_distinct_from(expect.get(name)) for name in _VERSION_COLUMNS]
+def _alert_lines() -> Select[Any]:
+    """``alerts`` with the creator's name and how many series the creator tracks."""
+    tracked = (
+        select(func.count())
+        .select_from(schedule)
+        .where(schedule.c.creator_id == alerts.c.creator_id)
+        .scalar_subquery()
+    )
+    return select(
+        alerts,
+        func.coalesce(creators.c.name, "").label("creator_name"),
+        tracked.label("variants"),
+    ).outerjoin(creators, creators.c.id == alerts.c.creator_id)

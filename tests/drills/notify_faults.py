@@ -20,7 +20,7 @@ from receiver_support import Receiver
 from drills.tally import Tally, dump, query
 from monitor import migrate
 from monitor.config import NotifyConfig, load_config
-from monitor.model import Creator
+from monitor.model import AlertState, Creator, Phase, Severity
 from monitor.notify import Notifier
 from monitor.store import Store
 from monitor.store.outbox import NewMessage
@@ -75,19 +75,19 @@ async def _fire(store: Store, messages: int, channels: tuple[str, ...] = KINDS) 
     for n in range(messages):
         title = f"alert {n}"
         titles.append(title)
-        alert = {
-            "rule": f"rule-{n}",
-            "creator_id": ids[USER],
-            "scope": USER,
-            "severity": "warning",
-            "state": "firing",
-            "pending_since": T0,
-            "fired_at": T0,
-            "hits": 1,
-            "firing_sent": True,
-            "last_notified_at": T0,
-            "summary": title,
-        }
+        alert = AlertState(
+            rule=f"rule-{n}",
+            creator_id=ids[USER],
+            scope=USER,
+            severity=Severity.WARNING,
+            state=Phase.FIRING,
+            pending_since=T0,
+            fired_at=T0,
+            hits=1,
+            firing_sent=True,
+            last_notified_at=T0,
+            summary=title,
+        )
         notes = [NewMessage(k, "firing", "warning", title, f"**{title}**") for k in channels]
         await store.apply_transition(alert, notes, now=T0)
     return titles

@@ -23,7 +23,7 @@ from monitor import migrate
 from monitor.client import parse_core_data
 from monitor.config import NotifyConfig
 from monitor.errors import StoreError
-from monitor.model import Creator, FetchResult, Variant
+from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
 from monitor.notify import Notifier
 from monitor.store import Store
 from monitor.store.outbox import NewMessage
@@ -57,20 +57,20 @@ async def record(store: Store, creator_id: int, *, pad: int = 0) -> int:
     )
 
 
-def alert(creator_id: int, rule: str) -> dict[str, Any]:
-    return {
-        "rule": rule,
-        "creator_id": creator_id,
-        "scope": USER,
-        "severity": "warning",
-        "state": "firing",
-        "pending_since": T0,
-        "fired_at": T0,
-        "hits": 1,
-        "firing_sent": True,
-        "last_notified_at": T0,
-        "summary": f"{rule} fired",
-    }
+def alert(creator_id: int, rule: str) -> AlertState:
+    return AlertState(
+        rule=rule,
+        creator_id=creator_id,
+        scope=USER,
+        severity=Severity.WARNING,
+        state=Phase.FIRING,
+        pending_since=T0,
+        fired_at=T0,
+        hits=1,
+        firing_sent=True,
+        last_notified_at=T0,
+        summary=f"{rule} fired",
+    )
 
 
 def message(title: str) -> NewMessage:
