@@ -10,7 +10,6 @@ from dataclasses import replace
 from test_alerts import CLEAR, HOUR, T0, firing, rule
 
 from monitor import migrate
-from monitor.alerting import _row_of
 from monitor.alerts import AlertState, Event, step
 from monitor.model import Creator
 from monitor.store import Store
@@ -51,12 +50,12 @@ async def test_an_evaluation_read_before_an_ack_does_not_overwrite_it(db_url: st
         r = rule(repeat="1h")
         fired = step(None, firing(), r, T0, creator_id=ids["5c3bf7f7000000000602fd63"])
         assert fired.after is not None
-        alert_id = await store.apply_transition(_row_of(fired.after), [], now=T0)
+        alert_id = await store.apply_transition(fired.after, [], now=T0)
         read = await store.load_alert(r.name, fired.after.scope)
         assert read is not None
         assert await store.ack_alert(alert_id or 0, now=T0, by="console") == "acked"
         stale = replace(fired.after, id=alert_id, hits=2, last_seen_at=T0 + HOUR)
-        assert not await store.commit_transition(_row_of(stale), [], now=T0, expect=read)
+        assert not await store.commit_transition(stale, [], now=T0, expect=read)
         after = await store.load_alert(r.name, fired.after.scope)
         assert after is not None
-        assert (after["acked_at"], after["acked_by"]) == (T0, "console")
+        assert (after.acked_at, after.acked_by) == (T0, "console")

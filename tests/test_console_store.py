@@ -5,10 +5,11 @@ acknowledgements, calls per day by code.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 from monitor import migrate
-from monitor.model import CoreData, Creator, DailyPoint, Variant
+from monitor.model import AlertState, CoreData, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.store import FetchRecord, Store
 from monitor.store.console import OverviewQuery
 
@@ -121,16 +122,16 @@ async def test_creator_lookup_points_fetch_log_and_codes(db_url: str) -> None:
 async def test_acknowledge_only_open_alerts_once(db_url: str) -> None:
     store, ids = await _populated(db_url)
     async with store:
-        alert = {
-            "rule": "imp-high",
-            "scope": "a" * 24,
-            "creator_id": ids["a" * 24],
-            "severity": "warning",
-            "state": "firing",
-            "fired_at": T0,
-            "summary": "imp above 0",
-            "details": {"date": "2026-11-29"},
-        }
+        alert = AlertState(
+            rule="imp-high",
+            scope="a" * 24,
+            creator_id=ids["a" * 24],
+            severity=Severity.WARNING,
+            state=Phase.FIRING,
+            fired_at=T0,
+            summary="imp above 0",
+            details={"date": "2026-11-29"},
+        )
         alert_id = await store.apply_transition(alert, [], now=T0)
         assert alert_id is not None
         assert await store.ack_alert(alert_id, now=T0, by="console") == "acked"
@@ -141,7 +142,7 @@ async def test_acknowledge_only_open_alerts_once(db_url: str) -> None:
         assert (shown.acked_at, shown.acked_by, shown.data_date) == (T0, "console", "2026-11-29")
         assert (await store.overview(OverviewQuery(text="alice"))).rows[0].open_alerts == 1
 
-        resolved = {**alert, "id": alert_id, "state": "resolved", "resolved_at": T0}
+        resolved = replace(alert, id=alert_id, state=Phase.RESOLVED, resolved_at=T0)
         await store.apply_transition(resolved, [], now=T0)
         assert await store.ack_alert(alert_id, now=T0, by="api") == "resolved"
         assert [a.id for a in await store.console_alerts(state="open")] == []

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
@@ -17,15 +18,18 @@ from alerting_support import BO, LILYY, MIA, open_store, points, seed, table
 from receiver_support import Receiver
 from sim_support import FakeClock
 
+from monitor.budget import Budget
 from monitor.config import Config, parse_config
 from monitor.digest import build_digest, queue_due_digest, week_movers
 from monitor.gate import delivery_gate
+from monitor.meter import Meter
 from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.notify import Notifier
 from monitor.store import Store
 
 #: 2025-12-11 09:00 in Asia/Shanghai
 NINE = datetime.fromisoformat("2025-12-11T01:00:00+00:00")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 START = date(2025, 11, 20)  # 21 points: the newest is 2025-12-10
 CREATORS = (
     Creator(LILYY, "Lilyy", ("fitness",)),
@@ -94,9 +98,12 @@ async def _history(store: Store) -> None:
         store, ids[BO], BO, "engage-floor", fired=NINE - 2 * day, resolved=NINE - timedelta(hours=1)
     )
     await _alert(store, ids[BO], BO, "old-news", fired=NINE - 3 * day, resolved=NINE - 2 * day)
-    for _ in range(3):
-        assert await store.reserve_call("2025-12-10", 2000)
-    assert await store.reserve_call("2025-12-11", 2000)
+    # calls through the one gate: three on the 10th and one on the 11th (Shanghai days)
+    for moment in [NINE - day] * 3 + [NINE - timedelta(minutes=30)]:
+        budget = Budget(calls_per_minute=600, burst=100, daily_calls=2000, zone=SHANGHAI)
+        meter = await Meter.open(budget, store, clock=lambda moment=moment: moment)
+        await meter.acquire(wait=False)
+        meter.answered()
 
 
 async def _alert(

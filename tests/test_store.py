@@ -10,6 +10,7 @@ from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -25,9 +26,13 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
 )
 
 from monitor import migrate
+from monitor.budget import Budget
 from monitor.errors import SchemaOutOfDate, StoreError
+from monitor.meter import ledger_day
 from monitor.model import CoreData, DateType, Variant
 from monitor.store import FetchRecord, Store
+
+GATE_BUDGET = Budget(calls_per_minute=30, burst=5, daily_calls=10, zone=ZoneInfo("Asia/Shanghai"))
 
 V30 = Variant()
 V90 = Variant(date_type=DateType.DAY_90)
@@ -346,7 +351,7 @@ async def test_unreachable_database_is_one_line_without_password() -> None:
     url = "postgresql+asyncpg://monitor:s3cr3t-pw@127.0.0.1:1/history"
     async with Store.open(url) as opened:
         with pytest.raises(StoreError) as caught:
-            await opened.calls_on("2025-12-11")
+            await opened.ledger_label("2025-12-11")
     message = str(caught.value)
     assert "s3cr3t-pw" not in message
     assert "s3cr3t-pw" not in repr(caught.value)
@@ -361,7 +366,7 @@ async def test_unopenable_sqlite_file_is_a_store_error(tmp_path: Path) -> None:
         with pytest.raises(
             StoreError, match=r"^database sqlite\+aiosqlite:///.*dir\.db: unable to open"
         ):
-            await opened.calls_on("2025-12-11")
+            await opened.ledger_label("2025-12-11")
         # aiosqlite stops the worker of a failed connect without waiting for it; let it finish
         # before the test's loop closes, or it reports to a closed loop
         await asyncio.sleep(0.1)
@@ -375,8 +380,8 @@ async def test_locked_database_is_a_store_error(tmp_path: Path) -> None:
     try:
         async with Store.open(url, busy_timeout=timedelta(milliseconds=50)) as opened:
             with pytest.raises(StoreError, match=r"h\.db: database is locked$"):
-                await opened.reserve_call("2025-12-11", 10)
-            assert await opened.calls_on("2025-12-11") == 0  # readers still read
+                await opened.count_billed(ledger_day(GATE_BUDGET, T0))
+            assert await opened.ledger_label("2025-12-11") == (0, 0)  # readers still read
     finally:
         holder.rollback()
         holder.close()
