@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import os
 import shutil
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -28,6 +29,7 @@ from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.meter import Meter
 from monitor.model import Advertise, Business, Creator, DateType, NoteType, Variant
 from monitor.notify import Notifier, validate_channel_url
+from monitor.spill import AnswerHeld, Hold, spill_path
 from monitor.store import Store
 
 
@@ -41,7 +43,7 @@ def _run(coro: Callable[[], Awaitable[int]]) -> int:
 
 @asynccontextmanager
 async def _store(config: Config, *, check: bool = True) -> AsyncIterator[Store]:
-    store = Store.open(config.storage.url)
+    store = Store.open(config.storage.url, busy_timeout=config.storage.busy_timeout)
     try:
         if check:
             await store.check_schema()
@@ -134,8 +136,15 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             extra = [] if entry else [creator]
             ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
             slot = _slot(config, creator, ids[args.user_id], variant)
-            fetcher = Fetcher(config, client, store, meter, None, clock=_now)
-            await fetcher.run(slot)
+            hold = await _hold(config, store)
+            fetcher = Fetcher(config, client, store, meter, None, clock=_now, hold=hold)
+            try:
+                await fetcher.run(slot)
+            except AnswerHeld as exc:  # paid for: show it, say where it waits, exit 1
+                if exc.record.data is not None:
+                    output.print_points(exc.record.data.daily, sys.stdout)
+                print(_held_line(hold), file=sys.stderr)
+                return 1
             if slot.consecutive_failures:
                 raise MonitorError(f"fetch of {args.user_id} failed: {slot.last_error}")
             rows = await store.history_rows(args.user_id, variant=variant)
@@ -170,7 +179,8 @@ async def _fetch_all(config: Config) -> int:
         if left < len(slots):
             print(f"note: {left} calls left today for {len(slots)} series", file=sys.stderr)
         ids = await store.sync_creators(creators)
-        fetcher = Fetcher(config, client, store, meter, None, clock=_now)
+        hold = await _hold(config, store)
+        fetcher = Fetcher(config, client, store, meter, None, clock=_now, hold=hold)
         with output.progress(len(slots), "fetch") as bar:
             for creator, variant in slots:
                 slot = _slot(config, creator, ids[creator.user_id], variant)
@@ -179,10 +189,39 @@ async def _fetch_all(config: Config) -> int:
                 except BudgetError as exc:
                     stopped = str(exc)
                     break
+                except AnswerHeld:  # paid for but not stored: no further call goes
+                    done.append(slot)
+                    stopped = "the database refuses writes"
+                    break
                 done.append(slot)
                 bar.update(1)
     output.print_fetched(done, fetcher.calls, len(slots), stopped, sys.stdout)
+    if hold.waiting:
+        print(_held_line(hold), file=sys.stderr)
+        return 1
     return 0 if len(done) == len(slots) and not any(s.consecutive_failures for s in done) else 1
+
+
+async def _hold(config: Config, store: Store) -> Hold:
+    """The hold of paid answers the database refuses; stores an earlier run's spill file
+    first, and sends no call (exit 1) while the database still refuses it."""
+    hold = Hold(spill_path(config.storage.url, config.storage.spill_file, os.environ))
+    if hold.waiting:
+        try:
+            await hold.replay(store)
+        except MonitorError as exc:
+            raise MonitorError(
+                f"{hold.held} paid answers held in {hold.where()} wait for the database, "
+                f"which still refuses writes ({exc}); no call sent"
+            ) from exc
+    return hold
+
+
+def _held_line(hold: Hold) -> str:
+    return (
+        f"the database refuses writes: {hold.held} paid answers kept in {hold.where()}; "
+        "they are stored when the database takes writes (the next fetch or run does it)"
+    )
 
 
 # --- simulate, db ----------------------------------------------------------------------------

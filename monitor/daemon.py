@@ -33,6 +33,7 @@ from monitor.gate import delivery_gate
 from monitor.meter import Meter
 from monitor.notify import Notifier
 from monitor.scheduler import Dispatcher, load_slots
+from monitor.spill import Hold, spill_path
 from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
 from monitor.systemd import watchdog_interval, watchdog_loop
@@ -83,6 +84,7 @@ class Daemon:
         self.dispatcher: Dispatcher
         self.notifier: Notifier
         self.alerting: Alerting
+        self.hold: Hold
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
@@ -122,11 +124,13 @@ class Daemon:
         with collector_paused():
             clock = self.options.clock
             config = self.config
-            self.store = Store.open(config.storage.url, clock=clock)
+            storage = config.storage
+            self.store = Store.open(storage.url, clock=clock, busy_timeout=storage.busy_timeout)
             stack.push_async_callback(self.store.close)
             # SQLite serves one daemon: a second one stops here, before it spends or fetches
             stack.enter_context(cluster.sole_instance(self.store.sqlite_path))
             await self.store.check_schema()
+            self.hold = await _open_hold(config, self.store, self.options.environ)
             token = resolve_token(config, self.options.environ)
             # one connection per possible cycle: a call the meter let go must not then queue in the
             # HTTP pool, or it reaches the upstream later than the budget stamped it (bunching)
@@ -158,6 +162,7 @@ class Daemon:
                 clock=clock,
                 sleep=sleep,
                 observe=self.telemetry.record_call,
+                hold=self.hold,
             )
             slots = await load_slots(config, self.store, clock())
             claims = None
@@ -300,6 +305,8 @@ class Daemon:
         if self._stop.is_set():
             return True
         await self.meter.persist()
+        if self.hold.waiting:  # paid answers still wait for the database
+            raise self.hold.refusal()
         return True
 
     async def _start_watchdog(self, stack: AsyncExitStack, sd: SystemdNotifier) -> None:
@@ -391,6 +398,18 @@ def shift_jobs(scheduler: AsyncIOScheduler, step: timedelta) -> None:
         if job.next_run_time is not None:
             job.modify(next_run_time=job.next_run_time + step)
     log.info("the wall clock was stepped %s; timers keep their pace", describe(step))
+
+
+async def _open_hold(config: Config, store: Store, environ: dict[str, str]) -> Hold:
+    """The hold of paid answers; a spill file an earlier run left is stored first (when the
+    database refuses, dispatch starts paused and the dispatcher's probe stores it later)."""
+    hold = Hold(spill_path(config.storage.url, config.storage.spill_file, environ))
+    if hold.waiting:
+        try:
+            await hold.replay(store)
+        except MonitorError as exc:
+            log.error("held paid answers in %s not stored yet: %s", hold.where(), exc)
+    return hold
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
