@@ -372,8 +372,8 @@ class Dispatcher:
         pause = first if fault is None else min(cap, fault.pause * 2)
         if fault is None:
             log.error(
-                "the database refuses writes, dispatch paused (retrying one creator at a "
-                "time, backing off to %.0f s): %s",
+                "the database refuses writes, dispatch paused (no call is sent; a write is "
+                "tried again, backing off to %.0f s): %s",
                 cap,
                 exc,
             )

@@ -178,6 +178,7 @@ class Hold:
         self._on_file = _count_lines(path)
         self._fault: str | None = None
         self._replaying = False
+        self._spill_failed = False
 
     @property
     def waiting(self) -> bool:
@@ -303,6 +304,7 @@ class Hold:
             return False
         data = "".join(encode(rec) + "\n" for rec in records).encode()
         try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with _open_locked(self.path) as fd:
                 size = os.fstat(fd).st_size
                 try:
@@ -312,8 +314,11 @@ class Hold:
                     os.ftruncate(fd, size)  # a torn line would corrupt the next append
                     raise
         except OSError as exc:
-            log.warning("cannot spill held answers to %s: %s", self.path, exc.strerror or exc)
+            if not self._spill_failed:  # once per fault, not per answer
+                log.warning("cannot spill held answers to %s: %s", self.path, exc.strerror or exc)
+            self._spill_failed = True
             return False
+        self._spill_failed = False
         return True
 
     @contextlib.contextmanager
