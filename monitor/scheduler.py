@@ -327,20 +327,20 @@ class Dispatcher:
         self.completed += 1
 
     async def _store_ready(self) -> bool:
-        """True when calls may go; else, once the backoff is over and no cycle is still ending,
-        probe the database (the hold's ``flush``) and resume dispatch if it takes the write."""
+        """True when calls may go; else, once the backoff is over, probe the database (the
+        hold's ``flush``) and resume dispatch if it takes the write. Cycles still ending need
+        no wait: an answer that comes back during the probe joins the hold, after it in order.
+        """
         hold = self._fetcher.hold
         if self._store_fault is None and not hold.waiting:
             return True
-        if self._inflight:  # cycles still ending: their answers join the hold first
-            return False
         now = self._clock()
         if self._store_fault is not None and now < self._store_fault.until:
             return False
         try:
             stored = await hold.flush(self._store, self._fetcher.meter.persist)
         except MonitorError as exc:
-            self._store_refused(None, exc)
+            self._store_refused(None, exc, probe=True)
             return False
         log.info(
             "the database takes writes again (%d held answers stored); dispatch resumed",
@@ -364,11 +364,15 @@ class Dispatcher:
                 log.error("rules of %s not evaluated: %s", slot.creator.user_id, exc)
                 return
 
-    def _store_refused(self, slot: Slot | None, exc: MonitorError) -> None:
-        """Pause dispatch with a doubling backoff; log when it starts, not on every try."""
+    def _store_refused(self, slot: Slot | None, exc: MonitorError, *, probe: bool = False) -> None:
+        """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
+        a failed probe doubles the pause: cycles ending under the same fault leave it be."""
         now = self._clock()
         first, cap = _STORE_BACKOFF
         fault = self._store_fault
+        quiet = isinstance(exc, AnswerHeld | WritesRefused)
+        if fault is not None and quiet and not probe:
+            return
         pause = first if fault is None else min(cap, fault.pause * 2)
         if fault is None:
             log.error(
@@ -378,7 +382,7 @@ class Dispatcher:
                 exc,
             )
         self._store_fault = StoreFault(until=now + timedelta(seconds=pause), pause=pause)
-        if slot is None or isinstance(exc, AnswerHeld | WritesRefused):
+        if slot is None or quiet:
             return  # held: the slot moved on with its answer; refused: no call was made
         # the call never went (the ledger refused it): it goes to the back of the queue
         slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
