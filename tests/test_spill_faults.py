@@ -166,16 +166,20 @@ def _calls_between(counters: SimCounters, start: float, end: float) -> int:
     return sum(1 for r in counters.log if start <= r.monotonic <= end)
 
 
+def _held_then_stored(run: Run) -> int:
+    return sum(int(n) for n in re.findall(r"stored (\d+) held paid answers", run.log()))
+
+
 def _report(name: str, run: Run, figures: dict[str, Any]) -> None:
-    stored = sum(int(n) for n in re.findall(r"stored (\d+) held paid answers", run.log()))
-    figures = figures | {"held_then_stored": stored}
+    figures = figures | {"held_then_stored": _held_then_stored(run)}
     print(f"\n{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
 
 @contextlib.asynccontextmanager
 async def _world(
-    tmp_path: Path, token: str, db_url: str, spill: Path, latency_ms: int = 300
+    tmp_path: Path, token: str, db_url: str, spill: Path, latency_ms: int = 1200
 ) -> AsyncIterator[World]:
+    # 1.2 s answers at 2 calls/s: two or three calls are on the wire when the fault begins
     await migrate.upgrade(db_url)
     async with Simulator(SimKnobs(latency_ms=latency_ms)) as sim:
         yield World(tmp_path, sim, db_url, token, spill)
@@ -244,6 +248,7 @@ async def test_a_20_s_write_lock_from_another_process_loses_no_paid_answer(
     assert in_flight <= 4
     assert REFUSED in run.log()
     assert token not in run.log()
+    assert _held_then_stored(run) >= 1  # answers on the wire were held, then stored
     _report(
         "sqlite 20 s lock",
         run,
@@ -311,6 +316,7 @@ async def test_a_full_disk_loses_no_paid_answer_and_sends_nothing_while_full(
             figures = await _check_every_billed_call_stored(world, counters)
     assert run.refused_at is not None
     assert _calls_between(counters, run.refused_at + SLACK, freed_at) == 0
+    assert _held_then_stored(run) >= 1  # answers on the wire were held in memory, then stored
     _report(
         "tmpfs full disk",
         run,
