@@ -212,7 +212,7 @@ class Hold:
 
     def refused(self, exc: StoreError) -> None:
         """A write failed: no call goes until a write goes through (``replay``)."""
-        if not isinstance(exc, WritesRefused):
+        if not isinstance(exc, WritesRefused | AnswerHeld):  # those two say it already
             self._fault = str(exc)
 
     def keep(self, record: FetchRecord, exc: StoreError | None = None) -> AnswerHeld:
