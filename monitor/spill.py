@@ -221,11 +221,8 @@ class Hold:
         if exc is not None:
             self.refused(exc)
         first = not self._memory and not self._on_file
-        spilled = not self._replaying and self._append([record])
-        if spilled:
-            self._on_file += 1
-        else:
-            self._unspilled.append(record)
+        self._unspilled.append(record)
+        spilled = self._spill_pending()
         if len(self._memory) < self._limit:
             self._memory.append(record)
         elif not spilled:
@@ -267,6 +264,7 @@ class Hold:
         """Store every held answer (this process's and the spill file's), each once; then the
         spill file goes. Raises StoreError (everything stays held) while the database refuses."""
         self._replaying = True
+        failed = True
         try:
             with self._locked_file() as handle:
                 from_file = _read(handle, self.path) if handle is not None else []
@@ -278,22 +276,33 @@ class Hold:
                 except StoreError as exc:
                     self.refused(exc)
                     raise
+                failed = False
                 if handle is not None and self.path is not None:
                     self.path.unlink(missing_ok=True)  # under the lock: see ``_locked_file``
         finally:
             self._replaying = False
+            if failed:  # answers held while this replay waited: on file before anything else
+                self._spill_pending()
         done = {id(rec) for rec in snapshot}
         self._memory = [rec for rec in self._memory if id(rec) not in done]
         self._unspilled = [rec for rec in self._unspilled if id(rec) not in done]
         self._on_file = 0
         self._fault = None
-        # held while this replay ran: on file now, stored next time
-        if self._unspilled and self._append(self._unspilled):
-            self._on_file += len(self._unspilled)
-            self._unspilled = []
+        self._spill_pending()  # held while this replay ran: on file now, stored next time
         if records:
             log.info("stored %d held paid answers; the database takes writes again", len(records))
         return records
+
+    def _spill_pending(self) -> bool:
+        """Append the answers not on file yet (not while a replay holds the file); True when
+        none is left off it."""
+        if self._replaying or not self._unspilled:
+            return not self._unspilled
+        if not self._append(self._unspilled):
+            return False
+        self._on_file += len(self._unspilled)
+        self._unspilled = []
+        return True
 
     def _has_file(self) -> bool:
         return self.path is not None and _count_lines(self.path) > 0

@@ -390,9 +390,29 @@ async def test_sigkill_with_a_spill_file_then_a_restart_stores_it_exactly_once(
         with _sqlite_locker(db, 600.0) as locker:
             assert await _line(locker) == "locked"
             await world.watch(first, lambda: first.spilled >= 1, 30, "a spilled answer")
-            # the calls on the wire at the refusal come back (1.5 s) and are held too: a kill
-            # while one is still on the wire would lose that one, which no spill can help
-            await asyncio.sleep(3)
+            # the calls on the wire at the refusal come back and are held too: wait until each
+            # call the simulator saw is stored or spilled (a kill while one is still on the wire
+            # would lose that one, which no spill can help)
+            accounted = {"n": -1}
+
+            async def count() -> None:
+                while True:
+                    ((rows,),) = await world.rows("SELECT count(*) FROM fetches")
+                    with contextlib.suppress(OSError):
+                        accounted["n"] = int(rows) + len(spill.read_text().splitlines())
+                    await asyncio.sleep(0.1)
+
+            counter = asyncio.get_running_loop().create_task(count())
+            try:
+                await world.watch(
+                    first,
+                    lambda: accounted["n"] == world.sim.counters().calls,
+                    30,
+                    "every call stored or spilled",
+                )
+            finally:
+                counter.cancel()
+            killed_at = time.monotonic()
             first.proc.send_signal(signal.SIGKILL)
             assert await first.proc.wait() == -signal.SIGKILL
             spilled_lines = len(spill.read_text().splitlines())
@@ -402,4 +422,6 @@ async def test_sigkill_with_a_spill_file_then_a_restart_stores_it_exactly_once(
         figures = await _check_every_billed_call_stored(world, counters)
     assert spilled_lines >= 1
     assert "stored" in second.log()
+    assert first.refused_at is not None
+    assert _calls_between(counters, first.refused_at + SLACK, killed_at) == 0
     _report("sigkill + restart", second, figures | {"spilled_at_kill": spilled_lines})
