@@ -7,6 +7,8 @@ Decides nothing itself; every paid call from any command passes the one ``Meter`
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -18,10 +20,13 @@ from monitor.budget import Budget
 from monitor.client import JustOneClient
 from monitor.config import Config, resolve_token
 from monitor.cycle import Fetcher, Observe
-from monitor.errors import SchemaOutOfDate
+from monitor.errors import MonitorError, SchemaOutOfDate
 from monitor.meter import Meter
+from monitor.spill import Hold, spill_path
 from monitor.store import Store
 from monitor.wallclock import Monotonic
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
@@ -36,6 +41,7 @@ class FetchParts:
     meter: Meter
     fetcher: Fetcher
     alerting: Alerting | None
+    hold: Hold
 
 
 @asynccontextmanager
@@ -52,6 +58,7 @@ async def fetch_parts(
     on_latency: Callable[[float], None] | None = None,
     max_connections: int = 10,
     create_schema: bool = False,
+    strict_hold: bool = False,
 ) -> AsyncIterator[FetchParts]:
     """Open the parts; closed in reverse order when the block ends.
 
@@ -59,10 +66,13 @@ async def fetch_parts(
     token is read, a call is spent or anything fetched). ``max_connections``: one connection
     per possible cycle, so a call the gate let go never then queues in the HTTP pool and
     reaches the upstream later than the budget stamped it. ``create_schema``: an empty database
-    is migrated first (``fetch`` on a fresh machine).
+    is migrated first (``fetch`` on a fresh machine). Paid answers an earlier run could not
+    store (the spill file) are stored before anything else; ``strict_hold`` (the commands):
+    while the database still refuses them, refuse to start (no call is sent).
     """
     async with AsyncExitStack() as stack:
-        store = Store.open(config.storage.url, clock=clock)
+        storage = config.storage
+        store = Store.open(storage.url, clock=clock, busy_timeout=storage.busy_timeout)
         stack.push_async_callback(store.close)
         if sole_instance:
             stack.enter_context(cluster.sole_instance(store.sqlite_path))
@@ -76,6 +86,7 @@ async def fetch_parts(
             from monitor import migrate  # alembic: off the daemon's import path
 
             await migrate.upgrade(config.storage.url)
+        hold = await _open_hold(config, store, environ, strict=strict_hold)
         token = resolve_token(config, environ)
         api = config.api
         client = JustOneClient(
@@ -102,5 +113,27 @@ async def fetch_parts(
             sleep=sleep,
             observe=observe,
             on_latency=on_latency,
+            hold=hold,
         )
-        yield FetchParts(store, client, meter, fetcher, rules)
+        yield FetchParts(store, client, meter, fetcher, rules, hold)
+
+
+async def _open_hold(
+    config: Config, store: Store, environ: Mapping[str, str] | None, *, strict: bool
+) -> Hold:
+    """The hold of paid answers the database refuses; a spill file an earlier run left is
+    stored first. The daemon starts paused on it when the database still refuses (its probe
+    stores it later); a command refuses to send anything."""
+    env = os.environ if environ is None else environ
+    hold = Hold(spill_path(config.storage.url, config.storage.spill_file, env))
+    if hold.waiting:
+        try:
+            await hold.replay(store)
+        except MonitorError as exc:
+            if strict:
+                raise MonitorError(
+                    f"{hold.held} paid answers held in {hold.where()} wait for the database, "
+                    f"which still refuses writes ({exc}); no call sent"
+                ) from exc
+            log.error("held paid answers in %s not stored yet: %s", hold.where(), exc)
+    return hold

@@ -29,6 +29,7 @@ from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.meter import Meter
 from monitor.model import Creator, Variant
 from monitor.notify import Notifier, validate_channel_url
+from monitor.spill import AnswerHeld, Hold
 from monitor.store import Store
 from monitor.validation import raise_all
 
@@ -43,7 +44,7 @@ def _run(coro: Callable[[], Awaitable[int]]) -> int:
 
 @asynccontextmanager
 async def _store(config: Config, *, check: bool = True) -> AsyncIterator[Store]:
-    store = Store.open(config.storage.url)
+    store = Store.open(config.storage.url, busy_timeout=config.storage.busy_timeout)
     try:
         if check:
             await store.check_schema()
@@ -116,7 +117,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
     variant = config.variants_of(entry)[0] if entry else _default_variant(config)
     creator = entry.creator() if entry else Creator(user_id=args.user_id)
-    async with fetch_parts(config, clock=_now, create_schema=True) as parts:
+    async with fetch_parts(config, clock=_now, create_schema=True, strict_hold=True) as parts:
         store, fetcher = parts.store, parts.fetcher
         if args.dry_run:
             slot = _slot(config, creator, 0, variant)
@@ -137,7 +138,13 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
         ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
         slot = _slot(config, creator, ids[args.user_id], variant)
         slot.failure_logged = True  # the command's own error line says it, once
-        await fetcher.run(slot)
+        try:
+            await fetcher.run(slot)
+        except AnswerHeld as exc:  # paid for: show it, say where it waits, exit 1
+            if exc.record.data is not None:
+                output.print_points(exc.record.data.daily, sys.stdout)
+            print(_held_line(parts.hold), file=sys.stderr)
+            return 1
         if slot.consecutive_failures:
             raise MonitorError(output.plain_error(slot.last_error or "failed"))
         rows = await store.history_rows(args.user_id, variant=variant)
@@ -164,8 +171,8 @@ async def _fetch_all(config: Config) -> int:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
     stopped: str | None = None
-    async with fetch_parts(config, clock=_now, create_schema=True) as parts:
-        store, fetcher = parts.store, parts.fetcher
+    async with fetch_parts(config, clock=_now, create_schema=True, strict_hold=True) as parts:
+        store, fetcher, hold = parts.store, parts.fetcher, parts.hold
         gauge = await parts.meter.gauge()
         left = gauge.daily_calls - gauge.calls_today
         if left < len(slots):
@@ -179,10 +186,24 @@ async def _fetch_all(config: Config) -> int:
                 except BudgetError as exc:
                     stopped = str(exc)
                     break
+                except AnswerHeld:  # paid for but not stored: no further call goes
+                    done.append(slot)
+                    stopped = "the database refuses writes"
+                    break
                 done.append(slot)
                 bar.update(1)
     output.print_fetched(done, fetcher.calls, len(slots), stopped, sys.stdout)
+    if hold.waiting:
+        print(_held_line(hold), file=sys.stderr)
+        return 1
     return 0 if len(done) == len(slots) and not any(s.consecutive_failures for s in done) else 1
+
+
+def _held_line(hold: Hold) -> str:
+    return (
+        f"the database refuses writes: {hold.held} paid answers kept in {hold.where()}; "
+        "they are stored when the database takes writes (the next fetch or run does it)"
+    )
 
 
 # --- simulate, db ----------------------------------------------------------------------------

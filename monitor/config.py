@@ -165,6 +165,11 @@ class BudgetConfig(_Section):
 class StorageConfig(_Section):
     url: str = "sqlite+aiosqlite:////var/lib/creator-monitor/history.db"
     raw_retention: Duration = timedelta(days=30)  # at most MAX_DURATION
+    #: how long a SQLite writer waits for another process's write lock before giving up
+    busy_timeout: Duration = timedelta(seconds=5)
+    #: where paid answers the database refused are spilled until it takes them (default:
+    #: beside a SQLite file; for PostgreSQL under $STATE_DIRECTORY or ~/.local/state)
+    spill_file: Path | None = None
 
     @field_validator("url")
     @classmethod

@@ -24,11 +24,13 @@ from monitor.errors import (
     InvalidRequest,
     QuotaExceeded,
     RateLimited,
+    StoreError,
     UpstreamError,
 )
 from monitor.meter import Meter
 from monitor.model import Creator, FetchResult, Variant
-from monitor.store import Store
+from monitor.spill import AnswerHeld, Hold, new_attempt_id
+from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class Fetcher:
         rng: random.Random | None = None,
         observe: Observe | None = None,
         on_latency: Callable[[float], None] | None = None,
+        hold: Hold | None = None,
     ) -> None:
         self.config = config
         self._client = client
@@ -133,6 +136,8 @@ class Fetcher:
         self.calls = 0
         #: the last answer of a ``dry_run`` (not stored)
         self.last_result: FetchResult | None = None
+        #: answers the database refused wait here; while any do, no call is sent
+        self.hold = hold if hold is not None else Hold(None)
         #: slot keys whose call is on the wire or being recorded: a stop lets these finish
         self.sending: set[str] = set()
 
@@ -152,25 +157,31 @@ class Fetcher:
         slot to its next due time, in the same transaction as its fetch record. A ``dry_run``
         spends and calls like any other run but stores nothing (``last_result`` has the answer).
         """
-        attempt = 0
-        while True:
-            error = await self._call_once(
-                slot,
-                attempt=attempt,
-                probe=probe,
-                keep_raw=keep_raw,
-                reschedule=reschedule,
-                dry_run=dry_run,
-            )
-            if error is None or not self._should_retry(error, attempt, probe):
-                break
-            attempt += 1
-            cfg = self.config.schedule
-            await self._sleep(
-                budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
-            )
-        if not dry_run:
-            await self._evaluate(slot)
+        try:
+            attempt = 0
+            while True:
+                # a refused write (of any call) stops the retries: no call is bought whose
+                # answer could not be stored
+                error = await self._call_once(
+                    slot,
+                    attempt=attempt,
+                    probe=probe,
+                    keep_raw=keep_raw,
+                    reschedule=reschedule,
+                    dry_run=dry_run,
+                )
+                if error is None or not self._should_retry(error, attempt, probe):
+                    break
+                attempt += 1
+                cfg = self.config.schedule
+                await self._sleep(
+                    budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
+                )
+            if not dry_run:
+                await self._evaluate(slot)
+        except StoreError as exc:
+            self.hold.refused(exc)  # no call goes until a write goes through again
+            raise
         return verdict_of(error)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
@@ -188,6 +199,7 @@ class Fetcher:
         reschedule: bool,
         dry_run: bool,
     ) -> UpstreamError | None:
+        self.hold.check()  # answers wait for the database: no new call
         await self.meter.acquire(probe=probe)
         self.sending.add(slot.key)
         try:
@@ -213,6 +225,9 @@ class Fetcher:
         dry_run: bool,
     ) -> UpstreamError | None:
         """The call the meter just allowed, its feedback and its record."""
+        if self.hold.waiting:  # a write failed while this call waited for the budget
+            self.meter.answered()  # ``acquire`` counted it; it never goes on the wire
+            raise self.hold.refusal()
         self.calls += 1
         started = self._clock()
         error: UpstreamError | None = None
@@ -228,7 +243,12 @@ class Fetcher:
         billed = result.billed if result is not None else bool(error and error.billed)
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)
-        await self.meter.feedback(error, billed=billed)
+        owed: str | None = None  # the billed count the meter could not write goes with the answer
+        try:
+            await self.meter.feedback(error, billed=billed)
+        except StoreError as exc:
+            self.hold.refused(exc)
+            owed = budget_rules.day_of(self._clock(), self.meter.budget.zone) if billed else None
         if dry_run:
             self.last_result = result
             if error is not None:
@@ -242,7 +262,14 @@ class Fetcher:
             # (new creators, catch-up after downtime) must not be fetched again minutes later
             later = self._clock() + slot.every / 2
             next_due = cadence.next_due(slot.due_at, slot.every, later)
-        await self._record(slot, started, result, error, keep_raw=keep_raw, next_due=next_due)
+        try:
+            await self._record(
+                slot, started, result, error, keep_raw=keep_raw, next_due=next_due, owed=owed
+            )
+        except AnswerHeld:
+            if next_due is not None:  # served: the held answer moves the stored slot on too
+                slot.due_at = next_due
+            raise
         if next_due is not None:
             slot.due_at = next_due
         return error
@@ -256,53 +283,41 @@ class Fetcher:
         *,
         keep_raw: bool,
         next_due: datetime | None,
+        owed: str | None = None,
     ) -> None:
+        """Store the attempt; when the database refuses it (or answers before it still wait),
+        hold it and raise ``AnswerHeld`` after the slot's own bookkeeping."""
+        record = _record_of(slot, started, result, error, keep_raw, next_due, owed)
+        held: AnswerHeld | None = None
+        if self.hold.waiting:  # behind the answers already held: they are stored in order
+            held = self.hold.keep(record)
+        else:
+            try:
+                await self._store.record_fetches([record])
+            except StoreError as exc:
+                held = self.hold.keep(record, exc)
         if result is not None:
-            await self._store.record_fetch(
-                slot.creator_id,
-                slot.variant,
-                started_at=started,
-                due_at=slot.due_at,
-                latency_ms=result.latency_ms,
-                http_status=result.http_status,
-                code=result.code,
-                billed=result.billed,
-                error=None,
-                data=result.data,
-                raw_body=result.raw_body,
-                keep_raw=keep_raw,
-                next_due_at=next_due,
-            )
             if slot.failure_logged and slot.consecutive_failures:
                 log.info(
                     "%s recovered after %d failed calls", _who(slot), slot.consecutive_failures
                 )
             slot.failure_logged = False
             slot.last_success_at, slot.consecutive_failures, slot.last_code = started, 0, 0
-            return
-        assert error is not None
-        await self._store.record_fetch(
-            slot.creator_id,
-            slot.variant,
-            started_at=started,
-            due_at=slot.due_at,
-            latency_ms=error.latency_ms,
-            http_status=error.http_status,
-            code=error.code,
-            billed=error.billed,
-            error=error_text(error),
-            data=None,
-            raw_body=error.raw_body,
-            keep_raw=keep_raw,
-            next_due_at=next_due,
-        )
-        # one line when a creator starts failing, one when it recovers; account-wide pauses are
-        # the meter's to log (once for everyone)
-        if not slot.failure_logged and not isinstance(error, AccountBlocked | QuotaExceeded):
-            log.warning("%s failing: %s", _who(slot), error)
-            slot.failure_logged = True
-        slot.consecutive_failures += 1
-        slot.last_code, slot.last_error = error.code, error_text(error)
+        else:
+            assert error is not None
+            # one line when a creator starts failing, one when it recovers; account-wide pauses
+            # are the meter's to log (once for everyone)
+            if not slot.failure_logged and not isinstance(error, AccountBlocked | QuotaExceeded):
+                log.warning("%s failing: %s", _who(slot), error)
+                slot.failure_logged = True
+            slot.consecutive_failures += 1
+            slot.last_code, slot.last_error = error.code, error_text(error)
+        if held is not None:
+            raise held
+
+    async def evaluate(self, slot: Slot) -> None:
+        """Run the creator's rules (after held answers were stored at last)."""
+        await self._evaluate(slot)
 
     async def _evaluate(self, slot: Slot) -> None:
         if self._alerting is None:
@@ -312,6 +327,57 @@ class Fetcher:
         await self._alerting.evaluate_creator(
             slot.creator_id, slot.creator, [s.facts() for s in siblings], account
         )
+
+
+def _record_of(
+    slot: Slot,
+    started: datetime,
+    result: FetchResult | None,
+    error: UpstreamError | None,
+    keep_raw: bool,
+    next_due: datetime | None,
+    owed: str | None,
+) -> FetchRecord:
+    """The ``fetches`` row (and points) of one attempt, with its own attempt id."""
+    latency: int | None
+    status: int | None
+    code: int | None
+    text: str | None
+    raw: str | None
+    if result is not None:
+        latency, status, code, billed = (
+            result.latency_ms,
+            result.http_status,
+            result.code,
+            result.billed,
+        )
+        text, data, raw = None, result.data, result.raw_body
+    else:
+        assert error is not None
+        latency, status, code, billed = (
+            error.latency_ms,
+            error.http_status,
+            error.code,
+            error.billed,
+        )
+        text, data, raw = error_text(error), None, error.raw_body
+    return FetchRecord(
+        creator_id=slot.creator_id,
+        variant=slot.variant,
+        started_at=started,
+        due_at=slot.due_at,
+        latency_ms=latency,
+        http_status=status,
+        code=code,
+        billed=billed,
+        error=text,
+        data=data,
+        raw_body=raw,
+        keep_raw=keep_raw,
+        next_due_at=next_due,
+        attempt_id=new_attempt_id(started),
+        billed_day=owed,
+    )
 
 
 def _who(slot: Slot) -> str:

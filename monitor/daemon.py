@@ -33,6 +33,7 @@ from monitor.meter import Meter
 from monitor.notify import Notifier
 from monitor.rules import ACCOUNT_WIDE_CODES
 from monitor.scheduler import Dispatcher, load_slots
+from monitor.spill import Hold
 from monitor.store import Store
 from monitor.systemd import Notifier as SystemdNotifier
 from monitor.systemd import watchdog_interval, watchdog_loop
@@ -84,6 +85,7 @@ class Daemon:
         self.dispatcher: Dispatcher
         self.notifier: Notifier
         self.alerting: Alerting
+        self.hold: Hold
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
@@ -142,6 +144,7 @@ class Daemon:
                 )
             )
             self.store, self.meter, fetcher = parts.store, parts.meter, parts.fetcher
+            self.hold = parts.hold
             assert parts.alerting is not None
             self.alerting = parts.alerting
             # an account-wide error (601 …) and its end are told within seconds, not at the tick
@@ -333,6 +336,8 @@ class Daemon:
         if self._stop.is_set():
             return True
         await self.meter.persist()
+        if self.hold.waiting:  # paid answers still wait for the database
+            raise self.hold.refusal()
         return True
 
     async def _start_watchdog(self, stack: AsyncExitStack, sd: SystemdNotifier) -> None:

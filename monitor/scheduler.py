@@ -25,7 +25,8 @@ from monitor.config import Config, collector_paused
 from monitor.cycle import Fetcher, Slot, Verdict
 from monitor.errors import BudgetError, MonitorError
 from monitor.model import Variant
-from monitor.store import Store
+from monitor.spill import AnswerHeld, WritesRefused
+from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,13 @@ class Dispatcher:
         return len(ordered)
 
     async def step(self) -> int:
-        """One dispatch round: ``tick`` on a database of our own, ``claim_tick`` on a shared one."""
+        """One dispatch round: ``tick`` on a database of our own, ``claim_tick`` on a shared one.
+
+        While the database refuses writes, the round is the store probe instead: the held
+        answers are written (or, none held, the budget row), and only then may calls go again.
+        """
+        if not await self._store_ready():
+            return 0
         if self.claims is None:
             return self.tick()
         return await self.claim_tick()
@@ -216,10 +223,8 @@ class Dispatcher:
     def _room(self, now: datetime) -> tuple[int, bool]:
         """How many cycles may start now, and whether the one that may is the account probe."""
         free = self.sizer.limit() - len(self._inflight)
-        if self._store_fault is not None:
-            if now < self._store_fault.until or self._inflight:
-                return 0, False
-            free = min(free, 1)
+        if self._store_fault is not None or self._fetcher.hold.waiting:
+            return 0, False  # ``_store_ready`` probes the database first
         meter = self._fetcher.meter
         if free <= 0 or meter.day_exhausted(now):
             return 0, False
@@ -235,6 +240,8 @@ class Dispatcher:
             return math.inf
         if self._store_fault is not None:
             return max(0.0, (self._store_fault.until - now).total_seconds())
+        if self._fetcher.hold.waiting:
+            return 0.0  # answers held (an earlier run's spill file): probe at once
         held = self._budget_hold(now)
         if held is not None:
             return held
@@ -312,9 +319,6 @@ class Dispatcher:
             log.exception("fetch of %s crashed", slot.creator.user_id)
             return
         now = self._clock()
-        if self._store_fault is not None:
-            log.info("the database takes writes again; dispatch resumed")
-            self._store_fault = None
         # DONE: the fetcher moved the slot on in the transaction that recorded the fetch
         if verdict is Verdict.BROKEN:
             slot.broken = True
@@ -328,22 +332,65 @@ class Dispatcher:
             )
         self.completed += 1
 
-    def _store_refused(self, slot: Slot, exc: MonitorError) -> None:
-        """Pause dispatch with a doubling backoff; log when it starts, not on every try."""
+    async def _store_ready(self) -> bool:
+        """True when calls may go; else, once the backoff is over, probe the database (the
+        hold's ``flush``) and resume dispatch if it takes the write. Cycles still ending need
+        no wait: an answer that comes back during the probe joins the hold, after it in order.
+        """
+        hold = self._fetcher.hold
+        if self._store_fault is None and not hold.waiting:
+            return True
+        now = self._clock()
+        if self._store_fault is not None and now < self._store_fault.until:
+            return False
+        try:
+            stored = await hold.flush(self._store, self._fetcher.meter.persist)
+        except MonitorError as exc:
+            self._store_refused(None, exc, probe=True)
+            return False
+        log.info(
+            "the database takes writes again (%d held answers stored); dispatch resumed",
+            len(stored),
+        )
+        self._store_fault = None
+        await self._evaluate_stored(stored)
+        return True
+
+    async def _evaluate_stored(self, records: list[FetchRecord]) -> None:
+        """The rules of the creators whose held answers were just stored."""
+        seen: set[int] = set()
+        for record in records:
+            slot = self._by_id.get((record.creator_id, record.variant))
+            if slot is None or slot.creator_id in seen:
+                continue
+            seen.add(slot.creator_id)
+            try:
+                await self._fetcher.evaluate(slot)
+            except MonitorError as exc:
+                log.error("rules of %s not evaluated: %s", slot.creator.user_id, exc)
+                return
+
+    def _store_refused(self, slot: Slot | None, exc: MonitorError, *, probe: bool = False) -> None:
+        """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
+        a failed probe doubles the pause: cycles ending under the same fault leave it be."""
         now = self._clock()
         first, cap = _STORE_BACKOFF
         fault = self._store_fault
+        quiet = isinstance(exc, AnswerHeld | WritesRefused)
+        if fault is not None and quiet and not probe:
+            return
         pause = first if fault is None else min(cap, fault.pause * 2)
         if fault is None:
             log.error(
-                "the database refuses writes, dispatch paused (retrying one creator at a "
-                "time, backing off to %.0f s): %s",
+                "the database refuses writes, dispatch paused (no call is sent; a write is "
+                "tried again, backing off to %.0f s): %s",
                 cap,
                 exc,
             )
         self._store_fault = StoreFault(until=now + timedelta(seconds=pause), pause=pause)
-        # the next try goes to another creator: a series whose answer could not be stored is
-        # not paid for again and again
+        if slot is None or quiet:
+            return  # held: the slot moved on with its answer; refused: no call was made
+        # the call never went (the ledger refused it): it goes to the back of the queue
         slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
 
     def reconfigure(self, config: Config, slots: dict[str, Slot]) -> None:

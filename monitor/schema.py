@@ -129,8 +129,11 @@ fetches = Table(
     Column("billed", Boolean, nullable=False, server_default=false()),
     Column("error", Text, nullable=True),
     Column("points", Integer, nullable=False, server_default="0"),
+    #: the attempt's own id: a held answer written again after a crash is not a second row
+    Column("attempt_id", String(32), nullable=True),
     Index(None, "creator_id", "started_at"),
     Index(None, "started_at"),  # the console's calls per day by code
+    Index(None, "attempt_id", unique=True),
 )
 
 raw_responses = Table(

@@ -53,16 +53,26 @@ def safe_url(url: URL) -> str:
 
 
 def make_engine(
-    url: str, *, foreign_keys: bool = True, busy_timeout: timedelta = BUSY_TIMEOUT
+    url: str,
+    *,
+    foreign_keys: bool = True,
+    busy_timeout: timedelta = BUSY_TIMEOUT,
+    pg_lock_timeout: bool = False,
 ) -> AsyncEngine:
     """An async engine; on SQLite with WAL, busy timeout, NORMAL sync and transactional BEGINs.
 
     Migrations pass ``foreign_keys=False``: batch mode recreates tables, and with foreign keys on
-    SQLite would cascade-delete the children of a recreated parent.
+    SQLite would cascade-delete the children of a recreated parent. ``pg_lock_timeout``: on
+    PostgreSQL a statement waits at most ``busy_timeout`` for a lock (another session's
+    ``LOCK TABLE``), then fails like a busy SQLite file instead of hanging.
     """
     sa_url = parse_url(url)
     if sa_url.get_backend_name() != "sqlite":
-        return create_async_engine(sa_url, pool_pre_ping=True)
+        if not pg_lock_timeout:
+            return create_async_engine(sa_url, pool_pre_ping=True)
+        ms = str(int(busy_timeout.total_seconds() * 1000))
+        settings = {"server_settings": {"lock_timeout": ms}}
+        return create_async_engine(sa_url, pool_pre_ping=True, connect_args=settings)
     _ensure_parent_dir(sa_url)
     seconds = busy_timeout.total_seconds()
     engine = create_async_engine(sa_url, connect_args={"timeout": seconds})
@@ -243,9 +253,10 @@ class StoreBase:
     ) -> Self:
         """A store on ``url``; no connection is made until first use (or ``check_schema``).
 
-        ``busy_timeout``: how long a SQLite writer waits for another one before giving up.
+        ``busy_timeout``: how long a writer waits for another one's lock before giving up.
         """
-        return cls(make_engine(url, busy_timeout=busy_timeout), parse_url(url), clock)
+        engine = make_engine(url, busy_timeout=busy_timeout, pg_lock_timeout=True)
+        return cls(engine, parse_url(url), clock)
 
     @property
     def dialect(self) -> str:

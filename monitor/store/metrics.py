@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import Executable, Select, bindparam, case, delete, func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
-from monitor.schema import creators, daily_metrics, fetches, raw_responses, schedule
+from monitor.schema import budget_calls, creators, daily_metrics, fetches, raw_responses, schedule
 from monitor.store.engine import StoreBase
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
 
@@ -46,6 +46,11 @@ class FetchRecord:
     keep_raw: bool = True
     #: set when this attempt serves its due time: the schedule moves on in the same transaction
     next_due_at: datetime | None = None
+    #: the attempt's unique id (``fetches.attempt_id``): ``store_held`` skips one already stored
+    attempt_id: str | None = None
+    #: the quota day whose ``billed`` count this call still owes (the meter could not write it
+    #: after the call): counted in the transaction that stores the fetch
+    billed_day: str | None = None
 
     def points(self) -> tuple[DailyPoint, ...]:
         """Every dated point: ``dailyData``, plus ``sumData`` when its day is not among them."""
@@ -118,19 +123,65 @@ class MetricsStore(StoreBase):
         """Store many attempts in ONE transaction (bulk ingest); ids in the order given."""
         if not records:
             return []
-        now = self._clock()
         async with self._write() as conn:
-            ids = await self._insert_fetches(conn, records)
-            await self._upsert_points(conn, records, ids, now)
-            raws = [
-                {"fetch_id": fid, "received_at": now, "body": rec.raw_body}
-                for rec, fid in zip(records, ids, strict=True)
-                if rec.raw_body is not None and rec.keep_raw
-            ]
-            if raws:
-                await conn.execute(insert(raw_responses), raws)
-            await self._note_attempts(conn, records)
+            return await self._store_records(conn, records)
+
+    async def store_held(self, records: Sequence[FetchRecord]) -> int:
+        """Store answers that were held while the database refused writes, in ONE transaction,
+        skipping those whose ``attempt_id`` is already stored (a replay after a crash between
+        the write and the spill file's deletion); returns how many were new."""
+        if not records:
+            return 0
+        wanted = [rec.attempt_id for rec in records if rec.attempt_id is not None]
+        async with self._write() as conn:
+            known: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                found = await conn.execute(
+                    select(fetches.c.attempt_id).where(fetches.c.attempt_id.in_(chunk))
+                )
+                known.update(str(value) for value in found.scalars())
+            fresh = [r for r in records if r.attempt_id is None or r.attempt_id not in known]
+            if fresh:
+                await self._store_records(conn, fresh)
+        return len(fresh)
+
+    async def _store_records(
+        self, conn: AsyncConnection, records: Sequence[FetchRecord]
+    ) -> list[int]:
+        now = self._clock()
+        ids = await self._insert_fetches(conn, records)
+        await self._upsert_points(conn, records, ids, now)
+        raws = [
+            {"fetch_id": fid, "received_at": now, "body": rec.raw_body}
+            for rec, fid in zip(records, ids, strict=True)
+            if rec.raw_body is not None and rec.keep_raw
+        ]
+        if raws:
+            await conn.execute(insert(raw_responses), raws)
+        await self._note_attempts(conn, records)
+        await self._count_owed_billed(conn, records)
         return ids
+
+    async def _count_owed_billed(
+        self, conn: AsyncConnection, records: Sequence[FetchRecord]
+    ) -> None:
+        """The ledger's billed counts the meter could not write after the call: in the quarter
+        hour the call started, under the day label it had then."""
+        owed: dict[tuple[datetime, str], int] = {}
+        for rec in records:
+            if rec.billed_day is not None:
+                at = rec.started_at.astimezone(UTC)
+                slot = at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
+                owed[slot, rec.billed_day] = owed.get((slot, rec.billed_day), 0) + 1
+        for (slot, day), count in owed.items():
+            stmt = self._upsert(budget_calls).values(slot_at=slot, day=day, calls=0, billed=count)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
+                    set_={"billed": budget_calls.c.billed + count},
+                )
+            )
 
     async def _insert_fetches(
         self, conn: AsyncConnection, records: Sequence[FetchRecord]
@@ -147,6 +198,7 @@ class MetricsStore(StoreBase):
                 "billed": rec.billed,
                 "error": rec.error,
                 "points": len(rec.points()),
+                "attempt_id": rec.attempt_id,
             }
             for rec in records
         ]

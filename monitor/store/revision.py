@@ -17,7 +17,7 @@ from monitor.errors import SchemaOutOfDate
 
 #: the newest revision in ``migrations/versions``; ``tests/test_migrations.py`` checks that it is
 #: alembic's head, so a new migration without an update here fails the suite
-HEAD_REVISION = "0004_alert_ack"
+HEAD_REVISION = "0005_fetch_idempotency"
 #: alembic's bookkeeping table (its default name)
 VERSION_TABLE = "alembic_version"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 from receiver_support import Receiver
 from sqlalchemy import event
 
-from drills.storage import other_writer, read_only, snapshot
+from drills.storage import read_only, snapshot
 from drills.tally import Tally, dump, integrity, query
 from monitor import migrate
 from monitor.config import parse_config
@@ -90,7 +91,7 @@ async def _fault(kind: str, daemon: Daemon, path: Path) -> AsyncIterator[None]:
             yield
         return
     if kind == "locked":
-        with other_writer(path):
+        async with _other_writer(path):
             yield
         return
     # a full disk: no new page may be added (what the file holds can still be rewritten)
@@ -111,6 +112,24 @@ async def _fault(kind: str, daemon: Daemon, path: Path) -> AsyncIterator[None]:
     finally:
         event.remove(engine.sync_engine, "connect", small_disk)
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _other_writer(path: Path) -> AsyncIterator[None]:
+    """``other_writer`` without blocking the event loop while it waits for the lock: the daemon
+    in this same loop may be inside a write transaction that must finish first."""
+
+    def take() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    conn = await asyncio.to_thread(take)
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
@@ -164,6 +183,11 @@ async def daemon_storage_drill(
                 daemon.request_stop()
                 code = await asyncio.wait_for(running, timeout=20)
         _score(tally, outcome, path, before, fetches_before, receiver, code)
+        # every call the upstream saw (billed or not) has its fetches row, once
+        (rows,) = query(path, "SELECT count(*) FROM fetches")[0]
+        calls = sim.counters().calls
+        tally.lose(max(0, calls - int(rows)), f"{kind}: calls without their fetches row")
+        tally.duplicate(max(0, int(rows) - calls), f"{kind}: more fetches rows than calls")
         tally.leak([*logs.lines, dump(path)], [token, hook, HOOK_SECRET], "logs and database")
     return tally, outcome
 

@@ -1,6 +1,10 @@
 """Storage faults at the store level: the disk fills up, another writer holds the lock, the file
 turns read-only. Each write under a fault fails whole with one clear ``StoreError`` line or
 succeeds whole; nothing committed before is lost; the outbox is intact and drains once after.
+
+The writes are the production ones: a fetch through ``cycle.Fetcher`` (meter, simulator, record,
+hold) and alert transitions through ``commit_transition``. A paid answer the fault refused is
+held and must be stored, once, when the fault clears.
 """
 
 from __future__ import annotations
@@ -14,22 +18,30 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
 from receiver_support import Receiver
 from sqlalchemy import event
 
 from drills.tally import Tally, integrity, query
 from monitor import migrate
-from monitor.client import parse_core_data
-from monitor.config import NotifyConfig
+from monitor.budget import Budget
+from monitor.client import JustOneClient, parse_core_data
+from monitor.config import NotifyConfig, parse_config
+from monitor.cycle import Fetcher, Slot
 from monitor.errors import StoreError
+from monitor.meter import Meter
 from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
 from monitor.notify import Notifier
+from monitor.simulator import SimKnobs, Simulator
+from monitor.spill import AnswerHeld, Hold
 from monitor.store import Store
 from monitor.store.outbox import NewMessage
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 USER = "5c3bf7f7000000000602fd63"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 DATA = Path(__file__).resolve().parent.parent / "data"
 FAULTS = ("disk_full", "locked", "read_only")
 
@@ -156,15 +168,50 @@ def _fault(kind: str, path: Path) -> contextlib.AbstractContextManager[None]:
 
 
 Attempt = Callable[[], Awaitable[object]]
+DRILL_TOKEN = "drill-T0ken-4b9e1c7a2f"
 
 
-async def _attempts(store: Store, creator_id: int, round_no: int) -> dict[str, Attempt]:
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def fetcher(store: Store, sim: Simulator, client: JustOneClient, hold: Hold) -> Fetcher:
+    """The daemon's own fetch path on ``store``: budget, simulator, record, hold."""
+    document = {
+        "api": {"base_url": sim.base_url},
+        "budget": {"calls_per_minute": 600, "burst": 10, "daily_calls": 1000},
+        "storage": {"url": "sqlite+aiosqlite:///unused.db"},
+        "schedule": {"retry_attempts": 0},
+    }
+    config = parse_config(document)
+    meter = await Meter.open(Budget.from_config(config), store, clock=_now)
+    return Fetcher(config, client, store, meter, None, clock=_now, hold=hold)
+
+
+async def spend(store: Store, moment: datetime) -> None:
+    """One call counted by the gate at ``moment`` (its ledger and bucket writes)."""
+    budget = Budget(calls_per_minute=600, burst=100, daily_calls=100, zone=SHANGHAI)
+    meter = await Meter.open(budget, store, clock=lambda: moment)
+    await meter.acquire(wait=False)
+    meter.answered()
+
+
+def _slot(creator_id: int) -> Slot:
+    return Slot(USER, creator_id, Creator(USER, "Lilyy"), Variant(), timedelta(days=1), _now())
+
+
+async def _attempts(
+    store: Store, creator_id: int, round_no: int, fetch: Fetcher
+) -> dict[str, Attempt]:
     return {
-        "record_fetch": lambda: record(store, creator_id, pad=400_000),
-        "alert+outbox": lambda: store.apply_transition(
-            alert(creator_id, f"during-{round_no}"), [message(f"during {round_no}")], now=T0
+        "fetch": lambda: fetch.run(_slot(creator_id), reschedule=True),
+        "alert+outbox": lambda: store.commit_transition(
+            alert(creator_id, f"during-{round_no}"),
+            [message(f"during {round_no}")],
+            now=T0,
+            expect=None,
         ),
-        "reserve_call": lambda: store.reserve_call(f"2025-12-{12 + round_no:02d}", 100),
+        "gate spend": lambda: spend(store, T0 + timedelta(days=1 + round_no)),
     }
 
 
@@ -179,40 +226,70 @@ async def one_fault(
         ids = await store.sync_creators([Creator(USER, "Lilyy")])
         creator_id = ids[USER]
         await record(store, creator_id)
-        await store.apply_transition(alert(creator_id, "before"), [message("before")], now=T0)
-        await store.reserve_call("2025-12-11", 100)
+        await store.commit_transition(
+            alert(creator_id, "before"), [message("before")], now=T0, expect=None
+        )
+        await spend(store, T0)
     before = snapshot(path)
-    errors = await _under_fault(kind, path, url, creator_id, round_no, tally)
-    tally.faults += 1
-    for text in errors:
-        if "\n" in text or not text.startswith("database "):
-            tally.notes.append(f"{kind}: unclear error {text!r}")
-    if not errors:
-        tally.notes.append(f"{kind}: no write failed under the fault")
-    after = snapshot(path)
-    _compare(kind, before, after, tally)
-    await _recovers(url, path, creator_id, receiver, tally, kind)
+    hold = Hold(path.with_name(path.name + ".pending.jsonl"))
+    async with (
+        Simulator(SimKnobs(latency_ms=5)) as sim,
+        JustOneClient(base_url=sim.base_url, token=SecretStr(DRILL_TOKEN)) as client,
+    ):
+        errors = await _under_fault(kind, path, url, creator_id, round_no, tally, sim, client, hold)
+        tally.faults += 1
+        for text in errors:
+            if "\n" in text or "database " not in text:
+                tally.notes.append(f"{kind}: unclear error {text!r}")
+        if not errors:
+            tally.notes.append(f"{kind}: no write failed under the fault")
+        after = snapshot(path)
+        _compare(kind, before, after, tally)
+        await _recovers(url, path, creator_id, receiver, tally, kind, sim, client, hold)
 
 
 async def _under_fault(
-    kind: str, path: Path, url: str, creator_id: int, round_no: int, tally: Tally
+    kind: str,
+    path: Path,
+    url: str,
+    creator_id: int,
+    round_no: int,
+    tally: Tally,
+    sim: Simulator,
+    client: JustOneClient,
+    hold: Hold,
 ) -> list[str]:
     errors: list[str] = []
     busy = timedelta(milliseconds=200)
     store = Store.open(url, clock=lambda: T0, busy_timeout=busy)
     try:
+        fetch = await fetcher(store, sim, client, hold)
         if kind == "disk_full":
             pages = int(str(query(path, "PRAGMA page_count")[0][0]))
             _limit_pages(store, pages)
+            await store._engine.dispose()  # the pool's connections come back with the limit
         with _fault(kind, path):
-            for name, attempt in (await _attempts(store, creator_id, round_no)).items():
+            for name, attempt in (await _attempts(store, creator_id, round_no, fetch)).items():
+                calls = sim.counters().calls
                 try:
                     await attempt()
+                except AnswerHeld as exc:
+                    errors.append(str(exc))
+                    if exc.record.billed and not hold.waiting:
+                        tally.lose(1, f"{kind}/{name}: a held answer is not waiting")
                 except StoreError as exc:
                     errors.append(str(exc))
                 except Exception as exc:  # anything else is a finding, not a crash of the drill
                     tally.notes.append(f"{kind}/{name}: {type(exc).__name__}: {exc}")
                     tally.lose(1, f"{kind}/{name} raised {type(exc).__name__}, not StoreError")
+                if name != "fetch" and sim.counters().calls != calls:
+                    tally.notes.append(f"{kind}/{name}: a call went out")
+            # while anything waits, the fetch path sends nothing
+            before = sim.counters().calls
+            with contextlib.suppress(StoreError):
+                await fetch.run(_slot(creator_id), reschedule=True)
+            if hold.waiting and sim.counters().calls != before:
+                tally.notes.append(f"{kind}: a call went out while writes were refused")
     finally:
         await store.close()
     return errors
@@ -240,12 +317,30 @@ def _compare(kind: str, before: dict[str, Any], after: dict[str, Any], tally: Ta
 
 
 async def _recovers(
-    url: str, path: Path, creator_id: int, receiver: Receiver, tally: Tally, kind: str
+    url: str,
+    path: Path,
+    creator_id: int,
+    receiver: Receiver,
+    tally: Tally,
+    kind: str,
+    sim: Simulator,
+    client: JustOneClient,
+    hold: Hold,
 ) -> None:
-    """With the fault gone: writes work, the database is sound, each message goes out once."""
+    """With the fault gone: held answers are stored once, writes work, the database is sound,
+    each message goes out once, and every billed call has its row."""
     async with Store.open(url, clock=lambda: T0) as store:
-        await record(store, creator_id)
-        await store.apply_transition(alert(creator_id, "after"), [message("after")], now=T0)
+        assert hold.path is not None
+        spilled = hold.path.read_bytes() if hold.path.exists() else b""
+        await hold.replay(store)
+        if spilled:  # a crash after the write, before the file went: the next start replays it
+            hold.path.write_bytes(spilled)
+            await Hold(hold.path).replay(store)
+        fetch = await fetcher(store, sim, client, hold)
+        await fetch.run(_slot(creator_id), reschedule=True)
+        await store.commit_transition(
+            alert(creator_id, "after"), [message("after")], now=T0, expect=None
+        )
         config = NotifyConfig(backoff_base=timedelta(seconds=1))
         channels = {"ops": receiver.url(f"/{path.stem}")}
         async with Notifier(store, channels, config, owner="drill", jitter=0.0) as notifier:
@@ -255,6 +350,11 @@ async def _recovers(
     check = integrity(path)
     if check != "ok":
         tally.lose(1, f"{kind}: integrity_check says {check}")
+    counters = sim.counters()
+    (rows,) = query(path, "SELECT count(*) FROM fetches WHERE attempt_id IS NOT NULL")[0]
+    tally.rows_checked += int(rows)
+    tally.lose(max(0, counters.calls - int(rows)), f"{kind}: calls without their fetches row")
+    tally.duplicate(max(0, int(rows) - counters.calls), f"{kind}: a fetch stored twice")
     titles = [b["title"] for b in receiver.bodies(f"/{path.stem}")]
     expected = sorted(str(t) for _id, t in query(path, "SELECT id, title FROM notifications"))
     tally.rows_checked += len(expected)
