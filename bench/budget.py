@@ -31,10 +31,10 @@ from typing import Any
 import httpx
 
 import monitor
-from monitor import migrate
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
-from monitor.simulator import CORE_DATA_PATH, SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import CORE_DATA_PATH, SimKnobs, Simulator
 
 TOKEN = "bench-token"  # the simulator accepts any token
 MINUTE = timedelta(minutes=1)

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from monitor import migrate
 from monitor.config import parse_config
 from monitor.model import CoreData, Creator, DailyPoint, Variant
-from monitor.store import FetchRecord, Store
+from monitor.store import FetchRecord, Store, migrate
 from monitor.web import auth
 from monitor.web.app import Console, mount
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from monitor import migrate
 from monitor.app import fetch_parts
 from monitor.config import Config, load_config
-from monitor.cycle import Slot
 from monitor.model import Variant
+from monitor.service.fetch import Slot
+from monitor.store import migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"

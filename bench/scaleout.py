@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from scaleout_support import Fleet, fleet_config, wait_for_instances
 
-from monitor import migrate
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 ADMIN_DSN = os.environ.get("CM_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TOKEN = "bench-token-not-secret"

@@ -18,9 +18,8 @@ from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from monitor import migrate
 from monitor.model import METRICS, CoreData, Creator, DailyPoint, Variant
-from monitor.store import FetchRecord, Store
+from monitor.store import FetchRecord, Store, migrate
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 V = Variant()

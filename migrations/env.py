@@ -1,4 +1,4 @@
-"""Alembic environment for creator-monitor: runs on a connection handed in by ``monitor.migrate``.
+"""Alembic environment for creator-monitor: runs on a connection handed in by ``monitor.store.migrate``.
 
 ``creator-monitor db upgrade`` passes an open connection (already inside a transaction that holds
 the migration lock) in ``config.attributes["connection"]``. For developers running the ``alembic``
@@ -12,8 +12,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from monitor.schema import metadata
 from monitor.store.engine import make_engine
+from monitor.store.schema import metadata
 
 
 def run_on(connection: Connection) -> None:

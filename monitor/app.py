@@ -14,17 +14,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor import cluster
-from monitor.alerting import Alerting
-from monitor.budget import Budget
-from monitor.client import JustOneClient
 from monitor.config import Config, resolve_token
-from monitor.cycle import Fetcher, Observe
 from monitor.errors import MonitorError, SchemaOutOfDate
-from monitor.meter import Meter
-from monitor.spill import Hold, spill_path
+from monitor.ops.wallclock import Monotonic
+from monitor.policy.budget import Budget
+from monitor.service import cluster
+from monitor.service.alerting import Alerting
+from monitor.service.fetch import Fetcher, Observe
+from monitor.service.gate import Meter
+from monitor.service.spill import Hold, spill_path
 from monitor.store import Store
-from monitor.wallclock import Monotonic
+from monitor.upstream.client import JustOneClient
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def fetch_parts(
             # (the daemon and a database at another revision still ask for ``db upgrade``)
             if not create_schema or exc.current is not None:
                 raise
-            from monitor import migrate  # alembic: off the daemon's import path
+            from monitor.store import migrate  # alembic: off the daemon's import path
 
             await migrate.upgrade(config.storage.url)
         hold = await _open_hold(config, store, environ, strict=strict_hold)

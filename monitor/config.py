@@ -43,7 +43,6 @@ from monitor.model import (
     Severity,
     Variant,
 )
-from monitor.redaction import userinfo_problem
 from monitor.validation import (
     MAX_DURATION,
     config_keys,  # noqa: F401 - re-exported: the README and config tests list keys with it
@@ -52,6 +51,7 @@ from monitor.validation import (
     raise_all,
     section_keys,
     unknown,
+    userinfo_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def _parse_in_flight(value: object) -> object:
 
 
 class ScheduleConfig(_Section):
-    # "auto": sized from the budget and observed latency (monitor/concurrency.py); an int: fixed
+    # "auto": sized from the budget and observed latency (policy/concurrency.py); an int: fixed
     max_in_flight: Annotated[Literal["auto"] | int, BeforeValidator(_parse_in_flight)] = "auto"
     fetch_after: Clock | None = None  # local time in budget.timezone; None = any time
     retry_attempts: int = Field(default=3, ge=0, le=20)

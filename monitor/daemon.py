@@ -21,24 +21,25 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor import cluster, concurrency
-from monitor.alerting import Alerting
 from monitor.app import fetch_parts
-from monitor.budget import Budget
 from monitor.config import Config, collector_paused, load_config
-from monitor.digest import queue_due_digest
 from monitor.errors import ConfigError, MonitorError, NotifyError
-from monitor.gate import delivery_gate
-from monitor.meter import Meter
-from monitor.notify import Notifier
-from monitor.rules import ACCOUNT_WIDE_CODES
-from monitor.scheduler import Dispatcher, load_slots
-from monitor.spill import Hold
+from monitor.notify.gate import delivery_gate
+from monitor.notify.sender import Notifier
+from monitor.ops.systemd import Notifier as SystemdNotifier
+from monitor.ops.systemd import watchdog_interval, watchdog_loop
+from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
+from monitor.ops.wallclock import Monotonic, WallJumps, describe
+from monitor.policy import concurrency
+from monitor.policy.budget import Budget
+from monitor.policy.rules import ACCOUNT_WIDE_CODES
+from monitor.service import cluster
+from monitor.service.alerting import Alerting
+from monitor.service.digest import queue_due_digest
+from monitor.service.dispatch import Dispatcher, load_slots
+from monitor.service.gate import Meter
+from monitor.service.spill import Hold
 from monitor.store import Store
-from monitor.systemd import Notifier as SystemdNotifier
-from monitor.systemd import watchdog_interval, watchdog_loop
-from monitor.telemetry import HttpEndpoint, Telemetry, serve
-from monitor.wallclock import Monotonic, WallJumps, describe
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class Daemon:
         """Scheduled reports whose period ended: queued once (a claim in the database)."""
         if not self.config.reports:
             return
-        from monitor.scheduled import queue_due_reports  # plotly: only when reports are set
+        from monitor.service.scheduled import queue_due_reports  # plotly: only when reports are set
 
         try:
             await queue_due_reports(

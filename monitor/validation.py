@@ -202,3 +202,14 @@ def pydantic_problems(
         msg = msg.removeprefix("Value error, ")
         out.append(ConfigError(path or "config", msg))
     return out
+
+
+def userinfo_problem(url: str) -> str | None:
+    """Why a base URL with a user name or password (``user:password@host``) is refused, or None.
+
+    The reason never echoes the URL: the part before the ``@`` is a password.
+    """
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    if "@" not in authority:
+        return None
+    return "must not hold a user name or password (user:password@host); the API takes a token"

@@ -16,21 +16,21 @@ from pydantic import SecretStr
 from sim_support import FakeClock, creator_id
 from sqlalchemy import select
 
-from monitor import migrate, sim_series
-from monitor.alerting import Alerting
-from monitor.budget import Budget
-from monitor.client import JustOneClient
 from monitor.config import Config, parse_config
-from monitor.cycle import Fetcher, Slot, Verdict
 from monitor.errors import BudgetError
-from monitor.gate import delivery_gate
-from monitor.meter import Meter
 from monitor.model import CoreData, Creator, DailyPoint, Variant
-from monitor.notify import DrainReport, Notifier
-from monitor.rules import AccountSubject
-from monitor.scheduler import load_slots
-from monitor.schema import alerts, notifications
-from monitor.store import Store
+from monitor.notify.gate import delivery_gate
+from monitor.notify.sender import DrainReport, Notifier
+from monitor.policy.budget import Budget
+from monitor.policy.rules import AccountSubject
+from monitor.service.alerting import Alerting
+from monitor.service.dispatch import load_slots
+from monitor.service.fetch import Fetcher, Slot, Verdict
+from monitor.service.gate import Meter
+from monitor.store import Store, migrate
+from monitor.store.schema import alerts, notifications
+from monitor.upstream import series as sim_series
+from monitor.upstream.client import JustOneClient
 
 LILYY = "5c3bf7f7000000000602fd63"
 BO = "5a0b1c2d3e4f5a6b7c8d9e0f"

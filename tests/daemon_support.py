@@ -27,10 +27,10 @@ from zoneinfo import ZoneInfo
 
 from sim_support import CAPTURE_TIME, FakeClock, creator_id
 
-from monitor import migrate
 from monitor.config import Config, parse_config
 from monitor.daemon import Daemon, Options
-from monitor.simulator import CallRecord, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import CallRecord, Simulator
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MINUTE = timedelta(minutes=1)
@@ -188,7 +188,7 @@ def _busy(daemon: Daemon, vt: VirtualTime) -> bool:
 @asynccontextmanager
 async def in_process(tmp_path: Path, token: str, **knobs: Any) -> AsyncIterator[InProcess]:
     """A migrated SQLite file, a simulator on the virtual clock, and the driver running."""
-    from monitor.simulator import SimKnobs
+    from monitor.upstream.simulator import SimKnobs
 
     db_url = f"sqlite+aiosqlite:///{tmp_path}/history.db"
     await migrate.upgrade(db_url)

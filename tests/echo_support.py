@@ -16,8 +16,8 @@ from aiohttp import web
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from monitor.client import CORE_DATA_PATH
-from monitor.redaction import secret_forms
+from monitor.ops.redaction import secret_forms
+from monitor.upstream.client import CORE_DATA_PATH
 
 #: a token with characters every encoding changes (``/``, ``+``, ``=``)
 ESCAPED_TOKEN = "tok/SECRET+7f3a=9c1e/5b2d+4e6f8a0b=="

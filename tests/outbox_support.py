@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from monitor import migrate
 from monitor.model import AlertState, Creator, Phase, Severity
-from monitor.schema import notifications
+from monitor.store import migrate
 from monitor.store.creators import CreatorStore
 from monitor.store.outbox import NewMessage, OutboxStore
+from monitor.store.schema import notifications
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 USER_ID = "5c3bf7f7000000000602fd63"

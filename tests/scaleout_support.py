@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from monitor.simulator import CallRecord
+from monitor.upstream.simulator import CallRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 

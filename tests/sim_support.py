@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from monitor import sim_series
+from monitor.upstream import series as sim_series
 
 #: 2025-12-11 10:17:58 in Asia/Shanghai, the moment the 30-day sample was captured
 CAPTURE_TIME = datetime(2025, 12, 11, 2, 17, 58, 460419, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Helpers for the store tests: a settable clock, sample bodies as CoreData, point builders.
 
-The sample bodies are turned into CoreData here (not through monitor.client) so the store tests
-stand on their own while the client evolves; one test checks the two agree.
+The sample bodies are turned into CoreData here (not through monitor.upstream.client) so the store
+tests stand on their own while the client evolves; one test checks the two agree.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from monitor import migrate
 from monitor.model import COST_METRICS, CoreData, Creator, DailyPoint
-from monitor.store import Store
+from monitor.store import Store, migrate
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 

@@ -9,10 +9,9 @@ from dataclasses import replace
 
 from test_alerts import CLEAR, HOUR, T0, firing, rule
 
-from monitor import migrate
-from monitor.alerts import AlertState, Event, step
 from monitor.model import Creator
-from monitor.store import Store
+from monitor.policy.lifecycle import AlertState, Event, step
+from monitor.store import Store, migrate
 
 
 def test_acknowledged_alert_stops_repeating_until_it_resolves() -> None:

@@ -15,12 +15,11 @@ from daemon_support import child_env, cli, write_toml
 from sim_support import FakeClock
 from sqlalchemy import text
 
-from monitor import migrate
-from monitor.alerting import Alerting, SeriesFacts
 from monitor.config import parse_config
 from monitor.model import AlertState, Creator, NoteType, Phase, Severity, Variant
-from monitor.rules import AccountSubject
-from monitor.store import Store
+from monitor.policy.rules import AccountSubject
+from monitor.service.alerting import Alerting, SeriesFacts
+from monitor.store import Store, migrate
 from monitor.store.engine import make_engine
 
 T0 = datetime.fromisoformat("2025-12-11T02:00:00+00:00")

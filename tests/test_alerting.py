@@ -15,10 +15,10 @@ import pytest_asyncio
 from alerting_support import BO, LILYY, open_store, points, seed, table
 from sim_support import FakeClock
 
-from monitor.alerting import Alerting, SeriesFacts
 from monitor.config import Config, parse_config
 from monitor.model import Creator, Variant
-from monitor.rules import AccountSubject
+from monitor.policy.rules import AccountSubject
+from monitor.service.alerting import Alerting, SeriesFacts
 from monitor.store import Store
 
 T0 = datetime.fromisoformat("2025-12-11T02:00:00+00:00")

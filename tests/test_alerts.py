@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.alerts import (
+from monitor.config import Rule, parse_config
+from monitor.model import Finding, Outcome, Severity, Verdict
+from monitor.policy.lifecycle import (
     Action,
     AlertState,
     Event,
@@ -24,8 +26,6 @@ from monitor.alerts import (
     should_deliver,
     step,
 )
-from monitor.config import Rule, parse_config
-from monitor.model import Finding, Outcome, Severity, Verdict
 
 UID = "5c3bf7f7000000000602fd63"
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)

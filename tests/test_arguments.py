@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import arguments
-from monitor.cli import build_parser
+from monitor.cli import arguments
+from monitor.cli.main import build_parser
 from monitor.config import parse_config
 from monitor.errors import ConfigError
 from monitor.model import Business, DateType, NoteType, Variant

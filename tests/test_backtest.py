@@ -12,9 +12,9 @@ import pytest_asyncio
 from alerting_support import BO, LILYY, open_store, points, seed, table
 from sim_support import FakeClock
 
-from monitor.backtest import BacktestLine, run_backtest
 from monitor.config import Config, parse_config
 from monitor.model import Creator
+from monitor.service.backtest import BacktestLine, run_backtest
 from monitor.store import Store
 
 START = date(2025, 11, 1)

@@ -13,16 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.budget import (
-    Budget,
-    BudgetState,
-    daily_left,
-    day_of,
-    is_retryable,
-    next_midnight,
-    outcome_code,
-    retry_delay,
-)
 from monitor.config import parse_config
 from monitor.errors import (
     AccountBlocked,
@@ -35,6 +25,16 @@ from monitor.errors import (
     Retryable,
     TransportError,
     UnknownCode,
+)
+from monitor.policy.budget import (
+    Budget,
+    BudgetState,
+    daily_left,
+    day_of,
+    is_retryable,
+    next_midnight,
+    outcome_code,
+    retry_delay,
 )
 from monitor.store.ledger import BudgetStateRow
 

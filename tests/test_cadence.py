@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.cadence import (
+from monitor.config import parse_config
+from monitor.model import Business, Variant
+from monitor.policy.cadence import (
     EPOCH,
     DueEntry,
     Plan,
@@ -27,8 +29,6 @@ from monitor.cadence import (
     slot_key,
     slot_offset,
 )
-from monitor.config import parse_config
-from monitor.model import Business, Variant
 
 ROOT = Path(__file__).parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -56,7 +56,7 @@ def test_the_slot_offset_is_a_stable_hash_of_the_series() -> None:
 
 def test_the_offset_does_not_depend_on_pythons_hash_seed() -> None:
     code = (
-        "from datetime import timedelta; from monitor.cadence import slot_offset;"
+        "from datetime import timedelta; from monitor.policy.cadence import slot_offset;"
         f"print(slot_offset('{UID}/x', timedelta(days=1)).total_seconds())"
     )
     outputs = {

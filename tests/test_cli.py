@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from demo_support import DemoRun, clean_env, cli_command, demo, demo_config  # noqa: F401
 
-from monitor.demo import CREATORS
-from monitor.output import sparkline
+from monitor.cli.demo import CREATORS
+from monitor.cli.output import sparkline
 
 SECRET = "tok-SECRET-7f3a9c1e5b2d4e6f8a0b"
 

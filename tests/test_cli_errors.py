@@ -343,7 +343,7 @@ def test_alembic_chatter_only_under_debug(workspace: Workspace) -> None:
 
 def test_stored_error_texts_lose_our_class_names() -> None:
     """``status`` and ``fetch`` show errors as stored (``TransportError: …``) without the name."""
-    from monitor.output import plain_error
+    from monitor.cli.output import plain_error
 
     stored = "TransportError: cannot reach 127.0.0.1:9 (connection refused): check api.base_url"
     assert plain_error(f"fetch of {LILYY} failed: {stored}") == (

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor import migrate
-from monitor.client import parse_core_data
 from monitor.model import Creator, Variant
-from monitor.store import Store
+from monitor.store import Store, migrate
+from monitor.upstream.client import parse_core_data
 
 UID = "5c3bf7f7000000000602fd63"
 CLI = [sys.executable, "-m", "monitor"]

@@ -14,8 +14,6 @@ from aiohttp import web
 from pydantic import SecretStr
 from sim_support import FakeClock, plain_creator
 
-from monitor import sim_series
-from monitor.client import JustOneClient, parse_core_data
 from monitor.config import ApiConfig
 from monitor.errors import (
     AccountBlocked,
@@ -31,7 +29,9 @@ from monitor.errors import (
     UpstreamError,
 )
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
-from monitor.simulator import HTML_502, MESSAGES, SimKnobs, Simulator
+from monitor.upstream import series as sim_series
+from monitor.upstream.client import JustOneClient, parse_core_data
+from monitor.upstream.simulator import HTML_502, MESSAGES, SimKnobs, Simulator
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -22,11 +22,12 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
     store,
 )
 
-from monitor import __version__, cluster
-from monitor.budget import Budget
-from monitor.cycle import Slot
+from monitor import __version__
 from monitor.errors import StoreError
 from monitor.model import Creator, Variant
+from monitor.policy.budget import Budget
+from monitor.service import cluster
+from monitor.service.fetch import Slot
 from monitor.store import FetchRecord, Store
 
 V = Variant()

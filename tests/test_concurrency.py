@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from daemon_support import creators, daemon_config
 
-from monitor import migrate
-from monitor.concurrency import AUTO_CAP, WINDOW, InFlightSizer, needed_in_flight, pool_size
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
 from monitor.errors import ConfigError
-from monitor.simulator import SimKnobs, Simulator
+from monitor.policy.concurrency import AUTO_CAP, WINDOW, InFlightSizer, needed_in_flight, pool_size
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 
 def test_auto_is_the_default_and_an_integer_is_a_fixed_cap() -> None:

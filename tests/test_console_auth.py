@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monitor import migrate
 from monitor.config import parse_config
 from monitor.errors import ConfigError
-from monitor.telemetry import Telemetry, serve
+from monitor.ops.telemetry import Telemetry, serve
+from monitor.store import migrate
 from monitor.web.auth import LoginLimit, console_tokens
 from monitor.web.i18n import negotiate
 from monitor.web.server import console_mount

@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-from monitor import migrate
 from monitor.model import AlertState, CoreData, Creator, DailyPoint, Phase, Severity, Variant
-from monitor.store import FetchRecord, Store
+from monitor.store import FetchRecord, Store, migrate
 from monitor.store.console import OverviewQuery
 
 T0 = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)

@@ -22,8 +22,8 @@ from daemon_support import (
     next_shanghai_midnight,
 )
 
-from monitor import cadence
 from monitor.config import parse_config
+from monitor.policy import cadence
 
 
 def _db_path(url: str) -> Path:

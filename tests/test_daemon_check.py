@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from daemon_support import creators, daemon_config, write_toml
 
-from monitor.cli import main
+from monitor.cli.main import main
 
 
 def _check(tmp_path: Path, every: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from daemon_support import creators, daemon_config
 
-from monitor import migrate
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
-from monitor.simulator import SimKnobs, Simulator
-from monitor.telemetry import GAUGES
+from monitor.ops.telemetry import GAUGES
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 pytestmark = pytest.mark.postgres
 

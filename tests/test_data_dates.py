@@ -17,7 +17,7 @@ from aiohttp import web
 from daemon_support import child_env, cli, write_toml
 from echo_support import dump_database
 
-from monitor.client import CORE_DATA_PATH
+from monitor.upstream.client import CORE_DATA_PATH
 
 USER = "5c3bf7f7000000000602fd63"
 

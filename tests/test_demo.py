@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from demo_support import DemoRun, clean_env, cli_command, demo  # noqa: F401 - the fixture
 
-from monitor.demo import CREATORS, FALLING, FLAKY
+from monitor.cli.demo import CREATORS, FALLING, FLAKY
 
 pytestmark = pytest.mark.slow
 

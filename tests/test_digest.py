@@ -18,13 +18,13 @@ from alerting_support import BO, LILYY, MIA, open_store, points, seed, table
 from receiver_support import Receiver
 from sim_support import FakeClock
 
-from monitor.budget import Budget
 from monitor.config import Config, parse_config
-from monitor.digest import build_digest, queue_due_digest, week_movers
-from monitor.gate import delivery_gate
-from monitor.meter import Meter
 from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Variant
-from monitor.notify import Notifier
+from monitor.notify.gate import delivery_gate
+from monitor.notify.sender import Notifier
+from monitor.policy.budget import Budget
+from monitor.service.digest import build_digest, queue_due_digest, week_movers
+from monitor.service.gate import Meter
 from monitor.store import Store
 
 #: 2025-12-11 09:00 in Asia/Shanghai

@@ -14,8 +14,8 @@ from alerting_support import Loop, falling_creator, loop_config, running, table
 from receiver_support import Receiver
 from sim_support import CAPTURE_TIME, FakeClock, plain_creator
 
-from monitor.cycle import Verdict
-from monitor.simulator import Simulator
+from monitor.service.fetch import Verdict
+from monitor.upstream.simulator import Simulator
 
 PGY = "https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/"
 CHANGE_RULE = {

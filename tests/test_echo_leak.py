@@ -27,13 +27,13 @@ from echo_support import (
 )
 from pydantic import SecretStr
 
-from monitor import migrate
-from monitor.client import CORE_DATA_PATH, JustOneClient
 from monitor.config import parse_config
-from monitor.cycle import error_text
 from monitor.daemon import Daemon, Options
 from monitor.errors import UpstreamError
 from monitor.model import Variant
+from monitor.service.fetch import error_text
+from monitor.store import migrate
+from monitor.upstream.client import CORE_DATA_PATH, JustOneClient
 
 
 class _Records(logging.Handler):

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from monitor.client import parse_core_data
 from monitor.config import Config, load_config, parse_config
 from monitor.errors import ConfigError, ParseError, UpstreamError
 from monitor.model import ALL_METRICS, INT_METRICS, METRICS, Creator, DailyPoint, Variant
-from monitor.rules import AccountSubject, Outcome, Subject, evaluate
+from monitor.policy.rules import AccountSubject, Outcome, Subject, evaluate
+from monitor.upstream.client import parse_core_data
 
 pytestmark = pytest.mark.drills
 

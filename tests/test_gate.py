@@ -20,9 +20,9 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
     store,
 )
 
-from monitor.budget import Budget
 from monitor.errors import AccountBlocked, BudgetError, QuotaExceeded
-from monitor.meter import Meter
+from monitor.policy.budget import Budget
+from monitor.service.gate import Meter
 from monitor.store import Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

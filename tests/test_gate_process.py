@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 
-from monitor import migrate
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.logs import configure_logging
+from monitor.ops.logs import configure_logging
 
 
 @pytest.fixture

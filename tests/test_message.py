@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.alerts import AlertState, Phase
-from monitor.message import (
+from monitor.model import Creator, Severity, Variant
+from monitor.notify.message import (
     AlertLine,
     Digest,
     FailingCreator,
@@ -27,7 +27,7 @@ from monitor.message import (
     format_value,
     render,
 )
-from monitor.model import Creator, Severity, Variant
+from monitor.policy.lifecycle import AlertState, Phase
 
 LILY = Creator("5c3bf7f7000000000602fd63", "Lilyy", ("fitness",))
 BOB = Creator("5c3bf7f7000000000602fd64", "Bob")

@@ -1,6 +1,6 @@
 # Fixtures imported from store_support are taken again as test parameters by name:
-"""Migrations on both backends: empty to head, down and up again, no drift from monitor.schema,
-concurrent upgrades, and a runtime that needs no alembic.ini."""
+"""Migrations on both backends: empty to head, down and up again, no drift from
+monitor.store.schema, concurrent upgrades, and a runtime that needs no alembic.ini."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from monitor import migrate
 from monitor.errors import SchemaOutOfDate
-from monitor.schema import metadata
+from monitor.store import migrate
 from monitor.store.engine import make_engine
 from monitor.store.revision import HEAD_REVISION, migrations_dir
+from monitor.store.schema import metadata
 
 CONTRACT = {  # SPEC §4: tables and columns people query
     "creators": {"id", "user_id", "name", "tags"},

@@ -24,9 +24,9 @@ from receiver_support import Receiver
 
 from monitor.config import NotifyConfig, parse_config
 from monitor.errors import NotifyError
-from monitor.gate import delivery_gate
 from monitor.model import Phase
-from monitor.notify import Notifier, validate_channel_url
+from monitor.notify.gate import delivery_gate
+from monitor.notify.sender import Notifier, validate_channel_url
 
 #: fixtures db, db_url, sdb, sqlite_url
 pytest_plugins = ("outbox_fixtures",)
@@ -190,7 +190,7 @@ async def test_no_channel_url_in_logs_or_last_error(
     assert any(r.name == "apprise" for r in caplog.records)  # apprise did log, scrubbed
     for secret in (url, "Tk9zecretPathToken", "Qw3rtySecretKey", f"127.0.0.1:{slack.port}"):
         assert not [t for t in texts if secret in t], secret
-    assert [r.getMessage() for r in caplog.records if r.name == "monitor.notify"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "monitor.notify.sender"] == [
         "channel slack failing: failure: Failed to send JSON POST notification: "
         "Internal server error., error=500.",
         "channel slack delivering again after 2 failed attempt(s)",

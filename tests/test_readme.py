@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from monitor import config as config_module
-from monitor.cli import build_parser
+from monitor.cli.main import build_parser
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -12,14 +12,14 @@ import pytest
 from demo_support import DemoRun, clean_env, cli_command, demo, demo_config  # noqa: F401
 from report_support import count_color, render
 
-from monitor.report import (
+from monitor.service.report import (
     REPORT_METRICS,
     CreatorSeries,
     Line,
     ReportData,
     top_movers,
 )
-from monitor.report import (
+from monitor.service.report import (
     render as render_html,
 )
 from monitor.store.outbox import AlertRow

@@ -23,10 +23,10 @@ from aiosmtpd.controller import Controller
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 from receiver_support import Receiver
 
-from monitor import migrate
 from monitor.config import ReportConfig
-from monitor.scheduled import last_period
-from monitor.simulator import SimKnobs, Simulator
+from monitor.service.scheduled import last_period
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -20,12 +20,17 @@ from aiohttp import web
 from daemon_support import creators, daemon_config
 from pydantic import SecretStr
 
-from monitor import migrate
-from monitor.budget import Budget
-from monitor.client import CORE_DATA_PATH, MAX_RETRY_AFTER_S, JustOneClient, parse_retry_after
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
 from monitor.errors import RateLimited
+from monitor.policy.budget import Budget
+from monitor.store import migrate
+from monitor.upstream.client import (
+    CORE_DATA_PATH,
+    MAX_RETRY_AFTER_S,
+    JustOneClient,
+    parse_retry_after,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(seconds=MAX_RETRY_AFTER_S)

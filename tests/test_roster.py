@@ -14,12 +14,12 @@ import pytest
 from daemon_support import NotifySocket, child_env, cli, daemon_config, write_toml
 from sim_support import creator_id
 
-from monitor import migrate
 from monitor.config import load_config
 from monitor.errors import ConfigError
 from monitor.model import Business, DateType
 from monitor.roster import RosterError, user_id_of
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 A, B, C, D = (creator_id(n) for n in range(4))
 PGY = "https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/"

@@ -11,7 +11,7 @@ import pytest
 
 from monitor.config import Rule, parse_config
 from monitor.model import Creator, DailyPoint, Variant, Verdict
-from monitor.rules import (
+from monitor.policy.rules import (
     ACCOUNT_SCOPE,
     AccountSubject,
     Subject,

@@ -20,8 +20,8 @@ import pytest_asyncio
 from receiver_support import Receiver
 from scaleout_support import Fleet, fleet_config, max_in_window, query, wait_for_instances
 
-from monitor import migrate
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 USER_ID = re.compile(r"5c3bf7f7[0-9a-f]{16}")
 

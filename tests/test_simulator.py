@@ -27,9 +27,9 @@ from sim_support import (
     plain_creator,
 )
 
-from monitor import sim_series
 from monitor.model import DateType, Variant
-from monitor.simulator import CORE_DATA_PATH, FAULT_KINDS, SimKnobs, Simulator
+from monitor.upstream import series as sim_series
+from monitor.upstream.simulator import CORE_DATA_PATH, FAULT_KINDS, SimKnobs, Simulator
 
 USER = plain_creator()
 
@@ -199,7 +199,7 @@ async def test_next_day_slides_the_window(http: httpx.AsyncClient, clock: FakeCl
 
 def test_values_do_not_depend_on_the_process_hash_seed() -> None:
     code = (
-        "from datetime import date; from monitor import sim_series;"
+        "from datetime import date; from monitor.upstream import series as sim_series;"
         "from monitor.model import Variant;"
         "print(sim_series.point('5c3bf7f70000000000000007', Variant(), date(2025, 12, 1)))"
     )
@@ -591,7 +591,7 @@ def test_run_simulator_serves_until_sigterm() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     code = (
-        "from monitor.simulator import run_simulator;"
+        "from monitor.upstream.simulator import run_simulator;"
         f"run_simulator({port}, on_ready=lambda url: print(url, flush=True))"
     )
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:

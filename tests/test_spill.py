@@ -1,6 +1,6 @@
-"""Paid answers the database refuses are held, spilled and stored once (monitor.spill), on SQLite
-and PostgreSQL: the spill file round-trips, a replay after a crash before the file went stores
-nothing twice, and a Fetcher whose write is refused stops buying calls (retries included)."""
+"""Paid answers the database refuses are held, spilled and stored once (monitor.service.spill),
+on SQLite and PostgreSQL: the spill file round-trips, a replay after a crash before the file went
+stores nothing twice, and a Fetcher whose write is refused stops buying calls (retries included)."""
 
 from __future__ import annotations
 
@@ -21,17 +21,24 @@ from pydantic import SecretStr
 from sim_support import creator_id
 from sqlalchemy.engine import make_url
 
-from monitor import migrate
-from monitor.budget import Budget
-from monitor.client import JustOneClient, parse_core_data
 from monitor.config import parse_config
-from monitor.cycle import Fetcher, Slot
 from monitor.errors import StoreError
-from monitor.meter import Meter
 from monitor.model import Creator, Variant
-from monitor.simulator import SimKnobs, Simulator
-from monitor.spill import SUFFIX, AnswerHeld, Hold, WritesRefused, decode, encode, spill_path
-from monitor.store import FetchRecord, Store
+from monitor.policy.budget import Budget
+from monitor.service.fetch import Fetcher, Slot
+from monitor.service.gate import Meter
+from monitor.service.spill import (
+    SUFFIX,
+    AnswerHeld,
+    Hold,
+    WritesRefused,
+    decode,
+    encode,
+    spill_path,
+)
+from monitor.store import FetchRecord, Store, migrate
+from monitor.upstream.client import JustOneClient, parse_core_data
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)

@@ -24,8 +24,8 @@ import asyncpg
 import pytest
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 
-from monitor import migrate
-from monitor.simulator import SimCounters, SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimCounters, SimKnobs, Simulator
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 from sqlalchemy.engine import make_url
 
-from monitor import migrate
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 pytestmark = pytest.mark.slow
 

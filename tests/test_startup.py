@@ -17,12 +17,12 @@ import pytest_asyncio
 from sqlalchemy import event, func, select
 from store_support import FakeClock
 
-from monitor import cadence, migrate
 from monitor.config import Config, collector_paused, parse_config
 from monitor.model import Creator
-from monitor.scheduler import load_slots
-from monitor.schema import creators, schedule
-from monitor.store import Store, engine
+from monitor.policy import cadence
+from monitor.service.dispatch import load_slots
+from monitor.store import Store, engine, migrate
+from monitor.store.schema import creators, schedule
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 
@@ -236,7 +236,7 @@ def test_run_does_not_import_what_only_other_commands_need() -> None:
     ~20 MB and a quarter second that ``run`` without them does not pay."""
     heavy = {"alembic", "aiohttp", "prometheus_client", "plotly", "mako"}
     code = (
-        "import sys, monitor.cli, monitor.daemon\n"
+        "import sys, monitor.cli.main, monitor.daemon\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

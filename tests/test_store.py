@@ -25,12 +25,11 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
     store,
 )
 
-from monitor import migrate
-from monitor.budget import Budget
 from monitor.errors import SchemaOutOfDate, StoreError
-from monitor.meter import ledger_day
 from monitor.model import CoreData, DateType, Variant
-from monitor.store import FetchRecord, Store
+from monitor.policy.budget import Budget
+from monitor.service.gate import ledger_day
+from monitor.store import FetchRecord, Store, migrate
 
 GATE_BUDGET = Budget(calls_per_minute=30, burst=5, daily_calls=10, zone=ZoneInfo("Asia/Shanghai"))
 
@@ -139,7 +138,7 @@ async def test_cost_zero_is_stored_as_null(store: Store, data_dir: Path) -> None
 
 
 async def test_client_parser_and_store_agree(store: Store, data_dir: Path) -> None:
-    client = pytest.importorskip("monitor.client")
+    client = pytest.importorskip("monitor.upstream.client")
     body = (data_dir / "core_data_success_30d.json").read_text(encoding="utf-8")
     result = client.parse_core_data(body)
     cid = (await store.sync_creators(CREATORS))[CREATORS[0].user_id]

@@ -21,9 +21,8 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
     store,
 )
 
-from monitor import migrate
 from monitor.model import Business, Creator, Variant
-from monitor.store import FetchRecord, Store
+from monitor.store import FetchRecord, Store, migrate
 
 V = Variant()
 VC = Variant(business=Business.COOPERATE_NOTE)

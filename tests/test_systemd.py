@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.systemd import Notifier, watchdog_interval, watchdog_loop
+from monitor.ops.systemd import Notifier, watchdog_interval, watchdog_loop
 
 UNIT = Path(__file__).parent.parent / "deploy" / "creator-monitor.service"
 INSTALLED_EXEC = "/opt/creator-monitor/venv/bin/creator-monitor"
@@ -122,13 +122,13 @@ def test_without_socket_everything_is_a_noop(env: dict[str, str]) -> None:
 def test_send_errors_never_raise_and_log_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="monitor.systemd")
+    caplog.set_level(logging.DEBUG, logger="monitor.ops.systemd")
     with Notifier({"NOTIFY_SOCKET": str(tmp_path / "missing")}) as notifier:
         assert notifier.enabled
         for _ in range(3):
             notifier.ready()
             notifier.watchdog()
-    failures = [r for r in caplog.records if r.name == "monitor.systemd"]
+    failures = [r for r in caplog.records if r.name == "monitor.ops.systemd"]
     assert len(failures) == 1
     assert failures[0].levelno == logging.DEBUG
 
@@ -178,7 +178,7 @@ async def wait_for_datagrams(sock: socket.socket, count: int, timeout: float = 2
 async def test_watchdog_loop_pings_only_while_healthy(
     receiver: tuple[socket.socket, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="monitor.systemd")
+    caplog.set_level(logging.INFO, logger="monitor.ops.systemd")
     sock, path = receiver
     state = {"healthy": True}
     with Notifier({"NOTIFY_SOCKET": path}) as notifier:
@@ -199,7 +199,7 @@ async def test_watchdog_loop_pings_only_while_healthy(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     assert task.cancelled()
-    messages = [r.getMessage() for r in caplog.records if r.name == "monitor.systemd"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "monitor.ops.systemd"]
     assert messages == [
         "unhealthy; withholding watchdog pings so systemd restarts the service",
         "health restored; watchdog pings resumed",

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.errors import ConfigError, StoreError
-from monitor.telemetry import Telemetry, parse_listen, serve
+from monitor.ops.telemetry import Telemetry, parse_listen, serve
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -33,7 +33,7 @@ class Flag:
 
 
 async def test_healthz_200_then_503_with_reason(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="monitor.telemetry")
+    caplog.set_level(logging.INFO, logger="monitor.ops.telemetry")
     flag = Flag()
     async with await serve("127.0.0.1:0", Telemetry(), flag.check) as endpoint:
         assert endpoint.port > 0
@@ -50,7 +50,7 @@ async def test_healthz_200_then_503_with_reason(caplog: pytest.LogCaptureFixture
             flag.ok = True
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/nope")).status_code == 404
-    messages = [r.getMessage() for r in caplog.records if r.name == "monitor.telemetry"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "monitor.ops.telemetry"]
     # one line per transition, not one per probe
     assert messages[1:] == ["unhealthy: health check failed", "healthy again"]
     assert messages[0].startswith("serving /healthz and /metrics on 127.0.0.1:")

@@ -22,11 +22,11 @@ from daemon_support import child_env, cli
 from pydantic import SecretStr
 from sim_support import FakeClock, plain_creator
 
-from monitor.client import JustOneClient
 from monitor.errors import UpstreamError
 from monitor.model import DateType, Variant
-from monitor.redaction import Redactor, SecretFilter, redact
-from monitor.simulator import SimKnobs, Simulator
+from monitor.ops.redaction import Redactor, SecretFilter, redact
+from monitor.upstream.client import JustOneClient
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 USER = plain_creator()
 LOGGERS = (

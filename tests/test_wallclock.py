@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.budget import QUOTA_EXCEEDED, Budget
 from monitor.daemon import shift_jobs
-from monitor.wallclock import WallJumps
+from monitor.ops.wallclock import WallJumps
+from monitor.policy.budget import QUOTA_EXCEEDED, Budget
 
 T0 = datetime(2025, 12, 11, 8, 0, tzinfo=UTC)
 ZONE = ZoneInfo("Asia/Shanghai")

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.schema import JSONText, UTCDateTime
+from monitor.store.schema import JSONText, UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: a frozen copy (a migration must not change when monitor.schema does); portable SQL
+#: a frozen copy (a migration must not change when monitor.store.schema does); portable SQL
 LATEST_METRICS_VIEW = """
 CREATE VIEW latest_metrics AS
 SELECT c.user_id, c.name, m.creator_id, m.business, m.note_type, m.date_type, m.advertise,

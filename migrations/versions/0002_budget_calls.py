@@ -14,14 +14,14 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.schema import UTCDateTime
+from monitor.store.schema import UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: a frozen copy (a migration must not change when monitor.schema does); portable SQL
+#: a frozen copy (a migration must not change when monitor.store.schema does); portable SQL
 BUDGET_DAYS_VIEW = """
 CREATE VIEW budget_days AS
 SELECT day, SUM(calls) AS calls, SUM(billed) AS billed

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.schema import JSONText, UTCDateTime
+from monitor.store.schema import JSONText, UTCDateTime
 
 revision: str = "0003_alert_variant"
 down_revision: str | None = "0002"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.schema import UTCDateTime
+from monitor.store.schema import UTCDateTime
 
 revision: str = "0004_alert_ack"
 down_revision: str | None = "0003_alert_variant"

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from monitor.model import AlertState, Creator, Phase, Severity
-from monitor.schema import alerts
+from monitor.store.schema import alerts
 
 #: columns whose stored values must still match what an evaluation read (optimistic check)
 #: (``acked_at``: an evaluation read before an acknowledgement must not write it away)

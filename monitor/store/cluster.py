@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 
 from monitor.model import Variant
-from monitor.schema import creators, instances, schedule
 from monitor.store.engine import StoreBase
+from monitor.store.schema import creators, instances, schedule
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of
 
 _PK = ("creator_id", *VARIANT_COLUMNS)

@@ -28,8 +28,8 @@ from sqlalchemy import (
 )
 
 from monitor.model import METRICS
-from monitor.schema import alerts, budget_calls, creators, daily_metrics, fetches, schedule
 from monitor.store.engine import StoreBase
+from monitor.store.schema import alerts, budget_calls, creators, daily_metrics, fetches, schedule
 
 #: variant columns, in ``Variant.label`` order
 _VARIANT = ("business", "note_type", "date_type", "advertise")

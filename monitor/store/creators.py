@@ -14,8 +14,8 @@ from sqlalchemy import Select, bindparam, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import Creator
-from monitor.schema import creators
 from monitor.store.engine import StoreBase, execute_many, plain_rows, to_db
+from monitor.store.schema import creators
 
 #: rows per ``UPDATE … WHERE id IN (…)``: under SQLite's bound-parameter limit
 _CHUNK = 500

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
-from monitor.schema import notifications
 from monitor.store.engine import StoreBase
 from monitor.store.outbox import PENDING, SENT, OutboxStore, QueuedMessage
+from monitor.store.schema import notifications
 
 _UNCLAIMED: dict[str, Any] = {"claimed_by": None, "claimed_until": None}
 

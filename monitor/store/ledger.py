@@ -1,7 +1,8 @@
 """The persisted budget: the call ledger by quarter hour (``budget_calls``) and the bucket's row
 (``budget_state``), read and written in ONE locked transaction on both backends.
 
-Atomic bookkeeping only; what a budget allows (refill, windows, pauses) is ``monitor.budget``'s.
+Atomic bookkeeping only; what a budget allows (refill, windows, pauses) is
+``monitor.policy.budget``'s.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.schema import budget_calls, budget_state
 from monitor.store.engine import StoreBase
+from monitor.store.schema import budget_calls, budget_state
 
 
 @dataclass(frozen=True, slots=True)

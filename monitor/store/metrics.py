@@ -16,8 +16,15 @@ from sqlalchemy import Executable, Select, bindparam, case, delete, func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
-from monitor.schema import budget_calls, creators, daily_metrics, fetches, raw_responses, schedule
 from monitor.store.engine import StoreBase
+from monitor.store.schema import (
+    budget_calls,
+    creators,
+    daily_metrics,
+    fetches,
+    raw_responses,
+    schedule,
+)
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
 
 _PK = ("creator_id", *VARIANT_COLUMNS, "date_key")

@@ -15,9 +15,9 @@ from sqlalchemy import Select, and_, delete, func, insert, or_, select, text, up
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import AlertState
-from monitor.schema import alerts, creators, notifications, schedule, silences
 from monitor.store.alert_rows import OpenAlert, creator_of, state_of, still_as_read, values_of
 from monitor.store.engine import StoreBase
+from monitor.store.schema import alerts, creators, notifications, schedule, silences
 
 PENDING, SENT, DEAD, SUPPRESSED = "pending", "sent", "dead", "suppressed"
 #: PostgreSQL advisory lock key serialising "queue once per period" checks across instances

@@ -9,9 +9,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from monitor.schema import report_runs
 from monitor.store.engine import StoreBase
 from monitor.store.outbox import NewMessage, OutboxStore
+from monitor.store.schema import report_runs
 
 
 class ReportStore(StoreBase):

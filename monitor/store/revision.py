@@ -1,8 +1,8 @@
 """Where the alembic migrations live at runtime, and which revision a database is at.
 
 Finds ``monitor.migrations`` through importlib.resources so an installed wheel works from any
-directory. Runs no migration (that is ``monitor.migrate``) and imports no alembic: the daemon's
-start-up only compares two revision strings, and alembic would add 8 MB and 0.1 s to it.
+directory. Runs no migration (that is ``monitor.store.migrate``) and imports no alembic: the
+daemon's start-up only compares two revision strings, and alembic would add 8 MB and 0.1 s to it.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, func, literal_column, select, update
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
-from monitor.schema import creators, daily_metrics, schedule
 from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
+from monitor.store.schema import creators, daily_metrics, schedule
 from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
 
 _PK = ("creator_id", *VARIANT_COLUMNS)

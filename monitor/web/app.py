@@ -133,8 +133,8 @@ class Console:
     async def budget(self) -> dict[str, Any]:
         """Calls and billed calls today, use in the last minute, pause and next probe, calls
         per day (the last 14) and by code. Read from the database: the same under ``serve``."""
-        from monitor.budget import ACCOUNT_CODES, Budget, BudgetState
-        from monitor.meter import ledger_day
+        from monitor.policy.budget import ACCOUNT_CODES, Budget, BudgetState
+        from monitor.service.gate import ledger_day
 
         now = self.clock()
         today = self.today()

@@ -83,7 +83,7 @@ async def serve_console(
     stop: asyncio.Event | None = None,
 ) -> int:
     """``creator-monitor serve``: /healthz and the console until SIGTERM/SIGINT (or ``stop``)."""
-    from monitor.telemetry import parse_listen
+    from monitor.ops.telemetry import parse_listen
 
     host, port = parse_listen(listen)
     stop = stop or asyncio.Event()

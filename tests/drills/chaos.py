@@ -19,8 +19,8 @@ from receiver_support import Receiver
 
 from drills.crash import Daemon, _check_ledger, _first_call
 from drills.tally import Tally, dump, query
-from monitor import migrate
-from monitor.simulator import FAULT_KINDS, CallRecord, SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import FAULT_KINDS, CallRecord, SimKnobs, Simulator
 
 HOOK_SECRET = "Ch40sH00kPath"
 TIMEOUT_S = 1.0  # api.timeout: short, so a hang ends in a client timeout within the drill

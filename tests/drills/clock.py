@@ -17,11 +17,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from drills.tally import Tally
-from monitor import cadence, migrate
-from monitor.budget import Budget
-from monitor.meter import Meter
 from monitor.model import Variant
-from monitor.store import Store
+from monitor.policy import cadence
+from monitor.policy.budget import Budget
+from monitor.service.gate import Meter
+from monitor.store import Store, migrate
 
 ZONE = ZoneInfo("Asia/Shanghai")
 #: 23:45 in Shanghai: a jump of an hour back or a day forward crosses a quota day, and ten

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from receiver_support import Receiver
 
 from drills.tally import Tally, dump, integrity, query
-from monitor import migrate
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 HOOK_SECRET = "H00kS3cretPath"

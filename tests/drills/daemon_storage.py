@@ -21,10 +21,10 @@ from sqlalchemy import event
 
 from drills.storage import read_only, snapshot
 from drills.tally import Tally, dump, integrity, query
-from monitor import migrate
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
-from monitor.simulator import CallRecord, SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import CallRecord, SimKnobs, Simulator
 
 FAULTS = ("disk_full", "read_only", "locked")
 #: how long each fault lasts: a lock must outlast the store's 5 s busy timeout to be a refusal

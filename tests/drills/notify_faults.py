@@ -18,11 +18,10 @@ from pathlib import Path
 from receiver_support import Receiver
 
 from drills.tally import Tally, dump, query
-from monitor import migrate
 from monitor.config import NotifyConfig, load_config
 from monitor.model import AlertState, Creator, Phase, Severity
-from monitor.notify import Notifier
-from monitor.store import Store
+from monitor.notify.sender import Notifier
+from monitor.store import Store, migrate
 from monitor.store.outbox import NewMessage
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)

@@ -25,19 +25,18 @@ from receiver_support import Receiver
 from sqlalchemy import event
 
 from drills.tally import Tally, integrity, query
-from monitor import migrate
-from monitor.budget import Budget
-from monitor.client import JustOneClient, parse_core_data
 from monitor.config import NotifyConfig, parse_config
-from monitor.cycle import Fetcher, Slot
 from monitor.errors import StoreError
-from monitor.meter import Meter
 from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
-from monitor.notify import Notifier
-from monitor.simulator import SimKnobs, Simulator
-from monitor.spill import AnswerHeld, Hold
-from monitor.store import Store
+from monitor.notify.sender import Notifier
+from monitor.policy.budget import Budget
+from monitor.service.fetch import Fetcher, Slot
+from monitor.service.gate import Meter
+from monitor.service.spill import AnswerHeld, Hold
+from monitor.store import Store, migrate
 from monitor.store.outbox import NewMessage
+from monitor.upstream.client import JustOneClient, parse_core_data
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 USER = "5c3bf7f7000000000602fd63"

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.redaction import secret_forms
+from monitor.ops.redaction import secret_forms
 
 
 @dataclass

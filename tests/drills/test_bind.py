@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from drills.sockets import listening_addresses, loopback, supported
-from monitor.simulator import Simulator
-from monitor.telemetry import Telemetry, serve
+from monitor.ops.telemetry import Telemetry, serve
+from monitor.upstream.simulator import Simulator
 
 pytestmark = [
     pytest.mark.drills,

@@ -15,10 +15,10 @@ import pytest
 from pydantic import SecretStr
 
 from drills.chaos import PROFILE, chaos_drill, summary
-from monitor.client import CORE_DATA_PATH, JustOneClient
 from monitor.errors import TransportError
 from monitor.model import Variant
-from monitor.simulator import FAULT_KINDS, SimKnobs, Simulator
+from monitor.upstream.client import CORE_DATA_PATH, JustOneClient
+from monitor.upstream.simulator import FAULT_KINDS, SimKnobs, Simulator
 
 USER = "5c3bf7f7000000000602fd63"
 

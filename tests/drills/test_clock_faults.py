@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from drills.clock import JUMP_AT, START, budget, clock_drill, run
-from monitor import migrate
-from monitor.meter import Meter
-from monitor.store import Store
+from monitor.service.gate import Meter
+from monitor.store import Store, migrate
 
 pytestmark = pytest.mark.drills
 

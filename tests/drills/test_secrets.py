@@ -22,7 +22,7 @@ CHANNEL_URL = f"json://127.0.0.1:9/hooks/{CHANNEL_SECRET}"
 #: a CLI run whose ``status`` command fails with both secrets in a chained exception
 FAILING_CLI = """
 import sys
-import monitor.commands as commands
+import monitor.cli.commands as commands
 from monitor.config import resolve_token
 
 def boom(args, config):
@@ -34,7 +34,7 @@ def boom(args, config):
         raise RuntimeError(f"outer: {token} for {url}") from exc
 
 commands.status = boom
-from monitor.cli import main
+from monitor.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -80,17 +80,6 @@ def secret_forms(secret: str | SecretStr) -> set[str]:
     }
 
 
-def userinfo_problem(url: str) -> str | None:
-    """Why a base URL with a user name or password (``user:password@host``) is refused, or None.
-
-    The reason never echoes the URL: the part before the ``@`` is a password.
-    """
-    authority = url.split("://", 1)[-1].split("/", 1)[0]
-    if "@" not in authority:
-        return None
-    return "must not hold a user name or password (user:password@host); the API takes a token"
-
-
 def _raw(secret: str | SecretStr) -> str:
     return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from monitor import alerts, rules
-from monitor.alerts import AlertState, Event
 from monitor.config import AnomalyRule, ChangeRule, Config, Rule, ThresholdRule
 from monitor.model import Creator, DailyPoint, Variant
+from monitor.policy import lifecycle as alerts
+from monitor.policy import rules
+from monitor.policy.lifecycle import AlertState, Event
 from monitor.store import Store
 
 REPLAYED_KINDS: tuple[str, ...] = ("threshold", "change", "anomaly")

@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from monitor import alerts, grouping, rules
-from monitor.alerts import AlertState, Phase
 from monitor.config import ApiErrorRule, BudgetRule, Config, Rule
-from monitor.message import Language, MessageContext, Renderer, group_entry
 from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
+from monitor.notify.message import Language, MessageContext, Renderer, group_entry
+from monitor.policy import grouping, rules
+from monitor.policy import lifecycle as alerts
+from monitor.policy.lifecycle import AlertState, Phase
 from monitor.store import Store
 from monitor.store.alert_rows import OpenAlert
 from monitor.store.outbox import NewMessage

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from monitor import migrate
 from monitor.config import Config, parse_config
 from monitor.daemon import Daemon, Options
 from monitor.errors import ConfigError
-from monitor.simulator import SimKnobs, Simulator
+from monitor.store import migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 CREATORS = [
     ("5c3bf7f7000000000602fd63", "Lilyy", ["fitness", "tier-a"]),

@@ -18,9 +18,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from monitor.errors import SchemaOutOfDate
-from monitor.schema import metadata
 from monitor.store.engine import WRITE_LOCK_OPTION, make_engine, parse_url, safe_url, translated
 from monitor.store.revision import current_revision, head_revision, migrations_dir
+from monitor.store.schema import metadata
 
 #: pg_advisory_xact_lock key shared by every instance ("crmonit" in ASCII)
 MIGRATION_LOCK_KEY = 0x63726D6F6E6974
@@ -76,7 +76,7 @@ async def check_at_head(url: str) -> None:
 
 
 async def drift(url: str) -> list[Any]:
-    """Differences between ``monitor.schema`` and the migrated database (empty = no drift)."""
+    """Differences between ``monitor.store.schema`` and the migrated database (empty = no drift)."""
     engine = make_engine(url, foreign_keys=False)
     try:
         with translated(parse_url(url)):

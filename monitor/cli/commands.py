@@ -1,7 +1,7 @@
 """What each CLI command does, as one function per command over the library.
 
 Each takes the parsed arguments and the loaded config and returns an exit code; output formatting
-lives in ``monitor.output``. Errors are raised as MonitorError for the CLI to print as one line.
+lives in ``monitor.cli.output``. Errors are raised as MonitorError for the CLI to print as one line.
 """
 
 from __future__ import annotations
@@ -19,17 +19,18 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from monitor import arguments, cadence, output
 from monitor.app import fetch_parts
-from monitor.arguments import parse_since
-from monitor.budget import Budget
+from monitor.cli import arguments, output
+from monitor.cli.arguments import parse_since
 from monitor.config import Config, channel_url, resolve_token
-from monitor.cycle import Slot
 from monitor.errors import BudgetError, ConfigError, MonitorError
-from monitor.meter import Meter
 from monitor.model import Creator, Variant
-from monitor.notify import Notifier, validate_channel_url
-from monitor.spill import AnswerHeld, Hold
+from monitor.notify.sender import Notifier, validate_channel_url
+from monitor.policy import cadence
+from monitor.policy.budget import Budget
+from monitor.service.fetch import Slot
+from monitor.service.gate import Meter
+from monitor.service.spill import AnswerHeld, Hold
 from monitor.store import Store
 from monitor.validation import raise_all
 
@@ -210,7 +211,7 @@ def _held_line(hold: Hold) -> str:
 
 
 def simulate(args: argparse.Namespace, config: Config) -> int:
-    from monitor.simulator import SimKnobs, run_simulator
+    from monitor.upstream.simulator import SimKnobs, run_simulator
 
     p50 = args.latency * 1000
     knobs = SimKnobs(
@@ -232,7 +233,7 @@ def simulate(args: argparse.Namespace, config: Config) -> int:
 
 
 def db_upgrade(args: argparse.Namespace, config: Config) -> int:
-    from monitor import migrate  # alembic: only the db commands need it, not ``run``
+    from monitor.store import migrate  # alembic: only the db commands need it, not ``run``
 
     revision = asyncio.run(migrate.upgrade(config.storage.url))
     print(f"database at revision {revision}")
@@ -240,7 +241,7 @@ def db_upgrade(args: argparse.Namespace, config: Config) -> int:
 
 
 def db_current(args: argparse.Namespace, config: Config) -> int:
-    from monitor import migrate
+    from monitor.store import migrate
 
     revision = asyncio.run(migrate.current(config.storage.url))
     head = migrate.head()
@@ -309,7 +310,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
 
 
 def report(args: argparse.Namespace, config: Config) -> int:
-    from monitor.report import write_report
+    from monitor.service.report import write_report
 
     async def go() -> int:
         now = _now()
@@ -337,10 +338,10 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
     """Backtest the configured rules over stored history; the backtest sends nothing."""
     try:
         # imported by name so this module type-checks before the backtest module exists
-        run_backtest = importlib.import_module("monitor.backtest").run_backtest
+        run_backtest = importlib.import_module("monitor.service.backtest").run_backtest
     except ImportError:
         raise MonitorError(
-            "rules test is not available in this build (monitor.backtest is missing)"
+            "rules test is not available in this build (monitor.service.backtest is missing)"
         ) from None
 
     async def go() -> int:
@@ -473,7 +474,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def demo(args: argparse.Namespace, config: Config) -> int:
-    from monitor.demo import run_demo
+    from monitor.cli.demo import run_demo
 
     return run_demo(args.db, seconds=args.seconds, fresh=args.fresh)
 

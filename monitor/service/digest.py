@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.config import ChannelConfig, Config
-from monitor.message import (
+from monitor.model import Creator, DailyPoint
+from monitor.notify.message import (
     AlertLine,
     Digest,
     FailingCreator,
@@ -27,7 +28,6 @@ from monitor.message import (
     Mover,
     Renderer,
 )
-from monitor.model import Creator, DailyPoint
 from monitor.store import Store
 from monitor.store.outbox import AlertRow, NewMessage
 

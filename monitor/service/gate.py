@@ -17,7 +17,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from monitor.budget import (
+from monitor.errors import BudgetError
+from monitor.ops.wallclock import TOLERANCE, Monotonic, WallJumps, describe
+from monitor.policy.budget import (
     ACCOUNT_CODES,
     ACCOUNT_OK_CODES,
     QUOTA_EXCEEDED,
@@ -29,11 +31,9 @@ from monitor.budget import (
     outcome_code,
     quarter_of,
 )
-from monitor.errors import BudgetError
-from monitor.rules import AccountSubject
+from monitor.policy.rules import AccountSubject
 from monitor.store import Store
 from monitor.store.ledger import BudgetStateRow, BudgetTxn, LedgerDay
-from monitor.wallclock import TOLERANCE, Monotonic, WallJumps, describe
 
 log = logging.getLogger(__name__)
 

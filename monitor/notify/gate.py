@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from monitor.alerts import (
+from monitor.config import Config
+from monitor.model import Severity
+from monitor.notify.sender import Gate, Hold, Queued, SilenceLike, Suppress
+from monitor.policy.lifecycle import (
     Action,
     Event,
     FiringFate,
@@ -18,9 +21,6 @@ from monitor.alerts import (
     Silence,
     should_deliver,
 )
-from monitor.config import Config
-from monitor.model import Severity
-from monitor.notify import Gate, Hold, Queued, SilenceLike, Suppress
 
 _FATE = {"pending": FiringFate.QUEUED, "suppressed": FiringFate.SUPPRESSED}
 _ALERT_EVENTS = frozenset(e.value for e in Event)

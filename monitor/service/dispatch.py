@@ -17,15 +17,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from monitor import cadence
-from monitor.budget import ACCOUNT_CODES, next_midnight
-from monitor.cluster import Claims, ready_bound
-from monitor.concurrency import InFlightSizer
 from monitor.config import Config, collector_paused
-from monitor.cycle import Fetcher, Slot, Verdict
 from monitor.errors import BudgetError, MonitorError
 from monitor.model import Variant
-from monitor.spill import AnswerHeld, WritesRefused
+from monitor.policy import cadence
+from monitor.policy.budget import ACCOUNT_CODES, next_midnight
+from monitor.policy.concurrency import InFlightSizer
+from monitor.service.cluster import Claims, ready_bound
+from monitor.service.fetch import Fetcher, Slot, Verdict
+from monitor.service.spill import AnswerHeld, WritesRefused
 from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)

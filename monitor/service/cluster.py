@@ -26,7 +26,7 @@ from monitor.model import Variant
 from monitor.store import Store
 
 if TYPE_CHECKING:  # cycle imports the meter, which imports this module
-    from monitor.cycle import Slot
+    from monitor.service.fetch import Slot
 
 log = logging.getLogger(__name__)
 

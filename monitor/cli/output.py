@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.errors import MonitorError
 from monitor.model import METRICS, DailyPoint
+from monitor.notify.message import cut
 
 _ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
 
@@ -49,17 +50,6 @@ def plain_error(text: str) -> str:
     """An error as a user reads it: without our exception class names (an upstream error's
     text, as stored in the database, starts with its class's name)."""
     return _class_names().sub("", text)
-
-
-def cut(text: str, limit: int) -> str:
-    """``text`` in at most ``limit`` characters: cut at a word where one is near, ending in "…"."""
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    space = head.rfind(" ")
-    if space > limit // 2:
-        head = head[:space]
-    return head.rstrip(" ,;:") + "…"
 
 
 def local_time(moment: datetime | None, zone: ZoneInfo) -> str | None:

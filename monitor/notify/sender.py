@@ -29,8 +29,8 @@ from pydantic import SecretStr
 
 from monitor.config import Config, NotifyConfig, channel_url
 from monitor.errors import NotifyError
-from monitor.grouping import compose
-from monitor.redaction import SecretFilter, redact
+from monitor.ops.redaction import SecretFilter, redact
+from monitor.policy.grouping import compose
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Suppress:
     reason: str
 
 
-#: None sends now. The composition root adapts ``monitor.alerts.should_deliver`` to this.
+#: None sends now. The composition root adapts ``monitor.policy.lifecycle.should_deliver`` to this.
 Gate = Callable[[Queued, Sequence[SilenceLike], datetime], Hold | Suppress | None]
 
 

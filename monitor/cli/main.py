@@ -22,12 +22,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from monitor import arguments
+from monitor.cli import arguments
+from monitor.cli.output import plain_error
 from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
 from monitor.errors import ConfigError, MonitorError
-from monitor.logs import configure_logging
-from monitor.output import plain_error
-from monitor.redaction import SecretFilter, redact
+from monitor.ops.logs import configure_logging
+from monitor.ops.redaction import SecretFilter, redact
 from monitor.validation import did_you_mean, problems_of
 
 log = logging.getLogger("monitor")
@@ -114,7 +114,7 @@ def _add(
     example: str,
     handler: str,
 ) -> _Parser:
-    """A sub-command whose work is ``monitor.commands.<handler>``: named, not imported, so
+    """A sub-command whose work is ``monitor.cli.commands.<handler>``: named, not imported, so
     ``--help``, ``--version`` and usage errors answer without loading the store or the client."""
     parser = sub.add_parser(
         name,
@@ -424,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load(args)
         secret_filter.add(*_secrets(config))
-        commands = importlib.import_module("monitor.commands")
+        commands = importlib.import_module("monitor.cli.commands")
         code: int = getattr(commands, args.handler)(args, config)
     except ConfigError as exc:
         _fail(exc, args.debug, secret_filter)

@@ -70,6 +70,17 @@ CODE_TEXTS: dict[str, dict[int, str]] = {
 }
 
 
+def cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: cut at a word where one is near, ending in "…"."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    space = head.rfind(" ")
+    if space > limit // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:") + "…"
+
+
 class AlertView(Protocol):
     """What rendering reads from an alert (``alerts.AlertState`` fits; no import needed)."""
 

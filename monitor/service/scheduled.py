@@ -13,10 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.config import Config, ReportConfig
-from monitor.message import Language, format_pct, format_value
 from monitor.model import METRIC_LABELS
-from monitor.output import cut
-from monitor.report import ReportData, collect, render
+from monitor.notify.message import Language, cut, format_pct, format_value
+from monitor.service.report import ReportData, collect, render
 from monitor.store import Store
 from monitor.store.outbox import NewMessage
 

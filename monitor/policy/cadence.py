@@ -14,9 +14,9 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from monitor.concurrency import AUTO_CAP, INITIAL_LATENCY, needed_in_flight
 from monitor.config import Config
 from monitor.model import Variant
+from monitor.policy.concurrency import AUTO_CAP, INITIAL_LATENCY, needed_in_flight
 
 #: the grid every cadence is laid on; any fixed instant works, the hash gives the phase
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

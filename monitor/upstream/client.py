@@ -40,7 +40,8 @@ from monitor.errors import (
     UpstreamError,
 )
 from monitor.model import CoreData, DailyPoint, FetchResult, Variant
-from monitor.redaction import Redactor, userinfo_problem
+from monitor.ops.redaction import Redactor
+from monitor.validation import userinfo_problem
 
 if TYPE_CHECKING:
     from monitor.config import ApiConfig

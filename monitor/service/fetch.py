@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from monitor import budget as budget_rules
-from monitor import cadence
-from monitor.alerting import Alerting, SeriesFacts
-from monitor.client import JustOneClient
 from monitor.config import Config
 from monitor.errors import (
     AccountBlocked,
@@ -27,10 +23,14 @@ from monitor.errors import (
     StoreError,
     UpstreamError,
 )
-from monitor.meter import Meter
 from monitor.model import Creator, FetchResult, Variant
-from monitor.spill import AnswerHeld, Hold, new_attempt_id
+from monitor.policy import budget as budget_rules
+from monitor.policy import cadence
+from monitor.service.alerting import Alerting, SeriesFacts
+from monitor.service.gate import Meter
+from monitor.service.spill import AnswerHeld, Hold, new_attempt_id
 from monitor.store import FetchRecord, Store
+from monitor.upstream.client import JustOneClient
 
 log = logging.getLogger(__name__)
 

@@ -254,7 +254,9 @@ def _figure_json(fig: go.Figure) -> str:
 def render(data: ReportData) -> str:
     """The whole HTML page as one string, plotly.js included."""
     template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-        (resources.files("monitor") / "templates" / "report.html.j2").read_text(encoding="utf-8")
+        (resources.files("monitor.notify") / "templates" / "report.html.j2").read_text(
+            encoding="utf-8"
+        )
     )
     # the figure JSON has <, > and & escaped (_figure_json), so it is safe unescaped in <script>
     charts = [

@@ -5,7 +5,7 @@ never log, store or return the token it receives. Rules that stand in for the re
 
 * a ``userId`` starting with ``000000`` returns code 400 (invalid parameter), one starting with
   ``ffffff`` returns 201 (no content, billed); any other id has a deterministic series
-  (``monitor.sim_series``): 20 % of creators have no price, 20 % have missing days;
+  (``monitor.upstream.series``): 20 % of creators have no price, 20 % have missing days;
 * checks run in this order: missing token/userId → HTTP 400 gateway body; token not accepted →
   100; balance 0 → 601; token cap → 602; ``calls_per_minute`` over a sliding 60 s window of the
   simulator clock → 302 (with ``Retry-After``); ``daily_quota`` per Asia/Shanghai day → 303; an
@@ -35,8 +35,8 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from monitor import sim_series
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
+from monitor.upstream import series as sim_series
 
 log = logging.getLogger(__name__)
 

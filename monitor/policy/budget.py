@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from monitor.cadence import format_duration
 from monitor.config import Config
 from monitor.errors import (
     AccountBlocked,
@@ -23,6 +22,7 @@ from monitor.errors import (
     Retryable,
     UpstreamError,
 )
+from monitor.policy.cadence import format_duration
 
 RATE_LIMITED = 302
 QUOTA_EXCEEDED = 303
@@ -240,7 +240,7 @@ class Budget:
         return BudgetState(tokens=float(self.burst), refilled_at=now)
 
     def shifted(self, state: BudgetState, step: timedelta) -> BudgetState:
-        """The state after the wall clock was stepped by ``step`` (see ``monitor.wallclock``):
+        """The state after the wall clock was stepped by ``step`` (see ``monitor.ops.wallclock``):
         the bucket, the 60 s window, a 302 slow-down and the next probe keep their elapsed
         time; a 303 pause keeps its midnight, since the quota day is the wall clock's."""
         paused_until = state.paused_until

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable
 from typing import ClassVar, TextIO
 
-from monitor.redaction import SecretFilter
+from monitor.ops.redaction import SecretFilter
 
 _SYSLOG_PRIORITY = {
     logging.CRITICAL: 2,
@@ -23,7 +23,8 @@ _SYSLOG_PRIORITY = {
 
 
 class JournalFormatter(logging.Formatter):
-    """``<6>monitor.scheduler: message``: journald maps the prefix to a priority, adds the time."""
+    """``<6>monitor.service.dispatch: message``: journald maps the prefix to a priority and
+    adds the time."""
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = _SYSLOG_PRIORITY.get(record.levelno, 6)

@@ -1,0 +1,1 @@
+"""notify: see the module docstrings."""

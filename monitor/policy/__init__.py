@@ -1,0 +1,1 @@
+"""policy: see the module docstrings."""
