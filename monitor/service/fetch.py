@@ -243,12 +243,7 @@ class Fetcher:
         billed = result.billed if result is not None else bool(error and error.billed)
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)
-        owed: str | None = None  # the billed count the meter could not write goes with the answer
-        try:
-            await self.meter.feedback(error, billed=billed)
-        except StoreError as exc:
-            self.hold.refused(exc)
-            owed = budget_rules.day_of(self._clock(), self.meter.budget.zone) if billed else None
+        owed = await self._feedback(error, billed=billed, dry_run=dry_run)
         if dry_run:
             self.last_result = result
             if error is not None:
@@ -273,6 +268,20 @@ class Fetcher:
         if next_due is not None:
             slot.due_at = next_due
         return error
+
+    async def _feedback(
+        self, error: UpstreamError | None, *, billed: bool, dry_run: bool
+    ) -> str | None:
+        """Tell the gate how the call went; returns the day label of a billed count it did not
+        write, which then goes with the stored answer (in its transaction)."""
+        try:
+            if billed and not dry_run and self.meter.changes_nothing(error):
+                return self.meter.billed_label()  # one transaction less per fetch
+            await self.meter.feedback(error, billed=billed)
+        except StoreError as exc:
+            self.hold.refused(exc)
+            return self.meter.billed_label() if billed else None
+        return None
 
     async def _record(
         self,

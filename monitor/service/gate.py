@@ -125,6 +125,8 @@ class Meter:
         self.queued: set[asyncio.Task[object] | None] = set()
         #: answers that pause every call, being stored right now (see ``feedback``)
         self._pausing = 0
+        #: (day label, calls counted) as the last spend of this process read them
+        self._counted: tuple[str, int] | None = None
 
     @classmethod
     async def open(
@@ -230,10 +232,13 @@ class Meter:
         """Count one call now and return 0.0, or return how long to wait first."""
         if self._pausing:
             return _PAUSING_NAP
-        # the state as last stored can only have tightened since (others spend, the wall clock
-        # moves on): while it says wait, wait, without taking the lock for nothing
+        # the bucket and the 60 s window as last stored can only have tightened since (others
+        # spend; time refills them for everyone alike): while they say wait, wait, without
+        # taking the lock for nothing. Pauses are not taken from the copy: another process may
+        # have ended one.
         self._follow_wall_clock()
-        waiting = self.budget.acquire_delay(self._state, self._clock())
+        waits = self.budget.waits(self._state, self._clock())
+        waiting = max(waits["bucket"], waits["window"]).total_seconds()
         if waiting > 0:
             return waiting
         self._on_the_wire += 1  # counted before it commits: see ``answered``
@@ -277,6 +282,7 @@ class Meter:
             return delay
         after = budget.spend(before, now, txn.calls)
         await txn.reserve()
+        self._counted = (txn.day.label, txn.calls)
         await txn.save(_row(after), now=now)
         self._adopt(after)  # a pause that ran out ends here
         return 0.0
@@ -301,6 +307,15 @@ class Meter:
         """The call counted by the last ``acquire`` of this caller is over (answered or not)."""
         self._on_the_wire = max(0, self._on_the_wire - 1)
 
+    def changes_nothing(self, outcome: Outcome) -> bool:
+        """The answer leaves the budget state as it is (a success with no pause to end): its
+        billed count may travel with the stored answer instead of a transaction of its own."""
+        return outcome_code(outcome) in ACCOUNT_OK_CODES and self._state.pause_code is None
+
+    def billed_label(self) -> str:
+        """The ledger day label a billed call counted now goes under."""
+        return ledger_day(self.budget, self._clock()).label
+
     async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
         """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
         code = outcome_code(outcome)
@@ -313,7 +328,7 @@ class Meter:
             finally:
                 self._pausing -= 1
             return
-        if code in ACCOUNT_OK_CODES and self._state.pause_code is None:
+        if self.changes_nothing(outcome):
             # the common case changes no budget state: count it without locking the bucket (a
             # pause another process began is ended by the next probe, whose answer goes below)
             if billed:
@@ -363,10 +378,25 @@ class Meter:
         )
 
     async def account(self) -> AccountSubject:
-        """What account-scope rules (and per-creator inhibition) see of the budget now."""
+        """What account-scope rules (and per-creator inhibition) see of the budget now.
+
+        Evaluated after every fetch: the day's count is the one this process's last spend
+        read under the lock (no query), else read from the ledger."""
+        now = self._clock()
+        label = ledger_day(self.budget, now).label
+        if self._counted is not None and self._counted[0] == label:
+            state = self.budget.settle(self._state, now)
+            paused = hard_pause(self.budget, state, now) is not None
+            return AccountSubject(
+                now=now,
+                used_today=self._counted[1],
+                daily_calls=self.budget.daily_calls,
+                pause_code=state.pause_code if paused else None,
+                pause_reason=state.pause_reason,
+            )
         gauge = await self.gauge()
         return AccountSubject(
-            now=self._clock(),
+            now=now,
             used_today=gauge.calls_today,
             daily_calls=gauge.daily_calls,
             pause_code=gauge.pause_code if gauge.paused else None,
