@@ -38,6 +38,7 @@ from monitor.service.alerting import Alerting
 from monitor.service.digest import queue_due_digest
 from monitor.service.dispatch import Dispatcher, load_slots
 from monitor.service.gate import Meter
+from monitor.service.reach import Reach, upstream_host
 from monitor.service.spill import Hold
 from monitor.store import Store
 
@@ -90,6 +91,7 @@ class Daemon:
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
+        self.reach = Reach(upstream_host(config.api.base_url))
         #: account evaluations run one at a time, whether the tick or a pause transition asks
         self._account_lock = asyncio.Lock()
         self._account_tasks: set[asyncio.Task[None]] = set()
@@ -287,10 +289,12 @@ class Daemon:
             await self._drain()
 
     def _observe(self, code: int | str, billed: bool) -> None:
-        """One upstream call ended: count it, and stamp a success (code 0)."""
+        """One upstream call ended: count it, stamp a success (code 0), follow reachability."""
+        now = self.options.clock()
         self.telemetry.record_call(code, billed)
         if code == 0:
-            self.telemetry.set_last_success(self.options.clock())
+            self.telemetry.set_last_success(now)
+        self.reach.observe(code != "transport", now)
 
     async def _refresh_telemetry(self) -> None:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
@@ -339,6 +343,8 @@ class Daemon:
         await self.meter.persist()
         if self.hold.waiting:  # paid answers still wait for the database
             raise self.hold.refusal()
+        if (unreachable := self.reach.problem()) is not None:
+            raise MonitorError(unreachable)
         return True
 
     async def _start_watchdog(self, stack: AsyncExitStack, sd: SystemdNotifier) -> None:

@@ -302,7 +302,8 @@ def status(args: argparse.Namespace, config: Config) -> int:
             counts = await store.outbox_counts()
             open_alerts = await store.list_alerts(open_only=True)
             instances = await store.list_instances(_now())
-        output.print_status(rows, gauge, counts, open_alerts, _now(), sys.stdout)
+            unanswered = await store.unanswered_streak()
+        output.print_status(rows, gauge, counts, open_alerts, _now(), sys.stdout, unanswered)
         output.print_instances(instances, _now(), sys.stdout)
         return 0
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from monitor.errors import MonitorError
 from monitor.model import METRICS, DailyPoint
 from monitor.notify.message import cut
+from monitor.service.reach import UNREACHABLE_AFTER
 
 _ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
 
@@ -157,8 +158,9 @@ def print_status(
     open_alerts: Sequence[Any],
     now: datetime,
     out: TextIO,
+    unanswered: tuple[int, datetime | None] = (0, None),
 ) -> None:
-    """A table of creators, then one of the account: budget, pause, outbox."""
+    """A table of creators, then one of the account: budget, pause, upstream, outbox."""
     open_by_scope: dict[str, int] = {}
     open_by_series: dict[tuple[str, str], int] = {}
     for alert in open_alerts:
@@ -208,6 +210,7 @@ def print_status(
                 f"{gauge.billed_today:,} billed",
             ],
             ["paused", pause],
+            ["upstream", _reach(unanswered)],
             ["rate", f"x{gauge.rate_factor:.2f} of calls_per_minute"],
             [
                 "outbox depth",
@@ -221,6 +224,17 @@ def print_status(
             ["open account alerts", open_by_scope.get("account", 0)],
         ],
         out,
+    )
+
+
+def _reach(unanswered: tuple[int, datetime | None]) -> str:
+    """The upstream as the latest calls found it: answering, or unreachable since when."""
+    count, since = unanswered
+    if count < UNREACHABLE_AFTER or since is None:
+        return "answering"
+    return (
+        f"UNREACHABLE: the last {count} calls got no answer (since {since:%Y-%m-%d %H:%M} UTC); "
+        "check api.base_url, the network and proxy settings"
     )
 
 

@@ -21,6 +21,7 @@ from monitor.errors import (
     QuotaExceeded,
     RateLimited,
     StoreError,
+    TransportError,
     UpstreamError,
 )
 from monitor.model import Creator, FetchResult, Variant
@@ -315,8 +316,10 @@ class Fetcher:
         else:
             assert error is not None
             # one line when a creator starts failing, one when it recovers; account-wide pauses
-            # are the meter's to log (once for everyone)
-            if not slot.failure_logged and not isinstance(error, AccountBlocked | QuotaExceeded):
+            # are the meter's to log (once for everyone), and calls that got no answer at all the
+            # upstream's reachability (once for everyone, not once per creator of thousands)
+            quiet = AccountBlocked | QuotaExceeded | TransportError
+            if not slot.failure_logged and not isinstance(error, quiet):
                 log.warning("%s failing: %s", _who(slot), error)
                 slot.failure_logged = True
             slot.consecutive_failures += 1

@@ -170,6 +170,24 @@ class MetricsStore(StoreBase):
         await self._count_owed_billed(conn, records)
         return ids
 
+    async def unanswered_streak(self, limit: int = 50) -> tuple[int, datetime | None]:
+        """How many of the latest calls got no answer at all (no code, no HTTP status: refused,
+        timed out, reset), and when the first of them started; (0, None) when the latest call
+        was answered."""
+        query = (
+            select(fetches.c.started_at, fetches.c.code, fetches.c.http_status)
+            .order_by(fetches.c.id.desc())
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        count, since = 0, None
+        for started, code, status in rows:
+            if code is not None or status is not None:
+                break
+            count, since = count + 1, started
+        return count, since
+
     async def _count_owed_billed(
         self, conn: AsyncConnection, records: Sequence[FetchRecord]
     ) -> None:
