@@ -63,11 +63,12 @@ def message(
 async def fire(store: OutboxDb, *channels: str, tags: tuple[str, ...] = ("fitness",)) -> int:
     """A creator, a firing alert and one firing message per channel; returns the alert id."""
     ids = await store.sync_creators([Creator(USER_ID, "Lilyy", tags)])
-    alert_id = await store.apply_transition(
-        firing_alert(ids[USER_ID]), [message(c) for c in channels], now=T0
-    )
-    assert alert_id is not None
-    return alert_id
+    alert = firing_alert(ids[USER_ID])
+    assert await store.commit_transition(alert, [message(c) for c in channels], now=T0, expect=None)
+    stored = await store.load_alert(alert.rule, alert.scope)
+    assert stored is not None
+    assert stored.id is not None
+    return stored.id
 
 
 async def rows(store: OutboxDb) -> list[dict[str, Any]]:

@@ -128,39 +128,6 @@ class OutboxStore(StoreBase):
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else state_of(row)
 
-    async def apply_transition(
-        self,
-        alert: AlertState | None,
-        messages: Sequence[NewMessage],
-        *,
-        now: datetime,
-        drop_id: int | None = None,
-    ) -> int | None:
-        """Write an alert state change and the messages it owes in ONE transaction.
-
-        ``alert`` with id None is inserted, else updated. ``drop_id`` deletes a pending alert
-        that cleared before it fired. Returns the alert's id (None when there is no alert),
-        which the messages reference.
-        """
-        async with self._write() as conn:
-            if drop_id is not None:
-                await conn.execute(
-                    delete(alerts).where(alerts.c.id == drop_id, alerts.c.state == "pending")
-                )
-            alert_id = None if alert is None else await self._save_alert(conn, alert)
-            await self._insert_messages(conn, messages, alert_id, now)
-        return alert_id
-
-    @staticmethod
-    async def _save_alert(conn: AsyncConnection, alert: AlertState) -> int:
-        values = values_of(alert)
-        if alert.id is None:
-            inserted = await conn.execute(insert(alerts).values(values).returning(alerts.c.id))
-            return int(inserted.scalar_one())
-        alert_id = alert.id
-        await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(values))
-        return alert_id
-
     @staticmethod
     async def _insert_messages(
         conn: AsyncConnection, messages: Sequence[NewMessage], alert_id: int | None, now: datetime
@@ -189,13 +156,6 @@ class OutboxStore(StoreBase):
             )
             ids.append(int(row.scalar_one()))
         return ids
-
-    async def enqueue(
-        self, messages: Sequence[NewMessage], *, now: datetime, alert_id: int | None = None
-    ) -> list[int]:
-        """Queue messages that belong to no state change (digests, tests); returns their ids."""
-        async with self._write() as conn:
-            return await self._insert_messages(conn, messages, alert_id, now)
 
     async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[AlertRow]:
         """Newest first; ``open_only``: pending and firing ones."""
@@ -459,9 +419,12 @@ class OutboxStore(StoreBase):
         expect: AlertState | None,
         drop_id: int | None = None,
     ) -> bool:
-        """``apply_transition`` for several writers: False (and nothing written) when the row
-        no longer holds ``expect`` (the version columns an evaluation read), or when a new
-        alert would be a second open one for its (rule, scope, variant). Another instance won.
+        """Write an alert state change and the messages it owes in ONE transaction.
+
+        ``alert`` with id None is inserted, else updated; ``drop_id`` deletes a pending alert
+        that cleared before it fired. False (and nothing written) when the row no longer holds
+        ``expect`` (the version columns an evaluation read; None: no check), or when a new alert
+        would be a second open one for its (rule, scope, variant). Another instance won.
         """
         async with self._write() as conn:
             if drop_id is not None:
