@@ -11,15 +11,17 @@ from sqlalchemy import select
 
 from monitor.model import AlertState, Creator, Phase, Severity
 from monitor.store import migrate
+from monitor.store.alerts import AlertStore
 from monitor.store.creators import CreatorStore
 from monitor.store.outbox import NewMessage, OutboxStore
 from monitor.store.schema import notifications
+from monitor.store.silences import SilenceStore
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 USER_ID = "5c3bf7f7000000000602fd63"
 
 
-class OutboxDb(OutboxStore, CreatorStore):
+class OutboxDb(AlertStore, OutboxStore, SilenceStore, CreatorStore):
     """The store mixins these tests need (the lead's ``Store`` gathers them all)."""
 
 
