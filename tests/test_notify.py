@@ -25,8 +25,9 @@ from receiver_support import Receiver
 from monitor.config import NotifyConfig, parse_config
 from monitor.errors import NotifyError
 from monitor.model import Phase
+from monitor.notify.channels import validate_channel_url
 from monitor.notify.gate import delivery_gate
-from monitor.notify.sender import Notifier, validate_channel_url
+from monitor.notify.sender import Notifier
 
 #: fixtures db, db_url, sdb, sqlite_url
 pytest_plugins = ("outbox_fixtures",)
