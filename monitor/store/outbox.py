@@ -93,6 +93,48 @@ async def insert_messages(
     return ids
 
 
+async def queued_message(conn: AsyncConnection, message_id: int) -> QueuedMessage:
+    """Outbox row ``message_id`` with its alert's rule, scope, state and creator tags, read in
+    ``conn``'s transaction (the claim that just took it)."""
+    n = notifications
+    query = (
+        select(n, alerts.c.rule, alerts.c.scope, alerts.c.state, creators.c.tags)
+        .outerjoin(alerts, alerts.c.id == n.c.alert_id)
+        .outerjoin(creators, creators.c.id == alerts.c.creator_id)
+        .where(n.c.id == message_id)
+    )
+    row = (await conn.execute(query)).one()
+    firing_status = None
+    if row.event == "resolved" and row.alert_id is not None:
+        firing_status = await conn.scalar(
+            select(n.c.status)
+            .where(n.c.alert_id == row.alert_id, n.c.channel == row.channel)
+            .where(n.c.event == "firing")
+            .order_by(n.c.id.desc())
+            .limit(1)
+        )
+    return QueuedMessage(
+        id=int(row.id),
+        channel=row.channel,
+        event=row.event,
+        severity=row.severity,
+        title=row.title,
+        body=row.body,
+        attempts=int(row.attempts),
+        created_at=row.created_at,
+        not_before=row.not_before,
+        alert_id=row.alert_id,
+        rule=row.rule,
+        scope=row.scope,
+        tags=tuple(row.tags or ()),
+        alert_state=row.state,
+        firing_status=firing_status,
+        group_key=row.group_key,
+        grouping=row.grouping,
+        attachment=row.attachment,
+    )
+
+
 class OutboxStore(StoreBase):
     """The outbox: queue, claim, record; every method is one short transaction."""
 
@@ -136,47 +178,7 @@ class OutboxStore(StoreBase):
             message_id = (await conn.execute(claim)).scalar_one_or_none()
             if message_id is None:
                 return None
-            return await self._queued(conn, int(message_id))
-
-    @staticmethod
-    async def _queued(conn: AsyncConnection, message_id: int) -> QueuedMessage:
-        n = notifications
-        query = (
-            select(n, alerts.c.rule, alerts.c.scope, alerts.c.state, creators.c.tags)
-            .outerjoin(alerts, alerts.c.id == n.c.alert_id)
-            .outerjoin(creators, creators.c.id == alerts.c.creator_id)
-            .where(n.c.id == message_id)
-        )
-        row = (await conn.execute(query)).one()
-        firing_status = None
-        if row.event == "resolved" and row.alert_id is not None:
-            firing_status = await conn.scalar(
-                select(n.c.status)
-                .where(n.c.alert_id == row.alert_id, n.c.channel == row.channel)
-                .where(n.c.event == "firing")
-                .order_by(n.c.id.desc())
-                .limit(1)
-            )
-        return QueuedMessage(
-            id=int(row.id),
-            channel=row.channel,
-            event=row.event,
-            severity=row.severity,
-            title=row.title,
-            body=row.body,
-            attempts=int(row.attempts),
-            created_at=row.created_at,
-            not_before=row.not_before,
-            alert_id=row.alert_id,
-            rule=row.rule,
-            scope=row.scope,
-            tags=tuple(row.tags or ()),
-            alert_state=row.state,
-            firing_status=firing_status,
-            group_key=row.group_key,
-            grouping=row.grouping,
-            attachment=row.attachment,
-        )
+            return await queued_message(conn, int(message_id))
 
     async def mark_sent(self, message_id: int, *, now: datetime) -> bool:
         """Record a delivery apprise confirmed; False when the row was no longer pending."""
