@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from monitor.config import parse_config
-from monitor.model import CoreData, Creator, DailyPoint, Variant
+from monitor.model import AlertState, CoreData, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.store import FetchRecord, Store, migrate
 from monitor.web import auth
 from monitor.web.app import Console, mount
@@ -73,12 +73,11 @@ async def populate(url: str, count: int) -> None:
                 batch = []
         await store.record_fetches(batch)
         for n in range(0, count, 50):  # an open alert for every 50th creator
-            await store.apply_transition(
-                {"rule": "reads-down", "scope": roster[n].user_id,
-                 "creator_id": ids[roster[n].user_id], "severity": "warning", "state": "firing",
-                 "fired_at": T0, "summary": "reads down", "details": {"date": "2026-11-30"}},
-                [], now=T0,
-            )  # fmt: skip
+            alert = AlertState(rule="reads-down", scope=roster[n].user_id,
+                               creator_id=ids[roster[n].user_id], severity=Severity.WARNING,
+                               state=Phase.FIRING, fired_at=T0, summary="reads down",
+                               details={"date": "2026-11-30"})  # fmt: skip
+            await store.commit_transition(alert, [], now=T0, expect=None)
 
 
 def _server_ms(reply: httpx.Response) -> float:

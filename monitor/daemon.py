@@ -31,7 +31,7 @@ from monitor.ops.systemd import watchdog_interval, watchdog_loop
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
 from monitor.ops.wallclock import Monotonic, WallJumps, describe
 from monitor.policy import concurrency
-from monitor.policy.budget import Budget
+from monitor.policy.budget import Budget, daily_left
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
 from monitor.service import cluster
 from monitor.service.alerting import Alerting
@@ -300,7 +300,8 @@ class Daemon:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
         gauge = await self.meter.gauge()
         self.telemetry.set_budget(
-            tokens_left=gauge.tokens, daily_calls_left=max(0, gauge.daily_calls - gauge.calls_today)
+            tokens_left=gauge.tokens,
+            daily_calls_left=daily_left(gauge.calls_today, gauge.daily_calls),
         )
         self.telemetry.set_paused(gauge.pause_code if gauge.paused else None)
         self.telemetry.set_inflight(self.meter.on_the_wire)

@@ -20,7 +20,8 @@ from monitor.config import Config, parse_config
 from monitor.errors import BudgetError
 from monitor.model import CoreData, Creator, DailyPoint, Variant
 from monitor.notify.gate import delivery_gate
-from monitor.notify.sender import DrainReport, Notifier
+from monitor.notify.ports import DrainReport
+from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting import Alerting

@@ -11,15 +11,17 @@ from sqlalchemy import select
 
 from monitor.model import AlertState, Creator, Phase, Severity
 from monitor.store import migrate
+from monitor.store.alerts import AlertStore
 from monitor.store.creators import CreatorStore
 from monitor.store.outbox import NewMessage, OutboxStore
 from monitor.store.schema import notifications
+from monitor.store.silences import SilenceStore
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 USER_ID = "5c3bf7f7000000000602fd63"
 
 
-class OutboxDb(OutboxStore, CreatorStore):
+class OutboxDb(AlertStore, OutboxStore, SilenceStore, CreatorStore):
     """The store mixins these tests need (the lead's ``Store`` gathers them all)."""
 
 
@@ -63,11 +65,12 @@ def message(
 async def fire(store: OutboxDb, *channels: str, tags: tuple[str, ...] = ("fitness",)) -> int:
     """A creator, a firing alert and one firing message per channel; returns the alert id."""
     ids = await store.sync_creators([Creator(USER_ID, "Lilyy", tags)])
-    alert_id = await store.apply_transition(
-        firing_alert(ids[USER_ID]), [message(c) for c in channels], now=T0
-    )
-    assert alert_id is not None
-    return alert_id
+    alert = firing_alert(ids[USER_ID])
+    assert await store.commit_transition(alert, [message(c) for c in channels], now=T0, expect=None)
+    stored = await store.load_alert(alert.rule, alert.scope)
+    assert stored is not None
+    assert stored.id is not None
+    return stored.id
 
 
 async def rows(store: OutboxDb) -> list[dict[str, Any]]:

@@ -49,9 +49,10 @@ async def test_an_evaluation_read_before_an_ack_does_not_overwrite_it(db_url: st
         r = rule(repeat="1h")
         fired = step(None, firing(), r, T0, creator_id=ids["5c3bf7f7000000000602fd63"])
         assert fired.after is not None
-        alert_id = await store.apply_transition(fired.after, [], now=T0)
+        assert await store.commit_transition(fired.after, [], now=T0, expect=None)
         read = await store.load_alert(r.name, fired.after.scope)
         assert read is not None
+        alert_id = read.id
         assert await store.ack_alert(alert_id or 0, now=T0, by="console") == "acked"
         stale = replace(fired.after, id=alert_id, hits=2, last_seen_at=T0 + HOUR)
         assert not await store.commit_transition(stale, [], now=T0, expect=read)

@@ -152,7 +152,7 @@ async def test_alerts_command_names_the_variant_cuts_with_an_ellipsis_and_shows_
         for variant in (VIDEO, PHOTO):
             await record(store, ids[LILYY], variant, [1500] * 21)
         long = "engagements 99 < 100 (threshold) on 2025-12-10 " + "and a long tail of words " * 4
-        await store.apply_transition(
+        assert await store.commit_transition(
             AlertState(
                 rule="engage-low",
                 scope=LILYY,
@@ -165,6 +165,7 @@ async def test_alerts_command_names_the_variant_cuts_with_an_ellipsis_and_shows_
             ),
             [],
             now=T0,
+            expect=None,
         )
     config = write_toml(
         tmp_path / "c.toml",

@@ -131,7 +131,10 @@ async def test_acknowledge_only_open_alerts_once(db_url: str) -> None:
             summary="imp above 0",
             details={"date": "2026-11-29"},
         )
-        alert_id = await store.apply_transition(alert, [], now=T0)
+        assert await store.commit_transition(alert, [], now=T0, expect=None)
+        stored = await store.load_alert(alert.rule, alert.scope)
+        assert stored is not None
+        alert_id = stored.id
         assert alert_id is not None
         assert await store.ack_alert(alert_id, now=T0, by="console") == "acked"
         assert await store.ack_alert(alert_id, now=T0, by="api") == "already"
@@ -142,7 +145,7 @@ async def test_acknowledge_only_open_alerts_once(db_url: str) -> None:
         assert (await store.overview(OverviewQuery(text="alice"))).rows[0].open_alerts == 1
 
         resolved = replace(alert, id=alert_id, state=Phase.RESOLVED, resolved_at=T0)
-        await store.apply_transition(resolved, [], now=T0)
+        assert await store.commit_transition(resolved, [], now=T0, expect=None)
         assert await store.ack_alert(alert_id, now=T0, by="api") == "resolved"
         assert [a.id for a in await store.console_alerts(state="open")] == []
         assert [a.id for a in await store.console_alerts(state="resolved")] == [alert_id]

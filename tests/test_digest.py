@@ -127,7 +127,7 @@ async def _alert(
         resolved_at=resolved,
         firing_sent=True,
     )
-    await store.apply_transition(row, [], now=fired)
+    assert await store.commit_transition(row, [], now=fired, expect=None)
 
 
 async def test_the_digest_ranks_the_top_mover_first(store: Store, db_url: str) -> None:

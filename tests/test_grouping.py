@@ -186,6 +186,7 @@ async def test_group_claims_holds_and_marks_on_both_backends(db_url: str) -> Non
     gets none while the lease lasts), mark them sent together."""
     from datetime import UTC, datetime, timedelta
 
+    from monitor.model import AlertState, Phase, Severity
     from monitor.store import Store
     from monitor.store.outbox import NewMessage
 
@@ -198,7 +199,11 @@ async def test_group_claims_holds_and_marks_on_both_backends(db_url: str) -> Non
             for n in range(5)
         ]  # fmt: skip
         members.append(NewMessage("team", "firing", "warning", "o", "b", group_key="firing|rule=s"))
-        await store.enqueue(members, now=t0)
+        for n, member in enumerate(members):  # each the firing of its own alert, as queued live
+            alert = AlertState(rule="r" if n < 5 else "s", scope=f"account-{n}", creator_id=None,
+                               severity=Severity.WARNING, state=Phase.FIRING, fired_at=t0,
+                               summary=member.title)  # fmt: skip
+            assert await store.commit_transition(alert, [member], now=t0, expect=None)
         assert await store.group_last_sent("team", "firing|rule=r") is None
         assert (
             await store.hold_group("team", "firing|rule=r", until=t0 + timedelta(seconds=30)) == 5

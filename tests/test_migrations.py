@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from monitor.errors import SchemaOutOfDate
-from monitor.store import migrate
+from monitor.store import Store, migrate
 from monitor.store.engine import make_engine
 from monitor.store.revision import HEAD_REVISION, migrations_dir
 from monitor.store.schema import metadata
@@ -51,11 +51,13 @@ async def _layout(url: str) -> tuple[dict[str, set[str]], set[str]]:
 
 async def test_empty_to_head_down_to_base_and_up_again(db_url: str) -> None:
     assert await migrate.current(db_url) is None
-    with pytest.raises(SchemaOutOfDate, match="run: creator-monitor db upgrade"):
-        await migrate.check_at_head(db_url)
+    async with Store.open(db_url) as store:  # the check run, fetch and the console make
+        with pytest.raises(SchemaOutOfDate, match="run: creator-monitor db upgrade"):
+            await store.check_schema()
 
     assert await migrate.upgrade(db_url) == migrate.head()
-    await migrate.check_at_head(db_url)
+    async with Store.open(db_url) as store:
+        await store.check_schema()
     tables, views = await _layout(db_url)
     assert set(tables) == set(metadata.tables) | {"alembic_version"}
     assert views == {"latest_metrics", "budget_days"}

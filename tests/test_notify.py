@@ -25,8 +25,9 @@ from receiver_support import Receiver
 from monitor.config import NotifyConfig, parse_config
 from monitor.errors import NotifyError
 from monitor.model import Phase
+from monitor.notify.channels import validate_channel_url
 from monitor.notify.gate import delivery_gate
-from monitor.notify.sender import Notifier, validate_channel_url
+from monitor.notify.sender import Notifier
 
 #: fixtures db, db_url, sdb, sqlite_url
 pytest_plugins = ("outbox_fixtures",)
@@ -265,7 +266,9 @@ async def test_resolution_waits_for_its_firing_and_stale_firing_is_suppressed(
         assert current is not None
         assert current.id == alert_id
         resolved = replace(current, state=Phase.RESOLVED, resolved_at=T0 + timedelta(minutes=30))
-        await sdb.apply_transition(resolved, [message("slack", event="resolved")], now=T0)
+        assert await sdb.commit_transition(
+            resolved, [message("slack", event="resolved")], now=T0, expect=current
+        )
         await sdb.remove_silence(silence)
         report = await n.drain(T0 + timedelta(minutes=40))
     # fired under a silence and resolved before it ended: neither is sent, both are kept

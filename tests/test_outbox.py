@@ -55,7 +55,7 @@ async def test_a_failing_message_rolls_back_the_state_change(db: OutboxDb) -> No
     assert ids == {}
     broken = NewMessage(channel="slack", event="firing", severity="warning", title=None, body="b")  # type: ignore[arg-type]
     with pytest.raises(StoreError):
-        await db.apply_transition(firing_alert(None), [broken], now=T0)
+        await db.commit_transition(firing_alert(None), [broken], now=T0, expect=None)
     assert await db.load_alert("reads-down", "account") is None
     assert await rows(db) == []
 
@@ -65,20 +65,19 @@ async def test_update_resolve_and_drop(db: OutboxDb) -> None:
     current = await db.load_alert("reads-down", USER_ID)
     assert current is not None
     resolved = replace(current, state=Phase.RESOLVED, resolved_at=T0 + timedelta(days=1))
-    assert (
-        await db.apply_transition(resolved, [message("slack", event="resolved")], now=T0)
-        == alert_id
+    assert await db.commit_transition(
+        resolved, [message("slack", event="resolved")], now=T0, expect=current
     )
     # a resolved alert is still what load_alert returns when nothing is open
     again = await db.load_alert("reads-down", USER_ID)
     assert again is not None
-    assert again.state == "resolved"
-    pending = await db.apply_transition(firing_alert(None, state="pending"), [], now=T0)
-    assert pending is not None
+    assert (again.id, again.state) == (alert_id, "resolved")
+    assert await db.commit_transition(firing_alert(None, state="pending"), [], now=T0, expect=None)
     opened = await db.load_alert("reads-down", "account")
     assert opened is not None
-    assert opened.id == pending
-    await db.apply_transition(None, [], now=T0, drop_id=pending)
+    assert opened.id is not None
+    pending = opened.id
+    assert await db.commit_transition(None, [], now=T0, expect=opened, drop_id=pending)
     assert await db.load_alert("reads-down", "account") is None
     assert [r["event"] for r in await rows(db)] == ["firing", "resolved"]
     listed = await db.list_alerts()
@@ -91,7 +90,7 @@ async def test_claim_respects_due_times_and_leases(db: OutboxDb) -> None:
     later = NewMessage(
         "slack", "digest", "info", "digest", "body", not_before=T0 + timedelta(hours=1)
     )
-    await db.enqueue([later], now=T0)
+    assert await db.enqueue_once([later], now=T0, since=T0, until=T0 + timedelta(days=1))
     first = await db.claim_next(T0, channel="slack", owner="a", lease=LEASE)
     assert first is not None
     assert (first.event, first.rule, first.scope, first.tags, first.alert_state) == (

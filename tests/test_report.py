@@ -22,7 +22,7 @@ from monitor.service.report import (
 from monitor.service.report import (
     render as render_html,
 )
-from monitor.store.outbox import AlertRow
+from monitor.store.alerts import AlertRow
 
 BLUE = (31, 119, 180)  # the first trace colour; nothing else on the page uses it
 

@@ -25,7 +25,8 @@ from monitor.cli.arguments import parse_since
 from monitor.config import Config, channel_url, resolve_token
 from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.model import Creator, Variant
-from monitor.notify.sender import Notifier, validate_channel_url
+from monitor.notify.channels import validate_channel_url
+from monitor.notify.sender import Notifier
 from monitor.policy import cadence
 from monitor.policy.budget import Budget
 from monitor.service.fetch import Slot

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from monitor.config import Config
 from monitor.model import Severity
-from monitor.notify.sender import Gate, Hold, Queued, SilenceLike, Suppress
+from monitor.notify.ports import Gate, Hold, Queued, SilenceLike, Suppress
 from monitor.policy.lifecycle import (
     Action,
     Event,

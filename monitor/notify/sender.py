@@ -1,8 +1,9 @@
 """Delivery: drains the durable outbox through apprise, one apprise object per channel.
 
-The only importer of apprise. Owns retries, backoff, dead letters and scrubbing channel URLs out
-of apprise's logs and errors. Must not import the store or the alert logic: the outbox and the
-silence/quiet-hours gate are injected (see ``Outbox`` and ``Gate``).
+With ``notify.channels`` (loading channel URLs, scrubbing them out of logs and errors), the only
+importer of apprise. Owns retries, backoff, dead letters and grouped delivery. Must not import the
+store or the alert logic: the outbox and the silence/quiet-hours gate are injected (see
+``notify.ports``).
 
 Delivery is at-least-once: a row is marked sent only after apprise reported success, so a crash
 (or a lost database) between the send and the mark re-sends that one message once its claim
@@ -14,31 +15,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import apprise
 from pydantic import SecretStr
 
 from monitor.config import Config, NotifyConfig, channel_url
 from monitor.errors import NotifyError
-from monitor.ops.redaction import SecretFilter, redact
+from monitor.notify.channels import (
+    Channel,
+    Delivery,
+    load_target,
+    one_line,
+    scrubbed_logs,
+    secret_fragments,
+    takes_files,
+    validate_channel_url,
+)
+from monitor.notify.ports import DrainReport, Gate, Hold, Outbox, Queued, SilenceLike, Suppress
 from monitor.policy.grouping import compose
 
 log = logging.getLogger(__name__)
 
-#: loggers that write channel URLs (or parts of them) at DEBUG/TRACE and in errors
-_THIRD_PARTY_LOGGERS = ("apprise", "urllib3.connectionpool")
-#: shorter URL parts are words like "hook", not secrets; masking them would garble every line
-_MIN_FRAGMENT = 6
-_MAX_ERROR = 300
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 _NOTIFY_TYPE = {
@@ -46,206 +49,6 @@ _NOTIFY_TYPE = {
     "warning": apprise.NotifyType.WARNING,
     "info": apprise.NotifyType.INFO,
 }
-
-
-class Queued(Protocol):
-    """A claimed outbox row, with what a gate needs to know about its alert."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def channel(self) -> str: ...
-    @property
-    def event(self) -> str: ...
-    @property
-    def severity(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def body(self) -> str: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def not_before(self) -> datetime | None: ...
-    @property
-    def rule(self) -> str | None: ...  # None: not about an alert (digest, test)
-    @property
-    def scope(self) -> str | None: ...  # the creator's user_id or 'account'
-    @property
-    def tags(self) -> tuple[str, ...]: ...
-    @property
-    def alert_state(self) -> str | None: ...  # pending | firing | resolved, as it is now
-    @property
-    def firing_status(self) -> str | None: ...  # a resolution's firing on this channel
-    @property
-    def group_key(self) -> str | None: ...  # None: sent on its own
-    @property
-    def grouping(self) -> Mapping[str, Any] | None: ...
-    @property
-    def attachment(self) -> Mapping[str, Any] | None: ...  # a stored report to attach
-
-
-class SilenceLike(Protocol):
-    @property
-    def id(self) -> int: ...
-    @property
-    def user_id(self) -> str | None: ...
-    @property
-    def rule(self) -> str | None: ...
-    @property
-    def tag(self) -> str | None: ...
-    @property
-    def starts_at(self) -> datetime: ...
-    @property
-    def ends_at(self) -> datetime: ...
-
-
-class Outbox(Protocol):
-    """What the notifier needs from the store (``monitor.store.outbox.Outbox`` provides it)."""
-
-    async def claim_next(
-        self, now: datetime, *, channel: str, owner: str, lease: timedelta, after_id: int
-    ) -> Queued | None: ...
-    async def mark_sent(self, message_id: int, *, now: datetime) -> bool: ...
-    async def mark_failed(
-        self, message_id: int, *, error: str, next_attempt_at: datetime, dead: bool
-    ) -> None: ...
-    async def hold(self, message_id: int, *, until: datetime | None, reason: str) -> None: ...
-    async def suppress(self, message_id: int, *, reason: str) -> None: ...
-    async def active_silences(self, now: datetime) -> Sequence[SilenceLike]: ...
-    async def retry_dead(self, now: datetime, *, channel: str | None = None) -> int: ...
-    async def bury_orphans(self, known: Sequence[str], *, reason: str) -> int: ...
-    async def group_last_sent(self, channel: str, group_key: str) -> datetime | None: ...
-    async def hold_group(self, channel: str, group_key: str, *, until: datetime) -> int: ...
-    async def claim_group(
-        self,
-        now: datetime,
-        *,
-        channel: str,
-        group_key: str,
-        owner: str,
-        lease: timedelta,
-        limit: int = 1000,
-    ) -> Sequence[Queued]: ...
-    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...
-    async def report_html(self, name: str, period: str) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """Keep the message queued until ``until`` (None: decide again at the next drain)."""
-
-    until: datetime | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Suppress:
-    """Never send the message; its row stays as the record."""
-
-    reason: str
-
-
-#: None sends now. The composition root adapts ``monitor.policy.lifecycle.should_deliver`` to this.
-Gate = Callable[[Queued, Sequence[SilenceLike], datetime], Hold | Suppress | None]
-
-
-@dataclass(slots=True)
-class DrainReport:
-    sent: int = 0
-    failed: int = 0
-    dead: int = 0
-    held: int = 0
-    suppressed: int = 0
-    busy: tuple[str, ...] = ()
-
-    def add(self, other: DrainReport) -> None:
-        self.sent += other.sent
-        self.failed += other.failed
-        self.dead += other.dead
-        self.held += other.held
-        self.suppressed += other.suppressed
-
-
-def secret_fragments(url: str) -> list[str]:
-    """The URL and every part of it that may be a secret: apprise URLs hide tokens in the
-    host, the user info, path segments and query values alike.
-    """
-    parts = urlsplit(url)
-    fragments = {url, url.split("?", 1)[0], parts.netloc + parts.path}
-    pieces = [parts.netloc, *re.split(r"[@:]", parts.netloc), *parts.path.split("/")]
-    pieces += [value for pair in parts.query.split("&") for value in pair.split("=")[1:]]
-    pieces.append(parts.fragment)
-    for piece in pieces:
-        for form in (piece, unquote(piece)):
-            if len(form) >= _MIN_FRAGMENT:
-                fragments.add(form)
-    return sorted(fragments, key=len, reverse=True)
-
-
-@contextmanager
-def scrubbed_logs(secrets: Sequence[str]) -> Iterator[SecretFilter]:
-    """Mask ``secrets`` in every record apprise and urllib3 write while the block runs."""
-    secret_filter = SecretFilter(secrets)
-    loggers = [logging.getLogger(name) for name in _THIRD_PARTY_LOGGERS]
-    for logger in loggers:
-        logger.addFilter(secret_filter)
-    try:
-        yield secret_filter
-    finally:
-        for logger in loggers:
-            logger.removeFilter(secret_filter)
-
-
-def _load(url: str) -> apprise.Apprise | None:
-    instance = apprise.Apprise()
-    if not instance.add(url) or len(instance) == 0:
-        return None
-    return instance
-
-
-def takes_files(target: apprise.Apprise) -> bool:
-    """Whether every service behind ``target`` accepts attachments."""
-    return all(getattr(service, "attachment_support", False) for service in target)
-
-
-def validate_channel_url(url: str) -> str | None:
-    """None when apprise can use ``url``; else a one-line reason that never echoes the URL."""
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    with scrubbed_logs(secret_fragments(url)):
-        loaded = _load(url)
-    if loaded is not None:
-        return None
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        return "not an apprise URL (expected SCHEME://…, e.g. slack://… or json://…)"
-    return (
-        f"apprise cannot use this {scheme}:// URL (unknown scheme or missing parts; "
-        "see the apprise wiki for the scheme's format)"
-    )
-
-
-def one_line(text: str, secrets: Sequence[str]) -> str:
-    """``text`` redacted, on one line, at most ``_MAX_ERROR`` characters."""
-    flat = " ".join(redact(text, secrets).split())
-    return flat if len(flat) <= _MAX_ERROR else flat[: _MAX_ERROR - 1] + "…"
-
-
-@dataclass(frozen=True, slots=True)
-class _Channel:
-    name: str
-    target: apprise.Apprise | None  # None: the URL did not parse (a permanent error)
-    secrets: tuple[str, ...]
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The outcome of one send: ``error`` is None on success; never contains the URL."""
-
-    error: str | None = None
-    permanent: bool = False
 
 
 _BROKEN = "channel {name!r}: {problem}"
@@ -309,10 +112,10 @@ class Notifier:
         return cls(outbox, urls, config.notify, owner=owner, **options)
 
     @staticmethod
-    def _build(name: str, url: str) -> _Channel:
-        target = _load(url)
+    def _build(name: str, url: str) -> Channel:
+        target = load_target(url)
         problem = None if target is not None else validate_channel_url(url)
-        return _Channel(name, target, tuple(secret_fragments(url)), problem)
+        return Channel(name, target, tuple(secret_fragments(url)), problem)
 
     async def __aenter__(self) -> Notifier:
         return self
@@ -382,7 +185,7 @@ class Notifier:
             return Delivery(self._reason(result, spec))
 
     @staticmethod
-    def _reason(result: Any, spec: _Channel) -> str:
+    def _reason(result: Any, spec: Channel) -> str:
         problems = [
             entry.message
             for entry in result.logs()

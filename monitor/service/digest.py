@@ -29,7 +29,8 @@ from monitor.notify.message import (
     Renderer,
 )
 from monitor.store import Store
-from monitor.store.outbox import AlertRow, NewMessage
+from monitor.store.alerts import AlertRow
+from monitor.store.outbox import NewMessage
 
 log = logging.getLogger(__name__)
 

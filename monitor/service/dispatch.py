@@ -408,9 +408,6 @@ class Dispatcher:
         self._accepting = False
         self._wake.set()
 
-    def resume_accepting(self) -> None:
-        self._accepting = True
-
     async def wait_idle(self, grace: float) -> int:
         """Let calls on the wire finish (and be recorded) within ``grace`` seconds; cycles still
         waiting for the budget or a retry are cancelled at once (their slots stay due).

@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 
 from monitor.store import Store
-from monitor.store.outbox import AlertRow
+from monitor.store.alerts import AlertRow
 
 #: the metrics charted per creator, in this order (the costs are often NULL: see the tables)
 REPORT_METRICS: tuple[str, ...] = ("read", "engage", "imp")

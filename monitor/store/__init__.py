@@ -1,11 +1,12 @@
 """The history store: the only place in creator-monitor that speaks SQL.
 
 ``Store`` gathers one mixin per concern (creators, metrics, schedule, ledger); each opens its own
-short transactions through ``StoreBase``. Alert and outbox methods join as another mixin.
+short transactions through ``StoreBase``. Alerts, the outbox and silences join the same way.
 """
 
 from __future__ import annotations
 
+from monitor.store.alerts import AlertStore
 from monitor.store.cluster import ClusterStore
 from monitor.store.console import ConsoleStore
 from monitor.store.creators import CreatorStore
@@ -16,6 +17,7 @@ from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
 from monitor.store.reports import ReportStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
+from monitor.store.silences import SilenceStore
 
 
 class Store(
@@ -25,7 +27,9 @@ class Store(
     LedgerStore,
     GroupStore,
     ReportStore,
+    AlertStore,
     OutboxStore,
+    SilenceStore,
     ClusterStore,
     ConsoleStore,
 ):

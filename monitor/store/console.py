@@ -15,7 +15,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    ColumnElement,
     Select,
     Text,
     and_,
@@ -159,10 +158,6 @@ def change_of(first: float | None, last: float | None) -> float | None:
 
 def _day_before(day: str, days: int) -> str:
     return (date.fromisoformat(day) - timedelta(days=days)).isoformat()
-
-
-def _keys_equal(a: Any, b: Any) -> list[ColumnElement[bool]]:
-    return [a.c.creator_id == b.c.creator_id] + [a.c[n] == b.c[n] for n in _VARIANT]
 
 
 class ConsoleStore(StoreBase):

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 
 from monitor.store.engine import StoreBase
-from monitor.store.outbox import PENDING, SENT, OutboxStore, QueuedMessage
+from monitor.store.outbox import PENDING, SENT, QueuedMessage, queued_message
 from monitor.store.schema import notifications
 
 _UNCLAIMED: dict[str, Any] = {"claimed_by": None, "claimed_until": None}
@@ -79,7 +79,7 @@ class GroupStore(StoreBase):
                 .returning(n.c.id)
             )
             mine = sorted(int(i) for i in claimed.scalars())
-            return [await OutboxStore._queued(conn, i) for i in mine]
+            return [await queued_message(conn, i) for i in mine]
 
     async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int:
         """Record one delivery for every message it carried; how many were still pending."""

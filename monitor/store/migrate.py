@@ -17,8 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from monitor.errors import SchemaOutOfDate
-from monitor.store.engine import WRITE_LOCK_OPTION, make_engine, parse_url, safe_url, translated
+from monitor.store.engine import WRITE_LOCK_OPTION, make_engine, parse_url, translated
 from monitor.store.revision import current_revision, head_revision, migrations_dir
 from monitor.store.schema import metadata
 
@@ -63,16 +62,6 @@ async def current(url: str) -> str | None:
 def head() -> str:
     """The newest revision this code ships."""
     return head_revision()
-
-
-async def check_at_head(url: str) -> None:
-    """Raise SchemaOutOfDate (one line, with the command to run) unless the schema is current."""
-    at, want = await current(url), head_revision()
-    if at != want:
-        raise SchemaOutOfDate(
-            f"database {safe_url(parse_url(url))} is at revision {at or 'none'}, "
-            f"this code needs {want}; run: creator-monitor db upgrade"
-        )
 
 
 async def drift(url: str) -> list[Any]:

@@ -1,7 +1,5 @@
-"""The ``alerts``, ``notifications`` (the outbox) and ``silences`` tables.
-
-Stores alert state changes together with the messages they owe, in one transaction, and hands
-messages out one claim at a time. Decides nothing about whether or when to notify.
+"""The ``notifications`` table (the outbox): queues messages and hands them out one claim at a
+time to the notifier, which records each delivery. Decides nothing about whether or when to notify.
 """
 
 from __future__ import annotations
@@ -11,13 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.model import AlertState
-from monitor.store.alert_rows import OpenAlert, creator_of, state_of, still_as_read, values_of
 from monitor.store.engine import StoreBase
-from monitor.store.schema import alerts, creators, notifications, schedule, silences
+from monitor.store.schema import alerts, creators, notifications
 
 PENDING, SENT, DEAD, SUPPRESSED = "pending", "sent", "dead", "suppressed"
 #: PostgreSQL advisory lock key serialising "queue once per period" checks across instances
@@ -63,232 +59,84 @@ class QueuedMessage:
     attachment: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SilenceRow:
-    id: int
-    user_id: str | None  # a creator's user_id, or 'account'
-    rule: str | None
-    tag: str | None
-    starts_at: datetime
-    ends_at: datetime
-    reason: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    """One line of ``alerts [--open]``; ``variants``: how many series its creator tracks (the
-    variant is worth naming only when there are several)."""
-
-    id: int
-    rule: str
-    scope: str
-    name: str  # the creator's name, '' for account-wide alerts
-    severity: str
-    state: str
-    summary: str
-    pending_since: datetime | None
-    fired_at: datetime | None
-    resolved_at: datetime | None
-    data_day: str | None = None  # the data day the firing reading is from ('YYYY-MM-DD')
-    clear_day: str | None = None  # the data day of the reading that resolved it
-    variant: str = ""  # the series' label ('' for account-wide alerts)
-    variants: int = 1
-
-
-def _silence_row(row: Any) -> SilenceRow:
-    return SilenceRow(
-        id=int(row.id),
-        user_id=row.user_id,
-        rule=row.rule,
-        tag=row.tag,
-        starts_at=row.starts_at,
-        ends_at=row.ends_at,
-        reason=row.reason,
-        created_at=row.created_at,
-    )
-
-
 _UNCLAIMED = {"claimed_by": None, "claimed_until": None}
 
 
-class OutboxStore(StoreBase):
-    """Alerts, their outbox and silences; every method is one short transaction."""
+async def insert_messages(
+    conn: AsyncConnection, messages: Sequence[NewMessage], alert_id: int | None, now: datetime
+) -> list[int]:
+    """Queue ``messages`` (owed by ``alert_id``, None: by no alert) inside ``conn``'s
+    transaction; returns their ids."""
+    ids = []
+    for m in messages:
+        row = await conn.execute(
+            insert(notifications)
+            .values(
+                alert_id=alert_id,
+                channel=m.channel,
+                event=m.event,
+                severity=m.severity,
+                title=m.title,
+                body=m.body,
+                status=PENDING,
+                attempts=0,
+                not_before=m.not_before,
+                next_attempt_at=now,
+                created_at=now,
+                group_key=m.group_key,
+                grouping=None if m.grouping is None else dict(m.grouping),
+                attachment=None if m.attachment is None else dict(m.attachment),
+            )
+            .returning(notifications.c.id)
+        )
+        ids.append(int(row.scalar_one()))
+    return ids
 
-    async def load_alert(self, rule: str, scope: str, variant: str = "") -> AlertState | None:
-        """The open alert for (rule, scope, variant), else the newest resolved one, else None."""
-        open_first = (alerts.c.state == "resolved").asc()
-        query = (
-            select(alerts)
-            .where(alerts.c.rule == rule, alerts.c.scope == scope, alerts.c.variant == variant)
-            .order_by(open_first, alerts.c.id.desc())
+
+async def queued_message(conn: AsyncConnection, message_id: int) -> QueuedMessage:
+    """Outbox row ``message_id`` with its alert's rule, scope, state and creator tags, read in
+    ``conn``'s transaction (the claim that just took it)."""
+    n = notifications
+    query = (
+        select(n, alerts.c.rule, alerts.c.scope, alerts.c.state, creators.c.tags)
+        .outerjoin(alerts, alerts.c.id == n.c.alert_id)
+        .outerjoin(creators, creators.c.id == alerts.c.creator_id)
+        .where(n.c.id == message_id)
+    )
+    row = (await conn.execute(query)).one()
+    firing_status = None
+    if row.event == "resolved" and row.alert_id is not None:
+        firing_status = await conn.scalar(
+            select(n.c.status)
+            .where(n.c.alert_id == row.alert_id, n.c.channel == row.channel)
+            .where(n.c.event == "firing")
+            .order_by(n.c.id.desc())
             .limit(1)
         )
-        async with self._read() as conn:
-            row = (await conn.execute(query)).mappings().first()
-        return None if row is None else state_of(row)
+    return QueuedMessage(
+        id=int(row.id),
+        channel=row.channel,
+        event=row.event,
+        severity=row.severity,
+        title=row.title,
+        body=row.body,
+        attempts=int(row.attempts),
+        created_at=row.created_at,
+        not_before=row.not_before,
+        alert_id=row.alert_id,
+        rule=row.rule,
+        scope=row.scope,
+        tags=tuple(row.tags or ()),
+        alert_state=row.state,
+        firing_status=firing_status,
+        group_key=row.group_key,
+        grouping=row.grouping,
+        attachment=row.attachment,
+    )
 
-    async def apply_transition(
-        self,
-        alert: AlertState | None,
-        messages: Sequence[NewMessage],
-        *,
-        now: datetime,
-        drop_id: int | None = None,
-    ) -> int | None:
-        """Write an alert state change and the messages it owes in ONE transaction.
 
-        ``alert`` with id None is inserted, else updated. ``drop_id`` deletes a pending alert
-        that cleared before it fired. Returns the alert's id (None when there is no alert),
-        which the messages reference.
-        """
-        async with self._write() as conn:
-            if drop_id is not None:
-                await conn.execute(
-                    delete(alerts).where(alerts.c.id == drop_id, alerts.c.state == "pending")
-                )
-            alert_id = None if alert is None else await self._save_alert(conn, alert)
-            await self._insert_messages(conn, messages, alert_id, now)
-        return alert_id
-
-    @staticmethod
-    async def _save_alert(conn: AsyncConnection, alert: AlertState) -> int:
-        values = values_of(alert)
-        if alert.id is None:
-            inserted = await conn.execute(insert(alerts).values(values).returning(alerts.c.id))
-            return int(inserted.scalar_one())
-        alert_id = alert.id
-        await conn.execute(update(alerts).where(alerts.c.id == alert_id).values(values))
-        return alert_id
-
-    @staticmethod
-    async def _insert_messages(
-        conn: AsyncConnection, messages: Sequence[NewMessage], alert_id: int | None, now: datetime
-    ) -> list[int]:
-        ids = []
-        for m in messages:
-            row = await conn.execute(
-                insert(notifications)
-                .values(
-                    alert_id=alert_id,
-                    channel=m.channel,
-                    event=m.event,
-                    severity=m.severity,
-                    title=m.title,
-                    body=m.body,
-                    status=PENDING,
-                    attempts=0,
-                    not_before=m.not_before,
-                    next_attempt_at=now,
-                    created_at=now,
-                    group_key=m.group_key,
-                    grouping=None if m.grouping is None else dict(m.grouping),
-                    attachment=None if m.attachment is None else dict(m.attachment),
-                )
-                .returning(notifications.c.id)
-            )
-            ids.append(int(row.scalar_one()))
-        return ids
-
-    async def enqueue(
-        self, messages: Sequence[NewMessage], *, now: datetime, alert_id: int | None = None
-    ) -> list[int]:
-        """Queue messages that belong to no state change (digests, tests); returns their ids."""
-        async with self._write() as conn:
-            return await self._insert_messages(conn, messages, alert_id, now)
-
-    async def list_alerts(self, *, open_only: bool = False, limit: int = 200) -> list[AlertRow]:
-        """Newest first; ``open_only``: pending and firing ones."""
-        query = _alert_lines().order_by(alerts.c.id.desc()).limit(limit)
-        if open_only:
-            query = query.where(alerts.c.state != "resolved")
-        return await self._alert_rows(query)
-
-    async def _alert_rows(self, query: Select[Any]) -> list[AlertRow]:
-        """Run a query made by ``_alert_lines``."""
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            AlertRow(
-                id=int(r.id),
-                rule=r.rule,
-                scope=r.scope,
-                variant=r.variant,
-                variants=int(r.variants or 0),
-                name=r.creator_name,
-                severity=r.severity,
-                state=r.state,
-                summary=r.summary,
-                pending_since=r.pending_since,
-                fired_at=r.fired_at,
-                resolved_at=r.resolved_at,
-                data_day=(r.details or {}).get("date"),
-                clear_day=(r.details or {}).get("clear_date"),
-            )
-            for r in rows
-        ]
-
-    async def add_silence(
-        self,
-        *,
-        now: datetime,
-        ends_at: datetime,
-        starts_at: datetime | None = None,
-        user_id: str | None = None,
-        rule: str | None = None,
-        tag: str | None = None,
-        reason: str = "",
-    ) -> int:
-        """A silence from ``starts_at`` (default now) until ``ends_at``; returns its id."""
-        if ends_at <= (starts_at or now):
-            raise ValueError("a silence must end after it starts")
-        async with self._write() as conn:
-            row = await conn.execute(
-                insert(silences)
-                .values(
-                    user_id=user_id,
-                    rule=rule,
-                    tag=tag,
-                    starts_at=starts_at or now,
-                    ends_at=ends_at,
-                    reason=reason,
-                    created_at=now,
-                )
-                .returning(silences.c.id)
-            )
-            return int(row.scalar_one())
-
-    async def list_silences(self, now: datetime, *, expired: bool = False) -> list[SilenceRow]:
-        """Silences not yet over (``expired=True``: all of them), soonest end first."""
-        query = select(silences).order_by(silences.c.ends_at, silences.c.id)
-        if not expired:
-            query = query.where(silences.c.ends_at > now)
-        async with self._read() as conn:
-            return [_silence_row(r) for r in (await conn.execute(query)).all()]
-
-    async def active_silences(self, now: datetime) -> list[SilenceRow]:
-        """Silences in force at ``now``."""
-        return [s for s in await self.list_silences(now) if s.starts_at <= now]
-
-    async def remove_silence(self, silence_id: int) -> bool:
-        """``unsilence ID``; False when there was no such silence.
-
-        Messages it may have been holding are handed back to the delivery gate at the next
-        drain (their ``not_before`` is cleared); the gate holds again what still must wait.
-        """
-        async with self._write() as conn:
-            ends_at = await conn.scalar(
-                delete(silences).where(silences.c.id == silence_id).returning(silences.c.ends_at)
-            )
-            if ends_at is None:
-                return False
-            n = notifications
-            await conn.execute(
-                update(n)
-                .where(n.c.status == PENDING, n.c.not_before <= ends_at)
-                .values(not_before=None)
-            )
-        return True
+class OutboxStore(StoreBase):
+    """The outbox: queue, claim, record; every method is one short transaction."""
 
     async def outbox_counts(self, *, channel: str | None = None) -> dict[str, int]:
         """Messages per status (pending, sent, dead, suppressed), for status and metrics."""
@@ -330,47 +178,7 @@ class OutboxStore(StoreBase):
             message_id = (await conn.execute(claim)).scalar_one_or_none()
             if message_id is None:
                 return None
-            return await self._queued(conn, int(message_id))
-
-    @staticmethod
-    async def _queued(conn: AsyncConnection, message_id: int) -> QueuedMessage:
-        n = notifications
-        query = (
-            select(n, alerts.c.rule, alerts.c.scope, alerts.c.state, creators.c.tags)
-            .outerjoin(alerts, alerts.c.id == n.c.alert_id)
-            .outerjoin(creators, creators.c.id == alerts.c.creator_id)
-            .where(n.c.id == message_id)
-        )
-        row = (await conn.execute(query)).one()
-        firing_status = None
-        if row.event == "resolved" and row.alert_id is not None:
-            firing_status = await conn.scalar(
-                select(n.c.status)
-                .where(n.c.alert_id == row.alert_id, n.c.channel == row.channel)
-                .where(n.c.event == "firing")
-                .order_by(n.c.id.desc())
-                .limit(1)
-            )
-        return QueuedMessage(
-            id=int(row.id),
-            channel=row.channel,
-            event=row.event,
-            severity=row.severity,
-            title=row.title,
-            body=row.body,
-            attempts=int(row.attempts),
-            created_at=row.created_at,
-            not_before=row.not_before,
-            alert_id=row.alert_id,
-            rule=row.rule,
-            scope=row.scope,
-            tags=tuple(row.tags or ()),
-            alert_state=row.state,
-            firing_status=firing_status,
-            group_key=row.group_key,
-            grouping=row.grouping,
-            attachment=row.attachment,
-        )
+            return await queued_message(conn, int(message_id))
 
     async def mark_sent(self, message_id: int, *, now: datetime) -> bool:
         """Record a delivery apprise confirmed; False when the row was no longer pending."""
@@ -448,73 +256,6 @@ class OutboxStore(StoreBase):
             )
         return int(buried.rowcount)
 
-    # --- guarded alert writes for several instances, orphan lookups and the digest's queries
-
-    async def commit_transition(
-        self,
-        alert: AlertState | None,
-        messages: Sequence[NewMessage],
-        *,
-        now: datetime,
-        expect: AlertState | None,
-        drop_id: int | None = None,
-    ) -> bool:
-        """``apply_transition`` for several writers: False (and nothing written) when the row
-        no longer holds ``expect`` (the version columns an evaluation read), or when a new
-        alert would be a second open one for its (rule, scope, variant). Another instance won.
-        """
-        async with self._write() as conn:
-            if drop_id is not None:
-                dropped = await conn.execute(
-                    delete(alerts).where(
-                        alerts.c.id == drop_id, alerts.c.state == "pending", *still_as_read(expect)
-                    )
-                )
-                if not dropped.rowcount:
-                    return False
-            alert_id = None
-            if alert is not None:
-                alert_id = await self._guarded_save(conn, alert, expect)
-                if alert_id is None:
-                    return False
-            await self._insert_messages(conn, messages, alert_id, now)
-        return True
-
-    async def _guarded_save(
-        self, conn: AsyncConnection, alert: AlertState, expect: AlertState | None
-    ) -> int | None:
-        values = values_of(alert)
-        if alert.id is None:
-            stmt = self._upsert(alerts).values(values)
-            stmt = stmt.on_conflict_do_nothing(
-                index_elements=[alerts.c.rule, alerts.c.scope, alerts.c.variant],
-                index_where=text("state != 'resolved'"),
-            )
-            inserted = await conn.execute(stmt.returning(alerts.c.id))
-            found = inserted.scalar_one_or_none()
-            return None if found is None else int(found)
-        alert_id = alert.id
-        updated = await conn.execute(
-            update(alerts).where(alerts.c.id == alert_id, *still_as_read(expect)).values(values)
-        )
-        return alert_id if updated.rowcount else None
-
-    async def open_alerts(self) -> list[OpenAlert]:
-        """Every pending or firing alert, with its creator as the database remembers it."""
-        query = (
-            select(
-                alerts,
-                creators.c.name.label("creator_name"),
-                creators.c.tags.label("creator_tags"),
-            )
-            .outerjoin(creators, creators.c.id == alerts.c.creator_id)
-            .where(alerts.c.state != "resolved")
-            .order_by(alerts.c.id)
-        )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [OpenAlert(state_of(r), creator_of(r)) for r in rows]
-
     async def firing_channels(self, alert_id: int) -> list[str]:
         """The channels this alert's firing was queued for (whatever became of it)."""
         n = notifications
@@ -526,13 +267,6 @@ class OutboxStore(StoreBase):
         )
         async with self._read() as conn:
             return [str(c) for c in (await conn.execute(query)).scalars()]
-
-    async def alert_activity(self, since: datetime, until: datetime) -> list[AlertRow]:
-        """Alerts that fired or resolved in ``[since, until)``, oldest first."""
-        fired = and_(alerts.c.fired_at >= since, alerts.c.fired_at < until)
-        resolved = and_(alerts.c.resolved_at >= since, alerts.c.resolved_at < until)
-        query = _alert_lines().where(or_(fired, resolved)).order_by(alerts.c.id)
-        return await self._alert_rows(query)
 
     async def queued_channels(self, event: str, since: datetime, until: datetime) -> set[str]:
         """Channels with a message of ``event`` created in ``[since, until)`` (any status)."""
@@ -570,19 +304,4 @@ class OutboxStore(StoreBase):
                 )
                 if not taken:
                     wanted.append(m)
-            return await self._insert_messages(conn, wanted, None, now)
-
-
-def _alert_lines() -> Select[Any]:
-    """``alerts`` with the creator's name and how many series the creator tracks."""
-    tracked = (
-        select(func.count())
-        .select_from(schedule)
-        .where(schedule.c.creator_id == alerts.c.creator_id)
-        .scalar_subquery()
-    )
-    return select(
-        alerts,
-        func.coalesce(creators.c.name, "").label("creator_name"),
-        tracked.label("variants"),
-    ).outerjoin(creators, creators.c.id == alerts.c.creator_id)
+            return await insert_messages(conn, wanted, None, now)

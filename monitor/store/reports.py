@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from monitor.store.engine import StoreBase
-from monitor.store.outbox import NewMessage, OutboxStore
+from monitor.store.outbox import NewMessage, insert_messages
 from monitor.store.schema import report_runs
 
 
@@ -46,7 +46,7 @@ class ReportStore(StoreBase):
             )
             if (await conn.execute(stmt)).scalar_one_or_none() is None:
                 return False
-            await OutboxStore._insert_messages(conn, messages, None, now)
+            await insert_messages(conn, messages, None, now)
         return True
 
     async def report_html(self, name: str, period: str) -> str | None:

@@ -468,10 +468,6 @@ class Simulator:
             self._upstream.balance = knobs.balance
         return knobs
 
-    def set_clock(self, clock: Callable[[], datetime]) -> None:
-        """The simulator's clock (aware datetimes): the simulated day, limits and recordTime."""
-        self._upstream.clock = clock
-
     def today(self) -> date:
         """The simulated day in Asia/Shanghai; the newest ``dateKey`` is the day before."""
         return self._upstream.today()

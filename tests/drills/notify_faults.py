@@ -88,7 +88,7 @@ async def _fire(store: Store, messages: int, channels: tuple[str, ...] = KINDS) 
             summary=title,
         )
         notes = [NewMessage(k, "firing", "warning", title, f"**{title}**") for k in channels]
-        await store.apply_transition(alert, notes, now=T0)
+        assert await store.commit_transition(alert, notes, now=T0, expect=None)
     return titles
 
 
