@@ -59,6 +59,7 @@ async def fetch_parts(
     max_connections: int = 10,
     create_schema: bool = False,
     strict_hold: bool = False,
+    retries: bool = True,
 ) -> AsyncIterator[FetchParts]:
     """Open the parts; closed in reverse order when the block ends.
 
@@ -68,7 +69,8 @@ async def fetch_parts(
     reaches the upstream later than the budget stamped it. ``create_schema``: an empty database
     is migrated first (``fetch`` on a fresh machine). Paid answers an earlier run could not
     store (the spill file) are stored before anything else; ``strict_hold`` (the commands):
-    while the database still refuses them, refuse to start (no call is sent).
+    while the database still refuses them, refuse to start (no call is sent). ``retries``:
+    off for commands, which make one call per series and report how it went.
     """
     async with AsyncExitStack() as stack:
         storage = config.storage
@@ -115,6 +117,7 @@ async def fetch_parts(
             on_latency=on_latency,
             hold=hold,
         )
+        fetcher.retries = retries
         yield FetchParts(store, client, meter, fetcher, rules, hold)
 
 

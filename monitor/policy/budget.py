@@ -6,7 +6,6 @@ feedback (302 / 303 / account codes) and the retry policy. Pure: time is always 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
@@ -22,19 +21,38 @@ from monitor.errors import (
     Retryable,
     UpstreamError,
 )
+from monitor.policy.budget_state import (
+    ACCOUNT_CODES,
+    ACCOUNT_OK_CODES,
+    ACCOUNT_REASONS,
+    QUOTA_EXCEEDED,
+    RATE_LIMITED,
+    BudgetState,
+)
 from monitor.policy.cadence import format_duration
 
-RATE_LIMITED = 302
-QUOTA_EXCEEDED = 303
-ACCOUNT_CODES: frozenset[int] = frozenset({100, 600, 601, 602})
-#: codes whose call reached a working account (billed): they end a probe pause
-ACCOUNT_OK_CODES: frozenset[int] = frozenset({0, 201})
-ACCOUNT_REASONS: dict[int, str] = {
-    100: "invalid or inactive API token",
-    600: "permission denied for this API",
-    601: "insufficient account balance",
-    602: "this token's spending cap is reached",
-}
+__all__ = [
+    "ACCOUNT_CODES",
+    "ACCOUNT_OK_CODES",
+    "ACCOUNT_REASONS",
+    "DAEMON_WINDOW_MARGIN",
+    "QUOTA_EXCEEDED",
+    "RATE_LIMITED",
+    "WINDOW",
+    "Budget",
+    "BudgetState",
+    "Outcome",
+    "Random",
+    "daily_left",
+    "day_edges",
+    "day_of",
+    "is_retryable",
+    "next_midnight",
+    "outcome_code",
+    "quarter_of",
+    "retry_delay",
+]
+
 WINDOW = timedelta(seconds=60)
 #: a send exactly 60 s ago still counts (closed window), so waits end one tick after it
 _TICK = timedelta(microseconds=1)
@@ -127,81 +145,6 @@ _FAMILY_CODES: tuple[tuple[type[UpstreamError], int], ...] = (
     (QuotaExceeded, QUOTA_EXCEEDED),
     (NoContent, 201),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetState:
-    """The persisted budget: maps one-to-one to the ``budget_state`` row (see ``to_row``).
-
-    ``paused_until`` means: for 302 and 303, when calls may resume (and, while ``rate_factor``
-    is below 1, the anchor the cautious return counts from); for account codes, when the next
-    probe may go. ``recent`` holds the send times of the last 60 s; None means unknown (a row
-    without them), which is read as "the window was full at ``refilled_at``".
-    """
-
-    tokens: float
-    refilled_at: datetime
-    paused_until: datetime | None = None
-    pause_code: int | None = None
-    pause_reason: str | None = None
-    rate_factor: float = 1.0
-    recent: tuple[datetime, ...] | None = ()
-
-    @property
-    def paused(self) -> bool:
-        """A hard pause is recorded (quota or account); 302 is a slow-down, not a pause."""
-        return self.pause_code == QUOTA_EXCEEDED or self.pause_code in ACCOUNT_CODES
-
-    def is_paused(self, now: datetime) -> bool:
-        """No ordinary call may go at ``now`` because of a pause (probes aside)."""
-        if self.pause_code in ACCOUNT_CODES:
-            return True
-        return self.paused_until is not None and now < self.paused_until
-
-    def is_probe_due(self, now: datetime) -> bool:
-        """An account pause is on and its single probe call may be sent now."""
-        return (
-            self.pause_code in ACCOUNT_CODES
-            and self.paused_until is not None
-            and now >= self.paused_until
-        )
-
-    def to_row(self) -> dict[str, object]:
-        """The ``budget_state`` columns; datetimes are aware UTC, ``recent_sends`` is text."""
-        return {
-            "tokens": self.tokens,
-            "refilled_at": self.refilled_at.astimezone(UTC),
-            "paused_until": None
-            if self.paused_until is None
-            else self.paused_until.astimezone(UTC),
-            "pause_code": self.pause_code,
-            "pause_reason": self.pause_reason,
-            "rate_factor": self.rate_factor,
-            "recent_sends": None if self.recent is None else _encode_times(self.recent),
-        }
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, object] | object) -> BudgetState:
-        """Rebuild the state from its row (a mapping or an object with those attributes);
-        naive datetimes (SQLite) are read as UTC.
-
-        Nothing is reset: tokens refill from ``refilled_at`` only, pauses and the rate factor
-        carry over, and a row without ``recent_sends`` holds sends back conservatively.
-        """
-        paused_until = _column(row, "paused_until")
-        code = _column(row, "pause_code")
-        reason = _column(row, "pause_reason")
-        recent = _column(row, "recent_sends")
-        factor = _column(row, "rate_factor")
-        return cls(
-            tokens=float(_number(_column(row, "tokens"))),
-            refilled_at=_utc(_column(row, "refilled_at")),
-            paused_until=None if paused_until is None else _utc(paused_until),
-            pause_code=None if code is None else int(_number(code)),
-            pause_reason=None if reason is None else str(reason),
-            rate_factor=1.0 if factor is None else float(_number(factor)),
-            recent=None if recent is None else _decode_times(str(recent)),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,43 +412,3 @@ def _in_window(
 
 def _slow_reason(factor: float) -> str:
     return f"rate limited (code 302); running at {factor:.0%} of calls_per_minute"
-
-
-def _encode_times(times: tuple[datetime, ...]) -> str:
-    # integer microseconds since the epoch: exact, compact and free of time-zone questions
-    return ",".join(str(_epoch_us(t)) for t in times)
-
-
-def _decode_times(text: str) -> tuple[datetime, ...]:
-    return tuple(
-        _EPOCH + timedelta(microseconds=int(part)) for part in text.split(",") if part.strip()
-    )
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _epoch_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _column(row: Mapping[str, object] | object, name: str) -> object:
-    if isinstance(row, Mapping):
-        return row.get(name)
-    return getattr(row, name, None)
-
-
-def _utc(value: object) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None:  # SQLite hands stored UTC back naive
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"expected a number, got {type(value).__name__}")
-    return float(value)

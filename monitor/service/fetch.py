@@ -135,6 +135,8 @@ class Fetcher:
         #: told each call's latency in seconds (the "auto" in-flight sizer)
         self.on_latency = on_latency
         self.calls = 0
+        #: retry what may succeed later (the daemon); a command makes one call and says how it went
+        self.retries = True
         #: the last answer of a ``dry_run`` (not stored)
         self.last_result: FetchResult | None = None
         #: answers the database refused wait here; while any do, no call is sent
@@ -186,7 +188,7 @@ class Fetcher:
         return verdict_of(error)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
-        if probe or attempt >= self.config.schedule.retry_attempts:
+        if probe or not self.retries or attempt >= self.config.schedule.retry_attempts:
             return False
         return budget_rules.is_retryable(error) or isinstance(error, RateLimited)
 

@@ -1,0 +1,118 @@
+"""The TOML config, parsed once into frozen, validated pydantic models.
+
+Owns: key names, defaults, validation and one-line errors that name the key path; where the
+token and channel URLs come from; ``collector_paused``, which start-up's bulk builders share (a
+config may list 100,000 creators). Must not: open network connections or touch the database.
+
+The package re-exports every public name, so ``from monitor.config import X`` is the way in:
+fields.py (value types), sections.py, rules.py, document.py (``Config``), loading.py.
+"""
+
+from __future__ import annotations
+
+from monitor.config.document import Config, keys_at
+from monitor.config.fields import (
+    Clock,
+    Day,
+    Duration,
+    Hour,
+    Language,
+    Metric,
+    Month,
+    Week,
+    Year,
+    ZoneName,
+    parse_clock,
+    parse_duration,
+    parse_window,
+)
+from monitor.config.loading import (
+    CONFIG_ENV,
+    CREDENTIAL_NAME,
+    TOKEN_ENV,
+    channel_url,
+    collector_paused,
+    load_config,
+    parse_config,
+    resolve_token,
+    warn_if_exposed,
+)
+from monitor.config.rules import (
+    RULE_KINDS,
+    AnomalyRule,
+    ApiErrorRule,
+    BudgetRule,
+    ChangeRule,
+    GroupLabel,
+    Rule,
+    StaleRule,
+    ThresholdRule,
+)
+from monitor.config.sections import (
+    MAX_IN_FLIGHT,
+    ApiConfig,
+    BudgetConfig,
+    ChannelConfig,
+    CreatorConfig,
+    DefaultsConfig,
+    HttpConfig,
+    NotifyConfig,
+    ReportConfig,
+    RosterConfig,
+    ScheduleConfig,
+    StorageConfig,
+    VariantConfig,
+)
+from monitor.errors import ConfigError
+from monitor.validation import config_keys  # the README and config tests list keys with it
+
+__all__ = [
+    "CONFIG_ENV",
+    "CREDENTIAL_NAME",
+    "MAX_IN_FLIGHT",
+    "RULE_KINDS",
+    "TOKEN_ENV",
+    "AnomalyRule",
+    "ApiConfig",
+    "ApiErrorRule",
+    "BudgetConfig",
+    "BudgetRule",
+    "ChangeRule",
+    "ChannelConfig",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "CreatorConfig",
+    "Day",
+    "DefaultsConfig",
+    "Duration",
+    "GroupLabel",
+    "Hour",
+    "HttpConfig",
+    "Language",
+    "Metric",
+    "Month",
+    "NotifyConfig",
+    "ReportConfig",
+    "RosterConfig",
+    "Rule",
+    "ScheduleConfig",
+    "StaleRule",
+    "StorageConfig",
+    "ThresholdRule",
+    "VariantConfig",
+    "Week",
+    "Year",
+    "ZoneName",
+    "channel_url",
+    "collector_paused",
+    "config_keys",
+    "keys_at",
+    "load_config",
+    "parse_clock",
+    "parse_config",
+    "parse_duration",
+    "parse_window",
+    "resolve_token",
+    "warn_if_exposed",
+]

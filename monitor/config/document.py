@@ -1,0 +1,134 @@
+"""The whole config document: ``Config``, the sections it holds, the variants and cadence
+each creator gets, and the checks that span sections."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from monitor.config.fields import Section
+from monitor.config.rules import RULE_MODELS, Rule, RuleBase
+from monitor.config.sections import (
+    ApiConfig,
+    BudgetConfig,
+    ChannelConfig,
+    CreatorConfig,
+    DefaultsConfig,
+    HttpConfig,
+    NotifyConfig,
+    ReportConfig,
+    RosterConfig,
+    ScheduleConfig,
+    StorageConfig,
+    VariantConfig,
+)
+from monitor.errors import ConfigError
+from monitor.model import Variant
+from monitor.validation import section_keys, unknown
+
+
+class Config(Section):
+    api: ApiConfig = ApiConfig()
+    budget: BudgetConfig = BudgetConfig()
+    storage: StorageConfig = StorageConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    defaults: DefaultsConfig = DefaultsConfig()
+    creators: tuple[CreatorConfig, ...] = ()
+    roster: RosterConfig = RosterConfig()
+    channels: tuple[ChannelConfig, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    notify: NotifyConfig = NotifyConfig()
+    reports: tuple[ReportConfig, ...] = ()
+    http: HttpConfig = HttpConfig()
+
+    def variants_of(self, creator: CreatorConfig) -> tuple[Variant, ...]:
+        """The variants tracked for a creator: its own overrides on top of ``[defaults]``.
+
+        Creators without overrides share one tuple (and one ``Variant``): compare with ``is``
+        to group them."""
+        if not creator.variants and not _overrides(creator):
+            return self._default_variants()  # the common case, 100,000 times at start-up
+        base = {
+            key: getattr(creator, key) or getattr(self.defaults, key)
+            for key in ("business", "note_type", "date_type", "advertise")
+        }
+        if not creator.variants:
+            return (Variant(**base),)
+        return tuple(
+            Variant(**{key: getattr(v, key) or base[key] for key in base}) for v in creator.variants
+        )
+
+    def _default_variants(self) -> tuple[Variant, ...]:
+        """The variants of a creator without overrides: ``[defaults]``' one, as one tuple that
+        all of them share. Kept beside the ``defaults`` it was made from, so a ``model_copy``
+        with other defaults makes its own."""
+        made = self.__dict__.get("_default_variants_of")
+        if made is None or made[0] is not self.defaults:
+            d = self.defaults
+            made = (d, (Variant(d.business, d.note_type, d.date_type, d.advertise),))
+            self.__dict__["_default_variants_of"] = made  # a cache, not a field: frozen holds
+        return made[1]
+
+    def every_of(self, creator: CreatorConfig) -> timedelta:
+        return creator.every or self.defaults.every
+
+    def rule_channels(self, rule: RuleBase) -> tuple[str, ...]:
+        return rule.channels if rule.channels is not None else tuple(c.name for c in self.channels)
+
+
+def _overrides(creator: VariantConfig | CreatorConfig) -> bool:
+    return not (
+        creator.business is None
+        and creator.note_type is None
+        and creator.date_type is None
+        and creator.advertise is None
+    )
+
+
+def cross_check(config: Config) -> list[ConfigError]:
+    """Checks that span sections; each problem is a ConfigError naming the offending key."""
+    problems = [
+        *_duplicates("creators", [c.user_id for c in config.creators], "user_id"),
+        *_duplicates("channels", [c.name for c in config.channels], "name"),
+        *_duplicates("rules", [r.name for r in config.rules], "name"),
+    ]
+    channel_names = [c.name for c in config.channels]
+    known_ids = (
+        {c.user_id for c in config.creators} if any(r.creators for r in config.rules) else set()
+    )
+    for i, rule in enumerate(config.rules):
+        problems += (
+            ConfigError(f"rules[{i}].channels", unknown("channel", name, channel_names))
+            for name in rule.channels or ()
+            if name not in channel_names
+        )
+        problems += (
+            ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
+            for user_id in rule.creators
+            if user_id not in known_ids
+        )
+    for i, creator in enumerate(config.creators):
+        if len(creator.variants) < 2:
+            continue  # nothing to repeat
+        variants = config.variants_of(creator)
+        if len(set(variants)) != len(variants):
+            problems.append(
+                ConfigError(f"creators[{i}].variants", "the same variant is listed twice")
+            )
+    if config.budget.burst > config.budget.calls_per_minute:
+        problems.append(ConfigError("budget.burst", "must not exceed budget.calls_per_minute"))
+    return problems
+
+
+def _duplicates(section: str, values: list[str], key: str) -> list[ConfigError]:
+    seen: set[str] = set()
+    found: list[ConfigError] = []
+    for i, value in enumerate(values):
+        if value in seen:
+            found.append(ConfigError(f"{section}[{i}].{key}", f"duplicate {key} {value!r}"))
+        seen.add(value)
+    return found
+
+
+def keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys accepted at a place in the config (pydantic's loc), for "did you mean"."""
+    return section_keys(Config, loc, tagged=RULE_MODELS)

@@ -1,0 +1,104 @@
+"""The config's value types: durations, clock times, zones and metric names, each parsed with
+a one-line message, and the frozen, strict base every section model shares."""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from monitor.model import ALL_METRICS
+from monitor.validation import MAX_DURATION, format_duration, unknown
+
+_DURATION_RE = re.compile(
+    r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
+)
+_CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_duration(value: object, most: timedelta = MAX_DURATION) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"1d12h"`` → timedelta, greater than zero and
+    at most ``most``; never overflows, however many digits it is given."""
+    if isinstance(value, timedelta):
+        if not timedelta(0) < value <= most:
+            raise ValueError(f"duration must be above zero and at most {format_duration(most)}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration string like '15m' or '7d', got {value!r}")
+    match = _DURATION_RE.match(value)
+    if not value.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"bad duration {value!r}; use a number with s, m, h, d or w, e.g. '15m'")
+    longest = format_duration(most)
+    if any(len(g) > 9 for g in match.groups() if g):  # int() and timedelta would overflow
+        raise ValueError(f"duration {value!r} is too long; at most {longest}")
+    weeks, days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    if total > most.total_seconds():
+        raise ValueError(f"duration {value!r} is too long; at most {longest}")
+    return timedelta(seconds=total)
+
+
+def parse_clock(value: object) -> time:
+    """``"09:00"`` → time."""
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or (m := _CLOCK_RE.match(value.strip())) is None:
+        raise ValueError(f"expected a local time 'HH:MM', got {value!r}")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+def _parse_zone(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IANA time zone name, got {value!r}")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; e.g. 'Asia/Shanghai' or 'UTC'") from None
+    return value
+
+
+def _up_to(most: timedelta) -> BeforeValidator:
+    return BeforeValidator(lambda value: parse_duration(value, most))
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]  # at most ten years
+#: durations bounded per key
+Hour = Annotated[timedelta, _up_to(timedelta(hours=1))]
+Day = Annotated[timedelta, _up_to(timedelta(days=1))]
+Week = Annotated[timedelta, _up_to(timedelta(days=7))]
+Month = Annotated[timedelta, _up_to(timedelta(days=31))]
+Year = Annotated[timedelta, _up_to(timedelta(days=365))]
+Clock = Annotated[time, BeforeValidator(parse_clock)]
+ZoneName = Annotated[str, BeforeValidator(_parse_zone)]
+Language = Literal["zh", "en"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
+
+
+def parse_window(value: str) -> tuple[time, time]:
+    """``"22:00-08:00"`` → (start, end); a window may wrap past midnight."""
+    start, sep, end = value.partition("-")
+    if not sep:
+        raise ValueError(f"expected 'HH:MM-HH:MM', got {value!r}")
+    first, last = parse_clock(start.strip()), parse_clock(end.strip())
+    if first == last:
+        raise ValueError(f"window {value!r} is empty")
+    return first, last
+
+
+def _check_metric(value: str) -> str:
+    if value not in ALL_METRICS:
+        raise ValueError(unknown("metric", value, ALL_METRICS))
+    return value
+
+
+Metric = Annotated[str, BeforeValidator(lambda v: _check_metric(v) if isinstance(v, str) else v)]
