@@ -7,8 +7,10 @@ one daily ledger; the day is counted in the configured zone, whatever zone it wa
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,10 +22,10 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
     store,
 )
 
-from monitor.errors import AccountBlocked, BudgetError, QuotaExceeded
+from monitor.errors import AccountBlocked, BudgetError, QuotaExceeded, StoreError
 from monitor.policy.budget import Budget
 from monitor.service.gate import Meter
-from monitor.store import Store
+from monitor.store import Store, migrate
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -157,3 +159,30 @@ async def test_status_reads_the_budget_without_writing(store: Store, clock: Fake
     row = await store.load_budget_state()
     assert row is not None
     assert row.tokens == pytest.approx(4.0)
+
+
+async def test_a_pause_whose_write_is_refused_still_holds_and_is_stored_later(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    await migrate.upgrade(url)
+    async with Store.open(url, clock=clock, busy_timeout=timedelta(milliseconds=50)) as store:
+        meter = await Meter.open(_budget(), store, clock=clock)
+        assert await _try(meter) == "sent"
+        holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(StoreError):
+                await meter.feedback(QuotaExceeded("quota", code=303), billed=False)
+            # the pause holds in this process although the database did not take it
+            assert meter.hard_pause(clock()) is not None
+        finally:
+            holder.rollback()
+            holder.close()
+        with pytest.raises(BudgetError) as refused:
+            await meter.acquire()
+        assert refused.value.cap == "quota"
+        await meter.persist()  # the next transaction that commits writes the pause
+        other = await Meter.open(_budget(), store, clock=clock)
+        with pytest.raises(BudgetError, match="daily quota exceeded"):
+            await other.acquire()

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from monitor.errors import BudgetError
+from monitor.errors import BudgetError, StoreError
 from monitor.ops.wallclock import TOLERANCE, Monotonic, WallJumps, describe
 from monitor.policy.budget import (
     ACCOUNT_CODES,
@@ -125,6 +125,10 @@ class Meter:
         self.queued: set[asyncio.Task[object] | None] = set()
         #: answers that pause every call, being stored right now (see ``feedback``)
         self._pausing = 0
+        #: pausing answers whose write the database refused, with when they came; merged into
+        #: every decision and written by the next transaction that commits
+        self._unsaved: list[tuple[Outcome, datetime]] = []
+        self._merged = 0
         #: (day label, calls counted) as the last spend of this process read them
         self._counted: tuple[str, int] | None = None
 
@@ -226,7 +230,10 @@ class Meter:
             day = ledger_day(self.budget, now)
             initial = _row(self.budget.initial(now))
             async with self._store.budget_txn(day, initial, now=now) as txn:
+                self._merged = 0
                 yield txn, max(now, self._clock())
+            # committed: the pauses merged into what was written are stored now
+            del self._unsaved[: self._merged]
 
     async def _take(self, probe: bool) -> float:
         """Count one call now and return 0.0, or return how long to wait first."""
@@ -300,6 +307,9 @@ class Meter:
             # stamped in the future: the clock was stepped back while no process watched it
             # (a stamp a moment ahead is only another process's send, made while we waited)
             state = self.budget.rebased(state, now)
+        for outcome, at in self._unsaved:  # pauses whose own write the database refused
+            state = self.budget.on_result(state, outcome, at)
+        self._merged = len(self._unsaved)
         self._adopt(state)
         return state, state != stored
 
@@ -325,6 +335,13 @@ class Meter:
             self._pausing += 1
             try:
                 await self._apply(outcome, billed=billed)
+            except StoreError:
+                # the database refused the write: the pause still holds here, and goes into
+                # the stored row with the next transaction that commits
+                now = self._clock()
+                self._unsaved.append((outcome, now))
+                self._adopt(self.budget.on_result(self._state, outcome, now))
+                raise
             finally:
                 self._pausing -= 1
             return
