@@ -367,7 +367,10 @@ class Meter:
         """Read the stored state (another process or instance may have paused every call)."""
         row = await self._store.load_budget_state()
         if row is not None:
-            self._adopt(BudgetState.from_row(row))
+            state, now = BudgetState.from_row(row), self._clock()
+            if not self._store.shared and state.refilled_at > now + TOLERANCE:
+                state = self.budget.rebased(state, now)  # as the next decision will see it
+            self._adopt(state)
 
     async def persist(self) -> None:
         """Rewrite the stored row as it stands: the daemon's health check that the database

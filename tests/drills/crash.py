@@ -75,8 +75,10 @@ def write_config(path: Path, *, base_url: str, db: Path, hook: str, creators: in
         '[schedule]\nmax_in_flight = 8\nretry_base = "1s"\nretry_max = "2s"\n',
         '[defaults]\nevery = "10s"\n',
         f'[[channels]]\nname = "hook"\nurl = "{hook}"\n',
+        '[notify]\ngroup_wait = "1s"\ngroup_interval = "1s"\n',
+        # one message per creator: each stored message is matched to what the receiver got
         '[[rules]]\nname = "engaged"\nkind = "threshold"\nmetric = "engage"\nop = ">"\n'
-        'value = 0\nseverity = "info"\n',
+        'value = 0\nseverity = "info"\ngroup_by = ["rule", "creator"]\n',
     ]
     lines += [
         f'[[creators]]\nuser_id = "5c3bf7f7{n:016x}"\nname = "creator-{n:03d}"\n'

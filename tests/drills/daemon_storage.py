@@ -77,8 +77,16 @@ def _document(base_url: str, db: Path, hook: str) -> dict[str, Any]:
         "schedule": {"max_in_flight": 4, "retry_attempts": 1, "retry_base": "1s", "grace": "5s"},
         "defaults": {"every": f"{EVERY_S:g}s"},
         "channels": [{"name": "hook", "url": hook}],
+        "notify": {"group_wait": "1s", "group_interval": "1s"},
         "rules": [
-            {"name": "engaged", "kind": "threshold", "metric": "engage", "op": ">", "value": 0}
+            {
+                "name": "engaged",
+                "kind": "threshold",
+                "metric": "engage",
+                "op": ">",
+                "value": 0,
+                "group_by": ["rule", "creator"],  # one message per creator, matched one by one
+            }
         ],
         "creators": [{"user_id": u} for u in CREATORS],
     }
