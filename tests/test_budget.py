@@ -282,11 +282,21 @@ def test_account_codes_pause_and_probe_once_per_probe_every(code: int, reason: s
     assert not state.is_paused(now)
 
 
-def test_an_account_pause_outranks_302_and_303_and_a_billed_201_ends_it() -> None:
+def test_an_account_pause_holds_through_failures_and_ends_on_any_answer_of_a_working_account() -> (
+    None
+):
     budget = make_budget()
     state = budget.on_result(budget.initial(T0), 601, T0)
-    for code in (302, 303, 500, 301):
+    for code in (500, 301):
         assert budget.on_result(state, code, T0 + SEC).pause_code == 601
+    # a probe answered 302 or 303: the account works, and the limit it names applies
+    slowed = budget.on_result(state, 302, T0 + SEC)
+    assert (slowed.pause_code, slowed.rate_factor) == (302, 0.5)
+    assert slowed.paused_until is not None
+    assert slowed.paused_until >= T0 + SEC + budget.slow_pause
+    quota = budget.on_result(state, 303, T0 + SEC)
+    assert quota.pause_code == 303
+    assert quota.is_paused(T0 + 2 * SEC)
     resumed = budget.on_result(state, NoContent("no content", code=201), T0 + SEC)
     assert resumed.pause_code is None
     assert resumed.rate_factor == 1.0

@@ -296,7 +296,9 @@ class Budget:
     def on_result(self, state: BudgetState, outcome: Outcome, now: datetime) -> BudgetState:
         """Apply the upstream's feedback on a finished call.
 
-        Precedence: an account pause outranks a quota pause, which outranks a 302 slow-down.
+        Precedence: an account code pauses everything; a 303 or a 302 is an answer from an
+        account that works (a probe answered with one ends the account pause) and pauses to
+        midnight, or slows down, from there.
         """
         settled = self.settle(state, now)
         code = outcome_code(outcome)
@@ -304,8 +306,12 @@ class Budget:
             return self._resume(settled)
         if code in ACCOUNT_CODES:
             return self._block(settled, code, now)
-        if settled.pause_code in ACCOUNT_CODES or code not in (RATE_LIMITED, QUOTA_EXCEEDED):
+        if code not in (RATE_LIMITED, QUOTA_EXCEEDED):
             return settled
+        # a rate limit or a quota answer says the token and the balance work: the account pause
+        # ends, and the limit the answer names applies (else a probe answered 302 was forgotten
+        # and every call went out at full rate 2 s later)
+        settled = self._resume(settled)
         if code == QUOTA_EXCEEDED:
             return replace(
                 settled,
