@@ -61,11 +61,15 @@ def problems_of(exc: ConfigError) -> tuple[ConfigError, ...]:
 
 
 def raise_all(problems: Sequence[ConfigError]) -> None:
-    """Raise one ConfigError for one problem, a ConfigProblems for several; nothing for none."""
+    """Raise one ConfigError for one problem, a ConfigProblems for several; nothing for none.
+
+    Without the exception being handled as context: pydantic's carries the input values, a
+    password in a URL among them, and ``--debug`` prints the whole chain.
+    """
     if len(problems) == 1:
-        raise problems[0]
+        raise problems[0] from None
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigProblems(problems) from None
 
 
 def format_duration(value: timedelta) -> str:

