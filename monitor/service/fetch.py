@@ -80,6 +80,16 @@ class Slot:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _How:
+    """How one ``Fetcher.run`` calls, handed down to each attempt."""
+
+    probe: bool
+    keep_raw: bool
+    reschedule: bool
+    dry_run: bool
+
+
 def verdict_of(error: UpstreamError | None) -> Verdict:
     """What the last attempt of a due time means for the slot."""
     if isinstance(error, InvalidRequest):
@@ -160,19 +170,13 @@ class Fetcher:
         slot to its next due time, in the same transaction as its fetch record. A ``dry_run``
         spends and calls like any other run but stores nothing (``last_result`` has the answer).
         """
+        how = _How(probe=probe, keep_raw=keep_raw, reschedule=reschedule, dry_run=dry_run)
         try:
             attempt = 0
             while True:
                 # a refused write (of any call) stops the retries: no call is bought whose
                 # answer could not be stored
-                error = await self._call_once(
-                    slot,
-                    attempt=attempt,
-                    probe=probe,
-                    keep_raw=keep_raw,
-                    reschedule=reschedule,
-                    dry_run=dry_run,
-                )
+                error = await self._call_once(slot, attempt, how)
                 if error is None or not self._should_retry(error, attempt, probe):
                     break
                 attempt += 1
@@ -192,41 +196,16 @@ class Fetcher:
             return False
         return budget_rules.is_retryable(error) or isinstance(error, RateLimited)
 
-    async def _call_once(
-        self,
-        slot: Slot,
-        *,
-        attempt: int,
-        probe: bool,
-        keep_raw: bool,
-        reschedule: bool,
-        dry_run: bool,
-    ) -> UpstreamError | None:
+    async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
         self.hold.check()  # answers wait for the database: no new call
-        await self.meter.acquire(probe=probe)
+        await self.meter.acquire(probe=how.probe)
         self.sending.add(slot.key)
         try:
-            return await self._send(
-                slot,
-                attempt=attempt,
-                probe=probe,
-                keep_raw=keep_raw,
-                reschedule=reschedule,
-                dry_run=dry_run,
-            )
+            return await self._send(slot, attempt, how)
         finally:
             self.sending.discard(slot.key)
 
-    async def _send(
-        self,
-        slot: Slot,
-        *,
-        attempt: int,
-        probe: bool,
-        keep_raw: bool,
-        reschedule: bool,
-        dry_run: bool,
-    ) -> UpstreamError | None:
+    async def _send(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
         """The call the meter just allowed, its feedback and its record."""
         if self.hold.waiting:  # a write failed while this call waited for the budget
             self.meter.answered()  # ``acquire`` counted it; it never goes on the wire
@@ -246,23 +225,23 @@ class Fetcher:
         billed = result.billed if result is not None else bool(error and error.billed)
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)
-        owed = await self._feedback(error, billed=billed, dry_run=dry_run)
-        if dry_run:
+        owed = await self._feedback(error, billed=billed, dry_run=how.dry_run)
+        if how.dry_run:
             self.last_result = result
             if error is not None:
                 slot.consecutive_failures += 1
                 slot.last_code, slot.last_error = error.code, error_text(error)
             return error
         next_due: datetime | None = None
-        final = error is None or not self._should_retry(error, attempt, probe)
-        if reschedule and final and verdict_of(error) is Verdict.DONE:
+        final = error is None or not self._should_retry(error, attempt, how.probe)
+        if how.reschedule and final and verdict_of(error) is Verdict.DONE:
             # the next slot on the grid at least half a cadence away: a slot served very late
             # (new creators, catch-up after downtime) must not be fetched again minutes later
             later = self._clock() + slot.every / 2
             next_due = cadence.next_due(slot.due_at, slot.every, later)
         try:
             await self._record(
-                slot, started, result, error, keep_raw=keep_raw, next_due=next_due, owed=owed
+                slot, started, result, error, keep_raw=how.keep_raw, next_due=next_due, owed=owed
             )
         except AnswerHeld:
             if next_due is not None:  # served: the held answer moves the stored slot on too
