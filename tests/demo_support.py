@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wheel_support import wheel_script
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,8 @@ _RUN: DemoRun | None = None
 
 
 def cli_command() -> list[str]:
-    """The installed console script beside this interpreter, else ``python -m monitor``."""
-    script = Path(sys.executable).parent / "creator-monitor"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
+    """``creator-monitor`` as a user installs it: the console script of a wheel of this tree."""
+    return [str(wheel_script())]
 
 
 def clean_env() -> dict[str, str]:
