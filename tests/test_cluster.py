@@ -230,7 +230,9 @@ async def test_claims_refresh_slots_and_give_back_what_they_cannot_run(
     mine = cluster.Claims(others[0], "a", timedelta(minutes=5))
     now = T0 + timedelta(minutes=1)
 
-    taken = await mine.take(slots, {f"{user_ids[0]}/v"}, now=now, due_before=now, limit=4)
+    taken = await mine.take(
+        lambda cid, v: slots.get((cid, v)), {f"{user_ids[0]}/v"}, now=now, due_before=now, limit=4
+    )
     assert [s.creator_id for s in taken] == [ids[user_ids[1]], ids[user_ids[2]]]
     assert taken[0].due_at == T0 + timedelta(seconds=1)  # the database's due time, not ours
     assert (taken[0].consecutive_failures, taken[0].last_code) == (1, 500)

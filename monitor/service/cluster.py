@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -82,7 +82,7 @@ class Claims:
 
     async def take(
         self,
-        slots: Mapping[tuple[int, Variant], Slot],
+        find: Callable[[int, Variant], Slot | None],
         busy: Collection[str],
         *,
         now: datetime,
@@ -97,7 +97,7 @@ class Claims:
         )
         taken = []
         for claim in claims:
-            slot = slots.get((claim.creator_id, claim.variant))
+            slot = find(claim.creator_id, claim.variant)
             if slot is None or slot.key in busy:
                 await self._store.finish_lease(claim.creator_id, claim.variant, owner=self.owner)
                 continue

@@ -15,10 +15,10 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from monitor.config import Config, collector_paused
-from monitor.errors import BudgetError, MonitorError
+from monitor.errors import BudgetError, MonitorError, StoreError
 from monitor.model import Variant
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_CODES, next_midnight
@@ -26,6 +26,7 @@ from monitor.policy.concurrency import InFlightSizer
 from monitor.service.cluster import Claims, ready_bound
 from monitor.service.fetch import Fetcher, Slot, Verdict
 from monitor.service.spill import AnswerHeld, WritesRefused
+from monitor.service.timetable import Timetable
 from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)
@@ -41,61 +42,60 @@ _SHARED_POLL = 1.0
 _STORE_BACKOFF = (1.0, 60.0)
 
 
-async def load_slots(config: Config, store: Store, now: datetime) -> dict[str, Slot]:
+async def load_slots(config: Config, store: Store, now: datetime) -> Timetable:
     """Sync the configured creators into the store and build the live schedule from it.
 
     A new slot is first due at its stable offset inside its cadence (spread, no herd at start);
     a known slot keeps its persisted due time, so a restart re-fetches nothing already served.
     Runs for every creator at start-up and on reload (100,000 of them): per creator it only
-    looks up and builds, what depends on settings alone is done once per setting, and the
-    stored schedule is read a page at a time into the slots already built.
+    looks up and appends to flat arrays, and the stored schedule is read a page at a time
+    into the rows already built.
     """
-    with collector_paused():  # 100,000 slots: no collector walks while they are built
+    with collector_paused():  # 100,000 rows: no collector walks while they are built
         ids = await store.sync_creators([c.creator() for c in config.creators])
-        slots: dict[str, Slot] = {}
-        # variants tuple (shared by every creator without overrides) -> (variant, "/label") pairs;
-        # keyed by identity, the tuple itself kept in the value so its id cannot be reused
-        suffixes: dict[int, tuple[tuple[Variant, ...], list[tuple[Variant, str]]]] = {}
-        for entry in config.creators:
-            creator = entry.creator()
-            user_id = creator.user_id
-            creator_id = ids[user_id]
-            every = config.every_of(entry)
+        table = Timetable(config.creators, now)
+        first_row: dict[int, int] = {}  # creators.id -> its first row, while loading
+        # variants tuple (shared by every creator without overrides) -> their numbers; keyed
+        # by identity, the tuple itself kept in the value so its id cannot be reused
+        plans: dict[int, tuple[tuple[Variant, ...], list[int]]] = {}
+        for index, entry in enumerate(config.creators):
+            creator_id = ids[entry.user_id]
+            every = table.every_index(config.every_of(entry))
             variants = config.variants_of(entry)
-            plan = suffixes.get(id(variants))
+            plan = plans.get(id(variants))
             if plan is None:
-                plan = suffixes[id(variants)] = (variants, [(v, "/" + v.label) for v in variants])
-            group: list[Slot] = []
-            for variant, suffix in plan[1]:
-                key = user_id + suffix  # cadence.slot_key(user_id, variant)
-                slot = Slot(
-                    key, creator_id, creator, variant, every, _UNSCHEDULED, tracked_since=now
-                )
-                group.append(slot)
-                slots[key] = slot
-            if len(group) > 1:  # a lone slot is its own sibling (``Slot.siblings`` stays empty)
-                for slot in group:
-                    slot.siblings = group
+                plan = plans[id(variants)] = (variants, [table.variant_index(v) for v in variants])
+            first_row[creator_id] = len(table)
+            for variant in plan[1]:
+                table.add(index, creator_id, variant, every)
         del ids
+        table.seal()
         async for page in store.slot_states():
-            for key, _creator_id, due, success, failures, code, broken in page:
-                found = slots.get(key)
-                if found is not None:
-                    found.due_at = due
-                    found.last_success_at = success
-                    found.consecutive_failures = failures
-                    found.last_code = code
-                    found.broken = broken
-        fresh = [slot for slot in slots.values() if slot.due_at is _UNSCHEDULED]
-        for slot in fresh:
-            slot.due_at = cadence.first_due(slot.key, slot.every, now)
+            table.restore(page, first_row)
+        del first_row
+        fresh = table.unscheduled()
         if fresh:  # one transaction, however many new creators
-            await store.schedule_new((s.creator_id, s.variant, s.due_at) for s in fresh)
-    return slots
+            await store.schedule_new(_first_slots(table, fresh, now))
+    return table
 
 
-#: a slot's due time until the stored schedule or its first slot in the cadence sets it
-_UNSCHEDULED = datetime.min.replace(tzinfo=UTC)
+def _first_slots(
+    table: Timetable, rows: list[int], now: datetime
+) -> Iterator[tuple[int, Variant, datetime]]:
+    """Place each new row at its first slot in its cadence, as the store's rows to add."""
+    for row in rows:
+        due = cadence.first_due(table.key(row), table.every(row), now)
+        table.schedule(row, due)
+        yield table.creator_id(row), table.variant(row), due
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A ready row as ``cadence.pick_due`` orders it: when it runs, then its series name."""
+
+    key: str
+    due_at: datetime
+    row: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,7 @@ class Dispatcher:
         config: Config,
         fetcher: Fetcher,
         store: Store,
-        slots: dict[str, Slot],
+        slots: Timetable,
         *,
         clock: Clock,
         claims: Claims | None = None,
@@ -129,9 +129,6 @@ class Dispatcher:
         self._clock = clock
         #: set on a shared database: due work comes from the table, under leases
         self.claims = claims
-        #: the slots by (creator id, variant), for the claims of a shared database only: on
-        #: SQLite it would be 100,000 tuples and entries (13 MB) that nothing reads
-        self._by_id = _by_id(slots) if claims is not None else {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
         self._wake = asyncio.Event()  # a cycle finished, the config changed, or stop
@@ -154,21 +151,20 @@ class Dispatcher:
         """A cycle ended (or a reload or stop came) and the next ``tick`` has not run yet."""
         return self._wake.is_set()
 
-    def effective_due(self, slot: Slot) -> datetime:
+    def effective_due(self, due_at: datetime) -> datetime:
         return cadence.apply_window(
-            slot.due_at, self.config.schedule.fetch_after, self.config.budget.zone
+            due_at, self.config.schedule.fetch_after, self.config.budget.zone
         )
 
-    def due(self, now: datetime) -> Iterator[Slot]:
-        return (
-            s
-            for s in self.slots.values()
-            if not s.broken and s.key not in self._inflight and self.effective_due(s) <= now
-        )
+    def _ready(self, now: datetime) -> Iterator[int]:
+        """The rows due now (``apply_window`` keeps order, so a bound on the stored time)."""
+        schedule = self.config.schedule
+        return self.slots.ready(ready_bound(now, schedule.fetch_after, self.config.budget.zone))
 
     def oldest_overdue(self, now: datetime) -> float:
-        due = self.due(now)
-        return max(((now - self.effective_due(s)).total_seconds() for s in due), default=0.0)
+        table = self.slots
+        oldest = min((table.due_at(row) for row in self._ready(now)), default=None)
+        return 0.0 if oldest is None else (now - self.effective_due(oldest)).total_seconds()
 
     def tick(self) -> int:
         """Start as many due cycles as the pool and the budget allow; returns how many."""
@@ -180,11 +176,17 @@ class Dispatcher:
         if free <= 0:
             return 0
         # only as many as the bucket can take soon: the rest stay due and get more overdue
+        table = self.slots
         ordered = cadence.pick_due(
-            (cadence.DueEntry(s.key, self.effective_due(s)) for s in self.due(now)), now, free
+            (
+                _Due(table.key(row), self.effective_due(table.due_at(row)), row)
+                for row in self._ready(now)
+            ),
+            now,
+            free,
         )
         for entry in ordered:
-            self._start(self.slots[entry.key], probe=probe)
+            self._start(table.slot(entry.row), probe=probe)
         return len(ordered)
 
     async def step(self) -> int:
@@ -214,7 +216,7 @@ class Dispatcher:
         schedule = self.config.schedule
         bound = ready_bound(now, schedule.fetch_after, self.config.budget.zone)
         taken = await self.claims.take(
-            self._by_id, self._inflight.keys(), now=now, due_before=bound, limit=free
+            self._find, self._inflight.keys(), now=now, due_before=bound, limit=free
         )
         for slot in taken:
             self._start(slot, probe=probe)
@@ -263,9 +265,15 @@ class Dispatcher:
         return (state.paused_until - now).total_seconds()
 
     def _until_due(self, now: datetime) -> float:
-        waiting = (self.effective_due(s) for s in self.slots.values() if self._idle(s))
-        earliest = min(waiting, default=None)
-        return math.inf if earliest is None else (earliest - now).total_seconds()
+        earliest = self.slots.earliest()
+        if earliest is None:
+            return math.inf
+        return (self.effective_due(earliest) - now).total_seconds()
+
+    def _find(self, creator_id: int, variant: Variant) -> Slot | None:
+        """The series as a ``Slot`` (the live one while it is fetched), None when unknown."""
+        row = self.slots.find(creator_id, variant)
+        return None if row is None else self.slots.slot(row)
 
     async def nap(self, sleep: Sleep, longest: float) -> None:
         """Sleep until the next due time, a finished cycle or a stop, at most ``longest`` s."""
@@ -278,16 +286,15 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
 
-    def _idle(self, slot: Slot) -> bool:
-        return not slot.broken and slot.key not in self._inflight
-
     def _start(self, slot: Slot, *, probe: bool) -> None:
+        self.slots.hold(slot)
         task = asyncio.get_running_loop().create_task(
             self._run(slot, probe=probe), name=f"fetch {slot.key}"
         )
         self._inflight[slot.key] = task
 
         def forget(_task: asyncio.Task[None], key: str = slot.key) -> None:
+            self.slots.release(slot)  # the table of the config in force now (a reload adopts)
             self._inflight.pop(key, None)
             self._wake.set()
 
@@ -353,22 +360,31 @@ class Dispatcher:
             len(stored),
         )
         self._store_fault = None
-        await self._evaluate_stored(stored)
+        await self.evaluate_stored(stored)
         return True
 
-    async def _evaluate_stored(self, records: list[FetchRecord]) -> None:
-        """The rules of the creators whose held answers were just stored."""
+    async def evaluate_stored(self, records: list[FetchRecord]) -> None:
+        """The rules of the creators whose held answers were just stored (by the store probe,
+        or at start-up from an earlier run's spill file), and of those whose answers were
+        stored while their rules could not be (``Fetcher.unevaluated``). What the database
+        refuses again stays owed: the next probe that gets through runs it."""
+        owed, self._fetcher.unevaluated = self._fetcher.unevaluated, []
+        found = (self._find(r.creator_id, r.variant) for r in records)
+        pending = [*owed, *(slot for slot in found if slot is not None)]
         seen: set[int] = set()
-        for record in records:
-            slot = self._by_id.get((record.creator_id, record.variant))
-            if slot is None or slot.creator_id in seen:
+        for at, slot in enumerate(pending):
+            if slot.creator_id in seen:
                 continue
             seen.add(slot.creator_id)
             try:
                 await self._fetcher.evaluate(slot)
+            except StoreError as exc:
+                log.error("rules of %s wait for the database: %s", slot.creator.user_id, exc)
+                self._fetcher.unevaluated.extend(pending[at:])
+                self._fetcher.hold.refused(exc)  # dispatch waits for a write to go through
+                return
             except MonitorError as exc:
                 log.error("rules of %s not evaluated: %s", slot.creator.user_id, exc)
-                return
 
     def _store_refused(self, slot: Slot | None, exc: MonitorError, *, probe: bool = False) -> None:
         """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
@@ -393,14 +409,15 @@ class Dispatcher:
         # the call never went (the ledger refused it): it goes to the back of the queue
         slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
 
-    def reconfigure(self, config: Config, slots: dict[str, Slot]) -> None:
-        """A reloaded config: new limits and the new set of slots (in-flight ones finish)."""
+    def reconfigure(self, config: Config, slots: Timetable) -> None:
+        """A reloaded config: new limits and the new set of slots (in-flight ones finish, and
+        write back into the new table where their series is still tracked)."""
         self.config = config
         self._fetcher.config = config
         self.sizer.retune(config)
+        slots.adopt(self.slots.live())
         self.slots = slots
         if self.claims is not None:
-            self._by_id = _by_id(slots)
             self.claims.lease = config.schedule.lease
         self._wake.set()
 
@@ -427,10 +444,6 @@ class Dispatcher:
         if pending:
             await asyncio.wait(pending, timeout=5)
         return len(pending)
-
-
-def _by_id(slots: dict[str, Slot]) -> dict[tuple[int, Variant], Slot]:
-    return {(s.creator_id, s.variant): s for s in slots.values()}
 
 
 def _broken_reason(slot: Slot) -> str:

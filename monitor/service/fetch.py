@@ -51,7 +51,10 @@ class Verdict(StrEnum):
 
 @dataclass(slots=True)
 class Slot:
-    """One tracked series in the live schedule (mutable: the scheduler's own record)."""
+    """One tracked series while it is fetched (mutable: the fetcher updates it as calls go).
+
+    The daemon's schedule keeps series as rows of a ``Timetable`` and checks one out as a
+    ``Slot`` for each fetch; ``fetch`` makes one of its own."""
 
     key: str
     creator_id: int
@@ -69,6 +72,8 @@ class Slot:
     #: every slot of this creator when it has several variants; empty for a lone slot (a
     #: shared empty tuple, not a list per slot: 100,000 slots)
     siblings: Sequence[Slot] = field(default=(), repr=False)
+    #: its row in the daemon's ``Timetable`` (-1: a slot of its own, as ``fetch`` makes)
+    row: int = field(default=-1, repr=False, compare=False)
 
     def facts(self) -> SeriesFacts:
         return SeriesFacts(
@@ -153,6 +158,9 @@ class Fetcher:
         self.hold = hold if hold is not None else Hold(None)
         #: slot keys whose call is on the wire or being recorded: a stop lets these finish
         self.sending: set[str] = set()
+        #: slots whose answer was stored but whose rules the database refused to run; the
+        #: dispatcher runs them once a write goes through (``Dispatcher.evaluate_stored``)
+        self.unevaluated: list[Slot] = []
 
     async def run(
         self,
@@ -185,7 +193,11 @@ class Fetcher:
                     budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
                 )
             if not dry_run:
-                await self._evaluate(slot)
+                try:
+                    await self._evaluate(slot)
+                except StoreError:
+                    self.unevaluated.append(slot)  # stored; its rules run once writes go again
+                    raise
         except StoreError as exc:
             self.hold.refused(exc)  # no call goes until a write goes through again
             raise

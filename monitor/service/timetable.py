@@ -1,0 +1,287 @@
+"""The live schedule of every tracked series, in flat arrays: one row per creator × variant.
+
+100,000 creators are 100,000 rows. Held as one ``Slot`` object each, with its series name, its
+due time as a ``datetime`` and a dict entry, they cost about 350 bytes a row (35 MB); here a row
+is about 50 bytes of arrays (times as integer microseconds since the epoch, the creator as an
+index into the config's own list, the variant and cadence as indexes into tables of the few
+distinct ones). A ``Slot`` exists only while a series is being fetched: the dispatcher checks
+one out (``slot``, then ``hold``) and the finished cycle writes it back (``release``). A series
+is always in exactly one place: its row, or the one live ``Slot`` that the fetcher updates.
+
+Read-only, the table is a ``Mapping`` from series name (``cadence.slot_key``) to a snapshot
+``Slot``: for tests and tools, not for the dispatcher's hot paths.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from monitor.model import Creator, Variant
+from monitor.service.fetch import Slot
+from monitor.store.schedule import SlotState
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: no value (no success yet, no code): the smallest 64-bit integer
+_NONE = -(2**63)
+
+
+def micros(at: datetime) -> int:
+    """``at`` as integer microseconds since the epoch (exact, unlike a float timestamp)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def moment(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _optional(us: int) -> datetime | None:
+    return None if us == _NONE else moment(us)
+
+
+class Timetable(Mapping[str, Slot]):
+    """Every series of the config: who, which variant, how often, when next, how it went."""
+
+    def __init__(self, creators: Sequence[Creator], tracked_since: datetime) -> None:
+        self._creators = creators  # the config's own list: rows index into it
+        self.tracked_since = tracked_since  # the load's time, shared by every row
+        self._creator = array("I")  # index into ``creators``; a creator's rows are adjacent
+        self._creator_id = array("q")
+        self._variant = array("B")  # index into ``_variants``
+        self._variants: list[Variant] = []
+        self._labels: list[str] = []  # each variant's label, made once
+        self._every = array("H")  # index into ``_everies``
+        self._everies: list[timedelta] = []
+        self._due = array("q")
+        self._success = array("q")
+        self._failures = array("l")
+        self._code = array("q")
+        self._broken = bytearray()
+        self._logged = bytearray()  # "failing" was logged; "recovered" is owed
+        self._errors: dict[int, str] = {}  # only rows whose last call failed
+        self._live: dict[int, Slot] = {}  # rows being fetched: their state is the Slot's
+        self._keys: dict[str, int] | None = None  # series name -> row, built when first asked
+
+    # --- building (``dispatch.load_slots``) ---------------------------------------------------
+
+    def variant_index(self, variant: Variant) -> int:
+        """``variant``'s number in this table (the few distinct variants are kept once)."""
+        at = _index(self._variants, variant)
+        if at == len(self._labels):
+            self._labels.append(variant.label)
+        return at
+
+    def every_index(self, every: timedelta) -> int:
+        return _index(self._everies, every)
+
+    def add(self, creator: int, creator_id: int, variant: int, every: int) -> None:
+        """Append a row for ``creators[creator]`` (``variant`` and ``every`` as
+        ``variant_index`` and ``every_index`` number them); ``seal`` once all are added."""
+        self._creator.append(creator)
+        self._creator_id.append(creator_id)
+        self._variant.append(variant)
+        self._every.append(every)
+
+    def seal(self) -> None:
+        """Every row is added: each starts unscheduled, with no call made yet."""
+        rows = len(self._creator)
+        self._due = array("q", [_NONE]) * rows
+        self._success = array("q", [_NONE]) * rows
+        self._failures = array("l", [0]) * rows
+        self._code = array("q", [_NONE]) * rows
+        self._broken = bytearray(rows)
+        self._logged = bytearray(rows)
+
+    def restore(self, page: Sequence[SlotState], first_rows: Mapping[int, int]) -> None:
+        """The stored state of known series (a restart keeps their due times): ``page`` as
+        ``Store.slot_states`` reads it, ``first_rows`` each creator's first row by creators.id.
+        A stored series the config no longer names is skipped."""
+        creator_ids, labels, variant = self._creator_id, self._labels, self._variant
+        end = len(creator_ids)
+        for key, creator_id, due, success, failures, code, broken in page:
+            row = first_rows.get(creator_id)
+            if row is None:
+                continue
+            label = key.partition("/")[2]
+            while row < end and creator_ids[row] == creator_id:
+                if labels[variant[row]] == label:
+                    self._due[row] = micros(due)
+                    self._success[row] = _NONE if success is None else micros(success)
+                    self._failures[row] = failures
+                    self._code[row] = _NONE if code is None else code
+                    self._broken[row] = broken
+                    break
+                row += 1
+
+    def unscheduled(self) -> list[int]:
+        return [row for row, due in enumerate(self._due) if due == _NONE]
+
+    def schedule(self, row: int, due: datetime) -> None:
+        self._due[row] = micros(due)
+
+    # --- reading a row ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._creator)
+
+    def creator(self, row: int) -> Creator:
+        return self._creators[self._creator[row]]
+
+    def creator_id(self, row: int) -> int:
+        return self._creator_id[row]
+
+    def variant(self, row: int) -> Variant:
+        return self._variants[self._variant[row]]
+
+    def every(self, row: int) -> timedelta:
+        return self._everies[self._every[row]]
+
+    def label(self, row: int) -> str:
+        return self._labels[self._variant[row]]
+
+    def key(self, row: int) -> str:
+        """The series name, as ``cadence.slot_key`` makes it."""
+        return self.creator(row).user_id + "/" + self.label(row)
+
+    def due_at(self, row: int) -> datetime:
+        live = self._live.get(row)
+        return live.due_at if live is not None else moment(self._due[row])
+
+    def find(self, creator_id: int, variant: Variant) -> int | None:
+        """The row of one series (a scan at C speed: for the few records of a claim or a
+        stored backlog, not for every series)."""
+        try:
+            row = self._creator_id.index(creator_id)
+        except ValueError:
+            return None
+        group = self._creator[row]
+        while row < len(self._due) and self._creator[row] == group:
+            if self.variant(row) == variant:
+                return row
+            row += 1
+        return None
+
+    # --- what the dispatcher asks on every round ----------------------------------------------
+
+    def ready(self, bound: datetime) -> Iterator[int]:
+        """Rows neither broken nor being fetched whose stored due time is at or before
+        ``bound`` (``cluster.ready_bound``: what is ready under ``fetch_after``)."""
+        limit = micros(bound)
+        broken, live = self._broken, self._live
+        return (
+            row
+            for row, due in enumerate(self._due)
+            if due <= limit and not broken[row] and row not in live
+        )
+
+    def earliest(self) -> datetime | None:
+        """The earliest stored due time of a row neither broken nor being fetched."""
+        broken, live = self._broken, self._live
+        idle = (due for row, due in enumerate(self._due) if not broken[row] and row not in live)
+        found = min(idle, default=None)
+        return None if found is None else moment(found)
+
+    # --- checking a row out for a fetch, and back in ------------------------------------------
+
+    def slot(self, row: int) -> Slot:
+        """The row as a ``Slot``: the live one while it is fetched, else a new snapshot (with
+        its siblings, the creator's other variants, live or snapshots too)."""
+        live = self._live.get(row)
+        if live is not None:
+            return live
+        slot = self._snapshot(row)
+        first, end = self._group(row)
+        if end - first > 1:  # a lone slot is its own sibling (``Slot.siblings`` stays empty)
+            slot.siblings = [
+                slot if r == row else (self._live.get(r) or self._snapshot(r))
+                for r in range(first, end)
+            ]
+        return slot
+
+    def hold(self, slot: Slot) -> None:
+        """``slot`` is being fetched: until ``release``, the row's state is the Slot's."""
+        if slot.row >= 0:
+            self._live[slot.row] = slot
+
+    def release(self, slot: Slot) -> None:
+        """The fetch ended: write what it changed back into the row."""
+        row = slot.row
+        if row < 0 or self._live.get(row) is not slot:
+            return  # not this table's (the config was reloaded while it ran)
+        del self._live[row]
+        self._due[row] = micros(slot.due_at)
+        self._success[row] = _NONE if slot.last_success_at is None else micros(slot.last_success_at)
+        self._failures[row] = slot.consecutive_failures
+        self._code[row] = _NONE if slot.last_code is None else slot.last_code
+        self._broken[row] = slot.broken
+        self._logged[row] = slot.failure_logged
+        if slot.last_error is None:
+            self._errors.pop(row, None)
+        else:
+            self._errors[row] = slot.last_error
+
+    def adopt(self, slots: Sequence[Slot]) -> None:
+        """Series still being fetched under the config this one replaces: they stay live here,
+        and their ``release`` writes into this table."""
+        for slot in slots:
+            row = self.find(slot.creator_id, slot.variant)
+            slot.row = -1 if row is None else row
+            if row is not None:
+                self._live[row] = slot
+
+    def live(self) -> list[Slot]:
+        return list(self._live.values())
+
+    # --- Mapping: series name -> snapshot ------------------------------------------------------
+
+    def __iter__(self) -> Iterator[str]:
+        return (self.key(row) for row in range(len(self._due)))
+
+    def __getitem__(self, key: str) -> Slot:
+        if self._keys is None:
+            self._keys = {self.key(row): row for row in range(len(self._due))}
+        return self.slot(self._keys[key])
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _group(self, row: int) -> tuple[int, int]:
+        """The rows of ``row``'s creator: [first, end)."""
+        creator, first, end = self._creator[row], row, row + 1
+        while first > 0 and self._creator[first - 1] == creator:
+            first -= 1
+        while end < len(self._due) and self._creator[end] == creator:
+            end += 1
+        return first, end
+
+    def _snapshot(self, row: int) -> Slot:
+        code = self._code[row]
+        return Slot(
+            self.key(row),
+            self._creator_id[row],
+            self.creator(row),
+            self.variant(row),
+            self.every(row),
+            moment(self._due[row]),
+            last_success_at=_optional(self._success[row]),
+            consecutive_failures=self._failures[row],
+            last_code=None if code == _NONE else code,
+            last_error=self._errors.get(row),
+            broken=bool(self._broken[row]),
+            tracked_since=self.tracked_since,
+            failure_logged=bool(self._logged[row]),
+            row=row,
+        )
+
+
+def _index(table: list[T], value: T) -> int:
+    """The position of ``value`` in a small table of distinct values (added when new)."""
+    for at, known in enumerate(table):
+        if known == value:
+            return at
+    table.append(value)
+    return len(table) - 1

@@ -1,0 +1,140 @@
+"""The live schedule in flat arrays: a series is either its row or the one live ``Slot`` being
+fetched, what a fetch changed is written back, a reload adopts fetches still running, and
+100,000 series cost a few megabytes."""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+from monitor.model import Creator, DateType, Variant
+from monitor.service.timetable import Timetable, micros, moment
+
+T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+V30 = Variant()
+V90 = Variant(date_type=DateType.DAY_90)
+
+
+def _user(n: int) -> str:
+    return f"5c3bf7f7{n:016x}"
+
+
+def _table(
+    creators: list[Creator], variants: list[tuple[Variant, ...]], first_id: int = 100
+) -> Timetable:
+    """Rows for each creator's variants (creators.id from ``first_id`` on), each due at T0
+    plus its row number in minutes."""
+    table = Timetable(creators, T0)
+    every = table.every_index(DAY)
+    for index, wanted in enumerate(variants):
+        for variant in wanted:
+            table.add(index, first_id + index, table.variant_index(variant), every)
+    table.seal()
+    for row in range(len(table)):
+        table.schedule(row, T0 + timedelta(minutes=row))
+    return table
+
+
+def test_microseconds_are_exact_far_from_the_epoch() -> None:
+    at = datetime(2031, 7, 1, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert moment(micros(at)) == at
+    assert micros(moment(-5)) == -5
+
+
+def test_a_row_reads_as_a_slot_with_its_siblings() -> None:
+    a, b = Creator(_user(1), "a"), Creator(_user(2), "b")
+    table = _table([a, b], [(V30, V90), (V30,)])
+    assert len(table) == 3
+    assert list(table) == [
+        f"{_user(1)}/{V30.label}",
+        f"{_user(1)}/{V90.label}",
+        f"{_user(2)}/{V30.label}",
+    ]
+    slot = table.slot(1)
+    assert (slot.creator, slot.creator_id, slot.variant, slot.every) == (a, 100, V90, DAY)
+    assert slot.due_at == T0 + timedelta(minutes=1)
+    assert (slot.last_success_at, slot.consecutive_failures, slot.last_code) == (None, 0, None)
+    assert slot.tracked_since == T0
+    assert [s.variant for s in slot.siblings] == [V30, V90]
+    assert slot.siblings[1] is slot
+    assert table.slot(2).siblings == ()  # a lone slot is its own sibling
+    assert table[f"{_user(2)}/{V30.label}"].creator is b
+    assert table.find(100, V90) == 1
+    assert table.find(101, V90) is None
+    assert table.find(999, V30) is None
+
+
+def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed() -> None:
+    table = _table([Creator(_user(1)), Creator(_user(2))], [(V30, V90), (V30,)])
+    now = T0 + timedelta(hours=1)
+    assert list(table.ready(now)) == [0, 1, 2]
+    slot = table.slot(0)
+    table.hold(slot)
+    assert list(table.ready(now)) == [1, 2]  # being fetched: not handed out twice
+    assert table.slot(0) is slot
+    assert table.slot(1).siblings[0] is slot  # a sibling sees the live state
+    slot.due_at = T0 + DAY
+    slot.last_success_at, slot.consecutive_failures, slot.last_code = now, 0, 0
+    slot.broken = False
+    other = table.slot(2)
+    table.hold(other)
+    other.consecutive_failures, other.last_code, other.last_error = 3, 500, "upstream error"
+    other.failure_logged = True
+    table.release(slot)
+    table.release(other)
+    again = table.slot(0)
+    assert again is not slot
+    assert (again.due_at, again.last_success_at, again.last_code) == (T0 + DAY, now, 0)
+    failing = table.slot(2)
+    assert (failing.consecutive_failures, failing.last_code) == (3, 500)
+    assert (failing.last_error, failing.failure_logged) == ("upstream error", True)
+    assert list(table.ready(now)) == [1, 2]
+    assert table.earliest() == T0 + timedelta(minutes=1)
+    failing.last_error, failing.broken = None, True
+    table.hold(failing)
+    table.release(failing)
+    assert table.slot(2).last_error is None
+    assert list(table.ready(now)) == [1]  # broken: never due until the config changes
+
+
+def test_a_reload_adopts_fetches_still_running() -> None:
+    creators = [Creator(_user(1)), Creator(_user(2))]
+    old = _table(creators, [(V30,), (V30,)])
+    running = old.slot(1)
+    old.hold(running)
+    new = _table([creators[1]], [(V30,)], first_id=101)  # the reload dropped the first one
+    new.adopt(old.live())
+    assert running.row == 0
+    assert list(new.ready(T0 + DAY)) == []  # still being fetched: not started twice
+    running.due_at = T0 + 2 * DAY
+    new.release(running)
+    assert new.slot(0).due_at == T0 + 2 * DAY
+    gone = old.slot(0)
+    old.hold(gone)
+    new.adopt([gone])
+    assert gone.row == -1
+    new.release(gone)  # its creator left: nothing to write back
+    assert len(new) == 1
+
+
+def test_a_release_into_a_table_that_does_not_hold_the_slot_changes_nothing() -> None:
+    table = _table([Creator(_user(1))], [(V30,)])
+    snapshot = table.slot(0)
+    snapshot.due_at = T0 + 9 * DAY
+    table.release(snapshot)  # never held: a snapshot is not the row
+    assert table.slot(0).due_at == T0
+
+
+def test_100_000_series_cost_a_few_megabytes() -> None:
+    creators = [Creator(_user(n)) for n in range(100_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        table = _table(creators, [(V30,)] * len(creators))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 100_000
+    # about 50 bytes a row; one Slot object, name and datetime each were about 350
+    assert held < 8_000_000, held
