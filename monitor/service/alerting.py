@@ -14,11 +14,11 @@ SPEC's "a resolution is always sent for a sent firing").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from monitor.config import ApiErrorRule, BudgetRule, Config, Rule
+from monitor.config import ApiErrorRule, BudgetRule, Config, CreatorConfig, Rule
 from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
 from monitor.notify.message import Language, MessageContext, Renderer, group_entry
 from monitor.policy import grouping, rules
@@ -74,8 +74,6 @@ class Alerting:
         self._rules = effective_rules(config)
         self._renderer = Renderer(config.notify.templates_dir)
         self._orphans_swept = False
-        self._tracked = {c.user_id: c.creator() for c in config.creators}
-        self._variants = {c.user_id: config.variants_of(c) for c in config.creators}
 
     async def evaluate_creator(
         self,
@@ -179,35 +177,42 @@ class Alerting:
         """Resolve open alerts whose rule or creator is no longer in play; returns the number of
         messages queued (resolutions of sent firings, to the channels the firing went to)."""
         queued = 0
-        for row in await self._store.open_alerts():
-            reason = self._orphan_reason(row.alert)
+        rows = await self._store.open_alerts()
+        # the entries of the few creators with open alerts, in one pass over the config (not an
+        # index of 100,000 kept for a sweep that runs at start and on reload)
+        scopes = {row.alert.scope for row in rows}
+        tracked = {c.user_id: c for c in self._config.creators if c.user_id in scopes}
+        for row in rows:
+            reason = self._orphan_reason(row.alert, tracked)
             if reason is None:
                 continue
-            queued += await self._resolve_orphan(row, reason, now)
+            queued += await self._resolve_orphan(row, reason, now, tracked.get(row.alert.scope))
         return queued
 
-    def _orphan_reason(self, alert: AlertState) -> str | None:
+    def _orphan_reason(self, alert: AlertState, tracked: Mapping[str, CreatorConfig]) -> str | None:
         rule = next((r for r in self._rules if r.name == alert.rule), None)
         if rule is None:
             return f"the rule {alert.rule!r} was removed from the config"
         account_rule = isinstance(rule, BudgetRule | ApiErrorRule)
         if alert.scope == rules.ACCOUNT_SCOPE:
             return None if account_rule else f"the rule {rule.name!r} is no longer account-wide"
-        creator = self._tracked.get(alert.scope)
+        creator = tracked.get(alert.scope)
         if creator is None:
             return f"the creator {alert.scope} is no longer tracked"
         if isinstance(rule, BudgetRule) or not rule.applies_to(creator):
             return f"the creator {alert.scope} left the scope of the rule {rule.name!r}"
-        return self._variant_gone(alert)
+        return self._variant_gone(alert, creator)
 
-    def _variant_gone(self, alert: AlertState) -> str | None:
+    def _variant_gone(self, alert: AlertState, entry: CreatorConfig) -> str | None:
         if alert.variant == NO_VARIANT:
             return "alerts are now kept per variant; this one, for the creator as a whole, ends"
-        if alert.variant not in {v.label for v in self._variants.get(alert.scope, ())}:
+        if alert.variant not in {v.label for v in self._config.variants_of(entry)}:
             return f"the variant {alert.variant} is no longer tracked"
         return None
 
-    async def _resolve_orphan(self, row: OpenAlert, reason: str, now: datetime) -> int:
+    async def _resolve_orphan(
+        self, row: OpenAlert, reason: str, now: datetime, entry: CreatorConfig | None
+    ) -> int:
         before = row.alert
         if before.state is Phase.PENDING:
             await self._store.commit_transition(None, [], now=now, expect=before, drop_id=before.id)
@@ -217,7 +222,7 @@ class Alerting:
         after = replace(before, state=Phase.RESOLVED, resolved_at=now, details=details)
         messages: list[NewMessage] = []
         if before.firing_sent and before.id is not None:
-            creator = self._tracked.get(before.scope) or row.creator
+            creator = entry or row.creator
             context = MessageContext(now=now, creator=creator, zone=self._config.budget.zone)
             names = tuple(await self._store.firing_channels(before.id))
             messages = self._messages(names, alerts.Event.RESOLVED, after, context, note=reason)
