@@ -23,7 +23,7 @@ from monitor.service.alerting import Alerting
 from monitor.service.fetch import Fetcher, Observe
 from monitor.service.gate import Meter
 from monitor.service.spill import Hold, spill_path
-from monitor.store import Store
+from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class FetchParts:
     fetcher: Fetcher
     alerting: Alerting | None
     hold: Hold
+    #: answers an earlier run held, stored at open: their creators' rules have not run yet
+    replayed: list[FetchRecord]
 
 
 @asynccontextmanager
@@ -88,7 +90,7 @@ async def fetch_parts(
             from monitor.store import migrate  # alembic: off the daemon's import path
 
             await migrate.upgrade(config.storage.url)
-        hold = await _open_hold(config, store, environ, strict=strict_hold)
+        hold, replayed = await _open_hold(config, store, environ, strict=strict_hold)
         token = resolve_token(config, environ)
         api = config.api
         client = JustOneClient(
@@ -118,20 +120,21 @@ async def fetch_parts(
             hold=hold,
         )
         fetcher.retries = retries
-        yield FetchParts(store, client, meter, fetcher, rules, hold)
+        yield FetchParts(store, client, meter, fetcher, rules, hold, replayed)
 
 
 async def _open_hold(
     config: Config, store: Store, environ: Mapping[str, str] | None, *, strict: bool
-) -> Hold:
+) -> tuple[Hold, list[FetchRecord]]:
     """The hold of paid answers the database refuses; a spill file an earlier run left is
-    stored first. The daemon starts paused on it when the database still refuses (its probe
-    stores it later); a command refuses to send anything."""
+    stored first (and returned). The daemon starts paused on it when the database still
+    refuses (its probe stores it later); a command refuses to send anything."""
     env = os.environ if environ is None else environ
     hold = Hold(spill_path(config.storage.url, config.storage.spill_file, env))
+    replayed: list[FetchRecord] = []
     if hold.waiting:
         try:
-            await hold.replay(store)
+            replayed = await hold.replay(store)
         except MonitorError as exc:
             if strict:
                 raise MonitorError(
@@ -139,4 +142,4 @@ async def _open_hold(
                     f"which still refuses writes ({exc}); no call sent"
                 ) from exc
             log.error("held paid answers in %s not stored yet: %s", hold.where(), exc)
-    return hold
+    return hold, replayed

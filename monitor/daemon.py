@@ -159,6 +159,7 @@ class Daemon:
             self.dispatcher = Dispatcher(
                 config, fetcher, self.store, slots, clock=clock, claims=claims, sizer=sizer
             )
+            await self.dispatcher.evaluate_stored(parts.replayed)
             self._start_heartbeat(stack)
             self.notifier = self._make_notifier(config)
             stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it

@@ -36,6 +36,16 @@ REFUSED = "the database refuses writes"
 SLACK = 0.3
 
 
+#: fires on any answer: an alert row per creator shows its rules ran on what was stored
+EVERY_ANSWER = {
+    "name": "every-answer",
+    "kind": "threshold",
+    "metric": "imp",
+    "op": ">=",
+    "value": 0,
+}
+
+
 @dataclass
 class Run:
     """One daemon subprocess and what the test saw of it."""
@@ -65,6 +75,7 @@ class World:
             USERS,
             budget={"calls_per_minute": 120, "burst": 2, "daily_calls": 5000},
             schedule={"max_in_flight": 4, "retry_attempts": 1, "retry_base": "1s"},
+            extra={"rules": [EVERY_ANSWER]},
         )
         doc["storage"] |= {"busy_timeout": "1s", **storage}
         return write_toml(self.folder / "config.toml", doc)
@@ -159,6 +170,11 @@ async def _check_every_billed_call_stored(world: World, counters: SimCounters) -
     assert rows == attempts == counters.calls
     assert billed_rows == counters.billed == ledger_billed
     assert series == len(USERS)
+    # each stored answer had its creator's rules run, held ones too (once they were written)
+    ((alerted,),) = await world.rows(
+        f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
+    )
+    assert alerted == len(USERS)
     return {"calls": counters.calls, "billed": counters.billed, "rows": rows}
 
 
