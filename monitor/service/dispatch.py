@@ -73,20 +73,9 @@ async def load_slots(config: Config, store: Store, now: datetime) -> Timetable:
         async for page in store.slot_states():
             table.restore(page, first_row)
         del first_row
-        fresh = table.unscheduled()
-        if fresh:  # one transaction, however many new creators
-            await store.schedule_new(_first_slots(table, fresh, now))
+        if table.any_unscheduled():  # one transaction, however many new creators
+            await store.schedule_new(table.place_unscheduled(now))
     return table
-
-
-def _first_slots(
-    table: Timetable, rows: list[int], now: datetime
-) -> Iterator[tuple[int, Variant, datetime]]:
-    """Place each new row at its first slot in its cadence, as the store's rows to add."""
-    for row in rows:
-        due = cadence.first_due(table.key(row), table.every(row), now)
-        table.schedule(row, due)
-        yield table.creator_id(row), table.variant(row), due
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from monitor.model import Creator, Variant
+from monitor.policy import cadence
 from monitor.service.fetch import Slot
 from monitor.store.schedule import SlotState
 
@@ -118,8 +119,22 @@ class Timetable(Mapping[str, Slot]):
                     break
                 row += 1
 
-    def unscheduled(self) -> list[int]:
-        return [row for row, due in enumerate(self._due) if due == _NONE]
+    def any_unscheduled(self) -> bool:
+        return _NONE in self._due
+
+    def place_unscheduled(self, now: datetime) -> Iterator[tuple[int, Variant, datetime]]:
+        """Give each unscheduled row its first slot in its cadence (``cadence.first_due``) and
+        yield it as the store's new schedule row: (creators.id, variant, due)."""
+        dues, creators, creator_of = self._due, self._creators, self._creator
+        labels, variants, variant_of = self._labels, self._variants, self._variant
+        everies, every_of, creator_ids = self._everies, self._every, self._creator_id
+        for row, at in enumerate(dues):
+            if at != _NONE:
+                continue
+            name = creators[creator_of[row]].user_id + "/" + labels[variant_of[row]]
+            due = cadence.first_due(name, everies[every_of[row]], now)
+            dues[row] = micros(due)
+            yield creator_ids[row], variants[variant_of[row]], due
 
     def schedule(self, row: int, due: datetime) -> None:
         self._due[row] = micros(due)
