@@ -568,3 +568,23 @@ def test_cross_section_problems_are_reported_together() -> None:
         "rules[0].channels: unknown channel 'teem'; did you mean 'team'?",
         "budget.burst: must not exceed budget.calls_per_minute",
     ]
+
+
+def test_a_report_names_known_channels_and_creators_and_a_name_of_its_own() -> None:
+    """A report to a mistyped channel would be claimed for its period and sent nowhere."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "channels": [{"name": "team", "url": "json://x"}],
+                "creators": [{"user_id": "5c3bf7f7000000000602fd63"}],
+                "reports": [
+                    {"name": "weekly", "channels": ["teem"]},
+                    {"name": "weekly", "creators": ["5c3bf7f7000000000602fd64"]},
+                ],
+            }
+        )
+    assert [str(p) for p in problems_of(info.value)] == [
+        "reports[1].name: duplicate name 'weekly'",
+        "reports[0].channels: unknown channel 'teem'; did you mean 'team'?",
+        "reports[1].creators: '5c3bf7f7000000000602fd64' is not a tracked creator",
+    ]

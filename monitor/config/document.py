@@ -90,11 +90,11 @@ def cross_check(config: Config) -> list[ConfigError]:
         *_duplicates("creators", [c.user_id for c in config.creators], "user_id"),
         *_duplicates("channels", [c.name for c in config.channels], "name"),
         *_duplicates("rules", [r.name for r in config.rules], "name"),
+        *_duplicates("reports", [r.name for r in config.reports], "name"),
     ]
     channel_names = [c.name for c in config.channels]
-    known_ids = (
-        {c.user_id for c in config.creators} if any(r.creators for r in config.rules) else set()
-    )
+    scoped = any(r.creators for r in config.rules) or any(r.creators for r in config.reports)
+    known_ids = {c.user_id for c in config.creators} if scoped else set()
     for i, rule in enumerate(config.rules):
         problems += (
             ConfigError(f"rules[{i}].channels", unknown("channel", name, channel_names))
@@ -104,6 +104,17 @@ def cross_check(config: Config) -> list[ConfigError]:
         problems += (
             ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
             for user_id in rule.creators
+            if user_id not in known_ids
+        )
+    for i, report in enumerate(config.reports):
+        problems += (
+            ConfigError(f"reports[{i}].channels", unknown("channel", name, channel_names))
+            for name in report.channels or ()
+            if name not in channel_names
+        )
+        problems += (
+            ConfigError(f"reports[{i}].creators", f"{user_id!r} is not a tracked creator")
+            for user_id in report.creators
             if user_id not in known_ids
         )
     for i, creator in enumerate(config.creators):
