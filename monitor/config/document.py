@@ -95,28 +95,18 @@ def cross_check(config: Config) -> list[ConfigError]:
     channel_names = [c.name for c in config.channels]
     scoped = any(r.creators for r in config.rules) or any(r.creators for r in config.reports)
     known_ids = {c.user_id for c in config.creators} if scoped else set()
-    for i, rule in enumerate(config.rules):
-        problems += (
-            ConfigError(f"rules[{i}].channels", unknown("channel", name, channel_names))
-            for name in rule.channels or ()
-            if name not in channel_names
-        )
-        problems += (
-            ConfigError(f"rules[{i}].creators", f"{user_id!r} is not a tracked creator")
-            for user_id in rule.creators
-            if user_id not in known_ids
-        )
-    for i, report in enumerate(config.reports):
-        problems += (
-            ConfigError(f"reports[{i}].channels", unknown("channel", name, channel_names))
-            for name in report.channels or ()
-            if name not in channel_names
-        )
-        problems += (
-            ConfigError(f"reports[{i}].creators", f"{user_id!r} is not a tracked creator")
-            for user_id in report.creators
-            if user_id not in known_ids
-        )
+    for section, entries in (("rules", config.rules), ("reports", config.reports)):
+        for i, entry in enumerate(entries):
+            problems += (
+                ConfigError(f"{section}[{i}].channels", unknown("channel", name, channel_names))
+                for name in entry.channels or ()
+                if name not in channel_names
+            )
+            problems += (
+                ConfigError(f"{section}[{i}].creators", f"{user_id!r} is not a tracked creator")
+                for user_id in entry.creators
+                if user_id not in known_ids
+            )
     for i, creator in enumerate(config.creators):
         if len(creator.variants) < 2:
             continue  # nothing to repeat
