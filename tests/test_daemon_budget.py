@@ -20,6 +20,7 @@ from daemon_support import (
     daemon_config,
     in_process,
     next_shanghai_midnight,
+    write_toml,
 )
 
 from monitor.config import parse_config
@@ -286,3 +287,29 @@ async def test_a_failing_creator_logs_once_when_it_starts_and_once_when_it_ends(
         "calls"
     ]
     assert token not in info_logs.text
+
+
+async def test_a_reload_while_calls_are_on_the_wire_fetches_nothing_twice(
+    tmp_path: Path, token: str
+) -> None:
+    """The reloaded schedule adopts the fetches still running: each records its next due time
+    into the new schedule, so the series is not fetched again when its call ends."""
+    users = creators(4)
+    async with in_process(tmp_path, token, latency_ms=2_000) as env:
+        doc = daemon_config(env.sim.base_url, env.db_url, users, every="24h")
+        path = write_toml(tmp_path / "config.toml", doc)
+        daemon = env.make(doc, config_path=path)
+        reloads: list[asyncio.Task[bool]] = []
+        started = env.clock.now
+
+        def reload_midway() -> bool:
+            wire = daemon.meter.on_the_wire if hasattr(daemon, "meter") else 0
+            if not reloads and wire >= len(users):
+                reloads.append(asyncio.get_running_loop().create_task(daemon.reload()))
+            return env.clock.now - started > timedelta(hours=2)
+
+        await env.run_until(daemon, reload_midway)
+        assert reloads, "the calls never were all on the wire at once"
+        assert reloads[0].result() is True
+    by_user = {user: calls for (user, _label), calls in env.sim.counters().by_series.items()}
+    assert by_user == dict.fromkeys(users, 1)
