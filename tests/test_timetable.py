@@ -138,3 +138,17 @@ def test_100_000_series_cost_a_few_megabytes() -> None:
     assert len(table) == 100_000
     # about 50 bytes a row; one Slot object, name and datetime each were about 350
     assert held < 8_000_000, held
+
+
+def test_every_creator_may_have_a_cadence_of_its_own() -> None:
+    """A roster may give each row its own ``every``: 70,000 distinct cadences (more than a
+    16-bit index holds) are numbered by a dict, not by a scan per row."""
+    creators = [Creator(_user(n)) for n in range(70_000)]
+    table = Timetable(creators, T0)
+    variant = table.variant_index(V30)
+    for n in range(len(creators)):
+        table.add(n, n + 1, variant, table.every_index(timedelta(hours=1, seconds=n)))
+    table.seal()
+    assert table.every(69_999) == timedelta(hours=1, seconds=69_999)
+    assert table.every_index(timedelta(hours=1)) == 0
+    assert table.variant_index(V30) == variant

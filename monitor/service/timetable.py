@@ -17,14 +17,11 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
 from monitor.service.fetch import Slot
 from monitor.store.schedule import SlotState
-
-T = TypeVar("T")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -56,8 +53,9 @@ class Timetable(Mapping[str, Slot]):
         self._variant = array("B")  # index into ``_variants``
         self._variants: list[Variant] = []
         self._labels: list[str] = []  # each variant's label, made once
-        self._every = array("H")  # index into ``_everies``
+        self._every = array("I")  # index into ``_everies``
         self._everies: list[timedelta] = []
+        self._numbers: dict[Variant | timedelta, int] = {}  # a variant's or cadence's index
         self._due = array("q")
         self._success = array("q")
         self._failures = array("l")
@@ -72,13 +70,20 @@ class Timetable(Mapping[str, Slot]):
 
     def variant_index(self, variant: Variant) -> int:
         """``variant``'s number in this table (the few distinct variants are kept once)."""
-        at = _index(self._variants, variant)
-        if at == len(self._labels):
+        at = self._numbers.get(variant)
+        if at is None:
+            at = self._numbers[variant] = len(self._variants)
+            self._variants.append(variant)
             self._labels.append(variant.label)
         return at
 
     def every_index(self, every: timedelta) -> int:
-        return _index(self._everies, every)
+        """``every``'s number in this table (each distinct cadence is kept once)."""
+        at = self._numbers.get(every)
+        if at is None:
+            at = self._numbers[every] = len(self._everies)
+            self._everies.append(every)
+        return at
 
     def add(self, creator: int, creator_id: int, variant: int, every: int) -> None:
         """Append a row for ``creators[creator]`` (``variant`` and ``every`` as
@@ -175,7 +180,7 @@ class Timetable(Mapping[str, Slot]):
         except ValueError:
             return None
         group = self._creator[row]
-        while row < len(self._due) and self._creator[row] == group:
+        while row < len(self) and self._creator[row] == group:
             if self.variant(row) == variant:
                 return row
             row += 1
@@ -255,11 +260,11 @@ class Timetable(Mapping[str, Slot]):
     # --- Mapping: series name -> snapshot ------------------------------------------------------
 
     def __iter__(self) -> Iterator[str]:
-        return (self.key(row) for row in range(len(self._due)))
+        return (self.key(row) for row in range(len(self)))
 
     def __getitem__(self, key: str) -> Slot:
         if self._keys is None:
-            self._keys = {self.key(row): row for row in range(len(self._due))}
+            self._keys = {self.key(row): row for row in range(len(self))}
         return self.slot(self._keys[key])
 
     # --- internals ----------------------------------------------------------------------------
@@ -269,7 +274,7 @@ class Timetable(Mapping[str, Slot]):
         creator, first, end = self._creator[row], row, row + 1
         while first > 0 and self._creator[first - 1] == creator:
             first -= 1
-        while end < len(self._due) and self._creator[end] == creator:
+        while end < len(self) and self._creator[end] == creator:
             end += 1
         return first, end
 
@@ -291,12 +296,3 @@ class Timetable(Mapping[str, Slot]):
             failure_logged=bool(self._logged[row]),
             row=row,
         )
-
-
-def _index(table: list[T], value: T) -> int:
-    """The position of ``value`` in a small table of distinct values (added when new)."""
-    for at, known in enumerate(table):
-        if known == value:
-            return at
-    table.append(value)
-    return len(table) - 1
