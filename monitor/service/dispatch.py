@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from monitor.config import Config, collector_paused
 from monitor.errors import BudgetError, MonitorError, StoreError
@@ -125,6 +125,8 @@ class Dispatcher:
         #: the database refused a write: no dispatch before this (a call it cannot store is
         #: money thrown away), then one cycle at a time until a write goes through
         self._store_fault: StoreFault | None = None
+        #: when rules owed since a refused write are next tried (``evaluate_stored``)
+        self._owed_retry = datetime.min.replace(tzinfo=UTC)
 
     @property
     def inflight(self) -> int:
@@ -335,6 +337,7 @@ class Dispatcher:
         """
         hold = self._fetcher.hold
         if self._store_fault is None and not hold.waiting:
+            await self._evaluate_owed()
             return True
         now = self._clock()
         if self._store_fault is not None and now < self._store_fault.until:
@@ -356,7 +359,9 @@ class Dispatcher:
         """The rules of the creators whose held answers were just stored (by the store probe,
         or at start-up from an earlier run's spill file), and of those whose answers were
         stored while their rules could not be (``Fetcher.unevaluated``). What the database
-        refuses again stays owed: the next probe that gets through runs it."""
+        refuses again stays owed and is tried again a minute later; fetching goes on meanwhile
+        (a rules write that fails must not stop the calls whose answers can be stored)."""
+        self._owed_retry = self._clock() + timedelta(seconds=_STORE_BACKOFF[1])
         owed, self._fetcher.unevaluated = self._fetcher.unevaluated, []
         found = (self._find(r.creator_id, r.variant) for r in records)
         pending = [*owed, *(slot for slot in found if slot is not None)]
@@ -370,10 +375,14 @@ class Dispatcher:
             except StoreError as exc:
                 log.error("rules of %s wait for the database: %s", slot.creator.user_id, exc)
                 self._fetcher.unevaluated.extend(pending[at:])
-                self._fetcher.hold.refused(exc)  # dispatch waits for a write to go through
                 return
             except MonitorError as exc:
                 log.error("rules of %s not evaluated: %s", slot.creator.user_id, exc)
+
+    async def _evaluate_owed(self) -> None:
+        """Rules owed since a refused write (``Fetcher.unevaluated``), at most once a minute."""
+        if self._fetcher.unevaluated and self._clock() >= self._owed_retry:
+            await self.evaluate_stored([])
 
     def _store_refused(self, slot: Slot | None, exc: MonitorError, *, probe: bool = False) -> None:
         """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
