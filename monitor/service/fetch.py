@@ -159,7 +159,8 @@ class Fetcher:
         #: slot keys whose call is on the wire or being recorded: a stop lets these finish
         self.sending: set[str] = set()
         #: slots whose answer was stored but whose rules the database refused to run; the
-        #: dispatcher runs them once a write goes through (``Dispatcher.evaluate_stored``)
+        #: dispatcher runs them after its next store probe, or a minute later
+        #: (``Dispatcher.evaluate_stored``)
         self.unevaluated: list[Slot] = []
 
     async def run(

@@ -116,11 +116,7 @@ class Timetable(Mapping[str, Slot]):
             label = key.partition("/")[2]
             while row < end and creator_ids[row] == creator_id:
                 if labels[variant[row]] == label:
-                    self._due[row] = micros(due)
-                    self._success[row] = _NONE if success is None else micros(success)
-                    self._failures[row] = failures
-                    self._code[row] = _NONE if code is None else code
-                    self._broken[row] = broken
+                    self._put(row, due, success, failures, code, broken)
                     break
                 row += 1
 
@@ -176,15 +172,10 @@ class Timetable(Mapping[str, Slot]):
         """The row of one series (a scan at C speed: for the few records of a claim or a
         stored backlog, not for every series)."""
         try:
-            row = self._creator_id.index(creator_id)
+            first = self._creator_id.index(creator_id)
         except ValueError:
             return None
-        group = self._creator[row]
-        while row < len(self) and self._creator[row] == group:
-            if self.variant(row) == variant:
-                return row
-            row += 1
-        return None
+        return next((r for r in range(*self._group(first)) if self.variant(r) == variant), None)
 
     # --- what the dispatcher asks on every round ----------------------------------------------
 
@@ -234,11 +225,14 @@ class Timetable(Mapping[str, Slot]):
         if row < 0 or self._live.get(row) is not slot:
             return  # not this table's (the config was reloaded while it ran)
         del self._live[row]
-        self._due[row] = micros(slot.due_at)
-        self._success[row] = _NONE if slot.last_success_at is None else micros(slot.last_success_at)
-        self._failures[row] = slot.consecutive_failures
-        self._code[row] = _NONE if slot.last_code is None else slot.last_code
-        self._broken[row] = slot.broken
+        self._put(
+            row,
+            slot.due_at,
+            slot.last_success_at,
+            slot.consecutive_failures,
+            slot.last_code,
+            slot.broken,
+        )
         self._logged[row] = slot.failure_logged
         if slot.last_error is None:
             self._errors.pop(row, None)
@@ -277,6 +271,22 @@ class Timetable(Mapping[str, Slot]):
         while end < len(self) and self._creator[end] == creator:
             end += 1
         return first, end
+
+    def _put(
+        self,
+        row: int,
+        due: datetime,
+        success: datetime | None,
+        failures: int,
+        code: int | None,
+        broken: bool,
+    ) -> None:
+        """A row's state, as the store keeps it and a fetch leaves it."""
+        self._due[row] = micros(due)
+        self._success[row] = _NONE if success is None else micros(success)
+        self._failures[row] = failures
+        self._code[row] = _NONE if code is None else code
+        self._broken[row] = broken
 
     def _snapshot(self, row: int) -> Slot:
         code = self._code[row]
