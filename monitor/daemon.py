@@ -122,6 +122,8 @@ class Daemon:
             )
             await self._wait_for_stop()
             sd.stopping("stopping: finishing in-flight calls")
+            # no round half way through a claim or a store probe may start a cycle after this
+            await _cancel(dispatching)
             await self._shutdown(scheduler)
         return 0
 
@@ -410,6 +412,16 @@ class Daemon:
         cancelled = await self.dispatcher.wait_idle(self.config.schedule.grace.total_seconds())
         if cancelled:
             log.warning("stopped with %d calls abandoned after the grace period", cancelled)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self.dispatcher.evaluate_owed_now()
+        owed = self.dispatcher.owed_creators()
+        if owed:
+            log.warning(
+                "stopped with the rules of %d creators not run (the database refused them); "
+                "they run at each one's next fetch",
+                owed,
+            )
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
         with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry

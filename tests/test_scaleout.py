@@ -20,6 +20,7 @@ import pytest_asyncio
 from receiver_support import Receiver
 from scaleout_support import Fleet, fleet_config, max_in_window, query, wait_for_instances
 
+from monitor.policy.budget import DAEMON_WINDOW_MARGIN
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
@@ -95,12 +96,19 @@ async def test_three_instances_share_work_budget_and_voice(
 
     counters = sim.counters()
     # one budget: the daily cap is met exactly, no 60 s window over calls_per_minute, and no
-    # short window over what the bucket can give (burst + refill; 5 calls of wire jitter)
+    # short window over what the bucket can give (burst + refill). The instances stamp a call
+    # right after the gate lets it go (5 calls of slack for the event loop between the two);
+    # the simulator stamps it on arrival, which the product allows to lag by the gate's window
+    # margin (a loaded host, or this test process's own pauses, bunch arrivals up)
     assert counters.calls == daily
     assert [r[0] for r in await query(pg_url, "SELECT calls FROM budget_days")] == [daily]
+    rate = per_minute / 60
+    sent = [r[0].timestamp() for r in await query(pg_url, "SELECT started_at FROM fetches")]
+    assert max_in_window(sent, 5) <= burst + rate * 5 + 5
     wall = [r.monotonic for r in counters.log]
     assert max_in_window(wall, 60) <= per_minute
-    assert max_in_window(wall, 5) <= burst + per_minute / 60 * 5 + 5
+    lag = DAEMON_WINDOW_MARGIN.total_seconds()
+    assert max_in_window(wall, 5) <= burst + rate * (5 + lag)
     # split work, no double: every call recorded once, no (creator, due time) fetched twice
     rows = await fetch_rows(pg_url)
     assert sum(n for _, _, n in rows) == daily

@@ -80,13 +80,13 @@ class World:
         doc["storage"] |= {"busy_timeout": "1s", **storage}
         return write_toml(self.folder / "config.toml", doc)
 
-    async def start(self, name: str, **env: str) -> Run:
+    async def start(self, name: str, storage: dict[str, str] | None = None, **env: str) -> Run:
         stderr = self.folder / f"{name}.stderr"
         with stderr.open("wb") as sink:
             proc = await asyncio.create_subprocess_exec(
                 *cli(),
                 "-c",
-                str(self.config()),
+                str(self.config(**(storage or {}))),
                 "run",
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=sink,
@@ -389,6 +389,85 @@ async def test_a_postgresql_table_lock_loses_no_paid_answer(
             "held_on_file_max": run.spilled,
         },
     )
+
+
+@pytest.mark.postgres
+async def test_a_stop_while_rules_wait_for_a_lock_lets_them_finish(
+    tmp_path: Path, token: str, pg_url: str
+) -> None:
+    """SIGTERM while answers are stored and their creators' rules wait for a lock on ``alerts``:
+    the stop waits for those rules (within the grace period) as it does for calls on the wire,
+    so no stored answer is left without its alert."""
+    state = tmp_path / "state"
+    async with _world(tmp_path, token, pg_url, tmp_path / "unused.jsonl", latency_ms=100) as world:
+        conn = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE alerts IN EXCLUSIVE MODE")
+                run = await world.start(
+                    "daemon", storage={"busy_timeout": "30s"}, STATE_DIRECTORY=str(state)
+                )
+                waiting = {"n": 0}
+
+                async def poll() -> None:
+                    while True:
+                        waiting["n"] = await world.stored()
+                        await asyncio.sleep(0.05)
+
+                poller = asyncio.get_running_loop().create_task(poll())
+                try:
+                    await world.watch(run, lambda: waiting["n"] >= 2, 30, "answers stored")
+                finally:
+                    poller.cancel()
+                run.proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(1.5)
+                assert run.proc.returncode is None  # the stop waits for the rules
+            # the lock is gone: the rules that waited for it write their alerts
+            assert await asyncio.wait_for(run.proc.wait(), timeout=30) == 0, run.log()[-3000:]
+        finally:
+            await conn.close()
+        ((stored,),) = await world.rows(
+            "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
+        )
+        ((alerted,),) = await world.rows(
+            f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
+        )
+    assert stored >= 2
+    assert alerted == stored, run.log()[-3000:]
+    assert "stopped with" not in run.log()  # nothing abandoned, no rules left owed
+
+
+@pytest.mark.postgres
+async def test_rules_the_database_refused_run_at_the_stop(
+    tmp_path: Path, token: str, pg_url: str
+) -> None:
+    """Answers stored while a lock on ``alerts`` makes their rules fail: those rules are owed.
+    The lock goes and SIGTERM follows at once: the stop runs the owed rules before it exits,
+    rather than leaving them to each creator's next fetch, a day later."""
+    state = tmp_path / "state"
+    async with _world(tmp_path, token, pg_url, tmp_path / "unused.jsonl", latency_ms=100) as world:
+        conn = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE alerts IN EXCLUSIVE MODE")
+                run = await world.start(
+                    "daemon", storage={"busy_timeout": "1s"}, STATE_DIRECTORY=str(state)
+                )
+                owed = "wait for the database"
+                await world.watch(run, lambda: owed in run.log(), 30, "rules refused")
+            run.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(run.proc.wait(), timeout=30) == 0, run.log()[-3000:]
+        finally:
+            await conn.close()
+        ((stored,),) = await world.rows(
+            "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
+        )
+        ((alerted,),) = await world.rows(
+            f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
+        )
+    assert stored >= 1
+    assert alerted == stored, run.log()[-3000:]
+    assert "stopped with" not in run.log()
 
 
 async def test_sigkill_with_a_spill_file_then_a_restart_stores_it_exactly_once(

@@ -372,12 +372,25 @@ class Dispatcher:
             seen.add(slot.creator_id)
             try:
                 await self._fetcher.evaluate(slot)
+            except asyncio.CancelledError:  # a stop's deadline: still owed, and counted
+                self._fetcher.unevaluated.extend(pending[at:])
+                raise
             except StoreError as exc:
                 log.error("rules of %s wait for the database: %s", slot.creator.user_id, exc)
                 self._fetcher.unevaluated.extend(pending[at:])
                 return
             except MonitorError as exc:
                 log.error("rules of %s not evaluated: %s", slot.creator.user_id, exc)
+
+    async def evaluate_owed_now(self) -> None:
+        """The rules still owed since a refused write, tried now whatever the backoff (a
+        stop's last try; what is cancelled or refused stays owed, see ``owed_creators``)."""
+        if self._fetcher.unevaluated:
+            await self.evaluate_stored([])
+
+    def owed_creators(self) -> int:
+        """How many creators have stored answers whose rules have not run yet."""
+        return len({slot.creator_id for slot in self._fetcher.unevaluated})
 
     async def _evaluate_owed(self) -> None:
         """Rules owed since a refused write (``Fetcher.unevaluated``), at most once a minute."""

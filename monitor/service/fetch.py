@@ -156,7 +156,8 @@ class Fetcher:
         self.last_result: FetchResult | None = None
         #: answers the database refused wait here; while any do, no call is sent
         self.hold = hold if hold is not None else Hold(None)
-        #: slot keys whose call is on the wire or being recorded: a stop lets these finish
+        #: slot keys whose call is on the wire, being recorded or having its rules run: a stop
+        #: lets these finish
         self.sending: set[str] = set()
         #: slots whose answer was stored but whose rules the database refused to run; the
         #: dispatcher runs them after its next store probe, or a minute later
@@ -188,6 +189,7 @@ class Fetcher:
                 error = await self._call_once(slot, attempt, how)
                 if error is None or not self._should_retry(error, attempt, probe):
                     break
+                self.sending.discard(slot.key)  # a stop may cancel the wait for a retry
                 attempt += 1
                 cfg = self.config.schedule
                 await self._sleep(
@@ -202,6 +204,8 @@ class Fetcher:
         except StoreError as exc:
             self.hold.refused(exc)  # no call goes until a write goes through again
             raise
+        finally:
+            self.sending.discard(slot.key)
         return verdict_of(error)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
@@ -212,11 +216,10 @@ class Fetcher:
     async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
         self.hold.check()  # answers wait for the database: no new call
         await self.meter.acquire(probe=how.probe)
+        # from here a stop lets the cycle finish: the call, its record and the creator's rules
+        # (``run`` takes the key out again before it waits for a retry, and at its end)
         self.sending.add(slot.key)
-        try:
-            return await self._send(slot, attempt, how)
-        finally:
-            self.sending.discard(slot.key)
+        return await self._send(slot, attempt, how)
 
     async def _send(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
         """The call the meter just allowed, its feedback and its record."""
