@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -74,3 +75,14 @@ def demo_config(tmp_path: Path, db: Path) -> Path:
 @pytest.fixture
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return demo_run(tmp_path_factory)
+
+
+def window_points(db: Path, creators: int) -> int:
+    """The daily points a demo stored: each creator's 30-day window, or 31 days for a creator
+    fetched on both sides of midnight in the upstream's zone (its window moved on a day, which
+    a run near 16:00 UTC sees)."""
+    with sqlite3.connect(db) as conn:
+        per = [n for (n,) in conn.execute("SELECT count(*) FROM daily_metrics GROUP BY creator_id")]
+    assert len(per) == creators
+    assert all(n in (30, 31) for n in per), per
+    return sum(per)

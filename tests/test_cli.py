@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from demo_support import DemoRun, clean_env, cli_command, demo, demo_config  # noqa: F401
+from demo_support import (  # noqa: F401
+    DemoRun,
+    clean_env,
+    cli_command,
+    demo,
+    demo_config,
+    window_points,
+)
 
 from monitor.cli.demo import CREATORS
 from monitor.cli.output import sparkline
@@ -88,8 +95,9 @@ def test_history_plot_draws_each_metric(demo: DemoRun, tmp_path: Path) -> None: 
 def test_export_is_silent_on_a_pipe_and_counts_rows(demo: DemoRun, tmp_path: Path) -> None:  # noqa: F811
     done = cli("-c", str(demo_config(tmp_path, demo.db)), "export", "--format", "jsonl")
     assert done.returncode == 0
-    assert len(done.stdout.splitlines()) == len(CREATORS) * 30
-    assert done.stderr == f"{len(CREATORS) * 30} rows exported\n"  # no progress bar
+    points = window_points(demo.db, len(CREATORS))
+    assert len(done.stdout.splitlines()) == points
+    assert done.stderr == f"{points} rows exported\n"  # no progress bar
 
 
 @pytest.mark.slow

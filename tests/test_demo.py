@@ -8,10 +8,17 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from demo_support import DemoRun, clean_env, cli_command, demo  # noqa: F401 - the fixture
+from demo_support import (  # noqa: F401 - the fixture
+    DemoRun,
+    clean_env,
+    cli_command,
+    demo,
+    window_points,
+)
 
 from monitor.cli.demo import CREATORS, FALLING, FLAKY
 
@@ -54,7 +61,7 @@ def test_summary_numbers_match_the_database_and_the_story(demo: DemoRun) -> None
         stored = db.execute("SELECT count(DISTINCT creator_id) FROM daily_metrics").fetchone()[0]
     assert s["calls0"] == s["calls2"] == fetches
     assert s["calls1"] == billed
-    assert s["rows0"] == rows == len(CREATORS) * 30  # every creator's whole 30-day window
+    assert s["rows0"] == rows == window_points(demo.db, len(CREATORS))  # each whole window
     assert stored == len(CREATORS)
     assert billed < fetches  # the 301s and 601s are not billed
     assert {0, 301, 601} <= codes
@@ -152,12 +159,17 @@ def test_fresh_replaces_the_database_and_counts_only_its_own_run(
         "-c", str(config), "silence", "add", "--rule", "reads-fall", "--for", "7d", cwd=tmp_path
     )
     assert silenced.returncode == 0, silenced.stderr
+    began = datetime.now(UTC)
     done = _cli("demo", "--db", str(db), "--fresh", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     s = _summary(done.stdout)
     with sqlite3.connect(db) as fresh:
         fetches = fresh.execute("SELECT count(*) FROM fetches").fetchone()[0]
         silences = fresh.execute("SELECT count(*) FROM silences").fetchone()[0]
+        written = [
+            datetime.fromisoformat(at)
+            for (at,) in fresh.execute("SELECT DISTINCT updated_at FROM daily_metrics")
+        ]
         sent = {
             (rule, event)
             for rule, event in fresh.execute(
@@ -167,6 +179,8 @@ def test_fresh_replaces_the_database_and_counts_only_its_own_run(
         }
     assert silences == 0
     assert s["calls0"] == s["calls2"] == fetches
-    assert s["rows0"] == len(CREATORS) * 30  # not the earlier run's rows on top
+    # not the earlier run's rows on top: every point was written by this run
+    assert s["rows0"] == window_points(db, len(CREATORS))
+    assert min(written) >= began
     assert ("reads-fall", "firing") in sent
     assert "reads-fall" in done.stdout.split("== demo summary")[0]  # the stand-in got it
