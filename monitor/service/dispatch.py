@@ -25,7 +25,7 @@ from monitor.policy.budget import ACCOUNT_CODES, next_midnight
 from monitor.policy.concurrency import InFlightSizer
 from monitor.service.cluster import Claims, ready_bound
 from monitor.service.fetch import Fetcher, Slot, Verdict
-from monitor.service.spill import AnswerHeld, WritesRefused
+from monitor.service.spill import AnswerHeld, RulesOwed, WritesRefused
 from monitor.service.timetable import Timetable
 from monitor.store import FetchRecord, Store
 
@@ -310,6 +310,10 @@ class Dispatcher:
         except BudgetError as exc:
             log.debug("%s waits: %s", slot.key, exc)
             return
+        except RulesOwed as exc:  # the fetch is done and stored; its rules wait for the store
+            self._store_refused(None, exc)
+            self.completed += 1
+            return
         except MonitorError as exc:  # the store refused: keep the slot due, back off
             self._store_refused(slot, exc)
             return
@@ -403,8 +407,10 @@ class Dispatcher:
         now = self._clock()
         first, cap = _STORE_BACKOFF
         fault = self._store_fault
-        quiet = isinstance(exc, AnswerHeld | WritesRefused)
-        if fault is not None and quiet and not probe:
+        quiet = isinstance(exc, AnswerHeld | WritesRefused | RulesOwed)
+        if fault is not None and not probe:
+            if slot is not None and not quiet:
+                _requeue(slot, now, cap)
             return
         pause = first if fault is None else min(cap, fault.pause * 2)
         if fault is None:
@@ -415,10 +421,8 @@ class Dispatcher:
                 exc,
             )
         self._store_fault = StoreFault(until=now + timedelta(seconds=pause), pause=pause)
-        if slot is None or quiet:
-            return  # held: the slot moved on with its answer; refused: no call was made
-        # the call never went (the ledger refused it): it goes to the back of the queue
-        slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
+        if slot is not None and not quiet:
+            _requeue(slot, now, cap)
 
     def reconfigure(self, config: Config, slots: Timetable) -> None:
         """A reloaded config: new limits and the new set of slots (in-flight ones finish, and
@@ -455,6 +459,13 @@ class Dispatcher:
         if pending:
             await asyncio.wait(pending, timeout=5)
         return len(pending)
+
+
+def _requeue(slot: Slot, now: datetime, cap: float) -> None:
+    """The call never went (the ledger refused it): the slot goes to the back of the queue.
+    (A held answer moved its slot on with it; a call refused before it went, or an answer
+    whose rules wait, leaves the slot as it is.)"""
+    slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
 
 
 def _broken_reason(slot: Slot) -> str:

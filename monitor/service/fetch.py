@@ -29,7 +29,7 @@ from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
 from monitor.service.alerting import Alerting, SeriesFacts
 from monitor.service.gate import Meter
-from monitor.service.spill import AnswerHeld, Hold, new_attempt_id
+from monitor.service.spill import AnswerHeld, Hold, RulesOwed, new_attempt_id
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
 
@@ -198,9 +198,9 @@ class Fetcher:
             if not dry_run:
                 try:
                     await self._evaluate(slot)
-                except StoreError:
+                except StoreError as exc:
                     self.unevaluated.append(slot)  # stored; its rules run once writes go again
-                    raise
+                    raise RulesOwed(f"the rules of {_who(slot)} wait: {exc}") from exc
         except StoreError as exc:
             self.hold.refused(exc)  # no call goes until a write goes through again
             raise

@@ -38,6 +38,11 @@ class WritesRefused(StoreError):
     """No call is sent: answers wait for the database, or its last write failed."""
 
 
+class RulesOwed(StoreError):
+    """An answer was stored, but the database refused its creator's rules: they are owed
+    (``Fetcher.unevaluated``) and run once writes go through again."""
+
+
 class AnswerHeld(StoreError):
     """A paid answer the database refused; it is held (and spilled) until it can be stored."""
 
