@@ -36,7 +36,7 @@ from monitor.policy.rules import ACCOUNT_WIDE_CODES
 from monitor.service import cluster
 from monitor.service.alerting import Alerting
 from monitor.service.digest import queue_due_digest
-from monitor.service.dispatch import Dispatcher, load_slots
+from monitor.service.dispatch import Dispatcher, load_slots, write_new_slots
 from monitor.service.gate import Meter
 from monitor.service.reach import Reach, upstream_host
 from monitor.service.spill import Hold
@@ -113,6 +113,9 @@ class Daemon:
             dispatching = asyncio.get_running_loop().create_task(self._dispatch(), name="dispatch")
             stack.push_async_callback(_cancel, dispatching)
             sd.ready(self.summary())
+            writing = asyncio.get_running_loop().create_task(
+                self._write_new_slots(), name="new schedule rows"
+            )
             log.info(
                 "running: %d series, budget %d/min and %d/day; instance %s",
                 len(self.dispatcher.slots),
@@ -124,8 +127,28 @@ class Daemon:
             sd.stopping("stopping: finishing in-flight calls")
             # no round half way through a claim or a store probe may start a cycle after this
             await _cancel(dispatching)
+            with contextlib.suppress(TimeoutError):  # else the next start places them again
+                await asyncio.wait_for(asyncio.shield(writing), timeout=10)
+            await _cancel(writing)
             await self._shutdown(scheduler)
         return 0
+
+    async def _write_new_slots(self) -> None:
+        """The schedule rows of series new at this start (``dispatch.write_new_slots``)."""
+        try:
+            written = await write_new_slots(self.dispatcher.slots, self.store)
+        except MonitorError as exc:
+            log.warning(
+                "the first due times of new series are not all stored (%s); each fetch "
+                "stores its own, and the next start places the rest again",
+                exc,
+            )
+            return
+        except Exception:  # a bug must not surface only as a crash at the stop
+            log.exception("storing the first due times of new series failed")
+            return
+        if written:
+            log.info("stored the first due times of %d new series", written)
 
     async def _build(self, stack: AsyncExitStack) -> None:
         # 100,000 creators make a million objects that live as long as the process: the
@@ -154,7 +177,9 @@ class Daemon:
             self.alerting = parts.alerting
             # an account-wide error (601 …) and its end are told within seconds, not at the tick
             self.meter.on_pause_change = self._pause_changed
-            slots = await load_slots(config, self.store, clock())
+            # on a database of its own, the new series' schedule rows are written after READY
+            # (``_write_new_slots``); other instances claim work from those rows: not then
+            slots = await load_slots(config, self.store, clock(), write_new=self.store.shared)
             claims = None
             if self.store.shared:
                 claims = cluster.Claims(self.store, self.instance, config.schedule.lease)

@@ -23,6 +23,7 @@ from monitor.policy.cadence import (
     apply_window,
     call_plan,
     first_due,
+    first_due_micros,
     format_duration,
     next_due,
     pick_due,
@@ -94,6 +95,26 @@ def test_first_due_is_the_latest_slot_on_the_grid() -> None:
     assert first_due(key, DAY, due) == due
     assert first_due(key, DAY, due - timedelta(microseconds=1)) == due - DAY
     assert (due - EPOCH) % DAY == slot_offset(key, DAY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    user=st.integers(0, 2**64 - 1),
+    every_us=st.integers(1, 30 * 86_400_000_000),
+    now_us=st.integers(0, 4_000_000_000_000_000),
+)
+def test_the_timetable_s_integer_first_due_is_the_grid_s(
+    user: int, every_us: int, now_us: int
+) -> None:
+    """The timetable places 100,000 new series in integer microseconds: the same instant as
+    the grid's own datetime arithmetic, for any cadence (sub-second ones too) and any now."""
+    key = f"{user:024x}/DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL"
+    every = timedelta(microseconds=every_us)
+    now = EPOCH + timedelta(microseconds=now_us)
+    phase = EPOCH + slot_offset(key, every)
+    grid = phase + ((now - phase) // every) * every
+    assert EPOCH + timedelta(microseconds=first_due_micros(key, every_us, now_us)) == grid
+    assert first_due(key, every, now) == grid
 
 
 @settings(max_examples=200, deadline=None)

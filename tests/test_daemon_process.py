@@ -129,6 +129,10 @@ async def test_notify_socket_watchdog_and_sigterm_with_calls_in_flight(world: Wo
     (recorded,) = world.rows("SELECT count(*) FROM fetches WHERE code = 0")[0]
     assert recorded == sent_before_stop
     assert "stopped with" not in child.log()  # nothing abandoned
+    # the new series' first due times were stored after READY, not before it
+    log = child.log()
+    assert log.index("running: 12 series") < log.index("stored the first due times of 12 new")
+    assert world.rows("SELECT count(*) FROM schedule") == [(12,)]
     world.assert_no_token(child)
 
 

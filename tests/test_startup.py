@@ -20,7 +20,7 @@ from store_support import FakeClock
 from monitor.config import Config, collector_paused, parse_config
 from monitor.model import Creator
 from monitor.policy import cadence
-from monitor.service.dispatch import load_slots
+from monitor.service.dispatch import load_slots, write_new_slots
 from monitor.store import Store, engine, migrate
 from monitor.store.schema import creators, schedule
 
@@ -122,6 +122,35 @@ async def test_restart_keeps_due_times_and_leavers_keep_their_ids(
     # they come back with the ids (and history) they had
     back = await store.sync_creators([Creator(_user(n), f"c{n}") for n in range(1_200)])
     assert back[_user(1_199)] == first[f"{_user(1_199)}/{_variant_label(config)}"].creator_id
+    assert await _counts(store) == (1_200, 1_200, 1_200)
+
+
+async def test_new_series_can_be_written_after_the_start_and_a_cut_short_write_loses_nothing(
+    store: Store, db_url: str
+) -> None:
+    """The daemon on a database of its own writes new series' schedule rows after READY, a
+    batch per transaction. If that is cut short (a stop, a crash), the next start places the
+    rest again: still due at once, and the rows already written keep their times."""
+    config = _config(1_200, db_url)
+    first = await load_slots(config, store, T0, write_new=False)
+    assert await _counts(store) == (1_200, 1_200, 0)  # READY without the 1,200 schedule rows
+    assert all(slot.due_at <= T0 for slot in first.values())  # each due at once, on its grid
+    # cut short after two batches of 500
+    rows = first.unwritten()
+    for _ in range(2):
+        await store.schedule_new([next(rows) for _ in range(500)])
+    written = {k: s.due_at for k, s in list(first.items())[:1_000]}
+    assert await _counts(store) == (1_200, 1_200, 1_000)
+
+    later = T0 + timedelta(hours=30)
+    again = await load_slots(config, store, later, write_new=False)
+    assert {k: again[k].due_at for k in written} == written
+    rest = list(again.items())[1_000:]
+    assert all(later - timedelta(days=1) < s.due_at <= later for _k, s in rest)
+    assert await write_new_slots(again, store, batch=150) == 200
+    assert await write_new_slots(again, store) == 0  # written once, then forgotten
+    restart = await load_slots(config, store, later + timedelta(days=2))
+    assert {k: s.due_at for k, s in restart.items()} == {k: s.due_at for k, s in again.items()}
     assert await _counts(store) == (1_200, 1_200, 1_200)
 
 

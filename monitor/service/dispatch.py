@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
@@ -42,7 +43,9 @@ _SHARED_POLL = 1.0
 _STORE_BACKOFF = (1.0, 60.0)
 
 
-async def load_slots(config: Config, store: Store, now: datetime) -> Timetable:
+async def load_slots(
+    config: Config, store: Store, now: datetime, *, write_new: bool = True
+) -> Timetable:
     """Sync the configured creators into the store and build the live schedule from it.
 
     A new slot is first due at its stable offset inside its cadence (spread, no herd at start);
@@ -73,9 +76,24 @@ async def load_slots(config: Config, store: Store, now: datetime) -> Timetable:
         async for page in store.slot_states():
             table.restore(page, first_row)
         del first_row
-        if table.any_unscheduled():  # one transaction, however many new creators
-            await store.schedule_new(table.place_unscheduled(now))
+        if table.any_unscheduled() and table.place_unscheduled(now) and write_new:
+            await store.schedule_new(table.unwritten())  # one transaction, however many
     return table
+
+
+async def write_new_slots(table: Timetable, store: Store, *, batch: int = 5_000) -> int:
+    """Store the schedule rows ``load_slots(write_new=False)`` left to write, ``batch`` rows a
+    transaction so that fetches' own writes get in between. The daemon does this after READY
+    on a database of its own: a first start with 100,000 new creators need not wait for it.
+    Should it not finish (a stop, a refused write), nothing is lost: a fetch stores its own
+    row, and the next start places the rest again on the same grid, still due. Returns how
+    many rows were written."""
+    rows = table.unwritten()
+    written = 0
+    while chunk := list(itertools.islice(rows, batch)):
+        await store.schedule_new(chunk)
+        written += len(chunk)
+    return written
 
 
 @dataclass(frozen=True, slots=True)

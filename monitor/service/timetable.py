@@ -65,6 +65,7 @@ class Timetable(Mapping[str, Slot]):
         self._errors: dict[int, str] = {}  # only rows whose last call failed
         self._live: dict[int, Slot] = {}  # rows being fetched: their state is the Slot's
         self._keys: dict[str, int] | None = None  # series name -> row, built when first asked
+        self._unwritten = array("I")  # rows placed but not in the store's schedule yet
 
     # --- building (``dispatch.load_slots``) ---------------------------------------------------
 
@@ -123,18 +124,32 @@ class Timetable(Mapping[str, Slot]):
     def any_unscheduled(self) -> bool:
         return _NONE in self._due
 
-    def place_unscheduled(self, now: datetime) -> Iterator[tuple[int, Variant, datetime]]:
-        """Give each unscheduled row its first slot in its cadence (``cadence.first_due``) and
-        yield it as the store's new schedule row: (creators.id, variant, due)."""
+    def place_unscheduled(self, now: datetime) -> int:
+        """Give each unscheduled row its first slot in its cadence (``cadence.first_due``);
+        they are ``unwritten`` until the store has them. Returns how many were placed."""
         dues, creators, creator_of = self._due, self._creators, self._creator
-        labels, variants, variant_of = self._labels, self._variants, self._variant
-        everies, every_of, creator_ids = self._everies, self._every, self._creator_id
+        labels, variant_of, every_of = self._labels, self._variant, self._every
+        every_us = [every // _MICROSECOND for every in self._everies]
+        now_us = micros(now)
+        placed = array("I")
         for row, at in enumerate(dues):
             if at != _NONE:
                 continue
             name = creators[creator_of[row]].user_id + "/" + labels[variant_of[row]]
-            due = cadence.first_due(name, everies[every_of[row]], now)
-            dues[row] = micros(due)
+            dues[row] = cadence.first_due_micros(name, every_us[every_of[row]], now_us)
+            placed.append(row)
+        self._unwritten = placed
+        return len(placed)
+
+    def unwritten(self) -> Iterator[tuple[int, Variant, datetime]]:
+        """The rows ``place_unscheduled`` placed, as the store's new schedule rows
+        (creators.id, variant, first due), then forgotten: a row fetched meanwhile has its
+        stored row already, which ``Store.schedule_new`` leaves as it is."""
+        rows, self._unwritten = self._unwritten, array("I")
+        creator_ids, variants, variant_of = self._creator_id, self._variants, self._variant
+        for row in rows:
+            live = self._live.get(row)
+            due = live.due_at if live is not None else moment(self._due[row])
             yield creator_ids[row], variants[variant_of[row]], due
 
     def schedule(self, row: int, due: datetime) -> None:
