@@ -127,8 +127,11 @@ class Daemon:
             sd.stopping("stopping: finishing in-flight calls")
             # no round half way through a claim or a store probe may start a cycle after this
             await _cancel(dispatching)
-            with contextlib.suppress(TimeoutError):  # else the next start places them again
-                await asyncio.wait_for(asyncio.shield(writing), timeout=10)
+            # 5 s for the rest of the new schedule rows (else the next start places them
+            # again) and 5 s for owed rules: with the grace and the outbox's 10 s, a stop
+            # stays under systemd's TimeoutStopSec=60
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(writing), timeout=5)
             await _cancel(writing)
             await self._shutdown(scheduler)
         return 0
@@ -438,7 +441,7 @@ class Daemon:
         if cancelled:
             log.warning("stopped with %d calls abandoned after the grace period", cancelled)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(5):
                 await self.dispatcher.evaluate_owed_now()
         owed = self.dispatcher.owed_creators()
         if owed:
