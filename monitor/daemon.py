@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -95,6 +96,8 @@ class Daemon:
         #: account evaluations run one at a time, whether the tick or a pause transition asks
         self._account_lock = asyncio.Lock()
         self._account_tasks: set[asyncio.Task[None]] = set()
+        #: scheduler jobs running now (``_tracked``): a stop lets them end
+        self._job_tasks: set[asyncio.Task[object]] = set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -247,16 +250,23 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=UTC)
         opts = self.options
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        scheduler.add_job(self._drain, "interval", seconds=opts.drain_every, id="drain", **common)
+        job = self._tracked
         scheduler.add_job(
-            self._evaluate_account, "interval", seconds=opts.evaluate_every, id="account", **common
-        )
-        scheduler.add_job(self._prune, "interval", hours=6, id="prune", **common)
-        scheduler.add_job(
-            self._digest, "interval", seconds=opts.evaluate_every, id="digest", **common
+            job(self._drain), "interval", seconds=opts.drain_every, id="drain", **common
         )
         scheduler.add_job(
-            self._reports,
+            job(self._evaluate_account),
+            "interval",
+            seconds=opts.evaluate_every,
+            id="account",
+            **common,
+        )
+        scheduler.add_job(job(self._prune), "interval", hours=6, id="prune", **common)
+        scheduler.add_job(
+            job(self._digest), "interval", seconds=opts.evaluate_every, id="digest", **common
+        )
+        scheduler.add_job(
+            job(self._reports),
             "interval",
             seconds=opts.report_every,
             id="reports",
@@ -265,6 +275,23 @@ class Daemon:
             **common,
         )
         return scheduler
+
+    def _tracked(self, func: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        """``func`` as a job whose run a stop waits for: APScheduler's shutdown cancels a
+        coroutine job still running (a drain half way through a send) and logs a traceback."""
+
+        @functools.wraps(func)
+        async def job() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._job_tasks.add(task)
+            try:
+                await func()
+            finally:
+                if task is not None:
+                    self._job_tasks.discard(task)
+
+        return job
 
     async def _dispatch(self) -> None:
         """Start due cycles, then nap until the next due time or a finished cycle.
@@ -450,6 +477,8 @@ class Daemon:
                 "they run at each one's next fetch",
                 owed,
             )
+        if self._job_tasks:  # a drain or a report half way through: let it end (5 s at most)
+            await asyncio.wait(set(self._job_tasks), timeout=5)
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
         with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry

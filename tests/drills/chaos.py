@@ -185,9 +185,15 @@ async def chaos_drill(
         _check_alerts(db, receiver, tally)
         _check_memory(watch, max_rss_mb, tally)
         stderr = daemon.stderr
-        if any("Traceback" in line for line in stderr):
-            tally.notes.append("a traceback reached stderr")
         secrets = [token, hook, HOOK_SECRET]
+        if any("Traceback" in line for line in stderr):
+            # with what it was, for whoever reads the failure (secrets masked: a leak is its
+            # own note below)
+            at = next(i for i, line in enumerate(stderr) if "Traceback" in line)
+            shown = "".join(stderr[max(0, at - 3) : at + 40])
+            for secret in secrets:
+                shown = shown.replace(secret, "***")
+            tally.notes.append(f"a traceback reached stderr:\n{shown}")
         tally.leak(stderr, secrets, "daemon stderr")
         tally.leak([dump(db)], secrets, "the database dump")
     return tally, watch
