@@ -287,6 +287,11 @@ class Daemon:
                 self._job_tasks.add(task)
             try:
                 await func()
+            except asyncio.CancelledError:
+                if not self._stop.is_set():
+                    raise
+                # the stop waited for it and then cut it short: said once, without a traceback
+                log.warning("%s cut short by the stop", getattr(func, "__name__", "a job"))
             finally:
                 if task is not None:
                     self._job_tasks.discard(task)
@@ -478,7 +483,11 @@ class Daemon:
                 owed,
             )
         if self._job_tasks:  # a drain or a report half way through: let it end (5 s at most)
-            await asyncio.wait(set(self._job_tasks), timeout=5)
+            _ended, running = await asyncio.wait(set(self._job_tasks), timeout=5)
+            for task in running:  # cut short here, before the store closes under it
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=5)
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
         with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry

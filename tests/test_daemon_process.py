@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from daemon_support import NotifySocket, child_env, cli, creators, daemon_config, write_toml
+from receiver_support import Receiver
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -133,6 +134,37 @@ async def test_notify_socket_watchdog_and_sigterm_with_calls_in_flight(world: Wo
     log = child.log()
     assert log.index("running: 12 series") < log.index("stored the first due times of 12 new")
     assert world.rows("SELECT count(*) FROM schedule") == [(12,)]
+    world.assert_no_token(child)
+
+
+async def test_sigterm_while_a_drain_hangs_on_a_channel_ends_it_without_a_traceback(
+    world: World,
+) -> None:
+    """The drain job is half way through a send to a channel that does not answer when
+    SIGTERM comes: the stop waits for it a while, then cuts it short itself, and says so in
+    one line (APScheduler's own shutdown would cancel it and log a traceback)."""
+    async with Receiver() as receiver:
+        receiver.hang()
+        config = world.config(
+            creators(2),
+            extra={
+                "channels": [{"name": "hook", "url": receiver.url("/hook")}],
+                "notify": {"group_wait": "1s", "group_interval": "1s"},
+                "rules": [
+                    {"name": "any", "kind": "threshold", "metric": "imp", "op": ">=", "value": 0}
+                ],
+            },
+        )
+        child = await world.start(config, "run")
+        await _until(lambda: receiver.hits >= 1, timeout=30)  # a send hangs
+        child.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(child.proc.wait(), timeout=40)
+        receiver.recover()
+    log = child.log()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert "Error running job" not in log
+    assert "stopped" in log
     world.assert_no_token(child)
 
 
