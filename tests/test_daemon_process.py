@@ -141,8 +141,9 @@ async def test_sigterm_while_a_drain_hangs_on_a_channel_ends_it_without_a_traceb
     world: World,
 ) -> None:
     """The drain job is half way through a send to a channel that does not answer when
-    SIGTERM comes: the stop waits for it a while, then cuts it short itself, and says so in
-    one line (APScheduler's own shutdown would cancel it and log a traceback)."""
+    SIGTERM comes: the stop waits up to 5 s for it to end (here the send times out first),
+    else cuts it short itself in one line. APScheduler's own shutdown would cancel it and
+    log a traceback, as the previous commit did."""
     async with Receiver() as receiver:
         receiver.hang()
         config = world.config(

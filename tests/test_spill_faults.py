@@ -119,6 +119,16 @@ class World:
         finally:
             await conn.close()
 
+    async def stored_and_alerted(self) -> tuple[int, int]:
+        """Creators with a stored answer, and creators whose rules wrote their alert."""
+        ((stored,),) = await self.rows(
+            "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
+        )
+        ((alerted,),) = await self.rows(
+            f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
+        )
+        return int(stored), int(alerted)
+
     async def stored(self) -> int:
         sql = "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
         return int((await self.rows(sql))[0][0])
@@ -171,9 +181,7 @@ async def _check_every_billed_call_stored(world: World, counters: SimCounters) -
     assert billed_rows == counters.billed == ledger_billed
     assert series == len(USERS)
     # each stored answer had its creator's rules run, held ones too (once they were written)
-    ((alerted,),) = await world.rows(
-        f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
-    )
+    _stored, alerted = await world.stored_and_alerted()
     assert alerted == len(USERS)
     return {"calls": counters.calls, "billed": counters.billed, "rows": rows}
 
@@ -199,6 +207,18 @@ async def _world(
     await migrate.upgrade(db_url)
     async with Simulator(SimKnobs(latency_ms=latency_ms)) as sim:
         yield World(tmp_path, sim, db_url, token, spill)
+
+
+@contextlib.asynccontextmanager
+async def _alerts_locked(pg_url: str) -> AsyncIterator[None]:
+    """Another PostgreSQL session keeps ``alerts`` locked against writes for the block."""
+    conn = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE alerts IN EXCLUSIVE MODE")
+            yield
+    finally:
+        await conn.close()
 
 
 @contextlib.contextmanager
@@ -400,38 +420,28 @@ async def test_a_stop_while_rules_wait_for_a_lock_lets_them_finish(
     so no stored answer is left without its alert."""
     state = tmp_path / "state"
     async with _world(tmp_path, token, pg_url, tmp_path / "unused.jsonl", latency_ms=100) as world:
-        conn = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
-        try:
-            async with conn.transaction():
-                await conn.execute("LOCK TABLE alerts IN EXCLUSIVE MODE")
-                run = await world.start(
-                    "daemon", storage={"busy_timeout": "30s"}, STATE_DIRECTORY=str(state)
-                )
-                waiting = {"n": 0}
+        async with _alerts_locked(pg_url):
+            run = await world.start(
+                "daemon", storage={"busy_timeout": "30s"}, STATE_DIRECTORY=str(state)
+            )
+            waiting = {"n": 0}
 
-                async def poll() -> None:
-                    while True:
-                        waiting["n"] = await world.stored()
-                        await asyncio.sleep(0.05)
+            async def poll() -> None:
+                while True:
+                    waiting["n"] = await world.stored()
+                    await asyncio.sleep(0.05)
 
-                poller = asyncio.get_running_loop().create_task(poll())
-                try:
-                    await world.watch(run, lambda: waiting["n"] >= 2, 30, "answers stored")
-                finally:
-                    poller.cancel()
-                run.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(1.5)
-                assert run.proc.returncode is None  # the stop waits for the rules
-            # the lock is gone: the rules that waited for it write their alerts
-            assert await asyncio.wait_for(run.proc.wait(), timeout=30) == 0, run.log()[-3000:]
-        finally:
-            await conn.close()
-        ((stored,),) = await world.rows(
-            "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
-        )
-        ((alerted,),) = await world.rows(
-            f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
-        )
+            poller = asyncio.get_running_loop().create_task(poll())
+            try:
+                await world.watch(run, lambda: waiting["n"] >= 2, 30, "answers stored")
+            finally:
+                poller.cancel()
+            run.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(1.5)
+            assert run.proc.returncode is None  # the stop waits for the rules
+        # the lock is gone: the rules that waited for it write their alerts
+        assert await asyncio.wait_for(run.proc.wait(), timeout=30) == 0, run.log()[-3000:]
+        stored, alerted = await world.stored_and_alerted()
     assert stored >= 2
     assert alerted == stored, run.log()[-3000:]
     assert "stopped with" not in run.log()  # nothing abandoned, no rules left owed
@@ -446,25 +456,15 @@ async def test_rules_the_database_refused_run_at_the_stop(
     rather than leaving them to each creator's next fetch, a day later."""
     state = tmp_path / "state"
     async with _world(tmp_path, token, pg_url, tmp_path / "unused.jsonl", latency_ms=100) as world:
-        conn = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
-        try:
-            async with conn.transaction():
-                await conn.execute("LOCK TABLE alerts IN EXCLUSIVE MODE")
-                run = await world.start(
-                    "daemon", storage={"busy_timeout": "1s"}, STATE_DIRECTORY=str(state)
-                )
-                owed = "wait for the database"
-                await world.watch(run, lambda: owed in run.log(), 30, "rules refused")
-            run.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(run.proc.wait(), timeout=30) == 0, run.log()[-3000:]
-        finally:
-            await conn.close()
-        ((stored,),) = await world.rows(
-            "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
-        )
-        ((alerted,),) = await world.rows(
-            f"SELECT count(DISTINCT scope) FROM alerts WHERE rule = '{EVERY_ANSWER['name']}'"
-        )
+        async with _alerts_locked(pg_url):
+            run = await world.start(
+                "daemon", storage={"busy_timeout": "1s"}, STATE_DIRECTORY=str(state)
+            )
+            owed = "wait for the database"
+            await world.watch(run, lambda: owed in run.log(), 30, "rules refused")
+        run.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(run.proc.wait(), timeout=30) == 0, run.log()[-3000:]
+        stored, alerted = await world.stored_and_alerted()
     assert stored >= 1
     assert alerted == stored, run.log()[-3000:]
     assert "stopped with" not in run.log()
