@@ -37,7 +37,12 @@ from monitor.policy.rules import ACCOUNT_WIDE_CODES
 from monitor.service import cluster
 from monitor.service.alerting import Alerting
 from monitor.service.digest import queue_due_digest
-from monitor.service.dispatch import Dispatcher, load_slots, write_new_slots
+from monitor.service.dispatch import (
+    Dispatcher,
+    finish_or_cancel,
+    load_slots,
+    write_new_slots,
+)
 from monitor.service.gate import Meter
 from monitor.service.reach import Reach, upstream_host
 from monitor.service.spill import Hold
@@ -98,6 +103,8 @@ class Daemon:
         self._account_tasks: set[asyncio.Task[None]] = set()
         #: scheduler jobs running now (``_tracked``): a stop lets them end
         self._job_tasks: set[asyncio.Task[object]] = set()
+        #: writing the schedule rows of series new at this start, after READY
+        self._writing: asyncio.Task[None] | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -116,7 +123,7 @@ class Daemon:
             dispatching = asyncio.get_running_loop().create_task(self._dispatch(), name="dispatch")
             stack.push_async_callback(_cancel, dispatching)
             sd.ready(self.summary())
-            writing = asyncio.get_running_loop().create_task(
+            self._writing = asyncio.get_running_loop().create_task(
                 self._write_new_slots(), name="new schedule rows"
             )
             log.info(
@@ -130,12 +137,6 @@ class Daemon:
             sd.stopping("stopping: finishing in-flight calls")
             # no round half way through a claim or a store probe may start a cycle after this
             await _cancel(dispatching)
-            # 5 s for the rest of the new schedule rows (else the next start places them
-            # again) and 5 s for owed rules: with the grace and the outbox's 10 s, a stop
-            # stays under systemd's TimeoutStopSec=60
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(writing), timeout=5)
-            await _cancel(writing)
             await self._shutdown(scheduler)
         return 0
 
@@ -467,11 +468,16 @@ class Daemon:
         await self._stop.wait()
 
     async def _shutdown(self, scheduler: AsyncIOScheduler) -> None:
+        """Calls on the wire get ``schedule.grace``; then at most 5 s each for the new series'
+        schedule rows (else the next start places them again), owed rules and a running job,
+        and 10 s for the outbox: under systemd's TimeoutStopSec=60 at the default grace."""
         scheduler.pause()
         self.dispatcher.stop_accepting()
         cancelled = await self.dispatcher.wait_idle(self.config.schedule.grace.total_seconds())
         if cancelled:
             log.warning("stopped with %d calls abandoned after the grace period", cancelled)
+        if self._writing is not None:
+            await finish_or_cancel([self._writing], 5)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self.dispatcher.evaluate_owed_now()
@@ -482,12 +488,8 @@ class Daemon:
                 "they run at each one's next fetch",
                 owed,
             )
-        if self._job_tasks:  # a drain or a report half way through: let it end (5 s at most)
-            _ended, running = await asyncio.wait(set(self._job_tasks), timeout=5)
-            for task in running:  # cut short here, before the store closes under it
-                task.cancel()
-            if running:
-                await asyncio.wait(running, timeout=5)
+        # a drain or a report half way through ends, or is cut short before the store closes
+        await finish_or_cancel(set(self._job_tasks), 5)
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
         with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry

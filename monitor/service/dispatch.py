@@ -14,9 +14,10 @@ import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from monitor.config import Config, collector_paused
 from monitor.errors import BudgetError, MonitorError, StoreError
@@ -468,15 +469,20 @@ class Dispatcher:
             task.cancel()
         if waiting:
             await asyncio.wait(waiting, timeout=5)
-        tasks = list(self._inflight.values())
-        if not tasks:
-            return 0
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        return len(pending)
+        return await finish_or_cancel(list(self._inflight.values()), grace)
+
+
+async def finish_or_cancel(tasks: Collection[asyncio.Task[Any]], seconds: float) -> int:
+    """Let ``tasks`` end within ``seconds``, then cancel the rest and give them 5 s to unwind
+    (a stop's bounded wait); returns how many were cancelled."""
+    if not tasks:
+        return 0
+    _done, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    return len(pending)
 
 
 def _requeue(slot: Slot, now: datetime, cap: float) -> None:
