@@ -17,9 +17,10 @@ command are its output (stdout and stderr, in order), compared line by line afte
 trailing spaces: ``...`` on a line of its own stands for any number of lines, and inside a line
 for any text. A last line ``[N]`` is the exit status (0 when there is none).
 
-A page that has console blocks sets them up with a ```toml title="config.toml"``` block, written
-to ``config.toml`` in a fresh folder the commands run in; its ``http://127.0.0.1:8765`` is the
-simulated upstream the tests start (on a free port, shown as 8765 in outputs). An HTML comment
+A page's console blocks run in a fresh folder holding the page's files: every fenced block with a
+``title="NAME"`` (```toml title="config.toml"```, ```csv title="creators/a.csv"```) is written
+there under its name. In them ``http://127.0.0.1:8765`` is the simulated upstream the tests start
+(on a free port, shown as 8765 in outputs). An HTML comment
 ``<!-- example: balance=N tokens=a,b -->`` just before a console block sets the simulator's knobs
 for that block (the balance of billed calls left, the accepted tokens).
 """
@@ -73,19 +74,23 @@ class Block:
 @dataclass
 class Page:
     path: Path
-    config: str | None
+    files: dict[str, str]  # name -> content, from the blocks with a title
     blocks: list[Block]
 
 
 def parse_page(path: Path) -> Page:
     text = path.read_text(encoding="utf-8")
-    config: str | None = None
+    files: dict[str, str] = {}
     blocks: list[Block] = []
     for match in _BLOCK.finditer(text):
         start = text.count("\n", 0, match.start("body")) + 1
         lang, attrs, body = match["lang"], match["attrs"], match["body"]
-        if lang == "toml" and 'title="config.toml"' in attrs and config is None:
-            config = body
+        title = re.search(r'title="([^"]+)"', attrs)
+        if title:
+            name = title.group(1)
+            if name.startswith("/") or ".." in name or name in files:
+                raise ValueError(f"{path.name}:{start}: file {name!r} is absolute, outside, or twice")
+            files[name] = body
         if lang != "console":
             continue
         knobs = dict(k.split("=", 1) for k in (match["knobs"] or "").split())
@@ -101,7 +106,7 @@ def parse_page(path: Path) -> Page:
             if step.expected and _STATUS.match(step.expected[-1]):
                 step.status = int(step.expected.pop()[1:-1])
         blocks.append(Block(path, start, steps, knobs))
-    return Page(path, config, blocks)
+    return Page(path, files, blocks)
 
 
 def pages() -> list[Page]:

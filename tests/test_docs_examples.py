@@ -1,7 +1,7 @@
 """Every command example in the docs that shows its output is run, and must print what the page
 shows (see ``docs_examples`` for the transcript format): a page that drifts from the code fails.
 
-Each page runs in a fresh folder with the page's own ``config.toml``, the installed
+Each page runs in a fresh folder with the page's own files (its ``config.toml``, …), the installed
 ``creator-monitor`` script (a wheel of this tree) and the simulated upstream over real HTTP, whose
 clock stands still at a fixed moment so the metric values the pages show are the same every day.
 """
@@ -99,9 +99,10 @@ def _page_ids() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("page", pages(), ids=_page_ids())
 def test_the_page_prints_what_it_shows(page: Page, simulator: SimThread, tmp_path: Path) -> None:
-    assert page.config is not None, f'{page.path.name} has no ```toml title="config.toml" block'
     base_url = simulator.sim.base_url
-    (tmp_path / "config.toml").write_text(page.config.replace(DOC_BASE_URL, base_url))
+    for name, content in page.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content.replace(DOC_BASE_URL, base_url), encoding="utf-8")
     env = clean_env()
     for block in page.blocks:
         simulator.set(block.knobs)
