@@ -89,7 +89,7 @@ def parse_page(path: Path) -> Page:
         if title:
             name = title.group(1)
             if name.startswith("/") or ".." in name or name in files:
-                raise ValueError(f"{path.name}:{start}: file {name!r} is absolute, outside, or twice")
+                raise ValueError(f"{path.name}:{start}: bad or repeated file name {name!r}")
             files[name] = body
         if lang != "console":
             continue

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from demo_support import clean_env, cli_command
-from docs_examples import DOC_BASE_URL, Page, Step, matches, pages, parse_page
+from docs_examples import DOC_BASE_URL, PAGES, Page, Step, matches, pages, parse_page
 
 from monitor.upstream.simulator import SimKnobs, Simulator
 
@@ -138,3 +138,17 @@ def test_the_transcript_format() -> None:
     assert not matches(["a"], "a\nb\n")
     assert matches([], "")
     assert not matches([], "something\n")
+
+
+def test_every_fence_in_the_docs_closes() -> None:
+    """A fence left open or closed with text after it (```` ``` text ````) would hide blocks from
+    the harness and break the page: fences alternate, and a closing one is bare."""
+    for path in PAGES:
+        fences = [
+            (number, line)
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if line.lstrip().startswith("```")
+        ]
+        assert len(fences) % 2 == 0, f"{path.name}: a fence is not closed"
+        for number, line in fences[1::2]:
+            assert line.strip() == "```", f"{path.name}:{number}: a closing fence with text"
