@@ -81,7 +81,7 @@ def test_every_example_line_parses() -> None:
     assert len([line for line in lines if line.startswith("creator-monitor ")]) > 25
     for line in lines:
         if line.startswith("creator-monitor ") and "…" not in line:
-            argv = shlex.split(line.split(">")[0])[1:]
+            argv = shlex.split(line.split(">")[0], comments=True)[1:]
             parser.parse_args(argv)  # exits (fails the test) on a wrong option
 
 
