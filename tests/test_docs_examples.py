@@ -1,5 +1,5 @@
 """Every command example in the docs that shows its output is run, and must print what the page
-shows (see ``docs_examples`` for the transcript format): a page that drifts from the code fails.
+shows (see ``docs_support`` for the transcript format): a page that drifts from the code fails.
 
 Each page runs in a fresh folder with the page's own files (its ``config.toml``, …), the installed
 ``creator-monitor`` script (a wheel of this tree) and the simulated upstream over real HTTP, whose
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from demo_support import clean_env, cli_command
-from docs_examples import DOC_BASE_URL, PAGES, Page, Step, matches, pages, parse_page
+from docs_support import DOC_BASE_URL, PAGES, Page, Step, matches, pages, parse_page
 
 from monitor.upstream.simulator import SimKnobs, Simulator
 
