@@ -90,3 +90,49 @@ class Receiver:
         body = json.loads(await request.text())
         self.received.append(Received(request.path, body))
         return web.json_response({"ok": True})
+
+
+@dataclass
+class Trickler:
+    """A channel endpoint that never finishes its answer: it reads the request, answers
+    ``200`` with ``Content-Length: 100000`` and then sends one byte every ``every`` seconds, so
+    no single read ever waits long enough for a read timeout. ``r.url("/hook")`` as above."""
+
+    every: float = 2.0
+    #: requests whose headers were read
+    hits: int = 0
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def __aenter__(self) -> Trickler:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"json://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.hits += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Length: 100000\r\n\r\n")
+            await writer.drain()
+            for _ in range(100_000):
+                await asyncio.sleep(self.every)
+                writer.write(b" ")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()

@@ -4,11 +4,15 @@ apprise's and urllib3's logs and out of every error line.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import apprise
@@ -53,11 +57,52 @@ def scrubbed_logs(secrets: Sequence[str]) -> Iterator[SecretFilter]:
 
 
 def load_target(url: str) -> apprise.Apprise | None:
-    """The apprise object for ``url``; None when apprise cannot use it."""
-    instance = apprise.Apprise()
+    """The apprise object for ``url``; None when apprise cannot use it.
+
+    Its services run in the thread that calls ``notify`` (no ``async_mode``, no
+    ``service_timeout``): apprise would otherwise hand them to its own pool, whose threads it
+    cannot stop and the interpreter joins at exit, so a server that trickles its answer held
+    the process after the stop. ``send_bounded`` bounds the call instead.
+    """
+    instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
     if not instance.add(url) or len(instance) == 0:
         return None
     return instance
+
+
+def send_in_thread(
+    target: apprise.Apprise, name: str, **message: Any
+) -> tuple[asyncio.Future[Any], threading.Thread]:
+    """``target.notify(**message)`` in a daemon thread of its own: the future of its result,
+    and the thread.
+
+    The caller bounds the wait (``asyncio.timeout``). A send past it cannot be interrupted (a
+    blocking socket read that gets one byte every few seconds never reaches its read timeout),
+    so the thread is abandoned; being a daemon thread, it never holds the process at exit.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any, failed: bool) -> None:
+        if done.done():  # the caller stopped waiting
+            return
+        if failed:
+            done.set_exception(outcome)
+        else:
+            done.set_result(outcome)
+
+    def work() -> None:
+        outcome: Any
+        try:
+            outcome, failed = target.notify(**message), False
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            outcome, failed = exc, True
+        with contextlib.suppress(RuntimeError):  # the loop closed while the send ran
+            loop.call_soon_threadsafe(settle, outcome, failed)
+
+    thread = threading.Thread(target=work, name=f"send {name}", daemon=True)
+    thread.start()
+    return done, thread
 
 
 def takes_files(target: apprise.Apprise) -> bool:

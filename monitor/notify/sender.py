@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from monitor.notify.channels import (
     one_line,
     scrubbed_logs,
     secret_fragments,
+    send_in_thread,
     takes_files,
     validate_channel_url,
 )
@@ -87,6 +89,8 @@ class Notifier:
         self._rng = rng or random.Random()  # noqa: S311 - jitter spreads retries; no secrecy involved
         self._failing: dict[str, int] = {}
         self._busy: dict[str, asyncio.Lock] = {}
+        #: channel → the thread of a send abandoned at its timeout, while it still runs
+        self._stuck: dict[str, threading.Thread] = {}
         urls = {
             name: url.get_secret_value() if isinstance(url, SecretStr) else url
             for name, url in channels.items()
@@ -109,6 +113,7 @@ class Notifier:
     ) -> Notifier:
         """One channel per ``[[channels]]``; raises ConfigError when a ``url_env`` is unset."""
         urls = {c.name: channel_url(c, environ) for c in config.channels}
+        options.setdefault("send_timeout", config.notify.send_timeout)
         return cls(outbox, urls, config.notify, owner=owner, **options)
 
     @staticmethod
@@ -158,25 +163,37 @@ class Notifier:
             if event == "resolved"
             else _NOTIFY_TYPE.get(severity, apprise.NotifyType.INFO)
         )
+        files = {} if attach is None or not takes_files(spec.target) else {"attach": str(attach)}
+        return await self._bounded(
+            spec,
+            body=body,
+            title=title,
+            notify_type=kind,
+            body_format=apprise.NotifyFormat.MARKDOWN,
+            **files,
+        )
+
+    async def _bounded(self, spec: Channel, **message: Any) -> Delivery:
+        """One apprise send, waited for at most ``send_timeout`` (see ``send_in_thread``)."""
+        assert spec.target is not None
         seconds = self._send_timeout.total_seconds()
+        stuck = self._stuck.get(spec.name)
+        if stuck is not None and stuck.is_alive():
+            # one abandoned thread per channel at most: a trickling server cannot pile them up
+            return Delivery(
+                f"its previous send is still running past {seconds:g}s (the server has not "
+                "finished answering); no new send until it ends"
+            )
+        done, thread = send_in_thread(spec.target, spec.name, **message)
         try:
-            # apprise enforces its own deadline; ours is the backstop if a plugin ignores it
-            async with asyncio.timeout(seconds + 5):
-                files = (
-                    {}
-                    if attach is None or not takes_files(spec.target)
-                    else {"attach": str(attach)}
-                )
-                result = await spec.target.async_notify(
-                    body=body,
-                    title=title,
-                    notify_type=kind,
-                    body_format=apprise.NotifyFormat.MARKDOWN,
-                    timeout=seconds,
-                    **files,
-                )
+            async with asyncio.timeout(seconds):
+                result = await done
         except TimeoutError:
+            self._stuck[spec.name] = thread
             return Delivery(f"timed out after {seconds:g}s")
+        except asyncio.CancelledError:  # the stop cut the drain short: the thread stays behind
+            self._stuck[spec.name] = thread
+            raise
         except Exception as exc:  # noqa: BLE001 - any plugin may raise anything; it is one failed send
             return Delivery(one_line(f"{type(exc).__name__}: {exc}", spec.secrets))
         with result:
