@@ -103,6 +103,8 @@ class Daemon:
         self._account_tasks: set[asyncio.Task[None]] = set()
         #: scheduler jobs running now (``_tracked``): a stop lets them end
         self._job_tasks: set[asyncio.Task[object]] = set()
+        #: drains failed in a row (``_drain`` logs the first and the recovery)
+        self._drains_failed = 0
         #: writing the schedule rows of series new at this start, after READY
         self._writing: asyncio.Task[None] | None = None
 
@@ -324,10 +326,18 @@ class Daemon:
             await self.dispatcher.nap(self.options.sleep, self.options.tick)
 
     async def _drain(self) -> None:
+        """One drain; a failure is logged when drains start failing and once when they work
+        again, not at every interval (a database locked for 40 s was 8 ERROR lines)."""
         try:
             await self.notifier.drain(self.options.clock())
         except MonitorError as exc:
-            log.error("outbox drain failed: %s", exc)
+            if not self._drains_failed:
+                log.error("outbox drain failed: %s (said once until a drain works again)", exc)
+            self._drains_failed += 1
+            return
+        if self._drains_failed:
+            log.info("outbox drain working again after %d failed drain(s)", self._drains_failed)
+            self._drains_failed = 0
 
     async def _evaluate_account(self) -> int:
         self._sd.status(self.summary())
