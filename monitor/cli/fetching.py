@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from monitor.app import fetch_parts
@@ -15,7 +18,7 @@ from monitor.config import Config
 from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
-from monitor.service.fetch import Slot
+from monitor.service.fetch import Fetcher, Slot
 from monitor.service.spill import AnswerHeld, Hold
 
 
@@ -31,6 +34,76 @@ def fetch(args: argparse.Namespace, config: Config) -> int:
     if args.all:
         return asyncio.run(_fetch_all(config))
     return asyncio.run(_fetch(args, config))
+
+
+class Interrupt:
+    """SIGTERM or Ctrl-C while a command fetches. No new call goes; a call already paid for is
+    waited for, so its answer is stored (or spilled); a second signal stops that wait."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.first = asyncio.Event()
+        self.again = asyncio.Event()
+        #: a paid call whose answer the second signal gave up on
+        self.abandoned = False
+
+    def __call__(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.first.set()
+        else:
+            self.again.set()
+
+    @property
+    def code(self) -> int:
+        """The shell's code for death by this signal: 143 for SIGTERM, 130 for Ctrl-C."""
+        return 128 + (self.signum or 0)
+
+    def line(self, kept: str) -> str:
+        name = signal.Signals(self.signum or signal.SIGTERM).name
+        lost = (
+            "; the answer of the call on the wire was given up at the second signal"
+            if self.abandoned
+            else ""
+        )
+        return f"interrupted by {name}: {kept}{lost}"
+
+
+@contextlib.contextmanager
+def _trapped() -> Iterator[Interrupt]:
+    interrupt = Interrupt()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        yield interrupt
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _run_slot(fetcher: Fetcher, slot: Slot, interrupt: Interrupt) -> bool:
+    """``fetcher.run(slot)`` unless interrupted; False when the interrupt came first: before
+    the call was paid for it is cancelled (nothing spent), after it its answer is waited for
+    (stored or spilled), up to a second signal."""
+    if interrupt.signum is not None:
+        return False
+    run = asyncio.ensure_future(fetcher.run(slot))
+    for stop in (interrupt.first, interrupt.again):
+        waiting = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({run, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if run.done():
+            run.result()  # its errors are the caller's
+            return interrupt.signum is None
+        if slot.key not in fetcher.sending:  # not paid for yet: nothing is lost
+            break
+    interrupt.abandoned = slot.key in fetcher.sending
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    return False
 
 
 def _default_variant(config: Config) -> Variant:
@@ -67,13 +140,23 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
         ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
         slot = _slot(config, creator, ids[args.user_id], variant)
         slot.failure_logged = True  # the command's own error line says it, once
-        try:
-            await fetcher.run(slot)
-        except AnswerHeld as exc:  # paid for: show it, say where it waits, exit 1
-            if exc.record.data is not None:
-                output.print_points(exc.record.data.daily, sys.stdout)
-            print(_held_line(parts.hold), file=sys.stderr)
-            return 1
+        with _trapped() as interrupt:
+            try:
+                finished = await _run_slot(fetcher, slot, interrupt)
+            except AnswerHeld as exc:  # paid for: show it, say where it waits, exit 1
+                if exc.record.data is not None:
+                    output.print_points(exc.record.data.daily, sys.stdout)
+                print(_held_line(parts.hold), file=sys.stderr)
+                return interrupt.code if interrupt.signum else 1
+        if not finished:
+            if fetcher.calls and not interrupt.abandoned:
+                rows = await store.history_rows(args.user_id, variant=variant)
+                output.print_history(rows, None, "table", sys.stdout)
+                kept = "the answer already paid for is stored"
+            else:
+                kept = "no call was sent" if not fetcher.calls else "nothing stored"
+            print(interrupt.line(kept), file=sys.stderr)
+            return interrupt.code
         if slot.consecutive_failures:
             raise MonitorError(output.plain_error(slot.last_error or "failed"))
         rows = await store.history_rows(args.user_id, variant=variant)
@@ -109,11 +192,11 @@ async def _fetch_all(config: Config) -> int:
         if left < len(slots):
             print(f"note: {left} calls left today for {len(slots)} series", file=sys.stderr)
         ids = await store.sync_creators(creators)
-        with output.progress(len(slots), "fetch") as bar:
+        with output.progress(len(slots), "fetch") as bar, _trapped() as interrupt:
             for creator, variant in slots:
                 slot = _slot(config, creator, ids[creator.user_id], variant)
                 try:
-                    await fetcher.run(slot)
+                    finished = await _run_slot(fetcher, slot, interrupt)
                 except BudgetError as exc:
                     stopped = str(exc)
                     break
@@ -121,9 +204,24 @@ async def _fetch_all(config: Config) -> int:
                     done.append(slot)
                     stopped = "the database refuses writes"
                     break
+                if not finished:
+                    if fetcher.calls > len(done) and not interrupt.abandoned:
+                        done.append(slot)  # its answer came in after the signal: stored
+                    break
                 done.append(slot)
                 bar.update(1)
+    if interrupt.signum is not None:
+        stopped = f"interrupted by {signal.Signals(interrupt.signum).name}"
     output.print_fetched(done, fetcher.calls, len(slots), stopped, sys.stdout)
+    if interrupt.signum is not None:
+        held = f", {hold.held} kept in {hold.where()}" if hold.waiting else ""
+        kept = (
+            f"{len(done) - hold.held} answers stored{held}; "
+            f"{len(slots) - len(done)} of {len(slots)} series not fetched "
+            "(fetch --all again fetches every series once more)"
+        )
+        print(interrupt.line(kept), file=sys.stderr)
+        return interrupt.code
     if hold.waiting:
         print(_held_line(hold), file=sys.stderr)
         return 1
