@@ -123,6 +123,16 @@ async def fetch_parts(
         yield FetchParts(store, client, meter, fetcher, rules, hold, replayed)
 
 
+def held_answers(
+    config: Config, environ: Mapping[str, str] | None = None
+) -> tuple[int, str] | None:
+    """Paid answers an earlier run left in the spill file for the database (how many, where);
+    None when none wait. A read: ``status`` shows it as the store's hold."""
+    env = os.environ if environ is None else environ
+    hold = Hold(spill_path(config.storage.url, config.storage.spill_file, env))
+    return (hold.held, hold.where()) if hold.held else None
+
+
 async def _open_hold(
     config: Config, store: Store, environ: Mapping[str, str] | None, *, strict: bool
 ) -> tuple[Hold, list[FetchRecord]]:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from monitor.app import held_answers
 from monitor.cli import arguments, output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
@@ -188,7 +189,17 @@ def status(args: argparse.Namespace, config: Config) -> int:
             open_alerts = await store.list_alerts(open_only=True)
             instances = await store.list_instances(_now())
             unanswered = await store.unanswered_streak()
-        output.print_status(rows, gauge, counts, open_alerts, _now(), sys.stdout, unanswered)
+        output.print_status(
+            rows,
+            gauge,
+            counts,
+            open_alerts,
+            _now(),
+            sys.stdout,
+            unanswered,
+            held=held_answers(config),
+            zone=ZoneInfo(config.budget.timezone),
+        )
         output.print_instances(instances, _now(), sys.stdout)
         return 0
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from monitor.app import fetch_parts
 from monitor.cli import arguments, output
@@ -18,7 +20,9 @@ from monitor.config import Config
 from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
+from monitor.policy.budget_state import RATE_LIMITED
 from monitor.service.fetch import Fetcher, Slot
+from monitor.service.gate import Meter
 from monitor.service.spill import AnswerHeld, Hold
 
 
@@ -31,9 +35,26 @@ def fetch(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError("fetch", "give either a CREATOR (user id or configured name) or --all")
     if args.user_id:  # checked before any call: a name becomes its id, a bad id costs nothing
         args.user_id = arguments.resolve_creator(config, args.user_id, arg="CREATOR").user_id
-    if args.all:
-        return asyncio.run(_fetch_all(config))
-    return asyncio.run(_fetch(args, config))
+    with _pause_said_once():
+        if args.all:
+            return asyncio.run(_fetch_all(config))
+        return asyncio.run(_fetch(args, config))
+
+
+@contextlib.contextmanager
+def _pause_said_once() -> Iterator[None]:
+    """The command's own error line says a pause its call began (every error is one line);
+    the meter's log line of the transition, meant for the daemon's log, would be a second."""
+
+    def said_by_the_command(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("calls paused")
+
+    logger = logging.getLogger("monitor.service.gate")
+    logger.addFilter(said_by_the_command)
+    try:
+        yield
+    finally:
+        logger.removeFilter(said_by_the_command)
 
 
 class Interrupt:
@@ -106,6 +127,36 @@ async def _run_slot(fetcher: Fetcher, slot: Slot, interrupt: Interrupt) -> bool:
     return False
 
 
+class HoldNotice:
+    """The meter's sleep for a command: a call held by the upstream's rate limit (a 302 and
+    its Retry-After, up to an hour) says so once, with when the hold ends, instead of waiting
+    silently. A signal ends the wait without spending anything (``_run_slot``)."""
+
+    def __init__(self, config: Config) -> None:
+        self.meter: Meter | None = None
+        self._zone = ZoneInfo(config.budget.timezone)
+        self._said: datetime | None = None
+
+    async def __call__(self, seconds: float) -> None:
+        state = None if self.meter is None else self.meter.state
+        now = _now()
+        if (
+            state is not None
+            and state.pause_code == RATE_LIMITED
+            and state.paused_until is not None
+            and state.paused_until > now + timedelta(seconds=2)
+            and state.paused_until != self._said
+        ):
+            self._said = state.paused_until
+            until = state.paused_until.astimezone(self._zone)
+            print(
+                f"waiting: {state.pause_reason or 'upstream rate limit (302)'}; every call is "
+                f"held until {until:%Y-%m-%d %H:%M:%S %Z} (Ctrl-C stops; nothing is spent)",
+                file=sys.stderr,
+            )
+        await asyncio.sleep(seconds)
+
+
 def _default_variant(config: Config) -> Variant:
     d = config.defaults
     return Variant(d.business, d.note_type, d.date_type, d.advertise)
@@ -117,9 +168,11 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
     variant = config.variants_of(entry)[0] if entry else _default_variant(config)
     creator = entry.creator() if entry else Creator(user_id=args.user_id)
+    notice = HoldNotice(config)
     async with fetch_parts(
-        config, clock=_now, create_schema=True, strict_hold=True, retries=False
+        config, clock=_now, sleep=notice, create_schema=True, strict_hold=True, retries=False
     ) as parts:
+        notice.meter = parts.meter
         store, fetcher = parts.store, parts.fetcher
         if args.dry_run:
             slot = _slot(config, creator, 0, variant)
@@ -158,7 +211,9 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             print(interrupt.line(kept), file=sys.stderr)
             return interrupt.code
         if slot.consecutive_failures:
-            raise MonitorError(output.plain_error(slot.last_error or "failed"))
+            error = output.plain_error(slot.last_error or "failed")
+            pause = parts.meter.hard_pause(_now())
+            raise MonitorError(error if pause is None else f"{error}; calls paused: {pause}")
         rows = await store.history_rows(args.user_id, variant=variant)
         output.print_history(rows, None, "table", sys.stdout)
     return 0
@@ -183,9 +238,11 @@ async def _fetch_all(config: Config) -> int:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
     stopped: str | None = None
+    notice = HoldNotice(config)
     async with fetch_parts(
-        config, clock=_now, create_schema=True, strict_hold=True, retries=False
+        config, clock=_now, sleep=notice, create_schema=True, strict_hold=True, retries=False
     ) as parts:
+        notice.meter = parts.meter
         store, fetcher, hold = parts.store, parts.fetcher, parts.hold
         gauge = await parts.meter.gauge()
         left = gauge.daily_calls - gauge.calls_today

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from monitor.errors import MonitorError
 from monitor.model import METRICS, DailyPoint
 from monitor.notify.message import cut
+from monitor.policy.budget_state import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED
 from monitor.service.reach import UNREACHABLE_AFTER
 
 _ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
@@ -159,8 +160,10 @@ def print_status(
     now: datetime,
     out: TextIO,
     unanswered: tuple[int, datetime | None] = (0, None),
+    held: tuple[int, str] | None = None,
+    zone: ZoneInfo | None = None,
 ) -> None:
-    """A table of creators, then one of the account: budget, pause, upstream, outbox."""
+    """A table of creators, then one of the account: budget, holds, upstream, outbox."""
     open_by_scope: dict[str, int] = {}
     open_by_series: dict[tuple[str, str], int] = {}
     for alert in open_alerts:
@@ -199,7 +202,6 @@ def print_status(
         out,
     )
     pct = 100 * gauge.calls_today / gauge.daily_calls if gauge.daily_calls else 0.0
-    pause = f"PAUSED: {gauge.pause_reason}" if gauge.paused else "no"
     out.write("\naccount\n")
     table(
         ("what", "value"),
@@ -209,7 +211,7 @@ def print_status(
                 f"{gauge.calls_today:,} of {gauge.daily_calls:,} calls ({pct:.1f} %), "
                 f"{gauge.billed_today:,} billed",
             ],
-            ["paused", pause],
+            *(_holds(gauge, held, now, zone) or [["paused", "no"]]),
             ["upstream", _reach(unanswered)],
             ["rate", f"x{gauge.rate_factor:.2f} of calls_per_minute"],
             [
@@ -225,6 +227,33 @@ def print_status(
         ],
         out,
     )
+
+
+def _holds(
+    gauge: Any, held: tuple[int, str] | None, now: datetime, zone: ZoneInfo | None
+) -> list[list[str]]:
+    """One row per hold that keeps calls from going, each with when it ends."""
+    rows: list[list[str]] = []
+    code, until = gauge.pause_code, gauge.paused_until
+    reason = gauge.pause_reason or f"code {code}"
+    when = "" if until is None else f"{until.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    if code in ACCOUNT_CODES:
+        probe = f"the next probe at {when}" if until and until > now else "a probe is due now"
+        rows.append(["hold: account", f"{reason}; ends at the first normal answer ({probe})"])
+    elif code == QUOTA_EXCEEDED and until is not None and until > now:
+        rows.append(["hold: quota", f"{reason}; until {when}"])
+    elif code == RATE_LIMITED and until is not None and until > now:
+        rows.append(["hold: rate limit", f"{reason}; every call waits until {when}"])
+    if held is not None:
+        count, where = held
+        rows.append(
+            [
+                "hold: store",
+                f"the database refused writes: {count:,} paid answers wait in {where}; no call "
+                "goes until they are stored (the next fetch or run stores them)",
+            ]
+        )
+    return rows
 
 
 def _reach(unanswered: tuple[int, datetime | None]) -> str:

@@ -61,6 +61,8 @@ class Gauge:
     pause_code: int | None
     pause_reason: str | None
     rate_factor: float
+    #: quota and 302: when calls may go again; account codes: when the next probe may go
+    paused_until: datetime | None = None
 
 
 def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
@@ -147,7 +149,9 @@ class Meter:
         meter = cls(
             budget, store, budget.initial(clock()), clock=clock, sleep=sleep, monotonic=monotonic
         )
-        await meter.refresh()  # a read: ``status`` opens a meter too, and must not write
+        # a read: ``status`` opens a meter too, and must not write; nor log a stored pause as
+        # if it began now (the daemon's STATUS, ``status`` and a refused call each say it)
+        await meter.refresh(announce=False)
         return meter
 
     def with_budget(self, budget: Budget) -> None:
@@ -363,14 +367,18 @@ class Meter:
                 await txn.save(_row(after), now=now)
         self._adopt(after)
 
-    async def refresh(self) -> None:
-        """Read the stored state (another process or instance may have paused every call)."""
+    async def refresh(self, *, announce: bool = True) -> None:
+        """Read the stored state (another process or instance may have paused every call);
+        ``announce``: log a pause that began or ended since the last look."""
         row = await self._store.load_budget_state()
         if row is not None:
             state, now = BudgetState.from_row(row), self._clock()
             if not self._store.shared and state.refilled_at > now + TOLERANCE:
                 state = self.budget.rebased(state, now)  # as the next decision will see it
-            self._adopt(state)
+            if announce:
+                self._adopt(state)
+            else:
+                self._state = state
 
     async def persist(self) -> None:
         """Rewrite the stored row as it stands: the daemon's health check that the database
@@ -395,6 +403,7 @@ class Meter:
             pause_code=state.pause_code,
             pause_reason=state.pause_reason,
             rate_factor=self.budget.factor_at(state, now),
+            paused_until=state.paused_until,
         )
 
     async def account(self) -> AccountSubject:
