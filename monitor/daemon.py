@@ -505,7 +505,10 @@ class Daemon:
         with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry
             await self.store.retire_instance(self.instance)
         with contextlib.suppress(MonitorError, TimeoutError):
-            await asyncio.wait_for(self.notifier.drain(self.options.clock()), timeout=10)
+            # a flush: groups still waiting for group_wait or group_interval go now
+            await asyncio.wait_for(
+                self.notifier.drain(self.options.clock(), flush=True), timeout=10
+            )
         log.info("stopped")
 
     def summary(self) -> str:

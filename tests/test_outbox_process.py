@@ -98,3 +98,42 @@ async def test_a_database_lock_is_one_drain_failure_line_and_one_recovery_line(
     assert "Traceback" not in log
     with contextlib.closing(sqlite3.connect(db)) as check:
         assert check.execute("SELECT count(*) FROM fetches").fetchone() == (1,)
+
+
+async def test_messages_pending_at_sigterm_go_out_with_the_stop(
+    tmp_path: Path, token: str, sim: Simulator
+) -> None:
+    """Three creators fire one wave; the group waits ``group_wait`` (10 min) for more. SIGTERM
+    comes first: the stop's flush sends the group as one message, within the stop's bound."""
+    from receiver_support import Receiver
+
+    db = tmp_path / "history.db"
+    await migrate.upgrade(f"sqlite+aiosqlite:///{db}")
+    async with Receiver() as receiver:
+        doc = daemon_config(sim.base_url, f"sqlite+aiosqlite:///{db}", creators(3))
+        doc["channels"] = [{"name": "team", "url": receiver.url("/team")}]
+        doc["notify"] = {"group_wait": "10m", "group_interval": "1h"}
+        doc["rules"] = [
+            {"name": "any", "kind": "threshold", "metric": "imp", "op": ">=", "value": 0}
+        ]
+        run = await start(tmp_path, token, doc)
+
+        def pending() -> int:
+            with contextlib.closing(sqlite3.connect(db, timeout=10)) as check:
+                (count,) = check.execute(
+                    "SELECT count(*) FROM notifications WHERE status = 'pending'"
+                ).fetchone()
+            return int(count)
+
+        deadline = time.monotonic() + 40
+        while pending() < 3:
+            assert time.monotonic() < deadline, run.log()[-3000:]
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(6)  # a drain or two has held the group for its wave
+        assert receiver.received == []
+        code, took = await run.stop()
+    log = run.log()
+    assert code == 0, log[-3000:]
+    assert took < 30, took  # the documented bound at grace 5 s: 5 + 5 + 5 + 5 + 10 s
+    assert len(receiver.received) == 1, log[-3000:]  # the wave, as one message
+    assert pending() == 0

@@ -68,7 +68,14 @@ class Outbox(Protocol):
     """What the notifier needs from the store (``monitor.store.Store`` provides it)."""
 
     async def claim_next(
-        self, now: datetime, *, channel: str, owner: str, lease: timedelta, after_id: int
+        self,
+        now: datetime,
+        *,
+        channel: str,
+        owner: str,
+        lease: timedelta,
+        after_id: int,
+        held_groups: bool = False,
     ) -> Queued | None: ...
     async def mark_sent(self, message_id: int, *, now: datetime) -> bool: ...
     async def mark_failed(
@@ -81,6 +88,7 @@ class Outbox(Protocol):
     async def bury_orphans(self, known: Sequence[str], *, reason: str) -> int: ...
     async def group_last_sent(self, channel: str, group_key: str) -> datetime | None: ...
     async def hold_group(self, channel: str, group_key: str, *, until: datetime) -> int: ...
+    async def group_has_critical(self, channel: str, group_key: str) -> bool: ...
     async def claim_group(
         self,
         now: datetime,
@@ -90,6 +98,7 @@ class Outbox(Protocol):
         owner: str,
         lease: timedelta,
         limit: int = 1000,
+        held_too: bool = False,
     ) -> Sequence[Queued]: ...
     async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...
     async def report_html(self, name: str, period: str) -> str | None: ...

@@ -226,11 +226,13 @@ class Notifier:
 
         return dict(await asyncio.gather(*(one(name) for name in names)))
 
-    async def drain(self, now: datetime) -> DrainReport:
+    async def drain(self, now: datetime, *, flush: bool = False) -> DrainReport:
         """Send every due message once; channels run concurrently, each one at a time.
 
         A channel still busy from an earlier drain is skipped (reported in ``busy``); within a
         channel the first failure ends its turn, so a dead endpoint costs one timeout per drain.
+        ``flush`` (the stop): groups go now, without waiting for ``group_wait`` or
+        ``group_interval``; silences, quiet hours and backoffs still hold what they hold.
         """
         report = DrainReport()
         buried = await self._outbox.bury_orphans(
@@ -244,7 +246,8 @@ class Notifier:
         report.busy = tuple(name for name in self._channels if name not in idle)
         # every channel finishes its turn even when another one hits a store error
         outcomes = await asyncio.gather(
-            *(self._drain_channel(n, silences, now) for n in idle), return_exceptions=True
+            *(self._drain_channel(n, silences, now, flush) for n in idle),
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -256,20 +259,28 @@ class Notifier:
         return self._busy.setdefault(name, asyncio.Lock())
 
     async def _drain_channel(
-        self, name: str, silences: Sequence[SilenceLike], now: datetime
+        self, name: str, silences: Sequence[SilenceLike], now: datetime, flush: bool
     ) -> DrainReport:
         report = DrainReport()
         last_id = 0
         async with self._lock(name):
             for _ in range(self._per_drain):
                 message = await self._outbox.claim_next(
-                    now, channel=name, owner=self._owner, lease=self._lease, after_id=last_id
+                    now,
+                    channel=name,
+                    owner=self._owner,
+                    lease=self._lease,
+                    after_id=last_id,
+                    held_groups=flush,
                 )
                 if message is None:
                     break
                 last_id = message.id
-                deliver = self._deliver if message.group_key is None else self._deliver_group
-                if not await deliver(message, silences, now, report):
+                if message.group_key is None:
+                    sent = await self._deliver(message, silences, now, report)
+                else:
+                    sent = await self._deliver_group(message, silences, now, report, flush)
+                if not sent:
                     break
         return report
 
@@ -319,21 +330,30 @@ class Notifier:
         return path
 
     async def _deliver_group(
-        self, message: Queued, silences: Sequence[SilenceLike], now: datetime, report: DrainReport
+        self,
+        message: Queued,
+        silences: Sequence[SilenceLike],
+        now: datetime,
+        report: DrainReport,
+        flush: bool = False,
     ) -> bool:
         """The first claimed message of a group: when the group is due (``group_wait`` after its
-        first message, ``group_interval`` after its last delivery), claim every due member, gate
-        each, and send what may go as ONE message (a lone member as itself)."""
+        first message, ``group_interval`` after its last delivery; at once for a critical member
+        of a group already notified, and at the stop's flush), claim every member, gate each,
+        and send what may go as ONE message (a lone member as itself)."""
         key = message.group_key
         assert key is not None
-        last = await self._outbox.group_last_sent(message.channel, key)
-        cfg = self._config
-        ready = message.created_at + cfg.group_wait if last is None else last + cfg.group_interval
-        if ready > now:
+        ready = None if flush else await self._group_ready(message, now)
+        if ready is not None:
             report.held += await self._outbox.hold_group(message.channel, key, until=ready)
             return True
         others = await self._outbox.claim_group(
-            now, channel=message.channel, group_key=key, owner=self._owner, lease=self._lease
+            now,
+            channel=message.channel,
+            group_key=key,
+            owner=self._owner,
+            lease=self._lease,
+            held_too=True,  # the group goes as one: members it held earlier go with it
         )
         members = []
         for member in (message, *others):
@@ -351,7 +371,8 @@ class Notifier:
         if len(members) == 1 or any(m.grouping is None for m in members):
             title, body = members[0].title, members[0].body
         else:
-            title, body = compose([m.grouping for m in members if m.grouping], cfg.group_limit)
+            groupings = [m.grouping for m in members if m.grouping]
+            title, body = compose(groupings, self._config.group_limit)
         worst = max(members, key=lambda m: _SEVERITY_RANK.get(m.severity, 0))
         outcome = await self.send(message.channel, title, body, worst.severity, event=message.event)
         if outcome.error is None:
@@ -364,6 +385,21 @@ class Notifier:
             report.dead += dead
             report.failed += not dead
         return False
+
+    async def _group_ready(self, message: Queued, now: datetime) -> datetime | None:
+        """None when the group of ``message`` may go now, else when it may."""
+        key = message.group_key
+        assert key is not None
+        last = await self._outbox.group_last_sent(message.channel, key)
+        cfg = self._config
+        if last is None:  # a new group waits for the rest of its wave, critical or not
+            ready = message.created_at + cfg.group_wait
+        else:
+            ready = last + cfg.group_interval
+            # a critical alert joining a group already notified does not wait for the interval
+            if ready > now and await self._outbox.group_has_critical(message.channel, key):
+                return None
+        return None if ready <= now else ready
 
     async def _failed(self, message: Queued, outcome: Delivery, now: datetime) -> bool:
         """Record a failed attempt: backoff, or dead letter; True when it was dead-lettered."""

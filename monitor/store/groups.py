@@ -44,6 +44,23 @@ class GroupStore(StoreBase):
             )
         return int(held.rowcount)
 
+    async def group_has_critical(self, channel: str, group_key: str) -> bool:
+        """Whether a pending message of the group on ``channel`` is critical."""
+        n = notifications
+        query = (
+            select(n.c.id)
+            .where(
+                n.c.channel == channel,
+                n.c.group_key == group_key,
+                n.c.status == PENDING,
+                n.c.severity == "critical",
+            )
+            .limit(1)
+        )
+        async with self._read() as conn:
+            found = await conn.scalar(query)
+        return found is not None
+
     async def claim_group(
         self,
         now: datetime,
@@ -53,17 +70,20 @@ class GroupStore(StoreBase):
         owner: str,
         lease: timedelta,
         limit: int = 1000,
+        held_too: bool = False,
     ) -> list[QueuedMessage]:
-        """Claim every due, unclaimed message of the group on ``channel`` (oldest first)."""
+        """Claim every due, unclaimed message of the group on ``channel`` (oldest first);
+        ``held_too``: members held (``not_before``) are due as well."""
         n = notifications
         due = and_(
             n.c.channel == channel,
             n.c.group_key == group_key,
             n.c.status == PENDING,
             n.c.next_attempt_at <= now,
-            or_(n.c.not_before.is_(None), n.c.not_before <= now),
             or_(n.c.claimed_until.is_(None), n.c.claimed_until <= now),
         )
+        if not held_too:
+            due = and_(due, or_(n.c.not_before.is_(None), n.c.not_before <= now))
         pick = select(n.c.id).where(due).order_by(n.c.id).limit(limit)
         async with self._write() as conn:
             ids = [

@@ -150,20 +150,30 @@ class OutboxStore(StoreBase):
         return counts
 
     async def claim_next(
-        self, now: datetime, *, channel: str, owner: str, lease: timedelta, after_id: int = 0
+        self,
+        now: datetime,
+        *,
+        channel: str,
+        owner: str,
+        lease: timedelta,
+        after_id: int = 0,
+        held_groups: bool = False,
     ) -> QueuedMessage | None:
         """Claim the oldest due message of ``channel`` with an id above ``after_id``.
 
         Due: pending, ``next_attempt_at`` and ``not_before`` reached, no live claim. The claim
         lasts ``lease``; on PostgreSQL ``SKIP LOCKED`` lets other instances take the next one,
         and the conditions repeated in the UPDATE make a lost race claim nothing.
+        ``held_groups`` (the stop's flush): a grouped message is due whatever its
+        ``not_before`` (the notifier's gate holds a silenced one again).
         """
         n = notifications
+        reached = or_(n.c.not_before.is_(None), n.c.not_before <= now)
         due = and_(
             n.c.channel == channel,
             n.c.status == PENDING,
             n.c.next_attempt_at <= now,
-            or_(n.c.not_before.is_(None), n.c.not_before <= now),
+            or_(reached, n.c.group_key.is_not(None)) if held_groups else reached,
             or_(n.c.claimed_until.is_(None), n.c.claimed_until <= now),
             n.c.id > after_id,
         )
