@@ -57,19 +57,18 @@ async def test_notify_test_ends_when_a_channel_trickles_its_answer(
             {"name": "slow", "url": trickle.url()},
             {"name": "fine", "url": fine.url()},
         ]
-        doc["notify"] = {"send_timeout": "3s"}
         config = write_toml(tmp_path / "config.toml", doc)
         started = time.monotonic()
         code, out = await _run(
-            [*cli(), "-c", str(config), "notify", "test"], child_env(token), tmp_path, 30
+            [*cli(), "-c", str(config), "notify", "test"], child_env(token), tmp_path, 90
         )
         took = time.monotonic() - started
     assert code == 1, out
-    assert "slow: timed out after 3s" in out
+    assert "slow: timed out after 30s" in out
     assert "fine: delivered" in out
     assert trickle.hits == 1
     assert len(fine.received) == 1
-    assert took < 15, took  # 3 s for the send, the rest is the interpreter starting
+    assert took < 70, took  # 30 s for the send; the rest is starting up on a loaded machine
 
 
 async def test_a_trickling_channel_fails_its_send_and_is_not_sent_again_while_stuck(

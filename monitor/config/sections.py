@@ -196,15 +196,6 @@ class NotifyConfig(Section):
     group_interval: Duration = timedelta(minutes=5)
     #: entries listed in a grouped message before "and K more"
     group_limit: int = Field(default=10, ge=1, le=1000)
-    #: one delivery to one channel, whatever its server does (connect, send, a trickled answer)
-    send_timeout: Hour = timedelta(seconds=30)
-
-    @field_validator("send_timeout")
-    @classmethod
-    def _send_bound(cls, value: timedelta) -> timedelta:
-        if not timedelta(seconds=1) <= value <= timedelta(minutes=2):
-            raise ValueError("expected between 1s and 2m, e.g. '30s'")
-        return value
 
 
 class ReportConfig(Section):

@@ -113,7 +113,6 @@ class Notifier:
     ) -> Notifier:
         """One channel per ``[[channels]]``; raises ConfigError when a ``url_env`` is unset."""
         urls = {c.name: channel_url(c, environ) for c in config.channels}
-        options.setdefault("send_timeout", config.notify.send_timeout)
         return cls(outbox, urls, config.notify, owner=owner, **options)
 
     @staticmethod
