@@ -183,6 +183,9 @@ async def test_alerts_command_names_the_variant_cuts_with_an_ellipsis_and_shows_
     header, line = done.stdout.splitlines()[:2]
     assert "variant" in header.split()
     assert VIDEO.label in line
-    assert "2025-12-11 10:00 +08:00" in line  # 02:00 UTC in the configured zone
+    # 02:00 UTC in the configured zone, which the header names once
+    assert "fired (Asia/Shanghai)" in header
+    assert "  2025-12-11 10:00  " in line
+    assert "+08:00" not in line
     assert line.rstrip().endswith("…")
     assert line.rstrip().endswith(" and a long…")  # cut at a word

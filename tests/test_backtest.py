@@ -65,10 +65,7 @@ def fall_line(day: date) -> BacktestLine:
         name="Lilyy",
         event="firing",
         severity="warning",
-        summary=(
-            f"read 1000 → 600 (-40.0 %) from {day - timedelta(days=7)} to {day}; "
-            "values are rolling medians per note, not daily totals"
-        ),
+        summary=f"reads 1,000 → 600 (-40.0 %) from {day - timedelta(days=7)} to {day}",
         metric="read",
         value=600.0,
         baseline=1000.0,
@@ -83,10 +80,7 @@ async def test_the_fall_fires_on_its_day_and_resolves_on_the_recovery(store: Sto
         (FALL_DAY, "firing"),
         (RECOVERY_DAY, "resolved"),
     ]
-    assert lines[1].summary == (
-        "read 1000 → 1000 (+0.0 %) from 2025-11-18 to 2025-11-25; "
-        "values are rolling medians per note, not daily totals"
-    )
+    assert lines[1].summary == "reads 1,000 → 1,000 (+0.0 %) from 2025-11-18 to 2025-11-25"
     assert await table(store, "alerts") == []
     assert await table(store, "notifications") == []
 

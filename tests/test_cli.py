@@ -81,14 +81,15 @@ def test_history_plot_draws_each_metric(demo: DemoRun, tmp_path: Path) -> None: 
     lines = done.stdout.splitlines()
     assert lines[0].startswith("DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL  ")
     assert lines[0].endswith(f"({n} points)")
-    read = lines[lines.index(next(x for x in lines if x.startswith("read ")))]
+    read = lines[lines.index(next(x for x in lines if x.startswith("reads ")))]
     blocks = read.split()[1]
     assert len(blocks) == n
     assert set(blocks) <= set("▁▂▃▄▅▆▇█")
     assert "▁" in blocks
     assert "█" in blocks
     assert f"min {low:,}  max {high:,}" in done.stdout
-    assert [x.split()[0] for x in lines[1::2]] == ["read", "engage", "imp"]
+    # the metrics by the labels every surface uses
+    assert [x.split()[0] for x in lines[1::2]] == ["reads", "engagements", "impressions"]
 
 
 @pytest.mark.slow

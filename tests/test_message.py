@@ -222,7 +222,12 @@ def test_digest_english() -> None:
     assert f"- {carol}: 2,000 → 3,000 (+50.0 %)\n- {lily}: 7,100 → 4,260 (-40.0 %)\n" in m.body
     assert "Bob](" not in m.body.split("## Alerts fired")[0]  # top=2 leaves Bob's +10 % out
     assert "**Engagements**" not in m.body
-    assert "- 2025-12-11 10:00 Asia/Shanghai `reads-down` Lilyy (warning): read fell" in m.body
+    # the zone is named once, in the heading, not on every line
+    assert (
+        "## Alerts fired (times in Asia/Shanghai)\n"
+        "- 2025-12-11 10:00 `reads-down` Lilyy (warning): read fell"
+    ) in m.body
+    assert m.body.count("Asia/Shanghai") == 3
     assert "`out-of-money` account: calls resumed" in m.body
     assert "3 consecutive failures, last code 500, last success never" in m.body
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from monitor.config import Config, CreatorConfig, parse_duration
 from monitor.errors import ConfigError
-from monitor.model import METRICS, Advertise, Business, DateType, NoteType, Variant
+from monitor.model import ALL_METRICS, Advertise, Business, DateType, NoteType, Variant
 from monitor.validation import MAX_DURATION, unknown
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
@@ -75,9 +75,10 @@ def parse_since(text: str | None, today: date) -> date | None:
 
 
 def metric(text: str) -> str:
-    """An argument type: a stored metric's name, with a "did you mean" for a near miss."""
-    if text not in METRICS:
-        raise argparse.ArgumentTypeError(unknown("metric", text, METRICS))
+    """An argument type: a metric's name as rules take it (stored or derived, e.g.
+    ``engage_rate``), with a "did you mean" for a near miss."""
+    if text not in ALL_METRICS:
+        raise argparse.ArgumentTypeError(unknown("metric", text, ALL_METRICS))
     return text
 
 

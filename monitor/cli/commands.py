@@ -24,6 +24,7 @@ from monitor.cli import arguments, output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
 from monitor.config import Config, channel_url, resolve_token
+from monitor.display import labelled_time
 from monitor.errors import ConfigError, MonitorError
 from monitor.notify.channels import validate_channel_url
 from monitor.notify.sender import Notifier
@@ -198,7 +199,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
             sys.stdout,
             unanswered,
             held=held_answers(config),
-            zone=ZoneInfo(config.budget.timezone),
+            zone=config.budget.zone,
         )
         output.print_instances(instances, _now(), sys.stdout)
         return 0
@@ -220,7 +221,7 @@ def report(args: argparse.Namespace, config: Config) -> int:
                 since=since,
                 now=now,
                 daily_calls=config.budget.daily_calls,
-                zone=ZoneInfo(config.budget.timezone),
+                zone=config.budget.zone,
             )
         print(
             f"wrote {written.path} ({written.size / 1e6:.1f} MB): {written.creators} creators, "
@@ -298,7 +299,7 @@ def silence_add(args: argparse.Namespace, config: Config) -> int:
                 tag=args.tag,
                 reason=args.reason,
             )
-        print(f"silence {silence_id} until {ends:%Y-%m-%d %H:%M} UTC")
+        print(f"silence {silence_id} until {labelled_time(ends, config.budget.zone)}")
         return 0
 
     return _run(go)
@@ -308,7 +309,7 @@ def silence_list(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
         async with _store(config) as store:
             rows = await store.list_silences(_now())
-        output.print_silences(rows, sys.stdout)
+        output.print_silences(rows, config.budget.zone, sys.stdout)
         return 0
 
     return _run(go)

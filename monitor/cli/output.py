@@ -14,22 +14,36 @@ from datetime import date, datetime
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from monitor.display import (
+    ROLLING_NOTE,
+    format_number,
+    format_value,
+    labelled_time,
+    local_time,
+    metric_label,
+    pad,
+    text_width,
+    with_zone,
+)
 from monitor.errors import MonitorError
-from monitor.model import METRICS, DailyPoint
+from monitor.model import DERIVED_METRICS, METRICS, DailyPoint
 from monitor.notify.message import cut
 from monitor.policy.budget_state import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED
 from monitor.service.reach import UNREACHABLE_AFTER
 
+UTC_ZONE = ZoneInfo("UTC")
 _ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
 
 
 def _cell(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:,.2f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+    if isinstance(value, int):
+        return format_number(value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     return str(value)
@@ -54,15 +68,6 @@ def plain_error(text: str) -> str:
     return _class_names().sub("", text)
 
 
-def local_time(moment: datetime | None, zone: ZoneInfo) -> str | None:
-    """A stored UTC time in the operator's zone, with its offset: '2025-12-11 10:00 +08:00'."""
-    if moment is None:
-        return None
-    local = moment.astimezone(zone)
-    offset = local.strftime("%z")
-    return f"{local:%Y-%m-%d %H:%M} {offset[:3]}:{offset[3:]}"
-
-
 def variant_of(alert: Any) -> str:
     """The variant an alert is about, when its creator tracks several (else '-')."""
     return alert.variant if alert.variant and alert.variants > 1 else "-"
@@ -72,17 +77,26 @@ def _numeric(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], out: TextIO) -> None:
-    """Plain aligned columns: numbers to the right, text to the left."""
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    out: TextIO,
+    right: Iterable[int] = (),
+) -> None:
+    """Plain aligned columns: numbers (and the columns ``right`` names) to the right, text to the
+    left; wide (CJK) characters count as the two columns a terminal gives them."""
+    to_right = set(right)
     raw = [list(row) for row in rows]
     cells = [[_cell(v) for v in row] for row in raw]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    out.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
+    widths = [
+        max([text_width(h)] + [text_width(r[i]) for r in cells]) for i, h in enumerate(headers)
+    ]
+    out.write("  ".join(pad(h, w) for h, w in zip(headers, widths, strict=True)).rstrip() + "\n")
     for values, row in zip(raw, cells, strict=True):
         out.write(
             "  ".join(
-                c.rjust(w) if _numeric(v) else c.ljust(w)
-                for v, c, w in zip(values, row, widths, strict=True)
+                pad(c, w, right=_numeric(v) or i in to_right)
+                for i, (v, c, w) in enumerate(zip(values, row, widths, strict=True))
             ).rstrip()
             + "\n"
         )
@@ -90,7 +104,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], out: TextIO)
 
 def print_points(points: Sequence[DailyPoint], out: TextIO) -> None:
     table(
-        ("date", *METRICS), ([p.date_key, *(getattr(p, m) for m in METRICS)] for p in points), out
+        ("date", *(metric_label(m) for m in METRICS)),
+        ([p.date_key, *(getattr(p, m) for m in METRICS)] for p in points),
+        out,
     )
 
 
@@ -98,21 +114,49 @@ def _jsonable(value: object) -> object:
     return value.isoformat() if isinstance(value, date | datetime) else value
 
 
+def metric_value(row: Mapping[str, Any], metric: str) -> float | None:
+    """A stored metric of a history row, or a derived one (``engage_rate``) computed from it."""
+    if metric not in DERIVED_METRICS:
+        value: float | None = row.get(metric)
+        return value
+    num, den = (row.get(name) for name in DERIVED_METRICS[metric])
+    return None if num is None or not den else float(num) / float(den)
+
+
 def print_history(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None, fmt: str, out: TextIO
 ) -> None:
-    columns = ["date_key", *(metrics or METRICS)]
+    """A creator's series: CSV and JSON keep the config's metric names and raw values (a rate
+    as a ratio); the table shows the metrics' labels and formatted values."""
+    chosen = list(metrics or METRICS)
+    ids = ["date_key"]
     if len({(r["business"], r["note_type"], r["date_type"], r["advertise"]) for r in rows}) > 1:
-        columns[1:1] = ["business", "note_type", "date_type", "advertise"]
+        ids += ["business", "note_type", "date_type", "advertise"]
+    values = [[*(r.get(c) for c in ids), *(metric_value(r, m) for m in chosen)] for r in rows]
     if fmt == "csv":
         writer = csv.writer(out)
-        writer.writerow(columns)
-        writer.writerows([_jsonable(r.get(c)) for c in columns] for r in rows)
+        writer.writerow([*ids, *chosen])
+        writer.writerows([_jsonable(v) for v in row] for row in values)
     elif fmt == "json":
-        json.dump([{c: _jsonable(r.get(c)) for c in columns} for r in rows], out, indent=1)
+        keys = [*ids, *chosen]
+        records = [dict(zip(keys, map(_jsonable, row), strict=True)) for row in values]
+        json.dump(records, out, indent=1)
         out.write("\n")
     else:
-        table(columns, ([r.get(c) for c in columns] for r in rows), out)
+        cut_at = len(ids)
+        shown = [
+            [*row[:cut_at], *(_shown(m, v) for m, v in zip(chosen, row[cut_at:], strict=True))]
+            for row in values
+        ]
+        right = range(len(ids), len(ids) + len(chosen))
+        table([*ids, *(metric_label(m) for m in chosen)], shown, out, right=right)
+
+
+def _shown(metric: str, value: float | None) -> object:
+    """A table cell of a metric: raw where ``_cell`` formats it alike, text for a rate."""
+    if value is None or metric not in DERIVED_METRICS:
+        return value
+    return format_value(metric, value)
 
 
 async def stream_export(
@@ -160,8 +204,8 @@ def print_status(
     now: datetime,
     out: TextIO,
     unanswered: tuple[int, datetime | None] = (0, None),
+    zone: ZoneInfo = UTC_ZONE,
     held: tuple[int, str] | None = None,
-    zone: ZoneInfo | None = None,
 ) -> None:
     """A table of creators, then one of the account: budget, holds, upstream, outbox."""
     open_by_scope: dict[str, int] = {}
@@ -212,7 +256,7 @@ def print_status(
                 f"{gauge.billed_today:,} billed",
             ],
             *(_holds(gauge, held, now, zone) or [["paused", "no"]]),
-            ["upstream", _reach(unanswered)],
+            ["upstream", _reach(unanswered, zone)],
             ["rate", f"x{gauge.rate_factor:.2f} of calls_per_minute"],
             [
                 "outbox depth",
@@ -230,13 +274,13 @@ def print_status(
 
 
 def _holds(
-    gauge: Any, held: tuple[int, str] | None, now: datetime, zone: ZoneInfo | None
+    gauge: Any, held: tuple[int, str] | None, now: datetime, zone: ZoneInfo
 ) -> list[list[str]]:
     """One row per hold that keeps calls from going, each with when it ends."""
     rows: list[list[str]] = []
     code, until = gauge.pause_code, gauge.paused_until
     reason = gauge.pause_reason or f"code {code}"
-    when = "" if until is None else f"{until.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    when = labelled_time(until, zone, missing="")
     if code in ACCOUNT_CODES:
         probe = f"the next probe at {when}" if until and until > now else "a probe is due now"
         rows.append(["hold: account", f"{reason}; ends at the first normal answer ({probe})"])
@@ -256,13 +300,13 @@ def _holds(
     return rows
 
 
-def _reach(unanswered: tuple[int, datetime | None]) -> str:
+def _reach(unanswered: tuple[int, datetime | None], zone: ZoneInfo) -> str:
     """The upstream as the latest calls found it: answering, or unreachable since when."""
     count, since = unanswered
     if count < UNREACHABLE_AFTER or since is None:
         return "answering"
     return (
-        f"UNREACHABLE: the last {count} calls got no answer (since {since:%Y-%m-%d %H:%M} UTC); "
+        f"UNREACHABLE: the last {count} calls got no answer (since {labelled_time(since, zone)}); "
         "check api.base_url, the network and proxy settings"
     )
 
@@ -279,7 +323,7 @@ def print_instances(instances: Sequence[Any], now: datetime, out: TextIO) -> Non
             [
                 i.id,
                 i.host,
-                i.pid,
+                str(i.pid),  # an id, not a quantity: no thousands separator
                 i.version,
                 _ago(i.started_at, now),
                 _ago(i.heartbeat_at, now),
@@ -288,6 +332,7 @@ def print_instances(instances: Sequence[Any], now: datetime, out: TextIO) -> Non
             for i in instances
         ),
         out,
+        right=(2,),
     )
 
 
@@ -325,20 +370,22 @@ def plot_history(
         label = "/".join(str(row[c]) for c in _ID_COLUMNS[1:])
         by_variant.setdefault(label, []).append(row)
     chosen = list(metrics or ("read", "engage", "imp"))
-    name_width = max(len(m) for m in chosen)
+    labels = {m: metric_label(m) for m in chosen}
+    name_width = max(text_width(label) for label in labels.values())
     for label, series in by_variant.items():
         first, last = series[0]["date_key"], series[-1]["date_key"]
         out.write(f"{label}  {first} → {last}  ({len(series)} points)\n")
         for metric in chosen:
-            values = [row.get(metric) for row in series]
+            values = [metric_value(row, metric) for row in series]
             known = [v for v in values if v is not None]
             line = sparkline(values, width - name_width - 2)
+            shown = functools.partial(format_value, metric)
             stats = (
-                f"min {_cell(min(known))}  max {_cell(max(known))}  last {_cell(values[-1])}"
+                f"min {shown(min(known))}  max {shown(max(known))}  last {shown(values[-1])}"
                 if known
                 else "no values"
             )
-            out.write(f"{metric.ljust(name_width)}  {line}\n{' ' * name_width}  {stats}\n")
+            out.write(f"{pad(labels[metric], name_width)}  {line}\n{' ' * name_width}  {stats}\n")
 
 
 def progress(total: int | None, what: str) -> Any:
@@ -397,6 +444,8 @@ def print_backtest(lines: Sequence[Any], out: TextIO) -> None:
 def print_alerts(
     rows: Sequence[Any], counts: Mapping[str, int], zone: ZoneInfo, out: TextIO
 ) -> None:
+    """Alerts with their times in ``zone`` (named once, in the headers) and, when any summary
+    is about rolling medians, the note saying so once below the table."""
     table(
         (
             "id",
@@ -406,8 +455,8 @@ def print_alerts(
             "variant",
             "severity",
             "state",
-            "fired",
-            "resolved",
+            with_zone("fired", zone),
+            with_zone("resolved", zone),
             "summary",
         ),
         (
@@ -427,13 +476,15 @@ def print_alerts(
         ),
         out,
     )
+    if any(getattr(a, "rolling_median", False) for a in rows):
+        out.write(f"\n{ROLLING_NOTE['en']}\n")
     if counts.get("dead"):
         out.write(f"\n{counts['dead']} dead-lettered messages: `creator-monitor notify retry`\n")
 
 
-def print_silences(rows: Sequence[Any], out: TextIO) -> None:
+def print_silences(rows: Sequence[Any], zone: ZoneInfo, out: TextIO) -> None:
     table(
-        ("id", "creator", "rule", "tag", "until", "reason"),
-        ([s.id, s.user_id, s.rule, s.tag, s.ends_at, s.reason] for s in rows),
+        ("id", "creator", "rule", "tag", with_zone("until", zone), "reason"),
+        ([s.id, s.user_id, s.rule, s.tag, local_time(s.ends_at, zone), s.reason] for s in rows),
         out,
     )

@@ -18,10 +18,12 @@ Variables of ``alert.*`` and ``account.*``:
   creator ({name, user_id, url} or None), variant (label or None), code, code_text (account errors),
   rolling_median (bool: the values are rolling medians per note).
 Variables of ``digest.*``:
-  language, day, movers ([{metric, label, rows: [{name, user_id, url, old_text, new_text,
-  change_pct_text}]}]), fired / resolved ([{rule, name, scope, severity, summary, at}]),
+  language, zone (the IANA name the listed times are in), day,
+  movers ([{metric, label, rows: [{name, user_id, url, old_text, new_text, change_pct_text}]}]),
+  fired / resolved ([{rule, name, scope, severity, summary, at}]),
   budget_used, daily_calls (formatted "1,200"), budget_pct_text,
-  failing ([{name, user_id, url, failures, last_code, last_success_at}]).
+  failing ([{name, user_id, url, failures, last_code, last_success_at}]); ``at`` and
+  ``last_success_at`` are 'YYYY-MM-DD HH:MM' in ``zone``, which the headings name once.
 Filters: ``num(metric)`` formats a metric value, ``pct`` a signed percentage,
 ``duration(language)`` a number of seconds ("2d 3h").
 """
@@ -38,8 +40,8 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from monitor.display import format_value, labelled_time, local_time, zone_name
 from monitor.model import (
-    COST_METRICS,
     DERIVED_METRICS,
     METRIC_LABELS,
     NEGATED_OPS,
@@ -123,17 +125,6 @@ class Message:
     error: str | None = None  # set when a user template failed and the built-in one was used
 
 
-def format_value(metric: str | None, value: float | None) -> str:
-    """7100 → '7,100'; a cost → '253.89'; a rate → '6.73 %'; None → 'n/a'."""
-    if value is None:
-        return "n/a"
-    if metric in DERIVED_METRICS:
-        return f"{value * 100:.2f} %"
-    if metric in COST_METRICS or not float(value).is_integer():
-        return f"{value:,.2f}"
-    return f"{value:,.0f}"
-
-
 def format_change(metric: str | None, change: float | None) -> str:
     """A signed change in the metric's unit; a rate's change is in percentage points."""
     if change is None:
@@ -161,7 +152,7 @@ def format_duration(delta: timedelta, language: Language) -> str:
 
 
 def _local(at: datetime | None, zone: ZoneInfo) -> str | None:
-    return None if at is None else f"{at.astimezone(zone):%Y-%m-%d %H:%M} {zone.key}"
+    return None if at is None else labelled_time(at, zone)
 
 
 def _creator(creator: Creator | None) -> dict[str, str] | None:
@@ -346,7 +337,7 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
 
     def line(item: AlertLine) -> dict[str, Any]:
         name = item.creator.name or item.creator.user_id if item.creator else ""
-        at = _local(item.at, context.zone)
+        at = local_time(item.at, context.zone)  # the zone is named once, in the heading
         return {
             "rule": item.rule,
             "name": name,
@@ -376,6 +367,7 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
     share = digest.budget_used / digest.daily_calls * 100 if digest.daily_calls else None
     return {
         "language": language,
+        "zone": zone_name(context.zone),
         "day": digest.day.isoformat(),
         "movers": movers,
         "fired": [line(a) for a in digest.fired],
@@ -388,7 +380,11 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
                 **(_creator(f.creator) or {}),
                 "failures": f.failures,
                 "last_code": f.last_code,
-                "last_success_at": _local(f.last_success_at, context.zone),
+                "last_success_at": (
+                    None
+                    if f.last_success_at is None
+                    else local_time(f.last_success_at, context.zone)
+                ),
             }
             for f in digest.failing
         ],

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from monitor.config import (
@@ -22,8 +23,8 @@ from monitor.config import (
     StaleRule,
     ThresholdRule,
 )
+from monitor.display import format_number, format_value, metric_label
 from monitor.model import (
-    METRIC_LABELS,
     NEGATED_OPS,
     Creator,
     DailyPoint,
@@ -55,7 +56,6 @@ MAD_SCALE = 1.4826
 MEAN_AD_SCALE = 1.2533
 #: when the whole window is one value, a deviation is measured against 1 % of it (at least 1 unit)
 FLAT_SCALE_SHARE = 0.01
-ROLLING_NOTE = "values are rolling medians per note, not daily totals"
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -154,12 +154,6 @@ def inhibit(rule: Rule, outcome: Outcome, subject: Subject, account: AccountSubj
     return Outcome(Verdict.UNKNOWN, outcome.scope, reason=reason)
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
-
-
 def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
     if not subject.series:
         return _unknown(subject, "no data")
@@ -170,11 +164,11 @@ def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
     previous = subject.series[-2] if len(subject.series) > 1 else None
     old = previous.value(rule.metric) if previous else None
     fires = _OPS[rule.op](value, rule.value)
-    label = METRIC_LABELS["en"].get(rule.metric, rule.metric)
+    label, shown = metric_label(rule.metric), partial(format_value, rule.metric)
     if fires:
-        summary = f"{label} {_fmt(value)} {rule.op} {_fmt(rule.value)} (threshold)"
+        summary = f"{label} {shown(value)} {rule.op} {shown(rule.value)} (threshold)"
     else:
-        summary = f"{label} back to {_fmt(value)} ({NEGATED_OPS[rule.op]} {_fmt(rule.value)})"
+        summary = f"{label} back to {shown(value)} ({NEGATED_OPS[rule.op]} {shown(rule.value)})"
     finding = Finding(
         summary=f"{summary} on {newest.date_key}",
         metric=rule.metric,
@@ -227,10 +221,12 @@ def _change(rule: ChangeRule, subject: Subject) -> Outcome:
     measured = round(measured, 9)
     fires = measured <= limit if limit < 0 else measured >= limit
     pct_text = "" if change_pct is None else f" ({change_pct:+.1f} %)"
+    shown = partial(format_value, rule.metric)
     finding = Finding(
+        # the rolling-median note is the surfaces' to say once (details["rolling_median"])
         summary=(
-            f"{rule.metric} {_fmt(old)} → {_fmt(new)}{pct_text} from {base.date_key} to "
-            f"{newest.date_key}; {ROLLING_NOTE}"
+            f"{metric_label(rule.metric)} {shown(old)} → {shown(new)}{pct_text} "
+            f"from {base.date_key} to {newest.date_key}"
         ),
         metric=rule.metric,
         value=new,
@@ -329,10 +325,11 @@ def _anomaly(rule: AnomalyRule, subject: Subject) -> Outcome:
     center = statistics.median(trailing)
     scale = _robust_scale(trailing, center)
     score = (value - center) / scale
+    shown = partial(format_value, rule.metric)
     finding = Finding(
         summary=(
-            f"{rule.metric} {_fmt(value)} is {score:+.1f} robust deviations from the median "
-            f"{_fmt(center)} of {len(trailing)} points; {ROLLING_NOTE}"
+            f"{metric_label(rule.metric)} {shown(value)} is {score:+.1f} robust deviations "
+            f"from the median {shown(center)} of {len(trailing)} points"
         ),
         metric=rule.metric,
         value=value,
@@ -340,7 +337,13 @@ def _anomaly(rule: AnomalyRule, subject: Subject) -> Outcome:
         change_abs=value - center,
         change_pct=None if center == 0 else (value - center) / center * 100,
         newest_date=newest.date_key,
-        details={"kind": "anomaly", "score": round(score, 3), "k": rule.k, "scale": scale},
+        details={
+            "kind": "anomaly",
+            "score": round(score, 3),
+            "k": rule.k,
+            "scale": scale,
+            "rolling_median": True,
+        },
     )
     return _decide(subject, abs(score) > rule.k, finding)
 
@@ -359,7 +362,10 @@ def _budget(rule: BudgetRule, subject: AccountSubject) -> Outcome:
         return _unknown(subject, "no daily call budget")
     share = subject.used_today / subject.daily_calls * 100
     finding = Finding(
-        summary=f"{subject.used_today} of {subject.daily_calls} daily calls used ({share:.1f} %)",
+        summary=(
+            f"{format_number(subject.used_today)} of {format_number(subject.daily_calls)} "
+            f"daily calls used ({share:.1f} %)"
+        ),
         value=float(subject.used_today),
         baseline=float(subject.daily_calls),
         details={"kind": "budget", "share_pct": round(share, 3), "level_pct": rule.level_pct},

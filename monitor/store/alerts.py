@@ -38,6 +38,7 @@ class AlertRow:
     clear_day: str | None = None  # the data day of the reading that resolved it
     variant: str = ""  # the series' label ('' for account-wide alerts)
     variants: int = 1
+    rolling_median: bool = False  # its values are rolling medians per note (a surface says so once)
 
 
 class AlertStore(StoreBase):
@@ -151,6 +152,7 @@ class AlertStore(StoreBase):
                 resolved_at=r.resolved_at,
                 data_day=(r.details or {}).get("date"),
                 clear_day=(r.details or {}).get("clear_date"),
+                rolling_median=_rolling(r.details or {}),
             )
             for r in rows
         ]
@@ -161,6 +163,11 @@ class AlertStore(StoreBase):
         resolved = and_(alerts.c.resolved_at >= since, alerts.c.resolved_at < until)
         query = _alert_lines().where(or_(fired, resolved)).order_by(alerts.c.id)
         return await self._alert_rows(query)
+
+
+def _rolling(details: dict[str, Any]) -> bool:
+    """Whether an alert's values are rolling medians (rows stored before the flag: by kind)."""
+    return bool(details.get("rolling_median")) or details.get("kind") in ("change", "anomaly")
 
 
 def _alert_lines() -> Select[Any]:

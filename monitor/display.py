@@ -1,0 +1,98 @@
+"""How values read on every surface (CLI, console, report, messages): times in the operator's
+zone with the zone named once, metric names from one table, numbers in one format, and the
+width a string takes in a terminal. Pure functions; no I/O, no clock.
+
+Conventions:
+- a time is 'YYYY-MM-DD HH:MM' in ``budget.timezone``; where times are listed (a table column),
+  the column header names the zone ("fired (Asia/Shanghai)"); a lone time in a sentence carries
+  it after the time ("2025-12-11 10:00 Asia/Shanghai");
+- a metric is shown by its label in ``METRIC_LABELS`` (e.g. ``engage`` is "engagements" /
+  "互动"); commands, query parameters, CSV and JSON keep the config's names (``engage``);
+- a count is '1,000'; a cost is '253.89'; a rate is '6.73 %'; a missing value is 'n/a'.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from monitor.model import COST_METRICS, DERIVED_METRICS, METRIC_LABELS
+
+#: the note that belongs once beside any list of alerts on rolling-median metrics
+ROLLING_NOTE = {
+    "en": "Values are rolling medians per note over the window, not daily totals: "
+    "a value can fall when a strong note leaves the window.",
+    "zh": "数值为窗口内每篇笔记的滚动中位数，而非每日总量：表现好的笔记移出窗口时数值可能下降。",
+}
+
+
+def zone_name(zone: ZoneInfo) -> str:
+    """How a zone is named wherever a time is shown: its IANA key ('Asia/Shanghai')."""
+    return zone.key
+
+
+def local_time(moment: datetime | None, zone: ZoneInfo, missing: str = "-") -> str:
+    """A stored (aware) time in ``zone``: '2025-12-11 10:00'; the zone is named by the caller,
+    once, in the column header (see ``with_zone``) or by ``labelled_time``."""
+    if moment is None:
+        return missing
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}"
+
+
+def labelled_time(moment: datetime | None, zone: ZoneInfo, missing: str = "-") -> str:
+    """A lone time in a sentence: '2025-12-11 10:00 Asia/Shanghai'."""
+    if moment is None:
+        return missing
+    return f"{local_time(moment, zone)} {zone_name(zone)}"
+
+
+def with_zone(header: str, zone: ZoneInfo) -> str:
+    """A column header of times: 'fired (Asia/Shanghai)'."""
+    return f"{header} ({zone_name(zone)})"
+
+
+def metric_label(metric: str | None, language: str = "en") -> str:
+    """A metric as people read it: 'engage' → 'engagements' / '互动' (unknown names as given)."""
+    if metric is None:
+        return ""
+    return METRIC_LABELS.get(language, METRIC_LABELS["en"]).get(metric, metric)
+
+
+def format_number(value: float | None, missing: str = "n/a") -> str:
+    """A count or amount: 7100 → '7,100'; 253.891 → '253.89'."""
+    if value is None:
+        return missing
+    if float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}"
+
+
+def format_value(metric: str | None, value: float | None, missing: str = "n/a") -> str:
+    """A metric value: 7100 → '7,100'; a cost → '253.89'; a rate → '6.73 %'; None → 'n/a'."""
+    if value is None:
+        return missing
+    if metric in DERIVED_METRICS:
+        return f"{value * 100:.2f} %"
+    if metric in COST_METRICS:
+        return f"{value:,.2f}"
+    return format_number(value, missing)
+
+
+def text_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide and fullwidth (CJK) characters take two,
+    combining marks none."""
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns (to the left when ``right``)."""
+    fill = " " * max(0, width - text_width(text))
+    return fill + text if right else text + fill
