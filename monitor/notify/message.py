@@ -215,7 +215,16 @@ def alert_variables(
     }
 
 
-def headline(event: str, alert: AlertView, language: Language, movement: str) -> str | None:
+class _Headed(Protocol):
+    @property
+    def metric(self) -> str | None: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+
+
+def headline(event: str, alert: _Headed, language: Language, movement: str) -> str | None:
     """The reading a title carries: the threshold crossed, or where the metric is back to."""
     metric = alert.metric
     if metric is None:

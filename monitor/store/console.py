@@ -124,6 +124,8 @@ class ConsoleAlert:
     repeats_sent: int
     acked_at: datetime | None
     acked_by: str | None
+    baseline: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # the finding, JSON as stored
 
 
 AckResult = Literal["acked", "already", "resolved", "missing"]
@@ -478,4 +480,6 @@ def _console_alert(r: Any) -> ConsoleAlert:
         repeats_sent=int(r["repeats_sent"]),
         acked_at=r["acked_at"],
         acked_by=r["acked_by"],
+        baseline=r["baseline"],
+        details=dict(details) if isinstance(details, dict) else {},
     )

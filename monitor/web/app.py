@@ -20,6 +20,16 @@ import jinja2
 from aiohttp import web
 
 from monitor.config import Config, parse_duration
+from monitor.display import (
+    ROLLING_NOTE,
+    format_number,
+    local_time,
+    metric_label,
+    with_zone,
+    zone_name,
+)
+from monitor.notify.message import CODE_TEXTS, Language, format_pct
+from monitor.notify.summary import describe, severity_label
 from monitor.store import Store
 from monitor.web import auth
 from monitor.web.i18n import LANG_COOKIE, negotiate, translator
@@ -57,13 +67,38 @@ class Console:
         #: the static files' versioned URLs (set by ``mount``)
         self.assets: dict[str, str] = {}
         self.jinja.filters.update(
-            num=_num, pct=_pct, when=self._when, spark=spark_points, short=_short_variant
+            num=_num,
+            pct=_pct,
+            when=self._when,
+            zoned=self._zoned,
+            spark=spark_points,
         )
 
     def _when(self, value: datetime | None) -> str:
-        if value is None:
-            return "—"
-        return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M")
+        """A time in ``budget.timezone``; its column header names the zone (``zoned``)."""
+        return local_time(value, self.zone, missing="—")
+
+    def _zoned(self, header: str) -> str:
+        """A header of a column of times: 'Fired (Asia/Shanghai)'."""
+        return with_zone(header, self.zone)
+
+    async def pause(self) -> dict[str, Any] | None:
+        """The pause every page shows as a banner while no ordinary call may go (an account,
+        quota or token pause), or None."""
+        from monitor.policy.budget import ACCOUNT_CODES, BudgetState
+
+        row = await self.store.load_budget_state()
+        state = None if row is None else BudgetState.from_row(row)
+        now = self.clock()
+        if state is None or not state.paused or not state.is_paused(now):
+            return None
+        account = state.pause_code in ACCOUNT_CODES
+        return {
+            "code": state.pause_code,
+            "reason": state.pause_reason or "",
+            "until": None if account else state.paused_until,
+            "probe": state.paused_until if account else None,
+        }
 
     def language(self, request: web.Request) -> str:
         return negotiate(
@@ -78,9 +113,17 @@ class Console:
         language = self.language(request)
         identity = auth.identity_of(request)
         session = None if identity is None else identity.session
+        context.setdefault("pause", None)
         body = self.jinja.get_template(template).render(
             _=translator(language),
             lang=language,
+            metric_label=lambda metric: metric_label(metric, language),
+            describe=lambda alert: describe(alert, _lang(language)),
+            severity=lambda name: severity_label(name, _lang(language)),
+            short=lambda label: _short_variant(label, language),
+            code_text=lambda code, fallback="": CODE_TEXTS[_lang(language)].get(code, fallback),
+            rolling_note=ROLLING_NOTE[_lang(language)],
+            zone=zone_name(self.zone),
             path=request.path,
             role=None if identity is None else identity.role,
             csrf=session.csrf if session is not None else "",
@@ -175,21 +218,23 @@ class Console:
 CONSOLE_KEY = web.AppKey("console", Console)
 
 
+def _lang(language: str) -> Language:
+    return "zh" if language == "zh" else "en"
+
+
 def _num(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.2f}"
+    return format_number(value)
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:+.1f}%"
+    """A change as a signed percentage, as every surface writes it: '+4.2 %'."""
+    return "—" if value is None else format_pct(value * 100)
 
 
-def _short_variant(label: str) -> str:
-    """``DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL`` → ``daily·all types·30d·all``."""
-    names = {
+_VARIANT_WORDS = {
+    "en": {
         "DAILY_NOTE": "daily",
         "COOPERATE_NOTE": "co-op",
         "PHOTO_TEXT_AND_VIDEO": "all types",
@@ -199,7 +244,25 @@ def _short_variant(label: str) -> str:
         "DAY_90": "90d",
         "ALL": "all",
         "ORGANIC_ONLY": "organic",
-    }
+    },
+    "zh": {
+        "DAILY_NOTE": "日常",
+        "COOPERATE_NOTE": "合作",
+        "PHOTO_TEXT_AND_VIDEO": "全部类型",
+        "PHOTO_TEXT": "图文",
+        "VIDEO": "视频",
+        "DAY_30": "30天",
+        "DAY_90": "90天",
+        "ALL": "全部",
+        "ORGANIC_ONLY": "自然流量",
+    },
+}
+
+
+def _short_variant(label: str, language: str = "en") -> str:
+    """``DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL`` → ``daily·all types·30d·all``
+    (``日常·全部类型·30天·全部`` in Chinese)."""
+    names = _VARIANT_WORDS.get(language, _VARIANT_WORDS["en"])
     return "·".join(names.get(part, part) for part in label.split("/"))
 
 

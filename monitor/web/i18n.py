@@ -96,6 +96,12 @@ _ZH: dict[str, str] = {
     "Not found": "未找到",
     "Apply": "应用",
     "creators": "达人",
+    "Calls are paused": "调用已暂停",
+    "Calls resume": "恢复调用",
+    "code": "代码",
+    "Leases": "租约",
+    "account": "账户",
+    "user id / name / account": "用户 ID / 名称 / account",
 }
 
 

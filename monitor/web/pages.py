@@ -17,6 +17,7 @@ from monitor.model import METRICS
 from monitor.store.console import OverviewQuery, Sort
 from monitor.web import auth
 from monitor.web.app import console_of
+from monitor.web.i18n import translator
 
 PER_PAGE = 50
 MAX_PER_PAGE = 200
@@ -43,6 +44,14 @@ def overview_query(query: Any) -> OverviewQuery:
         page=_int(query.get("page"), 1, 1, 1_000_000),
         per_page=_int(query.get("per_page"), PER_PAGE, 1, MAX_PER_PAGE),
     )
+
+
+async def _page(
+    request: web.Request, template: str, status: int = 200, **context: Any
+) -> web.Response:
+    """A page of the signed-in console: with the pause banner while calls are paused."""
+    console = console_of(request)
+    return console.render(request, template, status, pause=await console.pause(), **context)
 
 
 def _next_target(value: str) -> str:
@@ -114,7 +123,7 @@ async def overview(request: web.Request) -> web.Response:
     q = overview_query(request.query)
     page = await console.store.overview(q)
     pages = max(1, math.ceil(page.total / q.per_page))
-    return console.render(
+    return await _page(
         request, "overview.html.j2", q=q, page=page, pages=pages, metrics=METRICS, sorts=_SORTS
     )
 
@@ -124,15 +133,16 @@ async def creator(request: web.Request) -> web.Response:
     store = console.store
     found = await store.find_creator_ref(request.match_info["ref"])
     if found is None:
-        return console.render(request, "missing.html.j2", status=404)
+        return await _page(request, "missing.html.j2", status=404)
     points = await store.creator_points(found.id)
     variants = list(dict.fromkeys(p.variant for p in points))
     chosen = request.query.get("variant", variants[0] if variants else "")
     chosen = chosen if chosen in variants else (variants[0] if variants else "")
     shown = [p for p in points if p.variant == chosen]
     alerts = await store.console_alerts(scope=found.user_id, limit=200)
+    words = translator(console.language(request))
     markers = [
-        {"date": a.data_date, "metric": a.metric, "label": f"{a.rule} ({a.state})"}
+        {"date": a.data_date, "metric": a.metric, "label": f"{a.rule} ({words(a.state)})"}
         for a in alerts
         if a.data_date is not None
     ]
@@ -147,7 +157,7 @@ async def creator(request: web.Request) -> web.Response:
         for s in await store.list_silences(now)
         if s.user_id == found.user_id or (s.tag is not None and s.tag in found.tags)
     ]
-    return console.render(
+    return await _page(
         request,
         "creator.html.j2",
         creator=found,
@@ -172,7 +182,7 @@ async def alerts(request: web.Request) -> web.Response:
         offset=(page - 1) * PER_PAGE,
     )
     silences = await console.store.list_silences(console.clock())
-    return console.render(
+    return await _page(
         request,
         "alerts.html.j2",
         rows=rows[:PER_PAGE],
@@ -221,7 +231,7 @@ async def unsilence(request: web.Request) -> web.StreamResponse:
 async def account(request: web.Request) -> web.Response:
     console = console_of(request)
     budget = await console.budget()
-    return console.render(request, "account.html.j2", budget=budget)
+    return await _page(request, "account.html.j2", budget=budget)
 
 
 async def instances(request: web.Request) -> web.Response:
@@ -230,7 +240,7 @@ async def instances(request: web.Request) -> web.Response:
     now = console.clock()
     rows = await store.list_instances(now) if store.dialect == "postgresql" else []
     alive_after = now - max(timedelta(minutes=2), console.config.schedule.lease)
-    return console.render(
+    return await _page(
         request,
         "instances.html.j2",
         rows=rows,

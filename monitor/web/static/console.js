@@ -22,7 +22,9 @@
     var known = [];
     values.forEach(function (v, i) { if (v !== null && v !== undefined) { known.push([i, v]); } });
     if (known.length === 0) {
-      el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, svg).textContent = "—";
+      // the page's own words for it ("No data" / "暂无数据"), not a lone dash
+      el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, svg).textContent =
+        svg.getAttribute("data-empty") || "No data";
       return;
     }
     var lo = Math.min.apply(null, known.map(function (p) { return p[1]; }));
