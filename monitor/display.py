@@ -79,6 +79,11 @@ def format_value(metric: str | None, value: float | None, missing: str = "n/a") 
     return format_number(value, missing)
 
 
+def format_pct(pct: float | None) -> str:
+    """A signed percentage: '+4.2 %', '-40.0 %', '0.0 %'; None → 'n/a'."""
+    return "n/a" if pct is None else f"{pct:+.1f} %".replace("+0.0 %", "0.0 %")
+
+
 def text_width(text: str) -> int:
     """Columns ``text`` takes in a terminal: wide and fullwidth (CJK) characters take two,
     combining marks none."""

@@ -185,3 +185,45 @@ def test_markers_sit_on_the_data_day_and_both_kinds_show_in_chromium(tmp_path: P
     render(page, tmp_path, screenshot=shot, size="1280,1800")
     assert count_color(shot, RED, tolerance=30) > 20
     assert count_color(shot, GREEN, tolerance=30) > 20
+
+
+def test_the_page_speaks_the_configured_zone_labels_and_number_format() -> None:
+    from dataclasses import replace
+    from zoneinfo import ZoneInfo
+
+    from monitor.service.report import BudgetDay
+
+    big = _series("big", [12000, 12000, 12000, 12000, 12000, 12000, 12000, 12000, 9000])
+    alert = AlertRow(
+        id=1,
+        rule="reads-down",
+        scope=big.user_id,
+        name=big.name,
+        severity="warning",
+        state="resolved",
+        summary="reads 12,000 → 9,000 (-25.0 %) from 2026-11-02 to 2026-11-09",
+        pending_since=None,
+        fired_at=datetime(2026, 11, 9, 16, 30, tzinfo=UTC),  # 00:30 on the 10th in Shanghai
+        resolved_at=datetime(2026, 11, 10, 2, 0, tzinfo=UTC),
+        rolling_median=True,
+    )
+    data = replace(
+        _data([big], [alert]),
+        zone=ZoneInfo("Asia/Shanghai"),
+        budget=[BudgetDay("2026-11-10", 1234, 1200)],
+    )
+    html = render_html(data)
+    page = re.sub(r"<script.*?</script>", "", html, flags=re.S)
+    assert "UTC" not in page
+    # the header names the zone once; each time column names it in its header
+    assert "2026-11-01 to 2026-11-28 20:00 Asia/Shanghai" in page
+    assert "<th>fired (Asia/Shanghai)</th><th>resolved (Asia/Shanghai)</th>" in page
+    assert "<td>2026-11-10 00:30</td>\n<td>2026-11-10 10:00</td>" in page
+    # movers by the metric labels, numbers with separators, one percentage format
+    assert "<td>reads</td>" in page
+    assert "12,000 <span" in page
+    assert "-25.0 %" in page
+    assert '<td class="num">1,234</td>' in page
+    # the rolling-median note once on the page, and the charts titled by the labels
+    assert page.count("rolling medians") == 1
+    assert '"text":"reads"' in html.replace(" ", "")

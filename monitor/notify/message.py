@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.display import format_value, labelled_time, local_time, zone_name
+from monitor.display import format_pct, format_value, labelled_time, local_time, zone_name
 from monitor.model import (
     DERIVED_METRICS,
     METRIC_LABELS,
@@ -133,10 +133,6 @@ def format_change(metric: str | None, change: float | None) -> str:
         return f"{change * 100:+.2f} pp"
     sign = "+" if change > 0 else "-" if change < 0 else "±"
     return sign + format_value(metric, abs(change))
-
-
-def format_pct(pct: float | None) -> str:
-    return "n/a" if pct is None else f"{pct:+.1f} %".replace("+0.0 %", "0.0 %")
 
 
 def format_duration(delta: timedelta, language: Language) -> str:

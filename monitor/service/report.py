@@ -19,6 +19,15 @@ from plotly import graph_objects as go  # type: ignore[import-untyped]
 from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 from plotly.subplots import make_subplots  # type: ignore[import-untyped]
 
+from monitor.display import (
+    ROLLING_NOTE,
+    format_pct,
+    format_value,
+    local_time,
+    metric_label,
+    with_zone,
+    zone_name,
+)
 from monitor.store import Store
 from monitor.store.alerts import AlertRow
 
@@ -94,6 +103,7 @@ class ReportData:
     alerts: list[AlertRow]  # every alert that fired or resolved in the period
     open_alerts: list[AlertRow]
     budget: list[BudgetDay]
+    zone: ZoneInfo = _UTC_ZONE  # budget.timezone: the zone every time of the page is shown in
 
     @property
     def movers(self) -> list[Mover]:
@@ -129,6 +139,7 @@ async def collect(
         alerts=alerts,
         open_alerts=await store.list_alerts(open_only=True),
         budget=[b for b in budget if b.calls or b.billed],
+        zone=zone,
     )
 
 
@@ -159,7 +170,7 @@ def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figu
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.06,
-        subplot_titles=REPORT_METRICS,
+        subplot_titles=[metric_label(m) for m in REPORT_METRICS],
     )
     for row, metric in enumerate(REPORT_METRICS, start=1):
         for index, line in enumerate(series.lines.values()):
@@ -172,7 +183,9 @@ def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figu
                     legendgroup=line.variant,
                     showlegend=row == 1,
                     line={"color": _COLORS[index % len(_COLORS)], "width": 2},
-                    hovertemplate=f"%{{x}}<br>{metric} %{{y:,}}<extra>{line.variant}</extra>",
+                    hovertemplate=(
+                        f"%{{x}}<br>{metric_label(metric)} %{{y:,}}<extra>{line.variant}</extra>"
+                    ),
                 ),
                 row=row,
                 col=1,
@@ -253,7 +266,16 @@ def _figure_json(fig: go.Figure) -> str:
 
 def render(data: ReportData) -> str:
     """The whole HTML page as one string, plotly.js included."""
-    template = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    # the shared ways to show a time (in budget.timezone), a metric's name and a number
+    env.filters.update(
+        when=lambda moment: local_time(moment, data.zone, missing=""),
+        zoned=lambda header: with_zone(header, data.zone),
+        label=metric_label,
+        value=lambda number, metric=None: format_value(metric, number),
+        pct=format_pct,
+    )
+    template = env.from_string(
         (resources.files("monitor.notify") / "templates" / "report.html.j2").read_text(
             encoding="utf-8"
         )
@@ -270,6 +292,8 @@ def render(data: ReportData) -> str:
         movers=data.movers,
         budget_used=used,
         metrics=REPORT_METRICS,
+        zone=zone_name(data.zone),
+        rolling_note=ROLLING_NOTE["en"],
         plotly_js=Markup(get_plotlyjs()),  # noqa: S704 - plotly's own bundle, no user text
     )
 

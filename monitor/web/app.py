@@ -23,12 +23,13 @@ from monitor.config import Config, parse_duration
 from monitor.display import (
     ROLLING_NOTE,
     format_number,
+    format_pct,
     local_time,
     metric_label,
     with_zone,
     zone_name,
 )
-from monitor.notify.message import CODE_TEXTS, Language, format_pct
+from monitor.notify.message import CODE_TEXTS, Language
 from monitor.notify.summary import describe, severity_label
 from monitor.store import Store
 from monitor.web import auth
