@@ -110,6 +110,16 @@ def takes_files(target: apprise.Apprise) -> bool:
     return all(getattr(service, "attachment_support", False) for service in target)
 
 
+def reads_text(target: apprise.Apprise) -> bool:
+    """Whether every service behind ``target`` is e-mail, which gets our own plain-text
+    rendering (``plaintext.plain_text``): apprise takes one body per send and would derive the
+    text part from HTML itself, splitting inline code and dropping link URLs. A mailto URL
+    with ``format=html`` still gets an HTML mail (apprise's own text part beside it)."""
+    from apprise.plugins.email import NotifyEmail
+
+    return len(target) > 0 and all(isinstance(service, NotifyEmail) for service in target)
+
+
 def validate_channel_url(url: str) -> str | None:
     """None when apprise can use ``url``; else a one-line reason that never echoes the URL."""
     scheme = url.split("://", 1)[0] if "://" in url else ""

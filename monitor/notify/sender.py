@@ -33,12 +33,14 @@ from monitor.notify.channels import (
     Delivery,
     load_target,
     one_line,
+    reads_text,
     scrubbed_logs,
     secret_fragments,
     send_in_thread,
     takes_files,
     validate_channel_url,
 )
+from monitor.notify.plaintext import plain_text
 from monitor.notify.ports import DrainReport, Gate, Hold, Outbox, Queued, SilenceLike, Suppress
 from monitor.policy.grouping import compose
 
@@ -54,6 +56,7 @@ _NOTIFY_TYPE = {
 
 
 _BROKEN = "channel {name!r}: {problem}"
+_TEXT, _MARKDOWN = apprise.NotifyFormat.TEXT, apprise.NotifyFormat.MARKDOWN
 
 
 class Notifier:
@@ -163,12 +166,13 @@ class Notifier:
             else _NOTIFY_TYPE.get(severity, apprise.NotifyType.INFO)
         )
         files = {} if attach is None or not takes_files(spec.target) else {"attach": str(attach)}
+        text = reads_text(spec.target)  # e-mail: our text rendering, not apprise's
         return await self._bounded(
             spec,
-            body=body,
+            body=plain_text(body) if text else body,
             title=title,
             notify_type=kind,
-            body_format=apprise.NotifyFormat.MARKDOWN,
+            body_format=apprise.NotifyFormat.TEXT if text else apprise.NotifyFormat.MARKDOWN,
             **files,
         )
 
