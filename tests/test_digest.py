@@ -155,6 +155,48 @@ async def test_the_digest_ranks_the_top_mover_first(store: Store, db_url: str) -
     assert "Mia](" in slack["body"].split("## Creators failing", 1)[1]
 
 
+async def test_the_digest_says_each_alert_in_the_channel_language(
+    store: Store, db_url: str
+) -> None:
+    """A Chinese channel's digest reads its alerts in Chinese, from their stored numbers."""
+    [row] = [r for r in await store.list_alerts() if r.rule == "reads-down"]
+    fired = NINE - timedelta(hours=2)
+    assert await store.commit_transition(
+        AlertState(
+            id=row.id,
+            rule="reads-down",
+            creator_id=1,
+            scope=LILYY,
+            severity=Severity.WARNING,
+            state=Phase.FIRING,
+            metric="read",
+            value=500.0,
+            baseline=1000.0,
+            summary="reads 1,000 → 500 (-50.0 %) from 2025-12-03 to 2025-12-10",
+            details={
+                "kind": "change",
+                "change_pct": -50.0,
+                "date": "2025-12-10",
+                "baseline_date": "2025-12-03",
+                "rolling_median": True,
+            },
+            pending_since=fired,
+            fired_at=fired,
+            firing_sent=True,
+        ),
+        [],
+        now=fired,
+        expect=None,
+    )
+    await queue_due_digest(config_of(db_url), store, NINE)
+    bodies = {n["channel"]: n["body"] for n in await table(store, "notifications")}
+    assert "Lilyy（警告）：阅读 1,000 → 500（-50.0 %），2025-12-03 至 2025-12-10" in bodies["mail"]
+    assert (
+        "Lilyy (warning): reads 1,000 → 500 (-50.0 %) from 2025-12-03 to 2025-12-10"
+        in (bodies["slack"])
+    )
+
+
 async def test_queued_once_per_channel_per_local_day(
     store: Store, db_url: str, clock: FakeClock
 ) -> None:

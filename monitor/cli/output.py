@@ -28,6 +28,7 @@ from monitor.display import (
 from monitor.errors import MonitorError
 from monitor.model import DERIVED_METRICS, METRICS, DailyPoint
 from monitor.notify.message import cut
+from monitor.notify.summary import describe
 from monitor.policy.budget_state import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED
 from monitor.service.reach import UNREACHABLE_AFTER
 
@@ -470,7 +471,7 @@ def print_alerts(
                 a.state,
                 local_time(a.fired_at, zone),
                 local_time(a.resolved_at, zone),
-                cut(a.summary, 60),
+                cut(describe(a, "en"), 60),
             ]
             for a in rows
         ),

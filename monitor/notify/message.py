@@ -20,7 +20,7 @@ Variables of ``alert.*`` and ``account.*``:
 Variables of ``digest.*``:
   language, zone (the IANA name the listed times are in), day,
   movers ([{metric, label, rows: [{name, user_id, url, old_text, new_text, change_pct_text}]}]),
-  fired / resolved ([{rule, name, scope, severity, summary, at}]),
+  fired / resolved ([{rule, name, scope, severity, severity_text, summary, at}]),
   budget_used, daily_calls (formatted "1,200"), budget_pct_text,
   failing ([{name, user_id, url, failures, last_code, last_success_at}]); ``at`` and
   ``last_success_at`` are 'YYYY-MM-DD HH:MM' in ``zone``, which the headings name once.
@@ -31,7 +31,7 @@ Filters: ``num(metric)`` formats a metric value, ``pct`` a signed percentage,
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -145,6 +145,14 @@ def format_duration(delta: timedelta, language: Language) -> str:
     if not days:
         parts.append(f"{mins}{units[2]}" if mins or not hours else "")
     return ("" if language == "zh" else " ").join(p for p in parts if p)
+
+
+_SEVERITIES = {"zh": {"info": "提示", "warning": "警告", "critical": "严重"}}
+
+
+def severity_label(severity: str, language: Language) -> str:
+    """'critical' in the reader's language ('严重')."""
+    return _SEVERITIES.get(language, {}).get(severity, severity)
 
 
 def _local(at: datetime | None, zone: ZoneInfo) -> str | None:
@@ -301,6 +309,7 @@ class AlertLine:
     at: datetime
     creator: Creator | None = None
     variant: str | None = None  # named only when the creator tracks several
+    summaries: Mapping[str, str] = field(default_factory=dict)  # per language, where known
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +357,8 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
             "name": name,
             "scope": item.scope,
             "severity": item.severity,
-            "summary": item.summary,
+            "severity_text": severity_label(item.severity, language),
+            "summary": item.summaries.get(language, item.summary),
             "at": at,
             "variant": item.variant,
         }
@@ -474,5 +484,6 @@ __all__: list[str] = [
     "format_pct",
     "format_value",
     "render",
+    "severity_label",
     "top_movers",
 ]

@@ -20,7 +20,10 @@ from monitor.notify.message import (
     format_duration,
     format_pct,
     headline,
+    severity_label,
 )
+
+__all__ = ["Described", "describe", "severity_label"]
 
 
 class Described(Protocol):
@@ -40,14 +43,6 @@ class Described(Protocol):
     def summary(self) -> str: ...
     @property
     def details(self) -> Mapping[str, Any]: ...
-
-
-_SEVERITIES = {"zh": {"info": "提示", "warning": "警告", "critical": "严重"}}
-
-
-def severity_label(severity: str, language: Language) -> str:
-    """'critical' in the reader's language ('严重')."""
-    return _SEVERITIES.get(language, {}).get(severity, severity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from monitor.notify.message import (
     Mover,
     Renderer,
 )
+from monitor.notify.summary import describe
 from monitor.store import Store
 from monitor.store.alerts import AlertRow
 from monitor.store.outbox import NewMessage
@@ -186,6 +187,7 @@ def _line(row: AlertRow, at: datetime, creators: dict[str, Creator]) -> AlertLin
         at=at,
         creator=creator,
         variant=row.variant if row.variant and row.variants > 1 else None,
+        summaries={language: describe(row, language) for language in ("en", "zh")},
     )
 
 

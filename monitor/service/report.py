@@ -28,6 +28,7 @@ from monitor.display import (
     with_zone,
     zone_name,
 )
+from monitor.notify.summary import describe
 from monitor.store import Store
 from monitor.store.alerts import AlertRow
 
@@ -274,6 +275,7 @@ def render(data: ReportData) -> str:
         label=metric_label,
         value=lambda number, metric=None: format_value(metric, number),
         pct=format_pct,
+        describe=lambda alert: describe(alert, "en"),
     )
     template = env.from_string(
         (resources.files("monitor.notify") / "templates" / "report.html.j2").read_text(

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from monitor.config import Config, ReportConfig
 from monitor.model import METRIC_LABELS
 from monitor.notify.message import Language, cut, format_pct, format_value
+from monitor.notify.summary import describe
 from monitor.service.report import ReportData, collect, render
 from monitor.store import Store
 from monitor.store.outbox import NewMessage
@@ -150,7 +151,8 @@ def summary(
     lines += ["", f"## {text['alerts']}"]
     for a in data.alerts[:SUMMARY_ROWS]:
         variant = f" [{a.variant}]" if a.variant and a.variants > 1 else ""
-        lines.append(f"- `{a.rule}` {a.name or a.scope}{variant} ({a.state}): {cut(a.summary, 90)}")
+        said = cut(describe(a, language), 90)
+        lines.append(f"- `{a.rule}` {a.name or a.scope}{variant} ({a.state}): {said}")
     if len(data.alerts) > SUMMARY_ROWS:
         lines.append(text["more"].format(k=len(data.alerts) - SUMMARY_ROWS))
     lines += [] if data.alerts else [f"- {text['none']}"]

@@ -5,7 +5,7 @@ transaction, guarded against other instances), and the alert lists the CLI, dige
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,10 @@ class AlertRow:
     variant: str = ""  # the series' label ('' for account-wide alerts)
     variants: int = 1
     rolling_median: bool = False  # its values are rolling medians per note (a surface says so once)
+    metric: str | None = None
+    value: float | None = None
+    baseline: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # the finding, as stored
 
 
 class AlertStore(StoreBase):
@@ -153,6 +157,10 @@ class AlertStore(StoreBase):
                 data_day=(r.details or {}).get("date"),
                 clear_day=(r.details or {}).get("clear_date"),
                 rolling_median=_rolling(r.details or {}),
+                metric=r.metric,
+                value=r.value,
+                baseline=r.baseline,
+                details=dict(r.details or {}),
             )
             for r in rows
         ]
