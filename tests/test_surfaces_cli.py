@@ -187,3 +187,24 @@ def test_history_plot_takes_a_derived_metric(
     text = run(capsys, config, "history", "Bo", "--metric", "engage_rate", "--plot")
     assert "engagement rate" in text
     assert "min 10.00 %" in text
+
+
+def test_a_backtest_says_the_rolling_median_note_once() -> None:
+    @dataclass
+    class Line:
+        when: date
+        rule: str
+        scope: str
+        event: str
+        summary: str
+
+    lines = [
+        Line(date(2025, 12, d), "reads-down", "Bo", "firing", f"reads 1,000 → 600 on {d}")
+        for d in (1, 2, 3)
+    ]
+    out = io.StringIO()
+    output.print_backtest(lines, out, rolling=["reads-down"])
+    assert out.getvalue().count("rolling medians") == 1
+    quiet = io.StringIO()
+    output.print_backtest(lines, quiet, rolling=["engage-floor"])
+    assert "rolling medians" not in quiet.getvalue()

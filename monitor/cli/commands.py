@@ -256,7 +256,8 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
                 if "progress" in inspect.signature(run_backtest).parameters:
                     extra["progress"] = advance
                 lines = await run_backtest(config, store, since, **extra)
-        output.print_backtest(list(lines), sys.stdout)
+        rolling = [r.name for r in config.rules if r.kind in ("change", "anomaly")]
+        output.print_backtest(list(lines), sys.stdout, rolling)
         return 0
 
     return _run(go)

@@ -429,7 +429,9 @@ def print_fetched(
         out.write(f"stopped early: {stopped}\n")
 
 
-def print_backtest(lines: Sequence[Any], out: TextIO) -> None:
+def print_backtest(lines: Sequence[Any], out: TextIO, rolling: Iterable[str] = ()) -> None:
+    """The events a backtest found; ``rolling``: the rules whose values are rolling medians
+    (the note saying so comes once, below the table)."""
     table(
         ("when", "rule", "creator", "event", "summary"),
         ([x.when, x.rule, x.scope, x.event, cut(str(x.summary), 80)] for x in lines),
@@ -440,6 +442,8 @@ def print_backtest(lines: Sequence[Any], out: TextIO) -> None:
         events[str(line.event)] = events.get(str(line.event), 0) + 1
     totals = ", ".join(f"{n} {event}" for event, n in sorted(events.items())) or "nothing"
     out.write(f"\n{len(lines)} events ({totals}); nothing was sent\n")
+    if set(rolling) & {str(line.rule) for line in lines}:
+        out.write(f"{ROLLING_NOTE['en']}\n")
 
 
 def print_alerts(
