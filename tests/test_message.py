@@ -86,8 +86,10 @@ def test_chinese_firing_has_the_same_numbers() -> None:
         "- 告警开始：2025-12-11 10:00 Asia/Shanghai（已持续 1天3小时）",
         "滚动中位数",
         f"[在蒲公英中查看]({LINK})",
+        "（change，警告）",  # the severity in the message's language
     ):
         assert needle in m.body
+    assert "warning" not in m.body
 
 
 def test_repeat_and_resolved() -> None:

@@ -8,7 +8,8 @@ template with the same file name replaces the built-in one; if it fails to compi
 built-in one is used and ``Message.error`` says why. Undefined variables are errors.
 
 Variables of ``alert.*`` and ``account.*``:
-  event ('firing' | 'repeat' | 'resolved'), language, rule, kind, severity, scope, summary,
+  event ('firing' | 'repeat' | 'resolved'), language, rule, kind, severity, severity_text (in the
+  message's language), scope, summary,
   details (dict), metric, metric_label, value, baseline, change_abs, change_pct (numbers or None),
   value_text, baseline_text, change_abs_text, change_pct_text, movement_text
   ("7,100 → 4,260 (-40.0 %)"), headline (the title's reading: "engagements 99 < 100
@@ -188,6 +189,7 @@ def alert_variables(
         "rule": alert.rule,
         "kind": details.get("kind", ""),
         "severity": str(alert.severity),
+        "severity_text": severity_label(str(alert.severity), language),
         "scope": alert.scope,
         "summary": alert.summary,
         "details": details,
