@@ -47,7 +47,7 @@ async def _seed(url: str) -> None:
             Variant(),
             started_at=FIRED,
             due_at=None,
-            latency_ms=5,
+            latency_ms=1234,
             http_status=200,
             code=0,
             billed=True,
@@ -209,6 +209,9 @@ async def test_creator_page_names_charts_by_their_labels(console: tuple[str, str
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", html)
     assert captions[:3] == ["曝光", "阅读", "互动"]
     assert 'data-empty="暂无数据"' in html
+    # the fetch log: its time column names the zone, numbers carry the shared separators
+    assert re.search(r"<th>时间 \(Asia/Shanghai\)</th>", html)
+    assert '<td class="n">1,234</td>' in html
     assert "日常·全部类型·30天·全部" in html
     assert text_of(html).count("滚动中位数") == 1
 
