@@ -104,10 +104,12 @@ def table(
 
 
 def print_points(points: Sequence[DailyPoint], out: TextIO) -> None:
+    """Points as ``history`` shows them: the same columns, labels and alignment."""
     table(
-        ("date", *(metric_label(m) for m in METRICS)),
+        ("date_key", *(metric_label(m) for m in METRICS)),
         ([p.date_key, *(getattr(p, m) for m in METRICS)] for p in points),
         out,
+        right=range(1, len(METRICS) + 1),
     )
 
 
