@@ -69,7 +69,8 @@ async def test_an_account_pause_is_one_line_per_command_and_a_hold_in_status(
         (hold,) = [line for line in out.splitlines() if line.startswith("hold:")]
         assert re.search(
             r"hold: account +insufficient account balance \(code 601\); probing every 15m; "
-            r"ends at the first normal answer \(the next probe at \d{4}-\d\d-\d\d \d\d:\d\d CST\)",
+            r"ends at the first normal answer "
+            r"\(the next probe at \d{4}-\d\d-\d\d \d\d:\d\d Asia/Shanghai\)",
             hold,
         ), hold
         code, _, refused = await _cli(config, token, "fetch", creators(1)[0])
@@ -92,7 +93,8 @@ async def test_a_rate_limit_hold_shows_in_status_and_fetch_says_it_waits(
         assert err == ""
         (hold,) = [line for line in out.splitlines() if line.startswith("hold:")]
         assert re.search(
-            r"hold: rate limit +.*302.*; every call waits until \d{4}-\d\d-\d\d \d\d:\d\d CST",
+            r"hold: rate limit +.*302.*; every call waits until "
+            r"\d{4}-\d\d-\d\d \d\d:\d\d Asia/Shanghai",
             hold,
         ), hold
         # a second fetch waits for the hold: it says so at once, and SIGINT ends the wait
@@ -113,7 +115,7 @@ async def test_a_rate_limit_hold_shows_in_status_and_fetch_says_it_waits(
         said = await asyncio.wait_for(proc.stderr.readline(), timeout=30)
         assert time.monotonic() - started < 20
         assert re.match(
-            rb"waiting: .*302.*; every call is held until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CST "
+            rb"waiting: .*302.*; every call is held until \d{4}-\d\d-\d\d \d\d:\d\d Asia/Shanghai "
             rb"\(Ctrl-C stops; nothing is spent\)",
             said,
         ), said

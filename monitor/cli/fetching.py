@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from monitor.app import fetch_parts
 from monitor.cli import arguments, output
 from monitor.config import Config
+from monitor.display import labelled_time
 from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
@@ -148,10 +149,10 @@ class HoldNotice:
             and state.paused_until != self._said
         ):
             self._said = state.paused_until
-            until = state.paused_until.astimezone(self._zone)
+            until = labelled_time(state.paused_until, self._zone)
             print(
                 f"waiting: {state.pause_reason or 'upstream rate limit (302)'}; every call is "
-                f"held until {until:%Y-%m-%d %H:%M:%S %Z} (Ctrl-C stops; nothing is spent)",
+                f"held until {until} (Ctrl-C stops; nothing is spent)",
                 file=sys.stderr,
             )
         await asyncio.sleep(seconds)
