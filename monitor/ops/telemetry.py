@@ -343,7 +343,7 @@ async def serve(
     with a warning, since neither path has authentication. ``mount`` (the console) adds its
     routes and its authentication, which then covers /metrics off loopback.
     """
-    from aiohttp import web
+    from monitor.ops import listener
 
     host, port = parse_listen(listen)
     loopback = _is_loopback(host)
@@ -354,17 +354,10 @@ async def serve(
     app = _app(telemetry, _Health(healthy, health_timeout))
     if mount is not None:
         mount(app, loopback)
-    # No access log: a scrape every 15 s would drown the journal.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-    except BaseException as exc:
-        await runner.cleanup()
-        if isinstance(exc, OSError):
-            raise ConfigError("http.listen", f"cannot listen on {listen}: {exc.strerror}") from exc
-        raise
+        runner = await listener.start(app, host, port)
+    except OSError as exc:
+        raise ConfigError("http.listen", f"cannot listen on {listen}: {exc.strerror}") from exc
     bound_port = int(runner.addresses[0][1]) if port == 0 else port
     log.info("serving /healthz and /metrics on %s:%d", host, bound_port)
     return HttpEndpoint(runner, host, bound_port)

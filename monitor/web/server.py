@@ -20,6 +20,7 @@ from aiohttp import web
 
 from monitor.config import Config
 from monitor.errors import ConfigError, MonitorError
+from monitor.ops import listener
 from monitor.store import Store
 from monitor.web import auth
 from monitor.web.app import Console, mount
@@ -103,13 +104,11 @@ async def serve_console(
         app = web.Application()
         app.router.add_get("/healthz", healthz)
         add(app, is_loopback(host))
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
         try:
-            await web.TCPSite(runner, host, port).start()
+            runner = await listener.start(app, host, port)
         except OSError as exc:
             raise ConfigError("http.listen", f"cannot listen on {listen}: {exc.strerror}") from exc
+        stack.push_async_callback(runner.cleanup)
         bound = int(runner.addresses[0][1])
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{bound}"
