@@ -45,9 +45,12 @@ class LiveConsole:
             check=False,
         )
 
-    def api(self, token: str | None = None) -> httpx.Client:
+    def api(self, token: str | None = None, *, source: str | None = None) -> httpx.Client:
+        """A client with ``token``; from the loopback address ``source`` (e.g. 127.0.0.2), so
+        its failed authentications lock only that address."""
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        transport = None if source is None else httpx.HTTPTransport(local_address=source)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, transport=transport)
 
 
 def free_port() -> int:

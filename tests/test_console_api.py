@@ -56,11 +56,14 @@ def test_only_healthz_is_open(live: LiveConsole) -> None:
         assert page.headers["Location"].startswith("/login")
         for method, path, body in WRITES:
             assert anonymous.request(method, path, json=body).status_code == 401
-    with live.api("not-the-token") as wrong:
-        for path in READS:
-            assert wrong.get(path).status_code == 401, path
-        for method, path, body in WRITES:
-            assert wrong.request(method, path, json=body).status_code == 401
+    # from an address of its own: its failures lock that address, not the other tests'
+    with live.api("not-the-token", source="127.0.0.2") as wrong:
+        replies = [wrong.get(path) for path in READS]
+        replies += [wrong.request(method, path, json=body) for method, path, body in WRITES]
+        # five failed authentications, then that client waits, whatever it sends
+        assert [r.status_code for r in replies] == [401] * 5 + [429] * (len(replies) - 5)
+        assert all(int(r.headers["Retry-After"]) > 800 for r in replies[5:])
+        assert wrong.get("/healthz").status_code == 200
 
 
 def test_read_only_token_reads_but_cannot_write(live: LiveConsole) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from monitor.model import METRICS
-from monitor.web.app import console_of
+from monitor.web.app import console_of, row_id
 from monitor.web.pages import overview_query
 
 PREFIX = "/api/v1"
@@ -99,9 +99,8 @@ async def alerts(request: web.Request) -> web.Response:
 
 async def ack(request: web.Request) -> web.Response:
     console = console_of(request)
-    try:
-        alert_id = int(request.match_info["id"])
-    except ValueError:
+    alert_id = row_id(request.match_info["id"])
+    if alert_id is None:
         return _error(404, "no such alert")
     result = await console.store.ack_alert(alert_id, now=console.clock(), by="api")
     if result == "missing":
@@ -149,9 +148,8 @@ async def add_silence(request: web.Request) -> web.Response:
 
 async def remove_silence(request: web.Request) -> web.Response:
     console = console_of(request)
-    try:
-        silence_id = int(request.match_info["id"])
-    except ValueError:
+    silence_id = row_id(request.match_info["id"])
+    if silence_id is None:
         return _error(404, "no such silence")
     if not await console.store.remove_silence(silence_id):
         return _error(404, "no such silence")

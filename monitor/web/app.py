@@ -8,6 +8,7 @@ only, so both show the same thing. Never renders a token or a channel URL.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,11 +30,14 @@ from monitor.display import (
     with_zone,
     zone_name,
 )
+from monitor.errors import StoreError
 from monitor.notify.message import CODE_TEXTS, Language
 from monitor.notify.summary import describe, severity_label
 from monitor.store import Store
 from monitor.web import auth
 from monitor.web.i18n import LANG_COOKIE, negotiate, translator
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -65,6 +69,8 @@ class Console:
             lstrip_blocks=True,
             undefined=jinja2.StrictUndefined,
         )
+        #: the last answer from the database failed (its errors are logged once per run)
+        self.store_failing = False
         #: the static files' versioned URLs (set by ``mount``)
         self.assets: dict[str, str] = {}
         self.jinja.filters.update(
@@ -290,6 +296,7 @@ def mount(app: web.Application, console: Console) -> None:
 
     app[CONSOLE_KEY] = console
     app.middlewares.append(_security_headers)
+    app.middlewares.append(_store_busy)
     app.middlewares.append(auth.middleware(console.guard))
     pages.add_routes(app.router)
     api.add_routes(app.router)
@@ -317,6 +324,41 @@ async def _security_headers(request: web.Request, handler: auth.Handler) -> web.
         response.headers["Cache-Control"] = "public, max-age=86400"
     elif not request.path.startswith(("/healthz", "/metrics")):
         response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def row_id(text: str) -> int | None:
+    """A row id from a URL: 1 to 2**63 - 1 in plain digits, else None (a 404, not an overflow
+    in the database driver)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    value = int(text)
+    return value if 0 < value < 2**63 else None
+
+
+#: what a 503 asks the client to wait when the database is busy (locked past busy_timeout)
+STORE_RETRY_SECONDS = 5
+
+
+@web.middleware
+async def _store_busy(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    """A database that cannot answer (locked past ``busy_timeout``, unreachable) is a 503 with
+    ``Retry-After``, not a 500 with a traceback; logged once per run of such answers."""
+    console = console_of(request)
+    try:
+        response = await handler(request)
+    except StoreError as exc:
+        if not console.store_failing:
+            log.warning("console: the database cannot answer: %s", exc)
+            console.store_failing = True
+        reason = "the database is busy; try again shortly"
+        headers = {"Retry-After": str(STORE_RETRY_SECONDS)}
+        if request.path.startswith("/api/") or request.headers.get("Authorization"):
+            return web.json_response({"error": reason}, status=503, headers=headers)
+        return web.Response(status=503, text=f"{reason}\n", headers=headers)
+    if console.store_failing:
+        log.info("console: the database answers again")
+        console.store_failing = False
     return response
 
 

@@ -1,14 +1,18 @@
 """Who may use the console: tokens (admin and read-only), browser sessions, CSRF tokens and
 the failed-login limit, enforced by one aiohttp middleware.
 
-Only ``/healthz`` (and ``/metrics`` while bound to loopback), the login form and the static
-chart code are served without a token. Tokens are compared in constant time and never logged.
+Only ``/healthz``, the login form and the static chart code are served without a token; and
+``/metrics`` to a client on this host (``listen`` on loopback, no proxy in front). Every failed
+authentication, bearer or form, counts towards one limit per real client address. Tokens are
+compared in constant time and never logged.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
+import math
 import os
 import secrets
 import time
@@ -21,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
+from yarl import URL
 
 from monitor.config import Config, warn_if_exposed
 from monitor.errors import ConfigError
@@ -38,6 +43,10 @@ SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 1000
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _OPEN_PATHS = frozenset({"/healthz", "/login", "/favicon.ico"})
+#: headers a reverse proxy adds: a request with one came from elsewhere
+_PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
+#: a write that the read-only role may make too (it only ends its own session)
+_ANY_ROLE_WRITES = frozenset({"/logout"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,7 +58,9 @@ class Tokens:
 
     def role_of(self, presented: str) -> str | None:
         """ADMIN, READONLY or None; both comparisons always run, in constant time."""
-        given = presented.encode()
+        given = _utf8(presented)
+        if given is None:
+            return None  # bytes that are not UTF-8 (0xff 0xfe …) are no token of ours
         admin = self.admin is not None and hmac.compare_digest(
             given, self.admin.get_secret_value().encode()
         )
@@ -102,6 +113,15 @@ def console_tokens(config: Config, environ: Mapping[str, str] | None = None) -> 
     return Tokens(admin, readonly)
 
 
+def _utf8(text: str) -> bytes | None:
+    """``text`` as UTF-8; None when it cannot be (a header's undecodable bytes arrive as
+    lone surrogates)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
+
+
 @dataclass(slots=True)
 class Session:
     role: str
@@ -128,7 +148,8 @@ def identity_of(request: web.Request) -> Identity | None:
 
 @dataclass
 class LoginLimit:
-    """Failed logins: ``per_client`` per client and ``overall`` in total, per ``window`` s."""
+    """Failed authentications (a wrong bearer token or a wrong token in the login form):
+    ``per_client`` per client address and ``overall`` in total, per ``window`` s."""
 
     per_client: int = 5
     overall: int = 50
@@ -184,9 +205,32 @@ class Guard:
         self._sessions: dict[str, Session] = {}
 
     def client(self, request: web.Request) -> str:
-        if self.trust_proxy and (forwarded := request.headers.get("X-Forwarded-For")):
-            return forwarded.split(",")[0].strip()
-        return request.remote or "?"
+        """The real client's address: the peer's, or behind a trusted proxy the last
+        ``X-Forwarded-For`` hop that is not the proxy's own (the client writes the first
+        entries as it likes; the proxy appends the address it saw)."""
+        peer = request.remote or "?"
+        if not self.trust_proxy:
+            return peer
+        hops = [
+            hop.strip()
+            for header in request.headers.getall("X-Forwarded-For", ())
+            for hop in header.split(",")
+        ]
+        for hop in reversed(hops):
+            try:
+                address = ipaddress.ip_address(hop)
+            except ValueError:
+                return peer  # the proxy writes addresses: this entry came from the client
+            if not address.is_loopback:  # a second proxy on this host: look further back
+                return str(address)
+        return peer
+
+    def metrics_open(self, request: web.Request) -> bool:
+        """``/metrics`` without a token: only to a client on this host, i.e. listening on
+        loopback with no reverse proxy in front (declared, or seen in the headers)."""
+        if not self.loopback or self.trust_proxy:
+            return False
+        return not any(h in request.headers for h in _PROXY_HEADERS)
 
     def secure(self, request: web.Request) -> bool:
         """Cookies get ``Secure``: behind TLS, said by the request or a trusted proxy."""
@@ -247,14 +291,14 @@ def _deny(request: web.Request, status: int, reason: str) -> web.Response:
 
 
 def csrf_ok(request: web.Request, session: Session, form_value: str | None) -> bool:
-    presented = request.headers.get(CSRF_HEADER) or form_value or ""
-    return hmac.compare_digest(presented.encode(), session.csrf.encode())
+    presented = _utf8(request.headers.get(CSRF_HEADER) or form_value or "")
+    return presented is not None and hmac.compare_digest(presented, session.csrf.encode())
 
 
 async def _write_refusal(request: web.Request) -> web.Response | None:
     """Why a write may not go on: the read-only role, or a browser without the CSRF token."""
     identity = request[IDENTITY]
-    if identity.role != ADMIN:
+    if identity.role != ADMIN and request.path not in _ANY_ROLE_WRITES:
         return _deny(request, 403, "the read-only token cannot change anything")
     session = identity.session
     if session is None:
@@ -268,6 +312,24 @@ async def _write_refusal(request: web.Request) -> web.Response | None:
     return None
 
 
+def _bearer(guard: Guard, request: web.Request, header: str) -> web.Response | None:
+    """Check an ``Authorization`` header: None (the identity set on the request), a 401 that
+    counts towards the client's failed authentications, or a 429 while they are too many."""
+    client = guard.client(request)
+    wait = guard.limit.retry_after(client)
+    if wait > 0:
+        refused = _deny(request, 429, "too many failed authentications; try again later")
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
+    scheme, _, presented = header.partition(" ")
+    role = guard.tokens.role_of(presented.strip()) if scheme.lower() == "bearer" else None
+    if role is None:
+        guard.limit.failed(client)
+        return _deny(request, 401, "invalid token")
+    request[IDENTITY] = Identity(role, None)
+    return None
+
+
 def middleware(guard: Guard) -> Middleware:
     """Authenticate every request but the open paths; refuse writes to the read-only role and
     browser writes without the session's CSRF token."""
@@ -277,21 +339,19 @@ def middleware(guard: Guard) -> Middleware:
         path = request.path
         if path in _OPEN_PATHS or path.startswith("/static/"):
             return await handler(request)
-        if path == "/metrics" and guard.loopback:
+        if path == "/metrics" and guard.metrics_open(request):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         if header:
-            scheme, _, presented = header.partition(" ")
-            role = guard.tokens.role_of(presented.strip()) if scheme.lower() == "bearer" else None
-            if role is None:
-                return _deny(request, 401, "invalid token")
-            request[IDENTITY] = Identity(role, None)
+            if (refused := _bearer(guard, request, header)) is not None:
+                return refused
         else:
             found = guard.session(request)
             if found is None:
                 if _is_api(request) or request.method in _WRITES or path == "/metrics":
                     return _deny(request, 401, "authentication required")
-                raise web.HTTPSeeOther(f"/login?next={request.rel_url}")
+                target = URL("/login").with_query(next=str(request.rel_url))
+                raise web.HTTPSeeOther(str(target))
             request[IDENTITY] = Identity(found[1].role, found[1])
         if request.method in _WRITES and (refused := await _write_refusal(request)) is not None:
             return refused

@@ -12,11 +12,12 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from monitor.model import METRICS
 from monitor.store.console import OverviewQuery, Sort
 from monitor.web import auth
-from monitor.web.app import console_of
+from monitor.web.app import console_of, row_id
 from monitor.web.i18n import translator
 
 PER_PAGE = 50
@@ -55,8 +56,23 @@ async def _page(
 
 
 def _next_target(value: str) -> str:
-    # only a path on this site: never an absolute or scheme-relative URL
-    return value if value.startswith("/") and not value.startswith(("//", "/\\")) else "/"
+    """``value`` when it is a path on this site, else ``/``. Browsers drop tabs and newlines
+    from a URL and read a backslash as a slash, so a path starting with a slash, a tab and a
+    second slash would leave the site: no control character, no backslash, no second leading
+    slash, no scheme or host."""
+    if (
+        not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+        or len(value) > 2000
+    ):
+        return "/"
+    try:
+        url = URL(value)
+    except ValueError:
+        return "/"
+    return "/" if url.is_absolute() or url.scheme else value
 
 
 async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
@@ -196,8 +212,9 @@ async def alerts(request: web.Request) -> web.Response:
 
 async def ack(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
-    alert_id = _int(request.match_info["id"], 0, 0, 2**62)
-    await console.store.ack_alert(alert_id, now=console.clock(), by=_actor(request))
+    alert_id = row_id(request.match_info["id"])
+    if alert_id is not None:
+        await console.store.ack_alert(alert_id, now=console.clock(), by=_actor(request))
     raise web.HTTPSeeOther(_back(request, "/alerts"))
 
 
@@ -224,7 +241,8 @@ async def silence(request: web.Request) -> web.StreamResponse:
 
 async def unsilence(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
-    await console.store.remove_silence(_int(request.match_info["id"], 0, 0, 2**62))
+    if (silence_id := row_id(request.match_info["id"])) is not None:
+        await console.store.remove_silence(silence_id)
     raise web.HTTPSeeOther(_back(request, "/alerts"))
 
 
@@ -262,9 +280,10 @@ def _actor(request: web.Request) -> str:
 def _back(request: web.Request, default: str) -> str:
     referer = request.headers.get("Referer", "")
     if referer:
-        from yarl import URL
-
-        url = URL(referer)
+        try:
+            url = URL(referer)
+        except ValueError:
+            return default
         if url.host == request.url.host and url.port == request.url.port:
             return _next_target(url.path_qs)
     return default
