@@ -28,6 +28,18 @@ async def _healthy() -> bool:
     return True
 
 
+def _document(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/h.db"},
+        "http": {"token_file": str(tmp_path / "admin"),
+                 "readonly_token_file": str(tmp_path / "reader")},
+        "creators": [{"user_id": "5c3bf7f7000000000602fd63", "name": "Lilyy",
+                      "tags": ["beauty"]}],
+        "rules": [{"name": "reads-down", "kind": "threshold", "metric": "read",
+                   "op": "<", "value": 1}],
+    }  # fmt: skip
+
+
 @pytest.fixture
 async def console(
     tmp_path: Path, request: pytest.FixtureRequest
@@ -39,17 +51,10 @@ async def console(
     reader.write_text(READER + "\n")
     admin.chmod(0o600)
     reader.chmod(0o600)
-    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
-    config = parse_config(
-        {
-            "storage": {"url": url},
-            "http": {"token_file": str(admin), "readonly_token_file": str(reader), **http},
-            "creators": [{"user_id": "5c3bf7f7000000000602fd63", "name": "Lilyy"}],
-            "rules": [{"name": "reads-down", "kind": "threshold", "metric": "read",
-                       "op": "<", "value": 1}],
-        }
-    )  # fmt: skip
-    await migrate.upgrade(url)
+    document = _document(tmp_path)
+    document["http"] |= http
+    config = parse_config(document)
+    await migrate.upgrade(document["storage"]["url"])
     async with AsyncExitStack() as stack:
         mount = await console_mount(config, stack, {})
         endpoint = await serve("127.0.0.1:0", Telemetry(), _healthy, mount=mount)
@@ -223,3 +228,100 @@ async def test_the_limit_keys_on_the_hop_the_proxy_saw(console: httpx.AsyncClien
     assert (await console.get("/api/v1/budget", headers=same)).status_code == 429
     other = {"Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "198.51.100.10"}
     assert (await console.get("/api/v1/budget", headers=other)).status_code == 200
+
+
+# --- the console API validates a silence exactly as `silence add` does ----------------------
+
+BAD_SILENCES = [
+    ({"rule": "reads-dwn", "for": "1h"}, ["--rule", "reads-dwn", "--for", "1h"], "rule",
+     "unknown rule 'reads-dwn'; did you mean 'reads-down'?"),
+    ({"tag": "beuaty", "for": "1h"}, ["--tag", "beuaty", "--for", "1h"], "tag",
+     "unknown tag 'beuaty'; did you mean 'beauty'?"),
+    ({"creator": "Lily", "for": "1h"}, ["--creator", "Lily", "--for", "1h"], "creator",
+     "unknown creator 'Lily'; did you mean 'Lilyy'?"),
+    ({"rule": "reads-down", "for": "999d"}, ["--rule", "reads-down", "--for", "999d"], "for",
+     "duration '999d' is too long; at most 365d"),
+    ({}, [], "silence add", "give at least one of"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "argv", "key", "message"), BAD_SILENCES)
+async def test_the_api_refuses_a_silence_as_the_cli_does(
+    console: httpx.AsyncClient,
+    tmp_path: Path,
+    body: dict[str, str],
+    argv: list[str],
+    key: str,
+    message: str,
+) -> None:
+    import subprocess
+    import sys
+
+    from daemon_support import cli, write_toml
+
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.post("/api/v1/silences", headers=admin, json=body)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error.startswith(f"{key}: ")
+    assert message in error
+    config = write_toml(tmp_path / "cli.toml", _document(tmp_path))
+    done = subprocess.run(
+        [*cli(), "-c", str(config), "silence", "add", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": ":".join(sys.path)},
+    )
+    if argv:  # argparse checks --for itself, with the same words
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+    assert (await console.get("/api/v1/silences", headers=admin)).json()["silences"] == []
+
+
+async def test_the_api_refuses_unknown_keys_and_wrong_types_all_at_once(
+    console: httpx.AsyncClient,
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.post(
+        "/api/v1/silences", headers=admin, json={"rule": "reads-down", "reasn": "x", "for": 2}
+    )
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert "reasn: unknown key 'reasn'; did you mean 'reason'?" in error
+    assert "for: expected a string, got int" in error
+    not_object = await console.post("/api/v1/silences", headers=admin, json=["rule"])
+    assert not_object.status_code == 400
+    assert "JSON object" in not_object.json()["error"]
+    ok = await console.post(
+        "/api/v1/silences",
+        headers=admin,
+        json={"creator": "Lilyy", "rule": "reads-down", "tag": "beauty", "for": "365d"},
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["silence"]["user_id"] == "5c3bf7f7000000000602fd63"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"metric": "reads"}, "metric: unknown metric 'reads'; did you mean 'read'?"),
+        ({"sort": "foo"}, "sort: unknown order 'foo'"),
+        ({"page": "two"}, "page: expected a whole number from 1, got 'two'"),
+        ({"per_page": "0"}, "per_page: expected a whole number from 1, got '0'"),
+    ],
+)
+async def test_unknown_query_values_are_400_not_a_fallback(
+    console: httpx.AsyncClient, query: dict[str, str], message: str
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.get("/api/v1/creators", headers=admin, params=query)
+    assert reply.status_code == 400
+    assert message in reply.json()["error"]
+    page = await console.get("/", headers=admin, params=query)
+    assert page.status_code == 400
+    assert message in page.text
+    if "metric" in query:
+        series = await console.get("/api/v1/creators/Lilyy/series", headers=admin, params=query)
+        assert series.status_code == 400
+        assert message in series.json()["error"]

@@ -6,22 +6,37 @@ creator reference (a 24-hex user id or a configured name) becomes a user id.
 from __future__ import annotations
 
 import argparse
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
-from monitor.config import Config, CreatorConfig, parse_duration
+from monitor.config import parse_duration
+from monitor.config.references import (
+    ACCOUNT,
+    USER_ID_RE,
+    CreatorRef,
+    channel_name,
+    check_name,
+    resolve_creator,
+    rule_name,
+    tag_name,
+)
 from monitor.errors import ConfigError
 from monitor.model import ALL_METRICS, Advertise, Business, DateType, NoteType, Variant
 from monitor.validation import MAX_DURATION, unknown
 
-USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
-_HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
+__all__ = [
+    "ACCOUNT",
+    "USER_ID_RE",
+    "CreatorRef",
+    "channel_name",
+    "check_name",
+    "resolve_creator",
+    "rule_name",
+    "tag_name",
+]
+
 #: the earliest date ``--since`` accepts: anything before is a typo (no series goes back that far)
 EARLIEST = date(2000, 1, 1)
-#: the scope word that stands for the account (budget rules) instead of a creator
-ACCOUNT = "account"
 
 
 # --- argument types (argparse calls them; their errors become one usage line, exit 2) --------
@@ -151,59 +166,5 @@ def decimal(low: float, high: float) -> Callable[[str], float]:
 PORT = number(0, 65_535)
 
 
-# --- creator references and other configured names (need the config, so checked by commands)
-
-
-@dataclass(frozen=True, slots=True)
-class CreatorRef:
-    """A creator as the user named them: the user id, and the config entry when configured."""
-
-    user_id: str
-    entry: CreatorConfig | None
-
-
-def resolve_creator(config: Config, ref: str, *, arg: str = "creator") -> CreatorRef:
-    """A user id or a configured name → the user id; a name is never passed on as an id.
-
-    Raises a ConfigError (exit 2) naming ``arg`` for an id of the wrong shape, an unknown or an
-    ambiguous name."""
-    text = ref.strip()
-    by_id = next((c for c in config.creators if c.user_id == text), None)
-    if USER_ID_RE.match(text):
-        return CreatorRef(text, by_id)
-    named = [c for c in config.creators if c.name == text]
-    if len(named) == 1:
-        return CreatorRef(named[0].user_id, named[0])
-    if len(named) > 1:
-        ids = ", ".join(c.user_id for c in named)
-        raise ConfigError(
-            arg, f"{len(named)} configured creators are named {text!r} ({ids}); give the user id"
-        )
-    if _HEX_RE.match(text) and len(text) >= 16:
-        problem = (
-            "has upper-case letters" if len(text) == 24 else f"has {len(text)} characters, not 24"
-        )
-        raise ConfigError(arg, f"user id {text!r} {problem}; a user id is 24 hex digits (0-9, a-f)")
-    names = sorted({c.name for c in config.creators if c.name})
-    message = unknown("creator", text, names)
-    raise ConfigError(arg, f"{message} (give a 24-hex user id or a configured name)")
-
-
-def check_name(what: str, name: str, known: Sequence[str], *, arg: str) -> str:
-    """``name`` if it is one of ``known``; else a ConfigError with a "did you mean"."""
-    if name not in known:
-        raise ConfigError(arg, unknown(what, name, list(known)))
-    return name
-
-
-def rule_name(config: Config, name: str) -> str:
-    return check_name("rule", name, [r.name for r in config.rules], arg="--rule")
-
-
-def channel_name(config: Config, name: str, *, arg: str = "channel") -> str:
-    return check_name("channel", name, [c.name for c in config.channels], arg=arg)
-
-
-def tag_name(config: Config, tag: str) -> str:
-    tags = sorted({t for c in config.creators for t in c.tags})
-    return check_name("tag", tag, tags, arg="--tag")
+# --- creator references and other configured names: one validation with the console API,
+# in monitor/config/references.py (re-exported here for the commands)

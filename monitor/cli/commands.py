@@ -23,6 +23,7 @@ from monitor.cli import arguments, output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
 from monitor.config import Config, channel_url, resolve_token
+from monitor.config.references import silence_request
 from monitor.display import labelled_time
 from monitor.errors import ConfigError, MonitorError
 from monitor.notify.channels import validate_channel_url
@@ -277,27 +278,28 @@ def alerts(args: argparse.Namespace, config: Config) -> int:
 
 
 def silence_add(args: argparse.Namespace, config: Config) -> int:
-    if not (args.creator or args.rule or args.tag):
-        raise ConfigError("silence add", "give at least one of --creator, --rule, --tag")
-    user_id = args.creator
-    if user_id is not None and user_id != arguments.ACCOUNT:
-        user_id = arguments.resolve_creator(config, args.creator, arg="--creator").user_id
-    if args.rule is not None:
-        arguments.rule_name(config, args.rule)
-    if args.tag is not None:
-        arguments.tag_name(config, args.tag)
+    # the console API checks a silence with this same function
+    wanted = silence_request(
+        config,
+        creator=args.creator,
+        rule=args.rule,
+        tag=args.tag,
+        length=args.for_,
+        reason=args.reason,
+        option=lambda key: f"--{key}",
+    )
 
     async def go() -> int:
         now = _now()
-        ends = now + args.for_
+        ends = now + wanted.length
         async with _store(config) as store:
             silence_id = await store.add_silence(
                 now=now,
                 ends_at=ends,
-                user_id=user_id,
-                rule=args.rule,
-                tag=args.tag,
-                reason=args.reason,
+                user_id=wanted.user_id,
+                rule=wanted.rule,
+                tag=wanted.tag,
+                reason=wanted.reason,
             )
         print(f"silence {silence_id} until {labelled_time(ends, config.budget.zone)}")
         return 0

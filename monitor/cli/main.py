@@ -18,23 +18,19 @@ import re
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from monitor.cli import arguments
 from monitor.cli.output import plain_error
 from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
+from monitor.config.references import LONGEST_SILENCE
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
 from monitor.ops.redaction import SecretFilter, redact
 from monitor.validation import did_you_mean, problems_of
 
 log = logging.getLogger("monitor")
-
-
-#: the longest silence ``silence add --for`` accepts
-LONGEST_SILENCE = timedelta(days=365)
 
 
 @functools.cache

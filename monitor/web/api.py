@@ -11,8 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from monitor.config.references import silence_body
+from monitor.errors import ConfigError
 from monitor.model import METRICS
-from monitor.web.app import console_of, row_id
+from monitor.validation import unknown
+from monitor.web.app import console_of, problem_text, row_id
 from monitor.web.pages import overview_query
 
 PREFIX = "/api/v1"
@@ -40,7 +43,10 @@ def _error(status: int, message: str) -> web.Response:
 
 async def creators(request: web.Request) -> web.Response:
     console = console_of(request)
-    q = overview_query(request.query)
+    try:
+        q = overview_query(request.query)
+    except ConfigError as exc:
+        return _error(400, problem_text(exc))
     page = await console.store.overview(q)
     return _json(
         {
@@ -56,18 +62,18 @@ async def creators(request: web.Request) -> web.Response:
 
 async def series(request: web.Request) -> web.Response:
     console = console_of(request)
-    found = await console.store.find_creator_ref(request.match_info["ref"])
-    if found is None:
-        return _error(404, "no such creator")
     metric = request.query.get("metric") or None
     if metric is not None and metric not in METRICS:
-        return _error(400, f"unknown metric; one of {', '.join(METRICS)}")
+        return _error(400, f"metric: {unknown('metric', metric, METRICS)}")
     since = request.query.get("since") or None
     if since is not None:
         try:
             since = date.fromisoformat(since).isoformat()
         except ValueError:
             return _error(400, "since is a date, YYYY-MM-DD")
+    found = await console.store.find_creator_ref(request.match_info["ref"])
+    if found is None:
+        return _error(404, "no such creator")
     try:
         points = await console.store.creator_points(
             found.id, variant=request.query.get("variant") or None, since=since
@@ -123,12 +129,8 @@ async def add_silence(request: web.Request) -> web.Response:
         body = await request.json()
     except ValueError:
         return _error(400, "the body is not JSON")
-    if not isinstance(body, dict):
-        return _error(400, "the body is a JSON object")
-    text = {k: body.get(k) for k in ("creator", "rule", "tag", "for", "reason")}
-    if any(v is not None and not isinstance(v, str) for v in text.values()):
-        return _error(400, "creator, rule, tag, for and reason are strings")
     try:
+        text = silence_body(body)
         silence_id, ends = await console.add_silence(
             creator=text["creator"],
             rule=text["rule"],
@@ -136,8 +138,8 @@ async def add_silence(request: web.Request) -> web.Response:
             for_=text["for"] or "2h",
             reason=text["reason"] or "",
         )
-    except ValueError as exc:
-        return _error(400, str(exc))
+    except ConfigError as exc:
+        return _error(400, problem_text(exc))
     found = next(
         (s for s in await console.store.list_silences(console.clock()) if s.id == silence_id),
         None,

@@ -20,7 +20,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from monitor.config import Config, parse_duration
+from monitor.config import Config
+from monitor.config.references import silence_request
 from monitor.display import (
     ROLLING_NOTE,
     format_number,
@@ -30,10 +31,11 @@ from monitor.display import (
     with_zone,
     zone_name,
 )
-from monitor.errors import StoreError
+from monitor.errors import ConfigError, StoreError
 from monitor.notify.message import CODE_TEXTS, Language
 from monitor.notify.summary import describe, severity_label
 from monitor.store import Store
+from monitor.validation import problems_of
 from monitor.web import auth
 from monitor.web.i18n import LANG_COOKIE, negotiate, translator
 
@@ -154,26 +156,21 @@ class Console:
         for_: str,
         reason: str,
     ) -> tuple[int, datetime]:
-        """A silence from now for ``for_`` (e.g. "2h"); ``creator`` is a user id, a configured
-        name or 'account'. Raises ValueError with a one-line message for bad input."""
-        creator, rule, tag = (v.strip() if v else None for v in (creator, rule, tag))
-        if not (creator or rule or tag):
-            raise ValueError("give at least one of creator, rule, tag")
-        user_id = creator or None
-        if creator and creator != "account":
-            found = await self.store.find_creator_ref(creator)
-            if found is None:
-                raise ValueError(f"no creator {creator!r}")
-            user_id = found.user_id
+        """A silence from now for ``for_`` (e.g. "2h"), checked exactly as ``silence add``
+        checks it (``creator`` a user id, a configured name or 'account'; a configured rule and
+        tag; at most 365d). Raises ConfigError (every problem at once) for bad input."""
+        wanted = silence_request(
+            self.config, creator=creator, rule=rule, tag=tag, length=for_, reason=reason
+        )
         now = self.clock()
-        ends = now + parse_duration(for_)
+        ends = now + wanted.length
         silence_id = await self.store.add_silence(
             now=now,
             ends_at=ends,
-            user_id=user_id,
-            rule=rule or None,
-            tag=tag or None,
-            reason=reason.strip()[:500],
+            user_id=wanted.user_id,
+            rule=wanted.rule,
+            tag=wanted.tag,
+            reason=wanted.reason,
         )
         return silence_id, ends
 
@@ -360,6 +357,11 @@ async def _store_busy(request: web.Request, handler: auth.Handler) -> web.Stream
         log.info("console: the database answers again")
         console.store_failing = False
     return response
+
+
+def problem_text(exc: ConfigError) -> str:
+    """Every problem of a refused input on one line: ``rule: unknown rule 'x'; …``."""
+    return "; ".join(f"{p.path}: {p.message}" for p in problems_of(exc))
 
 
 def console_of(request: web.Request) -> Console:

@@ -14,10 +14,12 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
+from monitor.errors import ConfigError
 from monitor.model import METRICS
 from monitor.store.console import OverviewQuery, Sort
+from monitor.validation import raise_all, unknown
 from monitor.web import auth
-from monitor.web.app import console_of, row_id
+from monitor.web.app import console_of, problem_text, row_id
 from monitor.web.i18n import translator
 
 PER_PAGE = 50
@@ -33,17 +35,45 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
     return max(low, min(high, number))
 
 
+def _whole(query: Any, key: str, default: int, high: int) -> int:
+    """A whole number from 1 to ``high`` (larger is taken as ``high``); else a ConfigError."""
+    text = query.get(key)
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text[:12]) < 1:
+        raise ConfigError(key, f"expected a whole number from 1, got {text[:40]!r}")
+    return min(high, int(text[:12]))
+
+
 def overview_query(query: Any) -> OverviewQuery:
-    """The overview's filters from query parameters; unknown values fall back to defaults."""
-    metric = query.get("metric", "imp")
-    sort = query.get("sort", "name")
+    """The overview's filters from query parameters, checked as the command line checks its
+    options: an unknown metric or order is a ConfigError with a "did you mean", not a
+    silent fallback."""
+    metric = query.get("metric") or "imp"
+    sort = query.get("sort") or "name"
+    problems: list[ConfigError] = []
+    if metric not in METRICS:
+        problems.append(ConfigError("metric", unknown("metric", metric, METRICS)))
+    if sort not in _SORTS:
+        problems.append(ConfigError("sort", unknown("order", sort, _SORTS)))
+    page, per_page = 1, PER_PAGE
+    try:
+        page = _whole(query, "page", 1, 1_000_000)
+    except ConfigError as exc:
+        problems.append(exc)
+    try:
+        per_page = _whole(query, "per_page", PER_PAGE, MAX_PER_PAGE)
+    except ConfigError as exc:
+        problems.append(exc)
+    raise_all(problems)
+    order = next(s for s in _SORTS if s == sort)
     return OverviewQuery(
-        metric=metric if metric in METRICS else "imp",
+        metric=metric,
         tag=query.get("tag", "").strip()[:100],
         text=query.get("q", "").strip()[:100],
-        sort=sort if sort in _SORTS else "name",
-        page=_int(query.get("page"), 1, 1, 1_000_000),
-        per_page=_int(query.get("per_page"), PER_PAGE, 1, MAX_PER_PAGE),
+        sort=order,
+        page=page,
+        per_page=per_page,
     )
 
 
@@ -136,7 +166,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def overview(request: web.Request) -> web.Response:
     console = console_of(request)
-    q = overview_query(request.query)
+    try:
+        q = overview_query(request.query)
+    except ConfigError as exc:
+        return web.Response(status=400, text=f"{problem_text(exc)}\n")
     page = await console.store.overview(q)
     pages = max(1, math.ceil(page.total / q.per_page))
     return await _page(
@@ -234,8 +267,8 @@ async def silence(request: web.Request) -> web.StreamResponse:
             for_=field("for") or "2h",
             reason=field("reason"),
         )
-    except ValueError as exc:
-        raise web.HTTPSeeOther(f"/alerts?error={quote(str(exc))}") from None
+    except ConfigError as exc:
+        raise web.HTTPSeeOther(f"/alerts?error={quote(problem_text(exc))}") from None
     raise web.HTTPSeeOther(_back(request, "/alerts"))
 
 
