@@ -183,6 +183,8 @@ def _op(summary: str, *, params: list[dict[str, Any]] | None = None, **extra: An
     responses |= {
         "401": {"description": "no token, or a wrong one"},
         "403": {"description": "a write with the read-only token, or without a CSRF token"},
+        "429": {"description": "too many failed authentications from this client (Retry-After)"},
+        "503": {"description": "the database is busy; try again after Retry-After seconds"},
     }
     return {"summary": summary, "parameters": params or [], "responses": responses, **extra}
 
@@ -217,12 +219,17 @@ OPENAPI: dict[str, Any] = {
         "schemas": {
             "NewSilence": {
                 "type": "object",
+                "description": "checked as `creator-monitor silence add` checks its options",
+                "additionalProperties": False,
                 "properties": {
-                    "creator": {"type": "string", "description": "user id, name or 'account'"},
-                    "rule": {"type": "string"},
-                    "tag": {"type": "string"},
-                    "for": {"type": "string", "example": "2h"},
-                    "reason": {"type": "string"},
+                    "creator": {
+                        "type": "string",
+                        "description": "user id, configured name or 'account'",
+                    },
+                    "rule": {"type": "string", "description": "a configured rule"},
+                    "tag": {"type": "string", "description": "a tag of configured creators"},
+                    "for": {"type": "string", "example": "2h", "description": "at most 365d"},
+                    "reason": {"type": "string", "maxLength": 500},
                 },
             }
         },
@@ -232,6 +239,7 @@ OPENAPI: dict[str, Any] = {
             "get": _op(
                 "Every active creator × variant: last point, 7-day change, sparkline, fetch "
                 "status, open alerts; paged",
+                responses={"200": {"description": "OK"}, "400": {"description": "bad query"}},
                 params=[
                     _q("q", "part of the name, or the start of the user id"),
                     _q("tag", "only creators with this tag"),
