@@ -3,7 +3,7 @@ descriptor limit (256, as a small systemd default would give), 1,100 connections
 request line and then one header byte every 5 s, and the checks an operator cares about:
 ``/healthz`` keeps answering, upstream calls keep their rate, and the log stays quiet. Then
 the limit is squeezed below what is open, so accepts fail: one log line per episode, not a
-traceback per failed accept.
+traceback per failed accept. And, in-process, the header and body deadlines themselves.
 """
 
 from __future__ import annotations
@@ -221,3 +221,48 @@ async def test_failed_accepts_are_logged_once_per_episode(daemon: Daemon) -> Non
     assert "accepting connections again" in text
     assert "Traceback" not in text
     assert "out of system resource" not in text
+
+
+async def _raw(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_headers_and_bodies_have_a_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor.ops import listener
+    from monitor.ops.telemetry import Telemetry, serve
+
+    monkeypatch.setattr(listener, "HEADER_SECONDS", 1.0)
+    monkeypatch.setattr(listener, "BODY_SECONDS", 1.0)
+
+    async def healthy() -> bool:
+        return True
+
+    async with await serve("127.0.0.1:0", Telemetry(), healthy) as endpoint:
+        # headers trickled past the deadline: closed without an answer
+        reader, writer = await _raw(endpoint.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            assert await reader.read(1024) == b"", "answered a request whose headers never ended"
+        assert time.monotonic() - started < 5
+        writer.close()
+        # a body that stops halfway: 408, and the connection closes
+        reader, writer = await _raw(
+            endpoint.port,
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf",
+        )
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        writer.close()
+        # an idle kept-alive connection is closed too; a prompt request is answered at once
+        reader, writer = await _raw(endpoint.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            first = await reader.readuntil(b"ok\n")
+            assert first.startswith(b"HTTP/1.1 200")
+            assert await reader.read() == b""  # closed after the idle second
+        writer.close()
