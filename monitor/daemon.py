@@ -23,7 +23,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.app import fetch_parts
-from monitor.config import Config, collector_paused, load_config
+from monitor.config import Config, collector_paused, load_config, startup_problems
 from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
@@ -47,6 +47,7 @@ from monitor.service.gate import Meter
 from monitor.service.reach import Reach, upstream_host
 from monitor.service.spill import Hold
 from monitor.store import Store
+from monitor.validation import raise_all
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,9 @@ class Daemon:
     async def _build(self, stack: AsyncExitStack) -> None:
         # 100,000 creators make a million objects that live as long as the process: the
         # collector would walk them again and again while they are built (half a second)
+        # what ``check`` checks beside the config (console tokens, templates), with its code;
+        # the API token is read by fetch_parts, after the one-instance lock
+        raise_all(startup_problems(self.config, self.options.environ, api_token=False))
         with collector_paused():
             clock = self.options.clock
             config = self.config
@@ -458,6 +462,7 @@ class Daemon:
         self._sd.reloading("reloading the config")
         try:
             config = load_config(path)
+            raise_all(startup_problems(config, self.options.environ, api_token=False))
             notifier = self._make_notifier(config)  # channel URLs must work before we switch
         except (ConfigError, NotifyError) as exc:
             log.error("reload rejected, keeping the running config: %s", exc)

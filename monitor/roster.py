@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
 import re
 import sys
 from array import array
@@ -22,7 +23,9 @@ import tomli
 from pydantic import TypeAdapter, ValidationError
 
 from monitor.config import Config, CreatorConfig, collector_paused
+from monitor.config.files import CONFIG_LIMIT, ROSTER_LIMIT, opened, read_text
 from monitor.errors import ConfigError
+from monitor.validation import CONTROL, control_problem, value_words
 
 #: the columns a roster file may have; ``user_id`` is required
 COLUMNS = ("user_id", "name", "tags", "every", "business", "note_type", "date_type", "advertise")
@@ -99,8 +102,13 @@ class _Reader:
         entries: list[dict[str, Any]] = []
         lines: list[int] = []
         try:
-            # utf-8-sig: with or without a BOM; streamed, never the whole file as text
-            with path.open(encoding="utf-8-sig", newline="") as stream:
+            # a regular file of bounded size, opened without blocking (a FIFO or /dev/zero a
+            # glob matches is a problem, not a hang); utf-8-sig: with or without a BOM;
+            # streamed, never the whole file as text
+            with (
+                opened(path, key=str(path), what="roster file", limit=ROSTER_LIMIT) as fd,
+                open(os.dup(fd), encoding="utf-8-sig", newline="", closefd=True) as stream,
+            ):
                 reader = csv.reader(stream)
                 header = self._header(next(reader, []), shown)
                 if header is None:
@@ -115,6 +123,12 @@ class _Reader:
                         entries, lines = [], []
         except UnicodeDecodeError:
             self.problems.append(f"{shown}: not UTF-8 text (save it as 'CSV UTF-8')")
+            return
+        except FileNotFoundError:
+            self.problems.append(f"{shown}: not found (removed since the glob matched it?)")
+            return
+        except ConfigError as exc:  # not a regular file, or too large
+            self.problems.append(f"{shown}: {exc.message}")
             return
         except OSError as exc:
             self.problems.append(f"{shown}: cannot read: {exc.strerror}")
@@ -147,6 +161,9 @@ class _Reader:
             value = cell.strip()
             if not value:
                 continue  # an empty cell: the default
+            if not value.isprintable() and CONTROL.search(value) is not None:  # fast first
+                self.problems.append(f"{place}: {key}: {control_problem(value)}; remove it")
+                return None
             if key == "user_id":
                 entry[key] = user_id_of(value)
             elif key == "tags":
@@ -167,7 +184,7 @@ class _Reader:
             for error in exc.errors(include_url=False):
                 index, *rest = error["loc"]
                 key = ".".join(str(part) for part in rest if not str(part).startswith("function-"))
-                msg = error["msg"].removeprefix("Value error, ")
+                msg = value_words(error["type"], error["msg"], error.get("ctx"), error["input"])
                 if error["type"] in {"missing", "missing_argument"}:
                     msg = "required, and empty here"
                 self.problems.append(f"{shown}:{lines[int(index)]}: {key or 'row'}: {msg}")
@@ -197,6 +214,7 @@ def read_roster(
     for path in files:
         reader.read(path)
     seen: dict[str, str | int] = dict(listed)
+    twice: list[int] = []
     for index, creator in enumerate(reader.creators):
         first = seen.setdefault(creator.user_id, index)
         if first != index:
@@ -205,27 +223,46 @@ def read_roster(
                 f"{reader.place(index)}: user_id: {creator.user_id} is listed twice; "
                 f"also at {where}"
             )
-    return Roster(tuple(reader.creators), tuple(files)), problems
+            twice.append(index)
+    creators = reader.creators
+    if twice:  # told once, here: the merged config must not hold them a second time
+        skip = set(twice)
+        creators = [c for i, c in enumerate(creators) if i not in skip]
+    return Roster(tuple(creators), tuple(files)), problems
 
 
 def with_roster(config: Config, base: Path) -> Config:
     """``config`` with the roster files' creators after its own; RosterError on any bad row."""
-    if not config.roster.files:
-        return config
-    listed = {c.user_id: f"creators[{i}] in the config" for i, c in enumerate(config.creators)}
-    roster, problems = read_roster(config.roster.files, base, listed)
+    config, problems = merge_roster(config, base)
     if problems:
         raise RosterError(problems)
-    return config.model_copy(update={"creators": config.creators + roster.creators})
+    return config
+
+
+def merge_roster(
+    config: Config, base: Path, listed: Mapping[str, str] | None = None
+) -> tuple[Config, list[str]]:
+    """``config`` with the valid rows of its roster files after its own creators, and every
+    problem of the rest. ``listed``: where each of the config's own creators is written
+    (default: ``creators[i] in the config``)."""
+    if not config.roster.files:
+        return config, []
+    if listed is None:
+        listed = {c.user_id: f"creators[{i}] in the config" for i, c in enumerate(config.creators)}
+    roster, problems = read_roster(config.roster.files, base, listed)
+    if roster.creators:
+        config = config.model_copy(update={"creators": config.creators + roster.creators})
+    return config, problems
 
 
 def check(config_path: Path) -> tuple[Roster, list[str]]:
     """``roster check``: the roster files a config names, validated without the rest of it."""
     try:
-        data = tomli.loads(config_path.read_text(encoding="utf-8"))
+        text = read_text(config_path, key=str(config_path), what="config file", limit=CONFIG_LIMIT)
+        data = tomli.loads(text)
     except FileNotFoundError:
         raise ConfigError(str(config_path), "config file not found") from None
-    except (OSError, UnicodeDecodeError, tomli.TOMLDecodeError) as exc:
+    except (OSError, tomli.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(str(config_path), f"cannot read config: {exc}") from None
     section = data.get("roster", {})
     files = section.get("files", []) if isinstance(section, dict) else []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -152,7 +153,7 @@ def _path(loc: Sequence[int | str], tags: Iterable[str]) -> str:
         elif part.startswith(("function-", "literal[", "lax-", "union[")) or part in {"timedelta"}:
             pass
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{shown_key(part)}" if out else shown_key(part)
         previous = part
     return out
 
@@ -201,11 +202,106 @@ def pydantic_problems(
             limit = ctx.get("ge", ctx.get("gt"))
             word = "at least" if kind == "greater_than_equal" else "greater than"
             msg = f"must be {word} {_number(limit)}, got {_number(given)}"
-        elif kind == "finite_number":
-            msg = "must be a finite number (not inf or nan)"
-        msg = msg.removeprefix("Value error, ")
+        else:
+            msg = value_words(kind, msg, ctx, given, secret=_secret(path))
         out.append(ConfigError(path or "config", msg))
     return out
+
+
+def value_words(
+    kind: str,
+    msg: str,
+    ctx: Mapping[str, Any] | None,
+    given: object,
+    *,
+    secret: bool = False,
+) -> str:
+    """A bad value's message (pydantic's error ``kind``, ``msg`` and ``ctx``) in the words of
+    a TOML or CSV file, never pydantic's own; ``secret``: never echo the value."""
+    ctx = ctx or {}
+    if kind in _FIXED:
+        return _FIXED[kind]
+    if kind in {"literal_error", "enum"}:
+        expected = f"expected {ctx.get('expected', 'one of the listed values')}"
+        close = did_you_mean(given, _quoted(ctx)) if isinstance(given, str) else None
+        hint = f"; did you mean {close!r}?" if close else ""
+        return f"{expected}, got {shown_value(given)}{hint}"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind in _EXPECTED:
+        return _EXPECTED[kind] if secret else f"{_EXPECTED[kind]}, got {shown_value(given)}"
+    if kind.startswith(("value_error", "assertion_error")):
+        return msg.removeprefix("Value error, ")  # our own validators' words
+    return msg.replace("Input should be", "must be", 1)  # a kind the table above lacks
+
+
+_FIXED = {
+    "finite_number": "must be a finite number (not inf or nan)",
+    "string_too_short": "must not be empty",
+}
+#: pydantic's type errors, in the words of a TOML file
+_EXPECTED = {
+    "string_type": "expected text in quotes",
+    "path_type": "expected a file path in quotes",
+    "int_type": "expected a whole number (no quotes)",
+    "int_parsing": "expected a whole number (no quotes)",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number (no quotes)",
+    "float_parsing": "expected a number (no quotes)",
+    "bool_type": "expected true or false (no quotes)",
+    "bool_parsing": "expected true or false (no quotes)",
+    "tuple_type": 'expected an array, e.g. ["a", "b"]',
+    "list_type": 'expected an array, e.g. ["a", "b"]',
+    "too_short": "has too few entries",
+    "too_long": "has too many entries",
+    "model_type": "expected a table (a [section] or { key = value })",
+    "model_attributes_type": "expected a table (a [section] or { key = value })",
+    "dataclass_type": "expected a table (a [[section]] entry or { key = value })",
+    "dataclass_args_type": "expected a table (a [[section]] entry or { key = value })",
+    "dict_type": "expected a table (a [section] or { key = value })",
+}
+
+
+def _quoted(ctx: Mapping[str, Any]) -> list[str]:
+    """The values pydantic lists in ``expected`` (``'zh' or 'en'``)."""
+    return re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+
+
+def _secret(path: str) -> bool:
+    """Whether the value at a key path may be a secret that no message may echo."""
+    return path.lower().endswith("url")  # a channel's URL, or a base_url with a password
+
+
+def shown_value(value: object) -> str:
+    """A value as TOML writes it (``"30"``, ``true``, ``an array``), short, for ``got …``."""
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "…"
+        shown = '"' + _escaped(text).replace('"', '\\"') + '"'
+    elif isinstance(value, float):
+        shown = repr(value)  # 30.0, not 30: the point is why a whole number is refused
+    elif isinstance(value, int):
+        shown = _number(value)
+    elif isinstance(value, list | tuple):
+        shown = "an array"
+    elif isinstance(value, Mapping):
+        shown = "a table"
+    elif hasattr(value, "isoformat"):
+        shown = f"the date/time {value.isoformat()}"
+    else:
+        shown = type(value).__name__
+    return shown
+
+
+def shown_key(key: object) -> str:
+    """A key as a key path shows it: control characters escaped, never written raw."""
+    return _escaped(str(key))
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each control character written as a TOML escape (``\\u0000``)."""
+    return CONTROL.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def userinfo_problem(url: str) -> str | None:
@@ -217,3 +313,21 @@ def userinfo_problem(url: str) -> str | None:
     if "@" not in authority:
         return None
     return "must not hold a user name or password (user:password@host); the API takes a token"
+
+
+#: C0 and C1 control characters and DEL (Unicode category Cc): never part of a name, an id, a
+#: path or a URL; a NUL breaks PostgreSQL, a newline or tab a log line, a table or a CSV cell
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {0: "NUL", 9: "tab", 10: "line feed", 13: "carriage return", 27: "escape"}
+
+
+def control_problem(text: str) -> str | None:
+    """Why ``text`` is refused when it holds a control character (naming the first), or None.
+
+    The text itself is never echoed: it may be a channel URL with a password in it."""
+    found = CONTROL.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    name = _CONTROL_NAMES.get(code, "a control character")
+    return f"holds U+{code:04X} ({name})"

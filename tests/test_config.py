@@ -154,7 +154,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"creators": [_creator(name="a", nick="b")]}, "creators[0].nick", "unknown key; known: "),
     ({"creators": [_creator(tagz=["a"])]}, "creators[0].tagz", "did you mean 'tags'?"),
     ({"creators": [{"name": "a"}]}, "creators[0].user_id", "required key is missing"),
-    ({"creators": [_creator(tags="a")]}, "creators[0].tags", "valid tuple"),
+    ({"creators": [_creator(tags="a")]}, "creators[0].tags", "expected an array"),
     ({"channels": [{"name": "a"}]}, "channels[0]", "exactly one of 'url' or 'url_env'"),
     (
         {"channels": [{"name": "a", "url": "json://x"}, {"name": "a", "url": "json://y"}]},

@@ -27,8 +27,8 @@ async def _healthy() -> bool:
 
 def _config(tmp_path: Path, **http: object) -> tuple[object, str, str]:
     admin, reader = tmp_path / "admin", tmp_path / "reader"
-    admin.write_text("admin-secret-1\n")
-    reader.write_text("reader-secret-2\n")
+    admin.write_text("admin-secret-long-1\n")
+    reader.write_text("reader-secret-long-2\n")
     admin.chmod(0o600)
     reader.chmod(0o600)
     config = parse_config(
@@ -37,7 +37,7 @@ def _config(tmp_path: Path, **http: object) -> tuple[object, str, str]:
             "http": {"token_file": str(admin), "readonly_token_file": str(reader), **http},
         }
     )
-    return config, "admin-secret-1", "reader-secret-2"
+    return config, "admin-secret-long-1", "reader-secret-long-2"
 
 
 async def test_metrics_need_a_token_off_loopback(tmp_path: Path) -> None:
@@ -104,18 +104,18 @@ def test_token_files_follow_the_api_token_rules(
     with pytest.raises(ConfigError, match="empty"):
         console_tokens(parse_config({"http": {"token_file": str(empty)}}), {})
     exposed = tmp_path / "exposed"
-    exposed.write_text("tok-exposed\n")
+    exposed.write_text("tok-exposed-0123456\n")
     exposed.chmod(0o644)
     with caplog.at_level(logging.WARNING):
         tokens = console_tokens(parse_config({"http": {"token_file": str(exposed)}}), {})
-    assert tokens.role_of("tok-exposed") == "admin"
+    assert tokens.role_of("tok-exposed-0123456") == "admin"
     assert "chmod 600" in caplog.text
-    assert "tok-exposed" not in caplog.text
+    assert "tok-exposed-0123456" not in caplog.text
     creds = tmp_path / "creds"
     creds.mkdir()
-    (creds / "creator-monitor-http-token").write_text("from-systemd\n")
+    (creds / "creator-monitor-http-token").write_text("from-systemd-0123456\n")
     tokens = console_tokens(parse_config({}), {"CREDENTIALS_DIRECTORY": str(creds)})
-    assert tokens.role_of("from-systemd") == "admin"
+    assert tokens.role_of("from-systemd-0123456") == "admin"
     assert tokens.role_of("") is None
     assert console_tokens(parse_config({}), {}).role_of("anything") is None
 

@@ -22,7 +22,7 @@ from monitor.app import held_answers
 from monitor.cli import arguments, output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
-from monitor.config import Config, channel_url, resolve_token
+from monitor.config import Config, channel_url, startup_problems
 from monitor.config.references import silence_request
 from monitor.display import labelled_time
 from monitor.errors import ConfigError, MonitorError
@@ -30,6 +30,7 @@ from monitor.notify.channels import validate_channel_url
 from monitor.notify.sender import Notifier
 from monitor.policy import cadence
 from monitor.policy.budget import Budget
+from monitor.roster import RosterError
 from monitor.service.gate import Meter
 from monitor.store import Store
 from monitor.validation import raise_all
@@ -58,9 +59,14 @@ async def _store(config: Config, *, check: bool = True) -> AsyncIterator[Store]:
 
 
 def check(args: argparse.Namespace, config: Config) -> int:
-    """The config loaded (every key error is reported before this runs); now the channels, the
-    token and the call plan. Every problem is reported; "ok" only when there is none."""
-    problems: list[ConfigError] = []
+    """Every problem of the config in one run: its keys, references and roster (found while
+    loading, kept in ``args.config_problems``), the channels, the files ``run`` reads (tokens,
+    templates) and the call plan. "ok" only when there is none."""
+    problems = [
+        row
+        for found in getattr(args, "config_problems", [])
+        for row in (_rows(found) if isinstance(found, RosterError) else [found])
+    ]
     for i, channel in enumerate(config.channels):
         try:
             problem = validate_channel_url(channel_url(channel).get_secret_value())
@@ -72,26 +78,26 @@ def check(args: argparse.Namespace, config: Config) -> int:
             problems.append(
                 ConfigError(f"channels[{i}].{key}", f"{problem} (channel {channel.name!r})")
             )
-    api_key_state = "not checked (--no-token)"
-    if not args.no_token:
-        try:
-            resolve_token(config)
-            api_key_state = "found"
-        except ConfigError as exc:
-            problems.append(exc)
+    problems += startup_problems(config, api_token=not args.no_token)
+    api_key_state = "not checked (--no-token)" if args.no_token else "found"
     plan = cadence.call_plan(config)
-    for line in plan.lines():
-        print(line)
-    if not plan.fits:
-        problems.append(
-            ConfigError("budget", "the call plan does not fit the budget; see the advice above")
-        )
+    if not problems:
+        for line in plan.lines():
+            print(line)
+    if not plan.fits:  # with other problems, no advice: it would be for a config in part
+        where = "see the advice above" if not problems else plan.lines()[0]
+        problems.append(ConfigError("budget", f"the call plan does not fit the budget; {where}"))
     raise_all(problems)
     print(
         f"config ok: {len(config.creators)} creators, {len(config.channels)} channels "
         f"(each URL parsed), {len(config.rules)} rules; API token {api_key_state}"
     )
     return 0
+
+
+def _rows(found: RosterError) -> list[ConfigError]:
+    """A roster's problems, one line each (a daemon's log gets the first and a count)."""
+    return [ConfigError("", row) for row in found.problems]
 
 
 # --- simulate, db ----------------------------------------------------------------------------

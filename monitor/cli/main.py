@@ -23,7 +23,14 @@ from typing import Any, NoReturn
 
 from monitor.cli import arguments
 from monitor.cli.output import plain_error
-from monitor.config import CONFIG_ENV, Config, load_config, parse_config, resolve_token
+from monitor.config import (
+    CONFIG_ENV,
+    Config,
+    load_config,
+    parse_config,
+    read_config,
+    resolve_token,
+)
 from monitor.config.references import LONGEST_SILENCE
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
@@ -411,6 +418,9 @@ def _load(args: argparse.Namespace) -> Config:
         return parse_config({})
     if args.command in {"simulate", "demo"} and not args.config.exists():
         return parse_config({})
+    if args.command == "check":  # it reports these with its own: every problem in one run
+        config, args.config_problems = read_config(args.config)
+        return config
     return load_config(args.config)
 
 

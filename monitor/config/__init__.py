@@ -5,7 +5,9 @@ token and channel URLs come from; ``collector_paused``, which start-up's bulk bu
 config may list 100,000 creators). Must not: open network connections or touch the database.
 
 The package re-exports every public name, so ``from monitor.config import X`` is the way in:
-fields.py (value types), sections.py, rules.py, document.py (``Config``), loading.py.
+fields.py (value types), sections.py, rules.py, document.py (``Config``), survey.py (every
+problem in one pass), files.py (regular files of bounded size), loading.py, startup.py (what
+``run`` reads beside the config).
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from monitor.config.fields import (
     parse_duration,
     parse_window,
 )
+from monitor.config.files import read_bytes, read_text, read_token_file
 from monitor.config.loading import (
     CONFIG_ENV,
     CREDENTIAL_NAME,
     TOKEN_ENV,
     channel_url,
-    collector_paused,
     load_config,
     parse_config,
+    read_config,
     resolve_token,
     warn_if_exposed,
 )
@@ -63,14 +66,27 @@ from monitor.config.sections import (
     StorageConfig,
     VariantConfig,
 )
+from monitor.config.startup import (
+    CONSOLE_TOKEN_MIN,
+    HTTP_CREDENTIAL,
+    TEMPLATE_NAMES,
+    ConsoleTokens,
+    console_tokens,
+    startup_problems,
+    template_problems,
+)
+from monitor.config.survey import collector_paused
 from monitor.errors import ConfigError
 from monitor.validation import config_keys  # the README and config tests list keys with it
 
 __all__ = [
     "CONFIG_ENV",
+    "CONSOLE_TOKEN_MIN",
     "CREDENTIAL_NAME",
+    "HTTP_CREDENTIAL",
     "MAX_IN_FLIGHT",
     "RULE_KINDS",
+    "TEMPLATE_NAMES",
     "TOKEN_ENV",
     "AnomalyRule",
     "ApiConfig",
@@ -82,6 +98,7 @@ __all__ = [
     "Clock",
     "Config",
     "ConfigError",
+    "ConsoleTokens",
     "CreatorConfig",
     "Day",
     "DefaultsConfig",
@@ -107,12 +124,19 @@ __all__ = [
     "channel_url",
     "collector_paused",
     "config_keys",
+    "console_tokens",
     "keys_at",
     "load_config",
     "parse_clock",
     "parse_config",
     "parse_duration",
     "parse_window",
+    "read_bytes",
+    "read_config",
+    "read_text",
+    "read_token_file",
     "resolve_token",
+    "startup_problems",
+    "template_problems",
     "warn_if_exposed",
 ]

@@ -3,6 +3,7 @@ each creator gets, and the checks that span sections."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 
 from monitor.config.fields import Section
@@ -84,8 +85,16 @@ def _overrides(creator: VariantConfig | CreatorConfig) -> bool:
     )
 
 
-def cross_check(config: Config) -> list[ConfigError]:
-    """Checks that span sections; each problem is a ConfigError naming the offending key."""
+def cross_check(
+    config: Config,
+    *,
+    unknown_channels: Collection[str] = (),
+    unknown_creators: Collection[str] = (),
+) -> list[ConfigError]:
+    """Checks that span sections; each problem is a ConfigError naming the offending key.
+
+    ``unknown_channels`` and ``unknown_creators``: names of entries left out for problems of
+    their own, which a rule may name without a second problem."""
     problems = [
         *_duplicates("creators", [c.user_id for c in config.creators], "user_id"),
         *_duplicates("channels", [c.name for c in config.channels], "name"),
@@ -100,12 +109,12 @@ def cross_check(config: Config) -> list[ConfigError]:
             problems += (
                 ConfigError(f"{section}[{i}].channels", unknown("channel", name, channel_names))
                 for name in entry.channels or ()
-                if name not in channel_names
+                if name not in channel_names and name not in unknown_channels
             )
             problems += (
                 ConfigError(f"{section}[{i}].creators", f"{user_id!r} is not a tracked creator")
                 for user_id in entry.creators
-                if user_id not in known_ids
+                if user_id not in known_ids and user_id not in unknown_creators
             )
     for i, creator in enumerate(config.creators):
         if len(creator.variants) < 2:

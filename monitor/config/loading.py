@@ -3,23 +3,22 @@ world-readable secrets, and where the API token and channel URLs come from."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import stat
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tomli  # tomllib's own parser, compiled: a 100,000-creator file in 0.2 s instead of 0.7 s
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from monitor.config.document import Config, cross_check, keys_at
-from monitor.config.rules import RULE_KINDS
+from monitor.config.document import Config
+from monitor.config.files import CONFIG_LIMIT, read_bytes, read_token_file
 from monitor.config.sections import ChannelConfig
+from monitor.config.survey import collector_paused, may_hold_control, survey
 from monitor.errors import ConfigError
-from monitor.validation import pydantic_problems, raise_all
+from monitor.validation import raise_all
 
 log = logging.getLogger("monitor.config")  # the package's name: operators and tests filter on it
 
@@ -32,57 +31,54 @@ def parse_config(data: Mapping[str, Any], *, base: Path | None = None) -> Config
     """Validate a parsed TOML document; raises a ConfigError naming every problem's key path
     (a ``ConfigProblems`` when there are several). Roster files are read relative to ``base``
     (the config file's folder; default: the working directory)."""
-    try:
-        with collector_paused():
-            config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise_all(pydantic_problems(exc, tags=RULE_KINDS, keys_at=keys_at))
-        raise  # unreachable: pydantic reports at least one error
-    if config.roster.files:
-        from monitor.roster import with_roster  # roster builds on this module's models
-
-        config = with_roster(config, Path.cwd() if base is None else base)
-    raise_all(cross_check(config))
+    config, problems = survey(data, base=Path.cwd() if base is None else base)
+    raise_all(problems)
     return config
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Hold Python's cyclic garbage collector while a large, long-lived structure is built
-    (the creators, the schedule): it would walk the new objects every 700 allocations and all
-    of them each time they grew by a quarter, half a second of a 100,000-creator start. Nothing
-    is lost meanwhile: garbage with cycles waits for the collector, the rest goes as always."""
-    if not gc.isenabled():
-        yield  # an outer pause holds it already
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def load_config(path: Path) -> Config:
-    """Read and validate a config file; a world-readable file holding a secret gets a warning."""
+    """Read and validate a config file; a ConfigError names every problem (a ``ConfigProblems``
+    when there are several). A world-readable file holding a secret gets a warning."""
+    config, problems = read_config(path)
+    raise_all(problems)
+    return config
+
+
+def read_config(path: Path) -> tuple[Config, list[ConfigError]]:
+    """A config file and every problem in it, found in one pass: the schema, control
+    characters, the roster and the references between sections (``check`` reports them all
+    at once). The Config holds what is valid (an entry with a problem is left out), so the
+    checks that need a whole config still run. A file that cannot be read or is not TOML
+    raises: nothing else can be said of it."""
+    raw = _config_bytes(path)
     try:
-        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")  # a byte order mark, as Windows editors save, is fine
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "config file is not UTF-8 text") from None
+    try:
+        with collector_paused():
+            data = tomli.loads(text)
+    except RecursionError:  # tomli's own limit (400 levels) is a RecursionError
+        raise ConfigError(
+            str(path), "invalid TOML: arrays or tables nested too deeply (a config needs 4 levels)"
+        ) from None
+    except tomli.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+    config, problems = survey(
+        data, base=path.parent, source=(path, text), suspect=may_hold_control(raw)
+    )
+    if any(c.url is not None for c in config.channels):
+        warn_if_exposed(path, "holds channel URLs")
+    return config, problems
+
+
+def _config_bytes(path: Path) -> bytes:
+    try:
+        return read_bytes(path, key=str(path), what="config file", limit=CONFIG_LIMIT)
     except FileNotFoundError:
         raise ConfigError(
             str(path), "config file not found (pass -c PATH or set CREATOR_MONITOR_CONFIG)"
         ) from None
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read config: {exc.strerror}") from None
-    try:
-        with collector_paused():
-            data = tomli.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "config is not UTF-8 text") from None
-    except tomli.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
-    config = parse_config(data, base=path.parent)
-    if any(c.url is not None for c in config.channels):
-        warn_if_exposed(path, "holds channel URLs")
-    return config
 
 
 def warn_if_exposed(path: Path, what: str) -> bool:
@@ -115,15 +111,11 @@ def resolve_token(config: Config, environ: Mapping[str, str] | None = None) -> S
         candidates.append(("CREDENTIALS_DIRECTORY", Path(cred_dir) / CREDENTIAL_NAME))
     for key, path in candidates:
         try:
-            token = path.read_text(encoding="utf-8").strip()
+            token = read_token_file(key, path, what="API token")
         except FileNotFoundError:
             if key == "api.token_file":
                 raise ConfigError(key, f"token file {path} not found") from None
             continue
-        except OSError as exc:
-            raise ConfigError(key, f"cannot read token file {path}: {exc.strerror}") from None
-        if not token:
-            raise ConfigError(key, f"token file {path} is empty")
         if key == "api.token_file":
             warn_if_exposed(path, "holds the API token")
         return SecretStr(token)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, StrictFloat, StrictInt, model_validator
 
 from monitor.config.fields import Metric, Section, Year, parse_duration
 from monitor.model import Creator, Severity
@@ -20,10 +20,10 @@ class RuleBase(Section):
     channels: tuple[str, ...] | None = None  # None: every channel
     creators: tuple[str, ...] = ()  # user ids in scope; empty with empty tags: everyone
     tags: tuple[str, ...] = ()
-    for_: int = Field(default=1, ge=1, le=1_000, alias="for")
-    resolve_for: int = Field(default=1, ge=1, le=1_000)  # clear evaluations before resolving
+    for_: StrictInt = Field(default=1, ge=1, le=1_000, alias="for")
+    resolve_for: StrictInt = Field(default=1, ge=1, le=1_000)  # clear evaluations before resolving
     repeat: Year = timedelta(hours=24)
-    max_repeats: int | None = Field(default=None, ge=0, le=10_000)
+    max_repeats: StrictInt | None = Field(default=None, ge=0, le=10_000)
     #: what one grouped message shares (Alertmanager's group_by): the rule alone gathers every
     #: creator a wave fires for; ["rule", "creator"] keeps one message per creator
     group_by: tuple[GroupLabel, ...] = ("rule",)
@@ -38,7 +38,7 @@ class ThresholdRule(RuleBase):
     kind: Literal["threshold"]
     metric: Metric
     op: Literal["<", "<=", ">", ">=", "==", "!="]
-    value: float = Field(ge=-1e15, le=1e15)
+    value: StrictFloat = Field(ge=-1e15, le=1e15)
 
 
 def _parse_baseline(value: object) -> object:
@@ -53,8 +53,8 @@ class ChangeRule(RuleBase):
     baseline: Annotated[Literal["previous"] | timedelta, BeforeValidator(_parse_baseline)] = (
         "previous"
     )
-    pct: float | None = Field(default=None, ge=-100, le=1_000_000)
-    abs_: float | None = Field(default=None, ge=-1e15, le=1e15, alias="abs")
+    pct: StrictFloat | None = Field(default=None, ge=-100, le=1_000_000)
+    abs_: StrictFloat | None = Field(default=None, ge=-1e15, le=1e15, alias="abs")
 
     @model_validator(mode="after")
     def _one_size(self) -> ChangeRule:
@@ -74,8 +74,8 @@ class StaleRule(RuleBase):
 
 class ApiErrorRule(RuleBase):
     kind: Literal["api_error"]
-    codes: tuple[Annotated[int, Field(ge=0, le=99_999)], ...] = ()
-    consecutive: int | None = Field(default=None, ge=1, le=10_000)
+    codes: tuple[Annotated[StrictInt, Field(ge=0, le=99_999)], ...] = ()
+    consecutive: StrictInt | None = Field(default=None, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _something(self) -> ApiErrorRule:
@@ -87,14 +87,14 @@ class ApiErrorRule(RuleBase):
 class AnomalyRule(RuleBase):
     kind: Literal["anomaly"]
     metric: Metric
-    k: float = Field(default=3.5, gt=0, le=100)
-    window: int = Field(default=14, ge=3, le=365)
-    min_points: int = Field(default=7, ge=3, le=365)
+    k: StrictFloat = Field(default=3.5, gt=0, le=100)
+    window: StrictInt = Field(default=14, ge=3, le=365)
+    min_points: StrictInt = Field(default=7, ge=3, le=365)
 
 
 class BudgetRule(RuleBase):
     kind: Literal["budget"]
-    level_pct: float = Field(default=80, gt=0, le=100)
+    level_pct: StrictFloat = Field(default=80, gt=0, le=100)
 
 
 Rule = Annotated[

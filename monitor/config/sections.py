@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
 from monitor.config.fields import (
@@ -35,8 +44,8 @@ class ApiConfig(Section):
     base_url: str = "https://api.justoneapi.com"
     token_file: Path | None = None
     timeout: Hour = timedelta(seconds=60)
-    max_response_bytes: int = Field(default=2_000_000, ge=10_000, le=1_000_000_000)
-    connect_retries: int = Field(default=2, ge=0, le=10)
+    max_response_bytes: StrictInt = Field(default=2_000_000, ge=10_000, le=1_000_000_000)
+    connect_retries: StrictInt = Field(default=2, ge=0, le=10)
 
     @field_validator("base_url")
     @classmethod
@@ -51,9 +60,9 @@ class ApiConfig(Section):
 
 
 class BudgetConfig(Section):
-    calls_per_minute: int = Field(default=30, ge=1, le=10_000)
-    burst: int = Field(default=5, ge=1, le=10_000)
-    daily_calls: int = Field(default=2000, ge=1, le=10_000_000)
+    calls_per_minute: StrictInt = Field(default=30, ge=1, le=10_000)
+    burst: StrictInt = Field(default=5, ge=1, le=10_000)
+    daily_calls: StrictInt = Field(default=2000, ge=1, le=10_000_000)
     timezone: ZoneName = "Asia/Shanghai"
 
     @property
@@ -100,7 +109,7 @@ class ScheduleConfig(Section):
     # "auto": sized from the budget and observed latency (policy/concurrency.py); an int: fixed
     max_in_flight: Annotated[Literal["auto"] | int, BeforeValidator(_parse_in_flight)] = "auto"
     fetch_after: Clock | None = None  # local time in budget.timezone; None = any time
-    retry_attempts: int = Field(default=3, ge=0, le=20)
+    retry_attempts: StrictInt = Field(default=3, ge=0, le=20)
     retry_base: Day = timedelta(seconds=30)
     retry_max: Week = timedelta(minutes=15)
     probe_every: Day = timedelta(minutes=15)
@@ -162,7 +171,7 @@ class ChannelConfig(Section):
     language: Language | None = None
     quiet_hours: str | None = None  # "22:00-08:00" in budget.timezone; critical still goes
     min_severity: Severity = Severity.INFO
-    digest: bool = True
+    digest: StrictBool = True
 
     @model_validator(mode="after")
     def _one_url(self) -> ChannelConfig:
@@ -185,7 +194,7 @@ class ChannelConfig(Section):
 class NotifyConfig(Section):
     language: Language = "en"
     templates_dir: Path | None = None
-    max_attempts: int = Field(default=12, ge=1, le=1_000)
+    max_attempts: StrictInt = Field(default=12, ge=1, le=1_000)
     max_age: Month = timedelta(hours=24)
     backoff_base: Day = timedelta(seconds=30)
     backoff_max: Week = timedelta(hours=1)
@@ -195,7 +204,7 @@ class NotifyConfig(Section):
     #: alerts joining a group already notified wait this long after its last message
     group_interval: Duration = timedelta(minutes=5)
     #: entries listed in a grouped message before "and K more"
-    group_limit: int = Field(default=10, ge=1, le=1000)
+    group_limit: StrictInt = Field(default=10, ge=1, le=1000)
 
 
 class ReportConfig(Section):
@@ -205,7 +214,7 @@ class ReportConfig(Section):
     cadence: Literal["daily", "weekly", "monthly"] = "weekly"
     at: Clock = time(9, 0)  # local time in budget.timezone
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # weekly
-    day: int = Field(default=1, ge=1, le=28)  # monthly: the day of the month
+    day: StrictInt = Field(default=1, ge=1, le=28)  # monthly: the day of the month
     creators: tuple[str, ...] = ()  # scope: user ids and/or tags; both empty: everyone
     tags: tuple[str, ...] = ()
     channels: tuple[str, ...] | None = None  # None: every channel
@@ -219,8 +228,8 @@ class HttpConfig(Section):
     # (X-Forwarded-Proto counts only with trust_proxy) or always with secure_cookies
     token_file: Path | None = None
     readonly_token_file: Path | None = None
-    trust_proxy: bool = False
-    secure_cookies: bool = False
+    trust_proxy: StrictBool = False
+    secure_cookies: StrictBool = False
 
     @field_validator("listen")
     @classmethod

@@ -31,16 +31,18 @@ Filters: ``num(metric)`` formats a metric value, ``pct`` a signed percentage,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import SandboxedEnvironment
 
+from monitor.config.files import TEMPLATE_LIMIT, read_text
 from monitor.display import format_pct, format_value, labelled_time, local_time, zone_name
 from monitor.model import (
     DERIVED_METRICS,
@@ -408,9 +410,35 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
     }
 
 
-def _environment(directory: Path) -> SandboxedEnvironment:
+class _RegularFileLoader(FileSystemLoader):
+    """A user's templates, each read as ``check`` reads it: a regular file of at most 1 MiB,
+    opened without blocking (a FIFO or /dev/zero named like a template is refused, and the
+    built-in template is used)."""
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        path = Path(self.searchpath[0], *split_template_path(template))
+        try:
+            source = read_text(
+                path, key="notify.templates_dir", what="template", limit=TEMPLATE_LIMIT
+            )
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            raise TemplateNotFound(template) from None
+
+        def unchanged() -> bool:
+            try:
+                return path.stat().st_mtime == mtime
+            except OSError:
+                return False
+
+        return source, str(path), unchanged
+
+
+def _environment(directory: Path, *, user: bool = False) -> SandboxedEnvironment:
     env = SandboxedEnvironment(
-        loader=FileSystemLoader(directory),
+        loader=_RegularFileLoader(directory) if user else FileSystemLoader(directory),
         undefined=StrictUndefined,
         autoescape=False,  # Markdown, not HTML
         trim_blocks=True,
@@ -435,7 +463,7 @@ class Renderer:
     def __init__(self, templates_dir: Path | None = None) -> None:
         self._builtin = _environment(BUILTIN_DIR)
         self._user_dir = templates_dir
-        self._user = None if templates_dir is None else _environment(templates_dir)
+        self._user = None if templates_dir is None else _environment(templates_dir, user=True)
 
     def render(
         self, event: str, alert: AlertView, context: MessageContext, language: Language

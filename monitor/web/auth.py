@@ -13,13 +13,11 @@ import hmac
 import ipaddress
 import logging
 import math
-import os
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -27,12 +25,13 @@ from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 from yarl import URL
 
-from monitor.config import Config, warn_if_exposed
-from monitor.errors import ConfigError
+from monitor import config as settings
+from monitor.config import Config
+from monitor.config import console_tokens as read_console_tokens
 
 log = logging.getLogger(__name__)
 
-HTTP_CREDENTIAL = "creator-monitor-http-token"
+HTTP_CREDENTIAL = settings.HTTP_CREDENTIAL  # the console names it when it is locked
 SESSION_COOKIE = "cm_session"
 LOGIN_COOKIE = "cm_login"
 CSRF_HEADER = "X-CSRF-Token"
@@ -72,45 +71,10 @@ class Tokens:
         return READONLY if readonly else None
 
 
-def _read_token(key: str, path: Path, *, required: bool) -> SecretStr | None:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        if required:
-            raise ConfigError(key, f"token file {path} not found") from None
-        return None
-    except OSError as exc:
-        raise ConfigError(key, f"cannot read token file {path}: {exc.strerror}") from None
-    if not token:
-        raise ConfigError(key, f"token file {path} is empty")
-    if required:
-        warn_if_exposed(path, "holds a console token")
-    return SecretStr(token)
-
-
 def console_tokens(config: Config, environ: Mapping[str, str] | None = None) -> Tokens:
-    """The admin token from ``http.token_file``, else systemd's credential
-    ``creator-monitor-http-token``; the read-only one from ``http.readonly_token_file``."""
-    env = os.environ if environ is None else environ
-    admin = None
-    if config.http.token_file is not None:
-        admin = _read_token("http.token_file", config.http.token_file, required=True)
-    elif cred_dir := env.get("CREDENTIALS_DIRECTORY"):
-        admin = _read_token(
-            "CREDENTIALS_DIRECTORY", Path(cred_dir) / HTTP_CREDENTIAL, required=False
-        )
-    readonly = None
-    if config.http.readonly_token_file is not None:
-        readonly = _read_token(
-            "http.readonly_token_file", config.http.readonly_token_file, required=True
-        )
-    if (
-        admin is not None
-        and readonly is not None
-        and hmac.compare_digest(admin.get_secret_value(), readonly.get_secret_value())
-    ):
-        raise ConfigError("http.readonly_token_file", "the read-only token equals the admin token")
-    return Tokens(admin, readonly)
+    """The console's tokens, read and checked as ``check`` checks them (monitor.config)."""
+    found = read_console_tokens(config, environ)
+    return Tokens(found.admin, found.readonly)
 
 
 def _utf8(text: str) -> bytes | None:
