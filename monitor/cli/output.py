@@ -126,6 +126,19 @@ def metric_value(row: Mapping[str, Any], metric: str) -> float | None:
     return None if num is None or not den else float(num) / float(den)
 
 
+#: what a spreadsheet evaluates at the start of a cell (OWASP's CSV injection list)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: one starting with = + - @, a tab or a carriage
+    return gets a leading single quote (OWASP's rule). Numbers stay numbers (-3 is a number,
+    not a formula); JSON output is never changed."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def print_history(
     rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None, fmt: str, out: TextIO
 ) -> None:
@@ -139,7 +152,7 @@ def print_history(
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow([*ids, *chosen])
-        writer.writerows([_jsonable(v) for v in row] for row in values)
+        writer.writerows([csv_cell(_jsonable(v)) for v in row] for row in values)
     elif fmt == "json":
         keys = [*ids, *chosen]
         records = [dict(zip(keys, map(_jsonable, row), strict=True)) for row in values]
@@ -179,7 +192,7 @@ async def stream_export(
             if writer is None:
                 writer = csv.DictWriter(out, fieldnames=list(row))
                 writer.writeheader()
-            writer.writerow({k: _jsonable(v) for k, v in row.items()})
+            writer.writerow({k: csv_cell(_jsonable(v)) for k, v in row.items()})
         count += 1
         if on_row is not None:
             on_row(1)
