@@ -120,6 +120,24 @@ def test_token_files_follow_the_api_token_rules(
     assert console_tokens(parse_config({}), {}).role_of("anything") is None
 
 
+def test_the_readonly_token_has_a_systemd_credential_too(tmp_path: Path) -> None:
+    """A DynamicUser= service cannot read a root-owned 0600 file: systemd hands both console
+    tokens over as credentials, and each gets its own role."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "creator-monitor-http-token").write_text("admin-from-systemd\n")
+    (creds / "creator-monitor-http-readonly-token").write_text("viewer-from-systemd\n")
+    tokens = console_tokens(parse_config({}), {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert tokens.role_of("admin-from-systemd") == "admin"
+    assert tokens.role_of("viewer-from-systemd") == "readonly"
+    (creds / "creator-monitor-http-token").unlink()
+    alone = console_tokens(parse_config({}), {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert alone.role_of("viewer-from-systemd") == "readonly"
+    (creds / "creator-monitor-http-token").write_text("viewer-from-systemd\n")
+    with pytest.raises(ConfigError, match="equals the admin token"):
+        console_tokens(parse_config({}), {"CREDENTIALS_DIRECTORY": str(creds)})
+
+
 def test_failed_logins_lock_a_client_then_everyone() -> None:
     now = [0.0]
     limit = LoginLimit(per_client=3, overall=5, window=60, clock=lambda: now[0])

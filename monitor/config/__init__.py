@@ -69,6 +69,7 @@ from monitor.config.sections import (
 from monitor.config.startup import (
     CONSOLE_TOKEN_MIN,
     HTTP_CREDENTIAL,
+    HTTP_READONLY_CREDENTIAL,
     TEMPLATE_NAMES,
     ConsoleTokens,
     console_tokens,
@@ -84,6 +85,7 @@ __all__ = [
     "CONSOLE_TOKEN_MIN",
     "CREDENTIAL_NAME",
     "HTTP_CREDENTIAL",
+    "HTTP_READONLY_CREDENTIAL",
     "MAX_IN_FLIGHT",
     "RULE_KINDS",
     "TEMPLATE_NAMES",

@@ -22,6 +22,9 @@ from monitor.validation import problems_of, raise_all
 
 #: systemd credential holding the console's admin token (LoadCredential=)
 HTTP_CREDENTIAL = "creator-monitor-http-token"
+#: systemd credential holding the console's read-only token: a ``DynamicUser=`` service cannot
+#: read a root-owned 0600 file, so both console tokens have a credential route
+HTTP_READONLY_CREDENTIAL = "creator-monitor-http-readonly-token"
 #: the shortest console token accepted: 16 characters of a random token are 80+ bits, out of
 #: reach of guessing over HTTP; ``python3 -c 'import secrets; print(secrets.token_urlsafe(32))'``
 CONSOLE_TOKEN_MIN = 16
@@ -71,8 +74,9 @@ def _console_token(key: str, path: Path, *, required: bool, what: str) -> Secret
 
 def console_tokens(config: Config, environ: Mapping[str, str] | None = None) -> ConsoleTokens:
     """The console's admin token from ``http.token_file``, else systemd's credential
-    ``creator-monitor-http-token``; the read-only one from ``http.readonly_token_file``. Each
-    at least CONSOLE_TOKEN_MIN characters, and the two different."""
+    ``creator-monitor-http-token``; the read-only one from ``http.readonly_token_file``, else
+    the credential ``creator-monitor-http-readonly-token``. Each at least CONSOLE_TOKEN_MIN
+    characters, and the two different."""
     env = os.environ if environ is None else environ
     problems: list[ConfigError] = []
     admin = readonly = None
@@ -96,6 +100,13 @@ def console_tokens(config: Config, environ: Mapping[str, str] | None = None) -> 
                 "http.readonly_token_file",
                 config.http.readonly_token_file,
                 required=True,
+                what="read-only console token",
+            )
+        elif cred_dir := env.get("CREDENTIALS_DIRECTORY"):
+            readonly = _console_token(
+                "CREDENTIALS_DIRECTORY",
+                Path(cred_dir) / HTTP_READONLY_CREDENTIAL,
+                required=False,
                 what="read-only console token",
             )
     except ConfigError as exc:

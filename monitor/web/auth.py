@@ -32,6 +32,7 @@ from monitor.config import console_tokens as read_console_tokens
 log = logging.getLogger(__name__)
 
 HTTP_CREDENTIAL = settings.HTTP_CREDENTIAL  # the console names it when it is locked
+HTTP_READONLY_CREDENTIAL = settings.HTTP_READONLY_CREDENTIAL
 SESSION_COOKIE = "cm_session"
 LOGIN_COOKIE = "cm_login"
 CSRF_HEADER = "X-CSRF-Token"

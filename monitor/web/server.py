@@ -57,8 +57,10 @@ async def console_mount(
     tokens = auth.console_tokens(config, environ)
     if tokens.admin is None and tokens.readonly is None:
         log.warning(
-            "console locked: no http.token_file, readonly_token_file or systemd credential %s",
+            "console locked: no http.token_file, readonly_token_file or systemd credential "
+            "%s or %s",
             auth.HTTP_CREDENTIAL,
+            auth.HTTP_READONLY_CREDENTIAL,
         )
     store = Store.open(config.storage.url, clock=clock)
     stack.push_async_callback(store.close)
