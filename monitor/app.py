@@ -106,6 +106,7 @@ async def fetch_parts(
         meter = await Meter.open(
             Budget.from_config(config), store, clock=clock, sleep=sleep, monotonic=monotonic
         )
+        meter.use_token(token.get_secret_value())
         rules = Alerting(config, store, clock=clock) if alerting else None
         fetcher = Fetcher(
             config,

@@ -9,6 +9,7 @@
     │   ├── RateLimited              302: slow the whole client (retry_after)
     │   ├── Retryable                301 / 500 / gateway body / non-JSON / transport
     │   │   └── TransportError       timeout, connection refused, reset, oversized body
+    │   │       └── Unreached        never reached a server (refused, DNS): not counted
     │   ├── InvalidRequest           400: the creator's parameters are wrong; do not retry
     │   ├── NoContent                201: billed, nothing to store this cycle
     │   ├── UnknownCode              any other code: an error, message kept
@@ -102,6 +103,11 @@ class Retryable(UpstreamError):
 
 class TransportError(Retryable):
     """The call did not complete: timeout, refused, reset, or a body over the size limit."""
+
+
+class Unreached(TransportError):
+    """The call never reached a server (connection refused, host not found, no connection
+    within the timeout): nothing was sent, so it is not counted against ``daily_calls``."""
 
 
 class InvalidRequest(UpstreamError):

@@ -35,6 +35,7 @@ from monitor.policy.budget import (
     next_midnight,
     outcome_code,
     retry_delay,
+    token_fingerprint,
 )
 from monitor.store.ledger import BudgetStateRow
 
@@ -331,6 +332,8 @@ def test_the_state_round_trips_through_its_row() -> None:
         "pause_reason",
         "rate_factor",
         "recent_sends",
+        "paused_at",
+        "pause_token",
     }
     assert row["pause_code"] == 302
     assert row["rate_factor"] == 0.5
@@ -472,3 +475,35 @@ def test_probe_state_survives_a_restart() -> None:
     assert not reloaded.is_probe_due(T0 + timedelta(minutes=14))
     assert reloaded.is_probe_due(T0 + timedelta(minutes=15))
     assert replace(reloaded, pause_code=None).is_probe_due(T0 + timedelta(hours=1)) is False
+
+
+# --- pauses end when the cause is fixed, and only then -------------------------------------
+
+
+def test_an_answer_to_a_call_sent_before_an_account_pause_never_ends_it() -> None:
+    budget = make_budget()
+    state = budget.spend(budget.initial(T0), T0)
+    paused = budget.on_result(state, 601, T0 + 2 * SEC, sent_at=T0)
+    assert paused.pause_code == 601
+    assert paused.paused_at == T0 + 2 * SEC
+    # a success sent at T0 + 1 s (before the pause) comes back after it: the pause holds
+    for late in (0, 201, 302, 303):
+        held = budget.on_result(paused, late, T0 + 3 * SEC, sent_at=T0 + SEC)
+        assert held.pause_code == 601, late
+    # a call sent after the pause began shows money: any of these ends it
+    for money in (0, 201, 302, 303):
+        after = budget.on_result(paused, money, T0 + 5 * SEC, sent_at=T0 + 4 * SEC)
+        assert after.pause_code != 601, money
+        assert after.paused_at is None
+
+
+def test_a_pause_stores_the_fingerprint_of_its_token_never_the_token() -> None:
+    budget = make_budget()
+    token = "a-real-looking-token-0123456789"
+    state = budget.on_result(budget.initial(T0), 100, T0, token=token_fingerprint(token))
+    row = state.to_row()
+    assert row["pause_token"] == token_fingerprint(token)
+    assert token not in repr(row)
+    assert len(str(row["pause_token"])) == 16
+    assert state.token_changed(token_fingerprint("another-token-0123456789"))
+    assert not state.token_changed(token_fingerprint(token))

@@ -26,6 +26,7 @@ from monitor.errors import (
     Retryable,
     TransportError,
     UnknownCode,
+    Unreached,
     UpstreamError,
 )
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
@@ -294,7 +295,9 @@ async def test_refused_port_is_a_transport_error(token: str) -> None:
     ) as c:
         exc = await _fail(c)
 
-    assert type(exc) is TransportError
+    # never reached a server: a TransportError that is not counted against daily_calls
+    assert type(exc) is Unreached
+    assert isinstance(exc, TransportError)
     assert exc.message == (
         f"cannot reach 127.0.0.1:{port} (connection refused): check api.base_url and proxy settings"
     )

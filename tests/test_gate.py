@@ -24,7 +24,7 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
 
 from monitor.errors import AccountBlocked, BudgetError, QuotaExceeded, StoreError
 from monitor.policy.budget import Budget
-from monitor.service.gate import Meter
+from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
 from monitor.store import Store, migrate
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -186,3 +186,43 @@ async def test_a_pause_whose_write_is_refused_still_holds_and_is_stored_later(
         other = await Meter.open(_budget(), store, clock=clock)
         with pytest.raises(BudgetError, match="daily quota exceeded"):
             await other.acquire()
+
+
+async def test_a_late_success_does_not_end_a_pause_and_a_short_end_stays_one_alert(
+    store: Store, clock: FakeClock
+) -> None:
+    """Calls on the wire when the balance ran out: a success sent before the 601 comes back
+    after it and leaves the pause alone; a pause that ends and comes back within the
+    hysteresis shows to the account rules as never having ended."""
+    budget = _budget()
+    meter = await Meter.open(budget, store, clock=clock)
+    early = await meter.acquire(wait=False)
+    late = await meter.acquire(wait=False)
+    clock.advance(timedelta(seconds=1))
+    await meter.feedback(AccountBlocked("no balance", code=601), billed=False, sent_at=late.sent_at)
+    assert meter.state.pause_code == 601
+    clock.advance(timedelta(milliseconds=100))
+    await meter.feedback(None, billed=True, sent_at=early.sent_at)
+    assert meter.state.pause_code == 601  # sent before the pause: says nothing of it
+    assert (await meter.account()).pause_code == 601
+
+    await meter.probe_now()  # ``resume``: the probe is due now, not in 15 minutes
+    probe = await meter.acquire(probe=True, wait=False)
+    await meter.feedback(None, billed=True, sent_at=probe.sent_at)
+    assert meter.state.pause_code is None
+    clock.advance(ACCOUNT_HYSTERESIS / 2)
+    assert (await meter.account()).pause_code == 601  # ended moments ago: not told yet
+    clock.advance(ACCOUNT_HYSTERESIS)
+    assert (await meter.account()).pause_code is None
+
+
+async def test_a_call_that_never_reached_a_server_gives_its_count_back(
+    store: Store, clock: FakeClock
+) -> None:
+    meter = await Meter.open(_budget(), store, clock=clock)
+    ticket = await meter.acquire(wait=False)
+    assert await store.ledger_label(ticket.day.label) == (1, 0)
+    await meter.release(ticket)
+    meter.answered()
+    assert await store.ledger_label(ticket.day.label) == (0, 0)
+    assert (await meter.account()).used_today == 0

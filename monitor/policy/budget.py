@@ -27,7 +27,9 @@ from monitor.policy.budget_state import (
     ACCOUNT_REASONS,
     QUOTA_EXCEEDED,
     RATE_LIMITED,
+    SHOWS_MONEY,
     BudgetState,
+    token_fingerprint,
 )
 from monitor.policy.cadence import format_duration
 
@@ -38,6 +40,7 @@ __all__ = [
     "DAEMON_WINDOW_MARGIN",
     "QUOTA_EXCEEDED",
     "RATE_LIMITED",
+    "SHOWS_MONEY",
     "WINDOW",
     "Budget",
     "BudgetState",
@@ -51,6 +54,7 @@ __all__ = [
     "outcome_code",
     "quarter_of",
     "retry_delay",
+    "token_fingerprint",
 ]
 
 WINDOW = timedelta(seconds=60)
@@ -250,10 +254,19 @@ class Budget:
         name, wait = max(self.waits(state, now, calls_today).items(), key=lambda kv: kv[1])
         return name if wait > timedelta(0) else None
 
-    def spend(self, state: BudgetState, now: datetime, calls_today: int = 0) -> BudgetState:
+    def spend(
+        self,
+        state: BudgetState,
+        now: datetime,
+        calls_today: int = 0,
+        *,
+        token: str | None = None,
+    ) -> BudgetState:
         """Record one call sent at ``now``; raises BudgetError when the call may not go yet.
 
-        During an account pause the call is the probe: the next probe moves ``probe_every`` on.
+        During an account pause the call is the probe: the next probe moves ``probe_every`` on,
+        and the pause is now answered by the probe's token (fingerprint ``token``), so a
+        changed token is tried once, not by every caller.
         """
         blocker = self.blocked_by(state, now, calls_today)
         if blocker is not None:
@@ -261,11 +274,16 @@ class Budget:
             raise BudgetError(f"budget: next call allowed in {delay:.1f} s ({blocker})")
         settled = self.settle(state, now)
         recent = (*_in_window(settled.recent or (), now, self._span), now)
-        paused_until = settled.paused_until
+        paused_until, pause_token = settled.paused_until, settled.pause_token
         if settled.pause_code in ACCOUNT_CODES:
             paused_until = now + self.probe_every
+            pause_token = token or pause_token
         return replace(
-            settled, tokens=settled.tokens - 1.0, recent=recent, paused_until=paused_until
+            settled,
+            tokens=settled.tokens - 1.0,
+            recent=recent,
+            paused_until=paused_until,
+            pause_token=pause_token,
         )
 
     def settle(self, state: BudgetState, now: datetime) -> BudgetState:
@@ -293,19 +311,31 @@ class Budget:
             rate_factor=factor,
         )
 
-    def on_result(self, state: BudgetState, outcome: Outcome, now: datetime) -> BudgetState:
-        """Apply the upstream's feedback on a finished call.
+    def on_result(
+        self,
+        state: BudgetState,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        sent_at: datetime | None = None,
+        token: str | None = None,
+    ) -> BudgetState:
+        """Apply the upstream's feedback on a call sent at ``sent_at`` with the token of
+        fingerprint ``token``, answered at ``now``.
 
         Precedence: an account code pauses everything; a 303 or a 302 is an answer from an
         account that works (a probe answered with one ends the account pause) and pauses to
-        midnight, or slows down, from there.
+        midnight, or slows down, from there. An answer to a call sent before the account pause
+        began says nothing of it: only a call sent after the pause can end it.
         """
         settled = self.settle(state, now)
         code = outcome_code(outcome)
+        if code in ACCOUNT_CODES:
+            return self._block(settled, code, now, token)
+        if code in SHOWS_MONEY and _sent_before_pause(settled, sent_at):
+            return settled
         if code in ACCOUNT_OK_CODES:
             return self._resume(settled)
-        if code in ACCOUNT_CODES:
-            return self._block(settled, code, now)
         if code not in (RATE_LIMITED, QUOTA_EXCEEDED):
             return settled
         # a rate limit or a quota answer says the token and the balance work: the account pause
@@ -328,18 +358,32 @@ class Budget:
         if state.pause_code not in ACCOUNT_CODES:
             return state
         return replace(
-            state, paused_until=None, pause_code=None, pause_reason=None, rate_factor=1.0
+            state,
+            paused_until=None,
+            pause_code=None,
+            pause_reason=None,
+            rate_factor=1.0,
+            paused_at=None,
+            pause_token=None,
         )
 
-    def _block(self, state: BudgetState, code: int, now: datetime) -> BudgetState:
+    def _block(
+        self, state: BudgetState, code: int, now: datetime, token: str | None = None
+    ) -> BudgetState:
         # already blocked: the probe's own send set the next probe time (send-to-send pace),
         # and answers of calls that were in flight must not push it further away
         next_probe = now + self.probe_every
         if state.pause_code in ACCOUNT_CODES and state.paused_until is not None:
             next_probe = state.paused_until
+        # a pause keeps the instant it began while its cause stays the same
+        paused_at = now
+        if state.pause_code == code and state.paused_at is not None:
+            paused_at = state.paused_at
         return replace(
             state,
             paused_until=next_probe,
+            paused_at=paused_at,
+            pause_token=token or state.pause_token,
             pause_code=code,
             pause_reason=f"{ACCOUNT_REASONS[code]} (code {code}); probing every "
             f"{format_duration(self.probe_every)}",
@@ -407,6 +451,16 @@ class Budget:
         if len(recent) < self.calls_per_minute:
             return timedelta(0)
         return max(timedelta(0), recent[-self.calls_per_minute] + self._span + _TICK - now)
+
+
+def _sent_before_pause(state: BudgetState, sent_at: datetime | None) -> bool:
+    """The answered call left before the account pause in ``state`` began."""
+    return (
+        state.pause_code in ACCOUNT_CODES
+        and state.paused_at is not None
+        and sent_at is not None
+        and sent_at < state.paused_at
+    )
 
 
 def _in_window(

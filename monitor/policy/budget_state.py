@@ -4,6 +4,7 @@ monitor/policy/budget.py's."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,12 +14,23 @@ QUOTA_EXCEEDED = 303
 ACCOUNT_CODES: frozenset[int] = frozenset({100, 600, 601, 602})
 #: codes whose call reached a working account (billed): they end a probe pause
 ACCOUNT_OK_CODES: frozenset[int] = frozenset({0, 201})
+#: answers that show the account works and has money: they end an account pause (a 302 or a 303
+#: is checked after the token and the balance, so it shows them too)
+SHOWS_MONEY: frozenset[int] = frozenset({*ACCOUNT_OK_CODES, RATE_LIMITED, QUOTA_EXCEEDED})
+#: key of the token fingerprint: a stored fingerprint cannot be looked up in any other table
+_PRINT_KEY = b"creator-monitor/pause-token/v1"
 ACCOUNT_REASONS: dict[int, str] = {
     100: "invalid or inactive API token",
     600: "permission denied for this API",
     601: "insufficient account balance",
     602: "this token's spending cap is reached",
 }
+
+
+def token_fingerprint(token: str) -> str:
+    """16 hex digits that tell one API token from another (a keyed BLAKE2b): stored with an
+    account pause so a changed token ends it, while the token itself is never stored."""
+    return hashlib.blake2b(token.encode(), key=_PRINT_KEY, digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +40,9 @@ class BudgetState:
     ``paused_until`` means: for 302 and 303, when calls may resume (and, while ``rate_factor``
     is below 1, the anchor the cautious return counts from); for account codes, when the next
     probe may go. ``recent`` holds the send times of the last 60 s; None means unknown (a row
-    without them), which is read as "the window was full at ``refilled_at``".
+    without them), which is read as "the window was full at ``refilled_at``". ``paused_at`` is
+    when the account pause began (an answer to a call sent before it never ends it);
+    ``pause_token`` the fingerprint of the token the pause was answered to.
     """
 
     tokens: float
@@ -38,6 +52,8 @@ class BudgetState:
     pause_reason: str | None = None
     rate_factor: float = 1.0
     recent: tuple[datetime, ...] | None = ()
+    paused_at: datetime | None = None
+    pause_token: str | None = None
 
     @property
     def paused(self) -> bool:
@@ -49,6 +65,16 @@ class BudgetState:
         if self.pause_code in ACCOUNT_CODES:
             return True
         return self.paused_until is not None and now < self.paused_until
+
+    def token_changed(self, fingerprint: str | None) -> bool:
+        """An account pause answered to another token than ``fingerprint``: the new token
+        has not been tried yet (a pause from before fingerprints were kept counts as tried)."""
+        return (
+            self.pause_code in ACCOUNT_CODES
+            and fingerprint is not None
+            and self.pause_token is not None
+            and self.pause_token != fingerprint
+        )
 
     def is_probe_due(self, now: datetime) -> bool:
         """An account pause is on and its single probe call may be sent now."""
@@ -70,6 +96,8 @@ class BudgetState:
             "pause_reason": self.pause_reason,
             "rate_factor": self.rate_factor,
             "recent_sends": None if self.recent is None else _encode_times(self.recent),
+            "paused_at": None if self.paused_at is None else self.paused_at.astimezone(UTC),
+            "pause_token": self.pause_token,
         }
 
     @classmethod
@@ -85,6 +113,8 @@ class BudgetState:
         reason = _column(row, "pause_reason")
         recent = _column(row, "recent_sends")
         factor = _column(row, "rate_factor")
+        paused_at = _column(row, "paused_at")
+        token = _column(row, "pause_token")
         return cls(
             tokens=float(_number(_column(row, "tokens"))),
             refilled_at=_utc(_column(row, "refilled_at")),
@@ -93,6 +123,8 @@ class BudgetState:
             pause_reason=None if reason is None else str(reason),
             rate_factor=1.0 if factor is None else float(_number(factor)),
             recent=None if recent is None else _decode_times(str(recent)),
+            paused_at=None if paused_at is None else _utc(paused_at),
+            pause_token=None if token is None else str(token),
         )
 
 

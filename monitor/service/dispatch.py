@@ -270,6 +270,8 @@ class Dispatcher:
         state = meter.state
         if meter.hard_pause(now) is None:
             return None
+        if state.pause_code in ACCOUNT_CODES and not self._inflight and meter.probe_due(now):
+            return 0.0  # a changed token is tried at once
         if state.paused_until is None or (state.pause_code in ACCOUNT_CODES and self._inflight):
             return math.inf
         return (state.paused_until - now).total_seconds()

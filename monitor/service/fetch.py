@@ -22,13 +22,14 @@ from monitor.errors import (
     RateLimited,
     StoreError,
     TransportError,
+    Unreached,
     UpstreamError,
 )
 from monitor.model import Creator, FetchResult, Variant
 from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
 from monitor.service.alerting import Alerting, SeriesFacts
-from monitor.service.gate import Meter
+from monitor.service.gate import Meter, Ticket
 from monitor.service.spill import AnswerHeld, Hold, RulesOwed, new_attempt_id
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
@@ -163,6 +164,8 @@ class Fetcher:
         #: dispatcher runs them after its next store probe, or a minute later
         #: (``Dispatcher.evaluate_stored``)
         self.unevaluated: list[Slot] = []
+        #: the last call never reached a server (``fetch --all`` stops trying then)
+        self.unreached = False
 
     async def run(
         self,
@@ -215,13 +218,15 @@ class Fetcher:
 
     async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
         self.hold.check()  # answers wait for the database: no new call
-        await self.meter.acquire(probe=how.probe)
+        ticket = await self.meter.acquire(probe=how.probe)
         # from here a stop lets the cycle finish: the call, its record and the creator's rules
         # (``run`` takes the key out again before it waits for a retry, and at its end)
         self.sending.add(slot.key)
-        return await self._send(slot, attempt, how)
+        return await self._send(slot, attempt, how, ticket)
 
-    async def _send(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
+    async def _send(
+        self, slot: Slot, attempt: int, how: _How, ticket: Ticket
+    ) -> UpstreamError | None:
         """The call the meter just allowed, its feedback and its record."""
         if self.hold.waiting:  # a write failed while this call waited for the budget
             self.meter.answered()  # ``acquire`` counted it; it never goes on the wire
@@ -241,7 +246,12 @@ class Fetcher:
         billed = result.billed if result is not None else bool(error and error.billed)
         if self._observe is not None:
             self._observe(_code_label(result, error), billed)
-        owed = await self._feedback(error, billed=billed, dry_run=how.dry_run)
+        self.unreached = isinstance(error, Unreached)
+        if self.unreached:
+            await self._release(ticket)
+        owed = await self._feedback(
+            error, billed=billed, dry_run=how.dry_run, sent_at=ticket.sent_at
+        )
         if how.dry_run:
             self.last_result = result
             if error is not None:
@@ -267,15 +277,27 @@ class Fetcher:
             slot.due_at = next_due
         return error
 
+    async def _release(self, ticket: Ticket) -> None:
+        """The call never reached a server: its count in ``daily_calls`` goes back."""
+        try:
+            await self.meter.release(ticket)
+        except StoreError as exc:  # over-counted by one: the safe side; no call goes meanwhile
+            self.hold.refused(exc)
+
     async def _feedback(
-        self, error: UpstreamError | None, *, billed: bool, dry_run: bool
+        self,
+        error: UpstreamError | None,
+        *,
+        billed: bool,
+        dry_run: bool,
+        sent_at: datetime | None = None,
     ) -> str | None:
         """Tell the gate how the call went; returns the day label of a billed count it did not
         write, which then goes with the stored answer (in its transaction)."""
         try:
             if billed and not dry_run and self.meter.changes_nothing(error):
                 return self.meter.billed_label()  # one transaction less per fetch
-            await self.meter.feedback(error, billed=billed)
+            await self.meter.feedback(error, billed=billed, sent_at=sent_at)
         except StoreError as exc:
             self.hold.refused(exc)
             return self.meter.billed_label() if billed else None

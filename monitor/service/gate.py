@@ -14,8 +14,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 from monitor.errors import BudgetError, StoreError
 from monitor.ops.wallclock import TOLERANCE, Monotonic, WallJumps, describe
@@ -30,6 +31,7 @@ from monitor.policy.budget import (
     day_edges,
     outcome_code,
     quarter_of,
+    token_fingerprint,
 )
 from monitor.policy.rules import AccountSubject
 from monitor.store import Store
@@ -46,6 +48,21 @@ _MAX_NAP = 1.0
 _PAUSING_NAP = 0.05
 #: answers that slow down or pause every call (302, 303, the account codes)
 PAUSING_CODES = frozenset({RATE_LIMITED, QUOTA_EXCEEDED, *ACCOUNT_CODES})
+
+
+#: an account pause that ended less than this long ago still shows to the account rules: a
+#: pause that ends and comes back within seconds is one alert, not a firing, a resolution and
+#: a firing again (the daemon evaluates once more when this has passed)
+ACCOUNT_HYSTERESIS = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One call the gate let go: where the ledger counted it, and when it was let go (an
+    answer to it ends an account pause only when it was sent after the pause began)."""
+
+    day: LedgerDay
+    sent_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,11 @@ def ledger_day(budget: Budget, now: datetime) -> LedgerDay:
     """The budget day ``now`` falls in, in the configured zone, as the ledger counts it."""
     label, start, end = day_edges(now, budget.zone)
     return LedgerDay(label=label, start=start, end=end, slot=max(start, quarter_of(now)))
+
+
+def _hard(code: int | None) -> TypeGuard[int]:
+    """A code that pauses every call (an account code or the daily quota)."""
+    return code is not None and (code in ACCOUNT_CODES or code == QUOTA_EXCEEDED)
 
 
 def _row(state: BudgetState) -> BudgetStateRow:
@@ -133,6 +155,10 @@ class Meter:
         self._merged = 0
         #: (day label, calls counted) as the last spend of this process read them
         self._counted: tuple[str, int] | None = None
+        #: fingerprint of the token this process sends (``use_token``); never the token
+        self._token: str | None = None
+        #: the last account pause this process saw end: (code, reason, when it ended)
+        self._ended: tuple[int, str | None, datetime] | None = None
 
     @classmethod
     async def open(
@@ -153,6 +179,15 @@ class Meter:
         # if it began now (the daemon's STATUS, ``status`` and a refused call each say it)
         await meter.refresh(announce=False)
         return meter
+
+    def use_token(self, token: str) -> None:
+        """The API token this process sends from now on: an account pause answered to another
+        token lets one call of this one through at once (its answer ends the pause or not)."""
+        self._token = token_fingerprint(token)
+
+    def token_changed(self) -> bool:
+        """The stored account pause was answered to another token than the one sent now."""
+        return self._state.token_changed(self._token)
 
     def with_budget(self, budget: Budget) -> None:
         """A reloaded config's limits take effect for the next call; the state carries over."""
@@ -175,8 +210,9 @@ class Meter:
         return hard_pause(self.budget, self._state, now)
 
     def probe_due(self, now: datetime) -> bool:
+        """The account probe may go now: its time came, or the token changed since."""
         self._follow_wall_clock()
-        return self._state.is_probe_due(now)
+        return self._state.is_probe_due(now) or self.token_changed()
 
     def day_exhausted(self, now: datetime) -> bool:
         """True when ``daily_calls`` was found used up for the budget day of ``now``.
@@ -186,17 +222,17 @@ class Meter:
         """
         return self._exhausted == (ledger_day(self.budget, now).label, self.budget.daily_calls)
 
-    async def acquire(self, *, probe: bool = False, wait: bool = True) -> None:
+    async def acquire(self, *, probe: bool = False, wait: bool = True) -> Ticket:
         """Wait until one call may be sent and count it; raises BudgetError when it may not go
         today (a hard pause that is not this call's probe turn, or the daily cap), or, with
         ``wait=False``, when it may not go right now.
 
         The call is counted in the ledger and the bucket is saved BEFORE it is sent, so a crash
-        can over-count a call but never under-count one.
+        can over-count a call but never under-count one; a call that then never reached a
+        server gives its count back (``release``).
         """
         if not wait:
-            await self._take_now(probe)
-            return
+            return await self._take_now(probe)
         # first come, first served: the dispatcher starts the most overdue work first, and a
         # caller that has waited longest must not lose its turn to whoever wakes first
         task = asyncio.current_task()
@@ -208,21 +244,22 @@ class Meter:
         try:
             while True:
                 delay = await self._take(probe)
-                if delay <= 0:
-                    return
+                if isinstance(delay, Ticket):
+                    return delay
                 await self._sleep(min(delay, _MAX_NAP))
         finally:
             self._queue.release()
 
-    async def _take_now(self, probe: bool) -> None:
+    async def _take_now(self, probe: bool) -> Ticket:
         delay = await self._take(probe)
-        if delay > 0:
-            raise BudgetError(
-                f"calls_per_minute ({self.budget.calls_per_minute}): the next call is "
-                f"allowed in {delay:.1f} s",
-                cap="calls_per_minute",
-                until=self._clock() + timedelta(seconds=delay),
-            )
+        if isinstance(delay, Ticket):
+            return delay
+        raise BudgetError(
+            f"calls_per_minute ({self.budget.calls_per_minute}): the next call is "
+            f"allowed in {delay:.1f} s",
+            cap="calls_per_minute",
+            until=self._clock() + timedelta(seconds=delay),
+        )
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[tuple[BudgetTxn, datetime]]:
@@ -239,8 +276,8 @@ class Meter:
             # committed: the pauses merged into what was written are stored now
             del self._unsaved[: self._merged]
 
-    async def _take(self, probe: bool) -> float:
-        """Count one call now and return 0.0, or return how long to wait first."""
+    async def _take(self, probe: bool) -> float | Ticket:
+        """Count one call now and return its ticket, or return how long to wait first."""
         if self._pausing:
             return _PAUSING_NAP
         # the bucket and the 60 s window as last stored can only have tightened since (others
@@ -261,11 +298,11 @@ class Meter:
         except BaseException:
             self._on_the_wire -= 1
             raise
-        if delay > 0:
+        if not isinstance(delay, Ticket):
             self._on_the_wire -= 1
         return delay
 
-    async def _decide(self, txn: BudgetTxn, now: datetime, probe: bool) -> float:
+    async def _decide(self, txn: BudgetTxn, now: datetime, probe: bool) -> float | Ticket:
         before, moved = self._stored(txn, now)
         budget = self.budget
         if txn.calls >= budget.daily_calls:
@@ -277,7 +314,10 @@ class Meter:
                 until=txn.day.end,
             )
         reason = hard_pause(budget, before, now)
-        if reason is not None and not (probe and before.is_probe_due(now)):
+        # a token other than the one the pause was answered to has not been tried: its first
+        # call goes at once, whoever sends it (the daemon, ``fetch``, ``resume``)
+        trying = (probe and before.is_probe_due(now)) or before.token_changed(self._token)
+        if reason is not None and not trying:
             settled = budget.settle(before, now)
             until = None if settled.pause_code in ACCOUNT_CODES else settled.paused_until
             frees = "" if until is None else f"; frees up at {_when(until, budget)}"
@@ -286,17 +326,19 @@ class Meter:
                 cap="account" if settled.pause_code in ACCOUNT_CODES else "quota",
                 until=until,
             )
+        if trying and before.token_changed(self._token) and before.paused_until is not None:
+            before = replace(before, paused_until=min(before.paused_until, now))  # due now
         delay = budget.acquire_delay(before, now, txn.calls)
         if delay > 0:
             if moved:
                 await txn.save(_row(before), now=now)  # keep the moved stamps
             return delay
-        after = budget.spend(before, now, txn.calls)
+        after = budget.spend(before, now, txn.calls, token=self._token)
         await txn.reserve()
         self._counted = (txn.day.label, txn.calls)
         await txn.save(_row(after), now=now)
         self._adopt(after)  # a pause that ran out ends here
-        return 0.0
+        return Ticket(day=txn.day, sent_at=now)
 
     def _stored(self, txn: BudgetTxn, now: datetime) -> tuple[BudgetState, bool]:
         """The state in the locked row, moved by any wall-clock step this process noticed (and
@@ -312,10 +354,31 @@ class Meter:
             # (a stamp a moment ahead is only another process's send, made while we waited)
             state = self.budget.rebased(state, now)
         for outcome, at in self._unsaved:  # pauses whose own write the database refused
-            state = self.budget.on_result(state, outcome, at)
+            state = self._on_result(state, outcome, at, None)
         self._merged = len(self._unsaved)
         self._adopt(state)
         return state, state != stored
+
+    async def probe_now(self) -> None:
+        """Make the account probe due now (``resume``): one locked transaction; nothing
+        changes when there is no account pause."""
+        async with self._locked() as (txn, now):
+            state, moved = self._stored(txn, now)
+            if state.pause_code in ACCOUNT_CODES:
+                state = replace(state, paused_until=now)
+            elif not moved:
+                return
+            await txn.save(_row(state), now=now)
+        self._adopt(state)
+
+    async def release(self, ticket: Ticket) -> None:
+        """The call of ``ticket`` never reached a server (refused, host not found): give its
+        count in the ledger back, in one locked transaction like the spend that counted it.
+        The bucket and the 60 s window keep it (a dead upstream is not hammered faster)."""
+        async with self._locked() as (txn, _now):
+            await txn.release(ticket.day)
+            if self._counted is not None and self._counted[0] == txn.day.label:
+                self._counted = (txn.day.label, txn.calls)
 
     def answered(self) -> None:
         """The call counted by the last ``acquire`` of this caller is over (answered or not)."""
@@ -330,21 +393,24 @@ class Meter:
         """The ledger day label a billed call counted now goes under."""
         return ledger_day(self.budget, self._clock()).label
 
-    async def feedback(self, outcome: Outcome, *, billed: bool) -> None:
-        """Apply the upstream's answer to a sent call: count a billed call, pause or resume."""
+    async def feedback(
+        self, outcome: Outcome, *, billed: bool, sent_at: datetime | None = None
+    ) -> None:
+        """Apply the upstream's answer to a call sent at ``sent_at``: count a billed call,
+        pause or resume (only a call sent after an account pause began can end it)."""
         code = outcome_code(outcome)
         if code in PAUSING_CODES:
             # from this instant no caller of this process is let through until the pause is
             # stored: a call must not start after the answer that paused everything came back
             self._pausing += 1
             try:
-                await self._apply(outcome, billed=billed)
+                await self._apply(outcome, billed=billed, sent_at=sent_at)
             except StoreError:
                 # the database refused the write: the pause still holds here, and goes into
                 # the stored row with the next transaction that commits
                 now = self._clock()
                 self._unsaved.append((outcome, now))
-                self._adopt(self.budget.on_result(self._state, outcome, now))
+                self._adopt(self._on_result(self._state, outcome, now, None))
                 raise
             finally:
                 self._pausing -= 1
@@ -355,14 +421,21 @@ class Meter:
             if billed:
                 await self._store.count_billed(ledger_day(self.budget, self._clock()))
             return
-        await self._apply(outcome, billed=billed)
+        await self._apply(outcome, billed=billed, sent_at=sent_at)
 
-    async def _apply(self, outcome: Outcome, *, billed: bool) -> None:
+    def _on_result(
+        self, state: BudgetState, outcome: Outcome, now: datetime, sent_at: datetime | None
+    ) -> BudgetState:
+        return self.budget.on_result(state, outcome, now, sent_at=sent_at, token=self._token)
+
+    async def _apply(
+        self, outcome: Outcome, *, billed: bool, sent_at: datetime | None = None
+    ) -> None:
         async with self._locked() as (txn, now):
             if billed:
                 await txn.record_billed()
             before, moved = self._stored(txn, now)
-            after = self.budget.on_result(before, outcome, now)
+            after = self._on_result(before, outcome, now, sent_at)
             if after != before or moved:
                 await txn.save(_row(after), now=now)
         self._adopt(after)
@@ -410,26 +483,27 @@ class Meter:
         """What account-scope rules (and per-creator inhibition) see of the budget now.
 
         Evaluated after every fetch: the day's count is the one this process's last spend
-        read under the lock (no query), else read from the ledger."""
+        read under the lock (no query), else read from the ledger. A hard pause that ended
+        less than ``ACCOUNT_HYSTERESIS`` ago still shows: one that comes back within seconds
+        stays one alert."""
         now = self._clock()
         label = ledger_day(self.budget, now).label
         if self._counted is not None and self._counted[0] == label:
             state = self.budget.settle(self._state, now)
             paused = hard_pause(self.budget, state, now) is not None
-            return AccountSubject(
-                now=now,
-                used_today=self._counted[1],
-                daily_calls=self.budget.daily_calls,
-                pause_code=state.pause_code if paused else None,
-                pause_reason=state.pause_reason,
-            )
-        gauge = await self.gauge()
+            used, code, reason = self._counted[1], state.pause_code, state.pause_reason
+        else:
+            gauge = await self.gauge()
+            used, paused = gauge.calls_today, gauge.paused
+            code, reason = gauge.pause_code, gauge.pause_reason
+        if not paused and self._ended is not None and now - self._ended[2] < ACCOUNT_HYSTERESIS:
+            paused, (code, reason, _) = True, self._ended
         return AccountSubject(
             now=now,
-            used_today=gauge.calls_today,
-            daily_calls=gauge.daily_calls,
-            pause_code=gauge.pause_code if gauge.paused else None,
-            pause_reason=gauge.pause_reason,
+            used_today=used,
+            daily_calls=self.budget.daily_calls,
+            pause_code=code if paused else None,
+            pause_reason=reason,
         )
 
     def _follow_wall_clock(self) -> None:
@@ -450,6 +524,10 @@ class Meter:
     def _adopt(self, state: BudgetState) -> None:
         before, self._state = self._state, state
         if state.pause_code != before.pause_code:
+            if _hard(before.pause_code) and not _hard(state.pause_code):
+                self._ended = (before.pause_code, before.pause_reason, self._clock())
+            elif _hard(state.pause_code):
+                self._ended = None
             self._log_transition(before, state)
 
     def _log_transition(self, before: BudgetState, after: BudgetState) -> None:

@@ -32,6 +32,8 @@ class BudgetStateRow:
     pause_reason: str | None = None
     rate_factor: float = 1.0
     recent_sends: str | None = None  # the budget's own encoding of the last minute's sends
+    paused_at: datetime | None = None
+    pause_token: str | None = None
     name: str = "global"
 
 
@@ -67,6 +69,21 @@ class BudgetTxn:
         """Count one call in the day's current quarter hour (the caller checked the cap)."""
         await self._count(calls=1, billed=0)
         self.calls += 1
+
+    async def release(self, day: LedgerDay) -> None:
+        """Take back one call counted by ``reserve`` in ``day`` (it never reached a server)."""
+        stmt = (
+            update(budget_calls)
+            .where(
+                budget_calls.c.slot_at == day.slot,
+                budget_calls.c.day == day.label,
+                budget_calls.c.calls > 0,
+            )
+            .values(calls=budget_calls.c.calls - 1)
+        )
+        result = await self._conn.execute(stmt)
+        if result.rowcount and day.label == self.day.label:
+            self.calls -= 1
 
     async def record_billed(self) -> None:
         """Count one billed call in the day's current quarter hour."""
@@ -184,6 +201,8 @@ def _state_values(row: BudgetStateRow) -> dict[str, Any]:
         "pause_reason": row.pause_reason,
         "rate_factor": row.rate_factor,
         "recent_sends": row.recent_sends,
+        "paused_at": row.paused_at,
+        "pause_token": row.pause_token,
     }
 
 
@@ -197,4 +216,6 @@ def _state_row(row: Any) -> BudgetStateRow:
         pause_reason=row.pause_reason,
         rate_factor=float(row.rate_factor),
         recent_sends=row.recent_sends,
+        paused_at=row.paused_at,
+        pause_token=row.pause_token,
     )

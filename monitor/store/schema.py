@@ -208,6 +208,10 @@ budget_state = Table(
     Column("rate_factor", Float, nullable=False, server_default="1.0"),
     # send times of the last 60 s, so a restart cannot overrun the per-minute cap
     Column("recent_sends", Text, nullable=True),
+    # when the account pause began, and a fingerprint (never the token) of the token it was
+    # answered to: an older answer never ends it, a changed token ends it at once
+    Column("paused_at", UTCDateTime, nullable=True),
+    Column("pause_token", String(16), nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Self
 import httpx
 from pydantic import SecretStr
 
-from monitor.errors import ConfigError, RateLimited, TransportError, UpstreamError
+from monitor.errors import ConfigError, RateLimited, TransportError, Unreached, UpstreamError
 from monitor.model import FetchResult, Variant
 from monitor.ops.redaction import Redactor
 from monitor.upstream.parse import UPSTREAM_TZ, parse_core_data
@@ -47,12 +47,12 @@ class _TokenTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport, token: SecretStr) -> None:
         self._inner = inner
-        self._token = token
+        self.token = token
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         wire = httpx.Request(
             request.method,
-            request.url.copy_add_param("token", self._token.get_secret_value()),
+            request.url.copy_add_param("token", self.token.get_secret_value()),
             headers=request.headers,
             stream=request.stream,
             extensions=request.extensions,
@@ -100,9 +100,10 @@ class JustOneClient:
         # httpx times each read; a body trickled byte by byte never trips that, so the whole
         # call is bounded too
         self._deadline = timeout.total_seconds()
+        self._wire = _TokenTransport(inner, token)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
-            transport=_TokenTransport(inner, token),
+            transport=self._wire,
             timeout=httpx.Timeout(timeout.total_seconds()),
             headers={"Accept": "application/json", "User-Agent": "creator-monitor"},
             follow_redirects=False,
@@ -135,6 +136,12 @@ class JustOneClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def use_token(self, token: SecretStr) -> None:
+        """Send ``token`` from the next call on (a reload found a changed one)."""
+        self._token = token
+        self._redact = Redactor([token])
+        self._wire.token = token
 
     async def core_data(self, user_id: str, variant: Variant | None = None) -> FetchResult:
         """One call for one creator and variant; every failure is an ``UpstreamError``."""
@@ -188,9 +195,9 @@ class JustOneClient:
         except httpx.HTTPError as exc:
             # a client-side timeout may still be billed by the vendor; we cannot know, so: False
             message = self._redact(_transport_text(exc, self._http.base_url, self._deadline))
-            raise TransportError(
-                message, latency_ms=self._elapsed_ms(started), billed=False
-            ) from exc
+            # no connection at all: the request never left this host
+            family = Unreached if isinstance(exc, _NO_CONNECTION) else TransportError
+            raise family(message, latency_ms=self._elapsed_ms(started), billed=False) from exc
 
     def _too_big(self, status: int, started: float) -> TransportError:
         return TransportError(
@@ -208,6 +215,9 @@ class JustOneClient:
         if exc.raw_body is not None:
             exc.raw_body = self._redact(exc.raw_body)
         exc.args = (exc.message,)
+
+
+_NO_CONNECTION = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)
 
 
 def _where(url: httpx.URL) -> str:
@@ -247,7 +257,7 @@ def _transport_text(exc: httpx.HTTPError, base_url: httpx.URL, deadline: float) 
     """A transport failure as an operator reads it: which host, what happened, what to check.
     No exception class names: this text reaches ``fetch``'s one error line."""
     where, reason = _where(base_url), _reason(exc)
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError):
+    if isinstance(exc, _NO_CONNECTION):
         return f"cannot reach {where} ({reason}): check api.base_url and proxy settings"
     if isinstance(exc, httpx.TimeoutException):
         return (
