@@ -23,8 +23,14 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.app import fetch_parts
-from monitor.config import Config, collector_paused, load_config, startup_problems
-from monitor.errors import ConfigError, MonitorError, NotifyError
+from monitor.config import (
+    Config,
+    collector_paused,
+    load_config,
+    resolve_token,
+    startup_problems,
+)
+from monitor.errors import ConfigError, MonitorError, NotifyError, SchemaOutOfDate
 from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
 from monitor.ops.systemd import Notifier as SystemdNotifier
@@ -43,13 +49,20 @@ from monitor.service.dispatch import (
     load_slots,
     write_new_slots,
 )
-from monitor.service.gate import Meter
+from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
 from monitor.service.reach import Reach, upstream_host
 from monitor.service.spill import Hold
 from monitor.store import Store
+from monitor.store.engine import parse_url, safe_url
+from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
+from monitor.upstream.client import JustOneClient
 from monitor.validation import raise_all
 
 log = logging.getLogger(__name__)
+
+#: while a migration runs, systemd's start timeout is pushed this far ahead, this often
+_MIGRATION_EXTEND = 60.0
+_MIGRATION_EXTEND_EVERY = 15.0
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
@@ -90,6 +103,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler
         self._stop = asyncio.Event()
         self.store: Store
+        self.client: JustOneClient
         self.meter: Meter
         self.dispatcher: Dispatcher
         self.notifier: Notifier
@@ -117,6 +131,7 @@ class Daemon:
         sd = self._sd
         async with AsyncExitStack() as stack:
             stack.callback(sd.close)
+            await self._migrate()
             await self._build(stack)
             scheduler = self._scheduler = self._schedule_jobs()
             scheduler.start()
@@ -160,6 +175,40 @@ class Daemon:
         if written:
             log.info("stored the first due times of %d new series", written)
 
+    async def _migrate(self) -> None:
+        """Bring a fresh or older database to this code's schema before anything opens it, as
+        ``db upgrade`` does (on PostgreSQL under an advisory lock, so instances starting
+        together migrate once); systemd's start timeout is extended meanwhile. A database
+        migrated by a newer version is refused: this code cannot know its tables."""
+        url = self.config.storage.url
+        current = await _schema_behind(url, self.options.clock)
+        if current is None:
+            return
+        current = current or None  # "": an empty database
+        if current is not None and current not in KNOWN_REVISIONS:
+            raise ConfigError(
+                "storage.url",
+                f"database {safe_url(parse_url(url))} is at schema revision {current}, newer "
+                f"than this creator-monitor knows (up to {HEAD_REVISION}): install the newer "
+                "creator-monitor that migrated it, or point storage.url at another database",
+            )
+        from monitor.store import migrate  # alembic: only when there is something to migrate
+
+        what = f"migrating the database from {current or 'empty'} to {HEAD_REVISION}"
+        log.info("%s", what)
+        extending = asyncio.get_running_loop().create_task(self._extend_start(what))
+        try:
+            await migrate.upgrade(url)
+        finally:
+            await _cancel(extending)
+        log.info("database migrated to %s", HEAD_REVISION)
+
+    async def _extend_start(self, status: str) -> None:
+        """Keep systemd's start timeout ahead of a running migration (EXTEND_TIMEOUT_USEC)."""
+        while True:
+            self._sd.extend_timeout(_MIGRATION_EXTEND, status)
+            await asyncio.sleep(_MIGRATION_EXTEND_EVERY)
+
     async def _build(self, stack: AsyncExitStack) -> None:
         # 100,000 creators make a million objects that live as long as the process: the
         # collector would walk them again and again while they are built (half a second)
@@ -185,6 +234,7 @@ class Daemon:
                 )
             )
             self.store, self.meter, fetcher = parts.store, parts.meter, parts.fetcher
+            self.client = parts.client
             self.hold = parts.hold
             assert parts.alerting is not None
             self.alerting = parts.alerting
@@ -358,11 +408,16 @@ class Daemon:
         and send what they queued now (the drain would otherwise wait for its interval)."""
         if before not in ACCOUNT_WIDE_CODES and after not in ACCOUNT_WIDE_CODES:
             return  # a 302 slow-down is no account alert
-        task = asyncio.get_running_loop().create_task(self._account_now(), name="account-now")
+        # an end is told once it held for ACCOUNT_HYSTERESIS (the meter shows the pause until
+        # then): a pause that comes back within seconds stays one alert
+        delay = 0.0 if after in ACCOUNT_WIDE_CODES else ACCOUNT_HYSTERESIS.total_seconds() + 0.1
+        task = asyncio.get_running_loop().create_task(self._account_now(delay), name="account-now")
         self._account_tasks.add(task)
         task.add_done_callback(self._account_tasks.discard)
 
-    async def _account_now(self) -> None:
+    async def _account_now(self, delay: float = 0.0) -> None:
+        if delay > 0:
+            await self.options.sleep(delay)
         if await self._evaluate_account():
             await self._drain()
 
@@ -463,12 +518,17 @@ class Daemon:
         try:
             config = load_config(path)
             raise_all(startup_problems(config, self.options.environ, api_token=False))
+            token = resolve_token(config, self.options.environ)  # a renewed token_file
             notifier = self._make_notifier(config)  # channel URLs must work before we switch
         except (ConfigError, NotifyError) as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             self._sd.ready(f"reload rejected; {self.summary()}")
             return False
         self.config = config
+        self.client.use_token(token)
+        self.meter.use_token(token.get_secret_value())
+        if self.meter.token_changed():
+            log.info("the API token changed since the account pause began: trying it now")
         self.meter.with_budget(Budget.from_config(config))
         self.alerting.reconfigure(config)
         self.notifier.close()
@@ -505,6 +565,8 @@ class Daemon:
             )
         # a drain or a report half way through ends, or is cut short before the store closes
         await finish_or_cancel(set(self._job_tasks), 5)
+        for task in list(self._account_tasks):  # an end still in its hysteresis: told next start
+            await _cancel(task)
         if self._heartbeat is not None:
             await _cancel(self._heartbeat)
         with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry
@@ -536,6 +598,19 @@ def shift_jobs(scheduler: AsyncIOScheduler, step: timedelta) -> None:
         if job.next_run_time is not None:
             job.modify(next_run_time=job.next_run_time + step)
     log.info("the wall clock was stepped %s; timers keep their pace", describe(step))
+
+
+async def _schema_behind(url: str, clock: Clock) -> str | None:
+    """The revision of a database that is not at this code's head ("" when it has no
+    schema yet), or None when it is at the head."""
+    store = Store.open(url, clock=clock)
+    try:
+        await store.check_schema()
+    except SchemaOutOfDate as exc:
+        return exc.current or ""
+    finally:
+        await store.close()
+    return None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

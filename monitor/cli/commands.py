@@ -22,6 +22,7 @@ from monitor.app import held_answers
 from monitor.cli import arguments, output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
+from monitor.cli.resume import resume  # noqa: F401 - a handler: main.py looks it up here
 from monitor.config import Config, channel_url, startup_problems
 from monitor.config.references import silence_request
 from monitor.display import labelled_time

@@ -268,6 +268,9 @@ async def _fetch_all(config: Config) -> int:
                     break
                 done.append(slot)
                 bar.update(1)
+                if fetcher.unreached:  # the next creator would only meet the same closed door
+                    stopped = output.plain_error(slot.last_error or "the upstream is unreachable")
+                    break
     if interrupt.signum is not None:
         stopped = f"interrupted by {signal.Signals(interrupt.signum).name}"
     output.print_fetched(done, fetcher.calls, len(slots), stopped, sys.stdout)

@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--all", action="store_true", help="fetch every configured creator once, inside the budget"
     )
+    _add(
+        sub,
+        "resume",
+        "send one probe now and say what the account answered (0: it answers normally)",
+        "creator-monitor -c /etc/creator-monitor/config.toml resume",
+        "resume",
+    )
     p = _add(
         sub,
         "simulate",
