@@ -247,7 +247,7 @@ def test_unit_file_declares_the_contract() -> None:
         "Restart": "on-failure",
         "RestartSec": "5",
         "StateDirectory": "creator-monitor",
-        "LoadCredential": "justoneapi-token:/etc/creator-monitor/token",
+        "RestartPreventExitStatus": "2",  # a config or schema refusal: no restart loop
         "DynamicUser": "yes",
         "UMask": "0077",
         "ProtectSystem": "strict",
@@ -257,6 +257,16 @@ def test_unit_file_declares_the_contract() -> None:
     }
     for key, value in expected_single.items():
         assert s.get(key) == [value], key
+    # every secret through a credential: a DynamicUser cannot read a root-owned 0600 file
+    folder = "/etc/creator-monitor/credentials"
+    assert s["LoadCredential"] == [
+        f"{name}:{folder}/{name}"
+        for name in (
+            "justoneapi-token",
+            "creator-monitor-http-token",
+            "creator-monitor-http-readonly-token",
+        )
+    ]
     # the graceful stop bound is 30 s grace plus the outbox flush
     assert int(s["TimeoutStopSec"][0]) > 30
     assert "@system-service" in s["SystemCallFilter"]
