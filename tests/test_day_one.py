@@ -253,3 +253,33 @@ async def test_calls_that_never_reached_a_server_are_not_counted(tmp_path: Path)
     assert _rows(db, "SELECT coalesce(sum(calls), 0) FROM budget_days") == [(0,)]
     attempts = _rows(db, "SELECT count(*) FROM fetches")[0][0]
     assert attempts >= 3  # tried, recorded, not counted
+
+
+@pytest.mark.postgres
+async def test_two_daemons_starting_together_on_a_fresh_postgresql_migrate_it_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Instances of one PostgreSQL database start at once on an empty schema: the advisory
+    lock lets one migrate, the other finds it done; both become ready."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    sockets = [NotifySocket(tmp_path / name) for name in ("a", "b")]
+    async with Simulator(SimKnobs(latency_ms=10)) as sim:
+        config = write_toml(
+            tmp_path / "config.toml", daemon_config(sim.base_url, pg_url, creators(4))
+        )
+        procs = [
+            await _start(tmp_path, config, name, child_env(GOOD, NOTIFY_SOCKET=notify.path))
+            for name, notify in zip(("a", "b"), sockets, strict=True)
+        ]
+        try:
+            await asyncio.gather(*(notify.wait_for("READY=1", timeout=60) for notify in sockets))
+        finally:
+            codes = [await _stop(proc) for proc in procs]
+            for notify in sockets:
+                notify.close()
+    logs = [(tmp_path / f"{name}.stderr").read_text() for name in ("a", "b")]
+    assert codes == [0, 0], logs
+    assert sum("database migrated to" in log for log in logs) >= 1
+    assert await migrate.current(pg_url) == HEAD_REVISION
+    assert await migrate.drift(pg_url) == []

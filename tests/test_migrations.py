@@ -16,7 +16,7 @@ from sqlalchemy import inspect
 from monitor.errors import SchemaOutOfDate
 from monitor.store import Store, migrate
 from monitor.store.engine import make_engine
-from monitor.store.revision import HEAD_REVISION, migrations_dir
+from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS, migrations_dir
 from monitor.store.schema import metadata
 
 CONTRACT = {  # SPEC §4: tables and columns people query
@@ -108,6 +108,13 @@ async def test_upgrade_creates_the_sqlite_directory_and_uses_wal(tmp_path: Path)
 def test_shipped_head_revision_is_alembics_head() -> None:
     """The daemon checks the schema against a constant, not alembic: it must name the head."""
     assert ScriptDirectory(str(migrations_dir())).get_current_head() == HEAD_REVISION
+
+
+def test_known_revisions_are_alembics_whole_history() -> None:
+    """``run`` migrates a database at any of these and refuses any other (a newer version's)."""
+    script = ScriptDirectory(str(migrations_dir()))
+    history = [rev.revision for rev in script.walk_revisions()]
+    assert list(KNOWN_REVISIONS) == history[::-1]
 
 
 def test_migrations_ship_beside_the_code_without_alembic_ini() -> None:
