@@ -321,6 +321,8 @@ class Meter:
             settled = budget.settle(before, now)
             until = None if settled.pause_code in ACCOUNT_CODES else settled.paused_until
             frees = "" if until is None else f"; frees up at {_when(until, budget)}"
+            if until is None:  # fixed the cause? no need to wait for the next probe
+                frees = "; `creator-monitor resume` tries now"
             raise BudgetError(
                 f"calls paused: {reason}{frees}",
                 cap="account" if settled.pause_code in ACCOUNT_CODES else "quota",
