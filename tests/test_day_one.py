@@ -283,3 +283,25 @@ async def test_two_daemons_starting_together_on_a_fresh_postgresql_migrate_it_on
     assert sum("database migrated to" in log for log in logs) >= 1
     assert await migrate.current(pg_url) == HEAD_REVISION
     assert await migrate.drift(pg_url) == []
+
+
+async def test_fetch_with_a_changed_token_is_tried_at_once_during_a_token_pause(
+    tmp_path: Path,
+) -> None:
+    """After a 100, ``fetch`` with the same token is refused without a call; with another
+    token it is sent at once and its answer ends the pause."""
+    db = tmp_path / "history.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    async with Simulator(SimKnobs(latency_ms=5, tokens=frozenset({GOOD}))) as sim:
+        config = write_toml(tmp_path / "config.toml", daemon_config(sim.base_url, url, creators(1)))
+        user = creators(1)[0]
+        assert (await _command(config, "fetch", user, token=BAD)).returncode == 1
+        assert _pause_row(db)[0] == 100
+        again = await _command(config, "fetch", user, token=BAD)
+        assert again.returncode == 1
+        assert "calls paused: invalid or inactive API token (code 100)" in again.stderr
+        assert sim.counters().calls == 1  # refused before anything was sent
+        fixed = await _command(config, "fetch", user, token=GOOD)
+        assert fixed.returncode == 0, fixed.stderr
+        assert sim.counters().calls == 2
+        assert _pause_row(db)[0] is None
