@@ -76,7 +76,8 @@ async def test_an_account_pause_is_one_line_per_command_and_a_hold_in_status(
         code, _, refused = await _cli(config, token, "fetch", creators(1)[0])
         assert code == 1
         assert _lines(refused) == [
-            "error: calls paused: insufficient account balance (code 601); probing every 15m"
+            "error: calls paused: insufficient account balance (code 601); probing every 15m; "
+            "`creator-monitor resume` tries now"
         ]
         assert sim.counters().calls == 1
 
