@@ -131,6 +131,10 @@ class Daemon:
         sd = self._sd
         async with AsyncExitStack() as stack:
             stack.callback(sd.close)
+            # what ``check`` checks beside the config (console tokens, templates), with its
+            # code, before the database is touched; the API token is read by fetch_parts,
+            # after the one-instance lock
+            raise_all(startup_problems(self.config, self.options.environ, api_token=False))
             await self._migrate()
             await self._build(stack)
             scheduler = self._scheduler = self._schedule_jobs()
@@ -212,9 +216,6 @@ class Daemon:
     async def _build(self, stack: AsyncExitStack) -> None:
         # 100,000 creators make a million objects that live as long as the process: the
         # collector would walk them again and again while they are built (half a second)
-        # what ``check`` checks beside the config (console tokens, templates), with its code;
-        # the API token is read by fetch_parts, after the one-instance lock
-        raise_all(startup_problems(self.config, self.options.environ, api_token=False))
         with collector_paused():
             clock = self.options.clock
             config = self.config
