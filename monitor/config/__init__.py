@@ -32,6 +32,7 @@ from monitor.config.files import read_bytes, read_text, read_token_file
 from monitor.config.loading import (
     CONFIG_ENV,
     CREDENTIAL_NAME,
+    MIN_SECRET,
     TOKEN_ENV,
     channel_url,
     load_config,
@@ -87,6 +88,7 @@ __all__ = [
     "HTTP_CREDENTIAL",
     "HTTP_READONLY_CREDENTIAL",
     "MAX_IN_FLIGHT",
+    "MIN_SECRET",
     "RULE_KINDS",
     "TEMPLATE_NAMES",
     "TOKEN_ENV",

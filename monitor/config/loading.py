@@ -25,6 +25,9 @@ log = logging.getLogger("monitor.config")  # the package's name: operators and t
 TOKEN_ENV = "JUSTONEAPI_TOKEN"  # noqa: S105 - the variable's name, not a secret
 CONFIG_ENV = "CREATOR_MONITOR_CONFIG"
 CREDENTIAL_NAME = "justoneapi-token"
+#: no real API token or channel URL is shorter: a shorter one is a truncated paste or a
+#: placeholder, refused here (the log filter does not mask one: it would garble words)
+MIN_SECRET = 6
 
 
 def parse_config(data: Mapping[str, Any], *, base: Path | None = None) -> Config:
@@ -103,7 +106,7 @@ def resolve_token(config: Config, environ: Mapping[str, str] | None = None) -> S
     """The API token: ``JUSTONEAPI_TOKEN``, else ``api.token_file``, else systemd's credential."""
     env = os.environ if environ is None else environ
     if token := env.get(TOKEN_ENV, "").strip():
-        return SecretStr(token)
+        return _long_enough(TOKEN_ENV, token, f"the API token in {TOKEN_ENV}", "token")
     candidates: list[tuple[str, Path]] = []
     if config.api.token_file is not None:
         candidates.append(("api.token_file", config.api.token_file))
@@ -118,7 +121,7 @@ def resolve_token(config: Config, environ: Mapping[str, str] | None = None) -> S
             continue
         if key == "api.token_file":
             warn_if_exposed(path, "holds the API token")
-        return SecretStr(token)
+        return _long_enough(key, token, f"the API token in {path}", "token")
     raise ConfigError(
         "api.token_file",
         f"no API token: set {TOKEN_ENV}, api.token_file, "
@@ -129,12 +132,25 @@ def resolve_token(config: Config, environ: Mapping[str, str] | None = None) -> S
 def channel_url(channel: ChannelConfig, environ: Mapping[str, str] | None = None) -> SecretStr:
     """A channel's apprise URL, from the file or from the environment variable it names."""
     if channel.url is not None:
-        return channel.url
+        where = f"the URL of channel {channel.name!r}"
+        return _long_enough(f"channels[{channel.name}].url", channel.url, where, "channel URL")
     env = os.environ if environ is None else environ
     value = env.get(channel.url_env or "", "").strip()
+    key = f"channels[{channel.name}].url_env"
     if not value:
+        raise ConfigError(key, f"environment variable {channel.url_env!r} is not set or empty")
+    where = f"environment variable {channel.url_env!r}"
+    return _long_enough(key, value, where, "channel URL (SCHEME://…)")
+
+
+def _long_enough(key: str, secret: str | SecretStr, where: str, what: str) -> SecretStr:
+    """``secret``, refused when it is too short to be real (its length is named, never it)."""
+    value = secret if isinstance(secret, SecretStr) else SecretStr(secret)
+    size = len(value.get_secret_value())
+    if size < MIN_SECRET:
         raise ConfigError(
-            f"channels[{channel.name}].url_env",
-            f"environment variable {channel.url_env!r} is not set or empty",
+            key,
+            f"{where} holds {size} character{'s' if size != 1 else ''}, too short to be a "
+            f"real {what}; set the whole value",
         )
-    return SecretStr(value)
+    return value

@@ -17,12 +17,13 @@ from urllib.parse import unquote, urlsplit
 
 import apprise
 
+from monitor.config import MIN_SECRET
 from monitor.ops.redaction import SecretFilter, redact
 
 #: loggers that write channel URLs (or parts of them) at DEBUG/TRACE and in errors
 _THIRD_PARTY_LOGGERS = ("apprise", "urllib3.connectionpool")
 #: shorter URL parts are words like "hook", not secrets; masking them would garble every line
-_MIN_FRAGMENT = 6
+_MIN_FRAGMENT = MIN_SECRET
 _MAX_ERROR = 300
 
 

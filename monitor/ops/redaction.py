@@ -9,6 +9,8 @@ escaped), each canonical character remembering the span of text it came from; th
 looked for there and the spans they came from are masked. So a token that is raw, quoted,
 ``quote_plus``-ed, JSON-escaped (slashes too) or any mix of these is found alike.
 
+Secrets shorter than ``MIN_SECRET`` are not masked: they are words, not secrets.
+
 Pieces: an upstream that echoes the request may cut it anywhere. For a token (a secret that is
 not a URL, at least ``MIN_PIECE`` long) every run of text of ``MIN_PIECE`` or more characters
 that decodes to ``MIN_DECODED`` or more consecutive characters of the token is masked too: a
@@ -35,6 +37,10 @@ from json import dumps
 from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
+
+# a shorter secret is not masked: no real token or channel URL is this short (the config refuses
+# one), and masking it would garble ordinary words ("e" in every "error")
+from monitor.config import MIN_SECRET
 
 MASK = "***"
 #: a run of text at least this long that decodes to part of a token is masked ...
@@ -147,7 +153,7 @@ class Redactor:
     def add(self, *secrets: str | SecretStr) -> None:
         """Also mask these secrets from now on."""
         for secret in map(_raw, secrets):
-            if not secret or secret in self._secrets:
+            if len(secret) < MIN_SECRET or secret in self._secrets:
                 continue
             self._secrets.append(secret)
             pieces = "://" not in secret and len(secret) >= MIN_PIECE
