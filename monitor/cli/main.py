@@ -55,6 +55,27 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {_explain(self, message)} (see: {self.prog} --help)\n")
 
+    def parse_args(  # type: ignore[override]  # one signature: the CLI passes argv only
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        # argparse reports a stray option from the top parser, which knows every sub-command's
+        # options: the sub-command that was typed reports it instead, against its own options
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = _chosen(self, parsed)
+            self.exit(2, f"error: {_stray(self, command, extras)} (see: {command.prog} --help)\n")
+        return parsed
+
+
+def _chosen(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost sub-command parser ``parsed`` came through (``rules test``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            name = getattr(parsed, action.dest, None)
+            if isinstance(name, str) and name in action.choices:
+                return _chosen(action.choices[name], parsed)
+    return parser
+
 
 def _explain(parser: argparse.ArgumentParser, message: str) -> str:
     """argparse's message, with "did you mean" for a mistyped command, choice or option."""
@@ -68,26 +89,43 @@ def _explain(parser: argparse.ArgumentParser, message: str) -> str:
             close = did_you_mean(bad, known)
             hint = f"did you mean {close!r}?" if close else f"one of: {', '.join(known)}"
             return f"unknown {what} {bad!r}; {hint}"
-    extra = re.match(r"unrecognized arguments: (.*)$", message)
-    if extra:
-        words = extra.group(1).split()
-        options = sorted(_option_strings(parser))
-        for word in words:
-            if word.startswith("-"):
-                close = did_you_mean(word.split("=", 1)[0], options)
-                hint = f"; did you mean {close!r}?" if close else ""
-                return f"unknown option {word!r}{hint}"
-        return f"unexpected argument {words[0]!r}"
     return message
 
 
-def _option_strings(parser: argparse.ArgumentParser) -> Iterator[str]:
-    """Every option of a parser and of all its sub-commands (for a "did you mean")."""
+def _stray(
+    root: argparse.ArgumentParser, command: argparse.ArgumentParser, words: list[str]
+) -> str:
+    """What is wrong with the first stray word of ``command``'s line."""
+    for word in words:
+        if word.startswith("-"):
+            return _unknown_option(root, command, word)
+    return f"unexpected argument {words[0]!r}"
+
+
+def _unknown_option(
+    root: argparse.ArgumentParser, command: argparse.ArgumentParser, word: str
+) -> str:
+    """A stray option of ``command``: the nearest of its own options, or, when the option is
+    another command's, which one (never the option that was typed)."""
+    option = word.split("=", 1)[0]
+    name = command.prog.removeprefix(root.prog).strip() or root.prog
+    owners = [other for other, sub in _commands(root, "") if option in sub._option_string_actions]
+    if owners:
+        where = " and ".join(repr(owner) for owner in owners)
+        return f"unknown option {word!r}; it is an option of {where}, not of {name!r}"
+    close = did_you_mean(option, sorted(command._option_string_actions))
+    return f"unknown option {word!r}" + (f"; did you mean {close!r}?" if close else "")
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: str
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every (sub-)command under ``parser`` with its parser: ``("rules test", parser)``."""
     for action in parser._actions:
-        yield from action.option_strings
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _option_strings(sub)
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _commands(sub, f"{prefix}{name} ")
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
