@@ -69,9 +69,10 @@ class UpstreamError(MonitorError):
         parts = [self.message]
         if self.code is not None:
             parts.append(f"code {self.code}")
-        if self.http_status is not None:
+        if self.http_status is not None and self.http_status != 200:  # 200 says nothing here
             parts.append(f"HTTP {self.http_status}")
-        return f"{type(self).__name__}: " + ", ".join(parts)
+        # what an operator reads (a log line, ``fetches.error``, the CLI): no class name
+        return ", ".join(parts)
 
     def __repr__(self) -> str:
         return (
