@@ -267,9 +267,13 @@ def _stale(rule: StaleRule, subject: Subject) -> Outcome:
 def _api_error(rule: ApiErrorRule, subject: Subject) -> Outcome:
     by_code = subject.last_code is not None and subject.last_code in rule.codes
     by_count = rule.consecutive is not None and subject.consecutive_failures >= rule.consecutive
+    failures = subject.consecutive_failures
+    last = "got no answer" if subject.last_code is None else f"answered code {subject.last_code}"
     finding = Finding(
         summary=(
-            f"last code {subject.last_code}, {subject.consecutive_failures} consecutive failures"
+            f"{failures} consecutive failed call{'s' if failures != 1 else ''}, the last {last}"
+            if failures
+            else "calls succeed"
         ),
         details={
             "kind": "api_error",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from monitor.config import Config
+from monitor.config import ApiErrorRule, Config
 from monitor.errors import (
     AccountBlocked,
     InvalidRequest,
@@ -192,6 +192,8 @@ class Fetcher:
                 error = await self._call_once(slot, attempt, how)
                 if error is None or not self._should_retry(error, attempt, probe):
                     break
+                if not dry_run and self._count_reached(slot):
+                    await self._evaluate_between(slot)
                 self.sending.discard(slot.key)  # a stop may cancel the wait for a retry
                 attempt += 1
                 cfg = self.config.schedule
@@ -210,6 +212,23 @@ class Fetcher:
         finally:
             self.sending.discard(slot.key)
         return verdict_of(error)
+
+    def _count_reached(self, slot: Slot) -> bool:
+        """Whether this failure brought the creator's count to an ``api_error`` rule's
+        ``consecutive``: the rule fires at that count, not at the end of the retries."""
+        return any(
+            isinstance(rule, ApiErrorRule)
+            and rule.consecutive == slot.consecutive_failures
+            and rule.applies_to(slot.creator)
+            for rule in self.config.rules
+        )
+
+    async def _evaluate_between(self, slot: Slot) -> None:
+        """The rules between two attempts; a refused rules write is owed, the retries go on."""
+        try:
+            await self._evaluate(slot)
+        except StoreError:
+            self.unevaluated.append(slot)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
         if probe or not self.retries or attempt >= self.config.schedule.retry_attempts:
