@@ -1,0 +1,271 @@
+"""Issue 18's wrong outputs (items 7, 8, 9, 14, 15, 16), each as a user or an operator meets
+it: the CLI as a process against ``creator-monitor simulate``, and the real fetcher, rules and
+notifier over HTTP with a ``json://`` receiver where the point is an alert."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from alerting_support import running, table
+from demo_support import clean_env, cli_command
+from receiver_support import Receiver
+from sim_support import CAPTURE_TIME, FakeClock, plain_creator
+
+from monitor.config import parse_config
+from monitor.errors import Retryable, TransportError
+from monitor.ops.redaction import Redactor
+from monitor.upstream.simulator import Simulator
+
+SECRET = "tok-SECRET-day-one-outputs-5b2d4e6f"
+LILYY = "5c3bf7f7000000000602fd63"
+MIA = "5a1b2c3d4e5f60718293a4b5"
+
+CONFIG = """\
+[api]
+base_url = "{sim}"
+timeout = "10s"
+connect_retries = 0
+[budget]
+calls_per_minute = 600
+burst = 10
+daily_calls = 100
+[storage]
+url = "sqlite+aiosqlite:///{db}"
+[schedule]
+retry_attempts = 0
+[[creators]]
+user_id = "{lilyy}"
+name = "Lilyy"
+[[creators]]
+user_id = "{mia}"
+name = "Mia"
+[[channels]]
+name = "mail"
+url_env = "MAIL_URL"
+[[rules]]
+name = "engagement-floor"
+kind = "threshold"
+metric = "engage"
+op = "<"
+value = 10
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    folder: Path
+    config: Path
+    db: Path
+    sim: str
+
+    def counters(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"{self.sim}/_sim/counters", timeout=10) as answer:
+            return dict(json.load(answer))
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.sim}/_sim/reset", data=b"{}", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+def cli(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = clean_env() | {"JUSTONEAPI_TOKEN": SECRET, "MAIL_URL": "json://127.0.0.1:9/x"}
+    return subprocess.run(
+        [*cli_command(), *argv],
+        env=environ | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    folder = tmp_path_factory.mktemp("day-one")
+    proc = subprocess.Popen(
+        [*cli_command(), "simulate", "--port", "0", "--latency", "0.005"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
+        assert match
+        db = folder / "h.db"
+        config = folder / "config.toml"
+        config.write_text(
+            CONFIG.format(sim=match.group(0), db=db, lilyy=LILYY, mia=MIA), encoding="utf-8"
+        )
+        config.chmod(0o600)
+        done = cli("-c", str(config), "db", "upgrade")
+        assert done.returncode == 0, done.stderr
+        yield Workspace(folder, config, db, match.group(0))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+# --- 7: a secret too short to be real is a config error, and never garbles a line -------------
+
+
+def test_a_one_letter_channel_url_is_refused_in_a_readable_line(workspace: Workspace) -> None:
+    done = cli("-c", str(workspace.config), "check", MAIL_URL="e")
+    assert done.returncode == 2
+    assert "***" not in done.stderr
+    assert one_line(done) == (
+        "error: channels[0].url_env: environment variable 'MAIL_URL' holds 1 character, "
+        "too short to be a real channel URL (SCHEME://…); set the whole value"
+    )
+
+
+def test_a_three_letter_token_is_refused_before_any_call(workspace: Workspace) -> None:
+    workspace.reset()
+    done = cli("-c", str(workspace.config), "fetch", "Lilyy", JUSTONEAPI_TOKEN="abc")
+    assert done.returncode == 2
+    assert one_line(done) == (
+        "error: JUSTONEAPI_TOKEN: the API token in JUSTONEAPI_TOKEN holds 3 characters, "
+        "too short to be a real token; set the whole value"
+    )
+    assert workspace.counters()["calls"] == 0
+
+
+def test_redaction_leaves_words_alone_for_a_secret_too_short_to_be_one() -> None:
+    line = "error: channels[0].url_env: not an apprise URL (expected SCHEME://…)"
+    assert Redactor(["e", "ab", "url"]).redact(line) == line
+    assert Redactor(["e", "s3cret"]).redact("the s3cret here") == "the *** here"
+
+
+# --- 8: "did you mean" never suggests what was typed -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["rules", "test", "--rule", "x"],
+            "error: unknown option '--rule'; it is an option of 'silence add', not of "
+            "'rules test' (see: creator-monitor rules test --help)",
+        ),
+        (
+            ["status", "--all"],
+            "error: unknown option '--all'; it is an option of 'fetch', not of 'status' "
+            "(see: creator-monitor status --help)",
+        ),
+        (
+            ["rules", "test", "--sinse", "30d"],
+            "error: unknown option '--sinse'; did you mean '--since'? "
+            "(see: creator-monitor rules test --help)",
+        ),
+    ],
+)
+def test_an_option_of_another_command_is_named_as_such(
+    workspace: Workspace, argv: list[str], line: str
+) -> None:
+    done = cli(*argv, "-c", str(workspace.config))
+    assert done.returncode == 2
+    assert one_line(done) == line
+
+
+# --- 9 and 14: an api_error rule fires at its count, and says what happened in words ----------
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver() as r:
+        yield r
+
+
+@pytest_asyncio.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    async with Simulator(clock=clock) as s:
+        yield s
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(CAPTURE_TIME)
+
+
+def _retrying_config(tmp_path: Path, base_url: str, hook: str, user_id: str) -> object:
+    return parse_config(
+        {
+            "api": {"base_url": base_url, "timeout": "5s", "connect_retries": 0},
+            "budget": {"calls_per_minute": 600, "burst": 50, "daily_calls": 10_000},
+            "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/history.db"},
+            "schedule": {"retry_attempts": 5, "retry_base": "1s", "retry_max": "2s"},
+            "creators": [{"user_id": user_id, "name": "Creator 0"}],
+            "channels": [{"name": "team", "url": hook}],
+            "rules": [{"name": "failing", "kind": "api_error", "consecutive": 3}],
+        }
+    )
+
+
+async def test_consecutive_3_fires_at_the_third_failure_not_after_the_retries(
+    tmp_path: Path,
+    sim: Simulator,
+    receiver: Receiver,
+    clock: FakeClock,
+    token: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    user_id = plain_creator()
+    config = _retrying_config(tmp_path, sim.base_url, receiver.url("/alerts"), user_id)
+    sim.force_code(user_id, 301)
+    async with running(config, clock, token) as loop:  # type: ignore[arg-type]
+        loop.slots[user_id].failure_logged = False
+        with caplog.at_level(logging.WARNING, logger="monitor"):
+            await loop.fetch(user_id)  # 6 calls: the first and 5 retries, all 301
+        clock.advance(minutes=1)  # past group_wait
+        await loop.drain()
+        [alert] = await table(loop.store, "alerts")
+    assert sim.counters().calls == 6
+    [body] = receiver.bodies("/alerts")
+    assert "- Last code 301, 3 consecutive failures" in body["message"]
+    assert alert["summary"] == "6 consecutive failed calls, the last answered code 301"  # now
+    failing = [r.getMessage() for r in caplog.records if "failing" in r.getMessage()]
+    assert [line.split(") ", 1)[1] for line in failing] == ["failing: FAILED, RETRY, code 301"]
+
+
+async def test_a_failure_without_an_answer_says_so_not_none(
+    tmp_path: Path, receiver: Receiver, clock: FakeClock, token: str
+) -> None:
+    user_id = plain_creator()
+    config = _retrying_config(tmp_path, "http://127.0.0.1:9", receiver.url("/alerts"), user_id)
+    async with running(config, clock, token) as loop:  # type: ignore[arg-type]
+        await loop.fetch(user_id)
+        clock.advance(minutes=1)
+        await loop.drain()
+        [alert] = await table(loop.store, "alerts")
+    [body] = receiver.bodies("/alerts")
+    assert "None" not in body["message"] + body["title"] + alert["summary"]
+    assert (
+        "- The last call got no answer (upstream not reached), 3 consecutive failures"
+        in (body["message"])
+    )
+    assert alert["summary"] == "6 consecutive failed calls, the last got no answer"
+
+
+def test_upstream_errors_read_without_class_names() -> None:
+    assert str(Retryable("FAILED, RETRY", code=301)) == "FAILED, RETRY, code 301"
+    assert str(TransportError("cannot reach 127.0.0.1:9")) == "cannot reach 127.0.0.1:9"
+    assert repr(Retryable("x", code=301)).startswith("Retryable(")  # for a debugger, not a log
