@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,6 +37,9 @@ REPORT_METRICS: tuple[str, ...] = ("read", "engage", "imp")
 #: how far back a mover's value is compared with
 MOVER_SPAN = timedelta(days=7)
 TOP_MOVERS = 10
+#: history read before a report's first day, so that its movers have a point a week back
+#: (two spans: a missing day or two still leaves one)
+_MOVER_HISTORY = 2 * MOVER_SPAN
 _UTC_ZONE = ZoneInfo("UTC")
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 #: event → (symbol, colour, size); drawn in this order, so a fired marker on the day its alert
@@ -97,6 +100,9 @@ class BudgetDay:
 
 @dataclass(frozen=True, slots=True)
 class ReportData:
+    """What one report shows. Its period is the local days ``since`` to ``last_day``: the
+    charts, the alerts and the budget cover exactly these days; movers may look back further."""
+
     generated_at: datetime
     since: date
     daily_calls: int
@@ -105,47 +111,86 @@ class ReportData:
     open_alerts: list[AlertRow]
     budget: list[BudgetDay]
     zone: ZoneInfo = _UTC_ZONE  # budget.timezone: the zone every time of the page is shown in
+    until: date | None = None  # the period's last local day; None: the day it was generated
+    #: every mover, largest first, from the history before the period too (None: from the
+    #: charted points alone)
+    all_movers: list[Mover] | None = None
+
+    @property
+    def last_day(self) -> date:
+        return self.until or self.generated_at.astimezone(self.zone).date()
 
     @property
     def movers(self) -> list[Mover]:
-        return top_movers(self.creators)
+        if self.all_movers is None:
+            return top_movers(self.creators)
+        return self.all_movers[:TOP_MOVERS]
 
 
 async def collect(
-    store: Store, *, since: date, now: datetime, daily_calls: int, zone: ZoneInfo
+    store: Store,
+    *,
+    since: date,
+    now: datetime,
+    daily_calls: int,
+    zone: ZoneInfo,
+    until: date | None = None,
 ) -> ReportData:
-    """Read what the report shows; one streamed pass over the series."""
-    creators: dict[str, CreatorSeries] = {}
-    async for row in store.export_rows(since):
-        series = creators.setdefault(row["user_id"], CreatorSeries(row["user_id"], row["name"]))
+    """Read what the report of the local days ``since`` to ``until`` (default: today) shows:
+    their points, the alerts that fired or resolved in them, the calls counted under them, and
+    the movers up to ``until``. One streamed pass over the series."""
+    last = until or now.astimezone(zone).date()
+    first_key, last_key = since.isoformat(), last.isoformat()
+    history: dict[str, CreatorSeries] = {}
+    async for row in store.export_rows(since - _MOVER_HISTORY):
+        if row["date_key"] > last_key:
+            continue
+        series = history.setdefault(row["user_id"], CreatorSeries(row["user_id"], row["name"]))
         label = "/".join(row[k] for k in ("business", "note_type", "date_type", "advertise"))
         line = series.lines.setdefault(label, Line(label, values={m: [] for m in REPORT_METRICS}))
         line.dates.append(row["date_key"])
         for metric in REPORT_METRICS:
             line.values[metric].append(row[metric])
-    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    movers = top_movers(list(history.values()), limit=None)
+    charted = [s for s in (_within(s, first_key) for s in history.values()) if s.lines]
+    start = datetime.combine(since, time(), tzinfo=zone)
+    end = min(now, datetime.combine(last + timedelta(days=1), time(), tzinfo=zone))
     alerts = [
         a
         for a in await store.list_alerts(limit=100_000)
-        if max(a.fired_at or start, a.resolved_at or start) > start
+        if any(t is not None and start <= t < end for t in (a.fired_at, a.resolved_at))
     ]
-    today = now.astimezone(zone).date()
-    days = [since + timedelta(days=n) for n in range((today - since).days + 1)]
+    days = [since + timedelta(days=n) for n in range((last - since).days + 1)]
     budget = [BudgetDay(d.isoformat(), *await store.ledger_label(d.isoformat())) for d in days]
     return ReportData(
         generated_at=now,
         since=since,
         daily_calls=daily_calls,
-        creators=sorted(creators.values(), key=lambda c: (c.name.casefold(), c.user_id)),
+        creators=sorted(charted, key=lambda c: (c.name.casefold(), c.user_id)),
         alerts=alerts,
         open_alerts=await store.list_alerts(open_only=True),
         budget=[b for b in budget if b.calls or b.billed],
         zone=zone,
+        until=until,
+        all_movers=movers,
     )
 
 
-def top_movers(creators: Sequence[CreatorSeries], limit: int = TOP_MOVERS) -> list[Mover]:
-    """The largest changes of the charted metrics: latest point against ``MOVER_SPAN`` before."""
+def _within(series: CreatorSeries, first_key: str) -> CreatorSeries:
+    """``series`` with only the points from ``first_key`` on (the history before is for the
+    movers, not for the charts)."""
+    kept = CreatorSeries(series.user_id, series.name)
+    for label, line in series.lines.items():
+        at = next((i for i, day in enumerate(line.dates) if day >= first_key), len(line.dates))
+        if at < len(line.dates):
+            values = {m: v[at:] for m, v in line.values.items()}
+            kept.lines[label] = Line(label, line.dates[at:], values)
+    return kept
+
+
+def top_movers(creators: Sequence[CreatorSeries], limit: int | None = TOP_MOVERS) -> list[Mover]:
+    """The largest changes of the charted metrics: latest point against ``MOVER_SPAN`` before
+    (``limit`` None: all of them)."""
     movers: list[Mover] = []
     for series in creators:
         for line in series.lines.values():
@@ -161,7 +206,7 @@ def top_movers(creators: Sequence[CreatorSeries], limit: int = TOP_MOVERS) -> li
                     Mover(series.name, series.user_id, line.variant, metric, *earlier, *latest)
                 )
     movers.sort(key=lambda m: abs(m.pct), reverse=True)
-    return movers[:limit]
+    return movers if limit is None else movers[:limit]
 
 
 def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figure:
@@ -321,7 +366,6 @@ async def write_report(
     """Collect, render and write atomically (a reader never sees half a file)."""
     data = await collect(store, since=since, now=now, daily_calls=daily_calls, zone=zone)
     html = render(data)
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(html, encoding="utf-8")
     partial.replace(out)

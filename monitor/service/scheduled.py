@@ -8,6 +8,7 @@ notifier delivers the queued messages and attaches the stored HTML where a chann
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -87,11 +88,13 @@ def in_scope(report: ReportConfig, config: Config) -> set[str]:
 
 def scoped(data: ReportData, users: set[str]) -> ReportData:
     """The report's data limited to ``users`` (account-wide alerts stay)."""
+    movers = None if data.all_movers is None else [m for m in data.all_movers if m.user_id in users]
     return replace(
         data,
         creators=[c for c in data.creators if c.user_id in users],
         alerts=[a for a in data.alerts if a.scope in users or a.scope == "account"],
         open_alerts=[a for a in data.open_alerts if a.scope in users or a.scope == "account"],
+        all_movers=movers,
     )
 
 
@@ -167,6 +170,26 @@ def summary(
     return title, "\n".join(lines) + "\n"
 
 
+async def skip_ended_periods(
+    reports: Sequence[ReportConfig], config: Config, store: Store, now: datetime, *, owner: str
+) -> None:
+    """``[[reports]]`` entries a reload just added: the period that ended before they existed
+    is marked done without a report (no HTML, no message), so their first report is for the
+    first period that ends after they were added. A start-up still catches up the period it
+    missed while it was down."""
+    for report in reports:
+        period = last_period(report, now, config.budget.zone)
+        claimed = await store.claim_report(
+            report.name, period.key, html="", messages=(), owner=owner, now=now
+        )
+        if claimed:
+            log.info(
+                "report %s added: its first report is for the period after %s",
+                report.name,
+                period.key,
+            )
+
+
 async def queue_due_reports(config: Config, store: Store, now: datetime, *, owner: str) -> int:
     """Build and queue each report whose newest period is not sent yet; returns how many."""
     queued = 0
@@ -175,17 +198,15 @@ async def queue_due_reports(config: Config, store: Store, now: datetime, *, owne
         period = last_period(report, now, zone)
         if await store.report_sent(report.name, period.key):
             continue
-        data = await collect(
+        data = await collect(  # the period's own days: points, alerts and calls alike
             store,
             since=period.first_day,
+            until=period.last_day,
             now=now,
             daily_calls=config.budget.daily_calls,
             zone=zone,
         )
         data = scoped(data, in_scope(report, config))
-        data = replace(
-            data, budget=[b for b in data.budget if b.day <= period.last_day.isoformat()]
-        )
         html = render(data)
         filename = f"report-{report.name}-{period.key.replace(':', '-')}.html"
         messages = []
