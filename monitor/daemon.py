@@ -463,12 +463,40 @@ class Daemon:
         except MonitorError as exc:
             log.error("scheduled reports not queued: %s", exc)
 
+    async def _start_new_reports(self, config: Config) -> None:
+        """Before a reload switches: a ``[[reports]]`` entry it adds does not report a period
+        that ended before it existed."""
+        known = {r.name for r in self.config.reports}
+        added = [r for r in config.reports if r.name not in known]
+        if not added:
+            return
+        from monitor.service.scheduled import skip_ended_periods  # plotly: only when needed
+
+        try:
+            await skip_ended_periods(
+                added, config, self.store, self.options.clock(), owner=self.instance
+            )
+        except MonitorError as exc:
+            log.error("new reports not started: %s", exc)
+
     async def _prune(self) -> None:
-        cutoff = self.options.clock() - self.config.storage.raw_retention
+        now = self.options.clock()
+        cutoff = now - self.config.storage.raw_retention
         with contextlib.suppress(MonitorError):
             pruned = await self.store.prune_raw(cutoff)
             if pruned:
                 log.info("pruned %d raw response bodies older than %s", pruned, cutoff.date())
+        # a queued report message may still be retried until notify.max_age: its HTML stays
+        keep = max(self.config.storage.report_html_retention, self.config.notify.max_age)
+        with contextlib.suppress(MonitorError):
+            dropped = await self.store.prune_report_html(now - keep)
+            if dropped:
+                log.info(
+                    "dropped the HTML of %d scheduled reports older than %s (%d days kept)",
+                    dropped,
+                    (now - keep).date(),
+                    keep.days,
+                )
 
     async def _healthy(self) -> bool:
         # a real write (the budget row, unchanged): a database that only reads is not healthy;
@@ -525,6 +553,7 @@ class Daemon:
             log.error("reload rejected, keeping the running config: %s", exc)
             self._sd.ready(f"reload rejected; {self.summary()}")
             return False
+        await self._start_new_reports(config)
         self.config = config
         self.client.use_token(token)
         self.meter.use_token(token.get_secret_value())

@@ -73,6 +73,8 @@ class BudgetConfig(Section):
 class StorageConfig(Section):
     url: str = "sqlite+aiosqlite:////var/lib/creator-monitor/history.db"
     raw_retention: Duration = timedelta(days=30)  # at most MAX_DURATION
+    #: how long a scheduled report's HTML is kept in ``report_runs`` (its row stays)
+    report_html_retention: Duration = timedelta(days=14)
     #: how long a SQLite writer waits for another process's write lock before giving up
     busy_timeout: Duration = timedelta(seconds=5)
     #: where paid answers the database refused are spilled until it takes them (default:

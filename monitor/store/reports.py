@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from monitor.store.engine import StoreBase
 from monitor.store.outbox import NewMessage, insert_messages
@@ -56,4 +56,16 @@ class ReportStore(StoreBase):
         )
         async with self._read() as conn:
             found: str | None = await conn.scalar(query)
-        return found
+        return found or None  # "": pruned, or a period skipped without a report
+
+    async def prune_report_html(self, older_than: datetime) -> int:
+        """Drop the HTML of report runs created before ``older_than``; the rows stay, so a
+        period is still sent once. Returns how many were dropped."""
+        stmt = (
+            update(report_runs)
+            .where(report_runs.c.created_at < older_than, report_runs.c.html != "")
+            .values(html="")
+        )
+        async with self._write() as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount or 0)
