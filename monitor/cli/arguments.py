@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
-from monitor.config import parse_duration
+from monitor.config import Config, CreatorConfig, parse_duration
 from monitor.config.references import (
     ACCOUNT,
     USER_ID_RE,
@@ -168,3 +168,29 @@ PORT = number(0, 65_535)
 
 # --- creator references and other configured names: one validation with the console API,
 # in monitor/config/references.py (re-exported here for the commands)
+
+
+def nearest_creator(config: Config, user_id: str) -> CreatorConfig | None:
+    """The configured creator whose id differs from ``user_id`` in the fewest digits (a typo is
+    a digit off); None when none is configured."""
+
+    def distance(entry: CreatorConfig) -> int:
+        return sum(a != b for a, b in zip(user_id, entry.user_id, strict=True))
+
+    return min(config.creators, key=distance, default=None)
+
+
+def refuse_unconfigured(config: Config, ref: CreatorRef, *, arg: str) -> None:
+    """A ConfigError (exit 2) for a well-formed id that no ``[[creators]]`` entry has: a paid
+    call for a typo is refused; ``--adhoc`` says it is meant. With no creator configured there
+    is nothing to mistype: every fetch is ad hoc (a first try before the roster is written)."""
+    near = nearest_creator(config, ref.user_id)
+    if ref.entry is not None or near is None:
+        return
+    named = f" ({near.name})" if near.name else ""
+    raise ConfigError(
+        arg,
+        f"{ref.user_id} is configured nowhere; the nearest configured creator is "
+        f"{near.user_id}{named}. Add --adhoc to fetch it anyway (a paid call; it is not "
+        "tracked afterwards)",
+    )

@@ -217,6 +217,12 @@ def status(args: argparse.Namespace, config: Config) -> int:
 def report(args: argparse.Namespace, config: Config) -> int:
     from monitor.service.report import write_report
 
+    folder = args.out.absolute().parent
+    if not folder.is_dir():  # a mistyped path is refused, never created
+        raise ConfigError("--out", f"folder {folder} does not exist; create it or fix the path")
+    if args.out.is_dir():
+        raise ConfigError("--out", f"{args.out} is a folder; name the HTML file to write")
+
     async def go() -> int:
         now = _now()
         since = parse_since(args.since, now.date())

@@ -35,7 +35,10 @@ def fetch(args: argparse.Namespace, config: Config) -> int:
     if bool(args.user_id) == bool(args.all):
         raise ConfigError("fetch", "give either a CREATOR (user id or configured name) or --all")
     if args.user_id:  # checked before any call: a name becomes its id, a bad id costs nothing
-        args.user_id = arguments.resolve_creator(config, args.user_id, arg="CREATOR").user_id
+        ref = arguments.resolve_creator(config, args.user_id, arg="CREATOR")
+        if not args.adhoc:  # an id configured nowhere is a typo until --adhoc says otherwise
+            arguments.refuse_unconfigured(config, ref, arg="CREATOR")
+        args.user_id = ref.user_id
     with _pause_said_once():
         if args.all:
             return asyncio.run(_fetch_all(config))
@@ -190,8 +193,11 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             )
             return 0
         # sync every configured creator: syncing only this one would mark the rest inactive
+        configured = [c.creator() for c in config.creators]
         extra = [] if entry else [creator]
-        ids = await store.sync_creators([*(c.creator() for c in config.creators), *extra])
+        ids = await store.sync_creators([*configured, *extra])
+        if extra:  # an --adhoc creator gets an id for its history, then is not tracked again
+            await store.sync_creators(configured)
         slot = _slot(config, creator, ids[args.user_id], variant)
         slot.failure_logged = True  # the command's own error line says it, once
         with _trapped() as interrupt:

@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--all", action="store_true", help="fetch every configured creator once, inside the budget"
     )
+    p.add_argument(
+        "--adhoc",
+        action="store_true",
+        help="fetch a user id that is not configured (refused otherwise: a typo costs a call)",
+    )
     _add(
         sub,
         "resume",
@@ -236,12 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", "db_current")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    _add(
+    p = _add(
         db_sub,
         "upgrade",
         "create or upgrade the schema to the newest revision",
         "creator-monitor db upgrade",
         "db_upgrade",
+    )
+    p.add_argument(
+        "--create-folder",
+        action="store_true",
+        help="create the SQLite file's folder when it does not exist (refused otherwise)",
     )
     _add(
         db_sub,
@@ -458,6 +468,35 @@ def _secrets(config: Config | None) -> list[str]:
     return [s for s in found if s]
 
 
+#: commands that never open the database (``demo`` makes its own)
+_NO_STORAGE = frozenset({"check", "simulate", "demo", "roster"})
+
+
+def _storage_folder(args: argparse.Namespace, config: Config) -> None:
+    """A SQLite file's folder must exist: a mistyped ``storage.url`` is refused, not created
+    (systemd's ``StateDirectory`` makes the default one); ``db upgrade --create-folder`` makes
+    it on purpose."""
+    if args.command in _NO_STORAGE:
+        return
+    from monitor.store.engine import sqlite_folder  # sqlalchemy: not for ``--help``
+
+    folder = sqlite_folder(config.storage.url)
+    if folder is None or folder.is_dir():
+        return
+    if getattr(args, "create_folder", False):
+        try:
+            folder.mkdir(mode=0o750, parents=True)
+        except OSError as exc:
+            raise ConfigError("storage.url", f"cannot create {folder}: {exc.strerror}") from None
+        print(f"created {folder}", file=sys.stderr)
+        return
+    raise ConfigError(
+        "storage.url",
+        f"the database's folder {folder} does not exist; fix the path, or create it "
+        "(mkdir, or `creator-monitor db upgrade --create-folder`)",
+    )
+
+
 def _load(args: argparse.Namespace) -> Config:
     if args.command == "roster":  # it reads the roster itself, without the rest of the config
         return parse_config({})
@@ -475,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load(args)
         secret_filter.add(*_secrets(config))
+        _storage_folder(args, config)
         commands = importlib.import_module("monitor.cli.commands")
         code: int = getattr(commands, args.handler)(args, config)
     except ConfigError as exc:

@@ -80,6 +80,18 @@ def make_engine(
     return engine
 
 
+def sqlite_folder(url: str) -> Path | None:
+    """The folder a SQLite file URL puts its file in; None for another backend, memory, or a
+    ``file:`` URI."""
+    sa_url = parse_url(url)
+    database = sa_url.database or ""
+    if sa_url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database).expanduser().absolute().parent
+
+
 def _ensure_parent_dir(url: URL) -> None:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
