@@ -79,7 +79,8 @@ async def test_a_far_future_date_is_refused_and_nothing_is_stored(
                 "schedule": {"retry_attempts": 0},
             },
         )
-        assert (await _run(token, "-c", str(config), "db", "upgrade"))[0] == 0
+        # db_url's SQLite folder does not exist yet: the CLI creates it only when told to
+        assert (await _run(token, "-c", str(config), "db", "upgrade", "--create-folder"))[0] == 0
         code, out, err = await _run(token, "-c", str(config), "fetch", USER)
         dry_code, dry_out, dry_err = await _run(
             token, "-c", str(config), "fetch", USER, "--dry-run"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -269,3 +270,80 @@ def test_upstream_errors_read_without_class_names() -> None:
     assert str(Retryable("FAILED, RETRY", code=301)) == "FAILED, RETRY, code 301"
     assert str(TransportError("cannot reach 127.0.0.1:9")) == "cannot reach 127.0.0.1:9"
     assert repr(Retryable("x", code=301)).startswith("Retryable(")  # for a debugger, not a log
+
+
+# --- 15: a mistyped path is refused, never created ---------------------------------------------
+
+
+def test_report_into_a_missing_folder_is_refused_and_creates_nothing(
+    workspace: Workspace,
+) -> None:
+    out = workspace.folder / "no" / "such" / "r.html"
+    done = cli("-c", str(workspace.config), "report", "--out", str(out))
+    assert done.returncode == 2
+    assert one_line(done) == (
+        f"error: --out: folder {out.parent} does not exist; create it or fix the path"
+    )
+    assert not (workspace.folder / "no").exists()
+
+
+def test_db_upgrade_refuses_a_missing_folder_unless_told_to_create_it(
+    workspace: Workspace,
+) -> None:
+    typo = workspace.folder / "sate" / "h.db"
+    config = workspace.folder / "typo.toml"
+    config.write_text(
+        workspace.config.read_text(encoding="utf-8").replace(str(workspace.db), str(typo)),
+        encoding="utf-8",
+    )
+    config.chmod(0o600)
+    for argv in (["db", "upgrade"], ["status"], ["db", "current"]):
+        done = cli("-c", str(config), *argv)
+        assert done.returncode == 2, argv
+        assert one_line(done) == (
+            f"error: storage.url: the database's folder {typo.parent} does not exist; fix the "
+            "path, or create it (mkdir, or `creator-monitor db upgrade --create-folder`)"
+        )
+        assert not typo.parent.exists()
+    done = cli("-c", str(config), "db", "upgrade", "--create-folder")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == f"created {typo.parent}\n"
+    assert typo.is_file()
+
+
+# --- 16: a well-formed id configured nowhere costs nothing without --adhoc ---------------------
+
+
+def test_fetch_of_an_id_configured_nowhere_is_refused_before_any_call(
+    workspace: Workspace,
+) -> None:
+    workspace.reset()
+    stray = LILYY[:-1] + "4"  # one digit off
+    for argv in ([stray], [stray, "--dry-run"]):
+        done = cli("-c", str(workspace.config), "fetch", *argv)
+        assert done.returncode == 2
+        assert one_line(done) == (
+            f"error: CREATOR: {stray} is configured nowhere; the nearest configured creator is "
+            f"{LILYY} (Lilyy). Add --adhoc to fetch it anyway (a paid call; it is not tracked "
+            "afterwards)"
+        )
+    assert workspace.counters()["calls"] == 0
+
+
+def test_an_adhoc_fetch_is_stored_but_does_not_linger_in_status(workspace: Workspace) -> None:
+    workspace.reset()
+    stray = "5c3bf7f70000000000000abc"
+    done = cli("-c", str(workspace.config), "fetch", stray, "--adhoc")
+    assert done.returncode == 0, done.stderr
+    assert workspace.counters()["calls"] == 1
+    status = cli("-c", str(workspace.config), "status")
+    assert status.returncode == 0, status.stderr
+    assert LILYY in status.stdout
+    assert stray not in status.stdout
+    with sqlite3.connect(workspace.db) as conn:
+        [(stored,)] = conn.execute(
+            "SELECT count(*) FROM fetches f JOIN creators c ON c.id = f.creator_id "
+            "WHERE c.user_id = ?",
+            (stray,),
+        )
+    assert stored == 1

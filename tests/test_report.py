@@ -93,6 +93,7 @@ def test_report_renders_charts_in_headless_chromium(
 ) -> None:
     config = demo_config(tmp_path, demo.db)
     out = tmp_path / "out" / "report.html"
+    out.parent.mkdir()  # report --out refuses a missing folder
     done = subprocess.run(
         [*cli_command(), "-c", str(config), "report", "--out", str(out), "--since", "120d"],
         env=clean_env(),
