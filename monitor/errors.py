@@ -69,7 +69,7 @@ class UpstreamError(MonitorError):
         parts = [self.message]
         if self.code is not None:
             parts.append(f"code {self.code}")
-        if self.http_status is not None and self.http_status != 200:  # 200 says nothing here
+        if self.http_status is not None:
             parts.append(f"HTTP {self.http_status}")
         # what an operator reads (a log line, ``fetches.error``, the CLI): no class name
         return ", ".join(parts)

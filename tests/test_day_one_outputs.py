@@ -244,7 +244,9 @@ async def test_consecutive_3_fires_at_the_third_failure_not_after_the_retries(
     assert "- Last code 301, 3 consecutive failures" in body["message"]
     assert alert["summary"] == "6 consecutive failed calls, the last answered code 301"  # now
     failing = [r.getMessage() for r in caplog.records if "failing" in r.getMessage()]
-    assert [line.split(") ", 1)[1] for line in failing] == ["failing: FAILED, RETRY, code 301"]
+    assert [line.split(") ", 1)[1] for line in failing] == [
+        "failing: FAILED, RETRY, code 301, HTTP 200"
+    ]
 
 
 async def test_a_failure_without_an_answer_says_so_not_none(
