@@ -194,7 +194,7 @@ async def test_a_report_added_by_reload_starts_with_the_next_period(
                 return False
             return world.clock() > added_at[0] + timedelta(minutes=10)  # 10 report checks
 
-        await world.run_until(daemon, done)
+        await world.run_until(daemon, done, real_timeout=120.0)
         store = await open_store(world.db_url, world.clock)
         try:
             runs = await _rows(store, report_runs)
