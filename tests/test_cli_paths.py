@@ -84,7 +84,8 @@ def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split()[:4] == ["date", "imp", "read", "engage"]
+    # the table of `history`: the config's id column, then the metrics' labels
+    assert lines[0].split()[:4] == ["date_key", "impressions", "reads", "engagements"]
     rows = lines[1:]
     assert len(rows) == 30
     dates = [row.split()[0] for row in rows]

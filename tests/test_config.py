@@ -348,12 +348,12 @@ def test_the_example_installed_as_the_systemd_guide_says_does_not_warn(
 ) -> None:
     installed = tmp_path / "config.toml"
     installed.write_text(EXAMPLE.read_text())
-    installed.chmod(0o644)  # install -m 0644 config.example.toml /etc/creator-monitor/config.toml
+    installed.chmod(0o644)  # the install guide: chmod 0644 /etc/creator-monitor/config.toml
     with caplog.at_level(logging.WARNING, logger="monitor.config"):
         load_config(installed)
     assert caplog.records == []
-    guide = (ROOT / "deploy" / "README.md").read_text()
-    assert "install -m 0644 config.example.toml /etc/creator-monitor/config.toml" in guide
+    guide = (ROOT / "docs" / "install.md").read_text()
+    assert "chmod 0644 /etc/creator-monitor/config.toml" in guide
 
 
 def test_channel_url_from_environment() -> None:
