@@ -57,7 +57,9 @@ async def test_40_creators_falling_give_one_message_per_channel_across_kill_9(
     users = creators(40)
     async with Simulator(SimKnobs(latency_ms=10)) as sim, Receiver() as receiver:
         for user in users:
-            sim.script_change(user, "read", 0.5)
+            # a 70 % cut: the simulated day-to-day noise (up to about ±20 %) cannot keep any
+            # creator above the rule's -30 % on any date (at 0.5 one creator of 40 fell 29.4 %)
+            sim.script_change(user, "read", 0.3)
         doc = daemon_config(
             sim.base_url,
             db_url,
