@@ -244,7 +244,7 @@ def test_roster_cells_read_as_csv_not_pydantic(tmp_path: Path) -> None:
     (tmp_path / "team.csv").write_text(
         f"user_id,business,advertise\n{LILYY},DAILY,ALL\n{MIA},DAILY_NOTE,everything\n"
     )
-    from monitor.roster import read_roster
+    from monitor.config.roster import read_roster
 
     _, problems = read_roster(["team.csv"], tmp_path, {})
     assert problems == [

@@ -15,9 +15,9 @@ from daemon_support import NotifySocket, child_env, cli, daemon_config, write_to
 from sim_support import creator_id
 
 from monitor.config import load_config
+from monitor.config.roster import RosterError, user_id_of
 from monitor.errors import ConfigError
 from monitor.model import Business, DateType
-from monitor.roster import RosterError, user_id_of
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 

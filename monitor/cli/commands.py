@@ -25,13 +25,13 @@ from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks 
 from monitor.cli.resume import resume  # noqa: F401 - a handler: main.py looks it up here
 from monitor.config import Config, channel_url, startup_problems
 from monitor.config.references import silence_request
+from monitor.config.roster import RosterError
 from monitor.display import labelled_time
 from monitor.errors import ConfigError, MonitorError
 from monitor.notify.channels import validate_channel_url
 from monitor.notify.sender import Notifier
 from monitor.policy import cadence
 from monitor.policy.budget import Budget
-from monitor.roster import RosterError
 from monitor.service.gate import Meter
 from monitor.store import Store
 from monitor.validation import raise_all
@@ -406,7 +406,7 @@ def serve(args: argparse.Namespace, config: Config) -> int:
 def roster(args: argparse.Namespace, config: Config) -> int:
     """``roster check``: every problem of the roster files on its own line (exit 2), or the
     count of creators they add (exit 0)."""
-    from monitor import roster as rosters
+    from monitor.config import roster as rosters
 
     found, problems = rosters.check(args.config)
     for problem in problems:

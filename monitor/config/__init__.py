@@ -6,12 +6,14 @@ config may list 100,000 creators). Must not: open network connections or touch t
 
 The package re-exports every public name, so ``from monitor.config import X`` is the way in:
 fields.py (value types), sections.py, rules.py, document.py (``Config``), survey.py (every
-problem in one pass), files.py (regular files of bounded size), loading.py, startup.py (what
+problem in one pass), roster.py (creators in CSV files), collector.py (``collector_paused``),
+files.py (regular files of bounded size), loading.py, startup.py (what
 ``run`` reads beside the config).
 """
 
 from __future__ import annotations
 
+from monitor.config.collector import collector_paused
 from monitor.config.document import Config, keys_at
 from monitor.config.fields import (
     Clock,
@@ -77,7 +79,6 @@ from monitor.config.startup import (
     startup_problems,
     template_problems,
 )
-from monitor.config.survey import collector_paused
 from monitor.errors import ConfigError
 from monitor.validation import config_keys  # the README and config tests list keys with it
 

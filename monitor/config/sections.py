@@ -246,6 +246,6 @@ class HttpConfig(Section):
 
 class RosterConfig(Section):
     """``[roster] files``: CSV files of creators (globs relative to the config file's folder),
-    added to ``[[creators]]``; read by monitor/roster.py."""
+    added to ``[[creators]]``; read by monitor/config/roster.py."""
 
     files: tuple[str, ...] = ()

@@ -8,17 +8,17 @@ file but the roster (``check`` reads the token files and templates after this).
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import tomli
 from pydantic import ValidationError
 
+from monitor.config.collector import collector_paused
 from monitor.config.document import Config, cross_check, keys_at
+from monitor.config.roster import RosterError, merge_roster
 from monitor.config.rules import RULE_KINDS
 from monitor.errors import ConfigError
 from monitor.validation import CONTROL, control_problem, pydantic_problems, shown_key
@@ -56,8 +56,6 @@ def survey(
     ``source`` (the file and its text) lets a control character's problem name its line;
     ``suspect`` False (``may_hold_control`` of its bytes) skips looking for them. Roster
     files are read relative to ``base``."""
-    from monitor.roster import RosterError, merge_roster  # roster builds on this package
-
     controls = control_problems(data, source) if suspect else []
     config, schema, kept, dropped = _validated(data)
     flagged = {p.path for p in controls}
@@ -81,22 +79,6 @@ def survey(
         )
     )
     return config, problems
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Hold Python's cyclic garbage collector while a large, long-lived structure is built
-    (the creators, the schedule): it would walk the new objects every 700 allocations and all
-    of them each time they grew by a quarter, half a second of a 100,000-creator start. Nothing
-    is lost meanwhile: garbage with cycles waits for the collector, the rest goes as always."""
-    if not gc.isenabled():
-        yield  # an outer pause holds it already
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _validated(

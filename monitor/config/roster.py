@@ -22,8 +22,10 @@ from typing import Any
 import tomli
 from pydantic import TypeAdapter, ValidationError
 
-from monitor.config import Config, CreatorConfig, collector_paused
+from monitor.config.collector import collector_paused
+from monitor.config.document import Config
 from monitor.config.files import CONFIG_LIMIT, ROSTER_LIMIT, opened, read_text
+from monitor.config.sections import CreatorConfig
 from monitor.errors import ConfigError
 from monitor.validation import CONTROL, control_problem, value_words
 
