@@ -1,6 +1,6 @@
-"""The console as a set of aiohttp routes: what it is handed (config, a store, a clock, the
-tokens), how pages render (jinja2, package templates, the negotiated language) and ``mount``,
-which adds its routes, static files and the auth middleware to an application.
+"""The console's state and rendering: what it is handed (config, a store, a clock, the tokens),
+how pages render (jinja2, package templates, the negotiated language), and what the pages and
+the API share (``console_of``, ``row_id``, ``problem_text``); routes.py mounts them.
 
 Runs beside ``/healthz`` and ``/metrics`` in ``run`` and alone in ``serve``; reads the database
 only, so both show the same thing. Never renders a token or a channel URL.
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -31,7 +28,7 @@ from monitor.display import (
     with_zone,
     zone_name,
 )
-from monitor.errors import ConfigError, StoreError
+from monitor.errors import ConfigError
 from monitor.notify.message import CODE_TEXTS, Language
 from monitor.notify.summary import describe, severity_label
 from monitor.store import Store
@@ -283,47 +280,6 @@ def spark_points(values: Sequence[float | None], width: int = 120, height: int =
     )
 
 
-def static_dir() -> Path:
-    return Path(str(files("monitor.web").joinpath("static")))
-
-
-def mount(app: web.Application, console: Console) -> None:
-    """Add the console's routes, static files and auth middleware to ``app``."""
-    from monitor.web import api, pages
-
-    app[CONSOLE_KEY] = console
-    app.middlewares.append(_security_headers)
-    app.middlewares.append(_store_busy)
-    app.middlewares.append(auth.middleware(console.guard))
-    pages.add_routes(app.router)
-    api.add_routes(app.router)
-    static = app.router.add_static("/static/", static_dir(), name="console-static")
-    assert isinstance(static, web.StaticResource)
-    for name in ("console.js", "console.css"):
-        console.assets[name] = str(static.url_for(filename=name, append_version=True))
-
-
-@web.middleware
-async def _security_headers(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    response = await handler(request)
-    # the server's own time for this request, for browsers' dev tools and bench/console.py
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; "
-        "base-uri 'none'",
-    )
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.path.startswith("/static/"):
-        response.headers["Cache-Control"] = "public, max-age=86400"
-    elif not request.path.startswith(("/healthz", "/metrics")):
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
-
 def row_id(text: str) -> int | None:
     """A row id from a URL: 1 to 2**63 - 1 in plain digits, else None (a 404, not an overflow
     in the database driver)."""
@@ -331,32 +287,6 @@ def row_id(text: str) -> int | None:
         return None
     value = int(text)
     return value if 0 < value < 2**63 else None
-
-
-#: what a 503 asks the client to wait when the database is busy (locked past busy_timeout)
-STORE_RETRY_SECONDS = 5
-
-
-@web.middleware
-async def _store_busy(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
-    """A database that cannot answer (locked past ``busy_timeout``, unreachable) is a 503 with
-    ``Retry-After``, not a 500 with a traceback; logged once per run of such answers."""
-    console = console_of(request)
-    try:
-        response = await handler(request)
-    except StoreError as exc:
-        if not console.store_failing:
-            log.warning("console: the database cannot answer: %s", exc)
-            console.store_failing = True
-        reason = "the database is busy; try again shortly"
-        headers = {"Retry-After": str(STORE_RETRY_SECONDS)}
-        if request.path.startswith("/api/") or request.headers.get("Authorization"):
-            return web.json_response({"error": reason}, status=503, headers=headers)
-        return web.Response(status=503, text=f"{reason}\n", headers=headers)
-    if console.store_failing:
-        log.info("console: the database answers again")
-        console.store_failing = False
-    return response
 
 
 def problem_text(exc: ConfigError) -> str:
