@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
-import inspect
 import shutil
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -32,6 +30,7 @@ from monitor.notify.channels import validate_channel_url
 from monitor.notify.sender import Notifier
 from monitor.policy import cadence
 from monitor.policy.budget import Budget
+from monitor.service.backtest import run_backtest
 from monitor.service.gate import Meter
 from monitor.store import Store
 from monitor.validation import raise_all
@@ -247,13 +246,6 @@ def report(args: argparse.Namespace, config: Config) -> int:
 
 def rules_test(args: argparse.Namespace, config: Config) -> int:
     """Backtest the configured rules over stored history; the backtest sends nothing."""
-    try:
-        # imported by name so this module type-checks before the backtest module exists
-        run_backtest = importlib.import_module("monitor.service.backtest").run_backtest
-    except ImportError:
-        raise MonitorError(
-            "rules test is not available in this build (monitor.service.backtest is missing)"
-        ) from None
 
     async def go() -> int:
         since = parse_since(args.since, _now().date())
@@ -264,11 +256,7 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
                     bar.total = total
                     bar.update(done - bar.n)
 
-                extra: dict[str, Any] = {}
-                # the progress hook is optional so the backtest stays callable without a terminal
-                if "progress" in inspect.signature(run_backtest).parameters:
-                    extra["progress"] = advance
-                lines = await run_backtest(config, store, since, **extra)
+                lines = await run_backtest(config, store, since, progress=advance)
         rolling = [r.name for r in config.rules if r.kind in ("change", "anomaly")]
         output.print_backtest(list(lines), sys.stdout, rolling)
         return 0

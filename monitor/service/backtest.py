@@ -23,7 +23,6 @@ from monitor.policy import rules
 from monitor.policy.lifecycle import AlertState, Event
 from monitor.store import Store
 
-REPLAYED_KINDS: tuple[str, ...] = ("threshold", "change", "anomaly")
 _REPORTED = (Event.FIRING, Event.RESOLVED)
 
 
