@@ -12,12 +12,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal_column, select, update
+from sqlalchemy import ColumnElement, bindparam, func, literal_column, select
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
 from monitor.store.schema import creators, daily_metrics, schedule
-from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
+from monitor.store.variants import VARIANT_COLUMNS, variant_of, variant_values
 
 _PK = ("creator_id", *VARIANT_COLUMNS)
 
@@ -249,15 +249,6 @@ class ScheduleStore(StoreBase):
     ) -> None:
         """Record that retrying cannot help (400): the scheduler skips broken slots."""
         await self._put(creator_id, variant, at, {"broken_at": at, "broken_reason": reason})
-
-    async def clear_broken(self, creator_id: int, variant: Variant) -> None:
-        """Let a broken slot be fetched again (after the operator fixed its parameters)."""
-        async with self._write() as conn:
-            await conn.execute(
-                update(schedule)
-                .where(schedule.c.creator_id == creator_id, matches_variant(schedule, variant))
-                .values(broken_at=None, broken_reason=None)
-            )
 
     async def _put(
         self, creator_id: int, variant: Variant, due_if_new: datetime, values: dict[str, Any]
