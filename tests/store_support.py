@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from monitor.model import COST_METRICS, CoreData, Creator, DailyPoint
+from monitor.policy import cadence
 from monitor.store import Store, migrate
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
@@ -103,3 +104,11 @@ def revise(core: CoreData, day: date, **values: Any) -> CoreData:
     """``core`` with the point of ``day`` changed (a revised past value)."""
     daily = tuple(replace(p, **values) if p.date_key == day else p for p in core.daily)
     return CoreData(summary=daily[-1], daily=daily)
+
+
+def first_due(key: str, every: timedelta, now: datetime) -> datetime:
+    """The first slot the live timetable gives a new series (``cadence.first_due_micros``) as
+    a datetime: the latest slot of its cadence at or before ``now``."""
+    us = timedelta(microseconds=1)
+    due = cadence.first_due_micros(key, every // us, (now - cadence.EPOCH) // us)
+    return cadence.EPOCH + timedelta(microseconds=due)

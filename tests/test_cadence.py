@@ -3,9 +3,11 @@ overdue first without starvation; the call plan that ``check`` prints."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,23 +15,21 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from store_support import first_due
 
 from monitor.config import parse_config
 from monitor.model import Business, Variant
 from monitor.policy.cadence import (
     EPOCH,
-    DueEntry,
     Plan,
     apply_window,
     call_plan,
-    first_due,
     first_due_micros,
-    format_duration,
     next_due,
     pick_due,
     slot_key,
-    slot_offset,
 )
+from monitor.validation import format_duration
 
 ROOT = Path(__file__).parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -41,6 +41,24 @@ HOUR = timedelta(hours=1)
 
 def uid(i: int) -> str:
     return f"{i:024x}"
+
+
+def slot_offset(key: str, every: timedelta) -> timedelta:
+    """Where inside each ``every`` the live timetable puts the key's slots."""
+    return (first_due(key, every, NOW) - EPOCH) % every
+
+
+def pinned_offset(key: str, every: timedelta) -> timedelta:
+    """The offset as the grid defines it, computed here on its own: blake2b of the series
+    name, in whole seconds of the cadence."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return timedelta(seconds=int.from_bytes(digest, "big") % max(1, every // timedelta(seconds=1)))
+
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    key: str
+    due_at: datetime
 
 
 # --- slots ----------------------------------------------------------------------------------
@@ -57,8 +75,8 @@ def test_the_slot_offset_is_a_stable_hash_of_the_series() -> None:
 
 def test_the_offset_does_not_depend_on_pythons_hash_seed() -> None:
     code = (
-        "from datetime import timedelta; from monitor.policy.cadence import slot_offset;"
-        f"print(slot_offset('{UID}/x', timedelta(days=1)).total_seconds())"
+        "from monitor.policy.cadence import first_due_micros;"
+        f"print(first_due_micros('{UID}/x', 86_400_000_000, 0))"
     )
     outputs = {
         subprocess.run(
@@ -71,7 +89,7 @@ def test_the_offset_does_not_depend_on_pythons_hash_seed() -> None:
         ).stdout
         for seed in ("1", "2")
     }
-    assert outputs == {f"{slot_offset(f'{UID}/x', DAY).total_seconds()}\n"}
+    assert outputs == {f"{first_due_micros(f'{UID}/x', 86_400_000_000, 0)}\n"}
 
 
 def test_a_thousand_creators_spread_evenly_over_their_cadence() -> None:
@@ -111,10 +129,9 @@ def test_the_timetable_s_integer_first_due_is_the_grid_s(
     key = f"{user:024x}/DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL"
     every = timedelta(microseconds=every_us)
     now = EPOCH + timedelta(microseconds=now_us)
-    phase = EPOCH + slot_offset(key, every)
+    phase = EPOCH + pinned_offset(key, every)
     grid = phase + ((now - phase) // every) * every
     assert EPOCH + timedelta(microseconds=first_due_micros(key, every_us, now_us)) == grid
-    assert first_due(key, every, now) == grid
 
 
 @settings(max_examples=200, deadline=None)

@@ -22,6 +22,7 @@ from daemon_support import (
     next_shanghai_midnight,
     write_toml,
 )
+from store_support import first_due
 
 from monitor.config import parse_config
 from monitor.policy import cadence
@@ -41,7 +42,7 @@ def _due_order(users: list[str], document: dict[str, object], now: object) -> li
     config = parse_config(document)
     variant = config.variants_of(config.creators[0])[0]
     every = config.defaults.every
-    key = {u: cadence.first_due(cadence.slot_key(u, variant), every, now) for u in users}  # type: ignore[arg-type]
+    key = {u: first_due(cadence.slot_key(u, variant), every, now) for u in users}  # type: ignore[arg-type]
     return sorted(users, key=lambda u: (key[u], cadence.slot_key(u, variant)))
 
 

@@ -31,7 +31,7 @@ from monitor.policy.budget_state import (
     BudgetState,
     token_fingerprint,
 )
-from monitor.policy.cadence import format_duration
+from monitor.validation import format_duration
 
 __all__ = [
     "ACCOUNT_CODES",

@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 from monitor.config import Config
 from monitor.model import Variant
 from monitor.policy.concurrency import AUTO_CAP, INITIAL_LATENCY, needed_in_flight
+from monitor.validation import format_duration
 
 #: the grid every cadence is laid on; any fixed instant works, the hash gives the phase
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
-_MICROSECOND = timedelta(microseconds=1)
 UNTAGGED = "(untagged)"
 #: above this share of the budget, retries and probes have little room left
 TIGHT_SHARE = 0.8
@@ -32,35 +32,26 @@ def slot_key(user_id: str, variant: Variant) -> str:
     return f"{user_id}/{variant.label}"
 
 
-def slot_offset(key: str, every: timedelta) -> timedelta:
-    """Where inside each ``every`` the key's slots fall: whole seconds in ``[0, every)``.
+def _offset_seconds(key: str, every_us: int) -> int:
+    """Where inside each ``every_us`` the key's slots fall: whole seconds in ``[0, every)``.
 
     blake2b rather than ``hash()``: Python salts str hashes per process, and the offsets must
     survive restarts and agree between instances. Hash values are uniform, so N keys with one
     cadence spread evenly across it.
     """
-    return timedelta(seconds=_offset_seconds(key, every // _MICROSECOND))
-
-
-def _offset_seconds(key: str, every_us: int) -> int:
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     period = max(1, every_us // 1_000_000)
     return int.from_bytes(digest, "big") % period
 
 
-def first_due(key: str, every: timedelta, now: datetime) -> datetime:
-    """The slot for a series with no schedule yet: its latest slot at or before ``now``.
+def first_due_micros(key: str, every_us: int, now_us: int) -> int:
+    """The slot for a series with no schedule yet: its latest slot at or before ``now_us``,
+    in integer microseconds since ``EPOCH`` (what the live timetable holds, for 100,000 new
+    series at a first start without a datetime made per series).
 
     It is due at once (a new creator gets data on the first dispatch), and how far the slot
-    lies behind ``now`` orders a crowd of new series by their place in the cadence.
+    lies behind now orders a crowd of new series by their place in the cadence.
     """
-    due = first_due_micros(key, every // _MICROSECOND, (now - EPOCH) // _MICROSECOND)
-    return EPOCH + timedelta(microseconds=due)
-
-
-def first_due_micros(key: str, every_us: int, now_us: int) -> int:
-    """``first_due`` in integer microseconds since ``EPOCH``: what the live timetable holds,
-    for 100,000 new series at a first start without a datetime made per series."""
     phase = _offset_seconds(key, every_us) * 1_000_000
     return phase + (now_us - phase) // every_us * every_us
 
@@ -101,12 +92,6 @@ class Due(Protocol):
 
 
 DueT = TypeVar("DueT", bound=Due)
-
-
-@dataclass(frozen=True, slots=True)
-class DueEntry:
-    key: str
-    due_at: datetime
 
 
 def pick_due(entries: Iterable[DueT], now: datetime, available: int) -> list[DueT]:
@@ -252,12 +237,3 @@ def _every_for(series: int, calls_per_day: float) -> timedelta:
     seconds = series * DAY.total_seconds() / calls_per_day
     unit = 60 if seconds <= 3600 else 3600 if seconds <= 60 * 3600 else 86400
     return timedelta(seconds=math.ceil(seconds / unit) * unit)
-
-
-def format_duration(delta: timedelta) -> str:
-    """``timedelta`` → the config's duration syntax in its largest exact unit: ``36h``, ``90m``."""
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

@@ -125,7 +125,7 @@ class Timetable(Mapping[str, Slot]):
         return _NONE in self._due
 
     def place_unscheduled(self, now: datetime) -> int:
-        """Give each unscheduled row its first slot in its cadence (``cadence.first_due``);
+        """Give each unscheduled row its first slot in its cadence (``cadence.first_due_micros``);
         they are ``unwritten`` until the store has them. Returns how many were placed."""
         dues, creators, creator_of = self._due, self._creators, self._creator
         labels, variant_of, every_of = self._labels, self._variant, self._every

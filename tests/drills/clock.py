@@ -16,6 +16,8 @@ from itertools import count, pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from store_support import first_due
+
 from drills.tally import Tally
 from monitor.model import Variant
 from monitor.policy import cadence
@@ -31,6 +33,14 @@ START = datetime(2025, 12, 11, 15, 45, tzinfo=UTC)
 JUMP_AT = 330.0
 STEP = 0.25  # seconds of true time the loop waits when nothing is due
 _RUNS = count()
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A series as ``cadence.pick_due`` orders it: its name and when it is due."""
+
+    key: str
+    due_at: datetime
 
 
 @dataclass
@@ -101,11 +111,11 @@ async def run(
         budget, store, clock=clocks.wall, sleep=clocks.sleep, monotonic=clocks.monotonic
     )
     keys = [cadence.slot_key(f"5c3bf7f7{n:016x}", Variant()) for n in range(slots)]
-    due = {key: cadence.first_due(key, every, START) for key in keys}
+    due = {key: first_due(key, every, START) for key in keys}
     result = Run(duration=duration)
     try:
         while clocks.true < duration:
-            entries = [cadence.DueEntry(key, at) for key, at in due.items()]
+            entries = [_Due(key, at) for key, at in due.items()]
             picked = cadence.pick_due(entries, clocks.wall(), 1)
             if not picked:
                 await clocks.sleep(STEP)
