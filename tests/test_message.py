@@ -22,9 +22,9 @@ from monitor.notify.message import (
     Mover,
     Renderer,
     format_change,
-    format_duration,
     format_pct,
     format_value,
+    human_duration,
     render,
 )
 from monitor.policy.lifecycle import AlertState, Phase
@@ -313,7 +313,7 @@ def test_format_change_pct_and_duration() -> None:
         "0.0 %",
     )
     assert format_pct(None) == "n/a"
-    assert format_duration(timedelta(days=2, hours=3, minutes=5), "en") == "2d 3h"
-    assert format_duration(timedelta(hours=3, minutes=5), "en") == "3h 5m"
-    assert format_duration(timedelta(hours=3), "zh") == "3小时"
-    assert format_duration(timedelta(seconds=20), "zh") == "0分钟"
+    assert human_duration(timedelta(days=2, hours=3, minutes=5), "en") == "2d 3h"
+    assert human_duration(timedelta(hours=3, minutes=5), "en") == "3h 5m"
+    assert human_duration(timedelta(hours=3), "zh") == "3小时"
+    assert human_duration(timedelta(seconds=20), "zh") == "0分钟"

@@ -138,8 +138,9 @@ def format_change(metric: str | None, change: float | None) -> str:
     return sign + format_value(metric, abs(change))
 
 
-def format_duration(delta: timedelta, language: Language) -> str:
-    """timedelta → '2d 3h' / '2天3小时' (minutes only under a day)."""
+def human_duration(delta: timedelta, language: Language) -> str:
+    """timedelta → '2d 3h' / '2天3小时' for a message's reader: rounded down, minutes only under
+    a day (a duration to write back into the config is ``validation.format_duration``)."""
     minutes = max(0, int(delta.total_seconds() // 60))
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)
@@ -213,7 +214,7 @@ def alert_variables(
         "resolved_at": _local(alert.resolved_at, context.zone),
         "now": _local(context.now, context.zone),
         "firing_for": (
-            None if alert.fired_at is None else format_duration(end - alert.fired_at, language)
+            None if alert.fired_at is None else human_duration(end - alert.fired_at, language)
         ),
         "creator": _creator(context.creator),
         "variant": None if context.variant is None else context.variant.label,
@@ -446,7 +447,7 @@ def _environment(directory: Path, *, user: bool = False) -> SandboxedEnvironment
     )
     env.filters["num"] = lambda value, metric=None: format_value(metric, value)
     env.filters["pct"] = format_pct
-    env.filters["duration"] = lambda seconds, language="en": format_duration(
+    env.filters["duration"] = lambda seconds, language="en": human_duration(
         timedelta(seconds=float(seconds)), language
     )
     return env
@@ -510,9 +511,9 @@ __all__: list[str] = [
     "Mover",
     "Renderer",
     "format_change",
-    "format_duration",
     "format_pct",
     "format_value",
+    "human_duration",
     "render",
     "severity_label",
     "top_movers",

@@ -17,9 +17,9 @@ from monitor.notify.message import (
     ACCOUNT_SCOPE,
     CODE_TEXTS,
     Language,
-    format_duration,
     format_pct,
     headline,
+    human_duration,
     severity_label,
 )
 
@@ -102,7 +102,7 @@ def _stale(alert: Described, language: Language) -> str | None:
     age_s = alert.details.get("age_s")
     if age_s is None:
         return None
-    age = format_duration(timedelta(seconds=float(age_s)), language)
+    age = human_duration(timedelta(seconds=float(age_s)), language)
     return f"已 {age} 没有新数据" if language == "zh" else f"no fresh data for {age}"
 
 
