@@ -1,7 +1,8 @@
 """The composition root of ``creator-monitor run``: build everything on an AsyncExitStack, run
 the jobs, answer signals and systemd, and shut down in reverse order.
 
-Owns lifecycle only: what a fetch or an alert does lives in cycle / alerting / notify.
+Owns lifecycle only: what a fetch or an alert does lives in service.fetch, service.alerting and
+notify.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Support for the alerting, digest, backtest and end-to-end alert tests: stores seeded through
 the store's own API, a creator whose scripted fall reads exactly -40.0 %, and ``Loop``: the real
-``cycle.Fetcher`` + ``alerting.Alerting`` + ``notify.Notifier`` on a settable clock, against the
+``fetch.Fetcher`` + ``alerting.Alerting`` + ``notify.Notifier`` on a settable clock, against the
 simulator over HTTP and a ``json://`` receiver. No assertions live here.
 """
 

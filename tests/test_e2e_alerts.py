@@ -1,5 +1,5 @@
 """Issue 4's "Done when", end to end over real HTTP: the simulator as the upstream, the real
-``cycle.Fetcher`` + ``alerting.Alerting`` + ``notify.Notifier`` with real apprise posting to a
+``fetch.Fetcher`` + ``alerting.Alerting`` + ``notify.Notifier`` with real apprise posting to a
 ``json://`` receiver, a real SQLite file; the clock is injected and nothing sleeps.
 """
 

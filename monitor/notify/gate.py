@@ -1,4 +1,5 @@
-"""Glue between the pure delivery decision (``alerts.should_deliver``) and the notifier's gate.
+"""Glue between the pure delivery decision (``policy.lifecycle.should_deliver``) and the
+notifier's gate.
 
 Owns only the translation of outbox rows and silences into the alert logic's types; it decides
 nothing itself and does no I/O.

@@ -1,6 +1,6 @@
 """PURE rule evaluation: one rule and one subject (a creator's series, or the account) in, one
 Outcome (FIRING with a Finding, CLEAR, or UNKNOWN) out. No I/O, no clock (``now`` is in the
-subject), no database, no asyncio; the alert lifecycle lives in ``alerts.py``.
+subject), no database, no asyncio; the alert lifecycle lives in ``lifecycle.py``.
 """
 
 from __future__ import annotations

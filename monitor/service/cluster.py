@@ -17,16 +17,13 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from monitor import __version__
 from monitor.errors import MonitorError, StoreError
 from monitor.model import Variant
+from monitor.service.fetch import Slot
 from monitor.store import Store
-
-if TYPE_CHECKING:  # cycle imports the meter, which imports this module
-    from monitor.service.fetch import Slot
 
 log = logging.getLogger(__name__)
 

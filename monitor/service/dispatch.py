@@ -4,7 +4,7 @@ due slots to a bounded pool, most overdue first, inside the budget.
 Owns the in-memory schedule (mirrored in the ``schedule`` table). On a shared database the table
 is the schedule: due slots are claimed from it under a lease (``cluster.Claims``), so instances
 see each other's due times and never run one twice. Must not talk to the upstream or evaluate
-rules itself: each slot runs through ``cycle.Fetcher``.
+rules itself: each slot runs through ``fetch.Fetcher``.
 """
 
 from __future__ import annotations

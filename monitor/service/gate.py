@@ -5,7 +5,7 @@ spend one bucket, one 60 s window and one daily ledger.
 
 Keeps only a cached copy of the stored state for the dispatcher's quick looks (``hard_pause``);
 every decision re-reads the row. Logs pause and resume transitions once each. Must not decide
-what to fetch (the scheduler does) or talk to the upstream (the cycle does).
+what to fetch (the scheduler does) or talk to the upstream (the fetcher does).
 """
 
 from __future__ import annotations

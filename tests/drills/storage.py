@@ -2,7 +2,7 @@
 turns read-only. Each write under a fault fails whole with one clear ``StoreError`` line or
 succeeds whole; nothing committed before is lost; the outbox is intact and drains once after.
 
-The writes are the production ones: a fetch through ``cycle.Fetcher`` (meter, simulator, record,
+The writes are the production ones: a fetch through ``fetch.Fetcher`` (meter, simulator, record,
 hold) and alert transitions through ``commit_transition``. A paid answer the fault refused is
 held and must be stored, once, when the fault clears.
 """
