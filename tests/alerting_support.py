@@ -150,7 +150,7 @@ async def running(config: Config, clock: FakeClock, token: str) -> AsyncIterator
     async def sleep(seconds: float) -> None:
         clock.advance(seconds=seconds)
 
-    client = JustOneClient.from_config(config.api, SecretStr(token))
+    client = JustOneClient(base_url=config.api.base_url, token=SecretStr(token))
     try:
         meter = await Meter.open(Budget.from_config(config), store, clock=clock, sleep=sleep)
         alerting = Alerting(config, store, clock=clock)

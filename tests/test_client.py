@@ -14,7 +14,8 @@ from aiohttp import web
 from pydantic import SecretStr
 from sim_support import FakeClock, plain_creator
 
-from monitor.config import ApiConfig
+from monitor.app import fetch_parts
+from monitor.config import TOKEN_ENV, parse_config
 from monitor.errors import (
     AccountBlocked,
     ConfigError,
@@ -316,12 +317,20 @@ async def test_token_reaches_the_upstream_only_on_the_wire(sim: Simulator, token
     assert exc.code == 100
 
 
-async def test_from_config_uses_the_api_section(sim: Simulator, token: str) -> None:
-    api = ApiConfig(base_url=sim.base_url, timeout=timedelta(seconds=3), max_response_bytes=10_000)
-    async with JustOneClient.from_config(api, SecretStr(token)) as c:
-        small = await c.core_data(USER)  # 30 points fit in 10 kB, 90 do not
+async def test_the_client_the_app_builds_follows_the_api_section(
+    sim: Simulator, token: str, clock: FakeClock, tmp_path: Path
+) -> None:
+    config = parse_config(
+        {
+            "api": {"base_url": sim.base_url, "timeout": "3s", "max_response_bytes": 10_000},
+            "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/history.db"},
+        }
+    )
+    environ = {TOKEN_ENV: token}
+    async with fetch_parts(config, clock=clock, environ=environ, create_schema=True) as parts:
+        small = await parts.client.core_data(USER)  # 30 points fit in 10 kB, 90 do not
         with pytest.raises(TransportError) as info:
-            await c.core_data(USER, Variant(date_type=DateType.DAY_90))
+            await parts.client.core_data(USER, Variant(date_type=DateType.DAY_90))
 
     assert len(small.data.daily) == 30
     assert info.value.message == "response larger than 10000 bytes, refused"

@@ -169,7 +169,7 @@ async def _fetcher(
     document["storage"]["busy_timeout"] = "1s"
     config = parse_config(document)
     client = await stack.enter_async_context(
-        JustOneClient.from_config(config.api, SecretStr(token))
+        JustOneClient(base_url=config.api.base_url, token=SecretStr(token))
     )
     meter = await Meter.open(Budget.from_config(config), store, clock=lambda: datetime.now(UTC))
     ids = await store.sync_creators([c.creator() for c in config.creators])

@@ -31,7 +31,7 @@ from monitor.upstream.parse import UPSTREAM_TZ, parse_core_data
 from monitor.validation import userinfo_problem
 
 if TYPE_CHECKING:
-    from monitor.config import ApiConfig
+    pass
 
 CORE_DATA_PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"
 #: the longest ``Retry-After`` obeyed; longer (1e12, a date years ahead) is read as this
@@ -107,20 +107,6 @@ class JustOneClient:
             timeout=httpx.Timeout(timeout.total_seconds()),
             headers={"Accept": "application/json", "User-Agent": "creator-monitor"},
             follow_redirects=False,
-        )
-
-    @classmethod
-    def from_config(
-        cls, api: ApiConfig, token: SecretStr, *, clock: Callable[[], datetime] | None = None
-    ) -> Self:
-        """Build from the ``[api]`` section of the config."""
-        return cls(
-            base_url=api.base_url,
-            token=token,
-            timeout=api.timeout,
-            max_response_bytes=api.max_response_bytes,
-            connect_retries=api.connect_retries,
-            clock=clock,
         )
 
     async def __aenter__(self) -> Self:
