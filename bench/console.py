@@ -62,7 +62,7 @@ async def populate(url: str, count: int) -> None:
             Creator(f"{n:024x}", f"creator {n:05d}", (TAGS[n % len(TAGS)],)) for n in range(count)
         ]
         ids = await store.sync_creators(roster)
-        await store.ensure_scheduled([(cid, V) for cid in ids.values()], T0)
+        await store.schedule_new((cid, V, T0) for cid in ids.values())
         batch = []
         for n, creator in enumerate(roster):
             batch.append(

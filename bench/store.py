@@ -70,11 +70,11 @@ async def ingest_per_call(path: Path, count: int) -> float:
         began = time.perf_counter()
         for n, c in enumerate(creators(count)):
             r = record(ids[c.user_id], n)
-            await store.record_fetch(
+            await store.record_fetches([FetchRecord(
                 r.creator_id, r.variant, started_at=r.started_at, due_at=r.due_at,
                 latency_ms=r.latency_ms, http_status=r.http_status, code=r.code, billed=r.billed,
                 error=None, data=r.data, raw_body=r.raw_body,
-            )  # fmt: skip
+            )])  # fmt: skip
         return count / (time.perf_counter() - began)
     finally:
         await store.close()
@@ -201,7 +201,7 @@ async def main() -> None:
     for name, rate in (
         ("raw sqlite3.executemany, one transaction", raw),
         (f"Store.record_fetches, {batch} per transaction", bulk),
-        ("Store.record_fetch, one transaction each", per_call),
+        ("Store.record_fetches, one fetch per transaction", per_call),
     ):
         print(f"    {name:<42}{rate:>12,.0f}{rate * 30:>12,.0f}{raw / rate:>8.1f}x")
     print(

@@ -28,7 +28,7 @@ from monitor.service.alerting import Alerting
 from monitor.service.dispatch import load_slots
 from monitor.service.fetch import Fetcher, Slot, Verdict
 from monitor.service.gate import Meter
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 from monitor.store.schema import alerts, notifications
 from monitor.upstream import series as sim_series
 from monitor.upstream.client import JustOneClient
@@ -64,18 +64,22 @@ async def seed(
     """Track ``creators`` and store one successful fetch per entry of ``series``."""
     ids = await store.sync_creators(creators)
     for user_id, core in series.items():
-        await store.record_fetch(
-            ids[user_id],
-            Variant(),
-            started_at=at,
-            due_at=None,
-            latency_ms=5,
-            http_status=200,
-            code=0,
-            billed=True,
-            error=None,
-            data=core,
-            raw_body=None,
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    ids[user_id],
+                    Variant(),
+                    started_at=at,
+                    due_at=None,
+                    latency_ms=5,
+                    http_status=200,
+                    code=0,
+                    billed=True,
+                    error=None,
+                    data=core,
+                    raw_body=None,
+                )
+            ]
         )
     return ids
 

@@ -19,7 +19,7 @@ from monitor.config import parse_config
 from monitor.model import AlertState, Creator, NoteType, Phase, Severity, Variant
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting import Alerting, SeriesFacts
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 from monitor.store.engine import make_engine
 
 T0 = datetime.fromisoformat("2025-12-11T02:00:00+00:00")
@@ -39,18 +39,22 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 
 
 async def record(store: Store, creator_id: int, variant: Variant, reads: list[int]) -> None:
-    await store.record_fetch(
-        creator_id,
-        variant,
-        started_at=T0,
-        due_at=None,
-        latency_ms=5,
-        http_status=200,
-        code=0,
-        billed=True,
-        error=None,
-        data=points(START, reads),
-        raw_body=None,
+    await store.record_fetches(
+        [
+            FetchRecord(
+                creator_id,
+                variant,
+                started_at=T0,
+                due_at=None,
+                latency_ms=5,
+                http_status=200,
+                code=0,
+                billed=True,
+                error=None,
+                data=points(START, reads),
+                raw_body=None,
+            )
+        ]
     )
 
 
@@ -148,7 +152,7 @@ async def test_alerts_command_names_the_variant_cuts_with_an_ellipsis_and_shows_
     url = f"sqlite+aiosqlite:///{tmp_path / 'h.db'}"
     async with await open_store(url, FakeClock(T0)) as store:
         ids = await store.sync_creators([LILYY_C])
-        await store.ensure_scheduled([(ids[LILYY], VIDEO), (ids[LILYY], PHOTO)], T0)
+        await store.schedule_new([(ids[LILYY], VIDEO, T0), (ids[LILYY], PHOTO, T0)])
         for variant in (VIDEO, PHOTO):
             await record(store, ids[LILYY], variant, [1500] * 21)
         long = "engagements 99 < 100 (threshold) on 2025-12-10 " + "and a long tail of words " * 4

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from monitor.model import Creator, Variant
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 from monitor.upstream.client import parse_core_data
 
 UID = "5c3bf7f7000000000602fd63"
@@ -124,18 +124,22 @@ async def _store_sample(url: str, body: str) -> None:
     result = parse_core_data(body)
     async with Store.open(url) as store:
         ids = await store.sync_creators([Creator(user_id=UID, name="Lilyy")])
-        await store.record_fetch(
-            ids[UID],
-            Variant(),
-            started_at=datetime(2025, 12, 11, 2, 17, tzinfo=UTC),
-            due_at=None,
-            latency_ms=result.latency_ms,
-            http_status=200,
-            code=0,
-            billed=True,
-            error=None,
-            data=result.data,
-            raw_body=result.raw_body,
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    ids[UID],
+                    Variant(),
+                    started_at=datetime(2025, 12, 11, 2, 17, tzinfo=UTC),
+                    due_at=None,
+                    latency_ms=result.latency_ms,
+                    http_status=200,
+                    code=0,
+                    billed=True,
+                    error=None,
+                    data=result.data,
+                    raw_body=result.raw_body,
+                )
+            ]
         )
 
 

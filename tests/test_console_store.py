@@ -45,7 +45,7 @@ async def _populated(db_url: str) -> tuple[Store, dict[str, int]]:
         Creator("d" * 24, "Dan_50%", ()),
     ]
     ids = await store.sync_creators(roster)
-    await store.ensure_scheduled([(cid, V) for cid in ids.values()], T0)
+    await store.schedule_new((cid, V, T0) for cid in ids.values())
     slopes = {"a" * 24: 10, "b" * 24: -20, "c" * 24: 0}
     records = [
         FetchRecord(ids[u], V, started_at=T0, http_status=200, code=0, billed=True, data=_data(s))

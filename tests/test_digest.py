@@ -25,7 +25,7 @@ from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
 from monitor.service.digest import build_digest, queue_due_digest, week_movers
 from monitor.service.gate import Meter
-from monitor.store import Store
+from monitor.store import FetchRecord, Store
 
 #: 2025-12-11 09:00 in Asia/Shanghai
 NINE = datetime.fromisoformat("2025-12-11T01:00:00+00:00")
@@ -79,18 +79,22 @@ async def _history(store: Store) -> None:
     }
     ids = await seed(store, CREATORS, series, NINE - timedelta(hours=20))
     for minutes in (10, 20):
-        await store.record_fetch(
-            ids[MIA],
-            Variant(),
-            started_at=NINE - timedelta(minutes=minutes),
-            due_at=None,
-            latency_ms=3,
-            http_status=200,
-            code=500,
-            billed=False,
-            error="SERVER ERROR",
-            data=None,
-            raw_body=None,
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    ids[MIA],
+                    Variant(),
+                    started_at=NINE - timedelta(minutes=minutes),
+                    due_at=None,
+                    latency_ms=3,
+                    http_status=200,
+                    code=500,
+                    billed=False,
+                    error="SERVER ERROR",
+                    data=None,
+                    raw_body=None,
+                )
+            ]
         )
     day = timedelta(days=1)
     await _alert(store, ids[LILYY], LILYY, "reads-down", fired=NINE - timedelta(hours=2))

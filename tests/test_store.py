@@ -44,20 +44,26 @@ async def _rows(store: Store, sql: str, **params: Any) -> list[tuple[Any, ...]]:
 
 
 async def _ok(store: Store, cid: int, data: CoreData, body: str | None = None, **kw: Any) -> int:
-    return await store.record_fetch(
-        cid,
-        kw.pop("variant", V30),
-        started_at=kw.pop("started_at", T0),
-        due_at=kw.pop("due_at", None),
-        latency_ms=850,
-        http_status=200,
-        code=0,
-        billed=True,
-        error=None,
-        data=data,
-        raw_body=body,
-        **kw,
-    )
+    return (
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    cid,
+                    kw.pop("variant", V30),
+                    started_at=kw.pop("started_at", T0),
+                    due_at=kw.pop("due_at", None),
+                    latency_ms=850,
+                    http_status=200,
+                    code=0,
+                    billed=True,
+                    error=None,
+                    data=data,
+                    raw_body=body,
+                    **kw,
+                )
+            ]
+        )
+    )[0]
 
 
 async def test_sample_is_stored_whole(store: Store, data_dir: Path) -> None:
@@ -150,19 +156,23 @@ async def test_client_parser_and_store_agree(store: Store, data_dir: Path) -> No
 async def test_failures_count_up_and_success_resets(store: Store, data_dir: Path) -> None:
     cid = (await store.sync_creators(CREATORS))[CREATORS[0].user_id]
     for n in range(3):
-        await store.record_fetch(
-            cid,
-            V30,
-            started_at=T0 + timedelta(minutes=n),
-            due_at=T0,
-            latency_ms=None,
-            http_status=200,
-            code=301,
-            billed=False,
-            error="collection failed",
-            data=None,
-            raw_body='{"code":301}',
-            keep_raw=False,
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    cid,
+                    V30,
+                    started_at=T0 + timedelta(minutes=n),
+                    due_at=T0,
+                    latency_ms=None,
+                    http_status=200,
+                    code=301,
+                    billed=False,
+                    error="collection failed",
+                    data=None,
+                    raw_body='{"code":301}',
+                    keep_raw=False,
+                )
+            ]
         )
     (row,) = await store.load_schedule()
     assert (row.consecutive_failures, row.last_code, row.last_error) == (

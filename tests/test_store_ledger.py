@@ -31,9 +31,9 @@ VC = Variant(business=Business.COOPERATE_NOTE)
 async def test_schedule_due_and_broken(store: Store, clock: FakeClock) -> None:
     ids = await store.sync_creators(CREATORS)
     a, b = ids[CREATORS[0].user_id], ids[CREATORS[1].user_id]
-    assert await store.ensure_scheduled([(a, V), (b, V), (a, VC)], T0) == 3
+    await store.schedule_new([(a, V, T0), (b, V, T0), (a, VC, T0)])
     await store.set_next_due(b, V, T0 - timedelta(hours=1))
-    assert await store.ensure_scheduled([(b, V)], T0 + timedelta(days=9)) == 0  # kept its time
+    await store.schedule_new([(b, V, T0 + timedelta(days=9))])  # kept its time (below)
     await store.mark_broken(a, VC, at=T0, reason="400: invalid parameters")
 
     rows = await store.load_schedule()
@@ -52,14 +52,14 @@ async def test_schedule_due_and_broken(store: Store, clock: FakeClock) -> None:
 async def test_status_rows(store: Store) -> None:
     ids = await store.sync_creators(CREATORS)
     a = ids[CREATORS[0].user_id]
-    await store.record_fetch(
+    await store.record_fetches([FetchRecord(
         a, V, started_at=T0, due_at=T0, latency_ms=900, http_status=200, code=0, billed=True,
         error=None, data=make_series(date(2025, 11, 1), 30), raw_body=None,
-    )  # fmt: skip
-    await store.record_fetch(
+    )])  # fmt: skip
+    await store.record_fetches([FetchRecord(
         a, VC, started_at=T0, due_at=T0, latency_ms=None, http_status=None, code=None,
         billed=False, error="TransportError: ReadTimeout", data=None, raw_body=None,
-    )  # fmt: skip
+    )])  # fmt: skip
     await store.set_next_due(a, V, T0 + timedelta(hours=24))
     rows = await store.status_rows()
     assert [

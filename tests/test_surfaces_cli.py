@@ -21,7 +21,7 @@ from monitor.cli import output
 from monitor.cli.main import main
 from monitor.display import text_width
 from monitor.model import AlertState, Creator, Phase, Severity, Variant
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 
 WIDE = Creator("5c3bf7f7000000000602fd63", "莉莉健身日记", ("fitness",))
 NARROW = Creator("5a0b1c2d3e4f5a6b7c8d9e0f", "Bo", ("food",))
@@ -34,20 +34,24 @@ async def _seed(url: str) -> None:
     await migrate.upgrade(url)
     async with Store.open(url) as store:
         ids = await store.sync_creators([WIDE, NARROW])
-        await store.ensure_scheduled([(ids[c.user_id], Variant()) for c in (WIDE, NARROW)], T0)
+        await store.schedule_new((ids[c.user_id], Variant(), T0) for c in (WIDE, NARROW))
         for creator in (WIDE, NARROW):
-            await store.record_fetch(
-                ids[creator.user_id],
-                Variant(),
-                started_at=T0,
-                due_at=None,
-                latency_ms=5,
-                http_status=200,
-                code=0,
-                billed=True,
-                error=None,
-                data=points(START, [1000 + 10 * i for i in range(21)]),
-                raw_body=None,
+            await store.record_fetches(
+                [
+                    FetchRecord(
+                        ids[creator.user_id],
+                        Variant(),
+                        started_at=T0,
+                        due_at=None,
+                        latency_ms=5,
+                        http_status=200,
+                        code=0,
+                        billed=True,
+                        error=None,
+                        data=points(START, [1000 + 10 * i for i in range(21)]),
+                        raw_body=None,
+                    )
+                ]
             )
         for n, user_id in enumerate((WIDE.user_id, NARROW.user_id)):
             assert await store.commit_transition(

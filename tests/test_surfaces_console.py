@@ -24,7 +24,7 @@ from monitor.config import parse_config
 from monitor.model import AlertState, Creator, Phase, Severity, Variant
 from monitor.ops.telemetry import Telemetry, serve
 from monitor.policy.budget_state import BudgetState
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 from monitor.store.engine import make_engine
 from monitor.store.schema import budget_state
 from monitor.web.server import console_mount
@@ -41,19 +41,23 @@ async def _seed(url: str) -> None:
     await migrate.upgrade(url)
     async with Store.open(url) as store:
         ids = await store.sync_creators([LILYY])
-        await store.ensure_scheduled([(ids[LILYY.user_id], Variant())], FIRED)
-        await store.record_fetch(
-            ids[LILYY.user_id],
-            Variant(),
-            started_at=FIRED,
-            due_at=None,
-            latency_ms=1234,
-            http_status=200,
-            code=0,
-            billed=True,
-            error=None,
-            data=points(START, [1000 + 10 * i for i in range(21)]),  # no cpuv at all
-            raw_body=None,
+        await store.schedule_new([(ids[LILYY.user_id], Variant(), FIRED)])
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    ids[LILYY.user_id],
+                    Variant(),
+                    started_at=FIRED,
+                    due_at=None,
+                    latency_ms=1234,
+                    http_status=200,
+                    code=0,
+                    billed=True,
+                    error=None,
+                    data=points(START, [1000 + 10 * i for i in range(21)]),  # no cpuv at all
+                    raw_body=None,
+                )
+            ]
         )
         alerts = [
             AlertState(

@@ -86,46 +86,6 @@ def _point_of(row: Any) -> DailyPoint:
 class MetricsStore(StoreBase):
     """Writes fetches and their points; reads series, history and exports."""
 
-    async def record_fetch(
-        self,
-        creator_id: int,
-        variant: Variant,
-        *,
-        started_at: datetime,
-        due_at: datetime | None,
-        latency_ms: int | None,
-        http_status: int | None,
-        code: int | None,
-        billed: bool,
-        error: str | None,
-        data: CoreData | None,
-        raw_body: str | None,
-        keep_raw: bool = True,
-        next_due_at: datetime | None = None,
-    ) -> int:
-        """Store one attempt in one transaction; returns the new ``fetches.id``.
-
-        With ``next_due_at`` the slot's next due time is written in that same transaction, so
-        a crash can never leave a served due time looking unserved (or the reverse).
-        """
-        record = FetchRecord(
-            creator_id=creator_id,
-            variant=variant,
-            started_at=started_at,
-            due_at=due_at,
-            latency_ms=latency_ms,
-            http_status=http_status,
-            code=code,
-            billed=billed,
-            error=error,
-            data=data,
-            raw_body=raw_body,
-            keep_raw=keep_raw,
-            next_due_at=next_due_at,
-        )
-        (fetch_id,) = await self.record_fetches([record])
-        return fetch_id
-
     async def record_fetches(self, records: Sequence[FetchRecord]) -> list[int]:
         """Store many attempts in ONE transaction (bulk ingest); ids in the order given."""
         if not records:

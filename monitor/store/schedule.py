@@ -6,7 +6,7 @@ Stores decisions the scheduler made; it decides nothing (no cadence arithmetic h
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -194,22 +194,6 @@ class ScheduleStore(StoreBase):
             if len(rows) < page:
                 return
             after = rows[last - 1][1]
-
-    async def ensure_scheduled(self, slots: Sequence[tuple[int, Variant]], due_at: datetime) -> int:
-        """Add missing slots, first due at ``due_at``; existing slots keep their times.
-
-        Returns how many were added.
-        """
-        rows = [{"creator_id": cid, **variant_values(v), "next_due_at": due_at} for cid, v in slots]
-        added = 0
-        async with self._write() as conn:
-            # multi-row VALUES, not executemany: asyncpg reports no rowcount for executemany,
-            # and chunks stay under SQLite's bound-parameter limit
-            for start in range(0, len(rows), 500):
-                stmt = self._upsert(schedule).values(rows[start : start + 500])
-                result = await conn.execute(stmt.on_conflict_do_nothing(index_elements=list(_PK)))
-                added += int(result.rowcount)
-        return added
 
     async def schedule_new(self, entries: Iterable[tuple[int, Variant, datetime]]) -> None:
         """Add missing slots, each first due at its own time, in one transaction; existing

@@ -33,7 +33,7 @@ from monitor.policy.budget import Budget
 from monitor.service.fetch import Fetcher, Slot
 from monitor.service.gate import Meter
 from monitor.service.spill import AnswerHeld, Hold
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 from monitor.store.outbox import NewMessage
 from monitor.upstream.client import JustOneClient, parse_core_data
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -53,19 +53,25 @@ async def record(store: Store, creator_id: int, *, pad: int = 0) -> int:
     """One successful fetch; ``pad`` grows the raw body so that a full disk shows."""
     result = sample()
     raw = result.raw_body + " " * pad
-    return await store.record_fetch(
-        creator_id,
-        Variant(),
-        started_at=T0,
-        due_at=T0,
-        latency_ms=result.latency_ms,
-        http_status=200,
-        code=0,
-        billed=True,
-        error=None,
-        data=result.data,
-        raw_body=raw,
-    )
+    return (
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    creator_id,
+                    Variant(),
+                    started_at=T0,
+                    due_at=T0,
+                    latency_ms=result.latency_ms,
+                    http_status=200,
+                    code=0,
+                    billed=True,
+                    error=None,
+                    data=result.data,
+                    raw_body=raw,
+                )
+            ]
+        )
+    )[0]
 
 
 def alert(creator_id: int, rule: str) -> AlertState:
