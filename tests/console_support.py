@@ -10,7 +10,6 @@ import os
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 from daemon_support import child_env, cli, write_toml
 from sim_support import creator_id
+from wait_support import until_blocking
 
 #: a channel URL with a marker: it must never reach a page or an API answer
 CHANNEL_SECRET = "chansecret-5f1d2a"
@@ -63,18 +63,6 @@ def _secret_file(path: Path, value: str) -> Path:
     path.write_text(value + "\n", encoding="utf-8")
     path.chmod(0o600)
     return path
-
-
-def _wait(what: str, check: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def live_console(folder: Path, api_token: str) -> Iterator[LiveConsole]:
@@ -149,7 +137,13 @@ def live_console(folder: Path, api_token: str) -> Iterator[LiveConsole]:
                 reply = client.get("/api/v1/alerts", params={"state": "firing"})
                 return len({a["scope"] for a in reply.json()["alerts"]}) == len(users)
 
-            _wait("an alert per creator", every_creator_alerted)
+            until_blocking(
+                every_creator_alerted,
+                60,
+                "an alert per creator",
+                every=0.2,
+                ignore=(httpx.HTTPError,),
+            )
         yield live
     finally:
         for proc in reversed(procs):

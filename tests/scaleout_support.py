@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from wait_support import until
 
 from monitor.upstream.simulator import CallRecord
 
@@ -165,18 +166,19 @@ class Fleet:
 async def wait_for_instances(db_url: str, count: int, timeout: float = 60) -> float:
     """Wait until ``count`` instances heartbeat in the database; returns seconds waited."""
     engine = create_async_engine(db_url)
+
+    async def up() -> bool:
+        with contextlib.suppress(Exception):  # the schema may not be there yet
+            async with engine.connect() as conn:
+                seen = await conn.scalar(text("SELECT count(*) FROM instances"))
+            return int(seen or 0) >= count
+        return False
+
     start = time.monotonic()
     try:
-        while time.monotonic() - start < timeout:
-            with contextlib.suppress(Exception):
-                async with engine.connect() as conn:
-                    seen = await conn.scalar(text("SELECT count(*) FROM instances"))
-                if int(seen or 0) >= count:
-                    return time.monotonic() - start
-            await asyncio.sleep(0.2)
+        return await until(up, timeout, f"{count} instances up", every=0.2) - start
     finally:
         await engine.dispose()
-    raise AssertionError(f"{count} instances did not come up within {timeout} s")
 
 
 async def query(db_url: str, sql: str) -> list[Any]:

@@ -5,28 +5,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 from receiver_support import Receiver
+from wait_support import until
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(predicate: Callable[[], object], timeout: float, what: str) -> float:
-    """Poll every 20 ms; returns the monotonic time the predicate first held."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.02)
-    return time.monotonic()
 
 
 async def test_balance_running_out_is_critical_within_10_s_and_its_end_is_told(
@@ -52,11 +41,11 @@ async def test_balance_running_out_is_critical_within_10_s_and_its_end_is_told(
                 env=child_env(token), cwd=tmp_path,
             )  # fmt: skip
         try:
-            first_601 = await _until(
+            first_601 = await until(
                 lambda: any(r.code == 601 for r in sim.counters().log), 60, "a 601"
             )
             at_601 = next(r.monotonic for r in sim.counters().log if r.code == 601)
-            told = await _until(lambda: receiver.bodies("/ops"), 15, "the critical message")
+            told = await until(lambda: receiver.bodies("/ops"), 15, "the critical message")
             [paused] = receiver.bodies("/ops")
             assert paused["type"] == "failure"
             assert paused["title"] == "[CRITICAL] insufficient balance (601): all calls paused"
@@ -64,12 +53,12 @@ async def test_balance_running_out_is_critical_within_10_s_and_its_end_is_told(
             assert first_601 - at_601 < 1
 
             sim.set_balance(None)  # topped up: the next probe succeeds
-            resumed = await _until(
+            resumed = await until(
                 lambda: any(r.code == 0 and r.monotonic > first_601 for r in sim.counters().log),
                 30,
                 "a successful probe",
             )
-            back = await _until(lambda: len(receiver.bodies("/ops")) == 2, 15, "the resolution")
+            back = await until(lambda: len(receiver.bodies("/ops")) == 2, 15, "the resolution")
             resolution = receiver.bodies("/ops")[1]
             assert resolution["title"].startswith("[RESOLVED] insufficient balance (601)")
             assert back - resumed < 10

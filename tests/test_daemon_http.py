@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 from daemon_support import creators, daemon_config
+from wait_support import until
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
@@ -43,14 +44,17 @@ def _metric(text: str, name: str) -> float:
 
 
 async def _poll(get: httpx.AsyncClient, path: str, status: int, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = await get.get(path)
-        if reply.status_code == status:
-            return reply.text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path}: {reply.status_code} {reply.text}")
-        await asyncio.sleep(0.1)
+    seen: list[httpx.Response] = []
+
+    async def answers() -> bool:
+        seen.append(await get.get(path))
+        return seen[-1].status_code == status
+
+    try:
+        await until(answers, timeout, f"{path} answering {status}", every=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {seen[-1].status_code} {seen[-1].text}") from None
+    return seen[-1].text
 
 
 async def test_healthz_follows_the_database_and_metrics_show_the_daemon(

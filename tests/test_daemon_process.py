@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from daemon_support import NotifySocket, child_env, cli, creators, daemon_config, write_toml
 from receiver_support import Receiver
+from wait_support import until
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -34,11 +35,13 @@ class Child:
         return self.stderr.read_text(encoding="utf-8", errors="replace")
 
     async def wait_log(self, text: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if time.monotonic() > deadline or self.proc.returncode is not None:
-                raise AssertionError(f"no {text!r} in the daemon's log:\n{self.log()[-3000:]}")
-            await asyncio.sleep(0.05)
+        def ended() -> str | None:
+            return None if self.proc.returncode is None else "the daemon exited"
+
+        try:
+            await until(lambda: text in self.log(), timeout, f"{text!r} in the log", ended=ended)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the daemon's log:\n{self.log()[-3000:]}") from None
 
 
 @dataclass
@@ -91,14 +94,6 @@ async def world(tmp_path: Path, token: str) -> AsyncIterator[World]:
         yield World(tmp_path, sim, db, token)
 
 
-async def _until(predicate: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_notify_socket_watchdog_and_sigterm_with_calls_in_flight(world: World) -> None:
     world.sim.set_knobs(latency_ms=1500)  # every call is in flight for 1.5 s
     config = world.config(
@@ -111,8 +106,8 @@ async def test_notify_socket_watchdog_and_sigterm_with_calls_in_flight(world: Wo
         child = await world.start(config, "run", NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="300000")
         ready = await notify.wait_for("READY=1")
         assert "STATUS=12 series, 0 calls in flight, 0 fetches done" in ready.split("\n")
-        await _until(lambda: world.sim.counters().calls >= 4)  # four calls on the wire
-        await _until(lambda: notify.count("WATCHDOG=1") >= 2, timeout=5)
+        await until(lambda: world.sim.counters().calls >= 4)  # four calls on the wire
+        await until(lambda: notify.count("WATCHDOG=1") >= 2, timeout=5)
         sent_before_stop = world.sim.counters().calls
         asked = time.monotonic()
         child.proc.send_signal(signal.SIGTERM)
@@ -157,7 +152,7 @@ async def test_sigterm_while_a_drain_hangs_on_a_channel_ends_it_without_a_traceb
             },
         )
         child = await world.start(config, "run")
-        await _until(lambda: receiver.hits >= 1, timeout=30)  # a send hangs
+        await until(lambda: receiver.hits >= 1, timeout=30)  # a send hangs
         child.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(child.proc.wait(), timeout=40)
         receiver.recover()
@@ -176,18 +171,18 @@ async def test_sighup_keeps_the_old_config_when_the_new_one_is_broken(world: Wor
     try:
         child = await world.start(config, "run", NOTIFY_SOCKET=notify.path)
         await notify.wait_for("READY=1")
-        await _until(lambda: len(world.sim.counters().by_series) == 2)
+        await until(lambda: len(world.sim.counters().by_series) == 2)
 
         config.write_text(config.read_text() + "\n[budget_typo]\nx = 1\n", encoding="utf-8")
         child.proc.send_signal(signal.SIGHUP)
         await child.wait_log("reload rejected, keeping the running config")
-        await _until(lambda: notify.count("RELOADING=1") == 1, timeout=5)
+        await until(lambda: notify.count("RELOADING=1") == 1, timeout=5)
 
         new = creators(3, start=100)
         world.config([*old, *new])
         child.proc.send_signal(signal.SIGHUP)
         await child.wait_log("config reloaded: 5 series")
-        await _until(lambda: len(world.sim.counters().by_series) == 5)
+        await until(lambda: len(world.sim.counters().by_series) == 5)
         child.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(child.proc.wait(), timeout=10)
         readies = notify.count("READY=1")
@@ -217,14 +212,14 @@ async def test_kill_9_and_restart_refetches_nothing_served_and_counts_every_call
     )
     first = await world.start(config, "first")
     served_sql = "SELECT DISTINCT c.user_id FROM fetches f JOIN creators c ON c.id = f.creator_id"
-    await _until(lambda: len(world.rows(served_sql + " WHERE f.code = 0")) >= 8)
+    await until(lambda: len(world.rows(served_sql + " WHERE f.code = 0")) >= 8)
     first.proc.send_signal(signal.SIGKILL)
     assert await asyncio.wait_for(first.proc.wait(), timeout=5) == -signal.SIGKILL
     served = {u for (u,) in world.rows(served_sql + " WHERE f.code = 0")}
     sent_by_first = world.sim.counters().calls
 
     second = await world.start(config, "second")
-    await _until(lambda: len(world.rows(served_sql + " WHERE f.code = 0")) == 24)
+    await until(lambda: len(world.rows(served_sql + " WHERE f.code = 0")) == 24)
     second.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(second.proc.wait(), timeout=10) == 0
 

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
+from wait_support import until
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -162,10 +163,7 @@ async def test_a_second_daemon_through_a_symlink_is_refused(world: World) -> Non
     first_cfg = world.config(creators(2))
     first = await world.spawn(first_cfg, "run")
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while world.calls() < 2 and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+        await until(lambda: world.calls() >= 2, 30, "the first daemon's calls")
         doc = daemon_config(world.sim.base_url, f"sqlite+aiosqlite:///{link}", creators(2))
         second = await world.cli(write_toml(world.folder / "second.toml", doc), "run")
     finally:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 from receiver_support import Receiver
+from wait_support import until
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -21,14 +20,6 @@ from monitor.upstream.simulator import SimKnobs, Simulator
 pytestmark = pytest.mark.slow
 
 FALL = {"name": "reads-down", "kind": "change", "metric": "read", "pct": -30}
-
-
-async def _until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 async def _start(folder: Path, config: Path, token: str, name: str) -> asyncio.subprocess.Process:
@@ -81,7 +72,7 @@ async def test_40_creators_falling_give_one_message_per_channel_across_kill_9(
         queued = "SELECT channel, COUNT(*) FROM notifications WHERE group_key IS NOT NULL " \
             "AND status = 'pending' GROUP BY channel ORDER BY channel"  # fmt: skip
         try:
-            await _until(
+            await until(
                 lambda: db.exists() and _rows(db, queued) == [("down", 40), ("oncall", 40),
                                                              ("team", 40)],
                 60,
@@ -93,7 +84,7 @@ async def test_40_creators_falling_give_one_message_per_channel_across_kill_9(
         assert receiver.received == []
         second = await _start(tmp_path, config, token, "second")
         try:
-            await _until(
+            await until(
                 lambda: len(receiver.bodies("/team")) and len(receiver.bodies("/oncall")),
                 60,
                 "one grouped message per channel",

@@ -9,7 +9,6 @@ import base64
 import email
 import socket
 import sqlite3
-import time
 from datetime import UTC, datetime
 from datetime import time as clock_time
 from email import policy
@@ -22,6 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from daemon_support import child_env, cli, creators, daemon_config, write_toml
 from receiver_support import Receiver
+from wait_support import until
 
 from monitor.config import ReportConfig
 from monitor.service.scheduled import last_period
@@ -64,14 +64,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.1)
 
 
 async def _run(folder: Path, config: Path, token: str, name: str) -> asyncio.subprocess.Process:
@@ -118,9 +110,7 @@ async def test_weekly_report_reaches_smtp_with_html_and_json_once(
             config = write_toml(tmp_path / "config.toml", doc)
             first = await _run(tmp_path, config, token, "first")
             try:
-                await _until(
-                    lambda: mailbox.messages and receiver.bodies("/chat"), 90, "the report"
-                )
+                await until(lambda: mailbox.messages and receiver.bodies("/chat"), 90, "the report")
             finally:
                 first.terminate()
                 await asyncio.wait_for(first.wait(), 30)

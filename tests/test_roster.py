@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from daemon_support import NotifySocket, child_env, cli, daemon_config, write_toml
 from sim_support import creator_id
+from wait_support import until
 
 from monitor.config import load_config
 from monitor.config.roster import RosterError, user_id_of
@@ -194,16 +194,16 @@ async def test_sighup_rereads_the_roster_files(tmp_path: Path, token: str) -> No
                     cwd="/",
                 )
             await notify.wait_for("READY=1")
-            await _until(lambda: {u for u, _ in sim.counters().by_series} == {A, B})
+            await until(lambda: {u for u, _ in sim.counters().by_series} == {A, B})
             # a bad row: the reload is refused and the running roster kept
             roster.write_text(f"user_id\n{A}\n{B}\nbad\n", encoding="utf-8")
             proc.send_signal(signal.SIGHUP)
-            await _until(lambda: "reload rejected" in stderr.read_text())
+            await until(lambda: "reload rejected" in stderr.read_text())
             _write(tmp_path / "creators" / "more.csv", f"user_id\n{PGY}{C}\n{D}\n")
             roster.write_text(f"user_id\n{A}\n{B}\n", encoding="utf-8")
             proc.send_signal(signal.SIGHUP)
-            await _until(lambda: "config reloaded: 4 series" in stderr.read_text())
-            await _until(lambda: {u for u, _ in sim.counters().by_series} == {A, B, C, D})
+            await until(lambda: "config reloaded: 4 series" in stderr.read_text())
+            await until(lambda: {u for u, _ in sim.counters().by_series} == {A, B, C, D})
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), timeout=15)
         finally:
@@ -216,12 +216,3 @@ async def test_sighup_rereads_the_roster_files(tmp_path: Path, token: str) -> No
     assert len(rejected) == 1
     assert "creators/team.csv:4: user_id: expected a 24-hex creator id" in rejected[0]
     assert token not in log
-
-
-async def _until(predicate: object, timeout: float = 20.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)

@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from receiver_support import Receiver
+from wait_support import until
 
 from drills.tally import Tally, dump, integrity, query
 from monitor.store import migrate
@@ -132,12 +133,7 @@ async def crash_drill(
 
 async def _first_call(sim: Simulator, before: int, timeout: float = 30) -> None:
     """Wait until the new process has sent a call (it has started and is working)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while sim.counters().calls <= before:
-        if loop.time() > deadline:
-            raise AssertionError("the daemon sent no call within 30 s")
-        await asyncio.sleep(0.05)
+    await until(lambda: sim.counters().calls > before, timeout, "the daemon's first call")
 
 
 async def _settle(db: Path, sim: Simulator, timeout: float = 40) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from receiver_support import Receiver
 from sqlalchemy import event
+from wait_support import until
 
 from drills.storage import read_only, snapshot
 from drills.tally import Tally, dump, integrity, query
@@ -142,14 +143,6 @@ async def _other_writer(path: Path) -> AsyncIterator[None]:
         conn.close()
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def _settled(path: Path) -> bool:
     fetched = query(path, "SELECT count(DISTINCT creator_id) FROM daily_metrics")[0][0]
     waiting = query(path, "SELECT count(*) FROM notifications WHERE status != 'sent'")[0][0]
@@ -172,7 +165,7 @@ async def daemon_storage_drill(
         with _captured() as logs:
             running = asyncio.get_running_loop().create_task(daemon.run())
             try:
-                await _until(lambda: _settled(path), 20, "the first round of fetches")
+                await until(lambda: _settled(path), 20, "the first round of fetches")
                 before = snapshot(path)
                 fetches_before = len(before["fetches"])
                 async with _fault(kind, daemon, path):
@@ -189,7 +182,7 @@ async def daemon_storage_drill(
                 recovered = sim.counters().calls
                 # the store backoff doubles while the fault lasts, so its last pause (and the
                 # wait before the first write goes through) grows with the hold
-                await _until(
+                await until(
                     lambda: sim.counters().calls >= recovered + len(CREATORS) and _settled(path),
                     20 + held,
                     "fetches after the fault cleared",
