@@ -3,17 +3,145 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from wheel_support import SHARED_ENV
 
 DATA = Path(__file__).parent / "data"
 PG_ADMIN_DSN = os.environ.get("CM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: a token shaped like a real one; tests assert it never shows up anywhere
 TEST_TOKEN = "tok-SECRET-7f3a9c1e5b2d4e6f8a0b"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One folder for what the whole run shares (the wheel, the demo database): made by the
+    process that starts the run, before any xdist worker, which inherits its name.
+
+    On a whole-suite run in parallel that process (otherwise idle) also builds the wheel and
+    runs the demo at once, in a thread, so the workers find them ready (or wait on the file
+    lock) instead of the first CLI test paying for both while it holds a worker."""
+    if SHARED_ENV not in os.environ:
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="creator-monitor-tests-")
+        config.stash[_OWN_SHARED] = os.environ[SHARED_ENV]
+        parallel = bool(getattr(config.option, "numprocesses", None))
+        if parallel and config.args_source is pytest.Config.ArgsSource.TESTPATHS:
+            prepare = threading.Thread(target=_prepare, name="wheel-and-demo", daemon=True)
+            prepare.start()
+            config.stash[_PREPARE] = prepare
+
+
+def _prepare() -> None:
+    from demo_support import demo_run
+
+    # a failure here is left to the first test that needs the wheel or the demo: it tries
+    # again and reports it
+    with contextlib.suppress(Exception):
+        demo_run()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    prepare = config.stash.get(_PREPARE, None)
+    if prepare is not None:
+        prepare.join(timeout=120)  # an interrupted run: the demo ends soon
+    own = config.stash.get(_OWN_SHARED, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+        del os.environ[SHARED_ENV]
+
+
+_OWN_SHARED = pytest.StashKey[str]()
+_PREPARE = pytest.StashKey[threading.Thread]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that start processes (marked ``slow``) first: the xdist workers take the long
+    ones while the rest fill the gaps, so no long test starts last and runs alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# The ``slow`` mark means "starts a process". Each test counts the processes it started
+# (setup to teardown); the run's summary names every test whose mark says otherwise. A system
+# tool that is done in milliseconds (to make a file immutable, to mount a tmpfs) does not count.
+_STARTED = [0]
+_QUICK_TOOLS = {"chattr", "mount", "umount"}
+_popen_init = subprocess.Popen.__init__
+
+
+def _counting_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+    argv = args[0] if args else kwargs.get("args", ())
+    program = argv if isinstance(argv, str | bytes | os.PathLike) else next(iter(argv), "")
+    if Path(os.fsdecode(program)).name not in _QUICK_TOOLS:
+        _STARTED[0] += 1
+    _popen_init(self, *args, **kwargs)
+
+
+subprocess.Popen.__init__ = _counting_init  # type: ignore[method-assign]
+_STARTED_AT = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED_AT] = _STARTED[0]
+
+
+#: fixtures whose setup started a process (a module's daemon, a simulator subprocess); the
+#: demo's run is shared by the whole session, so only its first user would see it start
+_PROCESS_FIXTURES = {"demo"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any]) -> Iterator[Any]:
+    before = _STARTED[0]
+    try:
+        return (yield)
+    finally:
+        if _STARTED[0] != before:
+            _PROCESS_FIXTURES.add(fixturedef.argname)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    report = yield
+    if call.when == "teardown" and _STARTED_AT in item.stash:
+        started = _STARTED[0] - item.stash[_STARTED_AT]
+        fixtures = getattr(item, "fixturenames", ())
+        started += sum(1 for name in fixtures if name in _PROCESS_FIXTURES)
+        report.user_properties.append(("processes", started))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "teardown" or report.skipped:
+        return
+    started = dict(report.user_properties).get("processes")
+    if not isinstance(started, int):
+        return
+    marked = "slow" in report.keywords
+    if bool(started) != marked:
+        wrong = "starts a process but is not" if started else "starts no process but is"
+        _mismarked.append(f"{report.nodeid}: {wrong} marked slow")
+
+
+_mismarked: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _mismarked:
+        terminalreporter.section("slow marks (slow: starts a process)")
+        for line in sorted(_mismarked):
+            terminalreporter.line(line)
 
 
 @pytest.fixture

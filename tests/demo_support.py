@@ -1,6 +1,9 @@
 """Runs ``creator-monitor demo --db`` once per test session and hands out its database and output.
 
-The demo takes about half a minute, so the demo, cookbook, report and CLI tests share one run.
+The demo takes about half a minute, so the demo, cookbook, report and CLI tests share one run,
+and so do the pytest-xdist workers: the first to need it runs it under a file lock in the run's
+shared folder; the others read its database, output and time from there. Tests that write to
+the database use a copy (:func:`demo_config`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from wheel_support import wheel_script
+from filelock import FileLock
+from wheel_support import shared_folder, wheel_script
 
 
 @dataclass(frozen=True)
@@ -39,24 +43,31 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+def demo_run(tmp_path_factory: pytest.TempPathFactory | None = None) -> DemoRun:
     global _RUN  # noqa: PLW0603 - one demo per session, shared by several test modules
     if _RUN is None:
-        folder = tmp_path_factory.mktemp("demo")
-        db = folder / "x.db"
-        started = time.monotonic()
-        done = subprocess.run(
-            [*cli_command(), "demo", "--db", str(db)],
-            cwd=folder,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        took = time.monotonic() - started
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        _RUN = DemoRun(db, done.stdout, took)
+        folder = shared_folder() / "demo"
+        db, out, took = folder / "x.db", folder / "stdout.txt", folder / "seconds.txt"
+        with FileLock(shared_folder() / "demo.lock", timeout=600):
+            if not took.exists():
+                shutil.rmtree(folder, ignore_errors=True)  # a run that failed half-way
+                folder.mkdir()
+                command = cli_command()  # the wheel is built before the demo's clock starts
+                started = time.monotonic()
+                done = subprocess.run(
+                    [*command, "demo", "--db", str(db)],
+                    cwd=folder,
+                    env=clean_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                seconds = time.monotonic() - started
+                assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+                out.write_text(done.stdout, encoding="utf-8")
+                took.write_text(repr(seconds), encoding="utf-8")
+        _RUN = DemoRun(db, out.read_text(encoding="utf-8"), float(took.read_text()))
     return _RUN
 
 
@@ -73,8 +84,8 @@ def demo_config(tmp_path: Path, db: Path) -> Path:
 
 
 @pytest.fixture
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    return demo_run(tmp_path_factory)
+def demo() -> DemoRun:
+    return demo_run()
 
 
 def window_points(db: Path, creators: int) -> int:

@@ -7,7 +7,6 @@ in any answer. Also ``creator-monitor serve`` on the same database without the d
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,10 @@ from console_support import (
     no_secret_in,
 )
 from daemon_support import cli
+from wait_support import until_blocking
 
-pytestmark = pytest.mark.slow
+#: one worker runs the module, so its daemon (a module fixture) starts once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-api")]
 
 
 @pytest.fixture(scope="module")
@@ -177,16 +178,14 @@ def test_serve_shows_the_same_database_without_the_daemon(live: LiveConsole) -> 
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert serve.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        until_blocking(
+            lambda: httpx.get(f"{url}/healthz").status_code == 200,
+            30,
+            "serve answering /healthz",
+            every=0.1,
+            ended=lambda: None if serve.poll() is None else "serve exited",
+            ignore=(httpx.TransportError,),
+        )
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {live.admin}"}) as c:
             served = c.get("/api/v1/creators").json()
             assert served["total"] == len(NAMES)

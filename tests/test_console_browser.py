@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from console_support import LiveConsole, alerts_json, live_console, no_secret_in
 
-pytestmark = pytest.mark.slow
+#: one worker runs the module, so its daemon (a module fixture) starts once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-browser")]
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [

@@ -6,11 +6,14 @@ The CLI tests run this console script, so a module, template or migration left o
 working tree would hide it. The wheel's dependencies are not downloaded again: the new
 environment reads them from this interpreter's site-packages (a ``.pth`` line, which puts them
 after the wheel's own files, so ``monitor`` is always the wheel's).
+
+Under pytest-xdist the workers share one build: the first to need it builds it in the run's
+shared folder (:func:`shared_folder`) under a file lock, the others wait for it and reuse it.
 """
 
 from __future__ import annotations
 
-import atexit
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +21,23 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
+
 ROOT = Path(__file__).resolve().parent.parent
+#: the folder one test run's processes (the xdist workers) share; set by conftest.py
+SHARED_ENV = "CREATOR_MONITOR_TEST_SHARED"
 
 _SCRIPT: Path | None = None
+
+
+def shared_folder() -> Path:
+    """The folder shared by every worker of this test run (made by ``conftest.py`` before the
+    workers start, removed after they end); a private one when run without conftest."""
+    where = os.environ.get(SHARED_ENV)
+    if where is None:
+        where = tempfile.mkdtemp(prefix="creator-monitor-tests-")
+        os.environ[SHARED_ENV] = where
+    return Path(where)
 
 
 def _run(*argv: str | Path, cwd: Path | None = None) -> None:
@@ -34,10 +51,20 @@ def _run(*argv: str | Path, cwd: Path | None = None) -> None:
 def wheel_script() -> Path:
     """The ``creator-monitor`` script of a wheel install of this tree (built on first use)."""
     global _SCRIPT  # noqa: PLW0603 - one build per session, shared by every CLI test module
-    if _SCRIPT is not None:
-        return _SCRIPT
-    folder = Path(tempfile.mkdtemp(prefix="creator-monitor-wheel-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    if _SCRIPT is None:
+        folder = shared_folder() / "wheel"
+        with FileLock(shared_folder() / "wheel.lock", timeout=600):
+            done = folder / "built"
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+                folder.mkdir()
+                _build(folder)
+                done.touch()
+        _SCRIPT = folder / "env" / "bin" / "creator-monitor"
+    return _SCRIPT
+
+
+def _build(folder: Path) -> None:
     dist, build = folder / "dist", folder / "build"
     # a copy of the tree: building writes build/ and *.egg-info beside the sources
     shutil.copytree(
@@ -77,5 +104,5 @@ def wheel_script() -> Path:
     ).stdout.strip()
     if not Path(where).is_relative_to(env):
         raise RuntimeError(f"the wheel install imports monitor from {where}, not from {env}")
-    _SCRIPT = script
-    return script
+    if not script.exists():
+        raise RuntimeError(f"the wheel install has no {script}")
