@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from alerting_support import LILYY, open_store, points, table
 from daemon_support import child_env, cli, write_toml
@@ -146,6 +147,7 @@ async def test_migration_gives_old_alerts_their_variant(db_url: str) -> None:
     ]
 
 
+@pytest.mark.slow
 async def test_alerts_command_names_the_variant_cuts_with_an_ellipsis_and_shows_the_zone(
     tmp_path: Path,
 ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from store_support import first_due
@@ -73,6 +74,7 @@ def test_the_slot_offset_is_a_stable_hash_of_the_series() -> None:
     assert slot_offset(other, DAY) != slot_offset(key, DAY)
 
 
+@pytest.mark.slow
 def test_the_offset_does_not_depend_on_pythons_hash_seed() -> None:
     code = (
         "from monitor.policy.cadence import first_due_micros;"

@@ -155,6 +155,7 @@ def _with_token() -> dict[str, str]:
     return {**clean_env(), "JUSTONEAPI_TOKEN": SECRET}
 
 
+@pytest.mark.slow
 def test_fetch_all_fetches_every_creator_once(simulator: str, tmp_path: Path) -> None:
     config = _fetch_all_config(tmp_path, simulator, daily_calls=100)
     done = cli("-c", str(config), "fetch", "--all", env=_with_token())
@@ -173,6 +174,7 @@ def test_fetch_all_fetches_every_creator_once(simulator: str, tmp_path: Path) ->
     assert rows == 3
 
 
+@pytest.mark.slow
 def test_fetch_all_stops_when_the_daily_budget_is_spent(simulator: str, tmp_path: Path) -> None:
     config = _fetch_all_config(tmp_path, simulator, daily_calls=2)
     done = cli("-c", str(config), "fetch", "--all", env=_with_token())
@@ -184,6 +186,7 @@ def test_fetch_all_stops_when_the_daily_budget_is_spent(simulator: str, tmp_path
         assert db.execute("SELECT count(*) FROM fetches").fetchone()[0] == 2
 
 
+@pytest.mark.slow
 def test_fetch_needs_a_user_id_or_all(tmp_path: Path) -> None:
     done = cli("-c", str(tmp_path / "none.toml"), "fetch")
     assert done.returncode == 2

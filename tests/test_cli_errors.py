@@ -199,6 +199,7 @@ USAGE: list[tuple[list[str], str]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("argv", "line"), USAGE, ids=[" ".join(a)[:30] for a, _ in USAGE])
 def test_a_usage_mistake_is_one_line_exit_2_and_calls_nothing(
     workspace: Workspace, argv: list[str], line: str
@@ -211,6 +212,7 @@ def test_a_usage_mistake_is_one_line_exit_2_and_calls_nothing(
     assert workspace.counters()["calls"] == 0
 
 
+@pytest.mark.slow
 def test_version(workspace: Workspace) -> None:
     done = cli("--version")
     assert (done.returncode, done.stdout) == (0, f"creator-monitor {version('creator-monitor')}\n")
@@ -220,6 +222,7 @@ def test_version(workspace: Workspace) -> None:
 # --- creator references: a configured name works wherever a creator is asked for --------------
 
 
+@pytest.mark.slow
 def test_a_name_is_resolved_to_its_id_before_it_reaches_the_upstream(
     workspace: Workspace,
 ) -> None:
@@ -243,6 +246,7 @@ def test_a_name_is_resolved_to_its_id_before_it_reaches_the_upstream(
     assert workspace.counters()["calls"] == 1  # history and silence call nothing
 
 
+@pytest.mark.slow
 def test_a_creator_without_history_is_named_both_ways(workspace: Workspace) -> None:
     done = cli("history", "Mia", "-c", str(workspace.config))
     assert done.returncode == 1
@@ -252,6 +256,7 @@ def test_a_creator_without_history_is_named_both_ways(workspace: Workspace) -> N
 # --- runtime failures: exit 1, the thing and the fix ------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreachable_upstream_names_the_host_and_the_fix(
     workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -269,6 +274,7 @@ def test_an_unreachable_upstream_names_the_host_and_the_fix(
     assert port not in done.stderr
 
 
+@pytest.mark.slow
 def test_unsilence_of_an_unknown_id_is_a_runtime_failure(workspace: Workspace) -> None:
     done = cli("unsilence", "999", "-c", str(workspace.config))
     assert (done.returncode, one_line(done)) == (1, "error: no silence with id 999")
@@ -277,6 +283,7 @@ def test_unsilence_of_an_unknown_id_is_a_runtime_failure(workspace: Workspace) -
 # --- check: every problem, the token, the channels; "ok" only when all is ---------------------
 
 
+@pytest.mark.slow
 def test_check_reports_every_config_error_at_once(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
@@ -295,6 +302,7 @@ def test_check_reports_every_config_error_at_once(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_check_needs_a_token_unless_told_not_to(workspace: Workspace) -> None:
     done = cli("check", "-c", str(workspace.config), token=False)
     assert done.returncode == 2
@@ -315,6 +323,7 @@ def test_check_needs_a_token_unless_told_not_to(workspace: Workspace) -> None:
     assert with_token.stderr == ""
 
 
+@pytest.mark.slow
 def test_check_validates_channels_before_saying_ok_and_keeps_apprise_quiet(
     workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -333,6 +342,7 @@ def test_check_validates_channels_before_saying_ok_and_keeps_apprise_quiet(
     assert "foo://bar" not in debug.stderr
 
 
+@pytest.mark.slow
 def test_alembic_chatter_only_under_debug(workspace: Workspace) -> None:
     quiet = cli("db", "current", "-c", str(workspace.config))
     assert quiet.returncode == 0, quiet.stderr

@@ -12,12 +12,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from wait_support import until_blocking
 
 from monitor.model import Creator, Variant
 from monitor.store import FetchRecord, Store, migrate
@@ -56,21 +56,19 @@ def simulate() -> Iterator[int]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("creator-monitor simulate did not start")
+        until_blocking(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() is None,
+            20,
+            "creator-monitor simulate listening",
+            ignore=(OSError,),
+        )
         yield port
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
 
 
+@pytest.mark.slow
 def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
     simulate: int, tmp_path: Path, token: str
 ) -> None:
@@ -98,6 +96,7 @@ def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
         assert db.execute("SELECT sum(calls) FROM budget_days").fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(tmp_path: Path, token: str) -> None:
     port = _free_port()
     done = subprocess.run(
@@ -143,6 +142,7 @@ async def _store_sample(url: str, body: str) -> None:
         )
 
 
+@pytest.mark.slow
 def test_history_of_the_stored_sample_prints_its_30_real_values(
     tmp_path: Path, data_dir: Path, token: str
 ) -> None:

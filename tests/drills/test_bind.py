@@ -38,6 +38,7 @@ async def test_the_simulator_and_the_telemetry_endpoint_bind_loopback_only() -> 
     assert all(host == "127.0.0.1" for host, _port in opened), opened
 
 
+@pytest.mark.slow
 async def test_the_simulate_command_binds_loopback_only(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -68,6 +68,7 @@ async def test_a_trickling_body_is_cut_at_the_timeout() -> None:
             assert time.monotonic() - started < 1.5
 
 
+@pytest.mark.slow
 @pytest.mark.drills
 async def test_chaos_keeps_the_daemon_up_and_records_every_fault(
     tmp_path: Path, token: str

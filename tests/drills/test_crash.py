@@ -11,6 +11,7 @@ from drills.crash import crash_drill
 pytestmark = pytest.mark.drills
 
 
+@pytest.mark.slow
 async def test_sigkill_loses_nothing_and_sends_nothing_twice(tmp_path: Path, token: str) -> None:
     tally = await crash_drill(tmp_path, token, kills=3, max_wait=3.0)
     assert tally.faults == 3

@@ -95,6 +95,7 @@ def token_source(source: str, directory: Path, token: str) -> tuple[Path | None,
         ("credentials_directory", False),
     ],
 )
+@pytest.mark.slow
 def test_a_failing_command_never_prints_a_secret(
     tmp_path: Path, token: str, source: str, debug: bool
 ) -> None:
