@@ -17,6 +17,7 @@ from aiohttp import web
 from daemon_support import child_env, cli, write_toml
 from echo_support import dump_database
 
+from monitor.store import migrate
 from monitor.upstream.client import CORE_DATA_PATH
 
 USER = "5c3bf7f7000000000602fd63"
@@ -79,8 +80,7 @@ async def test_a_far_future_date_is_refused_and_nothing_is_stored(
                 "schedule": {"retry_attempts": 0},
             },
         )
-        # db_url's SQLite folder does not exist yet: the CLI creates it only when told to
-        assert (await _run(token, "-c", str(config), "db", "upgrade", "--create-folder"))[0] == 0
+        await migrate.upgrade(db_url)  # the schema in-process: the two fetches are the point
         code, out, err = await _run(token, "-c", str(config), "fetch", USER)
         dry_code, dry_out, dry_err = await _run(
             token, "-c", str(config), "fetch", USER, "--dry-run"

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from daemon_support import creators, daemon_config
 from pydantic import SecretStr
+from wait_support import until
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon, Options
@@ -150,6 +151,8 @@ async def test_the_daemon_backs_off_without_a_storm(
             Options(tick=0.2, drain_every=60.0, environ={"JUSTONEAPI_TOKEN": token}),
         )
         task = asyncio.get_running_loop().create_task(daemon.run())
+        # three seconds from the first call (a loaded host may take a while to send it)
+        await until(lambda: upstream.calls >= 1, 30, "the first call", every=0.01)
         await asyncio.sleep(3.0)
         daemon.request_stop()
         assert await asyncio.wait_for(task, timeout=30) == 0
