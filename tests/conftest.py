@@ -34,7 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="creator-monitor-tests-")
         config.stash[_OWN_SHARED] = os.environ[SHARED_ENV]
         parallel = bool(getattr(config.option, "numprocesses", None))
-        if parallel and config.args_source is pytest.Config.ArgsSource.TESTPATHS:
+        whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
+        chosen = config.option.markexpr or config.option.keyword  # -m or -k: maybe no CLI test
+        if parallel and whole and not chosen:
             prepare = threading.Thread(target=_prepare, name="wheel-and-demo", daemon=True)
             prepare.start()
             config.stash[_PREPARE] = prepare
@@ -94,9 +96,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_STARTED_AT] = _STARTED[0]
 
 
-#: fixtures whose setup started a process (a module's daemon, a simulator subprocess); the
-#: demo's run is shared by the whole session, so only its first user would see it start
-_PROCESS_FIXTURES = {"demo"}
+#: (where defined, name) of the fixtures whose setup started a process (a module's daemon, a
+#: simulator subprocess); the demo's run is shared by the whole session, so only its first
+#: user would see it start
+_PROCESS_FIXTURES = {("", "demo")}
+_PASSED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -106,7 +110,7 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any]) -> Iterator[Any]:
         return (yield)
     finally:
         if _STARTED[0] != before:
-            _PROCESS_FIXTURES.add(fixturedef.argname)
+            _PROCESS_FIXTURES.add((fixturedef.baseid, fixturedef.argname))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -114,16 +118,22 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Iterator[pytest.TestReport]:
     report = yield
-    if call.when == "teardown" and _STARTED_AT in item.stash:
+    if call.when == "call":
+        item.stash[_PASSED] = report.passed
+    if call.when == "teardown" and item.stash.get(_PASSED, False):  # a failure proves nothing
         started = _STARTED[0] - item.stash[_STARTED_AT]
-        fixtures = getattr(item, "fixturenames", ())
-        started += sum(1 for name in fixtures if name in _PROCESS_FIXTURES)
+        names = set(getattr(item, "fixturenames", ()))
+        started += sum(
+            1
+            for where, name in _PROCESS_FIXTURES
+            if name in names and item.nodeid.startswith(where)
+        )
         report.user_properties.append(("processes", started))
     return report
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when != "teardown" or report.skipped:
+    if report.when != "teardown":
         return
     started = dict(report.user_properties).get("processes")
     if not isinstance(started, int):
