@@ -273,7 +273,7 @@ class NotifySocket:
                 break
         return self.messages
 
-    async def wait_for(self, field_: str, timeout: float = 20.0) -> str:
+    async def wait_for(self, field_: str, timeout: float = 60.0) -> str:
         """The first message (from the start) holding ``field_`` (e.g. ``READY=1``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ class Child:
     def log(self) -> str:
         return self.stderr.read_text(encoding="utf-8", errors="replace")
 
-    async def wait_log(self, text: str, timeout: float = 15.0) -> None:
+    async def wait_log(self, text: str, timeout: float = 60.0) -> None:
         def ended() -> str | None:
             return None if self.proc.returncode is None else "the daemon exited"
 
@@ -50,6 +50,7 @@ class World:
     sim: Simulator
     db: Path
     token: str
+    children: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     @property
     def db_url(self) -> str:
@@ -73,6 +74,7 @@ class World:
                 env=child_env(self.token, **env),
                 cwd=self.folder,
             )
+        self.children.append(proc)
         return Child(proc, stderr)
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
@@ -91,7 +93,14 @@ async def world(tmp_path: Path, token: str) -> AsyncIterator[World]:
     db = tmp_path / "history.db"
     await migrate.upgrade(f"sqlite+aiosqlite:///{db}")
     async with Simulator(SimKnobs(latency_ms=50)) as sim:
-        yield World(tmp_path, sim, db, token)
+        world = World(tmp_path, sim, db, token)
+        try:
+            yield world
+        finally:  # a test that failed half-way leaves no daemon running
+            for proc in world.children:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
 
 
 async def test_notify_socket_watchdog_and_sigterm_with_calls_in_flight(world: World) -> None:

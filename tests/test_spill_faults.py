@@ -67,6 +67,7 @@ class World:
     token: str
     spill: Path
     marks: dict[str, float] = field(default_factory=dict)
+    children: list[asyncio.subprocess.Process] = field(default_factory=list)
 
     def config(self, **storage: str) -> Path:
         doc = daemon_config(
@@ -94,6 +95,7 @@ class World:
                 env=child_env(self.token, **env),
                 cwd=self.folder,
             )
+        self.children.append(proc)
         return Run(proc, stderr)
 
     async def watch(self, run: Run, until: Any, timeout: float, what: str) -> None:
@@ -206,7 +208,14 @@ async def _world(
     # 1.2 s answers at 2 calls/s: two or three calls are on the wire when the fault begins
     await migrate.upgrade(db_url)
     async with Simulator(SimKnobs(latency_ms=latency_ms)) as sim:
-        yield World(tmp_path, sim, db_url, token, spill)
+        world = World(tmp_path, sim, db_url, token, spill)
+        try:
+            yield world
+        finally:  # a test that failed half-way leaves no daemon running
+            for proc in world.children:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
 
 
 @contextlib.asynccontextmanager

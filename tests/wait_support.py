@@ -2,7 +2,8 @@
 
 Everything a test waits for in another process (a log line, a row, a status code, a call seen by
 the simulator) is polled with :func:`until`; a test never sleeps a fixed time hoping it is
-enough.
+enough. The default timeout is generous: it only runs out when something is wrong, and a
+loaded host (the suite runs on more workers than cores) may take a while to start a process.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 async def until(
     predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 20.0,
+    timeout: float = 60.0,
     what: str = "the condition",
     *,
     every: float = 0.05,
@@ -45,7 +46,7 @@ async def until(
 
 def until_blocking(
     predicate: Callable[[], Any],
-    timeout: float = 20.0,
+    timeout: float = 60.0,
     what: str = "the condition",
     *,
     every: float = 0.05,
