@@ -58,7 +58,7 @@ def simulate() -> Iterator[int]:
     try:
         until_blocking(
             lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() is None,
-            20,
+            60,
             "creator-monitor simulate listening",
             ignore=(OSError,),
         )
