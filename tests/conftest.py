@@ -65,6 +65,25 @@ _OWN_SHARED = pytest.StashKey[str]()
 _PREPARE = pytest.StashKey[threading.Thread]()
 
 
+#: modules whose tests share a costly module fixture (a daemon): all on one xdist worker, so the
+#: fixture starts once. (Not ``xdist_group`` marks with ``--dist loadgroup``: on pytest 9.2 they
+#: are silently ignored, pytest-dev/pytest-xdist#1386.)
+ONE_WORKER_MODULES = ("tests/test_console_api.py", "tests/test_console_browser.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Load scheduling, one test at a time, except that each of :data:`ONE_WORKER_MODULES` goes
+    to a worker as a whole."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestOrModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return ByTestOrModule(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests that start processes (marked ``slow``) first: the xdist workers take the long
     ones while the rest fill the gaps, so no long test starts last and runs alone."""

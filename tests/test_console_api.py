@@ -24,8 +24,8 @@ from console_support import (
 from daemon_support import cli
 from wait_support import until_blocking
 
-#: one worker runs the module, so its daemon (a module fixture) starts once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-api")]
+#: one worker runs the module (ONE_WORKER_MODULES in conftest.py): its daemon starts once
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from console_support import LiveConsole, alerts_json, live_console, no_secret_in
 
-#: one worker runs the module, so its daemon (a module fixture) starts once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-browser")]
+#: one worker runs the module (ONE_WORKER_MODULES in conftest.py): its daemon starts once
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
