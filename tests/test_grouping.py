@@ -17,8 +17,6 @@ from wait_support import until
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
-pytestmark = pytest.mark.slow
-
 FALL = {"name": "reads-down", "kind": "change", "metric": "read", "pct": -30}
 
 
@@ -39,6 +37,7 @@ def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
+@pytest.mark.slow
 async def test_40_creators_falling_give_one_message_per_channel_across_kill_9(
     tmp_path: Path, token: str
 ) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from markdown.extensions.toc import slugify
 from pydantic import BaseModel
 
@@ -167,6 +168,7 @@ def test_the_readmes_links_resolve() -> None:
             assert anchor in _anchors(path), f"README.md: {target}#{anchor}: no such heading"
 
 
+@pytest.mark.slow
 def test_every_docs_page_is_in_the_nav_and_the_site_builds_strict(tmp_path: Path) -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     for path in DOCS.glob("*.md"):

@@ -144,6 +144,7 @@ def _alert(n: int, **fields: object) -> AlertRow:
     return AlertRow(**values)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_markers_sit_on_the_data_day_and_both_kinds_show_in_chromium(tmp_path: Path) -> None:
     series = _series("Lilyy", [1000, 1000, 1000, 1000, 600, 600, 600, 1000, 1000, 1000])
     variant = next(iter(series.lines))

@@ -149,6 +149,7 @@ def _roster_check(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_roster_check_counts_or_lists_every_problem(tmp_path: Path) -> None:
     _write(tmp_path / "creators" / "a.csv", f"user_id,name\n{A},a\n{B},b\n")
     # the rest of the config may be unfinished: the roster is checked alone

@@ -197,6 +197,7 @@ async def test_next_day_slides_the_window(http: httpx.AsyncClient, clock: FakeCl
     assert tomorrow[:-1] == today[1:]
 
 
+@pytest.mark.slow
 def test_values_do_not_depend_on_the_process_hash_seed() -> None:
     code = (
         "from datetime import date; from monitor.upstream import series as sim_series;"
@@ -586,6 +587,7 @@ async def test_admin_api_rejects_bad_requests(http: httpx.AsyncClient) -> None:
 # --------------------------------------------------------------------------- standalone
 
 
+@pytest.mark.slow
 def test_run_simulator_serves_until_sigterm() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

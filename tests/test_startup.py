@@ -260,6 +260,7 @@ def test_the_collector_is_paused_and_given_back() -> None:
     assert gc.isenabled()
 
 
+@pytest.mark.slow
 def test_run_does_not_import_what_only_other_commands_need() -> None:
     """alembic (db commands), aiohttp and prometheus_client ([http] listen), plotly (report):
     ~20 MB and a quarter second that ``run`` without them does not pay."""

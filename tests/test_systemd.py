@@ -290,6 +290,7 @@ def unit_copy(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     tool = systemd_analyze()
     result = subprocess.run(
@@ -305,6 +306,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert ours == [], ours
 
 
+@pytest.mark.slow
 def test_systemd_analyze_security_score(tmp_path: Path) -> None:
     tool = systemd_analyze()
     result = subprocess.run(

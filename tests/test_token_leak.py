@@ -335,6 +335,7 @@ def test_the_log_filter_masks_a_piece_cut_by_a_format(
 # --------------------------------------------------------------------------- api.base_url
 
 
+@pytest.mark.slow
 def test_a_password_in_base_url_is_refused_by_check_and_never_shown(
     tmp_path: Path, token: str
 ) -> None:
