@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from daemon_support import NotifySocket, child_env, cli, creators, daemon_config, write_toml
+from wait_support import until
 
 from monitor.policy.budget_state import token_fingerprint
 from monitor.store import migrate
@@ -27,14 +28,6 @@ pytestmark = pytest.mark.slow
 
 GOOD = "good-token-0123456789abcdef"
 BAD = "revoked-token-0123456789abcdef"
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -88,7 +81,7 @@ async def test_run_migrates_a_fresh_or_older_database_and_extends_the_start_time
         proc = await _start(tmp_path, config, "run", child_env(GOOD, NOTIFY_SOCKET=notify.path))
         try:
             ready = await notify.wait_for("READY=1", timeout=60)
-            await _until(lambda: sim.counters().calls >= 3, 30, "three fetches")
+            await until(lambda: sim.counters().calls >= 3, 30, "three fetches")
         finally:
             code = await _stop(proc)
             notify.close()
@@ -157,8 +150,8 @@ async def test_a_fixed_token_ends_a_token_pause_at_once(tmp_path: Path, how: str
             del env["JUSTONEAPI_TOKEN"]
         proc = await _start(tmp_path, config, "first", env)
         try:
-            await _until(lambda: any(r.code == 100 for r in sim.counters().log), 30, "a 100")
-            await _until(lambda: _pause_row(db)[0] == 100, 10, "the stored pause")
+            await until(lambda: any(r.code == 100 for r in sim.counters().log), 30, "a 100")
+            await until(lambda: _pause_row(db)[0] == 100, 10, "the stored pause")
             _, stored_print, paused_at = _pause_row(db)
             assert stored_print == token_fingerprint(BAD)  # a fingerprint, never the token
             assert paused_at is not None
@@ -172,9 +165,9 @@ async def test_a_fixed_token_ends_a_token_pause_at_once(tmp_path: Path, how: str
                 token_file.write_text(GOOD)
                 proc.send_signal(signal.SIGHUP)
             fixed = time.monotonic()
-            await _until(lambda: any(r.code == 0 for r in sim.counters().log), 15, "a success")
+            await until(lambda: any(r.code == 0 for r in sim.counters().log), 15, "a success")
             assert time.monotonic() - fixed < 10
-            await _until(lambda: _pause_row(db)[0] is None, 10, "the pause ended")
+            await until(lambda: _pause_row(db)[0] is None, 10, "the pause ended")
         finally:
             assert await _stop(proc) == 0
     logs = "".join(p.read_text() for p in tmp_path.glob("*.stderr"))
@@ -243,7 +236,7 @@ async def test_calls_that_never_reached_a_server_are_not_counted(tmp_path: Path)
 
     proc = await _start(tmp_path, config, "run", child_env(GOOD))
     try:
-        await _until(
+        await until(
             lambda: "cannot reach the upstream" in (tmp_path / "run.stderr").read_text(),
             30,
             "the unreachable upstream",
