@@ -252,3 +252,19 @@ def test_roster_cells_read_as_csv_not_pydantic(tmp_path: Path) -> None:
         "did you mean 'DAILY_NOTE'?",
         "team.csv:3: advertise: expected 'ALL' or 'ORGANIC_ONLY', got \"everything\"",
     ]
+
+
+@pytest.mark.slow
+def test_a_short_inline_channel_url_is_named_under_url(tmp_path: Path) -> None:
+    config = _secret(
+        tmp_path / "config.toml",
+        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path}/h.db"\n'
+        f'[[creators]]\nuser_id = "{LILYY}"\n'
+        '[[channels]]\nname = "team"\nurl = "x"\n',
+    )
+    done = run_cli("-c", str(config), "check", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: channels[0].url: the URL of channel 'team' holds 1 character, too short to be "
+        "a real channel URL; set the whole value"
+    ]

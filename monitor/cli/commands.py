@@ -68,13 +68,13 @@ def check(args: argparse.Namespace, config: Config) -> int:
         for row in (_rows(found) if isinstance(found, RosterError) else [found])
     ]
     for i, channel in enumerate(config.channels):
+        key = "url" if channel.url is not None else "url_env"
         try:
             problem = validate_channel_url(channel_url(channel).get_secret_value())
         except ConfigError as exc:
-            problems.append(ConfigError(f"channels[{i}].url_env", exc.message))
+            problems.append(ConfigError(f"channels[{i}].{key}", exc.message))
             continue
         if problem is not None:
-            key = "url" if channel.url is not None else "url_env"
             problems.append(
                 ConfigError(f"channels[{i}].{key}", f"{problem} (channel {channel.name!r})")
             )
