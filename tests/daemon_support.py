@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 from sim_support import CAPTURE_TIME, FakeClock, creator_id
 
 from monitor.config import Config, parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.store import migrate
 from monitor.upstream.simulator import CallRecord, Simulator
 

@@ -11,7 +11,8 @@ import pytest
 from daemon_support import creators, daemon_config
 
 from monitor.config import parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.errors import ConfigError
 from monitor.policy.concurrency import AUTO_CAP, WINDOW, InFlightSizer, needed_in_flight, pool_size
 from monitor.store import migrate

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.store import Store
 
 BAD_URL = "jsno://127.0.0.1:9/secret-hook-path"

@@ -18,7 +18,8 @@ from daemon_support import creators, daemon_config
 from wait_support import until
 
 from monitor.config import parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.ops.telemetry import GAUGES
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator

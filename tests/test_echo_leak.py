@@ -28,7 +28,8 @@ from echo_support import (
 from pydantic import SecretStr
 
 from monitor.config import parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.errors import UpstreamError
 from monitor.model import Variant
 from monitor.service.fetch import error_text

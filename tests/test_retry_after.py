@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from wait_support import until
 
 from monitor.config import parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.errors import RateLimited
 from monitor.policy.budget import Budget
 from monitor.store import migrate

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.daemon import shift_jobs
+from monitor.daemon.jobs import shift_jobs
 from monitor.ops.wallclock import WallJumps
 from monitor.policy.budget import QUOTA_EXCEEDED, Budget
 

@@ -369,7 +369,8 @@ def notify_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from monitor.daemon import Options, run_daemon
+    from monitor.daemon import run_daemon
+    from monitor.daemon.options import Options
 
     return run_daemon(config, Options(config_path=args.config))
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from aiohttp import web
 
 from monitor.config import Config, parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.errors import ConfigError
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator

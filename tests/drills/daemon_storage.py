@@ -23,7 +23,8 @@ from wait_support import until
 from drills.storage import read_only, snapshot
 from drills.tally import Tally, dump, integrity, query
 from monitor.config import parse_config
-from monitor.daemon import Daemon, Options
+from monitor.daemon import Daemon
+from monitor.daemon.options import Options
 from monitor.store import migrate
 from monitor.upstream.simulator import CallRecord, SimKnobs, Simulator
 

@@ -2,7 +2,8 @@
 the jobs, answer signals and systemd, and shut down in reverse order.
 
 Owns lifecycle only: what a fetch or an alert does lives in service.fetch, service.alerting and
-notify.
+notify. Beside it: the start-up migration (``migration``), the interval jobs' scheduler
+(``jobs``), the housekeeping jobs (``upkeep``) and how the daemon runs (``options``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import contextlib
 import ctypes
 import functools
 import logging
-import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -31,19 +29,22 @@ from monitor.config import (
     resolve_token,
     startup_problems,
 )
-from monitor.errors import ConfigError, MonitorError, NotifyError, SchemaOutOfDate
+from monitor.daemon import upkeep
+from monitor.daemon.jobs import schedule_jobs, shift_jobs, tracked
+from monitor.daemon.migration import migrate_on_start
+from monitor.daemon.options import Options, system_clock
+from monitor.errors import ConfigError, MonitorError, NotifyError
 from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
 from monitor.ops.systemd import Notifier as SystemdNotifier
 from monitor.ops.systemd import watchdog_interval, watchdog_loop
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
-from monitor.ops.wallclock import Monotonic, WallJumps, describe
+from monitor.ops.wallclock import WallJumps
 from monitor.policy import concurrency
 from monitor.policy.budget import Budget, daily_left
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
 from monitor.service import cluster
 from monitor.service.alerting import Alerting
-from monitor.service.digest import queue_due_digest
 from monitor.service.dispatch import (
     Dispatcher,
     finish_or_cancel,
@@ -54,42 +55,10 @@ from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
 from monitor.service.reach import Reach, upstream_host
 from monitor.service.spill import Hold
 from monitor.store import Store
-from monitor.store.engine import parse_url, safe_url
-from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
 from monitor.upstream.client import JustOneClient
 from monitor.validation import raise_all
 
 log = logging.getLogger(__name__)
-
-#: while a migration runs, systemd's start timeout is pushed this far ahead, this often
-_MIGRATION_EXTEND = 60.0
-_MIGRATION_EXTEND_EVERY = 15.0
-
-Clock = Callable[[], datetime]
-Sleep = Callable[[float], Awaitable[None]]
-
-
-def system_clock() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Options:
-    """How the daemon runs; tests and the demo shrink the intervals."""
-
-    clock: Clock = system_clock
-    #: how the dispatcher, the meter and retries wait; tests pass one that moves ``clock``
-    sleep: Sleep = asyncio.sleep
-    #: tells steps of ``clock`` from elapsed time (None: ``clock`` is never stepped)
-    monotonic: Monotonic | None = time.monotonic
-    tick: float = 5.0  # longest dispatcher nap, seconds (it wakes early for due work)
-    drain_every: float = 5.0
-    evaluate_every: float = 60.0
-    report_every: float = 60.0  # how often ended report periods are looked for
-    until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
-    config_path: Path | None = None  # for SIGHUP reloads
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    health_timeout: float = 5.0  # /healthz answers 503 when the database write takes longer
 
 
 class Daemon:
@@ -117,7 +86,7 @@ class Daemon:
         #: account evaluations run one at a time, whether the tick or a pause transition asks
         self._account_lock = asyncio.Lock()
         self._account_tasks: set[asyncio.Task[None]] = set()
-        #: scheduler jobs running now (``_tracked``): a stop lets them end
+        #: scheduler jobs running now (``jobs.tracked``): a stop lets them end
         self._job_tasks: set[asyncio.Task[object]] = set()
         #: drains failed in a row (``_drain`` logs the first and the recovery)
         self._drains_failed = 0
@@ -136,7 +105,7 @@ class Daemon:
             # code, before the database is touched; the API token is read by fetch_parts,
             # after the one-instance lock
             raise_all(startup_problems(self.config, self.options.environ, api_token=False))
-            await self._migrate()
+            await migrate_on_start(self.config.storage.url, self.options.clock, self._sd)
             await self._build(stack)
             scheduler = self._scheduler = self._schedule_jobs()
             scheduler.start()
@@ -179,40 +148,6 @@ class Daemon:
             return
         if written:
             log.info("stored the first due times of %d new series", written)
-
-    async def _migrate(self) -> None:
-        """Bring a fresh or older database to this code's schema before anything opens it, as
-        ``db upgrade`` does (on PostgreSQL under an advisory lock, so instances starting
-        together migrate once); systemd's start timeout is extended meanwhile. A database
-        migrated by a newer version is refused: this code cannot know its tables."""
-        url = self.config.storage.url
-        current = await _schema_behind(url, self.options.clock)
-        if current is None:
-            return
-        current = current or None  # "": an empty database
-        if current is not None and current not in KNOWN_REVISIONS:
-            raise ConfigError(
-                "storage.url",
-                f"database {safe_url(parse_url(url))} is at schema revision {current}, newer "
-                f"than this creator-monitor knows (up to {HEAD_REVISION}): install the newer "
-                "creator-monitor that migrated it, or point storage.url at another database",
-            )
-        from monitor.store import migrate  # alembic: only when there is something to migrate
-
-        what = f"migrating the database from {current or 'empty'} to {HEAD_REVISION}"
-        log.info("%s", what)
-        extending = asyncio.get_running_loop().create_task(self._extend_start(what))
-        try:
-            await migrate.upgrade(url)
-        finally:
-            await _cancel(extending)
-        log.info("database migrated to %s", HEAD_REVISION)
-
-    async def _extend_start(self, status: str) -> None:
-        """Keep systemd's start timeout ahead of a running migration (EXTEND_TIMEOUT_USEC)."""
-        while True:
-            self._sd.extend_timeout(_MIGRATION_EXTEND, status)
-            await asyncio.sleep(_MIGRATION_EXTEND_EVERY)
 
     async def _build(self, stack: AsyncExitStack) -> None:
         # 100,000 creators make a million objects that live as long as the process: the
@@ -306,56 +241,18 @@ class Daemon:
         return notifier
 
     def _schedule_jobs(self) -> AsyncIOScheduler:
-        scheduler = AsyncIOScheduler(timezone=UTC)
         opts = self.options
-        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-        job = self._tracked
-        scheduler.add_job(
-            job(self._drain), "interval", seconds=opts.drain_every, id="drain", **common
+        job = functools.partial(tracked, running=self._job_tasks, stop=self._stop)
+        return schedule_jobs(
+            drain=job(self._drain),
+            account=job(self._evaluate_account),
+            prune=job(self._prune),
+            digest=job(self._digest),
+            reports=job(self._reports),
+            drain_every=opts.drain_every,
+            evaluate_every=opts.evaluate_every,
+            report_every=opts.report_every,
         )
-        scheduler.add_job(
-            job(self._evaluate_account),
-            "interval",
-            seconds=opts.evaluate_every,
-            id="account",
-            **common,
-        )
-        scheduler.add_job(job(self._prune), "interval", hours=6, id="prune", **common)
-        scheduler.add_job(
-            job(self._digest), "interval", seconds=opts.evaluate_every, id="digest", **common
-        )
-        scheduler.add_job(
-            job(self._reports),
-            "interval",
-            seconds=opts.report_every,
-            id="reports",
-            # a period that ended while the daemon was down is sent soon after start-up
-            next_run_time=datetime.now(UTC) + timedelta(seconds=3),
-            **common,
-        )
-        return scheduler
-
-    def _tracked(self, func: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-        """``func`` as a job whose run a stop waits for: APScheduler's shutdown cancels a
-        coroutine job still running (a drain half way through a send) and logs a traceback."""
-
-        @functools.wraps(func)
-        async def job() -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                self._job_tasks.add(task)
-            try:
-                await func()
-            except asyncio.CancelledError:
-                if not self._stop.is_set():
-                    raise
-                # the stop waited for it and then cut it short: said once, without a traceback
-                log.warning("%s cut short by the stop", getattr(func, "__name__", "a job"))
-            finally:
-                if task is not None:
-                    self._job_tasks.discard(task)
-
-        return job
 
     async def _dispatch(self) -> None:
         """Start due cycles, then nap until the next due time or a finished cycle.
@@ -445,59 +342,13 @@ class Daemon:
         self.telemetry.set_outbox(depth=counts["pending"], dead_letters=counts["dead"])
 
     async def _digest(self) -> None:
-        # checked every evaluate_every: a digest missed while the daemon was down still goes
-        try:
-            await queue_due_digest(self.config, self.store, self.options.clock())
-        except MonitorError as exc:
-            log.error("daily digest not queued: %s", exc)
+        await upkeep.queue_digest(self.config, self.store, self.options.clock)
 
     async def _reports(self) -> None:
-        """Scheduled reports whose period ended: queued once (a claim in the database)."""
-        if not self.config.reports:
-            return
-        from monitor.service.scheduled import queue_due_reports  # plotly: only when reports are set
-
-        try:
-            await queue_due_reports(
-                self.config, self.store, self.options.clock(), owner=self.instance
-            )
-        except MonitorError as exc:
-            log.error("scheduled reports not queued: %s", exc)
-
-    async def _start_new_reports(self, config: Config) -> None:
-        """Before a reload switches: a ``[[reports]]`` entry it adds does not report a period
-        that ended before it existed."""
-        known = {r.name for r in self.config.reports}
-        added = [r for r in config.reports if r.name not in known]
-        if not added:
-            return
-        from monitor.service.scheduled import skip_ended_periods  # plotly: only when needed
-
-        try:
-            await skip_ended_periods(
-                added, config, self.store, self.options.clock(), owner=self.instance
-            )
-        except MonitorError as exc:
-            log.error("new reports not started: %s", exc)
+        await upkeep.queue_reports(self.config, self.store, self.options.clock, self.instance)
 
     async def _prune(self) -> None:
-        now = self.options.clock()
-        cutoff = now - self.config.storage.raw_retention
-        with contextlib.suppress(MonitorError):
-            pruned = await self.store.prune_raw(cutoff)
-            if pruned:
-                log.info("pruned %d raw response bodies older than %s", pruned, cutoff.date())
-        # a queued report message may still be retried until notify.max_age: its HTML stays
-        keep = max(self.config.storage.report_html_retention, self.config.notify.max_age)
-        with contextlib.suppress(MonitorError):
-            dropped = await self.store.prune_report_html(now - keep)
-            if dropped:
-                log.info(
-                    "dropped the HTML of %d scheduled reports older than %s (%d days kept)",
-                    dropped,
-                    (now - keep).date(),
-                    keep.days,
-                )
+        await upkeep.prune(self.config, self.store, self.options.clock)
 
     async def _healthy(self) -> bool:
         # a real write (the budget row, unchanged): a database that only reads is not healthy;
@@ -554,7 +405,9 @@ class Daemon:
             log.error("reload rejected, keeping the running config: %s", exc)
             self._sd.ready(f"reload rejected; {self.summary()}")
             return False
-        await self._start_new_reports(config)
+        await upkeep.start_new_reports(
+            self.config, config, self.store, self.options.clock, self.instance
+        )
         self.config = config
         self.client.use_token(token)
         self.meter.use_token(token.get_secret_value())
@@ -616,32 +469,6 @@ class Daemon:
             f"{len(self.dispatcher.slots)} series, {self.meter.on_the_wire} calls in flight, "
             f"{self.dispatcher.completed} fetches done" + (f"; {pause}" if pause else "")
         )
-
-
-def shift_jobs(scheduler: AsyncIOScheduler, step: timedelta) -> None:
-    """Keep the interval jobs on elapsed time after the wall clock was stepped by ``step``.
-
-    APScheduler 3 plans each run by the wall clock: after a step back of an hour the outbox
-    drain, the account rules and the digest would all wait an hour; after a step forward every
-    job would run at once. Moving each next run by the step keeps the pace they had.
-    """
-    for job in scheduler.get_jobs():
-        if job.next_run_time is not None:
-            job.modify(next_run_time=job.next_run_time + step)
-    log.info("the wall clock was stepped %s; timers keep their pace", describe(step))
-
-
-async def _schema_behind(url: str, clock: Clock) -> str | None:
-    """The revision of a database that is not at this code's head ("" when it has no
-    schema yet), or None when it is at the head."""
-    store = Store.open(url, clock=clock)
-    try:
-        await store.check_schema()
-    except SchemaOutOfDate as exc:
-        return exc.current or ""
-    finally:
-        await store.close()
-    return None
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
