@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import arguments
-from monitor.cli.main import build_parser
+from monitor.cli.parser import build_parser
 from monitor.config import parse_config
 from monitor.errors import ConfigError
 from monitor.model import Business, DateType, NoteType, Variant

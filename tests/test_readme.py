@@ -16,7 +16,7 @@ from markdown.extensions.toc import slugify
 from pydantic import BaseModel
 
 from monitor import config as config_module
-from monitor.cli.main import build_parser
+from monitor.cli.parser import build_parser
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
