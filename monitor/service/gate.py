@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TypeGuard
 
 from monitor.errors import BudgetError, StoreError
 from monitor.ops.wallclock import TOLERANCE, Monotonic, WallJumps, describe
@@ -28,12 +27,18 @@ from monitor.policy.budget import (
     Budget,
     BudgetState,
     Outcome,
-    day_edges,
     outcome_code,
-    quarter_of,
     token_fingerprint,
 )
 from monitor.policy.rules import AccountSubject
+from monitor.service.budget_view import (
+    Gauge,
+    gauge_of,
+    hard_pause,
+    ledger_day,
+    pauses_all,
+    zone_time,
+)
 from monitor.store import Store
 from monitor.store.ledger import BudgetStateRow, BudgetTxn, LedgerDay
 
@@ -65,51 +70,8 @@ class Ticket:
     sent_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Gauge:
-    """What ``status``, telemetry and the systemd STATUS line show of the budget."""
-
-    day: str
-    calls_today: int
-    billed_today: int
-    daily_calls: int
-    tokens: float
-    paused: bool
-    pause_code: int | None
-    pause_reason: str | None
-    rate_factor: float
-    #: quota and 302: when calls may go again; account codes: when the next probe may go
-    paused_until: datetime | None = None
-
-
-def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
-    """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
-    settled = budget.settle(state, now)
-    if settled.pause_code in ACCOUNT_CODES or (
-        settled.pause_code == QUOTA_EXCEEDED and settled.is_paused(now)
-    ):
-        return settled.pause_reason or f"paused (code {settled.pause_code})"
-    return None
-
-
-def ledger_day(budget: Budget, now: datetime) -> LedgerDay:
-    """The budget day ``now`` falls in, in the configured zone, as the ledger counts it."""
-    label, start, end = day_edges(now, budget.zone)
-    return LedgerDay(label=label, start=start, end=end, slot=max(start, quarter_of(now)))
-
-
-def _hard(code: int | None) -> TypeGuard[int]:
-    """A code that pauses every call (an account code or the daily quota)."""
-    return code is not None and (code in ACCOUNT_CODES or code == QUOTA_EXCEEDED)
-
-
 def _row(state: BudgetState) -> BudgetStateRow:
     return BudgetStateRow(**state.to_row())  # type: ignore[arg-type]
-
-
-def _when(moment: datetime, budget: Budget) -> str:
-    local = moment.astimezone(budget.zone)
-    return f"{local:%Y-%m-%d %H:%M} {budget.zone.key}"
 
 
 class Meter:
@@ -309,7 +271,7 @@ class Meter:
             self._exhausted = (txn.day.label, budget.daily_calls)
             raise BudgetError(
                 f"daily_calls ({budget.daily_calls}) used up for {txn.day.label} "
-                f"({budget.zone.key}); frees up at {_when(txn.day.end, budget)}",
+                f"({budget.zone.key}); frees up at {zone_time(txn.day.end, budget)}",
                 cap="daily_calls",
                 until=txn.day.end,
             )
@@ -320,7 +282,7 @@ class Meter:
         if reason is not None and not trying:
             settled = budget.settle(before, now)
             until = None if settled.pause_code in ACCOUNT_CODES else settled.paused_until
-            frees = "" if until is None else f"; frees up at {_when(until, budget)}"
+            frees = "" if until is None else f"; frees up at {zone_time(until, budget)}"
             if until is None:  # fixed the cause? no need to wait for the next probe
                 frees = "; `creator-monitor resume` tries now"
             raise BudgetError(
@@ -467,19 +429,7 @@ class Meter:
         now = self._clock()
         day = ledger_day(self.budget, now)
         calls, billed = await self._store.ledger_day(day)
-        state = self.budget.settle(self._state, now)
-        return Gauge(
-            day=day.label,
-            calls_today=calls,
-            billed_today=billed,
-            daily_calls=self.budget.daily_calls,
-            tokens=self.budget.tokens_at(state, now),
-            paused=hard_pause(self.budget, state, now) is not None,
-            pause_code=state.pause_code,
-            pause_reason=state.pause_reason,
-            rate_factor=self.budget.factor_at(state, now),
-            paused_until=state.paused_until,
-        )
+        return gauge_of(self.budget, self._state, now, day=day.label, calls=calls, billed=billed)
 
     async def account(self) -> AccountSubject:
         """What account-scope rules (and per-creator inhibition) see of the budget now.
@@ -526,9 +476,9 @@ class Meter:
     def _adopt(self, state: BudgetState) -> None:
         before, self._state = self._state, state
         if state.pause_code != before.pause_code:
-            if _hard(before.pause_code) and not _hard(state.pause_code):
+            if pauses_all(before.pause_code) and not pauses_all(state.pause_code):
                 self._ended = (before.pause_code, before.pause_reason, self._clock())
-            elif _hard(state.pause_code):
+            elif pauses_all(state.pause_code):
                 self._ended = None
             self._log_transition(before, state)
 

@@ -1,0 +1,82 @@
+"""The budget as the gate shows it, read from a budget state at a moment: the ``Gauge`` that
+``status``, telemetry and the systemd STATUS line show, why ordinary calls may not go (a hard
+pause), and the ledger day a call counts under."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeGuard
+
+from monitor.policy.budget import (
+    ACCOUNT_CODES,
+    QUOTA_EXCEEDED,
+    Budget,
+    BudgetState,
+    day_edges,
+    quarter_of,
+)
+from monitor.store.ledger import LedgerDay
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """What ``status``, telemetry and the systemd STATUS line show of the budget."""
+
+    day: str
+    calls_today: int
+    billed_today: int
+    daily_calls: int
+    tokens: float
+    paused: bool
+    pause_code: int | None
+    pause_reason: str | None
+    rate_factor: float
+    #: quota and 302: when calls may go again; account codes: when the next probe may go
+    paused_until: datetime | None = None
+
+
+def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
+    """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
+    settled = budget.settle(state, now)
+    if settled.pause_code in ACCOUNT_CODES or (
+        settled.pause_code == QUOTA_EXCEEDED and settled.is_paused(now)
+    ):
+        return settled.pause_reason or f"paused (code {settled.pause_code})"
+    return None
+
+
+def ledger_day(budget: Budget, now: datetime) -> LedgerDay:
+    """The budget day ``now`` falls in, in the configured zone, as the ledger counts it."""
+    label, start, end = day_edges(now, budget.zone)
+    return LedgerDay(label=label, start=start, end=end, slot=max(start, quarter_of(now)))
+
+
+def gauge_of(
+    budget: Budget, state: BudgetState, now: datetime, *, day: str, calls: int, billed: int
+) -> Gauge:
+    """The gauge of ``state`` at ``now``, with the ledger's ``calls`` and ``billed`` of ``day``."""
+    state = budget.settle(state, now)
+    return Gauge(
+        day=day,
+        calls_today=calls,
+        billed_today=billed,
+        daily_calls=budget.daily_calls,
+        tokens=budget.tokens_at(state, now),
+        paused=hard_pause(budget, state, now) is not None,
+        pause_code=state.pause_code,
+        pause_reason=state.pause_reason,
+        rate_factor=budget.factor_at(state, now),
+        paused_until=state.paused_until,
+    )
+
+
+def pauses_all(code: int | None) -> TypeGuard[int]:
+    """A code that pauses every call (an account code or the daily quota)."""
+    return code is not None and (code in ACCOUNT_CODES or code == QUOTA_EXCEEDED)
+
+
+def zone_time(moment: datetime, budget: Budget) -> str:
+    """``moment`` on the budget zone's clock, to the minute, with the zone's name."""
+    local = moment.astimezone(budget.zone)
+    return f"{local:%Y-%m-%d %H:%M} {budget.zone.key}"
