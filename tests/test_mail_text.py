@@ -24,9 +24,9 @@ from monitor.notify.message import (
     Digest,
     MessageContext,
     Mover,
-    Renderer,
 )
 from monitor.notify.plaintext import plain_text
+from monitor.notify.rendering import Renderer
 from monitor.notify.sender import Notifier
 
 LILYY = Creator("5c3bf7f7000000000602fd63", "Lilyy")

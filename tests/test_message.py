@@ -20,13 +20,12 @@ from monitor.notify.message import (
     FailingCreator,
     MessageContext,
     Mover,
-    Renderer,
     format_change,
     format_pct,
     format_value,
     human_duration,
-    render,
 )
+from monitor.notify.rendering import Renderer, render
 from monitor.policy.lifecycle import AlertState, Phase
 
 LILY = Creator("5c3bf7f7000000000602fd63", "Lilyy", ("fitness",))

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 
 from monitor.config import ApiErrorRule, BudgetRule, Config, CreatorConfig, Rule
 from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
-from monitor.notify.message import Language, MessageContext, Renderer, group_entry
+from monitor.notify.message import Language, MessageContext, group_entry
+from monitor.notify.rendering import Renderer
 from monitor.policy import grouping, rules
 from monitor.policy import lifecycle as alerts
 from monitor.policy.lifecycle import AlertState, Phase

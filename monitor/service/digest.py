@@ -26,8 +26,8 @@ from monitor.notify.message import (
     Message,
     MessageContext,
     Mover,
-    Renderer,
 )
+from monitor.notify.rendering import Renderer
 from monitor.notify.summary import describe
 from monitor.store import Store
 from monitor.store.alerts import AlertRow
