@@ -20,7 +20,7 @@ from demo_support import (  # noqa: F401
 )
 
 from monitor.cli.demo import CREATORS
-from monitor.cli.output import sparkline
+from monitor.cli.history_output import sparkline
 
 SECRET = "tok-SECRET-7f3a9c1e5b2d4e6f8a0b"
 

@@ -15,7 +15,7 @@ from typing import Any
 from daemon_support import child_env, cli, daemon_config, write_toml
 from sim_support import creator_id
 
-from monitor.cli.output import stream_export
+from monitor.cli.history_output import stream_export
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 

@@ -1,7 +1,8 @@
 """What each CLI command does, as one function per command over the library.
 
 Each takes the parsed arguments and the loaded config and returns an exit code; output formatting
-lives in ``monitor.cli.output``. Errors are raised as MonitorError for the CLI to print as one line.
+lives in ``monitor.cli.output`` and ``monitor.cli.history_output``. Errors are raised as
+MonitorError for the CLI to print as one line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from monitor.app import held_answers
-from monitor.cli import arguments, output
+from monitor.cli import arguments, history_output, output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
 from monitor.cli.resume import resume  # noqa: F401 - a handler: main.py looks it up here
@@ -162,9 +163,9 @@ def history(args: argparse.Namespace, config: Config) -> int:
             raise MonitorError(f"no stored history for {named}")
         if args.plot:
             width = shutil.get_terminal_size((100, 24)).columns
-            output.plot_history(rows, args.metric, sys.stdout, width)
+            history_output.plot_history(rows, args.metric, sys.stdout, width)
         else:
-            output.print_history(rows, args.metric, args.format, sys.stdout)
+            history_output.print_history(rows, args.metric, args.format, sys.stdout)
         return 0
 
     return _run(go)
@@ -179,7 +180,9 @@ def export(args: argparse.Namespace, config: Config) -> int:
             with output.progress(total, "export") as bar:
                 stream = cast("AsyncGenerator[dict[str, Any], None]", store.export_rows(since))
                 async with contextlib.aclosing(stream) as rows:
-                    count = await output.stream_export(rows, args.format, sys.stdout, bar.update)
+                    count = await history_output.stream_export(
+                        rows, args.format, sys.stdout, bar.update
+                    )
         print(f"{count:,} rows exported", file=sys.stderr)
         return 0
 

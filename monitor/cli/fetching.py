@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.app import fetch_parts
-from monitor.cli import arguments, output
+from monitor.cli import arguments, history_output, output
 from monitor.config import Config
 from monitor.display import labelled_time
 from monitor.errors import BudgetError, ConfigError, MonitorError
@@ -185,7 +185,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             gauge = await parts.meter.gauge()
             if slot.consecutive_failures or fetcher.last_result is None:
                 raise MonitorError(output.plain_error(slot.last_error or "failed"))
-            output.print_points(fetcher.last_result.data.daily, sys.stdout)
+            history_output.print_points(fetcher.last_result.data.daily, sys.stdout)
             print(
                 f"dry run: {fetcher.calls} call(s) spent inside the budget "
                 f"({gauge.calls_today} of {gauge.daily_calls} used today); nothing stored",
@@ -205,13 +205,13 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
                 finished = await _run_slot(fetcher, slot, interrupt)
             except AnswerHeld as exc:  # paid for: show it, say where it waits, exit 1
                 if exc.record.data is not None:
-                    output.print_points(exc.record.data.daily, sys.stdout)
+                    history_output.print_points(exc.record.data.daily, sys.stdout)
                 print(_held_line(parts.hold), file=sys.stderr)
                 return interrupt.code if interrupt.signum else 1
         if not finished:
             if fetcher.calls and not interrupt.abandoned:
                 rows = await store.history_rows(args.user_id, variant=variant)
-                output.print_history(rows, None, "table", sys.stdout)
+                history_output.print_history(rows, None, "table", sys.stdout)
                 kept = "the answer already paid for is stored"
             else:
                 kept = "no call was sent" if not fetcher.calls else "nothing stored"
@@ -222,7 +222,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             pause = parts.meter.hard_pause(_now())
             raise MonitorError(error if pause is None else f"{error}; calls paused: {pause}")
         rows = await store.history_rows(args.user_id, variant=variant)
-        output.print_history(rows, None, "table", sys.stdout)
+        history_output.print_history(rows, None, "table", sys.stdout)
     return 0
 
 
