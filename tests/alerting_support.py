@@ -25,9 +25,9 @@ from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting import Alerting
-from monitor.service.dispatch import load_slots
 from monitor.service.fetch import Fetcher, Slot, Verdict
 from monitor.service.gate import Meter
+from monitor.service.slot_loading import load_slots
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.schema import alerts, notifications
 from monitor.upstream import series as sim_series

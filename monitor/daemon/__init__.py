@@ -45,14 +45,10 @@ from monitor.policy.budget import Budget, daily_left
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
 from monitor.service import cluster
 from monitor.service.alerting import Alerting
-from monitor.service.dispatch import (
-    Dispatcher,
-    finish_or_cancel,
-    load_slots,
-    write_new_slots,
-)
+from monitor.service.dispatch import Dispatcher, finish_or_cancel
 from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
 from monitor.service.reach import Reach, upstream_host
+from monitor.service.slot_loading import load_slots, write_new_slots
 from monitor.service.spill import Hold
 from monitor.store import Store
 from monitor.upstream.client import JustOneClient
@@ -133,7 +129,7 @@ class Daemon:
         return 0
 
     async def _write_new_slots(self) -> None:
-        """The schedule rows of series new at this start (``dispatch.write_new_slots``)."""
+        """The schedule rows of series new at this start (``slot_loading.write_new_slots``)."""
         try:
             written = await write_new_slots(self.dispatcher.slots, self.store)
         except MonitorError as exc:

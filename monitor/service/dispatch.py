@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterator
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from monitor.config import Config, collector_paused
+from monitor.config import Config
 from monitor.errors import BudgetError, MonitorError, StoreError
 from monitor.model import Variant
 from monitor.policy import cadence
@@ -42,59 +41,6 @@ _SHORTEST_NAP = 0.05
 _SHARED_POLL = 1.0
 #: while the database refuses writes, dispatch waits this long, doubling up to the cap
 _STORE_BACKOFF = (1.0, 60.0)
-
-
-async def load_slots(
-    config: Config, store: Store, now: datetime, *, write_new: bool = True
-) -> Timetable:
-    """Sync the configured creators into the store and build the live schedule from it.
-
-    A new slot is first due at its stable offset inside its cadence (spread, no herd at start);
-    a known slot keeps its persisted due time, so a restart re-fetches nothing already served.
-    Runs for every creator at start-up and on reload (100,000 of them): per creator it only
-    looks up and appends to flat arrays, and the stored schedule is read a page at a time
-    into the rows already built.
-    """
-    with collector_paused():  # 100,000 rows: no collector walks while they are built
-        ids = await store.sync_creators([c.creator() for c in config.creators])
-        table = Timetable(config.creators, now)
-        first_row: dict[int, int] = {}  # creators.id -> its first row, while loading
-        # variants tuple (shared by every creator without overrides) -> their numbers; keyed
-        # by identity, the tuple itself kept in the value so its id cannot be reused
-        plans: dict[int, tuple[tuple[Variant, ...], list[int]]] = {}
-        for index, entry in enumerate(config.creators):
-            creator_id = ids[entry.user_id]
-            every = table.every_index(config.every_of(entry))
-            variants = config.variants_of(entry)
-            plan = plans.get(id(variants))
-            if plan is None:
-                plan = plans[id(variants)] = (variants, [table.variant_index(v) for v in variants])
-            first_row[creator_id] = len(table)
-            for variant in plan[1]:
-                table.add(index, creator_id, variant, every)
-        del ids
-        table.seal()
-        async for page in store.slot_states():
-            table.restore(page, first_row)
-        del first_row
-        if table.any_unscheduled() and table.place_unscheduled(now) and write_new:
-            await store.schedule_new(table.unwritten())  # one transaction, however many
-    return table
-
-
-async def write_new_slots(table: Timetable, store: Store, *, batch: int = 5_000) -> int:
-    """Store the schedule rows ``load_slots(write_new=False)`` left to write, ``batch`` rows a
-    transaction so that fetches' own writes get in between. The daemon does this after READY
-    on a database of its own: a first start with 100,000 new creators need not wait for it.
-    Should it not finish (a stop, a refused write), nothing is lost: a fetch stores its own
-    row, and the next start places the rest again on the same grid, still due. Returns how
-    many rows were written."""
-    rows = table.unwritten()
-    written = 0
-    while chunk := list(itertools.islice(rows, batch)):
-        await store.schedule_new(chunk)
-        written += len(chunk)
-    return written
 
 
 @dataclass(frozen=True, slots=True)

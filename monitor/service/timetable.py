@@ -67,7 +67,7 @@ class Timetable(Mapping[str, Slot]):
         self._keys: dict[str, int] | None = None  # series name -> row, built when first asked
         self._unwritten = array("I")  # rows placed but not in the store's schedule yet
 
-    # --- building (``dispatch.load_slots``) ---------------------------------------------------
+    # --- building (``slot_loading.load_slots``) -----------------------------------------------
 
     def variant_index(self, variant: Variant) -> int:
         """``variant``'s number in this table (the few distinct variants are kept once)."""
