@@ -1,11 +1,13 @@
-"""Mistakes a user makes on the command line, run as a user runs them (subprocesses against
-``creator-monitor simulate``): each is one line on stderr with the thing and the fix, exit 2 for
-usage and config errors, 1 for runtime failures, and refused input never reaches the upstream."""
+"""Mistakes a user makes on the command line, against the simulator over HTTP: each is one line
+on stderr with the thing and the fix, exit 2 for usage and config errors, 1 for runtime
+failures, and refused input never reaches the upstream.
+
+The commands run in this process (``cli_support``); ``--version`` and a usage mistake also run
+as the wheel's console script, as a user runs them (``test_the_wheel_*``)."""
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import subprocess
 import urllib.request
@@ -15,6 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from cli_support import Ran, run_cli, simulator
 from demo_support import clean_env, cli_command
 
 SECRET = "tok-SECRET-cli-errors-5b2d4e6f8a0b"
@@ -37,16 +40,15 @@ class Workspace:
         urllib.request.urlopen(request, timeout=10).close()
 
 
-def cli(
-    *argv: str, token: bool = True, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = clean_env()
-    if token:
-        env["JUSTONEAPI_TOKEN"] = SECRET
+def cli(*argv: str, token: bool = True, cwd: Path | None = None) -> Ran:
+    return run_cli(*argv, env={"JUSTONEAPI_TOKEN": SECRET} if token else {}, cwd=cwd)
+
+
+def wheel_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The wheel's ``creator-monitor``, as a user runs it."""
     return subprocess.run(
         [*cli_command(), *argv],
-        env=env,
-        cwd=cwd,
+        env=clean_env() | {"JUSTONEAPI_TOKEN": SECRET},
         capture_output=True,
         text=True,
         timeout=120,
@@ -54,7 +56,7 @@ def cli(
     )
 
 
-def one_line(done: subprocess.CompletedProcess[str]) -> str:
+def one_line(done: Ran | subprocess.CompletedProcess[str]) -> str:
     """The single line a failed command printed on stderr (and nothing else)."""
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -97,32 +99,15 @@ value = 10
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     folder = tmp_path_factory.mktemp("cli-errors")
-    proc = subprocess.Popen(
-        [*cli_command(), "simulate", "--port", "0", "--latency", "0.005"],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
-        assert match
+    with simulator(latency=0.005) as sim:
         db = folder / "h.db"
         config = folder / "config.toml"
-        config.write_text(
-            CONFIG.format(sim=match.group(0), db=db, lilyy=LILYY, mia=MIA), encoding="utf-8"
-        )
+        config.write_text(CONFIG.format(sim=sim, db=db, lilyy=LILYY, mia=MIA), encoding="utf-8")
         config.chmod(0o600)
         done = cli("-c", str(config), "db", "upgrade")
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""  # no alembic chatter
-        yield Workspace(config, db, match.group(0))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        yield Workspace(config, db, sim)
 
 
 # --- one row per command: a bad value or a typo is one line and exit 2, and costs nothing ----
@@ -199,7 +184,6 @@ USAGE: list[tuple[list[str], str]] = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("argv", "line"), USAGE, ids=[" ".join(a)[:30] for a, _ in USAGE])
 def test_a_usage_mistake_is_one_line_exit_2_and_calls_nothing(
     workspace: Workspace, argv: list[str], line: str
@@ -213,16 +197,26 @@ def test_a_usage_mistake_is_one_line_exit_2_and_calls_nothing(
 
 
 @pytest.mark.slow
-def test_version(workspace: Workspace) -> None:
-    done = cli("--version")
+def test_version() -> None:
+    done = wheel_cli("--version")
     assert (done.returncode, done.stdout) == (0, f"creator-monitor {version('creator-monitor')}\n")
-    assert cli("status", "--version").stdout == done.stdout
+    assert wheel_cli("status", "--version").stdout == done.stdout
+
+
+@pytest.mark.slow
+def test_the_wheel_answers_a_usage_mistake_in_one_line() -> None:
+    """The console script a user installs maps the parser's exit to 2, with the one line."""
+    done = wheel_cli("chek")
+    assert done.returncode == 2, done.stderr
+    assert one_line(done) == "error: unknown command 'chek'; did you mean 'check'? " + HELP.format(
+        ""
+    )
+    assert done.stdout == ""
 
 
 # --- creator references: a configured name works wherever a creator is asked for --------------
 
 
-@pytest.mark.slow
 def test_a_name_is_resolved_to_its_id_before_it_reaches_the_upstream(
     workspace: Workspace,
 ) -> None:
@@ -246,7 +240,6 @@ def test_a_name_is_resolved_to_its_id_before_it_reaches_the_upstream(
     assert workspace.counters()["calls"] == 1  # history and silence call nothing
 
 
-@pytest.mark.slow
 def test_a_creator_without_history_is_named_both_ways(workspace: Workspace) -> None:
     done = cli("history", "Mia", "-c", str(workspace.config))
     assert done.returncode == 1
@@ -256,7 +249,6 @@ def test_a_creator_without_history_is_named_both_ways(workspace: Workspace) -> N
 # --- runtime failures: exit 1, the thing and the fix ------------------------------------------
 
 
-@pytest.mark.slow
 def test_an_unreachable_upstream_names_the_host_and_the_fix(
     workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -274,7 +266,6 @@ def test_an_unreachable_upstream_names_the_host_and_the_fix(
     assert port not in done.stderr
 
 
-@pytest.mark.slow
 def test_unsilence_of_an_unknown_id_is_a_runtime_failure(workspace: Workspace) -> None:
     done = cli("unsilence", "999", "-c", str(workspace.config))
     assert (done.returncode, one_line(done)) == (1, "error: no silence with id 999")
@@ -283,7 +274,6 @@ def test_unsilence_of_an_unknown_id_is_a_runtime_failure(workspace: Workspace) -
 # --- check: every problem, the token, the channels; "ok" only when all is ---------------------
 
 
-@pytest.mark.slow
 def test_check_reports_every_config_error_at_once(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
@@ -302,7 +292,6 @@ def test_check_reports_every_config_error_at_once(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.slow
 def test_check_needs_a_token_unless_told_not_to(workspace: Workspace) -> None:
     done = cli("check", "-c", str(workspace.config), token=False)
     assert done.returncode == 2
@@ -323,7 +312,6 @@ def test_check_needs_a_token_unless_told_not_to(workspace: Workspace) -> None:
     assert with_token.stderr == ""
 
 
-@pytest.mark.slow
 def test_check_validates_channels_before_saying_ok_and_keeps_apprise_quiet(
     workspace: Workspace, tmp_path: Path
 ) -> None:
@@ -342,7 +330,6 @@ def test_check_validates_channels_before_saying_ok_and_keeps_apprise_quiet(
     assert "foo://bar" not in debug.stderr
 
 
-@pytest.mark.slow
 def test_alembic_chatter_only_under_debug(workspace: Workspace) -> None:
     quiet = cli("db", "current", "-c", str(workspace.config))
     assert quiet.returncode == 0, quiet.stderr
