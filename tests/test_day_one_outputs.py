@@ -1,14 +1,12 @@
 """Issue 18's wrong outputs (items 7, 8, 9, 14, 15, 16), each as a user or an operator meets
-it: the CLI as a process against ``creator-monitor simulate``, and the real fetcher, rules and
-notifier over HTTP with a ``json://`` receiver where the point is an alert."""
+it: the CLI (run in this process, ``cli_support``) against the simulator over HTTP, and the real
+fetcher, rules and notifier over HTTP with a ``json://`` receiver where the point is an alert."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
-import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from alerting_support import running, table
-from demo_support import clean_env, cli_command
+from cli_support import Ran, run_cli, simulator
 from receiver_support import Receiver
 from sim_support import CAPTURE_TIME, FakeClock, plain_creator
 
@@ -77,19 +75,12 @@ class Workspace:
         urllib.request.urlopen(request, timeout=10).close()
 
 
-def cli(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = clean_env() | {"JUSTONEAPI_TOKEN": SECRET, "MAIL_URL": "json://127.0.0.1:9/x"}
-    return subprocess.run(
-        [*cli_command(), *argv],
-        env=environ | env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def cli(*argv: str, **env: str) -> Ran:
+    environ = {"JUSTONEAPI_TOKEN": SECRET, "MAIL_URL": "json://127.0.0.1:9/x"}
+    return run_cli(*argv, env=environ | env)
 
 
-def one_line(done: subprocess.CompletedProcess[str]) -> str:
+def one_line(done: Ran) -> str:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert SECRET not in done.stdout + done.stderr
@@ -99,31 +90,14 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     folder = tmp_path_factory.mktemp("day-one")
-    proc = subprocess.Popen(
-        [*cli_command(), "simulate", "--port", "0", "--latency", "0.005"],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
-        assert match
+    with simulator(latency=0.005) as sim:
         db = folder / "h.db"
         config = folder / "config.toml"
-        config.write_text(
-            CONFIG.format(sim=match.group(0), db=db, lilyy=LILYY, mia=MIA), encoding="utf-8"
-        )
+        config.write_text(CONFIG.format(sim=sim, db=db, lilyy=LILYY, mia=MIA), encoding="utf-8")
         config.chmod(0o600)
         done = cli("-c", str(config), "db", "upgrade")
         assert done.returncode == 0, done.stderr
-        yield Workspace(folder, config, db, match.group(0))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        yield Workspace(folder, config, db, sim)
 
 
 # --- 7: a secret too short to be real is a config error, and never garbles a line -------------
