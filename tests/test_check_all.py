@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
+import cli_support
 import pytest
-from daemon_support import child_env, cli
+from cli_support import Ran
 from pydantic import BaseModel
 
 from monitor.config import CONSOLE_TOKEN_MIN, Config, ConfigError, parse_config
@@ -26,16 +26,8 @@ MIA = "5a1b2c3d4e5f60718293a4b5"
 TOKEN = "tok-SECRET-check-all-5b2d4e6f8a0b"
 
 
-def run_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*cli(), *argv],
-        env=child_env(TOKEN),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def run_cli(*argv: str, cwd: Path) -> Ran:
+    return cli_support.run_cli(*argv, env={"JUSTONEAPI_TOKEN": TOKEN}, cwd=cwd)
 
 
 def _secret(path: Path, text: str) -> Path:
@@ -254,7 +246,6 @@ def test_roster_cells_read_as_csv_not_pydantic(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.slow
 def test_a_short_inline_channel_url_is_named_under_url(tmp_path: Path) -> None:
     config = _secret(
         tmp_path / "config.toml",
