@@ -1,5 +1,7 @@
-"""The daily-use commands as users run them: status, history --plot, export, fetch --all,
-rules test; against a copy of the demo database and the simulator over real HTTP."""
+"""The daily-use commands: status, history --plot, export, fetch --all, rules test; against a
+copy of the demo database and the simulator over real HTTP. They run in this process
+(``cli_support``), except one ``fetch --all`` by the wheel's script against ``creator-monitor
+simulate``, as a user runs them."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import cli_support
 import pytest
+from cli_support import Ran
 from demo_support import (  # noqa: F401
     DemoRun,
     clean_env,
@@ -25,10 +29,15 @@ from monitor.cli.history_output import sparkline
 SECRET = "tok-SECRET-7f3a9c1e5b2d4e6f8a0b"
 
 
-def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*argv: str, env: dict[str, str] | None = None) -> Ran:
+    return cli_support.run_cli(*argv, env=env)
+
+
+def wheel_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The wheel's ``creator-monitor``, as a user runs it."""
     return subprocess.run(
         [*cli_command(), *argv],
-        env=env or clean_env(),
+        env=clean_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -152,13 +161,13 @@ def _fetch_all_config(tmp_path: Path, base_url: str, daily_calls: int) -> Path:
 
 
 def _with_token() -> dict[str, str]:
-    return {**clean_env(), "JUSTONEAPI_TOKEN": SECRET}
+    return {"JUSTONEAPI_TOKEN": SECRET}
 
 
 @pytest.mark.slow
 def test_fetch_all_fetches_every_creator_once(simulator: str, tmp_path: Path) -> None:
     config = _fetch_all_config(tmp_path, simulator, daily_calls=100)
-    done = cli("-c", str(config), "fetch", "--all", env=_with_token())
+    done = wheel_cli("-c", str(config), "fetch", "--all", env=_with_token())
     assert done.returncode == 0, done.stderr
     assert "3 of 3 series fetched with 3 calls" in done.stdout
     assert SECRET not in done.stdout + done.stderr
@@ -174,9 +183,17 @@ def test_fetch_all_fetches_every_creator_once(simulator: str, tmp_path: Path) ->
     assert rows == 3
 
 
-@pytest.mark.slow
-def test_fetch_all_stops_when_the_daily_budget_is_spent(simulator: str, tmp_path: Path) -> None:
-    config = _fetch_all_config(tmp_path, simulator, daily_calls=2)
+@pytest.fixture
+def simulator_here() -> Iterator[str]:
+    """The simulator in a thread of this process (``cli_support.simulator``)."""
+    with cli_support.simulator(latency=0.005) as base_url:
+        yield base_url
+
+
+def test_fetch_all_stops_when_the_daily_budget_is_spent(
+    simulator_here: str, tmp_path: Path
+) -> None:
+    config = _fetch_all_config(tmp_path, simulator_here, daily_calls=2)
     done = cli("-c", str(config), "fetch", "--all", env=_with_token())
     assert done.returncode == 1
     assert "2 of 3 series fetched with 2 calls" in done.stdout
@@ -186,7 +203,6 @@ def test_fetch_all_stops_when_the_daily_budget_is_spent(simulator: str, tmp_path
         assert db.execute("SELECT count(*) FROM fetches").fetchone()[0] == 2
 
 
-@pytest.mark.slow
 def test_fetch_needs_a_user_id_or_all(tmp_path: Path) -> None:
     done = cli("-c", str(tmp_path / "none.toml"), "fetch")
     assert done.returncode == 2
