@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
+from cli_support import Ran, run_cli
 from daemon_support import NotifySocket, child_env, cli, daemon_config, write_toml
 from sim_support import creator_id
 from wait_support import until
@@ -139,17 +139,10 @@ def test_rules_may_name_creators_from_the_roster(tmp_path: Path) -> None:
     assert config.rules[0].applies_to(config.creators[0])
 
 
-def _roster_check(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*cli(), "-c", str(config), "roster", "check"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def _roster_check(config: Path) -> Ran:
+    return run_cli("-c", str(config), "roster", "check")
 
 
-@pytest.mark.slow
 def test_roster_check_counts_or_lists_every_problem(tmp_path: Path) -> None:
     _write(tmp_path / "creators" / "a.csv", f"user_id,name\n{A},a\n{B},b\n")
     # the rest of the config may be unfinished: the roster is checked alone
