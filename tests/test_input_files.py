@@ -2,8 +2,9 @@
 config and the roster, special files (FIFOs, /dev/zero, directories, huge files) where a
 config, token, roster or template file is expected, wrong types, deep nesting and a BOM.
 
-Every command runs as a user runs it: a child process, with a time limit (a FIFO must never
-hang it) and a memory limit (/dev/zero must never eat the machine, even before the fix).
+Where a special file is read, the command runs as a user runs it: a child process, with a time
+limit (a FIFO must never hang it) and a memory limit (/dev/zero must never eat the machine, even
+before the fix). Odd text in regular files runs in this process (``cli_support``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cli_support
 import pytest
+from cli_support import Ran
 from daemon_support import NotifySocket, child_env, cli, creators, daemon_config, write_toml
 
 from monitor.config import ConfigError, load_config, parse_config
@@ -26,6 +29,7 @@ from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 from monitor.validation import problems_of
 
+TOKEN = "tok-SECRET-input-files-5b2d4e6f8a0b"
 LILYY = "5c3bf7f7000000000602fd63"
 MIA = "5a1b2c3d4e5f60718293a4b5"
 MEMORY_LIMIT = 1 << 30  # 1 GiB: /dev/zero read whole fails fast instead of taking the machine
@@ -41,7 +45,7 @@ def run_cli(
     """The CLI in a child process that may take at most 60 s and 1 GiB."""
     return subprocess.run(
         [*cli(), *argv],
-        env=env or child_env("tok-SECRET-input-files-5b2d4e6f8a0b"),
+        env=env or child_env(TOKEN),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -51,7 +55,12 @@ def run_cli(
     )
 
 
-def errors(done: subprocess.CompletedProcess[str]) -> list[str]:
+def run_here(*argv: str, cwd: Path) -> Ran:
+    """The CLI in this process: for regular files, which cannot hang it or fill its memory."""
+    return cli_support.run_cli(*argv, env={"JUSTONEAPI_TOKEN": TOKEN}, cwd=cwd)
+
+
+def errors(done: Ran | subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("error")]
 
 
@@ -94,7 +103,7 @@ def test_a_nul_in_a_roster_name_is_refused_naming_file_line_and_column(tmp_path:
     )
     line = "roster/team.csv:2: name: holds U+0000 (NUL); remove it"
     for argv in (["check", "--no-token"], ["roster", "check"], ["fetch", LILYY, "--dry-run"]):
-        done = run_cli("-c", str(config), *argv, cwd=tmp_path)
+        done = run_here("-c", str(config), *argv, cwd=tmp_path)
         assert done.returncode == 2, (argv, done.stderr)
         assert any(row.endswith(line) for row in done.stderr.splitlines()), (argv, done.stderr)
         assert "\x00" not in done.stderr
@@ -108,7 +117,7 @@ def test_a_control_character_in_toml_names_the_key_and_the_line(tmp_path: Path) 
         + f'[[creators]]\nuser_id = "{MIA}"\nname = "Mia\\u0000"\ntags = ["ok", "a\\tb"]\n'
         + '[[channels]]\nname = "team"\nurl = "json://127.0.0.1:9/x\\u001b"\n',
     )
-    done = run_cli("-c", str(config), "check", "--no-token", cwd=tmp_path)
+    done = run_here("-c", str(config), "check", "--no-token", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert errors(done) == [
         "error: creators[1].name: holds U+0000 (NUL) (config.toml line 8); remove it",
@@ -144,6 +153,7 @@ def _refused(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
         assert any(fragment in line for line in lines), (fragment, lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "word"),
     [(_fifo, "a FIFO (named pipe)"), (_zero, "a character device"), (Path.mkdir, "a directory")],
@@ -158,6 +168,7 @@ def test_a_special_file_as_the_config_is_one_line(tmp_path: Path, make: Any, wor
     assert len(errors(done)) == 1
 
 
+@pytest.mark.slow
 def test_a_huge_config_is_refused_before_it_is_read(tmp_path: Path) -> None:
     huge = tmp_path / "config.toml"
     with huge.open("wb") as sparse:
@@ -166,6 +177,7 @@ def test_a_huge_config_is_refused_before_it_is_read(tmp_path: Path) -> None:
     _refused(done, "config file is 5 GiB; at most 64 MiB")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("key", "make", "word"),
     [
@@ -188,6 +200,7 @@ def test_a_special_token_file_is_one_line(tmp_path: Path, key: str, make: Any, w
     _refused(done, f"error: {key}: token file {special} {word}")
 
 
+@pytest.mark.slow
 def test_roster_globs_matching_special_files_are_problems_not_hangs(tmp_path: Path) -> None:
     _write(tmp_path / "roster" / "a.csv", f"user_id\n{MIA}\n")
     _fifo(tmp_path / "roster" / "b.csv")
@@ -208,6 +221,7 @@ def test_roster_globs_matching_special_files_are_problems_not_hangs(tmp_path: Pa
     assert "roster/b.csv: roster file is a FIFO" in listing.stderr
 
 
+@pytest.mark.slow
 def test_templates_must_be_regular_files(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     _fifo(templates / "alert.en.j2")
@@ -229,6 +243,7 @@ def test_templates_must_be_regular_files(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 async def test_a_fifo_matched_by_the_roster_glob_at_a_reload_does_not_block_the_daemon(
     tmp_path: Path, token: str
 ) -> None:
@@ -339,7 +354,7 @@ def test_a_number_where_a_float_is_wanted_is_still_fine() -> None:
 
 def test_a_toml_nested_500_deep_is_exit_2_with_a_clear_line(tmp_path: Path) -> None:
     config = _write(tmp_path / "config.toml", "x = " + "[" * 500 + "]" * 500 + "\n")
-    done = run_cli("-c", str(config), "check", "--no-token", cwd=tmp_path)
+    done = run_here("-c", str(config), "check", "--no-token", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert errors(done) == [
         f"error: {config}: invalid TOML: arrays or tables nested too deeply "
@@ -350,7 +365,7 @@ def test_a_toml_nested_500_deep_is_exit_2_with_a_clear_line(tmp_path: Path) -> N
 def test_a_config_saved_with_a_bom_is_accepted(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_bytes(b"\xef\xbb\xbf" + BASE.format(folder=tmp_path).encode())
-    done = run_cli("-c", str(config), "check", "--no-token", cwd=tmp_path)
+    done = run_here("-c", str(config), "check", "--no-token", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("config ok: 1 creators")
 
