@@ -1,5 +1,5 @@
-"""The CLI as a user runs it, in subprocesses: fetch --dry-run against `simulate` and against a dead
-port, and history over the real captured sample (issue 2 and 3 acceptance paths)."""
+"""The CLI in this process (``cli_support``): fetch --dry-run against the simulator over HTTP and
+against a dead port, and history over the real captured sample (issue 2 and 3 acceptance paths)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,20 @@ import asyncio
 import csv
 import io
 import json
-import os
 import socket
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from wait_support import until_blocking
+from cli_support import run_cli, simulator
 
 from monitor.model import Creator, Variant
 from monitor.store import FetchRecord, Store, migrate
 from monitor.upstream.client import parse_core_data
 
 UID = "5c3bf7f7000000000602fd63"
-CLI = [sys.executable, "-m", "monitor"]
 
 
 def _free_port() -> int:
@@ -34,7 +30,7 @@ def _free_port() -> int:
 
 
 def _env(token: str) -> dict[str, str]:
-    return {**os.environ, "JUSTONEAPI_TOKEN": token}
+    return {"JUSTONEAPI_TOKEN": token}
 
 
 def _config(tmp_path: Path, port: int) -> Path:
@@ -48,37 +44,16 @@ def _config(tmp_path: Path, port: int) -> Path:
 
 @pytest.fixture
 def simulate() -> Iterator[int]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*CLI, "simulate", "--port", str(port), "--latency", "0.01"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        until_blocking(
-            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() is None,
-            60,
-            "creator-monitor simulate listening",
-            ignore=(OSError,),
-        )
-        yield port
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=10)
+    """The simulator's port; it runs in a thread of this process."""
+    with simulator(latency=0.01) as base_url:
+        yield int(base_url.rsplit(":", 1)[1])
 
 
-@pytest.mark.slow
 def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
     simulate: int, tmp_path: Path, token: str
 ) -> None:
-    done = subprocess.run(
-        [*CLI, "-c", str(_config(tmp_path, simulate)), "fetch", UID, "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=_env(token),
-        timeout=60,
-        check=False,
+    done = run_cli(
+        "-c", str(_config(tmp_path, simulate)), "fetch", UID, "--dry-run", env=_env(token)
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
@@ -96,17 +71,9 @@ def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
         assert db.execute("SELECT sum(calls) FROM budget_days").fetchone() == (1,)
 
 
-@pytest.mark.slow
 def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(tmp_path: Path, token: str) -> None:
     port = _free_port()
-    done = subprocess.run(
-        [*CLI, "-c", str(_config(tmp_path, port)), "fetch", UID, "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=_env(token),
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("-c", str(_config(tmp_path, port)), "fetch", UID, "--dry-run", env=_env(token))
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -142,7 +109,6 @@ async def _store_sample(url: str, body: str) -> None:
         )
 
 
-@pytest.mark.slow
 def test_history_of_the_stored_sample_prints_its_30_real_values(
     tmp_path: Path, data_dir: Path, token: str
 ) -> None:
@@ -152,14 +118,7 @@ def test_history_of_the_stored_sample_prints_its_30_real_values(
     sample = {p["dateKey"]: p["read"] for p in json.loads(body)["data"]["dailyData"]}
 
     def history(*extra: str) -> str:
-        done = subprocess.run(
-            [*CLI, "-c", str(config), "history", UID, *extra],
-            capture_output=True,
-            text=True,
-            env=_env(token),
-            timeout=60,
-            check=False,
-        )
+        done = run_cli("-c", str(config), "history", UID, *extra, env=_env(token))
         assert done.returncode == 0, done.stderr
         return done.stdout
 
