@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import subprocess
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -18,7 +17,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
-from daemon_support import child_env, cli
+from cli_support import run_cli
 from pydantic import SecretStr
 from sim_support import FakeClock, plain_creator
 
@@ -335,7 +334,6 @@ def test_the_log_filter_masks_a_piece_cut_by_a_format(
 # --------------------------------------------------------------------------- api.base_url
 
 
-@pytest.mark.slow
 def test_a_password_in_base_url_is_refused_by_check_and_never_shown(
     tmp_path: Path, token: str
 ) -> None:
@@ -346,14 +344,7 @@ def test_a_password_in_base_url_is_refused_by_check_and_never_shown(
         encoding="utf-8",
     )
     for argv in (["check"], ["fetch", "5c3bf7f7000000000602fd63"], ["run"]):
-        done = subprocess.run(
-            [*cli(), "--debug", "-c", str(config), *argv],
-            env=child_env(token),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = run_cli("--debug", "-c", str(config), *argv, env={"JUSTONEAPI_TOKEN": token})
         assert done.returncode == 2, done.stderr
         assert done.stderr.splitlines()[-1] == (
             "error: api.base_url: must not hold a user name or password (user:password@host); "
