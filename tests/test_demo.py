@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_support import Ran, run_cli
 from demo_support import (  # noqa: F401 - the fixture
     DemoRun,
     clean_env,
@@ -105,9 +106,14 @@ def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedPro
     )
 
 
+def _here(*args: str, cwd: Path) -> Ran:
+    """The CLI in this process (``cli_support``): for the commands that only print."""
+    return run_cli(*args, cwd=cwd)
+
+
 def test_an_existing_database_is_refused_without_fresh(demo: DemoRun, tmp_path: Path) -> None:  # noqa: F811
     before = demo.db.stat().st_mtime_ns, demo.db.stat().st_size
-    done = _cli("demo", "--db", str(demo.db), cwd=tmp_path)
+    done = _here("demo", "--db", str(demo.db), cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
     # (alembic's import-time INFO lines are issue 14's check/noise part, fixed separately)
@@ -134,10 +140,10 @@ def test_the_summary_ends_with_a_config_that_keeps_the_database(
     # as the lines say: the snippet in that file, then the two commands on it
     here = tmp_path / "demo.toml"
     here.write_text(snippet + "\n", encoding="utf-8")
-    status = _cli("-c", str(here), "status", cwd=tmp_path)
+    status = _here("-c", str(here), "status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert FALLING[1] in status.stdout
-    history = _cli("-c", str(here), "history", FALLING[0], "--metric", "read", cwd=tmp_path)
+    history = _here("-c", str(here), "history", FALLING[0], "--metric", "read", cwd=tmp_path)
     assert history.returncode == 0, history.stderr
     assert len([line for line in history.stdout.splitlines() if "-" in line]) >= 30
 
@@ -155,7 +161,7 @@ def test_fresh_replaces_the_database_and_counts_only_its_own_run(
         encoding="utf-8",
     )
     # an earlier session silenced the very rule the story fires
-    silenced = _cli(
+    silenced = _here(
         "-c", str(config), "silence", "add", "--rule", "reads-fall", "--for", "7d", cwd=tmp_path
     )
     assert silenced.returncode == 0, silenced.stderr

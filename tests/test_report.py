@@ -4,12 +4,12 @@ are really drawn (headless Chromium renders it; the DOM and the screenshot are c
 from __future__ import annotations
 
 import re
-import subprocess
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from demo_support import DemoRun, clean_env, cli_command, demo, demo_config  # noqa: F401
+from cli_support import run_cli
+from demo_support import DemoRun, demo, demo_config  # noqa: F401
 from report_support import count_color, render
 
 from monitor.service.report import (
@@ -94,14 +94,7 @@ def test_report_renders_charts_in_headless_chromium(
     config = demo_config(tmp_path, demo.db)
     out = tmp_path / "out" / "report.html"
     out.parent.mkdir()  # report --out refuses a missing folder
-    done = subprocess.run(
-        [*cli_command(), "-c", str(config), "report", "--out", str(out), "--since", "120d"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli("-c", str(config), "report", "--out", str(out), "--since", "120d")
     assert done.returncode == 0, done.stderr
     assert "8 creators, 240 points, " in done.stdout
     html = out.read_text(encoding="utf-8")
