@@ -214,6 +214,18 @@ def test_the_wheel_answers_a_usage_mistake_in_one_line() -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.slow
+def test_the_wheel_checks_a_config(workspace: Workspace) -> None:
+    """``check`` by the installed script: the config, the channels' apprise URLs, the token."""
+    done = wheel_cli("-c", str(workspace.config), "check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "config ok: 2 creators, 1 channels (each URL parsed), 1 rules; API token found"
+    )
+    assert done.stderr == ""
+    assert SECRET not in done.stdout
+
+
 # --- creator references: a configured name works wherever a creator is asked for --------------
 
 
