@@ -109,7 +109,15 @@ def simulator(latency: float = 0.005) -> Iterator[str]:
     """The simulated upstream, as ``creator-monitor simulate --latency LATENCY`` serves it, in
     a thread of this process; yields its base URL."""
     p50 = latency * 1000
-    knobs = SimKnobs(latency_p50_ms=p50, latency_p99_ms=p50 * 6)
+    with simulator_thread(SimKnobs(latency_p50_ms=p50, latency_p99_ms=p50 * 6)) as sim:
+        yield sim.base_url
+
+
+@contextlib.contextmanager
+def simulator_thread(knobs: SimKnobs) -> Iterator[Simulator]:
+    """A :class:`Simulator` serving on its own event loop in a thread of this process, so that
+    a command run here (whose ``main`` runs its own loop, and wants the main thread for its
+    signal handlers) can call it; its knobs may be changed between commands."""
     loop = asyncio.new_event_loop()
     started: list[Simulator] = []
     ready = threading.Event()
@@ -133,7 +141,7 @@ def simulator(latency: float = 0.005) -> Iterator[str]:
     try:
         if not ready.wait(timeout=30) or not started:
             raise RuntimeError("the simulator did not start")
-        yield started[0].base_url
+        yield started[0]
     finally:
         if started:
             asyncio.run_coroutine_threadsafe(started[0].close(), loop).result(timeout=30)

@@ -1,7 +1,8 @@
-"""Day one in production (issue 18), as processes: ``run`` migrates a fresh or older database
+"""Day one in production (issue 18): ``run``, as a process, migrates a fresh or older database
 itself (extending systemd's start timeout) and refuses a newer one; a fixed token ends a token
 pause at once (restart, reload); ``resume`` probes now; a call that never reached a server is
-not counted and ``fetch --all`` stops at the first one.
+not counted and ``fetch --all`` stops at the first one. The one-shot commands of ``resume`` and
+``fetch`` run in this process (``cli_support``) where no daemon runs beside them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import Ran, run_cli, simulator_thread
 from daemon_support import NotifySocket, child_env, cli, creators, daemon_config, write_toml
 from wait_support import until
 
@@ -23,8 +25,6 @@ from monitor.policy.budget_state import token_fingerprint
 from monitor.store import migrate
 from monitor.store.revision import HEAD_REVISION
 from monitor.upstream.simulator import SimKnobs, Simulator
-
-pytestmark = pytest.mark.slow
 
 GOOD = "good-token-0123456789abcdef"
 BAD = "revoked-token-0123456789abcdef"
@@ -66,6 +66,12 @@ async def _command(config: Path, *args: str, token: str = GOOD) -> subprocess.Co
     )
 
 
+def _here(config: Path, *args: str, token: str = GOOD) -> Ran:
+    """The CLI in this process, beside a simulator in a thread (``cli_support``)."""
+    return run_cli("-c", str(config), *args, env={"JUSTONEAPI_TOKEN": token})
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("start_at", ["empty", "0003_alert_variant"])
 async def test_run_migrates_a_fresh_or_older_database_and_extends_the_start_timeout(
     tmp_path: Path, start_at: str
@@ -100,6 +106,7 @@ async def test_run_migrates_a_fresh_or_older_database_and_extends_the_start_time
     assert _rows(db, "SELECT count(*) FROM fetches WHERE code = 0")[0][0] >= 3
 
 
+@pytest.mark.slow
 async def test_run_at_the_head_sends_no_extension_and_a_newer_database_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -128,6 +135,7 @@ def _pause_row(db: Path) -> tuple[Any, ...]:
     return row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["restart", "reload"])
 async def test_a_fixed_token_ends_a_token_pause_at_once(tmp_path: Path, how: str) -> None:
     """A 100 pause (probe every 15 m) ends as soon as the daemon has another token: the new
@@ -178,21 +186,21 @@ async def test_a_fixed_token_ends_a_token_pause_at_once(tmp_path: Path, how: str
     assert "calls resumed" in logs
 
 
-async def test_resume_probes_now_and_says_what_the_account_answered(tmp_path: Path) -> None:
+def test_resume_probes_now_and_says_what_the_account_answered(tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     url = f"sqlite+aiosqlite:///{db}"
-    async with Simulator(SimKnobs(latency_ms=5, balance=0)) as sim:
+    with simulator_thread(SimKnobs(latency_ms=5, balance=0)) as sim:
         doc = daemon_config(sim.base_url, url, creators(2), schedule={"probe_every": "15m"})
         config = write_toml(tmp_path / "config.toml", doc)
-        first = await _command(config, "fetch", creators(2)[1])
+        first = _here(config, "fetch", creators(2)[1])
         assert first.returncode == 1
         assert _pause_row(db)[0] == 601
-        refused = await _command(config, "fetch", creators(2)[1])
+        refused = _here(config, "fetch", creators(2)[1])
         assert refused.returncode == 1
         assert "calls paused" in refused.stderr
         calls = sim.counters().calls
 
-        still = await _command(config, "resume")
+        still = _here(config, "resume")
         assert still.returncode == 1, still.stderr
         assert "the account still refuses: insufficient account balance (code 601)" in (
             still.stderr
@@ -200,13 +208,13 @@ async def test_resume_probes_now_and_says_what_the_account_answered(tmp_path: Pa
         assert sim.counters().calls == calls + 1  # one probe, at once
 
         sim.set_balance(None)  # topped up
-        back = await _command(config, "resume")
+        back = _here(config, "resume")
         assert back.returncode == 0, back.stderr
         assert "the account answered normally (code 0); calls resume now" in back.stdout
         assert sim.counters().calls == calls + 2
         assert _pause_row(db)[0] is None
-        assert (await _command(config, "fetch", creators(2)[1])).returncode == 0
-    help_ = await _command(config, "resume", "-h")
+        assert (_here(config, "fetch", creators(2)[1])).returncode == 0
+    help_ = _here(config, "resume", "-h")
     assert help_.returncode == 0
     assert "creator-monitor -c" in help_.stdout
 
@@ -218,6 +226,7 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.slow
 async def test_calls_that_never_reached_a_server_are_not_counted(tmp_path: Path) -> None:
     """Nothing listens: ``fetch --all`` stops after the first refused connection, and neither
     it nor the daemon counts a call against daily_calls."""
@@ -248,6 +257,7 @@ async def test_calls_that_never_reached_a_server_are_not_counted(tmp_path: Path)
     assert attempts >= 3  # tried, recorded, not counted
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 async def test_two_daemons_starting_together_on_a_fresh_postgresql_migrate_it_once(
     tmp_path: Path, pg_url: str
@@ -278,23 +288,23 @@ async def test_two_daemons_starting_together_on_a_fresh_postgresql_migrate_it_on
     assert await migrate.drift(pg_url) == []
 
 
-async def test_fetch_with_a_changed_token_is_tried_at_once_during_a_token_pause(
+def test_fetch_with_a_changed_token_is_tried_at_once_during_a_token_pause(
     tmp_path: Path,
 ) -> None:
     """After a 100, ``fetch`` with the same token is refused without a call; with another
     token it is sent at once and its answer ends the pause."""
     db = tmp_path / "history.db"
     url = f"sqlite+aiosqlite:///{db}"
-    async with Simulator(SimKnobs(latency_ms=5, tokens=frozenset({GOOD}))) as sim:
+    with simulator_thread(SimKnobs(latency_ms=5, tokens=frozenset({GOOD}))) as sim:
         config = write_toml(tmp_path / "config.toml", daemon_config(sim.base_url, url, creators(1)))
         user = creators(1)[0]
-        assert (await _command(config, "fetch", user, token=BAD)).returncode == 1
+        assert (_here(config, "fetch", user, token=BAD)).returncode == 1
         assert _pause_row(db)[0] == 100
-        again = await _command(config, "fetch", user, token=BAD)
+        again = _here(config, "fetch", user, token=BAD)
         assert again.returncode == 1
         assert "calls paused: invalid or inactive API token (code 100)" in again.stderr
         assert sim.counters().calls == 1  # refused before anything was sent
-        fixed = await _command(config, "fetch", user, token=GOOD)
+        fixed = _here(config, "fetch", user, token=GOOD)
         assert fixed.returncode == 0, fixed.stderr
         assert sim.counters().calls == 2
         assert _pause_row(db)[0] is None
