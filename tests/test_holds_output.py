@@ -73,6 +73,10 @@ async def test_an_account_pause_is_one_line_per_command_and_a_hold_in_status(
             r"\(the next probe at \d{4}-\d\d-\d\d \d\d:\d\d Asia/Shanghai\)",
             hold,
         ), hold
+        # the account table's values start in one column, counts too (not pushed to the right
+        # edge of the long hold row)
+        (alerts,) = [line for line in out.splitlines() if line.startswith("open account alerts")]
+        assert alerts.index("0") == hold.index("insufficient"), (alerts, hold)
         code, _, refused = await _cli(config, token, "fetch", creators(1)[0])
         assert code == 1
         assert _lines(refused) == [

@@ -182,7 +182,7 @@ def print_status(
                 f"{counts.get('dead', 0):,}"
                 + (" (`creator-monitor notify retry`)" if counts.get("dead") else ""),
             ],
-            ["open account alerts", open_by_scope.get("account", 0)],
+            ["open account alerts", f"{open_by_scope.get('account', 0):,}"],
         ],
         out,
     )
