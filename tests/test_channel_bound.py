@@ -25,8 +25,6 @@ from monitor.upstream.simulator import SimKnobs, Simulator
 #: fixtures db, db_url, sdb, sqlite_url
 pytest_plugins = ("outbox_fixtures",)
 
-pytestmark = pytest.mark.slow
-
 
 async def _run(args: list[str], env: dict[str, str], cwd: Path, limit: float) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
@@ -46,6 +44,7 @@ async def _run(args: list[str], env: dict[str, str], cwd: Path, limit: float) ->
     return proc.returncode or 0, out.decode()
 
 
+@pytest.mark.slow
 async def test_notify_test_ends_when_a_channel_trickles_its_answer(
     tmp_path: Path, token: str
 ) -> None:
@@ -94,6 +93,7 @@ async def test_a_trickling_channel_fails_its_send_and_is_not_sent_again_while_st
     assert "previous send is still running" in row["last_error"]
 
 
+@pytest.mark.slow
 async def test_sigterm_ends_run_within_its_bound_while_a_channel_trickles(
     tmp_path: Path, token: str
 ) -> None:

@@ -245,6 +245,7 @@ BAD_SILENCES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("body", "argv", "key", "message"), BAD_SILENCES)
 async def test_the_api_refuses_a_silence_as_the_cli_does(
     console: httpx.AsyncClient,

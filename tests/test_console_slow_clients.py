@@ -22,8 +22,6 @@ from console_support import free_port
 from daemon_support import child_env, cli, write_toml
 from sim_support import creator_id
 
-pytestmark = pytest.mark.slow
-
 SLOW_CLIENTS = 1100
 DAEMON_FILES = 256
 CALLS_PER_MINUTE = 60
@@ -167,6 +165,7 @@ async def _probe(url: str) -> str:
     return "ok" if reply.status_code == 200 else str(reply.status_code)
 
 
+@pytest.mark.slow
 async def test_slow_clients_cannot_starve_the_daemon(daemon: Daemon) -> None:
     port = int(daemon.url.rsplit(":", 1)[1])
     stop = asyncio.Event()
@@ -200,6 +199,7 @@ async def test_slow_clients_cannot_starve_the_daemon(daemon: Daemon) -> None:
     assert "cannot accept" not in text  # the cap kept the descriptors: accepts never failed
 
 
+@pytest.mark.slow
 async def test_failed_accepts_are_logged_once_per_episode(daemon: Daemon) -> None:
     port = int(daemon.url.rsplit(":", 1)[1])
     # squeeze the running daemon's limit under what it needs to accept 100 more connections

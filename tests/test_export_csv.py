@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemon_support import child_env, cli, daemon_config, write_toml
 from sim_support import creator_id
 
@@ -43,6 +44,7 @@ async def _cli(*argv: str, cwd: Path, token: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.slow
 async def test_export_csv_neutralises_formulas_and_jsonl_keeps_them(
     tmp_path: Path, token: str
 ) -> None:

@@ -30,8 +30,6 @@ from wheel_support import ROOT, wheel_script
 
 from monitor.upstream.simulator import SimKnobs, Simulator
 
-pytestmark = pytest.mark.slow
-
 GUIDE = ROOT / "docs" / "install.md"
 UNIT_NAME = "creator-monitor.service"
 TOKEN = "install-guide-token-0123456789abcdef"
@@ -282,6 +280,7 @@ def test_the_guide_splits_into_the_commands_it_shows() -> None:
     assert any(c.startswith("systemctl enable --now") for c in commands)
 
 
+@pytest.mark.slow
 async def test_the_install_guide_runs_as_written(tmp_path: Path) -> None:
     venv = wheel_script().parent.parent
     commands = list(guide_commands(GUIDE.read_text(encoding="utf-8")))

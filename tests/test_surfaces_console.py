@@ -237,6 +237,7 @@ async def test_a_banner_while_calls_are_paused(console: tuple[str, str]) -> None
     assert "调用已暂停 : 账户余额不足 (代码 601) · 下次探测" in zh
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not shutil.which("chromium"), reason="no Chromium"
 )
