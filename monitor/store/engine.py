@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -112,8 +113,8 @@ def _install_sqlite_listeners(engine: AsyncEngine, *, foreign_keys: bool, busy_m
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            _enter_wal(cursor, busy_ms)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         finally:
@@ -125,6 +126,28 @@ def _install_sqlite_listeners(engine: AsyncEngine, *, foreign_keys: bool, busy_m
         # another writer got in between (busy_timeout cannot help); writers lock up front
         immediate = conn.get_execution_options().get(WRITE_LOCK_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _enter_wal(cursor: Any, busy_ms: int) -> None:
+    """Put the file in WAL mode, waiting like any writer when other connections race to do it.
+
+    WAL is stored in the file, so only a new database changes mode. Changing it needs an exclusive
+    lock, and SQLite answers "database is locked" at once instead of calling the busy handler
+    when several connections open a new file together (three daemons migrating one fresh
+    database), so the change is retried until ``busy_ms`` has passed.
+    """
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+        except Exception as exc:  # the driver adapter's own OperationalError class
+            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
 
 
 def describe(exc: BaseException, url: URL) -> str:
