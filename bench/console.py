@@ -28,7 +28,7 @@ from monitor.config import parse_config
 from monitor.model import AlertState, CoreData, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.store import FetchRecord, Store, migrate
 from monitor.web import auth
-from monitor.web.app import Console
+from monitor.web.context import Console
 from monitor.web.routes import mount
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)

@@ -18,11 +18,11 @@ from monitor.config import Config, resolve_token
 from monitor.errors import MonitorError, SchemaOutOfDate
 from monitor.ops.wallclock import Monotonic
 from monitor.policy.budget import Budget
-from monitor.service import cluster
-from monitor.service.alerting import Alerting
-from monitor.service.fetch import Fetcher, Observe
-from monitor.service.gate import Meter
-from monitor.service.spill import Hold, spill_path
+from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching import cluster
+from monitor.service.fetching.fetch import Fetcher, Observe
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.spill import Hold, spill_path
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
 

@@ -24,10 +24,10 @@ from monitor.notify.ports import DrainReport
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
 from monitor.policy.rules import AccountSubject
-from monitor.service.alerting import Alerting
-from monitor.service.fetch import Fetcher, Slot, Verdict
-from monitor.service.gate import Meter
-from monitor.service.slot_loading import load_slots
+from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching.fetch import Fetcher, Slot, Verdict
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot_loading import load_slots
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.schema import alerts, notifications
 from monitor.upstream import series as sim_series

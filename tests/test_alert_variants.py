@@ -19,7 +19,7 @@ from sqlalchemy import text
 from monitor.config import parse_config
 from monitor.model import AlertState, Creator, NoteType, Phase, Severity, Variant
 from monitor.policy.rules import AccountSubject
-from monitor.service.alerting import Alerting, SeriesFacts
+from monitor.service.alerting.evaluation import Alerting, SeriesFacts
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.engine import make_engine
 

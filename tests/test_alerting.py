@@ -19,7 +19,7 @@ from sim_support import FakeClock
 from monitor.config import Config, parse_config
 from monitor.model import Creator, Variant
 from monitor.policy.rules import AccountSubject
-from monitor.service.alerting import Alerting, SeriesFacts
+from monitor.service.alerting.evaluation import Alerting, SeriesFacts
 from monitor.store import Store
 
 T0 = datetime.fromisoformat("2025-12-11T02:00:00+00:00")
@@ -211,7 +211,7 @@ async def test_a_pause_that_ends_and_comes_back_within_seconds_is_one_alert(
     one [CRITICAL] is queued, not [CRITICAL], [RESOLVED], [CRITICAL]."""
     from monitor.errors import AccountBlocked
     from monitor.policy.budget import Budget
-    from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
+    from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
 
     alerting = Alerting(config_of(ACCOUNT), store, clock=clock)
     budget = Budget(calls_per_minute=60, burst=5, daily_calls=2000, zone=ZoneInfo("UTC"))

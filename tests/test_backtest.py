@@ -14,7 +14,7 @@ from sim_support import FakeClock
 
 from monitor.config import Config, parse_config
 from monitor.model import Creator
-from monitor.service.backtest import BacktestLine, run_backtest
+from monitor.service.alerting.backtest import BacktestLine, run_backtest
 from monitor.store import Store
 
 START = date(2025, 11, 1)

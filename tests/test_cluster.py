@@ -26,8 +26,8 @@ from monitor import __version__
 from monitor.errors import StoreError
 from monitor.model import Creator, Variant
 from monitor.policy.budget import Budget
-from monitor.service import cluster
-from monitor.service.fetch import Slot
+from monitor.service.fetching import cluster
+from monitor.service.fetching.fetch import Slot
 from monitor.store import FetchRecord, Store
 
 V = Variant()

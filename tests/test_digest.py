@@ -23,8 +23,8 @@ from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Vari
 from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
-from monitor.service.digest import build_digest, queue_due_digest, week_movers
-from monitor.service.gate import Meter
+from monitor.service.fetching.gate import Meter
+from monitor.service.reporting.digest import build_digest, queue_due_digest, week_movers
 from monitor.store import FetchRecord, Store
 
 #: 2025-12-11 09:00 in Asia/Shanghai

@@ -14,7 +14,7 @@ from alerting_support import Loop, falling_creator, loop_config, running, table
 from receiver_support import Receiver
 from sim_support import CAPTURE_TIME, FakeClock, plain_creator
 
-from monitor.service.fetch import Verdict
+from monitor.service.fetching.fetch import Verdict
 from monitor.upstream.simulator import Simulator
 
 PGY = "https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/"

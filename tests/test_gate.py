@@ -24,7 +24,7 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
 
 from monitor.errors import AccountBlocked, BudgetError, QuotaExceeded, StoreError
 from monitor.policy.budget import Budget
-from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
+from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
 from monitor.store import Store, migrate
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -12,14 +12,14 @@ from cli_support import run_cli
 from demo_support import DemoRun, demo, demo_config  # noqa: F401
 from report_support import count_color, render
 
-from monitor.service.report import (
+from monitor.service.reporting.report import (
     REPORT_METRICS,
     CreatorSeries,
     Line,
     ReportData,
     top_movers,
 )
-from monitor.service.report import (
+from monitor.service.reporting.report import (
     render as render_html,
 )
 from monitor.store.alerts import AlertRow
@@ -186,7 +186,7 @@ def test_the_page_speaks_the_configured_zone_labels_and_number_format() -> None:
     from dataclasses import replace
     from zoneinfo import ZoneInfo
 
-    from monitor.service.report import BudgetDay
+    from monitor.service.reporting.report import BudgetDay
 
     big = _series("big", [12000, 12000, 12000, 12000, 12000, 12000, 12000, 12000, 9000])
     alert = AlertRow(

@@ -24,7 +24,7 @@ from receiver_support import Receiver
 from wait_support import until
 
 from monitor.config import ReportConfig
-from monitor.service.scheduled import last_period
+from monitor.service.reporting.scheduled import last_period
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 

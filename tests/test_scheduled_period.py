@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 
 from monitor.config import Config, load_config, parse_config
 from monitor.model import Creator
-from monitor.service.scheduled import queue_due_reports
+from monitor.service.reporting.scheduled import queue_due_reports
 from monitor.store import Store
 from monitor.store.schema import alerts, budget_calls, notifications, report_runs
 

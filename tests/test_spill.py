@@ -1,4 +1,4 @@
-"""Paid answers the database refuses are held, spilled and stored once (monitor.service.spill),
+"""Paid answers the database refuses are held, spilled and stored once (service.fetching.spill),
 on SQLite and PostgreSQL: the spill file round-trips, a replay after a crash before the file went
 stores nothing twice, and a Fetcher whose write is refused stops buying calls (retries included)."""
 
@@ -25,9 +25,9 @@ from monitor.config import parse_config
 from monitor.errors import StoreError
 from monitor.model import Creator, Variant
 from monitor.policy.budget import Budget
-from monitor.service.fetch import Fetcher, Slot
-from monitor.service.gate import Meter
-from monitor.service.spill import (
+from monitor.service.fetching.fetch import Fetcher, Slot
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.spill import (
     SUFFIX,
     AnswerHeld,
     Hold,

@@ -20,7 +20,7 @@ from store_support import FakeClock, first_due
 from monitor.config import Config, collector_paused, parse_config
 from monitor.model import Creator
 from monitor.policy import cadence
-from monitor.service.slot_loading import load_slots, write_new_slots
+from monitor.service.fetching.slot_loading import load_slots, write_new_slots
 from monitor.store import Store, engine, migrate
 from monitor.store.schema import creators, schedule
 

@@ -28,7 +28,7 @@ from store_support import (  # noqa: F401 -- clock and store are fixtures used b
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.model import CoreData, DateType, Variant
 from monitor.policy.budget import Budget
-from monitor.service.budget_view import ledger_day
+from monitor.service.fetching.budget_view import ledger_day
 from monitor.store import FetchRecord, Store, migrate
 
 GATE_BUDGET = Budget(calls_per_minute=30, burst=5, daily_calls=10, zone=ZoneInfo("Asia/Shanghai"))

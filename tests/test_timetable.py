@@ -8,7 +8,7 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 from monitor.model import Creator, DateType, Variant
-from monitor.service.timetable import Timetable, micros, moment
+from monitor.service.fetching.timetable import Timetable, micros, moment
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -31,8 +31,8 @@ from monitor.notify.channels import validate_channel_url
 from monitor.notify.sender import Notifier
 from monitor.policy import cadence
 from monitor.policy.budget import Budget
-from monitor.service.backtest import run_backtest
-from monitor.service.gate import Meter
+from monitor.service.alerting.backtest import run_backtest
+from monitor.service.fetching.gate import Meter
 from monitor.store import Store
 from monitor.validation import raise_all
 
@@ -217,7 +217,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
 
 
 def report(args: argparse.Namespace, config: Config) -> int:
-    from monitor.service.report import write_report
+    from monitor.service.reporting.report import write_report
 
     folder = args.out.absolute().parent
     if not folder.is_dir():  # a mistyped path is refused, never created

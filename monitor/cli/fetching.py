@@ -22,9 +22,9 @@ from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
 from monitor.policy.budget_state import RATE_LIMITED
-from monitor.service.fetch import Fetcher, Slot
-from monitor.service.gate import Meter
-from monitor.service.spill import AnswerHeld, Hold
+from monitor.service.fetching.fetch import Fetcher, Slot
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.spill import AnswerHeld, Hold
 
 
 def _now() -> datetime:
@@ -53,7 +53,7 @@ def _pause_said_once() -> Iterator[None]:
     def said_by_the_command(record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("calls paused")
 
-    logger = logging.getLogger("monitor.service.gate")
+    logger = logging.getLogger("monitor.service.fetching.gate")
     logger.addFilter(said_by_the_command)
     try:
         yield

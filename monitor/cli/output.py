@@ -26,7 +26,7 @@ from monitor.errors import MonitorError
 from monitor.notify.message import cut
 from monitor.notify.summary import describe
 from monitor.policy.budget_state import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED
-from monitor.service.reach import UNREACHABLE_AFTER
+from monitor.service.fetching.reach import UNREACHABLE_AFTER
 
 UTC_ZONE = ZoneInfo("UTC")
 

@@ -14,7 +14,7 @@ from monitor.config import Config
 from monitor.errors import BudgetError, ConfigError
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_OK_CODES
-from monitor.service.fetch import Slot
+from monitor.service.fetching.fetch import Slot
 
 
 def _now() -> datetime:

@@ -43,13 +43,13 @@ from monitor.ops.wallclock import WallJumps
 from monitor.policy import concurrency
 from monitor.policy.budget import Budget, daily_left
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
-from monitor.service import cluster
-from monitor.service.alerting import Alerting
-from monitor.service.dispatch import Dispatcher, finish_or_cancel
-from monitor.service.gate import ACCOUNT_HYSTERESIS, Meter
-from monitor.service.reach import Reach, upstream_host
-from monitor.service.slot_loading import load_slots, write_new_slots
-from monitor.service.spill import Hold
+from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching import cluster
+from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
+from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
+from monitor.service.fetching.reach import Reach, upstream_host
+from monitor.service.fetching.slot_loading import load_slots, write_new_slots
+from monitor.service.fetching.spill import Hold
 from monitor.store import Store
 from monitor.upstream.client import JustOneClient
 from monitor.validation import raise_all

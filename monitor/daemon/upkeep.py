@@ -10,7 +10,7 @@ from datetime import datetime
 
 from monitor.config import Config
 from monitor.errors import MonitorError
-from monitor.service.digest import queue_due_digest
+from monitor.service.reporting.digest import queue_due_digest
 from monitor.store import Store
 
 #: the daemon's lines keep the one logger name they are known by
@@ -31,7 +31,9 @@ async def queue_reports(config: Config, store: Store, clock: Clock, owner: str) 
     """Scheduled reports whose period ended: queued once (a claim in the database)."""
     if not config.reports:
         return
-    from monitor.service.scheduled import queue_due_reports  # plotly: only when reports are set
+    from monitor.service.reporting.scheduled import (
+        queue_due_reports,  # plotly: only when reports are set
+    )
 
     try:
         await queue_due_reports(config, store, clock(), owner=owner)
@@ -48,7 +50,7 @@ async def start_new_reports(
     added = [r for r in config.reports if r.name not in known]
     if not added:
         return
-    from monitor.service.scheduled import skip_ended_periods  # plotly: only when needed
+    from monitor.service.reporting.scheduled import skip_ended_periods  # plotly: only when needed
 
     try:
         await skip_ended_periods(added, config, store, clock(), owner=owner)

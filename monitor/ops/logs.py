@@ -23,7 +23,7 @@ _SYSLOG_PRIORITY = {
 
 
 class JournalFormatter(logging.Formatter):
-    """``<6>monitor.service.dispatch: message``: journald maps the prefix to a priority and
+    """``<6>monitor.service.fetching.dispatch: message``: journald maps the prefix to a priority and
     adds the time."""
 
     def format(self, record: logging.LogRecord) -> str:

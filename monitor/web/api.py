@@ -15,7 +15,7 @@ from monitor.config.references import silence_body
 from monitor.errors import ConfigError
 from monitor.model import METRICS
 from monitor.validation import unknown
-from monitor.web.app import console_of, problem_text, row_id
+from monitor.web.context import console_of, problem_text, row_id
 from monitor.web.pages import overview_query
 
 PREFIX = "/api/v1"

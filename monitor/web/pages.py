@@ -19,7 +19,7 @@ from monitor.model import METRICS
 from monitor.store.console import OverviewQuery, Sort
 from monitor.validation import raise_all, unknown
 from monitor.web import auth
-from monitor.web.app import console_of, problem_text, row_id
+from monitor.web.context import console_of, problem_text, row_id
 from monitor.web.i18n import translator
 
 PER_PAGE = 50

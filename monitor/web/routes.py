@@ -17,7 +17,7 @@ from aiohttp import web
 
 from monitor.errors import StoreError
 from monitor.web import api, auth, pages
-from monitor.web.app import CONSOLE_KEY, Console, console_of
+from monitor.web.context import CONSOLE_KEY, Console, console_of
 
 log = logging.getLogger(__name__)
 

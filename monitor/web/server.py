@@ -23,7 +23,7 @@ from monitor.errors import ConfigError, MonitorError
 from monitor.ops import listener
 from monitor.store import Store
 from monitor.web import auth
-from monitor.web.app import Console
+from monitor.web.context import Console
 from monitor.web.routes import mount
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from drills.tally import Tally
 from monitor.model import Variant
 from monitor.policy import cadence
 from monitor.policy.budget import Budget
-from monitor.service.gate import Meter
+from monitor.service.fetching.gate import Meter
 from monitor.store import Store, migrate
 
 ZONE = ZoneInfo("Asia/Shanghai")

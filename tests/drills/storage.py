@@ -30,9 +30,9 @@ from monitor.errors import StoreError
 from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
-from monitor.service.fetch import Fetcher, Slot
-from monitor.service.gate import Meter
-from monitor.service.spill import AnswerHeld, Hold
+from monitor.service.fetching.fetch import Fetcher, Slot
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.spill import AnswerHeld, Hold
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.outbox import NewMessage
 from monitor.upstream.client import JustOneClient, parse_core_data

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drills.clock import JUMP_AT, START, budget, clock_drill, run
-from monitor.service.gate import Meter
+from monitor.service.fetching.gate import Meter
 from monitor.store import Store, migrate
 
 pytestmark = pytest.mark.drills

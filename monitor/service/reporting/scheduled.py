@@ -17,7 +17,7 @@ from monitor.config import Config, ReportConfig
 from monitor.model import METRIC_LABELS
 from monitor.notify.message import Language, cut, format_pct, format_value
 from monitor.notify.summary import describe
-from monitor.service.report import ReportData, collect, render
+from monitor.service.reporting.report import ReportData, collect, render
 from monitor.store import Store
 from monitor.store.outbox import NewMessage
 

@@ -31,7 +31,7 @@ from monitor.policy.budget import (
     token_fingerprint,
 )
 from monitor.policy.rules import AccountSubject
-from monitor.service.budget_view import (
+from monitor.service.fetching.budget_view import (
     Gauge,
     gauge_of,
     hard_pause,

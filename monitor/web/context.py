@@ -178,7 +178,7 @@ class Console:
         """Calls and billed calls today, use in the last minute, pause and next probe, calls
         per day (the last 14) and by code. Read from the database: the same under ``serve``."""
         from monitor.policy.budget import ACCOUNT_CODES, Budget, BudgetState
-        from monitor.service.budget_view import ledger_day
+        from monitor.service.fetching.budget_view import ledger_day
 
         now = self.clock()
         today = self.today()

@@ -28,9 +28,9 @@ from monitor.errors import (
 from monitor.model import Creator, FetchResult, Variant
 from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
-from monitor.service.alerting import Alerting, SeriesFacts
-from monitor.service.gate import Meter, Ticket
-from monitor.service.spill import AnswerHeld, Hold, RulesOwed, new_attempt_id
+from monitor.service.alerting.evaluation import Alerting, SeriesFacts
+from monitor.service.fetching.gate import Meter, Ticket
+from monitor.service.fetching.spill import AnswerHeld, Hold, RulesOwed, new_attempt_id
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
 

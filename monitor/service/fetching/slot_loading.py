@@ -9,7 +9,7 @@ from datetime import datetime
 
 from monitor.config import Config, collector_paused
 from monitor.model import Variant
-from monitor.service.timetable import Timetable
+from monitor.service.fetching.timetable import Timetable
 from monitor.store import Store
 
 

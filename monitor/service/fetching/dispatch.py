@@ -24,10 +24,10 @@ from monitor.model import Variant
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_CODES, next_midnight
 from monitor.policy.concurrency import InFlightSizer
-from monitor.service.cluster import Claims, ready_bound
-from monitor.service.fetch import Fetcher, Slot, Verdict
-from monitor.service.spill import AnswerHeld, RulesOwed, WritesRefused
-from monitor.service.timetable import Timetable
+from monitor.service.fetching.cluster import Claims, ready_bound
+from monitor.service.fetching.fetch import Fetcher, Slot, Verdict
+from monitor.service.fetching.spill import AnswerHeld, RulesOwed, WritesRefused
+from monitor.service.fetching.timetable import Timetable
 from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Alerting: stored history to alert transitions and their messages; rule backtests."""

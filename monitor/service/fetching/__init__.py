@@ -1,0 +1,1 @@
+"""Fetching: the schedule, the one gate, the fetch of one series, held answers, reach."""

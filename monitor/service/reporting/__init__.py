@@ -1,0 +1,1 @@
+"""Reporting: the HTML report, scheduled reports and the daily digest."""
