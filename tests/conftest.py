@@ -10,12 +10,18 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from wheel_support import SHARED_ENV
+import pytest_asyncio
+from support.demo import DemoRun, demo_run
+from support.outbox import OutboxDb, open_db
+from support.store import FakeClock
+from support.wheel import SHARED_ENV
+
+from monitor.store import Store, migrate
 
 DATA = Path(__file__).parent / "data"
 PG_ADMIN_DSN = os.environ.get("CM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -43,7 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _prepare() -> None:
-    from demo_support import demo_run
 
     # a failure here is left to the first test that needs the wheel or the demo: it tries
     # again and reports it
@@ -68,7 +73,7 @@ _PREPARE = pytest.StashKey[threading.Thread]()
 #: modules whose tests share a costly module fixture (a daemon): all on one xdist worker, so the
 #: fixture starts once. (Not ``xdist_group`` marks with ``--dist loadgroup``: on pytest 9.2 they
 #: are silently ignored, pytest-dev/pytest-xdist#1386.)
-ONE_WORKER_MODULES = ("tests/test_console_api.py", "tests/test_console_browser.py")
+ONE_WORKER_MODULES = ("tests/e2e/test_console_api.py", "tests/e2e/test_console_browser.py")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -219,3 +224,48 @@ def pg_url() -> Iterator[str]:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand (``support.store.FakeClock``)."""
+    return FakeClock()
+
+
+@pytest_asyncio.fixture
+async def store(db_url: str, clock: FakeClock) -> AsyncIterator[Store]:
+    """A migrated, open store on each backend; closed afterwards."""
+    await migrate.upgrade(db_url)
+    async with Store.open(db_url, clock=clock) as opened:
+        yield opened
+
+
+@pytest.fixture
+def demo() -> DemoRun:
+    """The demo, run once per test run and shared (``support.demo.demo_run``)."""
+    return demo_run()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path}/outbox.db"
+
+
+@pytest_asyncio.fixture
+async def db(db_url: str) -> AsyncIterator[OutboxDb]:
+    """A migrated outbox store on each backend."""
+    outbox = await open_db(db_url)
+    try:
+        yield outbox
+    finally:
+        await outbox.close()
+
+
+@pytest_asyncio.fixture
+async def sdb(sqlite_url: str) -> AsyncIterator[OutboxDb]:
+    """A migrated outbox store on SQLite only."""
+    outbox = await open_db(sqlite_url)
+    try:
+        yield outbox
+    finally:
+        await outbox.close()

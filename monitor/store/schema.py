@@ -1,7 +1,7 @@
 """The SQL tables of creator-monitor as SQLAlchemy Core metadata, and the column types they use.
 
 Owns table and column definitions only; it runs no queries. Migrations in ``migrations/`` create
-and change the schema; ``tests/test_migrations.py`` proves the two never drift apart.
+and change the schema; ``tests/store/test_migrations.py`` proves the two never drift apart.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from receiver_support import Receiver
+from support.receiver import Receiver
 
 from drills.crash import Daemon, _check_ledger, _first_call
 from drills.tally import Tally, dump, query

@@ -16,7 +16,7 @@ from itertools import count, pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from store_support import first_due
+from support.store import first_due
 
 from drills.tally import Tally
 from monitor.model import Variant

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from receiver_support import Receiver
-from wait_support import until
+from support.receiver import Receiver
+from support.wait import until
 
 from drills.tally import Tally, dump, integrity, query
 from monitor.store import migrate

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from receiver_support import Receiver
 from sqlalchemy import event
-from wait_support import until
+from support.receiver import Receiver
+from support.wait import until
 
 from drills.storage import read_only, snapshot
 from drills.tally import Tally, dump, integrity, query

@@ -1,4 +1,4 @@
-"""The bad-input drill's long form: the hypothesis properties of ``tests/test_fuzz_input.py``
+"""The bad-input drill's long form: the hypothesis properties of ``tests/unit/test_fuzz_input.py``
 run with many more examples in a child pytest; every failing property counts as data lost."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from drills.tally import Tally
 
-FUZZ_TESTS = Path(__file__).resolve().parent.parent / "test_fuzz_input.py"
+FUZZ_TESTS = Path(__file__).resolve().parent.parent / "unit" / "test_fuzz_input.py"
 #: properties in the fuzz module that draw examples (the xfails are single cases)
 PROPERTIES = 7
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from receiver_support import Receiver
+from support.receiver import Receiver
 
 from drills.tally import Tally, dump, query
 from monitor.config import NotifyConfig, load_config

@@ -21,8 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
-from receiver_support import Receiver
 from sqlalchemy import event
+from support.receiver import Receiver
 
 from drills.tally import Tally, integrity, query
 from monitor.config import NotifyConfig, parse_config

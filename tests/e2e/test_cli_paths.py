@@ -1,0 +1,134 @@
+"""The CLI in this process (``support.cli``): fetch --dry-run against the simulator over HTTP and
+against a dead port, and history over the real captured sample (issue 2 and 3 acceptance paths)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import socket
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from support.cli import run_cli, simulator
+
+from monitor.model import Creator, Variant
+from monitor.store import FetchRecord, Store, migrate
+from monitor.upstream.client import parse_core_data
+
+UID = "5c3bf7f7000000000602fd63"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(token: str) -> dict[str, str]:
+    return {"JUSTONEAPI_TOKEN": token}
+
+
+def _config(tmp_path: Path, port: int) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[api]\nbase_url = "http://127.0.0.1:{port}"\ntimeout = "5s"\nconnect_retries = 0\n'
+        f'[storage]\nurl = "sqlite+aiosqlite:///{tmp_path / "h.db"}"\n'
+    )
+    return path
+
+
+@pytest.fixture
+def simulate() -> Iterator[int]:
+    """The simulator's port; it runs in a thread of this process."""
+    with simulator(latency=0.01) as base_url:
+        yield int(base_url.rsplit(":", 1)[1])
+
+
+def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
+    simulate: int, tmp_path: Path, token: str
+) -> None:
+    done = run_cli(
+        "-c", str(_config(tmp_path, simulate)), "fetch", UID, "--dry-run", env=_env(token)
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    # the table of `history`: the config's id column, then the metrics' labels
+    assert lines[0].split()[:4] == ["date_key", "impressions", "reads", "engagements"]
+    rows = lines[1:]
+    assert len(rows) == 30
+    dates = [row.split()[0] for row in rows]
+    assert dates == sorted(dates)
+    assert token not in done.stdout + done.stderr
+    # --dry-run stores nothing, but its paid call is counted by the one budget gate
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        assert db.execute("SELECT count(*) FROM fetches").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM daily_metrics").fetchone() == (0,)
+        assert db.execute("SELECT sum(calls) FROM budget_days").fetchone() == (1,)
+
+
+def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(tmp_path: Path, token: str) -> None:
+    port = _free_port()
+    done = run_cli("-c", str(_config(tmp_path, port)), "fetch", UID, "--dry-run", env=_env(token))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0] == (
+        f"error: cannot reach 127.0.0.1:{port} (connection refused): "
+        "check api.base_url and proxy settings"
+    )
+    assert token not in done.stderr
+
+
+async def _store_sample(url: str, body: str) -> None:
+    await migrate.upgrade(url)
+    result = parse_core_data(body)
+    async with Store.open(url) as store:
+        ids = await store.sync_creators([Creator(user_id=UID, name="Lilyy")])
+        await store.record_fetches(
+            [
+                FetchRecord(
+                    ids[UID],
+                    Variant(),
+                    started_at=datetime(2025, 12, 11, 2, 17, tzinfo=UTC),
+                    due_at=None,
+                    latency_ms=result.latency_ms,
+                    http_status=200,
+                    code=0,
+                    billed=True,
+                    error=None,
+                    data=result.data,
+                    raw_body=result.raw_body,
+                )
+            ]
+        )
+
+
+def test_history_of_the_stored_sample_prints_its_30_real_values(
+    tmp_path: Path, data_dir: Path, token: str
+) -> None:
+    body = (data_dir / "core_data_success_30d.json").read_text()
+    config = _config(tmp_path, _free_port())
+    asyncio.run(_store_sample(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", body))
+    sample = {p["dateKey"]: p["read"] for p in json.loads(body)["data"]["dailyData"]}
+
+    def history(*extra: str) -> str:
+        done = run_cli("-c", str(config), "history", UID, *extra, env=_env(token))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    rows = list(csv.DictReader(io.StringIO(history("--format", "csv"))))
+    assert len(rows) == 30
+    assert {r["date_key"]: int(r["read"]) for r in rows} == sample
+    assert next(r for r in rows if r["date_key"] == "2025-12-10")["read"] == "7100"
+    assert rows[0]["cpm"] != ""
+    table = history().strip().splitlines()
+    assert len(table) == 31
+    assert "7,100" in table[-1]
+    reads = list(csv.DictReader(io.StringIO(history("--metric", "read", "--format", "csv"))))
+    assert list(reads[0]) == ["date_key", "read"]

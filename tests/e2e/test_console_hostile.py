@@ -1,0 +1,328 @@
+"""Hostile requests to the console, in-process over real sockets: open redirects after login,
+a read-only session logging out, /metrics behind a proxy, ids and bytes that used to give 500s,
+a locked database, and one limit for every failed authentication, keyed on the real client.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from monitor.config import parse_config
+from monitor.ops.telemetry import Telemetry, serve
+from monitor.store import migrate
+from monitor.web.server import console_mount
+
+ADMIN, READER = "admin-secret-0123456789", "reader-secret-0123456789"
+
+
+async def _healthy() -> bool:
+    return True
+
+
+def _document(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/h.db"},
+        "http": {"token_file": str(tmp_path / "admin"),
+                 "readonly_token_file": str(tmp_path / "reader")},
+        "creators": [{"user_id": "5c3bf7f7000000000602fd63", "name": "Lilyy",
+                      "tags": ["beauty"]}],
+        "rules": [{"name": "reads-down", "kind": "threshold", "metric": "read",
+                   "op": "<", "value": 1}],
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def console(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A console on loopback; ``@pytest.mark.parametrize("http", [{...}])`` adds http keys."""
+    http: dict[str, Any] = getattr(request, "param", {})
+    admin, reader = tmp_path / "admin", tmp_path / "reader"
+    admin.write_text(ADMIN + "\n")
+    reader.write_text(READER + "\n")
+    admin.chmod(0o600)
+    reader.chmod(0o600)
+    document = _document(tmp_path)
+    document["http"] |= http
+    config = parse_config(document)
+    await migrate.upgrade(document["storage"]["url"])
+    async with AsyncExitStack() as stack:
+        mount = await console_mount(config, stack, {})
+        endpoint = await serve("127.0.0.1:0", Telemetry(), _healthy, mount=mount)
+        stack.push_async_callback(endpoint.close)
+        async with httpx.AsyncClient(base_url=endpoint.url, timeout=30) as client:
+            yield client
+
+
+async def _login(client: httpx.AsyncClient, token: str, next_: str = "/") -> httpx.Response:
+    form = await client.get("/login")
+    nonce = form.cookies["cm_login"]
+    return await client.post("/login", data={"nonce": nonce, "token": token, "next": next_})
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/127.0.0.2:8080/phish",
+        "/\n/evil.example",
+        "/\r\nSet-Cookie: x=1",
+        "//evil.example",
+        "/\\evil.example",
+        "/\\/evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\x00/x",
+        "/ok\x7f",
+    ],
+)
+async def test_login_redirects_only_to_a_path_on_this_site(
+    console: httpx.AsyncClient, target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        shown = await console.get("/login", params={"next": target})
+        reply = await _login(console, ADMIN, target)
+    assert shown.status_code == 200
+    assert 'name="next" value="/"' in shown.text
+    assert reply.status_code == 303
+    assert reply.headers["Location"] == "/"
+    assert "Traceback" not in caplog.text
+    assert "Error handling request" not in caplog.text
+
+
+async def test_login_keeps_a_path_on_this_site(console: httpx.AsyncClient) -> None:
+    reply = await _login(console, ADMIN, "/alerts?state=all&page=2")
+    assert reply.headers["Location"] == "/alerts?state=all&page=2"
+    # and the way there keeps the whole query
+    console.cookies.clear()
+    sent = await console.get("/alerts", params={"state": "all", "page": "2"})
+    assert sent.status_code == 303
+    assert httpx.URL(sent.headers["Location"]).params["next"] == "/alerts?state=all&page=2"
+
+
+async def test_a_read_only_session_can_log_out(console: httpx.AsyncClient) -> None:
+    assert (await _login(console, READER)).status_code == 303
+    page = await console.get("/")
+    assert page.status_code == 200
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    out = await console.post("/logout", data={"csrf": csrf})
+    assert out.status_code == 303
+    assert out.headers["Location"] == "/login"
+    after = await console.get("/api/v1/budget")
+    assert after.status_code == 401  # the session is gone
+    # still no other write for that role
+    assert (await _login(console, READER)).status_code == 303
+    page = await console.get("/alerts")
+    csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    refused = await console.post("/silences", data={"csrf": csrf, "rule": "reads-down"})
+    assert refused.status_code == 403
+
+
+async def test_logout_still_needs_the_csrf_token(console: httpx.AsyncClient) -> None:
+    await _login(console, READER)
+    assert (await console.post("/logout", data={})).status_code == 403
+    assert (await console.get("/api/v1/budget")).status_code == 200
+
+
+@pytest.mark.parametrize("console", [{"trust_proxy": True}], indirect=True)
+async def test_metrics_need_a_token_behind_a_trusted_proxy(console: httpx.AsyncClient) -> None:
+    remote = {"X-Forwarded-For": "203.0.113.7"}
+    assert (await console.get("/metrics", headers=remote)).status_code == 401
+    assert (await console.get("/metrics")).status_code == 401  # any request may be proxied
+    assert (await console.get("/healthz", headers=remote)).status_code == 200
+    scrape = await console.get("/metrics", headers={"Authorization": f"Bearer {READER}", **remote})
+    assert scrape.status_code == 200
+
+
+async def test_metrics_are_open_only_to_this_host(console: httpx.AsyncClient) -> None:
+    assert (await console.get("/metrics")).status_code == 200
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        proxied = await console.get("/metrics", headers={header: "203.0.113.7"})
+        assert proxied.status_code == 401, header
+
+
+async def test_ids_and_bytes_give_4xx_not_500(
+    console: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with caplog.at_level(logging.ERROR):
+        for method, path in [
+            ("DELETE", "/api/v1/silences/9223372036854775808"),
+            ("DELETE", "/api/v1/silences/-1"),
+            ("DELETE", "/api/v1/silences/0"),
+            ("DELETE", "/api/v1/silences/%EF%BC%91"),  # a full-width digit one
+            ("POST", "/api/v1/alerts/99999999999999999999/ack"),
+            ("POST", "/api/v1/alerts/1e3/ack"),
+        ]:
+            reply = await console.request(method, path, headers=admin)
+            assert reply.status_code == 404, (method, path, reply.text)
+        for raw in (b"Bearer \xff\xfe", b"\xff\xfe", b"Bearer " + "é".encode("latin-1")):
+            reply = await console.get("/api/v1/budget", headers={"Authorization": raw})
+            assert reply.status_code == 401, raw
+        await _login(console, ADMIN)
+        odd = await console.post(
+            "/api/v1/silences", headers={"X-CSRF-Token": b"\xff\xfe"}, json={"rule": "x"}
+        )
+        assert odd.status_code == 403
+        page = await console.post("/alerts/99999999999999999999/ack", data={"csrf": "x"})
+        assert page.status_code == 403
+    assert "Traceback" not in caplog.text
+    assert "Error handling request" not in caplog.text
+
+
+async def test_a_locked_database_gives_503_with_retry_after(
+    console: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        ack = await console.post("/api/v1/alerts/1/ack", headers=admin)
+        silence = await console.post(
+            "/api/v1/silences", headers=admin, json={"rule": "reads-down", "for": "1h"}
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    for reply in (ack, silence):
+        assert reply.status_code == 503, reply.text
+        assert reply.headers["Retry-After"] == "5"
+        assert "busy" in reply.json()["error"]
+        assert str(tmp_path) not in reply.text
+    assert time.monotonic() - started < 30
+    after = await console.post(
+        "/api/v1/silences", headers=admin, json={"rule": "reads-down", "for": "1h"}
+    )
+    assert after.status_code == 201
+
+
+async def test_bearer_and_form_failures_share_one_limit(console: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        wrong = await console.get("/api/v1/budget", headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+    for _ in range(2):
+        assert (await _login(console, "guess")).status_code == 401
+    # five failures from this client: the right token waits too, bearer or form
+    locked = await console.get("/api/v1/budget", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 800
+    assert (await _login(console, ADMIN)).status_code == 429
+
+
+@pytest.mark.parametrize("console", [{"trust_proxy": True}], indirect=True)
+async def test_the_limit_keys_on_the_hop_the_proxy_saw(console: httpx.AsyncClient) -> None:
+    for n in range(5):
+        # the client writes whatever first entries it likes; the proxy appends what it saw
+        spoofed = {"Authorization": "Bearer guess", "X-Forwarded-For": f"10.0.0.{n}, 198.51.100.9"}
+        assert (await console.get("/api/v1/budget", headers=spoofed)).status_code == 401
+    same = {"Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "10.9.9.9, 198.51.100.9"}
+    assert (await console.get("/api/v1/budget", headers=same)).status_code == 429
+    other = {"Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "198.51.100.10"}
+    assert (await console.get("/api/v1/budget", headers=other)).status_code == 200
+
+
+# --- the console API validates a silence exactly as `silence add` does ----------------------
+
+BAD_SILENCES = [
+    ({"rule": "reads-dwn", "for": "1h"}, ["--rule", "reads-dwn", "--for", "1h"], "rule",
+     "unknown rule 'reads-dwn'; did you mean 'reads-down'?"),
+    ({"tag": "beuaty", "for": "1h"}, ["--tag", "beuaty", "--for", "1h"], "tag",
+     "unknown tag 'beuaty'; did you mean 'beauty'?"),
+    ({"creator": "Lily", "for": "1h"}, ["--creator", "Lily", "--for", "1h"], "creator",
+     "unknown creator 'Lily'; did you mean 'Lilyy'?"),
+    ({"rule": "reads-down", "for": "999d"}, ["--rule", "reads-down", "--for", "999d"], "for",
+     "duration '999d' is too long; at most 365d"),
+    ({}, [], "silence add", "give at least one of"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "argv", "key", "message"), BAD_SILENCES)
+async def test_the_api_refuses_a_silence_as_the_cli_does(
+    console: httpx.AsyncClient,
+    tmp_path: Path,
+    body: dict[str, str],
+    argv: list[str],
+    key: str,
+    message: str,
+) -> None:
+    import subprocess
+    import sys
+
+    from support.daemon import cli, write_toml
+
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.post("/api/v1/silences", headers=admin, json=body)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error.startswith(f"{key}: ")
+    assert message in error
+    config = write_toml(tmp_path / "cli.toml", _document(tmp_path))
+    done = subprocess.run(
+        [*cli(), "-c", str(config), "silence", "add", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": ":".join(sys.path)},
+    )
+    if argv:  # argparse checks --for itself, with the same words
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+    assert (await console.get("/api/v1/silences", headers=admin)).json()["silences"] == []
+
+
+async def test_the_api_refuses_unknown_keys_and_wrong_types_all_at_once(
+    console: httpx.AsyncClient,
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.post(
+        "/api/v1/silences", headers=admin, json={"rule": "reads-down", "reasn": "x", "for": 2}
+    )
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert "reasn: unknown key 'reasn'; did you mean 'reason'?" in error
+    assert "for: expected a string, got int" in error
+    not_object = await console.post("/api/v1/silences", headers=admin, json=["rule"])
+    assert not_object.status_code == 400
+    assert "JSON object" in not_object.json()["error"]
+    ok = await console.post(
+        "/api/v1/silences",
+        headers=admin,
+        json={"creator": "Lilyy", "rule": "reads-down", "tag": "beauty", "for": "365d"},
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["silence"]["user_id"] == "5c3bf7f7000000000602fd63"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"metric": "reads"}, "metric: unknown metric 'reads'; did you mean 'read'?"),
+        ({"sort": "foo"}, "sort: unknown order 'foo'"),
+        ({"page": "two"}, "page: expected a whole number from 1, got 'two'"),
+        ({"per_page": "0"}, "per_page: expected a whole number from 1, got '0'"),
+    ],
+)
+async def test_unknown_query_values_are_400_not_a_fallback(
+    console: httpx.AsyncClient, query: dict[str, str], message: str
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.get("/api/v1/creators", headers=admin, params=query)
+    assert reply.status_code == 400
+    assert message in reply.json()["error"]
+    page = await console.get("/", headers=admin, params=query)
+    assert page.status_code == 400
+    assert message in page.text
+    if "metric" in query:
+        series = await console.get("/api/v1/creators/Lilyy/series", headers=admin, params=query)
+        assert series.status_code == 400
+        assert message in series.json()["error"]

@@ -1,0 +1,1 @@
+"""What the tests share: a simulator, daemons, receivers, the wheel, one ``until()``."""
