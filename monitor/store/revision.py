@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 
 from monitor.errors import SchemaOutOfDate
 
-#: the newest revision in ``migrations/versions``; ``tests/store/test_migrations.py`` checks that it is
-#: alembic's head, so a new migration without an update here fails the suite
+#: the newest revision in ``migrations/versions``; ``tests/store/test_migrations.py`` checks that
+#: it is alembic's head, so a new migration without an update here fails the suite
 HEAD_REVISION = "0006_pause_cause"
 #: every revision this code ships, oldest first: a database at one of them is migrated at start;
 #: at any other, it was migrated by a newer version, and is refused (checked by the tests too)
