@@ -14,6 +14,7 @@
     │   ├── NoContent                201: billed, nothing to store this cycle
     │   ├── UnknownCode              any other code: an error, message kept
     │   └── ParseError               code 0 but a body we cannot read (raw body kept)
+    │       └── UnreadableAnswer     … from a source beyond core_data: source, params, whole body
     ├── StoreError                   the database refused (locked, full, read-only …)
     │   └── SchemaOutOfDate          the schema is behind the code: run ``db upgrade``
     ├── BudgetError                  a call may not be sent now (paused, daily cap reached)
@@ -129,6 +130,25 @@ class ParseError(UpstreamError):
     """Code 0 but the data cannot be read; billed, and the raw body is kept for audit."""
 
     default_billed = True
+
+
+class UnreadableAnswer(ParseError):
+    """Code 0 (billed) from the follower, note-list or balance endpoint, but ``data`` is in a
+    shape this version cannot read. ``raw_body`` is the whole (redacted) body; ``source``
+    (``fans``, ``notes``, ``balance``) and ``params`` (the query without the token) say what was
+    asked, so the answer can be kept and read again by a newer version (``reparse``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str,
+        params: dict[str, str] | None = None,
+        **kw: object,
+    ) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.source = source
+        self.params = dict(params or {})
 
 
 class StoreError(MonitorError):

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 
 class Business(StrEnum):
@@ -145,6 +146,100 @@ class FetchResult:
     """What one successful call returned, with the facts the ``fetches`` table records."""
 
     data: CoreData
+    http_status: int
+    latency_ms: int
+    raw_body: str  # the response body as received; never contains the token
+    code: int = 0
+    billed: bool = True
+
+
+# --- the sources beyond core_data: follower history, the note list, the account balance
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerPoint:
+    """The creator's follower count on one (Asia/Shanghai) day."""
+
+    date_key: date
+    fans: int
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerHistory:
+    """A follower-history answer: one count per day, ascending (empty: no data)."""
+
+    points: tuple[FollowerPoint, ...]
+    record_time: datetime | None = None  # upstream collection time, converted to UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """What does not change about a note once published."""
+
+    note_id: str  # 24 lowercase hex
+    title: str
+    published: date  # the publishing day, Asia/Shanghai
+    video: bool
+    ad: bool  # the platform marks it an advertisement
+    brand: str | None = None  # the brand of a cooperation note
+
+    @property
+    def cooperation(self) -> bool:
+        """A paid note: marked as an ad, or naming a brand (live answers show brand notes
+        with ``isAdvertise`` false)."""
+        return self.ad or self.brand is not None
+
+    @property
+    def url(self) -> str:
+        return f"https://www.xiaohongshu.com/explore/{self.note_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class NoteStats:
+    """A note's totals so far, as one answer showed them (None: not in the answer)."""
+
+    reads: int | None = None
+    likes: int | None = None
+    collects: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedNote:
+    """One entry of the note list: the note and its totals when the page was read."""
+
+    note: Note
+    stats: NoteStats
+
+
+@dataclass(frozen=True, slots=True)
+class NotePage:
+    """One page of the creator note list, in the upstream's order (newest first for
+    ``LATEST``). ``total`` counts all the creator's notes (None: not in the answer)."""
+
+    page: int
+    notes: tuple[ListedNote, ...]
+    total: int | None = None
+    record_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """The account balance: exact money, never a float."""
+
+    amount: Decimal
+    currency: str = "CNY"
+    record_time: datetime | None = None
+
+
+SourceData = TypeVar("SourceData")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[SourceData]):
+    """One successful call of a source beyond core_data, with the facts a fetch row records
+    (``FetchResult`` is core_data's)."""
+
+    data: SourceData
     http_status: int
     latency_ms: int
     raw_body: str  # the response body as received; never contains the token

@@ -16,17 +16,35 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
-from monitor.errors import ConfigError, RateLimited, TransportError, Unreached, UpstreamError
-from monitor.model import FetchResult, Variant
+from monitor.errors import (
+    ConfigError,
+    RateLimited,
+    TransportError,
+    Unreached,
+    UnreadableAnswer,
+    UpstreamError,
+)
+from monitor.model import (
+    Answer,
+    Balance,
+    DateType,
+    FetchResult,
+    FollowerHistory,
+    NotePage,
+    Variant,
+)
 from monitor.ops.redaction import Redactor
+from monitor.upstream.balance import BALANCE_PATH, balance_params, parse_balance
+from monitor.upstream.fans import FANS_PATH, fans_params, parse_fans
+from monitor.upstream.notes import NOTES_PATH, notes_params, parse_notes
 from monitor.upstream.parse import UPSTREAM_TZ, parse_core_data
 from monitor.validation import userinfo_problem
 
@@ -34,6 +52,7 @@ if TYPE_CHECKING:
     pass
 
 CORE_DATA_PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"
+T = TypeVar("T")
 #: the longest ``Retry-After`` obeyed; longer (1e12, a date years ahead) is read as this
 MAX_RETRY_AFTER_S = 3600.0
 
@@ -64,7 +83,8 @@ class _TokenTransport(httpx.AsyncBaseTransport):
 
 
 class JustOneClient:
-    """One ``httpx.AsyncClient`` for the process; ``core_data`` makes exactly one call.
+    """One ``httpx.AsyncClient`` for the process; each endpoint method makes exactly one call
+    (``core_data``, ``fans_history``, ``notes_page``, ``balance``); the gate is the caller's.
 
     ``async with JustOneClient(base_url=…, token=SecretStr(…)) as client:
     result = await client.core_data(user_id, variant)``
@@ -132,22 +152,67 @@ class JustOneClient:
     async def core_data(self, user_id: str, variant: Variant | None = None) -> FetchResult:
         """One call for one creator and variant; every failure is an ``UpstreamError``."""
         params = {"userId": user_id, **(variant or Variant()).query()}
+        return await self._call(
+            CORE_DATA_PATH,
+            params,
+            lambda text, status, ms, today: parse_core_data(
+                text, http_status=status, latency_ms=ms, today=today
+            ),
+        )
+
+    async def fans_history(
+        self, user_id: str, date_type: DateType = DateType.DAY_30
+    ) -> Answer[FollowerHistory]:
+        """One follower-history call (the daily follower count over 30 or 90 days)."""
+        return await self._call(
+            FANS_PATH,
+            fans_params(user_id, date_type),
+            lambda text, status, ms, today: parse_fans(
+                text, http_status=status, latency_ms=ms, today=today
+            ),
+        )
+
+    async def notes_page(self, user_id: str, page: int = 1) -> Answer[NotePage]:
+        """One page (8 notes, newest first) of the creator's note list; one paid call."""
+        return await self._call(
+            NOTES_PATH,
+            notes_params(user_id, page),
+            lambda text, status, ms, today: parse_notes(
+                text, page=page, http_status=status, latency_ms=ms, today=today
+            ),
+        )
+
+    async def balance(self) -> Answer[Balance]:
+        """The account balance; counted as a call like any other."""
+        return await self._call(
+            BALANCE_PATH,
+            balance_params(),
+            lambda text, status, ms, today: parse_balance(text, http_status=status, latency_ms=ms),
+        )
+
+    async def _call(
+        self, path: str, params: dict[str, str], parse: Callable[[str, int, int, date | None], T]
+    ) -> T:
+        """One GET of any endpoint, parsed by ``parse(text, status, latency_ms, today)``;
+        every failure is an ``UpstreamError``, scrubbed of the token."""
         started = self._monotonic()
         headers: httpx.Headers | None = None
         now = self._clock() if self._clock is not None else None
         try:
-            status, headers, body = await self._get(CORE_DATA_PATH, params, started)
+            status, headers, body = await self._get(path, params, started)
             latency_ms = self._elapsed_ms(started)
             # redacted whole before anything is cut from it: a message, the kept body
             text = self._redact(body.decode("utf-8", errors="replace"))
             today = now.astimezone(UPSTREAM_TZ).date() if now is not None else None
-            return parse_core_data(text, http_status=status, latency_ms=latency_ms, today=today)
+            return parse(text, status, latency_ms, today)
         except UpstreamError as exc:
             if isinstance(exc, RateLimited):
                 exc.retry_after = parse_retry_after(
                     headers.get("retry-after") if headers is not None else None,
                     now or datetime.now(UTC),
                 )
+            if isinstance(exc, UnreadableAnswer):
+                exc.params = dict(params)  # what was asked, for reparse (never the token)
             self._scrub(exc)
             raise
 

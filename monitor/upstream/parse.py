@@ -57,7 +57,7 @@ _INT_KEYS = {"imp": "imp", "read": "read", "engage": "engage", "thirdUserNum": "
 _COST_KEYS = ("cpm", "cpe", "cpv", "cpuv")
 
 
-class _BadData(ValueError):
+class BadData(ValueError):
     """A value inside ``data`` we cannot read; becomes a ParseError carrying the raw body."""
 
 
@@ -76,7 +76,29 @@ def parse_core_data(
 
     Also used to re-parse stored raw bodies. Pure: no I/O, no clock.
     """
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    text = body_text(body)
+    envelope = read_envelope(text, http_status=http_status, latency_ms=latency_ms)
+    try:
+        data = _parse_data(envelope.get("data"), envelope.get("recordTime"), date_bounds(today))
+    except BadData as exc:
+        raise ParseError(
+            f"unreadable data: {exc}",
+            code=0,
+            raw_body=text,
+            http_status=http_status,
+            latency_ms=latency_ms,
+        ) from None
+    return FetchResult(data=data, http_status=http_status, latency_ms=latency_ms, raw_body=text)
+
+
+def body_text(body: str | bytes) -> str:
+    """A body as text; undecodable bytes become U+FFFD rather than an error."""
+    return body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+
+
+def read_envelope(text: str, *, http_status: int = 200, latency_ms: int = 0) -> dict[str, Any]:
+    """The envelope of a ``code`` 0 answer of any endpoint; every other shape raises its
+    UpstreamError (non-JSON, a gateway body, a non-integer code, an error code)."""
     facts: dict[str, Any] = {"http_status": http_status, "latency_ms": latency_ms}
     try:
         envelope = json.loads(text, parse_constant=_reject_constant)
@@ -101,11 +123,7 @@ def parse_core_data(
         )
     if code != 0:
         raise _code_error(code, envelope.get("message"), text, facts)
-    try:
-        data = _parse_data(envelope.get("data"), envelope.get("recordTime"), _date_bounds(today))
-    except _BadData as exc:
-        raise ParseError(f"unreadable data: {exc}", code=0, raw_body=text, **facts) from None
-    return FetchResult(data=data, http_status=http_status, latency_ms=latency_ms, raw_body=text)
+    return envelope
 
 
 def _reject_constant(name: str) -> float:
@@ -142,7 +160,7 @@ def _code_error(code: int, message: object, text: str, facts: dict[str, Any]) ->
     return family(msg, code=code, raw_body=text[:ERROR_BODY_KEEP], **facts)
 
 
-def _date_bounds(today: date | None) -> tuple[date, date]:
+def date_bounds(today: date | None) -> tuple[date, date]:
     if today is None:
         return OLDEST_DATE, date.max
     return max(OLDEST_DATE, today - MAX_DATE_AGE), today + MAX_DATE_AHEAD
@@ -150,12 +168,12 @@ def _date_bounds(today: date | None) -> tuple[date, date]:
 
 def _parse_data(data: object, record_time: object, bounds: tuple[date, date]) -> CoreData:
     if not isinstance(data, dict):
-        raise _BadData(f"data is {type(data).__name__}, expected an object")
+        raise BadData(f"data is {type(data).__name__}, expected an object")
     raw_daily = data.get("dailyData")
     if raw_daily is None:
         raw_daily = []
     if not isinstance(raw_daily, list):
-        raise _BadData("dailyData is not a list")
+        raise BadData("dailyData is not a list")
     by_date: dict[date, DailyPoint] = {}
     for index, raw in enumerate(raw_daily):
         point = _parse_point(raw, f"dailyData[{index}]", bounds)
@@ -168,69 +186,74 @@ def _parse_data(data: object, record_time: object, bounds: tuple[date, date]) ->
     elif daily:
         summary = daily[-1]  # sumData equals the newest point in every capture
     else:
-        raise _BadData("neither sumData nor dailyData present")
-    return CoreData(summary=summary, daily=daily, record_time=_parse_record_time(record_time))
+        raise BadData("neither sumData nor dailyData present")
+    return CoreData(summary=summary, daily=daily, record_time=parse_record_time(record_time))
 
 
 def _parse_point(raw: object, where: str, bounds: tuple[date, date]) -> DailyPoint:
     if not isinstance(raw, dict):
-        raise _BadData(f"{where} is {type(raw).__name__}, expected an object")
-    key = raw.get("dateKey")
-    if not isinstance(key, str) or not _DATE_RE.match(key):
-        raise _BadData(f"{where}.dateKey is {key!r:.40}, expected YYYY-MM-DD")
-    try:
-        date_key = date.fromisoformat(key)
-    except ValueError:
-        raise _BadData(f"{where}.dateKey {key!r} is not a date") from None
-    oldest, newest = bounds
-    if not oldest <= date_key <= newest:
-        # one bad date makes the whole answer suspect, and a far-future one would stay the
-        # series' newest point until that day came: refuse the answer, keep its body
-        raise _BadData(f"{where}.dateKey {key} is outside {oldest}..{newest}")
+        raise BadData(f"{where} is {type(raw).__name__}, expected an object")
+    date_key = read_day(raw.get("dateKey"), f"{where}.dateKey", bounds)
     values: dict[str, Any] = {}
     for api_name, field_name in _INT_KEYS.items():
-        number = _number(raw.get(api_name), f"{where}.{api_name}")
+        number = read_number(raw.get(api_name), f"{where}.{api_name}")
         # medians can arrive as floats; the column is an integer count
         values[field_name] = None if number is None else round(number)
     for name in _COST_KEYS:
-        number = _number(raw.get(name), f"{where}.{name}")
+        number = read_number(raw.get(name), f"{where}.{name}")
         values[name] = None if not number else float(number)  # 0 means "no price", not free
     return DailyPoint(date_key=date_key, **values)
+
+
+def read_day(key: object, where: str, bounds: tuple[date, date]) -> date:
+    """A ``YYYY-MM-DD`` value inside ``bounds``, else BadData."""
+    if not isinstance(key, str) or not _DATE_RE.match(key):
+        raise BadData(f"{where} is {key!r:.40}, expected YYYY-MM-DD")
+    try:
+        day = date.fromisoformat(key)
+    except ValueError:
+        raise BadData(f"{where} {key!r} is not a date") from None
+    oldest, newest = bounds
+    if not oldest <= day <= newest:
+        # one bad date makes the whole answer suspect, and a far-future one would stay the
+        # series' newest point until that day came: refuse the answer, keep its body
+        raise BadData(f"{where} {key} is outside {oldest}..{newest}")
+    return day
 
 
 _MAX_METRIC = 2**63 - 1
 
 
-def _number(value: object, where: str) -> float | int | None:
+def read_number(value: object, where: str) -> float | int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _BadData(f"{where} is a boolean")
+        raise BadData(f"{where} is a boolean")
     if isinstance(value, int | float):
         number: float | int = value
     elif isinstance(value, str):
         try:
             number = int(value) if value.strip().lstrip("-").isdigit() else float(value)
         except ValueError:
-            raise _BadData(f"{where} is {value!r:.40}, expected a number") from None
+            raise BadData(f"{where} is {value!r:.40}, expected a number") from None
     else:
-        raise _BadData(f"{where} is {type(value).__name__}, expected a number")
+        raise BadData(f"{where} is {type(value).__name__}, expected a number")
     if isinstance(number, float) and not math.isfinite(number):
-        raise _BadData(f"{where} is not finite")
+        raise BadData(f"{where} is not finite")
     if number < 0:
-        raise _BadData(f"{where} is negative ({number})")
+        raise BadData(f"{where} is negative ({number})")
     if number > _MAX_METRIC:
         # a BIGINT column (and any sane metric) ends here; larger is a broken body, not data
-        raise _BadData(f"{where} is out of range (over {_MAX_METRIC})")
+        raise BadData(f"{where} is out of range (over {_MAX_METRIC})")
     return number
 
 
-def _parse_record_time(value: object) -> datetime | None:
+def parse_record_time(value: object) -> datetime | None:
     if value is None:
         return None
     match = _RECORD_TIME_RE.match(value) if isinstance(value, str) else None
     if match is None:
-        raise _BadData(f"recordTime is {value!r:.40}, expected local ISO time")
+        raise BadData(f"recordTime is {value!r:.40}, expected local ISO time")
     day, hour, minute, second, fraction, offset = match.groups()
     micro = int((fraction or "0").ljust(9, "0")[:6])  # nanosecond digits: keep microseconds
     stamp = f"{day}T{hour}:{minute}:{second}.{micro:06d}"
