@@ -9,7 +9,15 @@ Must never log, store or return the token it receives. Rules that stand in for t
   100; balance 0 → 601; token cap → 602; ``calls_per_minute`` over a sliding 60 s window of the
   simulator clock → 302 (with ``Retry-After``); ``daily_quota`` per Asia/Shanghai day → 303; an
   invalid enum → 400; a forced outcome; the id rules above; a random fault; success;
-* calls that pass the limits count towards them; billed (code 0 or 201) calls spend balance.
+* calls that pass the limits count towards them; billed (code 0 or 201) calls spend
+  ``call_price`` of the balance, whichever endpoint they reach; a call the balance cannot pay
+  for returns 601.
+
+The follower-history and note-list endpoints follow the same rules (an id starting with
+``eeeeee`` has no data there: an empty list). The balance endpoint needs only a token, is never
+refused for the balance or the token cap (an account can always read what it has left), is not
+billed unless ``balance_billed``, and answers HTTP 404 with a gateway body while
+``balance_endpoint`` is off.
 """
 
 from __future__ import annotations
@@ -20,16 +28,31 @@ import math
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.upstream import series as sim_series
+from monitor.upstream import sim_sources
+from monitor.upstream.sim_log import CallRecord, Money, SimCounters, jsonable, max_in_window, money
 
 CORE_DATA_PATH = "/api/xiaohongshu-pgy/api/pgy/kol/data/core_data/v1"
+FANS_PATH = "/api/xiaohongshu-pgy/api/solar/kol/data/userId/fans_overall_new_history/v1"
+NOTES_PATH = "/api/xiaohongshu-pgy/api/solar/kol/dataV2/notesDetail/v1"
+BALANCE_PATH = "/user/get-balance"
+#: endpoint name -> path
+ENDPOINTS = {
+    "core": CORE_DATA_PATH,
+    "fans": FANS_PATH,
+    "notes": NOTES_PATH,
+    "balance": BALANCE_PATH,
+}
+#: what the balance endpoint shows while the balance knob is None (unlimited), less the spend
+UNLIMITED_SHOWN = Decimal(1_000_000)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 FAULT_KINDS = (
     "301",
@@ -68,7 +91,9 @@ class SimKnobs:
     """How the simulated upstream behaves; every knob is optional (None = unlimited / off).
 
     ``faults`` maps a kind from ``FAULT_KINDS`` to the share of calls it hits (sum ≤ 1).
-    ``tokens`` None accepts any non-empty token.
+    ``tokens`` None accepts any non-empty token. ``balance`` is money in units of
+    ``call_price`` (the default price 1 makes it the billed calls left); a non-integer is
+    read as a Decimal.
     """
 
     seed: int = 0
@@ -77,7 +102,10 @@ class SimKnobs:
     latency_p99_ms: float | None = None
     calls_per_minute: int | None = None
     daily_quota: int | None = None
-    balance: int | None = None
+    balance: Money | None = None
+    call_price: Money = 1  # what every billed call of any endpoint takes from the balance
+    balance_billed: bool = False  # whether reading the balance is itself a billed call
+    balance_endpoint: bool = True  # off: the balance path answers HTTP 404 (a gateway body)
     tokens: frozenset[str] | None = field(default=None, repr=False)
     token_cap: int | None = None
     faults: Mapping[str, float] = field(default_factory=dict)
@@ -95,72 +123,19 @@ class SimKnobs:
         if (self.latency_p50_ms is None) != (self.latency_p99_ms is None):
             raise ValueError("give latency_p50_ms and latency_p99_ms together")
         object.__setattr__(self, "faults", MappingProxyType(dict(self.faults)))
+        object.__setattr__(self, "balance", money(self.balance))
+        object.__setattr__(self, "call_price", money(self.call_price))
+        if self.call_price is None or self.call_price < 0:
+            raise ValueError("call_price must be a number ≥ 0")
         if self.tokens is not None:
             object.__setattr__(self, "tokens", frozenset(self.tokens))
 
     def public(self) -> dict[str, Any]:
         """The knobs as JSON-ready data, with the accepted tokens reduced to a count."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tokens"}
+        data = {f.name: jsonable(getattr(self, f.name)) for f in fields(self) if f.name != "tokens"}
         data["faults"] = dict(self.faults)
         data["accepted_tokens"] = None if self.tokens is None else len(self.tokens)
         return data
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One call as the simulator saw it (never the token)."""
-
-    at: datetime  # the simulator clock
-    monotonic: float  # wall time, for "how many calls in any 60 s"
-    user_id: str | None
-    variant: str | None
-    code: int | None
-    http_status: int | None
-    billed: bool
-    fault: str | None = None
-
-
-@dataclass(frozen=True)
-class SimCounters:
-    """What the simulator received; ``max_per_minute`` is over the call log by wall time."""
-
-    calls: int
-    billed: int
-    by_code: Mapping[str, int]  # "0", "301" … or a fault without envelope ("html_502", "reset")
-    by_series: Mapping[tuple[str, str], int]  # (userId, variant label) -> calls
-    max_per_minute: int
-    balance: int | None
-    log: tuple[CallRecord, ...]
-
-    def max_in_window(self, window: timedelta, *, by_clock: bool = False) -> int:
-        """The most calls in any ``window``, by wall time or by the simulator clock."""
-        if by_clock:
-            return _max_in_window([r.at.timestamp() for r in self.log], window)
-        return _max_in_window([r.monotonic for r in self.log], window)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "billed": self.billed,
-            "by_code": dict(self.by_code),
-            "by_series": [
-                {"user_id": user_id, "variant": label, "calls": calls}
-                for (user_id, label), calls in sorted(self.by_series.items())
-            ],
-            "max_per_minute": self.max_per_minute,
-            "balance": self.balance,
-            "log": [{**asdict(r), "at": r.at.isoformat()} for r in self.log],
-        }
-
-
-def _max_in_window(times: list[float], window: timedelta) -> int:
-    times = sorted(times)
-    best, start, span = 0, 0, window.total_seconds()
-    for end, moment in enumerate(times):
-        while moment - times[start] >= span:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +156,18 @@ class Reply:
 class Forced:
     outcome: int | str
     remaining: int | None
+    endpoint: str | None = None  # None: every endpoint of the creator
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One accepted query of one endpoint: how to answer it, and how the ``wrong_type`` fault
+    spoils its ``data``."""
+
+    endpoint: str
+    label: str | None
+    success: Callable[[], Reply]
+    spoil: Callable[[Any], None]
 
 
 def utcnow() -> datetime:
@@ -193,6 +180,8 @@ class Upstream:
     def __init__(self, knobs: SimKnobs, clock: Callable[[], datetime]) -> None:
         self.clock = clock
         self.scripts: dict[str, list[sim_series.Script]] = {}
+        self.published: dict[str, list[sim_sources.SimNote]] = {}  # notes a script published
+        self.spent: Money = 0
         self.forced: dict[str, Forced] = {}
         self.log: list[CallRecord] = []
         self._admitted: deque[datetime] = deque()
@@ -216,31 +205,80 @@ class Upstream:
     def today(self) -> date:
         return self.clock().astimezone(SHANGHAI).date()
 
-    def decide(self, query: Mapping[str, str], path: str) -> tuple[Reply, str | None, str | None]:
-        """The reply to one call, with the userId and variant label it concerned."""
+    def decide(
+        self, query: Mapping[str, str], path: str, endpoint: str = "core"
+    ) -> tuple[Reply, str | None, str | None]:
+        """The reply to one call of ``endpoint``, with the userId and label it concerned."""
         token, user_id = query.get("token", ""), query.get("userId", "")
-        if not token or not user_id:
+        if endpoint == "balance" and not self.knobs.balance_endpoint:
+            return self._gateway(path, 404, "Not Found"), None, None
+        if not token or (not user_id and endpoint != "balance"):
             return self._gateway_400(path), user_id or None, None
-        refusal = self._admit(token)
+        refusal = self._admit(token, account=endpoint != "balance")
         if refusal is not None:
-            return refusal, user_id, None
+            return refusal, user_id or None, None
         try:
-            variant = _variant(query)
+            ask = self._ask(endpoint, user_id, query)
         except ValueError:
-            return self.envelope(400), user_id, None
-        reply = self._outcome(user_id, variant)
+            return self.envelope(400), user_id or None, None
+        reply = self._outcome(user_id, ask)
         if reply.billed:
             self._bill(token)
-        return reply, user_id, variant.label
+        return reply, user_id or None, ask.label
 
-    def _admit(self, token: str) -> Reply | None:
-        """Account and limit checks, in the documented order; None lets the call through."""
+    def _ask(self, endpoint: str, user_id: str, query: Mapping[str, str]) -> Ask:
+        """The endpoint's reading of ``query``; ValueError when a parameter is invalid."""
+        if endpoint == "core":
+            variant = _variant(query)
+            return Ask(
+                endpoint,
+                variant.label,
+                lambda: self.success(user_id, variant),
+                sim_sources.spoil_core,
+            )
+        if endpoint == "fans":
+            fans = sim_sources.read_fans_query(query)
+            scripts = self.scripts.get(user_id, ())
+            empty = user_id.startswith("eeeeee")
+            return Ask(
+                endpoint,
+                fans.label,
+                lambda: self._source_success(
+                    sim_sources.empty_fans()
+                    if empty
+                    else sim_sources.fans_data(user_id, fans, self.today(), scripts)
+                ),
+                sim_sources.spoil_fans,
+            )
+        if endpoint == "notes":
+            notes = sim_sources.read_notes_query(query)
+            extra = self.published.get(user_id, ())
+            empty = user_id.startswith("eeeeee")
+            return Ask(
+                endpoint,
+                notes.label,
+                lambda: self._source_success(
+                    sim_sources.empty_notes()
+                    if empty
+                    else sim_sources.notes_data(user_id, notes, self.clock(), extra)
+                ),
+                sim_sources.spoil_notes,
+            )
+        return Ask(endpoint, None, self._balance_success, sim_sources.spoil_balance)
+
+    def _admit(self, token: str, *, account: bool = True) -> Reply | None:
+        """Account and limit checks, in the documented order; None lets the call through.
+        ``account`` False (the balance endpoint) skips the balance and token-cap checks."""
         knobs, token_key = self.knobs, _token_key(token)
         if knobs.tokens is not None and token not in knobs.tokens:
             return self.envelope(100)
-        if self.balance is not None and self.balance <= 0:
+        if account and self.balance is not None and not self._can_pay():
             return self.envelope(601)
-        if knobs.token_cap is not None and self._billed_by_token[token_key] >= knobs.token_cap:
+        if (
+            account
+            and knobs.token_cap is not None
+            and self._billed_by_token[token_key] >= knobs.token_cap
+        ):
             return self.envelope(602)
         now = self.clock()
         if knobs.calls_per_minute is not None:
@@ -258,14 +296,14 @@ class Upstream:
         self._quota = (day, used + 1)
         return None
 
-    def _outcome(self, user_id: str, variant: Variant) -> Reply:
+    def _outcome(self, user_id: str, ask: Ask) -> Reply:
         forced = self.forced.get(user_id)
-        if forced is not None:
+        if forced is not None and forced.endpoint in (None, ask.endpoint):
             if forced.remaining is not None:
                 forced.remaining -= 1
                 if forced.remaining <= 0:
                     del self.forced[user_id]
-            return self._apply(forced.outcome, user_id, variant)
+            return self._apply(forced.outcome, ask)
         if user_id.startswith("000000"):
             return self.envelope(400)
         if user_id.startswith("ffffff"):
@@ -274,28 +312,28 @@ class Upstream:
         for kind in FAULT_KINDS:
             edge += self.knobs.faults.get(kind, 0.0)
             if draw < edge:
-                return self._apply(kind, user_id, variant)
-        return self.success(user_id, variant)
+                return self._apply(kind, ask)
+        return ask.success()
 
-    def _apply(self, outcome: int | str, user_id: str, variant: Variant) -> Reply:
+    def _apply(self, outcome: int | str, ask: Ask) -> Reply:
         """A code (an int or its string, e.g. "301") or a fault kind as a reply."""
         if isinstance(outcome, int) or outcome.isdigit():
             code = int(outcome)
-            return self.success(user_id, variant) if code == 0 else self.envelope(code)
+            return ask.success() if code == 0 else self.envelope(code)
         bodyless = {
-            "gateway_400": lambda: self._gateway_400(CORE_DATA_PATH),
+            "gateway_400": lambda: self._gateway_400(ENDPOINTS[ask.endpoint]),
             "html_502": lambda: Reply(502, HTML_502.encode(), "text/html", fault="html_502"),
             "empty": lambda: Reply(200, b"", fault="empty"),
             "reset": lambda: Reply(200, b"", fault="reset"),
         }
         if outcome in bodyless:
             return bodyless[outcome]()
-        reply = self.success(user_id, variant)
+        reply = ask.success()
         if outcome == "truncated":
             return replace(reply, body=reply.body[: len(reply.body) // 2], fault=outcome)
         if outcome == "wrong_type":
             data = reply.data
-            data["dailyData"][-1]["read"] = data["sumData"]["read"] = "abc"
+            ask.spoil(data)
             return replace(reply, body=self._dump(0, data), fault=outcome)
         return replace(reply, fault=outcome)  # hang, huge, trickle: the wire does the rest
 
@@ -308,6 +346,22 @@ class Upstream:
             "dailyData": [self._shuffled(p) for p in points],
         }
         return Reply(body=self._dump(0, data), code=0, billed=True, data=data)
+
+    def _source_success(self, data: dict[str, Any]) -> Reply:
+        if isinstance(data.get("list"), list):
+            data["list"] = [self._shuffled(item) for item in data["list"]]
+        data = self._shuffled(data)
+        return Reply(body=self._dump(0, data), code=0, billed=True, data=data)
+
+    def _balance_success(self) -> Reply:
+        shown = self.balance if self.balance is not None else UNLIMITED_SHOWN - self.spent
+        data = self._shuffled({"balance": f"{Decimal(shown):.4f}", "currency": "CNY"})
+        body = self._dump(0, data)
+        return Reply(body=body, code=0, billed=self.knobs.balance_billed, data=data)
+
+    def _can_pay(self) -> bool:
+        price = self.knobs.call_price
+        return self.balance is not None and self.balance > 0 and self.balance >= price
 
     def envelope(self, code: int) -> Reply:
         body = self._dump(code, None, MESSAGES.get(code, "UNKNOWN ERROR"))
@@ -323,9 +377,12 @@ class Upstream:
         return json.dumps(self._shuffled(envelope), ensure_ascii=False).encode()
 
     def _gateway_400(self, path: str) -> Reply:
+        return self._gateway(path, 400, "Bad Request")
+
+    def _gateway(self, path: str, status: int, error: str) -> Reply:
         stamp = self.clock().astimezone(SHANGHAI).isoformat(timespec="milliseconds")
-        body = {"timestamp": stamp, "status": 400, "error": "Bad Request", "path": path}
-        return Reply(400, json.dumps(body).encode(), fault="gateway_400")
+        body = {"timestamp": stamp, "status": status, "error": error, "path": path}
+        return Reply(status, json.dumps(body).encode(), fault=f"gateway_{status}")
 
     def _record_time(self) -> str:
         local = self.clock().astimezone(SHANGHAI)
@@ -338,8 +395,10 @@ class Upstream:
         return {key: mapping[key] for key in keys}
 
     def _bill(self, token: str) -> None:
+        price = self.knobs.call_price
         if self.balance is not None:
-            self.balance -= 1
+            self.balance -= price
+        self.spent += price
         self._billed_by_token[_token_key(token)] += 1
 
     def latency(self) -> float:
@@ -356,15 +415,20 @@ class Upstream:
     def counters(self) -> SimCounters:
         records = tuple(self.log)
         by_code = Counter(str(r.code) if r.code is not None else (r.fault or "?") for r in records)
-        by_series = Counter((r.user_id, r.variant) for r in records if r.user_id and r.variant)
+        by_series = Counter(
+            (r.user_id, r.variant)
+            for r in records
+            if r.user_id and r.variant and r.endpoint == "core"
+        )
         return SimCounters(
             calls=len(records),
             billed=sum(r.billed for r in records),
             by_code=dict(by_code),
             by_series={(u, v): n for (u, v), n in by_series.items() if u and v},
-            max_per_minute=_max_in_window([r.monotonic for r in records], timedelta(minutes=1)),
+            max_per_minute=max_in_window([r.monotonic for r in records], timedelta(minutes=1)),
             balance=self.balance,
             log=records,
+            by_endpoint=dict(Counter(r.endpoint for r in records)),
         )
 
 

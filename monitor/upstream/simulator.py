@@ -1,4 +1,5 @@
-"""The simulated Just One API core_data endpoint: real HTTP on 127.0.0.1 for demo, tests, drills.
+"""The simulated Just One API: core_data, follower history, the note list and the balance over
+real HTTP on 127.0.0.1 for demo, tests, drills.
 
 Owns the server, its wire faults (hang, huge, reset, trickle) and the ``/_sim/…`` admin API; the
 platform's rules, limits and counters live in monitor/upstream/sim_state.py (re-exported here).
@@ -17,31 +18,40 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
 from monitor.upstream import series as sim_series
+from monitor.upstream import sim_sources
+from monitor.upstream.sim_log import CallRecord, Money, SimCounters, money
 from monitor.upstream.sim_state import (
+    BALANCE_PATH,
     CORE_DATA_PATH,
+    ENDPOINTS,
+    FANS_PATH,
     FAULT_KINDS,
     HTML_502,
     MESSAGES,
-    CallRecord,
+    NOTES_PATH,
     Forced,
     Reply,
-    SimCounters,
     SimKnobs,
     Upstream,
     utcnow,
 )
 
 __all__ = [
+    "BALANCE_PATH",
     "CORE_DATA_PATH",
+    "ENDPOINTS",
+    "FANS_PATH",
     "FAULT_KINDS",
     "HTML_502",
     "MESSAGES",
+    "NOTES_PATH",
     "CallRecord",
     "SimCounters",
     "SimKnobs",
@@ -50,6 +60,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: what ``script_change`` can scale: core_data's counts and the follower count
+SCRIPTABLE = (*sim_series.SCRIPTABLE, "fans")
 
 
 class Simulator:
@@ -76,7 +88,8 @@ class Simulator:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get(CORE_DATA_PATH, self._core_data)
+        for endpoint, path in ENDPOINTS.items():
+            app.router.add_get(path, self._handler(endpoint))
         _AdminApi(self).register(app.router)
         # no access log: the request line carries ?token=
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -130,16 +143,21 @@ class Simulator:
         """The simulated day in Asia/Shanghai; the newest ``dateKey`` is the day before."""
         return self._upstream.today()
 
-    def set_balance(self, balance: int | None) -> None:
-        """Billed calls left (None: unlimited); at 0 every call returns 601."""
-        self._upstream.balance = balance
+    def set_balance(self, balance: int | float | str | Decimal | None) -> None:
+        """The balance in units of ``call_price`` (None: unlimited; with the default price 1,
+        the billed calls left); once it cannot pay for a call, every call returns 601."""
+        self._upstream.balance = money(balance)
+
+    def balance(self) -> Money | None:
+        return self._upstream.balance
 
     def script_change(
         self, user_id: str, metric: str = "read", factor: float = 0.6, variant: str | None = None
     ) -> None:
-        """From the newest point (today - 1) on, scale ``metric`` of ``user_id`` by ``factor``."""
-        if metric not in sim_series.SCRIPTABLE:
-            raise ValueError(f"metric must be one of {sim_series.SCRIPTABLE}, not {metric!r}")
+        """From the newest point (today - 1) on, scale ``metric`` of ``user_id`` by ``factor``
+        (``fans``: the follower count)."""
+        if metric not in SCRIPTABLE:
+            raise ValueError(f"metric must be one of {SCRIPTABLE}, not {metric!r}")
         since = self.today() - timedelta(days=1)
         script = sim_series.Script(metric, factor, since, variant)
         self._upstream.scripts.setdefault(user_id, []).append(script)
@@ -148,16 +166,62 @@ class Simulator:
         """Creator ``user_id`` recovers: its series is the unscripted one again."""
         self._upstream.scripts.pop(user_id, None)
 
-    def force_code(self, user_id: str, code: int | str, times: int | None = None) -> None:
-        """The next ``times`` calls for ``user_id`` (all, when None) return ``code``.
+    def force_code(
+        self,
+        user_id: str,
+        code: int | str,
+        times: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        """The next ``times`` calls for ``user_id`` (all, when None) return ``code``; with
+        ``endpoint`` (``core``, ``fans``, ``notes``), only that endpoint's calls.
 
         ``code`` is an upstream code or a fault kind from ``FAULT_KINDS`` (e.g. ``"html_502"``).
+        The balance endpoint names no creator: see ``force_balance``.
         """
         if isinstance(code, str) and not code.isdigit() and code not in FAULT_KINDS:
             raise ValueError(f"unknown outcome {code!r}; give a code or one of {FAULT_KINDS}")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None for every call)")
-        self._upstream.forced[user_id] = Forced(code, times)
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; known: {tuple(ENDPOINTS)}")
+        self._upstream.forced[user_id] = Forced(code, times, endpoint)
+
+    def force_balance(self, code: int | str, times: int | None = None) -> None:
+        """The next ``times`` balance calls (all, when None) return ``code``."""
+        self.force_code("", code, times, endpoint="balance")
+
+    def publish_note(
+        self,
+        user_id: str,
+        *,
+        reads: float = 50_000,
+        title: str = "新笔记",
+        video: bool = False,
+        ad: bool = False,
+        brand: str | None = None,
+        tau_hours: float = 24.0,
+    ) -> str:
+        """``user_id`` publishes a note now whose reads head for ``reads`` (a hit, by
+        default) with time constant ``tau_hours``; returns its id."""
+        if reads < 0 or tau_hours <= 0:
+            raise ValueError("reads must be ≥ 0 and tau_hours > 0")
+        now = self._upstream.clock()
+        published = self._upstream.published.setdefault(user_id, [])
+        note = sim_sources.SimNote(
+            note_id=sim_sources.note_id(now, user_id, "scripted", len(published)),
+            title=title,
+            published=now,
+            video=video,
+            ad=ad,
+            brand=brand,
+            peak_reads=reads,
+            tau_hours=tau_hours,
+            like_rate=0.05,
+            collect_rate=0.4,
+        )
+        published.append(note)
+        return note.note_id
 
     def clear_forced(self, user_id: str) -> None:
         self._upstream.forced.pop(user_id, None)
@@ -168,11 +232,17 @@ class Simulator:
     def reset_counters(self) -> None:
         self._upstream.log.clear()
 
-    # ------------------------------------------------------------------ the endpoint
+    # ------------------------------------------------------------------ the endpoints
 
-    async def _core_data(self, request: web.Request) -> web.StreamResponse:
+    def _handler(self, endpoint: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._answer(request, endpoint)
+
+        return handle
+
+    async def _answer(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         upstream = self._upstream
-        reply, user_id, label = upstream.decide(request.query, request.path)
+        reply, user_id, label = upstream.decide(request.query, request.path, endpoint)
         upstream.log.append(
             CallRecord(
                 at=upstream.clock(),
@@ -183,9 +253,12 @@ class Simulator:
                 http_status=None if reply.fault == "reset" else reply.status,
                 billed=reply.billed,
                 fault=reply.fault,
+                endpoint=endpoint,
             )
         )
-        log.debug("call %s %s -> code=%s fault=%s", user_id, label, reply.code, reply.fault)
+        log.debug(
+            "call %s %s %s -> code=%s fault=%s", endpoint, user_id, label, reply.code, reply.fault
+        )
         delay = upstream.latency()
         if reply.fault == "hang":
             delay = max(delay, upstream.knobs.hang_s)
@@ -265,6 +338,7 @@ class _AdminApi:
             "/_sim/script/clear": lambda body: self._sim.clear_script(body["user_id"]),
             "/_sim/force": lambda body: self._sim.force_code(**body),
             "/_sim/force/clear": lambda body: self._sim.clear_forced(body["user_id"]),
+            "/_sim/publish": lambda body: {"note_id": self._sim.publish_note(**body)},
             "/_sim/reset": lambda body: self._sim.reset_counters(),
         }
         for path, action in posts.items():
