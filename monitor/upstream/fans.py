@@ -59,7 +59,9 @@ def parse_fans(
 def _history(data: object, record_time: object, today: date | None) -> FollowerHistory:
     if not isinstance(data, dict):
         raise BadData(f"data is {type(data).__name__}, expected an object")
-    raw_list = data.get("list")
+    if "list" not in data:
+        raise BadData("data has no list")  # another endpoint's shape, or a new one
+    raw_list = data["list"]
     if raw_list is None:
         raw_list = []  # a creator without data
     if not isinstance(raw_list, list):

@@ -78,7 +78,9 @@ def parse_notes(
 def _page(data: object, record_time: object, page: int, today: date | None) -> NotePage:
     if not isinstance(data, dict):
         raise BadData(f"data is {type(data).__name__}, expected an object")
-    raw_list = data.get("list")
+    if "list" not in data:
+        raise BadData("data has no list")  # another endpoint's shape, or a new one
+    raw_list = data["list"]
     if raw_list is None:
         raw_list = []  # a creator who is not on Pugongying
     if not isinstance(raw_list, list):

@@ -63,11 +63,15 @@ def fans_trend(user_id: str) -> float:
     return 0.0015 * (u - LOSING_SHARE) / (1 - LOSING_SHARE)
 
 
+def fans_base(user_id: str) -> float:
+    """The creator's follower count at ``EPOCH``, before drift and noise: 1 000 … 2 000 000."""
+    return 1_000 * math.exp(unit(user_id, "fans-base") * math.log(2_000))
+
+
 def follower_count(user_id: str, day: date, scripts: Sequence[Script] = ()) -> int:
     """Followers on ``day``: base × trend, a slow drift of ±0.3 % and a daily noise of ±0.02 %."""
-    base = 1_000 * math.exp(unit(user_id, "fans-base") * math.log(2_000))  # 1 000 … 2 000 000
     n = day.toordinal()
-    level = base * math.exp(fans_trend(user_id) * (n - EPOCH.toordinal()))
+    level = fans_base(user_id) * math.exp(fans_trend(user_id) * (n - EPOCH.toordinal()))
     period = 20 + int(unit(user_id, "fans-period") * 20)
     drift = 0.003 * math.sin(2 * math.pi * (n / period + unit(user_id, "fans-phase")))
     noise = 0.0004 * (unit(user_id, "fans-noise", n) - 0.5)

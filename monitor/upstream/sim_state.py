@@ -16,8 +16,8 @@ Must never log, store or return the token it receives. Rules that stand in for t
 The follower-history and note-list endpoints follow the same rules (an id starting with
 ``eeeeee`` has no data there: an empty list). The balance endpoint needs only a token, is never
 refused for the balance or the token cap (an account can always read what it has left), is not
-billed unless ``balance_billed``, and answers HTTP 404 with a gateway body while
-``balance_endpoint`` is off.
+billed unless ``balance_billed`` (and then only when the balance can pay), and answers HTTP 404
+with a gateway body while ``balance_endpoint`` is off.
 """
 
 from __future__ import annotations
@@ -357,7 +357,10 @@ class Upstream:
         shown = self.balance if self.balance is not None else UNLIMITED_SHOWN - self.spent
         data = self._shuffled({"balance": f"{Decimal(shown):.4f}", "currency": "CNY"})
         body = self._dump(0, data)
-        return Reply(body=body, code=0, billed=self.knobs.balance_billed, data=data)
+        # a billed reading the balance cannot pay for is still answered, free: it never goes
+        # below zero, and an account can always see that it is empty
+        billed = self.knobs.balance_billed and (self.balance is None or self._can_pay())
+        return Reply(body=body, code=0, billed=billed, data=data)
 
     def _can_pay(self) -> bool:
         price = self.knobs.call_price
