@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 from support.sim import FakeClock, creator_id, plain_creator
 
@@ -25,7 +26,10 @@ from monitor.errors import (
 )
 from monitor.model import DateType
 from monitor.upstream import sim_sources
+from monitor.upstream.balance import BALANCE_PATH
 from monitor.upstream.client import JustOneClient
+from monitor.upstream.fans import FANS_PATH
+from monitor.upstream.notes import NOTES_PATH
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 USER = plain_creator()
@@ -255,3 +259,50 @@ async def test_the_token_goes_on_the_wire_only(
         wrong.use_token(SecretStr(token))
         assert (await wrong.balance()).data.amount == Decimal("10.0000")
         assert (await wrong.fans_history(USER)).data.points
+
+
+@pytest.fixture
+async def echo_url() -> AsyncIterator[str]:
+    """An upstream whose every endpoint answers code 0 with an unreadable ``data`` that
+    reflects the query string (with the token), or an error message that does."""
+
+    async def echo(request: web.Request) -> web.Response:
+        query = request.query_string
+        if request.query.get("userId") == "fail":
+            return web.json_response({"code": 500, "data": None, "message": f"bad {query}"})
+        return web.json_response({"code": 0, "data": {"echo": query}, "message": None})
+
+    app = web.Application()
+    for path in (FANS_PATH, NOTES_PATH, BALANCE_PATH):
+        app.router.add_get(path, echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_echoed_token_is_masked_in_the_kept_body(echo_url: str, token: str) -> None:
+    kept: list[UpstreamError] = []
+    async with JustOneClient(base_url=echo_url, token=SecretStr(token)) as c:
+        for call in (
+            c.fans_history(USER),
+            c.notes_page(USER),
+            c.balance(),
+            c.fans_history("fail"),
+            c.notes_page("fail"),
+        ):
+            with pytest.raises(UpstreamError) as info:
+                await call
+            kept.append(info.value)
+
+    assert [type(e) for e in kept] == [UnreadableAnswer] * 3 + [Retryable] * 2
+    for exc in kept:
+        texts = [str(exc), repr(exc), exc.message, exc.raw_body or ""]
+        texts += [json.dumps(exc.params)] if isinstance(exc, UnreadableAnswer) else []
+        assert not [text for text in texts if token in text]
+        assert "token=***" in (exc.raw_body or "")
