@@ -7,6 +7,7 @@ names no creator; whether the vendor bills it is not published.
 from __future__ import annotations
 
 import re
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from monitor.errors import UnreadableAnswer
@@ -26,9 +27,10 @@ def balance_params() -> dict[str, str]:
 
 
 def parse_balance(
-    body: str | bytes, *, http_status: int = 200, latency_ms: int = 0
+    body: str | bytes, *, http_status: int = 200, latency_ms: int = 0, today: date | None = None
 ) -> Answer[Balance]:
-    """One balance body: the amount as a Decimal, or the matching UpstreamError.
+    """One balance body: the amount as a Decimal, or the matching UpstreamError (``today`` is
+    taken like every source's parser takes it, and unused: a balance has no data date).
 
     A code 0 answer whose ``data`` cannot be read raises ``UnreadableAnswer`` with the whole
     body. The body must already be redacted.

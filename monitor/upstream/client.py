@@ -16,8 +16,9 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -45,7 +46,7 @@ from monitor.ops.redaction import Redactor
 from monitor.upstream.balance import BALANCE_PATH, balance_params, parse_balance
 from monitor.upstream.fans import FANS_PATH, fans_params, parse_fans
 from monitor.upstream.notes import NOTES_PATH, notes_params, parse_notes
-from monitor.upstream.parse import UPSTREAM_TZ, parse_core_data
+from monitor.upstream.parse import UPSTREAM_TZ, BodyParser, parse_core_data
 from monitor.validation import userinfo_problem
 
 if TYPE_CHECKING:
@@ -152,49 +153,27 @@ class JustOneClient:
     async def core_data(self, user_id: str, variant: Variant | None = None) -> FetchResult:
         """One call for one creator and variant; every failure is an ``UpstreamError``."""
         params = {"userId": user_id, **(variant or Variant()).query()}
-        return await self._call(
-            CORE_DATA_PATH,
-            params,
-            lambda text, status, ms, today: parse_core_data(
-                text, http_status=status, latency_ms=ms, today=today
-            ),
-        )
+        return await self._call(CORE_DATA_PATH, params, parse_core_data)
 
     async def fans_history(
         self, user_id: str, date_type: DateType = DateType.DAY_30
     ) -> Answer[FollowerHistory]:
-        """One follower-history call (the daily follower count over 30 or 90 days)."""
-        return await self._call(
-            FANS_PATH,
-            fans_params(user_id, date_type),
-            lambda text, status, ms, today: parse_fans(
-                text, http_status=status, latency_ms=ms, today=today
-            ),
-        )
+        """One follower-history call: the daily follower count over 30 or 90 days."""
+        return await self._call(FANS_PATH, fans_params(user_id, date_type), parse_fans)
 
     async def notes_page(self, user_id: str, page: int = 1) -> Answer[NotePage]:
-        """One page (8 notes, newest first) of the creator's note list; one paid call."""
+        """One page (8 notes, newest first) of the creator's note list: one paid call."""
         return await self._call(
-            NOTES_PATH,
-            notes_params(user_id, page),
-            lambda text, status, ms, today: parse_notes(
-                text, page=page, http_status=status, latency_ms=ms, today=today
-            ),
+            NOTES_PATH, notes_params(user_id, page), partial(parse_notes, page=page)
         )
 
     async def balance(self) -> Answer[Balance]:
-        """The account balance; counted as a call like any other."""
-        return await self._call(
-            BALANCE_PATH,
-            balance_params(),
-            lambda text, status, ms, today: parse_balance(text, http_status=status, latency_ms=ms),
-        )
+        """The account balance (whether the vendor bills it is not published)."""
+        return await self._call(BALANCE_PATH, balance_params(), parse_balance)
 
-    async def _call(
-        self, path: str, params: dict[str, str], parse: Callable[[str, int, int, date | None], T]
-    ) -> T:
-        """One GET of any endpoint, parsed by ``parse(text, status, latency_ms, today)``;
-        every failure is an ``UpstreamError``, scrubbed of the token."""
+    async def _call(self, path: str, params: dict[str, str], parse: BodyParser[T]) -> T:
+        """One GET of any endpoint, its redacted body read by ``parse``; every failure is an
+        ``UpstreamError``, scrubbed of the token."""
         started = self._monotonic()
         headers: httpx.Headers | None = None
         now = self._clock() if self._clock is not None else None
@@ -204,7 +183,7 @@ class JustOneClient:
             # redacted whole before anything is cut from it: a message, the kept body
             text = self._redact(body.decode("utf-8", errors="replace"))
             today = now.astimezone(UPSTREAM_TZ).date() if now is not None else None
-            return parse(text, status, latency_ms, today)
+            return parse(text, http_status=status, latency_ms=latency_ms, today=today)
         except UpstreamError as exc:
             if isinstance(exc, RateLimited):
                 exc.retry_after = parse_retry_after(

@@ -10,7 +10,7 @@ import json
 import math
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from monitor.errors import (
@@ -27,6 +27,7 @@ from monitor.errors import (
 from monitor.model import CoreData, DailyPoint, FetchResult
 
 UPSTREAM_TZ = ZoneInfo("Asia/Shanghai")
+T_co = TypeVar("T_co", covariant=True)
 #: error bodies (HTML pages, gateway JSON) are kept only this long for the fetches table
 ERROR_BODY_KEEP = 2000
 #: data dates outside these bounds are a broken answer, never a (latest) point: nothing the
@@ -55,6 +56,21 @@ _RECORD_TIME_RE = re.compile(
 )
 _INT_KEYS = {"imp": "imp", "read": "read", "engage": "engage", "thirdUserNum": "third_user_num"}
 _COST_KEYS = ("cpm", "cpe", "cpv", "cpuv")
+
+
+class BodyParser(Protocol[T_co]):
+    """How every source reads one body: ``parse(body, http_status=…, latency_ms=…,
+    today=…)`` returns its typed answer or raises the matching UpstreamError. ``today`` is
+    the upstream's day when the answer came (for a kept body: the day it was fetched)."""
+
+    def __call__(
+        self,
+        body: str | bytes,
+        *,
+        http_status: int = 200,
+        latency_ms: int = 0,
+        today: date | None = None,
+    ) -> T_co: ...
 
 
 class BadData(ValueError):
