@@ -25,6 +25,8 @@ from monitor.upstream.balance import parse_balance
 from monitor.upstream.fans import fans_params, parse_fans
 from monitor.upstream.notes import notes_params, parse_notes
 from monitor.upstream.parse import parse_core_data
+from monitor.upstream.sim_state import ENDPOINTS
+from monitor.upstream.sources import SOURCE_PATHS, body_parser
 
 #: ``../shared/upstream-samples`` beside the main checkout (a worktree sits one level deeper)
 _ROOT = Path(__file__).resolve().parents[2]
@@ -372,3 +374,40 @@ def test_the_envelope_is_core_datas(
         info.value.message,
         info.value.raw_body,
     )
+
+
+# --------------------------------------------------------------------------- reading kept bodies
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "params"),
+    [
+        ("core_data_success_30d.json", "core", {}),
+        ("fans_history_success_30d.json", "fans", {"dateType": "DAY_30"}),
+        ("notes_detail_success_page1.json", "notes", {"pageNumber": "3"}),
+        ("balance_vendor_doc_example.json", "balance", {}),
+    ],
+)
+def test_a_kept_body_is_read_again_by_its_source_and_query(
+    data_dir: Path, name: str, source: str, params: dict[str, str]
+) -> None:
+    text = _text(data_dir, name)
+
+    answer: Any = body_parser(source, params)(text, http_status=200, latency_ms=5, today=None)
+
+    assert answer.raw_body == text
+    if source == "notes":
+        assert answer.data.page == 3
+    # the day it was fetched bounds the data dates, not the day it is read again
+    if source in ("core", "fans"):
+        with pytest.raises(ParseError):
+            body_parser(source, params)(text, today=date(2027, 1, 1))
+        body_parser(source, params)(text, today=date(2025, 12, 11))
+
+
+def test_an_unknown_source_is_refused() -> None:
+    assert set(SOURCE_PATHS) == {"core", "fans", "notes", "balance"}
+    # the simulator keeps its own copy of the paths, so a typo in either shows here
+    assert dict(SOURCE_PATHS) == ENDPOINTS
+    with pytest.raises(ValueError, match="unknown source"):
+        body_parser("profile")
