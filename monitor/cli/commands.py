@@ -12,29 +12,25 @@ import asyncio
 import contextlib
 import shutil
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from monitor.app import held_answers
+from monitor import app
 from monitor.cli import arguments, history_output, output
 from monitor.cli.arguments import parse_since
-from monitor.cli.fetching import fetch  # noqa: F401 - a handler: main.py looks it up here
-from monitor.cli.resume import resume  # noqa: F401 - a handler: main.py looks it up here
+from monitor.cli.fetching import fetch
+from monitor.cli.resume import resume
 from monitor.config import Config, channel_url, startup_problems
 from monitor.config.references import silence_request
 from monitor.config.roster import RosterError
 from monitor.display import labelled_time
 from monitor.errors import ConfigError, MonitorError
 from monitor.notify.channels import validate_channel_url
-from monitor.notify.sender import Notifier
 from monitor.policy import cadence
-from monitor.policy.budget import Budget
-from monitor.service.alerting.backtest import run_backtest
-from monitor.service.fetching.gate import Meter
-from monitor.store import Store
 from monitor.validation import raise_all
+
+Handler = Callable[[argparse.Namespace, Config], int]
 
 
 def _now() -> datetime:
@@ -43,17 +39,6 @@ def _now() -> datetime:
 
 def _run(coro: Callable[[], Awaitable[int]]) -> int:
     return asyncio.run(coro())  # type: ignore[arg-type]
-
-
-@asynccontextmanager
-async def _store(config: Config, *, check: bool = True) -> AsyncIterator[Store]:
-    store = Store.open(config.storage.url, busy_timeout=config.storage.busy_timeout)
-    try:
-        if check:
-            await store.check_schema()
-        yield store
-    finally:
-        await store.close()
 
 
 # --- check -----------------------------------------------------------------------------------
@@ -127,18 +112,14 @@ def simulate(args: argparse.Namespace, config: Config) -> int:
 
 
 def db_upgrade(args: argparse.Namespace, config: Config) -> int:
-    from monitor.store import migrate  # alembic: only the db commands need it, not ``run``
-
-    revision = asyncio.run(migrate.upgrade(config.storage.url))
+    revision = asyncio.run(app.upgrade_schema(config.storage.url))
     print(f"database at revision {revision}")
     return 0
 
 
 def db_current(args: argparse.Namespace, config: Config) -> int:
-    from monitor.store import migrate
-
-    revision = asyncio.run(migrate.current(config.storage.url))
-    head = migrate.head()
+    revision = asyncio.run(app.current_schema(config.storage.url))
+    head = app.head_schema()
     state = (
         "up to date"
         if revision == head
@@ -157,7 +138,7 @@ def history(args: argparse.Namespace, config: Config) -> int:
 
     async def go() -> int:
         since = parse_since(args.since, _now().date())
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             rows = await store.history_rows(ref.user_id, since=since, variant=args.variant)
         if not rows:
             raise MonitorError(f"no stored history for {named}")
@@ -174,7 +155,7 @@ def history(args: argparse.Namespace, config: Config) -> int:
 def export(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
         since = parse_since(args.since, _now().date())
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             # the stored row count is exact without --since and an upper bound with it
             total = sum(r.rows_stored for r in await store.status_rows()) if since is None else None
             with output.progress(total, "export") as bar:
@@ -191,10 +172,9 @@ def export(args: argparse.Namespace, config: Config) -> int:
 
 def status(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             rows = await store.status_rows()
-            meter = await Meter.open(Budget.from_config(config), store, clock=_now)
-            gauge = await meter.gauge()
+            gauge = await app.budget_gauge(config, store, _now)
             counts = await store.outbox_counts()
             open_alerts = await store.list_alerts(open_only=True)
             instances = await store.list_instances(_now())
@@ -207,7 +187,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
             _now(),
             sys.stdout,
             unanswered,
-            held=held_answers(config),
+            held=app.held_answers(config),
             zone=config.budget.zone,
         )
         output.print_instances(instances, _now(), sys.stdout)
@@ -217,8 +197,6 @@ def status(args: argparse.Namespace, config: Config) -> int:
 
 
 def report(args: argparse.Namespace, config: Config) -> int:
-    from monitor.service.reporting.report import write_report
-
     folder = args.out.absolute().parent
     if not folder.is_dir():  # a mistyped path is refused, never created
         raise ConfigError("--out", f"folder {folder} does not exist; create it or fix the path")
@@ -229,8 +207,8 @@ def report(args: argparse.Namespace, config: Config) -> int:
         now = _now()
         since = parse_since(args.since, now.date())
         assert since is not None
-        async with _store(config) as store:
-            written = await write_report(
+        async with app.command_store(config) as store:
+            written = await app.write_report(
                 store,
                 args.out,
                 since=since,
@@ -252,14 +230,14 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
 
     async def go() -> int:
         since = parse_since(args.since, _now().date())
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             with output.progress(None, "rules test") as bar:
 
                 def advance(done: int, total: int) -> None:
                     bar.total = total
                     bar.update(done - bar.n)
 
-                lines = await run_backtest(config, store, since, progress=advance)
+                lines = await app.run_backtest(config, store, since, progress=advance)
         rolling = [r.name for r in config.rules if r.kind in ("change", "anomaly")]
         output.print_backtest(list(lines), sys.stdout, rolling)
         return 0
@@ -272,7 +250,7 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
 
 def alerts(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             rows = await store.list_alerts(open_only=args.open)
             counts = await store.outbox_counts()
         output.print_alerts(rows, counts, config.budget.zone, sys.stdout)
@@ -296,7 +274,7 @@ def silence_add(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
         now = _now()
         ends = now + wanted.length
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             silence_id = await store.add_silence(
                 now=now,
                 ends_at=ends,
@@ -313,7 +291,7 @@ def silence_add(args: argparse.Namespace, config: Config) -> int:
 
 def silence_list(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             rows = await store.list_silences(_now())
         output.print_silences(rows, config.budget.zone, sys.stdout)
         return 0
@@ -323,7 +301,7 @@ def silence_list(args: argparse.Namespace, config: Config) -> int:
 
 def unsilence(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
-        async with _store(config) as store:
+        async with app.command_store(config) as store:
             removed = await store.remove_silence(args.id)
         if not removed:
             raise MonitorError(f"no silence with id {args.id}")
@@ -341,8 +319,8 @@ def notify_test(args: argparse.Namespace, config: Config) -> int:
 
     async def go() -> int:
         async with (
-            _store(config) as store,
-            Notifier.from_config(store, config, owner="cli") as notifier,
+            app.command_store(config) as store,
+            app.command_notifier(config, store) as notifier,
         ):
             results = await notifier.send_test(args.channel)
         for name, error in results.items():
@@ -358,8 +336,8 @@ def notify_retry(args: argparse.Namespace, config: Config) -> int:
 
     async def go() -> int:
         async with (
-            _store(config) as store,
-            Notifier.from_config(store, config, owner="cli") as notifier,
+            app.command_store(config) as store,
+            app.command_notifier(config, store) as notifier,
         ):
             count = await notifier.retry_dead(_now(), args.channel)
         print(f"{count} dead letters queued again; the running daemon sends them")
@@ -408,3 +386,29 @@ def roster(args: argparse.Namespace, config: Config) -> int:
         return 2
     print(f"roster ok: {len(found.creators)} creators in {len(found.files)} files")
     return 0
+
+
+#: each command's function, by the name the parser gives it (``parser.command``)
+HANDLERS: dict[str, Handler] = {
+    "check": check,
+    "simulate": simulate,
+    "db_upgrade": db_upgrade,
+    "db_current": db_current,
+    "history": history,
+    "export": export,
+    "status": status,
+    "report": report,
+    "rules_test": rules_test,
+    "alerts": alerts,
+    "silence_add": silence_add,
+    "silence_list": silence_list,
+    "unsilence": unsilence,
+    "notify_test": notify_test,
+    "notify_retry": notify_retry,
+    "fetch": fetch,
+    "resume": resume,
+    "run": run,
+    "demo": demo,
+    "serve": serve,
+    "roster": roster,
+}

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from monitor.app import upgrade_schema
 from monitor.config import Config, parse_config
 from monitor.daemon import Daemon
 from monitor.daemon.options import Options
 from monitor.errors import ConfigError
-from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 CREATORS = [
@@ -145,7 +145,7 @@ async def _story(sim: Simulator, daemon: Daemon, receiver: Receiver, seconds: fl
 
 async def _demo(db_path: Path, seconds: float) -> int:
     db_url = f"sqlite+aiosqlite:///{db_path}"
-    await migrate.upgrade(db_url)
+    await upgrade_schema(db_url)
     receiver = Receiver(on_message=lambda m: print(f"  ✉ slack: {m.get('title')}", flush=True))
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)

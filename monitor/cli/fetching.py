@@ -1,6 +1,6 @@
 """``fetch``: one creator now, or every configured creator and variant once, through the same
-gate, budget and spill as the daemon (``--dry-run`` stores nothing). Re-exported by
-``monitor.cli.commands``, where the CLI looks handlers up."""
+gate, budget and spill as the daemon (``--dry-run`` stores nothing). Listed in
+``monitor.cli.commands.HANDLERS``, where the CLI looks handlers up."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from monitor.app import fetch_parts
+from monitor.app import AnswerHeld, Fetcher, Hold, Meter, Slot, fetch_parts
 from monitor.cli import arguments, history_output, output
 from monitor.config import Config
 from monitor.display import labelled_time
@@ -22,9 +22,6 @@ from monitor.errors import BudgetError, ConfigError, MonitorError
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
 from monitor.policy.budget_state import RATE_LIMITED
-from monitor.service.fetching.fetch import Fetcher, Slot
-from monitor.service.fetching.gate import Meter
-from monitor.service.fetching.spill import AnswerHeld, Hold
 
 
 def _now() -> datetime:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -53,7 +52,7 @@ def _storage_folder(args: argparse.Namespace, config: Config) -> None:
     it on purpose."""
     if args.command in _NO_STORAGE:
         return
-    from monitor.store.engine import sqlite_folder  # sqlalchemy: not for ``--help``
+    from monitor.app import sqlite_folder  # sqlalchemy: not for ``--help``
 
     folder = sqlite_folder(config.storage.url)
     if folder is None or folder.is_dir():
@@ -90,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load(args)
         secret_filter.add(*_secrets(config))
         _storage_folder(args, config)
-        commands = importlib.import_module("monitor.cli.commands")
-        code: int = getattr(commands, args.handler)(args, config)
+        from monitor.cli.commands import HANDLERS  # the library: not for ``--help``
+
+        code = HANDLERS[args.handler](args, config)
     except ConfigError as exc:
         _fail(exc, args.debug, secret_filter)
         return 2

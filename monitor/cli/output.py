@@ -26,7 +26,6 @@ from monitor.errors import MonitorError
 from monitor.notify.message import cut
 from monitor.notify.summary import describe
 from monitor.policy.budget_state import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED
-from monitor.service.fetching.reach import UNREACHABLE_AFTER
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -217,6 +216,8 @@ def _holds(
 
 def _reach(unanswered: tuple[int, datetime | None], zone: ZoneInfo) -> str:
     """The upstream as the latest calls found it: answering, or unreachable since when."""
+    from monitor.app import UNREACHABLE_AFTER  # the fetch path: not for ``--help``
+
     count, since = unanswered
     if count < UNREACHABLE_AFTER or since is None:
         return "answering"

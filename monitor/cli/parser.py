@@ -1,8 +1,8 @@
 """The command line's parser: every command, its options and its help, and usage errors as one
 line (exit 2) that name the nearest known command, choice or option.
 
-Each command names its handler in ``monitor.cli.commands`` without importing it, so ``--help``,
-``--version`` and usage errors answer without loading the store or the client.
+Each command names its handler in ``monitor.cli.commands.HANDLERS`` without importing it, so
+``--help``, ``--version`` and usage errors answer without loading the store or the client.
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ def _add(
     example: str,
     handler: str,
 ) -> _Parser:
-    """A sub-command whose work is ``monitor.cli.commands.<handler>``: named, not imported, so
-    ``--help``, ``--version`` and usage errors answer without loading the store or the client."""
+    """A sub-command whose work is ``monitor.cli.commands.HANDLERS[handler]``: named, not
+    imported, so ``--help``, ``--version`` and usage errors answer without loading the store or
+    the client."""
     parser = sub.add_parser(
         name,
         help=help_,

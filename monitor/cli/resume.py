@@ -1,6 +1,6 @@
 """``resume``: one probe now, through the same gate as the daemon, and what the account answered.
-Exit 0 when it answers normally (an account pause ends), 1 when it still refuses. Re-exported by
-``monitor.cli.commands``, where the CLI looks handlers up."""
+Exit 0 when it answers normally (an account pause ends), 1 when it still refuses. Listed in
+``monitor.cli.commands.HANDLERS``, where the CLI looks handlers up."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-from monitor.app import fetch_parts
+from monitor.app import Slot, fetch_parts
 from monitor.config import Config
 from monitor.errors import BudgetError, ConfigError
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_OK_CODES
-from monitor.service.fetching.fetch import Slot
 
 
 def _now() -> datetime:

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from monitor.app import schema_store, upgrade_schema
 from monitor.errors import ConfigError, SchemaOutOfDate
 from monitor.ops.systemd import Notifier as SystemdNotifier
-from monitor.store import Store
 from monitor.store.engine import parse_url, safe_url
 from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
 
@@ -39,13 +39,11 @@ async def migrate_on_start(url: str, clock: Callable[[], datetime], sd: SystemdN
             f"than this creator-monitor knows (up to {HEAD_REVISION}): install the newer "
             "creator-monitor that migrated it, or point storage.url at another database",
         )
-    from monitor.store import migrate  # alembic: only when there is something to migrate
-
     what = f"migrating the database from {current or 'empty'} to {HEAD_REVISION}"
     log.info("%s", what)
     extending = asyncio.get_running_loop().create_task(_extend_start(sd, what))
     try:
-        await migrate.upgrade(url)
+        await upgrade_schema(url)
     finally:
         extending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -63,7 +61,7 @@ async def _extend_start(sd: SystemdNotifier, status: str) -> None:
 async def _schema_behind(url: str, clock: Callable[[], datetime]) -> str | None:
     """The revision of a database that is not at this code's head ("" when it has no
     schema yet), or None when it is at the head."""
-    store = Store.open(url, clock=clock)
+    store = schema_store(url, clock)
     try:
         await store.check_schema()
     except SchemaOutOfDate as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from monitor.app import Store, ledger_day
 from monitor.config import Config
 from monitor.config.references import silence_request
 from monitor.display import (
@@ -31,7 +32,6 @@ from monitor.display import (
 from monitor.errors import ConfigError
 from monitor.notify.message import CODE_TEXTS, Language
 from monitor.notify.summary import describe, severity_label
-from monitor.store import Store
 from monitor.validation import problems_of
 from monitor.web import auth
 from monitor.web.i18n import LANG_COOKIE, negotiate, translator
@@ -178,7 +178,6 @@ class Console:
         """Calls and billed calls today, use in the last minute, pause and next probe, calls
         per day (the last 14) and by code. Read from the database: the same under ``serve``."""
         from monitor.policy.budget import ACCOUNT_CODES, Budget, BudgetState
-        from monitor.service.fetching.budget_view import ledger_day
 
         now = self.clock()
         today = self.today()

@@ -14,9 +14,9 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
+from monitor.app import OverviewQuery, Sort
 from monitor.errors import ConfigError
 from monitor.model import METRICS
-from monitor.store.console import OverviewQuery, Sort
 from monitor.validation import raise_all, unknown
 from monitor.web import auth
 from monitor.web.context import console_of, problem_text, row_id

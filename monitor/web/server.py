@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from monitor.app import console_store, health_store
 from monitor.config import Config
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops import listener
-from monitor.store import Store
 from monitor.web import auth
 from monitor.web.context import Console
 from monitor.web.routes import mount
@@ -63,8 +63,7 @@ async def console_mount(
             auth.HTTP_CREDENTIAL,
             auth.HTTP_READONLY_CREDENTIAL,
         )
-    store = Store.open(config.storage.url, clock=clock)
-    stack.push_async_callback(store.close)
+    store = console_store(config, stack, clock)
 
     def add(app: web.Application, loopback: bool) -> None:
         guard = auth.Guard(
@@ -93,8 +92,7 @@ async def serve_console(
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as stack:
         add = await console_mount(config, stack, environ)
-        check = Store.open(config.storage.url)
-        stack.push_async_callback(check.close)
+        check = health_store(config, stack)
         await check.check_schema()
 
         async def healthz(request: web.Request) -> web.Response:

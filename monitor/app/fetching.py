@@ -1,5 +1,5 @@
-"""The only wiring of the fetch path: builds the store, the client, the gate (meter) and the
-fetcher for ``run``, ``fetch``, ``fetch --all`` and ``demo`` alike, on an exit stack.
+"""The fetch path's parts: the store, the client, the gate (meter) and the fetcher for ``run``,
+``fetch``, ``fetch --all``, ``resume`` and ``demo`` alike, on an exit stack.
 
 Decides nothing itself; every paid call from any command passes the one ``Meter`` built here.
 """
@@ -14,17 +14,29 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from monitor.app.stores import fetch_store, upgrade_schema
 from monitor.config import Config, resolve_token
 from monitor.errors import MonitorError, SchemaOutOfDate
 from monitor.ops.wallclock import Monotonic
 from monitor.policy.budget import Budget
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
-from monitor.service.fetching.fetch import Fetcher, Observe
+from monitor.service.fetching.fetch import Fetcher, Observe, Slot
 from monitor.service.fetching.gate import Meter
-from monitor.service.fetching.spill import Hold, spill_path
+from monitor.service.fetching.spill import AnswerHeld, Hold, spill_path
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
+
+__all__ = [
+    "AnswerHeld",
+    "FetchParts",
+    "Fetcher",
+    "Hold",
+    "Meter",
+    "Slot",
+    "fetch_parts",
+    "held_answers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +87,7 @@ async def fetch_parts(
     off for commands, which make one call per series and report how it went.
     """
     async with AsyncExitStack() as stack:
-        storage = config.storage
-        store = Store.open(storage.url, clock=clock, busy_timeout=storage.busy_timeout)
-        stack.push_async_callback(store.close)
+        store = fetch_store(config, stack, clock)
         if sole_instance:
             stack.enter_context(cluster.sole_instance(store.sqlite_path))
         try:
@@ -87,9 +97,7 @@ async def fetch_parts(
             # (the daemon and a database at another revision still ask for ``db upgrade``)
             if not create_schema or exc.current is not None:
                 raise
-            from monitor.store import migrate  # alembic: off the daemon's import path
-
-            await migrate.upgrade(config.storage.url)
+            await upgrade_schema(config.storage.url)  # alembic: loaded only then
         hold, replayed = await _open_hold(config, store, environ, strict=strict_hold)
         token = resolve_token(config, environ)
         api = config.api

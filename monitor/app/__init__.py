@@ -1,0 +1,78 @@
+"""The only wiring: every part the program runs with is built here from the config, for the
+daemon, for each command and for the console. Nothing above (``cli``, ``web``, ``daemon``)
+opens a store, a client, a gate or a notifier itself, and ``cli`` and ``web`` see the service,
+store and client layers only through the names this package hands out.
+
+- ``stores``: every store, one function per kind (the one ``Store.open``);
+- ``fetching``: the fetch path (store, client, gate, fetcher, hold) on an exit stack;
+- ``commands``: what a command works with beside its store;
+- ``running``: the daemon's parts (dispatcher, heartbeat, notifier, console store).
+"""
+
+from monitor.app.commands import (
+    UNREACHABLE_AFTER,
+    BacktestLine,
+    Gauge,
+    budget_gauge,
+    command_notifier,
+    ledger_day,
+    run_backtest,
+    write_report,
+)
+from monitor.app.fetching import (
+    AnswerHeld,
+    Fetcher,
+    FetchParts,
+    Hold,
+    Meter,
+    Slot,
+    fetch_parts,
+    held_answers,
+)
+from monitor.app.stores import (
+    FetchRecord,
+    OverviewQuery,
+    Sort,
+    Store,
+    command_store,
+    console_store,
+    current_schema,
+    fetch_store,
+    head_schema,
+    health_store,
+    schema_store,
+    sqlite_folder,
+    upgrade_schema,
+)
+
+__all__ = [
+    "UNREACHABLE_AFTER",
+    "AnswerHeld",
+    "BacktestLine",
+    "FetchParts",
+    "FetchRecord",
+    "Fetcher",
+    "Gauge",
+    "Hold",
+    "Meter",
+    "OverviewQuery",
+    "Slot",
+    "Sort",
+    "Store",
+    "budget_gauge",
+    "command_notifier",
+    "command_store",
+    "console_store",
+    "current_schema",
+    "fetch_parts",
+    "fetch_store",
+    "head_schema",
+    "health_store",
+    "held_answers",
+    "ledger_day",
+    "run_backtest",
+    "schema_store",
+    "sqlite_folder",
+    "upgrade_schema",
+    "write_report",
+]

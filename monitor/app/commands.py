@@ -1,0 +1,60 @@
+"""The parts a command works with beside its store: the budget's gauge (``status``), a notifier
+(``notify test``/``retry``), the backtest and the HTML report. Each is built from the config
+and the command's store, as the daemon builds its own."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from monitor.config import Config
+from monitor.notify.sender import Notifier
+from monitor.policy.budget import Budget
+from monitor.service.alerting.backtest import BacktestLine, run_backtest
+from monitor.service.fetching.budget_view import Gauge, ledger_day
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.reach import UNREACHABLE_AFTER
+from monitor.store import Store
+from monitor.store.engine import Clock
+
+if TYPE_CHECKING:  # plotly: only ``report`` loads it
+    from monitor.service.reporting.report import Written
+
+__all__ = [
+    "UNREACHABLE_AFTER",
+    "BacktestLine",
+    "Gauge",
+    "budget_gauge",
+    "command_notifier",
+    "ledger_day",
+    "run_backtest",
+    "write_report",
+]
+
+
+async def budget_gauge(config: Config, store: Store, clock: Clock) -> Gauge:
+    """The budget as the gate sees it now (a read: nothing is spent)."""
+    meter = await Meter.open(Budget.from_config(config), store, clock=clock)
+    return await meter.gauge()
+
+
+def command_notifier(config: Config, store: Store) -> Notifier:
+    """A command's notifier (its deliveries are owned by ``cli``); use as a context manager."""
+    return Notifier.from_config(store, config, owner="cli")
+
+
+async def write_report(
+    store: Store,
+    out: Path,
+    *,
+    since: date,
+    now: datetime,
+    daily_calls: int,
+    zone: ZoneInfo,
+) -> Written:
+    """``service.reporting.report.write_report``, loaded when called (plotly is heavy)."""
+    from monitor.service.reporting.report import write_report as write
+
+    return await write(store, out, since=since, now=now, daily_calls=daily_calls, zone=zone)
