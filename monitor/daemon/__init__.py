@@ -1,9 +1,10 @@
-"""The composition root of ``creator-monitor run``: build everything on an AsyncExitStack, run
-the jobs, answer signals and systemd, and shut down in reverse order.
+"""``creator-monitor run``: start, signals, reload and stop of the parts ``monitor.app`` builds.
 
-Owns lifecycle only: what a fetch or an alert does lives in service.fetch, service.alerting and
-notify. Beside it: the start-up migration (``migration``), the interval jobs' scheduler
-(``jobs``), the housekeeping jobs (``upkeep``) and how the daemon runs (``options``).
+Owns lifecycle only: the parts are built by ``monitor.app`` (``fetching``, ``running``), and
+each registers its own end as it is built: on ``stack`` what releases it, on ``stopping`` what
+ends its work at an orderly stop. A stop unwinds ``stopping`` (newest first), then ``stack``.
+Beside it: the start-up migration (``migration``), the interval jobs' scheduler (``jobs``), the
+housekeeping jobs (``upkeep``) and how the daemon runs (``options``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.app import fetch_parts
+from monitor.app import running
 from monitor.config import (
     Config,
     collector_paused,
@@ -34,21 +34,16 @@ from monitor.daemon.jobs import schedule_jobs, shift_jobs, tracked
 from monitor.daemon.migration import migrate_on_start
 from monitor.daemon.options import Options, system_clock
 from monitor.errors import ConfigError, MonitorError, NotifyError
-from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
 from monitor.ops.systemd import Notifier as SystemdNotifier
 from monitor.ops.systemd import watchdog_interval, watchdog_loop
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
 from monitor.ops.wallclock import WallJumps
-from monitor.policy import concurrency
-from monitor.policy.budget import Budget, daily_left
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
 from monitor.service.alerting.evaluation import Alerting
-from monitor.service.fetching import cluster
 from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
 from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
 from monitor.service.fetching.reach import Reach, upstream_host
-from monitor.service.fetching.slot_loading import load_slots, write_new_slots
 from monitor.service.fetching.spill import Hold
 from monitor.store import Store
 from monitor.upstream.client import JustOneClient
@@ -63,15 +58,15 @@ class Daemon:
     def __init__(self, config: Config, options: Options | None = None) -> None:
         self.config = config
         self.options = options or Options()
-        self.identity = cluster.Identity.new(self.options.clock())
+        self.identity = running.new_identity(self.options.clock)
         self.instance = self.identity.id
-        self._heartbeat: asyncio.Task[None] | None = None
         self._scheduler: AsyncIOScheduler
         self._stop = asyncio.Event()
         self.store: Store
         self.client: JustOneClient
         self.meter: Meter
         self.dispatcher: Dispatcher
+        self.dispatching: running.Dispatching
         self.notifier: Notifier
         self.alerting: Alerting
         self.hold: Hold
@@ -86,8 +81,6 @@ class Daemon:
         self._job_tasks: set[asyncio.Task[object]] = set()
         #: drains failed in a row (``_drain`` logs the first and the recovery)
         self._drains_failed = 0
-        #: writing the schedule rows of series new at this start, after READY
-        self._writing: asyncio.Task[None] | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -95,6 +88,8 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or ``options.until``); 0 on an orderly stop."""
         sd = self._sd
+        # what ends each part's work at a stop; unwound before ``stack`` releases anything
+        stopping = AsyncExitStack()
         async with AsyncExitStack() as stack:
             stack.callback(sd.close)
             # what ``check`` checks beside the config (console tokens, templates), with its
@@ -102,18 +97,19 @@ class Daemon:
             # after the one-instance lock
             raise_all(startup_problems(self.config, self.options.environ, api_token=False))
             await migrate_on_start(self.config.storage.url, self.options.clock, self._sd)
-            await self._build(stack)
+            await self._build(stack, stopping)
             scheduler = self._scheduler = self._schedule_jobs()
             scheduler.start()
             stack.callback(lambda: scheduler.shutdown(wait=False))
+            stopping.callback(scheduler.pause)  # no job starts once a stop began
             self._install_signals(stack)
             await self._start_watchdog(stack, sd)
             dispatching = asyncio.get_running_loop().create_task(self._dispatch(), name="dispatch")
             stack.push_async_callback(_cancel, dispatching)
+            # no round half way through a claim or a store probe may start a cycle after this
+            stopping.push_async_callback(_cancel, dispatching)
             sd.ready(self.summary())
-            self._writing = asyncio.get_running_loop().create_task(
-                self._write_new_slots(), name="new schedule rows"
-            )
+            self.dispatching.write_new_rows()
             log.info(
                 "running: %d series, budget %d/min and %d/day; instance %s",
                 len(self.dispatcher.slots),
@@ -123,69 +119,53 @@ class Daemon:
             )
             await self._wait_for_stop()
             sd.stopping("stopping: finishing in-flight calls")
-            # no round half way through a claim or a store probe may start a cycle after this
-            await _cancel(dispatching)
-            await self._shutdown(scheduler)
+            # each part's stop, newest first: the dispatch loop, the jobs' scheduler, the calls
+            # on the wire (``schedule.grace``), running jobs, the heartbeat, the outbox flush
+            await stopping.aclose()
+            log.info("stopped")
         return 0
 
-    async def _write_new_slots(self) -> None:
-        """The schedule rows of series new at this start (``slot_loading.write_new_slots``)."""
-        try:
-            written = await write_new_slots(self.dispatcher.slots, self.store)
-        except MonitorError as exc:
-            log.warning(
-                "the first due times of new series are not all stored (%s); each fetch "
-                "stores its own, and the next start places the rest again",
-                exc,
-            )
-            return
-        except Exception:  # a bug must not surface only as a crash at the stop
-            log.exception("storing the first due times of new series failed")
-            return
-        if written:
-            log.info("stored the first due times of %d new series", written)
-
-    async def _build(self, stack: AsyncExitStack) -> None:
+    async def _build(self, stack: AsyncExitStack, stopping: AsyncExitStack) -> None:
+        """The parts from ``monitor.app``, each registering its end; in the order a stop needs
+        reversed: the notifier's flush and the heartbeat's leases outlive the dispatcher."""
         # 100,000 creators make a million objects that live as long as the process: the
         # collector would walk them again and again while they are built (half a second)
         with collector_paused():
             clock = self.options.clock
             config = self.config
-            sizer = concurrency.InFlightSizer.from_config(config)
-            parts = await stack.enter_async_context(
-                fetch_parts(
-                    config,
-                    clock=clock,
-                    sleep=self.options.sleep,
-                    monotonic=self.options.monotonic,
-                    environ=self.options.environ,
-                    sole_instance=True,
-                    alerting=True,
-                    observe=self._observe,
-                    on_latency=sizer.observe,
-                    max_connections=concurrency.pool_size(config),
-                )
+            parts, sizer = await running.daemon_fetch_parts(
+                config,
+                stack,
+                clock=clock,
+                sleep=self.options.sleep,
+                monotonic=self.options.monotonic,
+                environ=self.options.environ,
+                observe=self._observe,
             )
-            self.store, self.meter, fetcher = parts.store, parts.meter, parts.fetcher
+            self.store, self.meter = parts.store, parts.meter
             self.client = parts.client
             self.hold = parts.hold
             assert parts.alerting is not None
             self.alerting = parts.alerting
-            # an account-wide error (601 …) and its end are told within seconds, not at the tick
-            self.meter.on_pause_change = self._pause_changed
-            # on a database of its own, the new series' schedule rows are written after READY
-            # (``_write_new_slots``); other instances claim work from those rows: not then
-            slots = await load_slots(config, self.store, clock(), write_new=self.store.shared)
-            claims = None
-            if self.store.shared:
-                claims = cluster.Claims(self.store, self.instance, config.schedule.lease)
-            self.dispatcher = Dispatcher(
-                config, fetcher, self.store, slots, clock=clock, claims=claims, sizer=sizer
-            )
-            await self.dispatcher.evaluate_stored(parts.replayed)
-            self._start_heartbeat(stack)
             self.notifier = self._make_notifier(config)
             stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
+            stopping.push_async_callback(self._flush)
+            running.start_heartbeat(
+                config,
+                self.store,
+                self.identity,
+                stack,
+                stopping,
+                clock=clock,
+                sleep=self.options.sleep,
+            )
+            # an account-wide error (601 …) and its end are told within seconds, not at the tick
+            self.meter.on_pause_change = self._pause_changed
+            stopping.push_async_callback(self._stop_jobs)
+            self.dispatching = await running.start_dispatching(
+                config, parts, stopping, instance=self.instance, sizer=sizer, clock=clock
+            )
+            self.dispatcher = self.dispatching.dispatcher
             if config.http.listen:
                 from monitor.web.server import console_mount
 
@@ -202,39 +182,24 @@ class Daemon:
         with contextlib.suppress(OSError, AttributeError, TypeError):
             ctypes.CDLL(None).malloc_trim(0)
 
-    def _start_heartbeat(self, stack: AsyncExitStack) -> None:
-        """The ``instances`` row and, on a shared database, the renewal of this instance's
-        leases: every third of ``schedule.lease`` (at most every 30 s, for ``status``)."""
-        every = min(self.config.schedule.lease / 3, timedelta(seconds=30))
-        self._heartbeat = asyncio.get_running_loop().create_task(
-            cluster.keep_alive(
-                self.store,
-                self.identity,
-                self.options.clock,
-                every=every,
-                lease=self.config.schedule.lease,
-                sleep=self.options.sleep,
-            ),
-            name="heartbeat",
-        )
-        stack.push_async_callback(_cancel, self._heartbeat)
-
     def _make_notifier(self, config: Config) -> Notifier:
-        notifier = Notifier.from_config(
-            self.store,
-            config,
-            owner=self.instance,
-            environ=self.options.environ,
-            gate=delivery_gate(config),
+        return running.daemon_notifier(
+            config, self.store, owner=self.instance, environ=self.options.environ
         )
-        # a dead channel must not silence the others: run, say so once, dead-letter its messages
-        for name, problem in notifier.problems.items():
-            log.error(
-                "channel %r: %s; its messages are dead-lettered until the config is fixed",
-                name,
-                problem,
+
+    async def _flush(self) -> None:
+        """At a stop: groups still waiting for group_wait or group_interval go now (10 s)."""
+        with contextlib.suppress(MonitorError, TimeoutError):
+            await asyncio.wait_for(
+                self.notifier.drain(self.options.clock(), flush=True), timeout=10
             )
-        return notifier
+
+    async def _stop_jobs(self) -> None:
+        """At a stop: a drain or a report half way through ends, or is cut short before the
+        store closes (5 s); an account pause's end still in its hysteresis is told next start."""
+        await finish_or_cancel(set(self._job_tasks), 5)
+        for task in list(self._account_tasks):
+            await _cancel(task)
 
     def _schedule_jobs(self) -> AsyncIOScheduler:
         opts = self.options
@@ -326,16 +291,9 @@ class Daemon:
 
     async def _refresh_telemetry(self) -> None:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
-        gauge = await self.meter.gauge()
-        self.telemetry.set_budget(
-            tokens_left=gauge.tokens,
-            daily_calls_left=daily_left(gauge.calls_today, gauge.daily_calls),
+        await running.refresh_telemetry(
+            self.telemetry, self.meter, self.dispatcher, self.store, self.options.clock()
         )
-        self.telemetry.set_paused(gauge.pause_code if gauge.paused else None)
-        self.telemetry.set_inflight(self.meter.on_the_wire)
-        self.telemetry.set_oldest_overdue(self.dispatcher.oldest_overdue(self.options.clock()))
-        counts = await self.store.outbox_counts()
-        self.telemetry.set_outbox(depth=counts["pending"], dead_letters=counts["dead"])
 
     async def _digest(self) -> None:
         await upkeep.queue_digest(self.config, self.store, self.options.clock)
@@ -405,58 +363,24 @@ class Daemon:
             self.config, config, self.store, self.options.clock, self.instance
         )
         self.config = config
-        self.client.use_token(token)
-        self.meter.use_token(token.get_secret_value())
-        if self.meter.token_changed():
-            log.info("the API token changed since the account pause began: trying it now")
-        self.meter.with_budget(Budget.from_config(config))
-        self.alerting.reconfigure(config)
         self.notifier.close()
         self.notifier = notifier
-        slots = await load_slots(config, self.store, self.options.clock())
-        self.dispatcher.reconfigure(config, slots)
-        log.info("config reloaded: %d series", len(slots))
+        series = await running.reconfigure(
+            config,
+            token,
+            client=self.client,
+            meter=self.meter,
+            alerting=self.alerting,
+            dispatching=self.dispatching,
+            store=self.store,
+            clock=self.options.clock,
+        )
+        log.info("config reloaded: %d series", series)
         self._sd.ready(self.summary())
         return True
 
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()
-
-    async def _shutdown(self, scheduler: AsyncIOScheduler) -> None:
-        """Calls on the wire get ``schedule.grace``; then at most 5 s each for the new series'
-        schedule rows (else the next start places them again), owed rules and a running job,
-        and 10 s for the outbox: under systemd's TimeoutStopSec=60 at the default grace."""
-        scheduler.pause()
-        self.dispatcher.stop_accepting()
-        cancelled = await self.dispatcher.wait_idle(self.config.schedule.grace.total_seconds())
-        if cancelled:
-            log.warning("stopped with %d calls abandoned after the grace period", cancelled)
-        if self._writing is not None:
-            await finish_or_cancel([self._writing], 5)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.dispatcher.evaluate_owed_now()
-        owed = self.dispatcher.owed_creators()
-        if owed:
-            log.warning(
-                "stopped with the rules of %d creators not run (the database refused them); "
-                "they run at each one's next fetch",
-                owed,
-            )
-        # a drain or a report half way through ends, or is cut short before the store closes
-        await finish_or_cancel(set(self._job_tasks), 5)
-        for task in list(self._account_tasks):  # an end still in its hysteresis: told next start
-            await _cancel(task)
-        if self._heartbeat is not None:
-            await _cancel(self._heartbeat)
-        with contextlib.suppress(MonitorError):  # leases given back now, not at their expiry
-            await self.store.retire_instance(self.instance)
-        with contextlib.suppress(MonitorError, TimeoutError):
-            # a flush: groups still waiting for group_wait or group_interval go now
-            await asyncio.wait_for(
-                self.notifier.drain(self.options.clock(), flush=True), timeout=10
-            )
-        log.info("stopped")
 
     def summary(self) -> str:
         """The one-line STATUS systemd shows."""

@@ -1,0 +1,255 @@
+"""The daemon's parts beside the fetch path: its identity, the notifier, the heartbeat, the
+dispatcher over the loaded schedule (with the new series' rows written after READY), the
+telemetry's gauges, and a reloaded config handed to the running parts.
+
+Each part registers its own end where it is built: on ``stack`` what releases it, on
+``stopping`` what ends its work when the daemon is asked to stop (the daemon unwinds
+``stopping`` first, then ``stack``). Both run newest first: a part built before another is
+stopped after it, so what the later one still needs (the heartbeat's leases, the notifier's
+flush) outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+
+from monitor.app.fetching import FetchParts, fetch_parts
+from monitor.config import Config
+from monitor.errors import MonitorError
+from monitor.notify.gate import delivery_gate
+from monitor.notify.sender import Notifier
+from monitor.ops.telemetry import Telemetry
+from monitor.ops.wallclock import Monotonic
+from monitor.policy.budget import Budget, daily_left
+from monitor.policy.concurrency import InFlightSizer, pool_size
+from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching import cluster
+from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
+from monitor.service.fetching.fetch import Observe
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot_loading import load_slots, write_new_slots
+from monitor.store import Store
+from monitor.upstream.client import JustOneClient
+
+#: the daemon's lines keep the one logger name they are known by
+log = logging.getLogger("monitor.daemon")
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+Identity = cluster.Identity
+
+
+def new_identity(clock: Clock) -> Identity:
+    """This process as the ``instances`` table and the leases know it."""
+    return cluster.Identity.new(clock())
+
+
+async def daemon_fetch_parts(
+    config: Config,
+    stack: AsyncExitStack,
+    *,
+    clock: Clock,
+    sleep: Sleep,
+    monotonic: Monotonic | None,
+    environ: Mapping[str, str] | None,
+    observe: Observe,
+) -> tuple[FetchParts, InFlightSizer]:
+    """The fetch path as the daemon runs it (``fetching.fetch_parts``), released with
+    ``stack``: the one-instance lock on SQLite, the rules, one connection per possible cycle,
+    and the in-flight sizer each call's latency feeds (the dispatcher sizes by it)."""
+    sizer = InFlightSizer.from_config(config)
+    parts = await stack.enter_async_context(
+        fetch_parts(
+            config,
+            clock=clock,
+            sleep=sleep,
+            monotonic=monotonic,
+            environ=environ,
+            sole_instance=True,
+            alerting=True,
+            observe=observe,
+            on_latency=sizer.observe,
+            max_connections=pool_size(config),
+        )
+    )
+    return parts, sizer
+
+
+def daemon_notifier(
+    config: Config, store: Store, *, owner: str, environ: Mapping[str, str] | None
+) -> Notifier:
+    """The daemon's notifier; a dead channel must not silence the others: it runs, says so
+    once, and dead-letters that channel's messages."""
+    notifier = Notifier.from_config(
+        store, config, owner=owner, environ=environ, gate=delivery_gate(config)
+    )
+    for name, problem in notifier.problems.items():
+        log.error(
+            "channel %r: %s; its messages are dead-lettered until the config is fixed",
+            name,
+            problem,
+        )
+    return notifier
+
+
+def start_heartbeat(
+    config: Config,
+    store: Store,
+    identity: Identity,
+    stack: AsyncExitStack,
+    stopping: AsyncExitStack,
+    *,
+    clock: Clock,
+    sleep: Sleep,
+) -> None:
+    """The ``instances`` row and, on a shared database, the renewal of this instance's leases:
+    every third of ``schedule.lease`` (at most every 30 s, for ``status``). On a stop it ends
+    and gives its leases back now, not at their expiry."""
+    every = min(config.schedule.lease / 3, timedelta(seconds=30))
+    task = asyncio.get_running_loop().create_task(
+        cluster.keep_alive(
+            store, identity, clock, every=every, lease=config.schedule.lease, sleep=sleep
+        ),
+        name="heartbeat",
+    )
+    stack.push_async_callback(_cancel, task)
+
+    async def stop() -> None:
+        await _cancel(task)
+        with contextlib.suppress(MonitorError):
+            await store.retire_instance(identity.id)
+
+    stopping.push_async_callback(stop)
+
+
+class Dispatching:
+    """The dispatcher over the loaded schedule, and the schedule rows of series new at this
+    start, written after READY (``write_new_rows``)."""
+
+    def __init__(self, config: Config, dispatcher: Dispatcher, store: Store) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self._store = store
+        self._writing: asyncio.Task[None] | None = None
+
+    def write_new_rows(self) -> None:
+        self._writing = asyncio.get_running_loop().create_task(
+            self._write_new_rows(), name="new schedule rows"
+        )
+
+    async def _write_new_rows(self) -> None:
+        """The schedule rows of series new at this start (``slot_loading.write_new_slots``)."""
+        try:
+            written = await write_new_slots(self.dispatcher.slots, self._store)
+        except MonitorError as exc:
+            log.warning(
+                "the first due times of new series are not all stored (%s); each fetch "
+                "stores its own, and the next start places the rest again",
+                exc,
+            )
+            return
+        except Exception:  # a bug must not surface only as a crash at the stop
+            log.exception("storing the first due times of new series failed")
+            return
+        if written:
+            log.info("stored the first due times of %d new series", written)
+
+    async def stop(self) -> None:
+        """Calls on the wire get ``schedule.grace``; then at most 5 s each for the new series'
+        schedule rows (else the next start places them again) and the owed rules."""
+        dispatcher = self.dispatcher
+        dispatcher.stop_accepting()
+        cancelled = await dispatcher.wait_idle(self.config.schedule.grace.total_seconds())
+        if cancelled:
+            log.warning("stopped with %d calls abandoned after the grace period", cancelled)
+        if self._writing is not None:
+            await finish_or_cancel([self._writing], 5)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await dispatcher.evaluate_owed_now()
+        owed = dispatcher.owed_creators()
+        if owed:
+            log.warning(
+                "stopped with the rules of %d creators not run (the database refused them); "
+                "they run at each one's next fetch",
+                owed,
+            )
+
+
+async def start_dispatching(
+    config: Config,
+    parts: FetchParts,
+    stopping: AsyncExitStack,
+    *,
+    instance: str,
+    sizer: InFlightSizer,
+    clock: Clock,
+) -> Dispatching:
+    """Load the schedule and build the dispatcher on it; the answers an earlier run held have
+    their rules run now. On a database of its own the new series' schedule rows are written
+    after READY; other instances claim work from those rows: not then."""
+    store = parts.store
+    slots = await load_slots(config, store, clock(), write_new=store.shared)
+    claims = cluster.Claims(store, instance, config.schedule.lease) if store.shared else None
+    dispatcher = Dispatcher(
+        config, parts.fetcher, store, slots, clock=clock, claims=claims, sizer=sizer
+    )
+    await dispatcher.evaluate_stored(parts.replayed)
+    dispatching = Dispatching(config, dispatcher, store)
+    stopping.push_async_callback(dispatching.stop)
+    return dispatching
+
+
+async def reconfigure(
+    config: Config,
+    token: SecretStr,
+    *,
+    client: JustOneClient,
+    meter: Meter,
+    alerting: Alerting,
+    dispatching: Dispatching,
+    store: Store,
+    clock: Clock,
+) -> int:
+    """Hand a reloaded (and checked) config to the running parts; returns how many series the
+    new schedule has."""
+    client.use_token(token)
+    meter.use_token(token.get_secret_value())
+    if meter.token_changed():
+        log.info("the API token changed since the account pause began: trying it now")
+    meter.with_budget(Budget.from_config(config))
+    alerting.reconfigure(config)
+    slots = await load_slots(config, store, clock())
+    dispatching.config = config
+    dispatching.dispatcher.reconfigure(config, slots)
+    return len(slots)
+
+
+async def refresh_telemetry(
+    telemetry: Telemetry, meter: Meter, dispatcher: Dispatcher, store: Store, now: datetime
+) -> None:
+    """Before each scrape: the gauges of the running parts (counters are counted as calls
+    end)."""
+    gauge = await meter.gauge()
+    telemetry.set_budget(
+        tokens_left=gauge.tokens,
+        daily_calls_left=daily_left(gauge.calls_today, gauge.daily_calls),
+    )
+    telemetry.set_paused(gauge.pause_code if gauge.paused else None)
+    telemetry.set_inflight(meter.on_the_wire)
+    telemetry.set_oldest_overdue(dispatcher.oldest_overdue(now))
+    counts = await store.outbox_counts()
+    telemetry.set_outbox(depth=counts["pending"], dead_letters=counts["dead"])
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
