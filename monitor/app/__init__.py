@@ -6,7 +6,8 @@ store and client layers only through the names this package hands out.
 - ``stores``: every store, one function per kind (the one ``Store.open``);
 - ``fetching``: the fetch path (store, client, gate, fetcher, hold) on an exit stack;
 - ``commands``: what a command works with beside its store;
-- ``running``: the daemon's parts (dispatcher, heartbeat, notifier, console store).
+- ``running``: the daemon's parts (notifier, heartbeat, dispatcher, telemetry's gauges);
+- ``upkeep``: the daemon's housekeeping jobs (digest, scheduled reports, pruning).
 """
 
 from monitor.app.commands import (

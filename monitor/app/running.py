@@ -33,10 +33,35 @@ from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
 from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
 from monitor.service.fetching.fetch import Observe
-from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
+from monitor.service.fetching.reach import Reach, upstream_host
 from monitor.service.fetching.slot_loading import load_slots, write_new_slots
+from monitor.service.fetching.spill import Hold
 from monitor.store import Store
 from monitor.upstream.client import JustOneClient
+
+__all__ = [
+    "ACCOUNT_HYSTERESIS",
+    "Alerting",
+    "Dispatcher",
+    "Dispatching",
+    "Hold",
+    "Identity",
+    "JustOneClient",
+    "Meter",
+    "Notifier",
+    "Reach",
+    "Store",
+    "daemon_fetch_parts",
+    "daemon_notifier",
+    "finish_or_cancel",
+    "new_identity",
+    "new_reach",
+    "reconfigure",
+    "refresh_telemetry",
+    "start_dispatching",
+    "start_heartbeat",
+]
 
 #: the daemon's lines keep the one logger name they are known by
 log = logging.getLogger("monitor.daemon")
@@ -80,6 +105,11 @@ async def daemon_fetch_parts(
         )
     )
     return parts, sizer
+
+
+def new_reach(config: Config) -> Reach:
+    """Whether the upstream answers, as the calls find it (``/healthz`` and the log say so)."""
+    return Reach(upstream_host(config.api.base_url))
 
 
 def daemon_notifier(

@@ -24,8 +24,11 @@ from monitor.store.engine import (
     sqlite_folder,
     system_clock,
 )
+from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
 
 __all__ = [
+    "HEAD_REVISION",
+    "KNOWN_REVISIONS",
     "FetchRecord",
     "OverviewQuery",
     "Sort",

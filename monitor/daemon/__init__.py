@@ -1,10 +1,11 @@
 """``creator-monitor run``: start, signals, reload and stop of the parts ``monitor.app`` builds.
 
-Owns lifecycle only: the parts are built by ``monitor.app`` (``fetching``, ``running``), and
-each registers its own end as it is built: on ``stack`` what releases it, on ``stopping`` what
-ends its work at an orderly stop. A stop unwinds ``stopping`` (newest first), then ``stack``.
-Beside it: the start-up migration (``migration``), the interval jobs' scheduler (``jobs``), the
-housekeeping jobs (``upkeep``) and how the daemon runs (``options``).
+Owns lifecycle only: the parts are built by ``monitor.app`` (``fetching``, ``running``; the
+housekeeping jobs' work is ``app.upkeep``), and each registers its own end as it is built: on
+``stack`` what releases it, on ``stopping`` what ends its work at an orderly stop. A stop
+unwinds ``stopping`` (newest first), then ``stack``. Beside it: the start-up migration
+(``migration``), the interval jobs' scheduler (``jobs``) and how the daemon runs
+(``options``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from contextlib import AsyncExitStack
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.app import running
+from monitor.app import running, upkeep
+from monitor.app.running import (
+    ACCOUNT_HYSTERESIS,
+    Alerting,
+    Dispatcher,
+    Hold,
+    JustOneClient,
+    Meter,
+    Notifier,
+    Store,
+    finish_or_cancel,
+)
 from monitor.config import (
     Config,
     collector_paused,
@@ -29,24 +41,15 @@ from monitor.config import (
     resolve_token,
     startup_problems,
 )
-from monitor.daemon import upkeep
 from monitor.daemon.jobs import schedule_jobs, shift_jobs, tracked
 from monitor.daemon.migration import migrate_on_start
 from monitor.daemon.options import Options, system_clock
 from monitor.errors import ConfigError, MonitorError, NotifyError
-from monitor.notify.sender import Notifier
 from monitor.ops.systemd import Notifier as SystemdNotifier
 from monitor.ops.systemd import watchdog_interval, watchdog_loop
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
 from monitor.ops.wallclock import WallJumps
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
-from monitor.service.alerting.evaluation import Alerting
-from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
-from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
-from monitor.service.fetching.reach import Reach, upstream_host
-from monitor.service.fetching.spill import Hold
-from monitor.store import Store
-from monitor.upstream.client import JustOneClient
 from monitor.validation import raise_all
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,7 @@ class Daemon:
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
-        self.reach = Reach(upstream_host(config.api.base_url))
+        self.reach = running.new_reach(config)
         #: account evaluations run one at a time, whether the tick or a pause transition asks
         self._account_lock = asyncio.Lock()
         self._account_tasks: set[asyncio.Task[None]] = set()

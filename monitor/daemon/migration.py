@@ -9,11 +9,16 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from monitor.app import schema_store, upgrade_schema
+from monitor.app.stores import (
+    HEAD_REVISION,
+    KNOWN_REVISIONS,
+    parse_url,
+    safe_url,
+    schema_store,
+    upgrade_schema,
+)
 from monitor.errors import ConfigError, SchemaOutOfDate
 from monitor.ops.systemd import Notifier as SystemdNotifier
-from monitor.store.engine import parse_url, safe_url
-from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
 
 #: the daemon's lines keep the one logger name they are known by
 log = logging.getLogger("monitor.daemon")

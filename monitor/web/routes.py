@@ -2,7 +2,7 @@
 static files and the middlewares (auth, security headers, a busy database as a 503).
 
 Owns: the order of the middlewares and the routes' assembly. The pages and the API take what
-they share (the ``Console``, ``console_of``) from app.py; this module is the only one that
+they share (the ``Console``, ``console_of``) from context.py; this module is the only one that
 imports them all.
 """
 

@@ -1,5 +1,6 @@
-"""The daemon's housekeeping jobs: the daily digest and the scheduled reports queued when due,
-and old raw bodies and report HTML pruned. Each logs its failure and lets the next run retry."""
+"""The daemon's housekeeping jobs, run by its scheduler: the daily digest and the scheduled
+reports queued when due, and old raw bodies and report HTML pruned. Each logs its failure and
+lets the next run retry."""
 
 from __future__ import annotations
 
