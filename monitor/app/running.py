@@ -45,6 +45,7 @@ __all__ = [
     "Alerting",
     "Dispatcher",
     "Dispatching",
+    "Heartbeat",
     "Hold",
     "Identity",
     "JustOneClient",
@@ -60,7 +61,6 @@ __all__ = [
     "reconfigure",
     "refresh_telemetry",
     "start_dispatching",
-    "start_heartbeat",
 ]
 
 #: the daemon's lines keep the one logger name they are known by
@@ -129,34 +129,57 @@ def daemon_notifier(
     return notifier
 
 
-def start_heartbeat(
-    config: Config,
-    store: Store,
-    identity: Identity,
-    stack: AsyncExitStack,
-    stopping: AsyncExitStack,
-    *,
-    clock: Clock,
-    sleep: Sleep,
-) -> None:
+class Heartbeat:
     """The ``instances`` row and, on a shared database, the renewal of this instance's leases:
-    every third of ``schedule.lease`` (at most every 30 s, for ``status``). On a stop it ends
-    and gives its leases back now, not at their expiry."""
-    every = min(config.schedule.lease / 3, timedelta(seconds=30))
-    task = asyncio.get_running_loop().create_task(
-        cluster.keep_alive(
-            store, identity, clock, every=every, lease=config.schedule.lease, sleep=sleep
-        ),
-        name="heartbeat",
-    )
-    stack.push_async_callback(_cancel, task)
+    every third of ``schedule.lease`` (at most every 30 s, for ``status``), from ``start``.
+    Built (and its stop registered) before the dispatcher, whose claims need the leases, and
+    started once the schedule is loaded; on a stop it ends after the dispatcher and gives the
+    leases back now, not at their expiry."""
 
-    async def stop() -> None:
-        await _cancel(task)
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        identity: Identity,
+        stack: AsyncExitStack,
+        stopping: AsyncExitStack,
+        *,
+        clock: Clock,
+        sleep: Sleep,
+    ) -> None:
+        self._every = min(config.schedule.lease / 3, timedelta(seconds=30))
+        self._lease = config.schedule.lease
+        self._store = store
+        self._identity = identity
+        self._clock = clock
+        self._sleep = sleep
+        self._task: asyncio.Task[None] | None = None
+        stack.push_async_callback(self._cancel)
+        stopping.push_async_callback(self.stop)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            cluster.keep_alive(
+                self._store,
+                self._identity,
+                self._clock,
+                every=self._every,
+                lease=self._lease,
+                sleep=self._sleep,
+            ),
+            name="heartbeat",
+        )
+
+    async def _cancel(self) -> None:
+        if self._task is not None:
+            await _cancel(self._task)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        await self._cancel()
         with contextlib.suppress(MonitorError):
-            await store.retire_instance(identity.id)
-
-    stopping.push_async_callback(stop)
+            await self._store.retire_instance(self._identity.id)
 
 
 class Dispatching:

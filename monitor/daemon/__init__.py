@@ -153,7 +153,7 @@ class Daemon:
             self.notifier = self._make_notifier(config)
             stack.callback(lambda: self.notifier.close())  # noqa: PLW0108 - a reload swaps it
             stopping.push_async_callback(self._flush)
-            running.start_heartbeat(
+            heartbeat = running.Heartbeat(
                 config,
                 self.store,
                 self.identity,
@@ -169,6 +169,7 @@ class Daemon:
                 config, parts, stopping, instance=self.instance, sizer=sizer, clock=clock
             )
             self.dispatcher = self.dispatching.dispatcher
+            heartbeat.start()
             if config.http.listen:
                 from monitor.web.server import console_mount
 
