@@ -142,3 +142,20 @@ def test_the_check_sees_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
     }
     assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
     assert _path(graph, ["pkg.a", "pkg.b", "pkg.c"]) == "pkg.a -> pkg.b -> pkg.c -> pkg.a"
+
+
+def test_only_the_wiring_opens_a_store() -> None:
+    """``monitor.app.stores`` is the one place a store is opened (``Store.open``): every
+    command, the daemon and the console get theirs from it, with the options chosen there."""
+    openers = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "open"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "Store"
+            ):
+                openers.add(name)
+    assert openers == {"monitor.app.stores"}
