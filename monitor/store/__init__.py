@@ -6,6 +6,7 @@ short transactions through ``StoreBase``. Alerts, the outbox and silences join t
 
 from __future__ import annotations
 
+from monitor.store.account import AccountStore, BalanceReading, KeptAnswer
 from monitor.store.alerts import AlertStore
 from monitor.store.cluster import ClusterStore
 from monitor.store.console import ConsoleStore
@@ -18,6 +19,7 @@ from monitor.store.outbox import OutboxStore
 from monitor.store.reports import ReportStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 from monitor.store.silences import SilenceStore
+from monitor.store.sources import NoteObservation, NoteRecord, SourceStore
 
 
 class Store(
@@ -32,13 +34,19 @@ class Store(
     SilenceStore,
     ClusterStore,
     ConsoleStore,
+    SourceStore,
+    AccountStore,
 ):
     """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""
 
 
 __all__ = [
+    "BalanceReading",
     "BudgetStateRow",
     "FetchRecord",
+    "KeptAnswer",
+    "NoteObservation",
+    "NoteRecord",
     "ScheduleRow",
     "StatusRow",
     "Store",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -91,6 +93,31 @@ class JSONText(TypeDecorator[Any]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(value)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """Money, exactly: ``numeric`` on PostgreSQL; text on SQLite, whose NUMERIC affinity would
+    turn ``'12.30'`` into a float. Read back as a ``Decimal`` on both."""
+
+    impl = Text()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(asdecimal=True))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise ValueError(f"money must be a finite Decimal, got {value!r}")
+        return value if dialect.name == "postgresql" else str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 def _variant_columns(*, primary_key: bool) -> list[Column[str]]:
@@ -318,4 +345,72 @@ instances = Table(
     Column("version", String(32), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+
+# --- issue sources: followers, notes, the account balance, and answers kept to read again
+
+#: one follower count per creator and (Asia/Shanghai) day; a follower-history call backfills
+#: its 30 or 90 days in one upsert
+follower_counts = Table(
+    "follower_counts",
+    metadata,
+    Column("creator_id", Integer, ForeignKey("creators.id"), primary_key=True),
+    Column("date_key", String(10), primary_key=True),
+    Column("fans", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: what does not change about a note once published; ``first_seen_at``: when the monitor first
+#: listed it (the notes of a creator's first visit are the baseline, never announced as new)
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", String(24), primary_key=True),
+    Column("creator_id", Integer, ForeignKey("creators.id"), nullable=False),
+    Column("title", Text, nullable=False, server_default=""),
+    Column("published", String(10), nullable=False),
+    Column("video", Boolean, nullable=False),
+    Column("ad", Boolean, nullable=False),
+    Column("brand", Text, nullable=True),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Index(None, "creator_id", "published"),
+)
+
+#: a note's totals each time a note-list page showed it
+note_observations = Table(
+    "note_observations",
+    metadata,
+    Column("note_id", String(24), ForeignKey("notes.id", ondelete="CASCADE"), primary_key=True),
+    Column("seen_at", UTCDateTime, primary_key=True),
+    Column("reads", BigInteger, nullable=True),
+    Column("likes", BigInteger, nullable=True),
+    Column("collects", BigInteger, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+#: the account balance at each reading, exact
+balance_readings = Table(
+    "balance_readings",
+    metadata,
+    Column("read_at", UTCDateTime, primary_key=True),
+    Column("balance", ExactDecimal, nullable=False),
+    Column("currency", String(8), nullable=False, server_default="CNY"),
+)
+
+#: paid answers (code 0) this version could not read, whole, to read again with a newer one
+#: (``reparse``); retention never deletes them
+unreadable_answers = Table(
+    "unreadable_answers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("creator_id", Integer, ForeignKey("creators.id"), nullable=True),
+    Column("params", JSONText, nullable=False, server_default="{}"),
+    Column("body", Text, nullable=False),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("fetched_at", UTCDateTime, nullable=False),
+    Column("reparsed_at", UTCDateTime, nullable=True),
+    Index(None, "reparsed_at"),
 )

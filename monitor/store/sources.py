@@ -1,0 +1,235 @@
+"""Follower counts and notes (issue sources): written as one transaction per answer, read back
+as the series, lists and growth the rules and surfaces need.
+
+A follower-history answer backfills its 30 or 90 days in one upsert. A note-list page inserts
+the notes it shows for the first time (their ``first_seen_at`` is that visit) and one
+observation of each note's totals. Knows no budget, schedule or upstream call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from monitor.model import FollowerPoint, ListedNote, Note, NoteStats
+from monitor.store.engine import StoreBase, execute_many, utc_to_db
+from monitor.store.schema import follower_counts, note_observations, notes
+
+#: note ids per ``IN (…)``: under SQLite's bound-parameter limit
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NoteObservation:
+    """A note's totals as one note-list page showed them."""
+
+    seen_at: datetime
+    stats: NoteStats
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRecord:
+    """A stored note, when the monitor first listed it, and its first and latest observation
+    (the same one when it was seen once)."""
+
+    note: Note
+    first_seen_at: datetime
+    first: NoteObservation
+    latest: NoteObservation
+
+    def growth(self, metric: str) -> int | None:
+        """How much ``metric`` (``reads``, ``likes``, ``collects``) grew since first seen;
+        None when either observation lacks it."""
+        old, new = getattr(self.first.stats, metric), getattr(self.latest.stats, metric)
+        return None if old is None or new is None else new - old
+
+
+class SourceStore(StoreBase):
+    """Writes and reads ``follower_counts``, ``notes`` and ``note_observations``."""
+
+    async def store_followers(self, creator_id: int, points: Sequence[FollowerPoint]) -> int:
+        """Upsert one count per day (a later answer wins), all in one transaction; returns how
+        many points were written."""
+        if not points:
+            return 0
+        stmt = self._upsert(follower_counts).values(
+            creator_id=bindparam("creator_id"),
+            date_key=bindparam("date_key"),
+            fans=bindparam("fans"),
+            updated_at=bindparam("updated_at"),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[follower_counts.c.creator_id, follower_counts.c.date_key],
+            set_={"fans": stmt.excluded.fans, "updated_at": stmt.excluded.updated_at},
+        )
+        by_day = {point.date_key: point.fans for point in points}  # one row per day and call
+        async with self._write() as conn:
+            at = utc_to_db(conn, follower_counts.c.updated_at)(self._clock())
+            await execute_many(
+                conn,
+                stmt,
+                ("creator_id", "date_key", "fans", "updated_at"),
+                ((creator_id, day.isoformat(), fans, at) for day, fans in sorted(by_day.items())),
+            )
+        return len(by_day)
+
+    async def follower_series(
+        self, creator_id: int, since: date | None = None, until: date | None = None
+    ) -> list[FollowerPoint]:
+        """The stored daily counts of a creator, oldest first, within [since, until]."""
+        query = select(follower_counts.c.date_key, follower_counts.c.fans).where(
+            follower_counts.c.creator_id == creator_id
+        )
+        if since is not None:
+            query = query.where(follower_counts.c.date_key >= since.isoformat())
+        if until is not None:
+            query = query.where(follower_counts.c.date_key <= until.isoformat())
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(follower_counts.c.date_key))).all()
+        return [FollowerPoint(date.fromisoformat(day), int(fans)) for day, fans in rows]
+
+    async def store_notes(
+        self, creator_id: int, listed: Sequence[ListedNote], seen_at: datetime
+    ) -> list[str]:
+        """Store one note-list page seen at ``seen_at`` in one transaction: the notes new to
+        the monitor, and an observation of every note's totals. Returns the ids of the notes
+        that were new, in page order (the visit follows the next page only while all are)."""
+        if not listed:
+            return []
+        page = {entry.note.note_id: entry for entry in listed}  # a page never repeats a note
+        async with self._write() as conn:
+            known = await _known_notes(conn, list(page))
+            fresh = [entry for note_id, entry in page.items() if note_id not in known]
+            if fresh:
+                await conn.execute(
+                    notes.insert(),
+                    [_note_row(creator_id, entry.note, seen_at) for entry in fresh],
+                )
+            stmt = self._upsert(note_observations).on_conflict_do_nothing(
+                index_elements=[note_observations.c.note_id, note_observations.c.seen_at]
+            )
+            await conn.execute(
+                stmt,
+                [
+                    {
+                        "note_id": note_id,
+                        "seen_at": seen_at,
+                        "reads": entry.stats.reads,
+                        "likes": entry.stats.likes,
+                        "collects": entry.stats.collects,
+                    }
+                    for note_id, entry in page.items()
+                ],
+            )
+        return [entry.note.note_id for entry in fresh]
+
+    async def known_note_ids(self, note_ids: Sequence[str]) -> set[str]:
+        """Which of ``note_ids`` the monitor has stored."""
+        async with self._read() as conn:
+            return await _known_notes(conn, list(note_ids))
+
+    async def latest_notes(
+        self, creator_id: int, limit: int = 20, *, since: date | None = None
+    ) -> list[NoteRecord]:
+        """A creator's notes, newest published first (then newest seen), at most ``limit``,
+        published on or after ``since``; each with its first and latest observation."""
+        query = select(notes).where(notes.c.creator_id == creator_id)
+        if since is not None:
+            query = query.where(notes.c.published >= since.isoformat())
+        query = query.order_by(
+            notes.c.published.desc(), notes.c.first_seen_at.desc(), notes.c.id
+        ).limit(limit)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+            ends = await _observation_ends(conn, [row.id for row in rows])
+        records = []
+        for row in rows:
+            first, latest = ends.get(row.id, (None, None))
+            if first is None or latest is None:
+                continue  # written together with its note: only a hand-made row lacks one
+            records.append(
+                NoteRecord(
+                    note=Note(
+                        note_id=row.id,
+                        title=row.title,
+                        published=date.fromisoformat(row.published),
+                        video=bool(row.video),
+                        ad=bool(row.ad),
+                        brand=row.brand,
+                    ),
+                    first_seen_at=row.first_seen_at,
+                    first=first,
+                    latest=latest,
+                )
+            )
+        return records
+
+    async def first_notes_visit(self, creator_id: int) -> datetime | None:
+        """When the monitor first listed the creator's notes (those then seen are the
+        baseline, never announced as new); None before any visit."""
+        query = select(func.min(notes.c.first_seen_at)).where(notes.c.creator_id == creator_id)
+        async with self._read() as conn:
+            found: datetime | None = await conn.scalar(query)  # min() keeps the column's type
+        return found
+
+
+def _note_row(creator_id: int, note: Note, seen_at: datetime) -> dict[str, object]:
+    return {
+        "id": note.note_id,
+        "creator_id": creator_id,
+        "title": note.title,
+        "published": note.published.isoformat(),
+        "video": note.video,
+        "ad": note.ad,
+        "brand": note.brand,
+        "first_seen_at": seen_at,
+    }
+
+
+async def _known_notes(conn: AsyncConnection, note_ids: list[str]) -> set[str]:
+    known: set[str] = set()
+    for start in range(0, len(note_ids), _CHUNK):
+        chunk = note_ids[start : start + _CHUNK]
+        found = await conn.execute(select(notes.c.id).where(notes.c.id.in_(chunk)))
+        known.update(str(value) for value in found.scalars())
+    return known
+
+
+async def _observation_ends(
+    conn: AsyncConnection, note_ids: list[str]
+) -> dict[str, tuple[NoteObservation, NoteObservation]]:
+    """note id -> (first, latest) observation, for the notes given."""
+    ends: dict[str, tuple[NoteObservation, NoteObservation]] = {}
+    obs = note_observations.c
+    for start in range(0, len(note_ids), _CHUNK):
+        chunk = note_ids[start : start + _CHUNK]
+        bounds = (
+            select(
+                obs.note_id,
+                func.min(obs.seen_at).label("first_at"),
+                func.max(obs.seen_at).label("last_at"),
+            )
+            .where(obs.note_id.in_(chunk))
+            .group_by(obs.note_id)
+            .subquery()
+        )
+        query = (
+            select(obs.note_id, obs.seen_at, obs.reads, obs.likes, obs.collects)
+            .join(
+                bounds,
+                and_(
+                    bounds.c.note_id == obs.note_id,
+                    (obs.seen_at == bounds.c.first_at) | (obs.seen_at == bounds.c.last_at),
+                ),
+            )
+            .order_by(obs.note_id, obs.seen_at)
+        )
+        for row in (await conn.execute(query)).all():
+            seen = NoteObservation(row.seen_at, NoteStats(row.reads, row.likes, row.collects))
+            first = ends[row.note_id][0] if row.note_id in ends else seen
+            ends[row.note_id] = (first, seen)
+    return ends
