@@ -9,6 +9,7 @@ from datetime import timedelta
 from monitor.config.fields import Section
 from monitor.config.rules import RULE_MODELS, Rule, RuleBase
 from monitor.config.sections import (
+    AccountConfig,
     ApiConfig,
     BudgetConfig,
     ChannelConfig,
@@ -40,6 +41,7 @@ class Config(Section):
     notify: NotifyConfig = NotifyConfig()
     reports: tuple[ReportConfig, ...] = ()
     http: HttpConfig = HttpConfig()
+    account: AccountConfig = AccountConfig()
 
     def variants_of(self, creator: CreatorConfig) -> tuple[Variant, ...]:
         """The variants tracked for a creator: its own overrides on top of ``[defaults]``.
@@ -71,6 +73,22 @@ class Config(Section):
 
     def every_of(self, creator: CreatorConfig) -> timedelta:
         return creator.every or self.defaults.every
+
+    def sources_of(self, creator: CreatorConfig) -> tuple[str, ...]:
+        """The sources a creator is tracked with: its own ``sources``, else ``[defaults]``'."""
+        return creator.sources or self.defaults.sources
+
+    def every_source_of(self, creator: CreatorConfig, source: str) -> timedelta:
+        """How often ``source`` is read for a creator. The creator's own settings come first
+        (its ``every_source``, then its ``every``), then ``[defaults]``' (``every_source``,
+        then ``every``): a per-source cadence overrides ``every`` at the same level."""
+        for level in (creator, self.defaults):
+            per_source = level.every_source
+            if per_source is not None and (every := getattr(per_source, source)) is not None:
+                return every  # type: ignore[no-any-return]
+            if level.every is not None:
+                return level.every
+        raise AssertionError("[defaults] every always has a value")
 
     def rule_channels(self, rule: RuleBase) -> tuple[str, ...]:
         return rule.channels if rule.channels is not None else tuple(c.name for c in self.channels)

@@ -8,7 +8,7 @@ from datetime import time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from monitor.model import ALL_METRICS
 from monitor.validation import MAX_DURATION, format_duration, unknown
@@ -102,3 +102,63 @@ def _check_metric(value: str) -> str:
 
 
 Metric = Annotated[str, BeforeValidator(lambda v: _check_metric(v) if isinstance(v, str) else v)]
+
+
+#: the sources a creator can be tracked with (issue sources): ``core`` is today's core_data,
+#: ``fans`` the follower history, ``notes`` the creator note list
+SOURCES: tuple[str, ...] = ("core", "fans", "notes")
+#: the metric a ``threshold``/``change``/``anomaly`` rule reads from the ``fans`` source
+FOLLOWER_METRIC = "fans"
+SERIES_METRICS: tuple[str, ...] = (*ALL_METRICS, FOLLOWER_METRIC)
+
+
+def _check_sources(value: object) -> object:
+    """A non-empty list of known source names, each once (anything not a list of strings is
+    left to the type check and its usual message)."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        return value
+    if not value:
+        raise ValueError('must name at least one source, e.g. ["core"]')
+    for name in value:
+        if name not in SOURCES:
+            raise ValueError(unknown("source", name, SOURCES))
+    if len(set(value)) != len(value):
+        twice = next(name for name in value if value.count(name) > 1)
+        raise ValueError(f"source {twice!r} is listed twice")
+    return tuple(value)
+
+
+SourceName = Literal["core", "fans", "notes"]
+Sources = Annotated[tuple[SourceName, ...], BeforeValidator(_check_sources), Field(min_length=1)]
+
+
+def _check_series_metric(value: str) -> str:
+    if value not in SERIES_METRICS:
+        raise ValueError(unknown("metric", value, SERIES_METRICS))
+    return value
+
+
+#: a metric of a creator's daily series: a core metric, or ``fans`` (the follower count)
+SeriesMetric = Annotated[
+    str, BeforeValidator(lambda v: _check_series_metric(v) if isinstance(v, str) else v)
+]
+
+#: the shortest ``[account] balance_every``: reading the balance more often only spends calls
+MIN_BALANCE_EVERY = timedelta(minutes=1)
+
+
+def parse_switchable(value: object) -> timedelta | None:
+    """A cadence that ``"off"`` disables: ``"1h"`` → timedelta, ``"off"`` → None; between
+    1m and 7d."""
+    if value == "off" or value is None:
+        return None
+    if not isinstance(value, str | timedelta):
+        raise ValueError(f'expected a duration like "1h", or "off", got {value!r}')
+    every = parse_duration(value, timedelta(days=7))
+    if every < MIN_BALANCE_EVERY:
+        raise ValueError(f'must be at least {format_duration(MIN_BALANCE_EVERY)}, or "off"')
+    return every
+
+
+#: a cadence from 1m to 7d, or ``"off"`` (None)
+Switchable = Annotated[timedelta | None, BeforeValidator(parse_switchable)]

@@ -30,7 +30,17 @@ from monitor.errors import ConfigError
 from monitor.validation import CONTROL, control_problem, value_words
 
 #: the columns a roster file may have; ``user_id`` is required
-COLUMNS = ("user_id", "name", "tags", "every", "business", "note_type", "date_type", "advertise")
+COLUMNS = (
+    "user_id",
+    "name",
+    "tags",
+    "every",
+    "business",
+    "note_type",
+    "date_type",
+    "advertise",
+    "sources",
+)
 _PGY_URL = re.compile(
     r"^https?://pgy\.xiaohongshu\.com/solar/pre-trade/blogger-detail/([0-9a-f]{24})/?(?:[?#].*)?$"
 )
@@ -172,6 +182,9 @@ class _Reader:
                 # a team's few tags, shared by its many rows: one tuple of each
                 tags = tuple(sys.intern(t.strip()) for t in value.split(";") if t.strip())
                 entry[key] = self.tags.setdefault(tags, tags)
+            elif key == "sources":
+                # "core;fans;notes": a list, as in the TOML, checked by the creator model
+                entry[key] = [s.strip() for s in value.split(";") if s.strip()]
             else:
                 entry[key] = value
         return entry

@@ -1,5 +1,6 @@
 """The ``[[rules]]`` models, one per kind (threshold, change, stale, api_error, anomaly,
-budget), told apart by ``kind``; what each rule evaluates lives in monitor/policy/rules.py."""
+budget, and for the sources of issue sources: new_note, note, balance), told apart by ``kind``;
+what each rule evaluates lives in monitor/policy/rules.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, StrictFloat, StrictInt, model_validator
 
-from monitor.config.fields import Metric, Section, Year, parse_duration
+from monitor.config.fields import Section, SeriesMetric, Year, parse_duration
 from monitor.model import Creator, Severity
 
 GroupLabel = Literal["rule", "creator", "variant", "severity"]
@@ -34,10 +35,13 @@ class RuleBase(Section):
         return creator.user_id in self.creators or bool(set(self.tags) & set(creator.tags))
 
 
+Op = Literal["<", "<=", ">", ">=", "==", "!="]
+
+
 class ThresholdRule(RuleBase):
     kind: Literal["threshold"]
-    metric: Metric
-    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    metric: SeriesMetric
+    op: Op
     value: StrictFloat = Field(ge=-1e15, le=1e15)
 
 
@@ -49,7 +53,7 @@ def _parse_baseline(value: object) -> object:
 
 class ChangeRule(RuleBase):
     kind: Literal["change"]
-    metric: Metric
+    metric: SeriesMetric
     baseline: Annotated[Literal["previous"] | timedelta, BeforeValidator(_parse_baseline)] = (
         "previous"
     )
@@ -86,7 +90,7 @@ class ApiErrorRule(RuleBase):
 
 class AnomalyRule(RuleBase):
     kind: Literal["anomaly"]
-    metric: Metric
+    metric: SeriesMetric
     k: StrictFloat = Field(default=3.5, gt=0, le=100)
     window: StrictInt = Field(default=14, ge=3, le=365)
     min_points: StrictInt = Field(default=7, ge=3, le=365)
@@ -97,11 +101,76 @@ class BudgetRule(RuleBase):
     level_pct: StrictFloat = Field(default=80, gt=0, le=100)
 
 
+class NewNoteRule(RuleBase):
+    """One message per note a creator published (an event: once per note, never repeated);
+    the notes listed on the creator's first visit are the baseline, never announced."""
+
+    kind: Literal["new_note"]
+
+
+#: the totals a note-list page shows per note
+NoteMetric = Literal["reads", "likes", "collects"]
+
+
+class NoteRule(RuleBase):
+    """A note's totals against a value, once per note: while it is younger than ``within``
+    (a hit), or once it is older than ``after`` (a flop)."""
+
+    kind: Literal["note"]
+    metric: NoteMetric
+    op: Op
+    value: StrictFloat = Field(ge=0, le=1e15)
+    within: Year | None = None
+    after: Year | None = None
+
+    @model_validator(mode="after")
+    def _one_age(self) -> NoteRule:
+        if (self.within is None) == (self.after is None):
+            raise ValueError(
+                "give exactly one of 'within' (a hit while the note is younger, e.g. \"3d\") "
+                "or 'after' (a flop once it is older)"
+            )
+        return self
+
+
+class BalanceRule(RuleBase):
+    """The account balance (account-wide, never grouped): below an amount in CNY and/or
+    fewer days left at the derived spend rate; resolves when money is added."""
+
+    kind: Literal["balance"]
+    below: StrictFloat | None = Field(default=None, gt=0, le=1e12)
+    days_left: StrictFloat | None = Field(default=None, gt=0, le=3650)
+
+    @model_validator(mode="after")
+    def _something(self) -> BalanceRule:
+        if self.below is None and self.days_left is None:
+            raise ValueError("give 'below' (CNY) or 'days_left' (or both)")
+        return self
+
+
 Rule = Annotated[
-    ThresholdRule | ChangeRule | StaleRule | ApiErrorRule | AnomalyRule | BudgetRule,
+    ThresholdRule
+    | ChangeRule
+    | StaleRule
+    | ApiErrorRule
+    | AnomalyRule
+    | BudgetRule
+    | NewNoteRule
+    | NoteRule
+    | BalanceRule,
     Field(discriminator="kind"),
 ]
-RULE_KINDS = ("threshold", "change", "stale", "api_error", "anomaly", "budget")
+RULE_KINDS = (
+    "threshold",
+    "change",
+    "stale",
+    "api_error",
+    "anomaly",
+    "budget",
+    "new_note",
+    "note",
+    "balance",
+)
 
 
 RULE_MODELS: dict[str, type[BaseModel]] = {
@@ -111,4 +180,7 @@ RULE_MODELS: dict[str, type[BaseModel]] = {
     "api_error": ApiErrorRule,
     "anomaly": AnomalyRule,
     "budget": BudgetRule,
+    "new_note": NewNoteRule,
+    "note": NoteRule,
+    "balance": BalanceRule,
 }

@@ -1,5 +1,6 @@
 """The config's sections: [api], [budget], [storage], [schedule], [defaults], [[creators]],
-[[channels]], [notify], [[reports]], [http] and [roster], as frozen pydantic models."""
+[[channels]], [notify], [[reports]], [http], [roster] and [account], as frozen pydantic
+models."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from monitor.config.fields import (
     Language,
     Month,
     Section,
+    Sources,
+    Switchable,
     Week,
     Year,
     ZoneName,
@@ -119,12 +122,25 @@ class ScheduleConfig(Section):
     lease: Day = timedelta(minutes=5)
 
 
+class EverySourceConfig(Section):
+    """``every_source``: a cadence per source, overriding ``every`` for that source."""
+
+    core: Year | None = None
+    fans: Year | None = None
+    notes: Year | None = None
+
+
 class DefaultsConfig(Section):
     every: Year = timedelta(hours=24)
     business: Business = Business.DAILY_NOTE
     note_type: NoteType = NoteType.PHOTO_TEXT_AND_VIDEO
     date_type: DateType = DateType.DAY_30
     advertise: Advertise = Advertise.ALL
+    #: what each creator is tracked with: core only by default, so nothing new is paid for
+    sources: Sources = ("core",)
+    every_source: EverySourceConfig | None = None
+    #: note-list pages read per visit at most: page 1 always, the next only while all are new
+    notes_pages: StrictInt = Field(default=2, ge=1, le=50)
 
 
 class VariantConfig(Section):
@@ -152,6 +168,8 @@ class CreatorConfig(Creator):
     date_type: DateType | None = None
     advertise: Advertise | None = None
     variants: tuple[VariantConfig, ...] = ()
+    sources: Sources | None = None
+    every_source: EverySourceConfig | None = None
 
     @field_validator("user_id")
     @classmethod
@@ -249,3 +267,9 @@ class RosterConfig(Section):
     added to ``[[creators]]``; read by monitor/config/roster.py."""
 
     files: tuple[str, ...] = ()
+
+
+class AccountConfig(Section):
+    """``[account]``: the account balance, read through the gate like any call."""
+
+    balance_every: Switchable = timedelta(hours=1)  # "off": never read

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from monitor.config import (
+    FOLLOWER_METRIC,
     AnomalyRule,
     ApiErrorRule,
     BudgetRule,
@@ -128,7 +129,18 @@ def evaluate(rule: Rule, subject: Subject | AccountSubject) -> Outcome:
         assert isinstance(rule, ApiErrorRule)
         return _account_error(rule, subject)
     assert not isinstance(rule, BudgetRule)  # in_scope keeps budget rules on the account
-    return _CREATOR_KINDS[rule.kind](rule, subject)
+    handler = _CREATOR_KINDS.get(rule.kind)
+    if handler is None or getattr(rule, "metric", None) == FOLLOWER_METRIC:
+        # the sources of issue sources are parsed, stored and configured, but their rules are
+        # not evaluated yet: such an alert stays as it is rather than firing on core data
+        return _unknown(subject, f"{rule.kind} rules on {_source_of(rule)} are not evaluated yet")
+    return handler(rule, subject)
+
+
+def _source_of(rule: Rule) -> str:
+    if rule.kind == "balance":
+        return "the balance"
+    return "notes" if rule.kind in ("new_note", "note") else "followers"
 
 
 def inhibit(rule: Rule, outcome: Outcome, subject: Subject, account: AccountSubject) -> Outcome:

@@ -125,9 +125,9 @@ def test_bad_files_and_headers(tmp_path: Path) -> None:
     assert caught.value.problems == (
         f"roster.files[3]: 'missing/*.csv' matches no file (relative to {tmp_path})",
         "x.csv:1: no 'user_id' column; columns: user_id, name, tags, every, business, "
-        "note_type, date_type, advertise (user_id required)",
+        "note_type, date_type, advertise, sources (user_id required)",
         "y.csv:1: unknown column 'followers'; columns: user_id, name, tags, every, business, "
-        "note_type, date_type, advertise (user_id required)",
+        "note_type, date_type, advertise, sources (user_id required)",
         "z.csv: not UTF-8 text (save it as 'CSV UTF-8')",
     )
 
