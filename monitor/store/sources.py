@@ -8,7 +8,7 @@ observation of each note's totals. Knows no budget, schedule or upstream call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -54,7 +54,18 @@ class SourceStore(StoreBase):
     async def store_followers(self, creator_id: int, points: Sequence[FollowerPoint]) -> int:
         """Upsert one count per day (a later answer wins), all in one transaction; returns how
         many points were written."""
-        if not points:
+        return await self.store_followers_many({creator_id: points})
+
+    async def store_followers_many(self, batch: Mapping[int, Sequence[FollowerPoint]]) -> int:
+        """``store_followers`` for many creators' answers in ONE transaction (bulk ingest:
+        one driver ``executemany`` per ``MANY_ROWS`` points); returns the points written."""
+        rows = [
+            (creator_id, day.isoformat(), fans)
+            for creator_id, points in batch.items()
+            # one row per day and answer: the last count given for a day wins
+            for day, fans in sorted({p.date_key: p.fans for p in points}.items())
+        ]
+        if not rows:
             return 0
         stmt = self._upsert(follower_counts).values(
             creator_id=bindparam("creator_id"),
@@ -66,16 +77,15 @@ class SourceStore(StoreBase):
             index_elements=[follower_counts.c.creator_id, follower_counts.c.date_key],
             set_={"fans": stmt.excluded.fans, "updated_at": stmt.excluded.updated_at},
         )
-        by_day = {point.date_key: point.fans for point in points}  # one row per day and call
         async with self._write() as conn:
             at = utc_to_db(conn, follower_counts.c.updated_at)(self._clock())
             await execute_many(
                 conn,
                 stmt,
                 ("creator_id", "date_key", "fans", "updated_at"),
-                ((creator_id, day.isoformat(), fans, at) for day, fans in sorted(by_day.items())),
+                ((cid, day, fans, at) for cid, day, fans in rows),
             )
-        return len(by_day)
+        return len(rows)
 
     async def follower_series(
         self, creator_id: int, since: date | None = None, until: date | None = None

@@ -76,6 +76,21 @@ async def test_a_later_answer_overwrites_its_days_and_keeps_the_older_ones(store
     assert await _rows(store, "SELECT count(*) FROM follower_counts") == [(91,)]
 
 
+async def test_many_creators_backfill_in_one_transaction(store: Store) -> None:
+    ids = await store.sync_creators(CREATORS)
+    lily, bo = ids[CREATORS[0].user_id], ids[CREATORS[1].user_id]
+    day = date(2025, 9, 1)
+    batch = {
+        lily: [FollowerPoint(day + timedelta(days=i), 5000 - i) for i in range(90)],
+        bo: [FollowerPoint(day + timedelta(days=i), 100 + i) for i in range(30)],
+    }
+    assert await store.store_followers_many(batch) == 120
+    assert await store.follower_series(lily) == batch[lily]
+    assert await store.follower_series(bo) == batch[bo]
+    assert await store.store_followers_many({}) == 0
+    assert await store.store_followers(lily, []) == 0
+
+
 async def test_note_page_stores_new_notes_once_and_every_observation(
     store: Store, clock: FakeClock
 ) -> None:
