@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import FollowerPoint, ListedNote, Note, NoteStats
@@ -154,29 +155,27 @@ class SourceStore(StoreBase):
             notes.c.published.desc(), notes.c.first_seen_at.desc(), notes.c.id
         ).limit(limit)
         async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-            ends = await _observation_ends(conn, [row.id for row in rows])
-        records = []
-        for row in rows:
-            first, latest = ends.get(row.id, (None, None))
-            if first is None or latest is None:
-                continue  # written together with its note: only a hand-made row lacks one
-            records.append(
-                NoteRecord(
-                    note=Note(
-                        note_id=row.id,
-                        title=row.title,
-                        published=date.fromisoformat(row.published),
-                        video=bool(row.video),
-                        ad=bool(row.ad),
-                        brand=row.brand,
-                    ),
-                    first_seen_at=row.first_seen_at,
-                    first=first,
-                    latest=latest,
-                )
-            )
-        return records
+            return [record for _, record in await _records(conn, query)]
+
+    async def new_notes(
+        self, seen_since: datetime, creator_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, NoteRecord]]:
+        """(creator id, note) of the notes first listed at or after ``seen_since``, in the
+        order they were first seen: what ``new_note`` announces and the digest's "new this
+        week". The notes of a creator's first visit are its baseline and never among them."""
+        first_visit = (
+            select(func.min(_earlier.c.first_seen_at))
+            .where(_earlier.c.creator_id == notes.c.creator_id)
+            .scalar_subquery()
+        )
+        query = select(notes).where(
+            notes.c.first_seen_at >= seen_since, notes.c.first_seen_at > first_visit
+        )
+        if creator_ids is not None:
+            query = query.where(notes.c.creator_id.in_(list(creator_ids)))
+        query = query.order_by(notes.c.first_seen_at, notes.c.creator_id, notes.c.published)
+        async with self._read() as conn:
+            return await _records(conn, query)
 
     async def first_notes_visit(self, creator_id: int) -> datetime | None:
         """When the monitor first listed the creator's notes (those then seen are the
@@ -185,6 +184,32 @@ class SourceStore(StoreBase):
         async with self._read() as conn:
             found: datetime | None = await conn.scalar(query)  # min() keeps the column's type
         return found
+
+
+#: the same table again, for the creator's first visit inside a query on ``notes``
+_earlier = notes.alias("earlier")
+
+
+async def _records(conn: AsyncConnection, query: Select[Any]) -> list[tuple[int, NoteRecord]]:
+    """(creator id, record) of the ``notes`` rows ``query`` selects, in its order, each with
+    its first and latest observation."""
+    rows = (await conn.execute(query)).all()
+    ends = await _observation_ends(conn, [row.id for row in rows])
+    records = []
+    for row in rows:
+        if row.id not in ends:
+            continue  # written together with its note: only a hand-made row lacks one
+        first, latest = ends[row.id]
+        note = Note(
+            note_id=row.id,
+            title=row.title,
+            published=date.fromisoformat(row.published),
+            video=bool(row.video),
+            ad=bool(row.ad),
+            brand=row.brand,
+        )
+        records.append((int(row.creator_id), NoteRecord(note, row.first_seen_at, first, latest)))
+    return records
 
 
 def _note_row(creator_id: int, note: Note, seen_at: datetime) -> dict[str, object]:

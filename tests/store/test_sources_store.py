@@ -144,6 +144,28 @@ async def test_latest_notes_since_a_day_and_per_creator(store: Store) -> None:
     assert await store.latest_notes(lily, limit=0) == []
 
 
+async def test_new_notes_leave_out_each_creators_first_visit(store: Store) -> None:
+    ids = await store.sync_creators(CREATORS)
+    lily, bo = ids[CREATORS[0].user_id], ids[CREATORS[1].user_id]
+    await store.store_notes(lily, [_listed(n) for n in (1, 2, 3)], T0)  # lily's baseline
+    await store.store_notes(lily, [_listed(4), _listed(3)], T0 + HOUR)
+    await store.store_notes(bo, [_listed(20)], T0 + 2 * HOUR)  # bo's baseline, seen later
+    await store.store_notes(bo, [_listed(21), _listed(20)], T0 + 3 * HOUR)
+    await store.store_notes(lily, [_listed(5), _listed(4)], T0 + 4 * HOUR)
+
+    found = await store.new_notes(T0)
+    assert [(cid, r.note.note_id) for cid, r in found] == [
+        (lily, f"{4:024x}"),
+        (bo, f"{21:024x}"),
+        (lily, f"{5:024x}"),
+    ]
+    assert found[0][1].first_seen_at == T0 + HOUR
+    assert [r.note.note_id for _, r in await store.new_notes(T0 + 2 * HOUR, [lily])] == [
+        f"{5:024x}"
+    ]
+    assert await store.new_notes(T0 + 5 * HOUR) == []
+
+
 async def test_sample_note_page_round_trips(store: Store, data_dir: Path) -> None:
     cid = await _creator(store)
     for name in ("notes_detail_success_page1.json", "notes_detail_vendor_example.json"):
