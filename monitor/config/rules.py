@@ -1,6 +1,6 @@
 """The ``[[rules]]`` models, one per kind (threshold, change, stale, api_error, anomaly,
-budget, and for the sources of issue sources: new_note, note, balance), told apart by ``kind``;
-what each rule evaluates lives in monitor/policy/rules.py."""
+budget, and for the follower, note and balance sources: new_note, note, balance), told apart
+by ``kind``; what each rule evaluates lives in monitor/policy/rules.py."""
 
 from __future__ import annotations
 
