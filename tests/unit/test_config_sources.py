@@ -1,4 +1,4 @@
-"""The config keys of the follower, note and balance sources: ``sources`` (defaults, per creator, roster column),
+"""The config keys of the newer sources: ``sources`` (defaults, per creator, roster column),
 ``every_source``, ``notes_pages``, ``[account] balance_every``, and the rule kinds ``new_note``,
 ``note``, ``balance`` and ``metric = "fans"``. Each bad value is one line naming its key."""
 
