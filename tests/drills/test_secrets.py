@@ -33,7 +33,7 @@ def boom(args, config):
     except ValueError as exc:
         raise RuntimeError(f"outer: {token} for {url}") from exc
 
-commands.status = boom
+commands.HANDLERS["status"] = boom
 from monitor.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
