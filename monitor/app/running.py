@@ -23,12 +23,12 @@ from pydantic import SecretStr
 from monitor.app.fetching import FetchParts, fetch_parts
 from monitor.config import Config
 from monitor.errors import MonitorError
-from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
 from monitor.ops.telemetry import Telemetry
 from monitor.ops.wallclock import Monotonic
 from monitor.policy.budget import Budget, daily_left
 from monitor.policy.concurrency import InFlightSizer, pool_size
+from monitor.policy.delivery import DeliveryPolicy
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
 from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
@@ -118,7 +118,7 @@ def daemon_notifier(
     """The daemon's notifier; a dead channel must not silence the others: it runs, says so
     once, and dead-letters that channel's messages."""
     notifier = Notifier.from_config(
-        store, config, owner=owner, environ=environ, gate=delivery_gate(config)
+        store, config, owner=owner, environ=environ, policy=DeliveryPolicy.from_config(config)
     )
     for name, problem in notifier.problems.items():
         log.error(

@@ -100,11 +100,12 @@ class AlertView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class MessageContext:
-    """Who the alert is about and how to show times (``zone``: the operator's time zone)."""
+    """Who the alert is about and how to show times (``zone``: the operator's time zone);
+    ``variant`` is the one to name, or its label (None: the creator tracks only one)."""
 
     now: datetime
     creator: Creator | None = None
-    variant: Variant | None = None
+    variant: Variant | str | None = None
     zone: ZoneInfo = UTC_ZONE
 
 
@@ -160,6 +161,10 @@ def _creator(creator: Creator | None) -> dict[str, str] | None:
     }
 
 
+def _label(variant: Variant | str | None) -> str | None:
+    return variant if variant is None or isinstance(variant, str) else variant.label
+
+
 def alert_variables(
     event: str, alert: AlertView, context: MessageContext, language: Language
 ) -> dict[str, Any]:
@@ -204,7 +209,7 @@ def alert_variables(
             None if alert.fired_at is None else human_duration(end - alert.fired_at, language)
         ),
         "creator": _creator(context.creator),
-        "variant": None if context.variant is None else context.variant.label,
+        "variant": _label(context.variant),
         "code": code,
         "code_text": CODE_TEXTS[language].get(code, "") if isinstance(code, int) else "",
         "rolling_median": bool(details.get("rolling_median")) or details.get("kind") == "change",

@@ -1,17 +1,17 @@
 """What the notifier needs from the rest of the program, as protocols: the outbox (the store
-provides it), the queued message and silence it reads, and the gate's verdicts (Hold, Suppress).
+provides it), and the queued message and silence it reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 
 class Queued(Protocol):
-    """A claimed outbox row, with what a gate needs to know about its alert."""
+    """A claimed outbox row, with what the delivery decision needs to know about its alert."""
 
     @property
     def id(self) -> int: ...
@@ -47,6 +47,8 @@ class Queued(Protocol):
     def grouping(self) -> Mapping[str, Any] | None: ...
     @property
     def attachment(self) -> Mapping[str, Any] | None: ...  # a stored report to attach
+    @property
+    def facts(self) -> Mapping[str, Any] | None: ...  # an alert's: rendered at send time
 
 
 class SilenceLike(Protocol):
@@ -77,7 +79,6 @@ class Outbox(Protocol):
         after_id: int,
         held_groups: bool = False,
     ) -> Queued | None: ...
-    async def mark_sent(self, message_id: int, *, now: datetime) -> bool: ...
     async def mark_failed(
         self, message_id: int, *, error: str, next_attempt_at: datetime, dead: bool
     ) -> None: ...
@@ -100,27 +101,8 @@ class Outbox(Protocol):
         limit: int = 1000,
         held_too: bool = False,
     ) -> Sequence[Queued]: ...
-    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...
+    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int: ...  # 1 or many
     async def report_html(self, name: str, period: str) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """Keep the message queued until ``until`` (None: decide again at the next drain)."""
-
-    until: datetime | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Suppress:
-    """Never send the message; its row stays as the record."""
-
-    reason: str
-
-
-#: None sends now. The composition root adapts ``monitor.policy.lifecycle.should_deliver`` to this.
-Gate = Callable[[Queued, Sequence[SilenceLike], datetime], Hold | Suppress | None]
 
 
 @dataclass(slots=True)

@@ -2,8 +2,13 @@
 
 With ``notify.channels`` (loading channel URLs, scrubbing them out of logs and errors), the only
 importer of apprise. Owns retries, backoff, dead letters and grouped delivery. Must not import the
-store or the alert logic: the outbox and the silence/quiet-hours gate are injected (see
-``notify.ports``).
+store: the outbox is injected (see ``notify.ports``), and so is the delivery decision
+(``policy.delivery.DeliveryPolicy``; none: every message may go).
+
+One drain, in stages, as Alertmanager's dispatcher: claim a message and, when it belongs to a
+group that is due, the rest of its group (a lone message is a group of one); decide for each
+(inhibit, silence, quiet hours); render what may go (an alert's message from its facts, with the
+templates as they are now); send it as ONE message; record the outcome for every member.
 
 Delivery is at-least-once: a row is marked sent only after apprise reported success, so a crash
 (or a lost database) between the send and the mark re-sends that one message once its claim
@@ -40,8 +45,11 @@ from monitor.notify.channels import (
     takes_files,
     validate_channel_url,
 )
+from monitor.notify.facts import grouped_entry, readable, render_facts
 from monitor.notify.plaintext import plain_text
-from monitor.notify.ports import DrainReport, Gate, Hold, Outbox, Queued, SilenceLike, Suppress
+from monitor.notify.ports import DrainReport, Outbox, Queued
+from monitor.notify.rendering import Renderer
+from monitor.policy.delivery import Action, DeliveryPolicy, Silence, silence_of
 from monitor.policy.grouping import compose
 
 log = logging.getLogger(__name__)
@@ -71,7 +79,7 @@ class Notifier:
         config: NotifyConfig,
         *,
         owner: str,
-        gate: Gate | None = None,
+        policy: DeliveryPolicy | None = None,
         send_timeout: timedelta = timedelta(seconds=30),
         lease: timedelta | None = None,
         per_drain: int = 50,
@@ -81,7 +89,8 @@ class Notifier:
         self._outbox = outbox
         self._config = config
         self._owner = owner
-        self._gate = gate
+        self._policy = policy
+        self._renderer: Renderer | None = None  # built at the first message with facts
         self._send_timeout = send_timeout
         # a claim must outlive its send, or another instance could take it and send it too
         self._lease = lease or send_timeout * 4
@@ -242,9 +251,9 @@ class Notifier:
             list(self._channels), reason="its channel is no longer configured"
         )
         report.dead += buried
-        silences: Sequence[SilenceLike] = ()
-        if self._gate is not None:
-            silences = await self._outbox.active_silences(now)
+        silences: Sequence[Silence] = ()
+        if self._policy is not None:
+            silences = [silence_of(row) for row in await self._outbox.active_silences(now)]
         idle = [name for name in self._channels if not self._lock(name).locked()]
         report.busy = tuple(name for name in self._channels if name not in idle)
         # every channel finishes its turn even when another one hits a store error
@@ -262,7 +271,7 @@ class Notifier:
         return self._busy.setdefault(name, asyncio.Lock())
 
     async def _drain_channel(
-        self, name: str, silences: Sequence[SilenceLike], now: datetime, flush: bool
+        self, name: str, silences: Sequence[Silence], now: datetime, flush: bool
     ) -> DrainReport:
         report = DrainReport()
         last_id = 0
@@ -279,46 +288,115 @@ class Notifier:
                 if message is None:
                     break
                 last_id = message.id
-                if message.group_key is None:
-                    sent = await self._deliver(message, silences, now, report)
-                else:
-                    sent = await self._deliver_group(message, silences, now, report, flush)
-                if not sent:
+                if not await self._deliver(message, silences, now, report, flush):
                     break
         return report
 
     async def _deliver(
-        self, message: Queued, silences: Sequence[SilenceLike], now: datetime, report: DrainReport
+        self,
+        message: Queued,
+        silences: Sequence[Silence],
+        now: datetime,
+        report: DrainReport,
+        flush: bool,
     ) -> bool:
-        """Gate, send and record one claimed message; False when the channel just failed."""
-        verdict = None if self._gate is None else self._gate(message, silences, now)
-        if isinstance(verdict, Suppress):
-            await self._outbox.suppress(message.id, reason=verdict.reason)
-            report.suppressed += 1
+        """Deliver the claimed ``message`` with the rest of its group: decide, render, send and
+        record; False when the channel just failed (its turn ends)."""
+        members = await self._group(message, now, report, flush)
+        going = [m for m in members if await self._decide(m, silences, now, report)]
+        if not going:
             return True
-        if isinstance(verdict, Hold):
-            await self._outbox.hold(message.id, until=verdict.until, reason=verdict.reason)
-            report.held += 1
-            return True
+        title, body = self._render(going)
+        worst = max(going, key=lambda m: _SEVERITY_RANK.get(m.severity, 0))
         with tempfile.TemporaryDirectory(prefix="creator-monitor-") as folder:
-            attach = await self._attachment(message, Path(folder))
+            attach = await self._attachment(going[0], Path(folder)) if len(going) == 1 else None
             outcome = await self.send(
-                message.channel,
-                message.title,
-                message.body,
-                message.severity,
-                event=message.event,
-                attach=attach,
+                message.channel, title, body, worst.severity, event=message.event, attach=attach
             )
         if outcome.error is None:
-            await self._outbox.mark_sent(message.id, now=now)
+            await self._outbox.mark_group_sent([m.id for m in going], now=now)
             self._recovered(message.channel)
-            report.sent += 1
+            report.sent += len(going)
             return True
-        dead = await self._failed(message, outcome, now)
-        report.dead += dead
-        report.failed += not dead
+        for member in going:
+            dead = await self._failed(member, outcome, now)
+            report.dead += dead
+            report.failed += not dead
         return False
+
+    async def _group(
+        self, message: Queued, now: datetime, report: DrainReport, flush: bool
+    ) -> list[Queued]:
+        """The members going with ``message``: itself alone, or its whole group once the group
+        is due (``group_wait`` after its first message, ``group_interval`` after its last
+        delivery; at once for a critical member of a group already notified, and at the stop's
+        flush); none while the group waits, every pending member held until it is due."""
+        key = message.group_key
+        if key is None:
+            return [message]
+        ready = None if flush else await self._group_ready(message, now)
+        if ready is not None:
+            report.held += await self._outbox.hold_group(message.channel, key, until=ready)
+            return []
+        others = await self._outbox.claim_group(
+            now,
+            channel=message.channel,
+            group_key=key,
+            owner=self._owner,
+            lease=self._lease,
+            held_too=True,  # the group goes as one: members it held earlier go with it
+        )
+        return [message, *others]
+
+    async def _decide(
+        self, member: Queued, silences: Sequence[Silence], now: datetime, report: DrainReport
+    ) -> bool:
+        """Whether ``member`` goes now; one that does not is suppressed or held, and recorded."""
+        if self._policy is None:
+            return True
+        decision = self._policy.decide(member, silences, now)
+        if decision.action is Action.SUPPRESS:
+            await self._outbox.suppress(member.id, reason=decision.reason)
+            report.suppressed += 1
+            return False
+        if decision.action is Action.HOLD:
+            await self._outbox.hold(member.id, until=decision.until, reason=decision.reason)
+            report.held += 1
+            return False
+        return True
+
+    def _render(self, members: Sequence[Queued]) -> tuple[str, str]:
+        """(title, body) of the one message carrying ``members``: a lone member as itself, many
+        as a list, worst first (members queued without grouping facts: the first as itself)."""
+        if len(members) > 1:
+            entries = [self._entry(m) for m in members]
+            if all(entries):
+                return compose([e for e in entries if e], self._config.group_limit)
+        return self._text(members[0])
+
+    def _text(self, message: Queued) -> tuple[str, str]:
+        """An alert's message rendered from its facts now; any other as it was queued."""
+        if not readable(message.facts):
+            return message.title, message.body
+        assert message.facts is not None
+        rendered = render_facts(self._templates(), message.facts)
+        if rendered.error:
+            log.warning(
+                "template for %s fell back to the built-in one: %s", message.channel, rendered.error
+            )
+        return rendered.title, rendered.body
+
+    def _entry(self, message: Queued) -> Mapping[str, Any] | None:
+        """How ``message`` reads inside a grouped one (None: it was queued without grouping)."""
+        if readable(message.facts):
+            assert message.facts is not None
+            return grouped_entry(message.facts)
+        return message.grouping
+
+    def _templates(self) -> Renderer:
+        if self._renderer is None:
+            self._renderer = Renderer(self._config.templates_dir)
+        return self._renderer
 
     async def _attachment(self, message: Queued, folder: Path) -> Path | None:
         """The stored report a message carries, written to ``folder`` for apprise to read."""
@@ -331,63 +409,6 @@ class Notifier:
         path = folder / Path(str(spec.get("filename") or "report.html")).name
         path.write_text(html, encoding="utf-8")
         return path
-
-    async def _deliver_group(
-        self,
-        message: Queued,
-        silences: Sequence[SilenceLike],
-        now: datetime,
-        report: DrainReport,
-        flush: bool = False,
-    ) -> bool:
-        """The first claimed message of a group: when the group is due (``group_wait`` after its
-        first message, ``group_interval`` after its last delivery; at once for a critical member
-        of a group already notified, and at the stop's flush), claim every member, gate each,
-        and send what may go as ONE message (a lone member as itself)."""
-        key = message.group_key
-        assert key is not None
-        ready = None if flush else await self._group_ready(message, now)
-        if ready is not None:
-            report.held += await self._outbox.hold_group(message.channel, key, until=ready)
-            return True
-        others = await self._outbox.claim_group(
-            now,
-            channel=message.channel,
-            group_key=key,
-            owner=self._owner,
-            lease=self._lease,
-            held_too=True,  # the group goes as one: members it held earlier go with it
-        )
-        members = []
-        for member in (message, *others):
-            verdict = None if self._gate is None else self._gate(member, silences, now)
-            if isinstance(verdict, Suppress):
-                await self._outbox.suppress(member.id, reason=verdict.reason)
-                report.suppressed += 1
-            elif isinstance(verdict, Hold):
-                await self._outbox.hold(member.id, until=verdict.until, reason=verdict.reason)
-                report.held += 1
-            else:
-                members.append(member)
-        if not members:
-            return True
-        if len(members) == 1 or any(m.grouping is None for m in members):
-            title, body = members[0].title, members[0].body
-        else:
-            groupings = [m.grouping for m in members if m.grouping]
-            title, body = compose(groupings, self._config.group_limit)
-        worst = max(members, key=lambda m: _SEVERITY_RANK.get(m.severity, 0))
-        outcome = await self.send(message.channel, title, body, worst.severity, event=message.event)
-        if outcome.error is None:
-            await self._outbox.mark_group_sent([m.id for m in members], now=now)
-            self._recovered(message.channel)
-            report.sent += len(members)
-            return True
-        for member in members:
-            dead = await self._failed(member, outcome, now)
-            report.dead += dead
-            report.failed += not dead
-        return False
 
     async def _group_ready(self, message: Queued, now: datetime) -> datetime | None:
         """None when the group of ``message`` may go now, else when it may."""

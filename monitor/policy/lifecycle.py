@@ -1,42 +1,23 @@
 """PURE alert lifecycle: fold one rule Outcome into the stored AlertState (pending → firing →
-resolved) and say which events to notify; decide when a queued message may go out (silences,
-quiet hours). No I/O, no clock (``now`` is passed in), no database, no asyncio.
-
-Delivery semantics (``should_deliver``), per queued message and channel:
-
-- A silence matching the message (rule / creator / tag, while active) holds it until the silence
-  ends; it is never dropped for being silenced.
-- Quiet hours hold non-critical messages until the end of the channel's local window.
-- A firing (or repeat) still queued when its alert has resolved is SUPPRESSED, and a resolution
-  whose firing was suppressed is SUPPRESSED too: "fired under a silence, resolved before the
-  silence ended" sends neither, and the outbox keeps both rows as the record. A resolution whose
-  firing was delivered is always delivered (after any silence or quiet window).
+resolved) and say which events to notify. No I/O, no clock (``now`` is passed in), no database,
+no asyncio. Whether and when a queued message may go out is ``policy.delivery``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from monitor.config import Rule
-from monitor.model import AlertState, Finding, Outcome, Phase, Severity, Verdict
+from monitor.model import AlertState, Finding, Outcome, Phase, Verdict
 
 __all__ = [
-    "Action",
     "AlertState",
-    "Decision",
     "Event",
-    "FiringFate",
-    "Outgoing",
     "Phase",
-    "QuietHours",
-    "Silence",
     "Transition",
-    "should_deliver",
     "step",
 ]
 
@@ -182,133 +163,3 @@ def _clear(state: AlertState, outcome: Outcome, rule: Rule, now: datetime) -> Al
     return replace(
         state, state=Phase.RESOLVED, resolved_at=now, clears=clears, hits=0, details=details
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Silence:
-    """Holds matching messages while ``starts_at <= now < ends_at``. Each given matcher must match
-    (``creator`` is a user_id or 'account'); a silence with no matcher holds everything.
-    """
-
-    ends_at: datetime
-    starts_at: datetime | None = None
-    rule: str | None = None
-    creator: str | None = None
-    tag: str | None = None
-    id: int | None = None
-    reason: str = ""
-
-    def active(self, now: datetime) -> bool:
-        return (self.starts_at is None or self.starts_at <= now) and now < self.ends_at
-
-    def matches(self, rule: str, scope: str, tags: Iterable[str]) -> bool:
-        return (
-            (self.rule is None or self.rule == rule)
-            and (self.creator is None or self.creator == scope)
-            and (self.tag is None or self.tag in tags)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class QuietHours:
-    """A channel's local quiet window; ``start > end`` wraps past midnight (22:00-08:00)."""
-
-    start: time
-    end: time
-    zone: ZoneInfo
-
-    def end_if_inside(self, now: datetime) -> datetime | None:
-        """The UTC end of the window ``now`` falls in, or None when outside it."""
-        local = now.astimezone(self.zone)
-        clock = local.time().replace(tzinfo=None)
-        day = local.date()
-        if self.start < self.end:
-            inside = self.start <= clock < self.end
-        else:
-            inside = clock >= self.start or clock < self.end
-            if clock >= self.start:
-                day += timedelta(days=1)
-        if not inside:
-            return None
-        return datetime.combine(day, self.end, tzinfo=self.zone).astimezone(UTC)
-
-
-class FiringFate(StrEnum):
-    """What became of an alert's firing message on the channel a resolution is bound for."""
-
-    SENT = "sent"
-    QUEUED = "queued"
-    SUPPRESSED = "suppressed"
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """What ``should_deliver`` needs to know about one queued message for one channel."""
-
-    event: Event
-    rule: str
-    scope: str  # user_id or 'account'
-    severity: Severity
-    tags: tuple[str, ...] = ()
-    alert_resolved: bool = False  # firing/repeat: its alert has resolved since it was queued
-    firing: FiringFate = FiringFate.SENT  # resolved: the fate of its firing on this channel
-
-
-class Action(StrEnum):
-    SEND = "send"
-    HOLD = "hold"
-    SUPPRESS = "suppress"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """SEND now; HOLD until ``until`` (None: until its firing settles, ask at the next drain);
-    SUPPRESS: record, never send.
-    """
-
-    action: Action
-    until: datetime | None = None
-    reason: str = ""
-
-
-def _silenced_until(message: Outgoing, silences: Iterable[Silence], at: datetime) -> datetime:
-    """The end of the matching silences covering ``at``, chained through overlaps."""
-    matching = [s for s in silences if s.matches(message.rule, message.scope, message.tags)]
-    until = at
-    while True:
-        covering = [s.ends_at for s in matching if s.active(until)]
-        if not covering:
-            return until
-        until = max(covering)
-
-
-def should_deliver(
-    message: Outgoing,
-    silences: Iterable[Silence],
-    quiet: QuietHours | None,
-    now: datetime,
-) -> Decision:
-    """May this queued message go out now? See the module docstring for the semantics."""
-    if message.event is not Event.RESOLVED and message.alert_resolved:
-        return Decision(Action.SUPPRESS, reason="its alert resolved before it was sent")
-    if message.event is Event.RESOLVED:
-        if message.firing is FiringFate.SUPPRESSED:
-            return Decision(Action.SUPPRESS, reason="its firing was never sent")
-        if message.firing is FiringFate.QUEUED:
-            return Decision(Action.HOLD, reason="waiting for its firing to be sent")
-    silences = tuple(silences)
-    until, reason = now, ""
-    for _ in range(64):  # silences and quiet windows alternate; each pass moves strictly later
-        later = _silenced_until(message, silences, until)
-        if later > until:
-            until, reason = later, "silenced"
-            continue
-        if quiet is not None and message.severity is not Severity.CRITICAL:
-            window_end = quiet.end_if_inside(until)
-            if window_end is not None and window_end > until:
-                until, reason = window_end, reason or "quiet hours"
-                continue
-        break
-    if until > now:
-        return Decision(Action.HOLD, until=until, reason=reason)
-    return Decision(Action.SEND)

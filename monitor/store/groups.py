@@ -1,12 +1,12 @@
 """Outbox groups: the messages of one group (``notifications.group_key``) on one channel are
-claimed, held and marked sent together, so a wave of alerts goes out as one message.
+claimed and held together, so a wave of alerts goes out as one message (its one delivery is
+recorded by ``OutboxStore.mark_group_sent``, as a lone message's is).
 
 Decides nothing about when a group is ready (that is the notifier's group_wait / group_interval).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,14 +100,3 @@ class GroupStore(StoreBase):
             )
             mine = sorted(int(i) for i in claimed.scalars())
             return [await queued_message(conn, i) for i in mine]
-
-    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int:
-        """Record one delivery for every message it carried; how many were still pending."""
-        n = notifications
-        async with self._write() as conn:
-            done = await conn.execute(
-                update(n)
-                .where(n.c.id.in_(list(ids)), n.c.status == PENDING)
-                .values(status=SENT, sent_at=now, attempts=n.c.attempts + 1, **_UNCLAIMED)
-            )
-        return int(done.rowcount)

@@ -22,7 +22,13 @@ _ONCE_LOCK = 0x636D_6F6E  # "cmon"
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A rendered message for one channel; ``not_before`` holds it (quiet hours, silences)."""
+    """A message for one channel; ``not_before`` holds it (quiet hours, silences).
+
+    ``title`` and ``body`` are the text as queued. An alert's message also carries ``facts``
+    (what its template reads), and the notifier renders those again when it sends, so a template
+    fixed meanwhile reaches it; a row without facts (digests, reports, rows queued before facts
+    were kept) goes out as queued.
+    """
 
     channel: str
     event: str  # firing | repeat | resolved | digest | test | account
@@ -33,6 +39,7 @@ class NewMessage:
     group_key: str | None = None  # None: sent on its own (digests, tests, account alerts)
     grouping: Mapping[str, Any] | None = None  # rank, line, title, more (see notify)
     attachment: Mapping[str, Any] | None = None  # a stored report to attach (report, period)
+    facts: Mapping[str, Any] | None = None  # an alert's message: what rendering reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ class QueuedMessage:
     group_key: str | None = None
     grouping: Mapping[str, Any] | None = None
     attachment: Mapping[str, Any] | None = None
+    facts: Mapping[str, Any] | None = None
 
 
 _UNCLAIMED = {"claimed_by": None, "claimed_until": None}
@@ -86,6 +94,7 @@ async def insert_messages(
                 group_key=m.group_key,
                 grouping=None if m.grouping is None else dict(m.grouping),
                 attachment=None if m.attachment is None else dict(m.attachment),
+                facts=None if m.facts is None else dict(m.facts),
             )
             .returning(notifications.c.id)
         )
@@ -132,6 +141,7 @@ async def queued_message(conn: AsyncConnection, message_id: int) -> QueuedMessag
         group_key=row.group_key,
         grouping=row.grouping,
         attachment=row.attachment,
+        facts=row.facts,
     )
 
 
@@ -204,6 +214,18 @@ class OutboxStore(StoreBase):
                 )
             )
         return bool(done.rowcount)
+
+    async def mark_group_sent(self, ids: Sequence[int], *, now: datetime) -> int:
+        """Record one delivery (of a group, or of a lone message: a group of one) for every
+        message it carried; how many were still pending."""
+        n = notifications
+        async with self._write() as conn:
+            done = await conn.execute(
+                update(n)
+                .where(n.c.id.in_(list(ids)), n.c.status == PENDING)
+                .values(status=SENT, sent_at=now, attempts=n.c.attempts + 1, **_UNCLAIMED)
+            )
+        return int(done.rowcount)
 
     async def mark_failed(
         self, message_id: int, *, error: str, next_attempt_at: datetime, dead: bool

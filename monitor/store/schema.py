@@ -307,6 +307,9 @@ notifications = Table(
     Column("grouping", JSONText, nullable=True),
     # {"report": name, "period": key, "filename": …}: the stored report goes along as a file
     Column("attachment", JSONText, nullable=True),
+    # an alert's message: the facts its template reads, rendered again at send time (None: the
+    # row goes out as its title and body were queued)
+    Column("facts", JSONText, nullable=True),
     Index(None, "status", "next_attempt_at"),
     Index(None, "alert_id"),
     Index(None, "channel", "group_key"),

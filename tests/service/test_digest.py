@@ -20,9 +20,9 @@ from support.sim import FakeClock
 
 from monitor.config import Config, parse_config
 from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Variant
-from monitor.notify.gate import delivery_gate
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
+from monitor.policy.delivery import DeliveryPolicy
 from monitor.service.fetching.gate import Meter
 from monitor.service.reporting.digest import build_digest, queue_due_digest, week_movers
 from monitor.store import FetchRecord, Store
@@ -258,7 +258,12 @@ async def test_the_digest_is_delivered_through_the_outbox(
         config = config_of(db_url, hook=receiver.url(""))
         await queue_due_digest(config, store, NINE)
         async with Notifier.from_config(
-            store, config, owner="t", environ={}, gate=delivery_gate(config), jitter=0.0
+            store,
+            config,
+            owner="t",
+            environ={},
+            policy=DeliveryPolicy.from_config(config),
+            jitter=0.0,
         ) as notifier:
             report = await notifier.drain(NINE)
     assert report.sent == 2

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,6 +17,7 @@ from support.outbox import (
     USER_ID,
     OutboxDb,
     fire,
+    firing_alert,
     message,
     open_db,
     rows,
@@ -24,10 +26,14 @@ from support.receiver import Receiver
 
 from monitor.config import NotifyConfig, parse_config
 from monitor.errors import NotifyError
-from monitor.model import Phase
+from monitor.model import Creator, Phase
 from monitor.notify.channels import validate_channel_url
-from monitor.notify.gate import delivery_gate
+from monitor.notify.facts import alert_facts, render_facts
+from monitor.notify.message import MessageContext
+from monitor.notify.rendering import Renderer
 from monitor.notify.sender import Notifier
+from monitor.policy.delivery import DeliveryPolicy
+from monitor.store.outbox import NewMessage
 
 #: fixtures db, db_url, sdb, sqlite_url
 
@@ -242,7 +248,9 @@ async def test_silence_added_after_enqueue_holds_until_it_ends(
     await fire(db, "slack")
     silence_end = T0 + timedelta(hours=2)
     await db.add_silence(now=T0, ends_at=silence_end, tag="fitness", reason="campaign")
-    n = Notifier.from_config(db, config, owner="test", gate=delivery_gate(config), jitter=0.0)
+    n = Notifier.from_config(
+        db, config, owner="test", policy=DeliveryPolicy.from_config(config), jitter=0.0
+    )
     async with n:
         assert (await n.drain(T0)).held == 1
         assert (await n.drain(T0 + timedelta(hours=1))).sent == 0
@@ -258,7 +266,9 @@ async def test_resolution_waits_for_its_firing_and_stale_firing_is_suppressed(
     config = parse_config({"channels": [{"name": "slack", "url": slack.url()}]})
     alert_id = await fire(sdb, "slack")
     silence = await sdb.add_silence(now=T0, ends_at=T0 + timedelta(hours=1), user_id=USER_ID)
-    n = Notifier.from_config(sdb, config, owner="test", gate=delivery_gate(config), jitter=0.0)
+    n = Notifier.from_config(
+        sdb, config, owner="test", policy=DeliveryPolicy.from_config(config), jitter=0.0
+    )
     async with n:
         await n.drain(T0)
         current = await sdb.load_alert("reads-down", USER_ID)
@@ -277,3 +287,46 @@ async def test_resolution_waits_for_its_firing_and_stale_firing_is_suppressed(
         ("firing", "suppressed"),
         ("resolved", "suppressed"),
     ]
+
+
+# --- rendering at send time ---------------------------------------------------------------
+
+
+async def _queue_with_facts(store: OutboxDb) -> None:
+    """A firing whose message carries its facts, queued with the built-in templates' text."""
+    ids = await store.sync_creators([Creator(USER_ID, "Lilyy", ("fitness",))])
+    alert = firing_alert(ids[USER_ID])
+    facts = alert_facts(
+        "firing", alert, MessageContext(now=T0, creator=Creator(USER_ID, "Lilyy")), "en"
+    )
+    queued = render_facts(Renderer(), facts)
+    new = NewMessage("slack", "firing", "warning", queued.title, queued.body, facts=facts)
+    assert await store.commit_transition(alert, [new], now=T0, expect=None)
+
+
+async def test_a_template_fixed_while_a_message_waits_reaches_it(
+    sdb: OutboxDb, slack: Receiver, tmp_path: Path
+) -> None:
+    await _queue_with_facts(sdb)
+    [row] = await rows(sdb)
+    assert row["title"] == "[FIRING] Lilyy: reads 7,100 → 4,260 (-40.0 %) · reads-down"
+    (tmp_path / "alert.en.j2").write_text("Fixed: {{ creator.name }} · {{ rule }}\n{{ summary }}")
+    fixed = CONFIG.model_copy(update={"templates_dir": tmp_path})
+    async with notifier(sdb, fixed, slack=slack.url("/kol")) as n:
+        assert (await n.drain(T0)).sent == 1
+    [sent] = slack.bodies("/kol")
+    assert (sent["title"], sent["message"]) == (
+        "Fixed: Lilyy · reads-down",
+        "read 7,100 → 4,260 (-40.0 %)",
+    )
+
+
+async def test_without_a_template_change_the_sent_text_is_the_queued_text(
+    sdb: OutboxDb, slack: Receiver
+) -> None:
+    await _queue_with_facts(sdb)
+    [row] = await rows(sdb)
+    async with notifier(sdb, slack=slack.url("/kol")) as n:
+        assert (await n.drain(T0)).sent == 1
+    [sent] = slack.bodies("/kol")
+    assert (sent["title"], sent["message"]) == (row["title"], row["body"].rstrip("\n"))

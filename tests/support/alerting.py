@@ -18,10 +18,10 @@ from sqlalchemy import select
 from monitor.config import Config, parse_config
 from monitor.errors import BudgetError
 from monitor.model import CoreData, Creator, DailyPoint, Variant
-from monitor.notify.gate import delivery_gate
 from monitor.notify.ports import DrainReport
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
+from monitor.policy.delivery import DeliveryPolicy
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching.fetch import Fetcher, Slot, Verdict
@@ -166,7 +166,7 @@ async def running(config: Config, clock: FakeClock, token: str) -> AsyncIterator
             config,
             owner="e2e",
             environ={},
-            gate=delivery_gate(config),
+            policy=DeliveryPolicy.from_config(config),
             jitter=0.0,
             send_timeout=timedelta(seconds=2),
         )

@@ -14,19 +14,15 @@ from support.outcomes import CLEAR, HOUR, T0, UID, UNKNOWN, firing, rule
 
 from monitor.config import Rule
 from monitor.model import Outcome, Severity, Verdict
-from monitor.policy.lifecycle import (
+from monitor.policy.delivery import (
     Action,
-    AlertState,
-    Event,
     FiringFate,
     Outgoing,
-    Phase,
     QuietHours,
     Silence,
-    Transition,
     should_deliver,
-    step,
 )
+from monitor.policy.lifecycle import AlertState, Event, Phase, Transition, step
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -1,7 +1,8 @@
 """From stored history to stored alert transitions and the outbox rows they owe.
 
-Loads what the pure rules need, folds their outcomes with the pure lifecycle, renders messages and
-writes each transition with its messages in one transaction. Sends nothing (the notifier drains).
+Loads what the pure rules need, folds their outcomes with the pure lifecycle, and writes each
+transition with its messages in one transaction: each message carries its facts (what its
+template reads) and its group, and the notifier renders it when it sends. Sends nothing.
 
 An alert is one (rule, creator, variant), or (rule, 'account'); messages name the variant when
 the creator tracks several. Inhibition is ``rules.inhibit``'s alone. Orphans: an open alert whose
@@ -20,7 +21,8 @@ from datetime import datetime, timedelta
 
 from monitor.config import ApiErrorRule, BudgetRule, Config, CreatorConfig, Rule
 from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
-from monitor.notify.message import Language, MessageContext, group_entry
+from monitor.notify.facts import alert_facts, render_facts
+from monitor.notify.message import Language, MessageContext
 from monitor.notify.rendering import Renderer
 from monitor.policy import grouping, rules
 from monitor.policy import lifecycle as alerts
@@ -254,31 +256,18 @@ class Alerting:
             if _SEVERITY_ORDER[alert.severity] < _SEVERITY_ORDER[channel.min_severity]:
                 continue
             language: Language = channel.language or self._config.notify.language
-            message = self._renderer.render(event.value, alert, context, language)
-            if message.error:
-                log.warning(
-                    "template for %s fell back to the built-in one: %s", channel.name, message.error
-                )
-            body = message.body if note is None else f"{message.body}\n_{_note(note, language)}_\n"
-            entry = None
-            if key is not None:
-                entry = {
-                    "rank": grouping.rank(alert),
-                    **group_entry(event.value, alert, context, language),
-                }
+            # the facts go along: the notifier renders them again when it sends
+            facts = alert_facts(event.value, alert, context, language, note=note)
+            message = render_facts(self._renderer, facts)  # the text as queued
             out.append(
                 NewMessage(
                     channel=channel.name,
                     event=event.value,
                     severity=alert.severity.value,
                     title=message.title,
-                    body=body,
+                    body=message.body,
                     group_key=key,
-                    grouping=entry,
+                    facts=facts,
                 )
             )
         return out
-
-
-def _note(reason: str, language: Language) -> str:
-    return f"不再评估：{reason}" if language == "zh" else f"No longer evaluated: {reason}."
