@@ -375,11 +375,16 @@ class Notifier:
         return self._text(members[0])
 
     def _text(self, message: Queued) -> tuple[str, str]:
-        """An alert's message rendered from its facts now; any other as it was queued."""
+        """An alert's message rendered from its facts now; any other as it was queued (and so
+        is one whose facts cannot be rendered: the queued text beats no message)."""
         if not readable(message.facts):
             return message.title, message.body
         assert message.facts is not None
-        rendered = render_facts(self._templates(), message.facts)
+        try:
+            rendered = render_facts(self._templates(), message.facts)
+        except Exception as exc:  # noqa: BLE001 - facts from another version: send as queued
+            log.warning("message %d sent as queued: %s", message.id, _unrendered(exc))
+            return message.title, message.body
         if rendered.error:
             log.warning(
                 "template for %s fell back to the built-in one: %s", message.channel, rendered.error
@@ -390,7 +395,10 @@ class Notifier:
         """How ``message`` reads inside a grouped one (None: it was queued without grouping)."""
         if readable(message.facts):
             assert message.facts is not None
-            return grouped_entry(message.facts)
+            try:
+                return grouped_entry(message.facts)
+            except Exception as exc:  # noqa: BLE001 - as in _text
+                log.warning("message %d not listed in its group: %s", message.id, _unrendered(exc))
         return message.grouping
 
     def _templates(self) -> Renderer:
@@ -467,3 +475,7 @@ class Notifier:
     async def retry_dead(self, now: datetime, channel: str | None = None) -> int:
         """``notify retry``: dead letters go back to pending, due now; returns how many."""
         return await self._outbox.retry_dead(now, channel=channel)
+
+
+def _unrendered(exc: Exception) -> str:
+    return f"its facts could not be rendered ({type(exc).__name__}: {exc})"

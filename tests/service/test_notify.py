@@ -330,3 +330,14 @@ async def test_without_a_template_change_the_sent_text_is_the_queued_text(
         assert (await n.drain(T0)).sent == 1
     [sent] = slack.bodies("/kol")
     assert (sent["title"], sent["message"]) == (row["title"], row["body"].rstrip("\n"))
+
+
+async def test_facts_that_cannot_be_rendered_send_the_queued_text(
+    sdb: OutboxDb, slack: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = NewMessage("slack", "firing", "warning", "as queued", "body", facts={"v": 1})
+    await sdb.enqueue_once([broken], now=T0, since=T0, until=T0 + timedelta(seconds=1))
+    async with notifier(sdb, slack=slack.url("/kol")) as n:
+        assert (await n.drain(T0)).sent == 1
+    assert [(b["title"], b["message"]) for b in slack.bodies("/kol")] == [("as queued", "body")]
+    assert "sent as queued: its facts could not be rendered (KeyError" in caplog.text

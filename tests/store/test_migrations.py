@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
+from support.receiver import Receiver
 
+from monitor.config import NotifyConfig
 from monitor.errors import SchemaOutOfDate
+from monitor.notify.sender import Notifier
 from monitor.store import Store, migrate
 from monitor.store.engine import make_engine
 from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS, migrations_dir
@@ -130,3 +134,41 @@ def test_migrations_ship_beside_the_code_without_alembic_ini() -> None:
     assert (where / "env.py").is_file()
     assert (where / "versions" / "0001_initial.py").is_file()
     assert migrate.alembic_config().get_main_option("sqlalchemy.url") is None
+
+
+async def test_messages_queued_before_facts_were_kept_still_go_as_queued(db_url: str) -> None:
+    """0009 adds the facts an alert's message is rendered from at send time; rows queued
+    before it (their text rendered then, a group's entries in ``grouping``) go out as they are."""
+    await migrate.upgrade(db_url, "0008_sources")
+    sqlite = db_url.startswith("sqlite")
+    now = "2025-12-11T02:00:00.000000Z" if sqlite else "2025-12-11 02:00Z"
+    insert = text(
+        "INSERT INTO notifications (channel, event, severity, title, body, status, attempts, "
+        "next_attempt_at, created_at, group_key, grouping) VALUES ('team', 'firing', 'warning', "
+        f":title, :body, 'pending', 0, '{now}', '{now}', :key, :grouping)"
+    )
+    entry = '{{"line":"creator {0}","more":"{{k}} more","rank":{0},"title":"[FIRING] r: {{n}} x"}}'
+    rows = [
+        {"title": "old title", "body": "old body", "key": None, "grouping": None},
+        *({"title": f"one of {n}", "body": "b", "key": "firing|rule=r", "grouping": entry.format(n)}
+          for n in (1, 2)),
+    ]  # fmt: skip
+    engine = make_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            for row in rows:
+                await conn.execute(insert, row)
+    finally:
+        await engine.dispose()
+    assert await migrate.upgrade(db_url) == migrate.head()
+    async with (
+        Receiver() as team,
+        Store.open(db_url) as store,
+        Notifier(store, {"team": team.url("/t")}, NotifyConfig(), owner="t", jitter=0.0) as n,
+    ):
+        report = await n.drain(datetime(2025, 12, 11, 3, 0, tzinfo=UTC), flush=True)
+    assert report.sent == 3
+    assert [(b["title"], b["message"]) for b in team.bodies("/t")] == [
+        ("old title", "old body"),
+        ("[FIRING] r: 2 x", "- creator 2\n- creator 1"),
+    ]
