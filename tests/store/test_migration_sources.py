@@ -1,4 +1,4 @@
-"""0008_sources upgrades a database of the current release WITH data in it, on both backends:
+"""0007_sources upgrades a database of the current release WITH data in it, on both backends:
 every row of every table is the same afterwards, the new tables work, and going back down
 leaves the old data as it was."""
 
@@ -27,7 +27,7 @@ NEW_TABLES = {
 
 
 #: columns later revisions add to the release's tables (NULL in every row that was there)
-LATER_COLUMNS = {("notifications", "facts")}  # 0009_outbox_facts
+LATER_COLUMNS = {("notifications", "facts")}  # 0008_outbox_facts
 
 
 async def _dump(

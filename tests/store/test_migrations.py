@@ -137,9 +137,9 @@ def test_migrations_ship_beside_the_code_without_alembic_ini() -> None:
 
 
 async def test_messages_queued_before_facts_were_kept_still_go_as_queued(db_url: str) -> None:
-    """0009 adds the facts an alert's message is rendered from at send time; rows queued
+    """0008 adds the facts an alert's message is rendered from at send time; rows queued
     before it (their text rendered then, a group's entries in ``grouping``) go out as they are."""
-    await migrate.upgrade(db_url, "0008_sources")
+    await migrate.upgrade(db_url, "0007_sources")
     sqlite = db_url.startswith("sqlite")
     now = "2025-12-11T02:00:00.000000Z" if sqlite else "2025-12-11 02:00Z"
     insert = text(

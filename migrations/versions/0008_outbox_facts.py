@@ -2,8 +2,8 @@
 it when it sends: a template fixed while a message waits reaches that message. Rows queued
 before this revision have no facts and go out as their stored title and body.
 
-Revision ID: 0009_outbox_facts
-Revises: 0008_sources
+Revision ID: 0008_outbox_facts
+Revises: 0007_sources
 Create Date: 2026-12-06 19:45:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from monitor.store.schema import JSONText
 
-revision: str = "0009_outbox_facts"
-down_revision: str | None = "0008_sources"
+revision: str = "0008_outbox_facts"
+down_revision: str | None = "0007_sources"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 observations, balance readings, and the paid answers this version could not read (kept whole
 for ``reparse``). New tables only: every existing row stays as it is.
 
-Revision ID: 0008_sources
+Revision ID: 0007_sources
 Revises: 0006_pause_cause
 Create Date: 2026-12-06 20:00:00.000000
 """
@@ -16,7 +16,7 @@ from alembic import op
 
 from monitor.store.schema import ExactDecimal, JSONText, UTCDateTime
 
-revision: str = "0008_sources"
+revision: str = "0007_sources"
 down_revision: str | None = "0006_pause_cause"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
