@@ -170,6 +170,9 @@ class Budget:
     recover_step: float = 1.25
     min_factor: float = 1 / 16
     window_margin: timedelta = timedelta(0)  # see DAEMON_WINDOW_MARGIN
+    #: the sliding window ``calls_per_minute`` caps: the upstream's minute. Only process tests
+    #: shorten it (tests/support/short_window.py), to see calls on both sides of a window fast
+    window: timedelta = WINDOW
 
     @classmethod
     def from_config(cls, config: Config) -> Budget:
@@ -417,7 +420,7 @@ class Budget:
 
     @property
     def _span(self) -> timedelta:
-        return WINDOW + self.window_margin
+        return self.window + self.window_margin
 
     def _rate(self, factor: float) -> float:
         return self.calls_per_minute / 60.0 * factor

@@ -1,6 +1,7 @@
 """The one gate as users meet it, through real subprocesses against the simulator, on SQLite and
 PostgreSQL: ``fetch --dry-run`` at the daily cap, a zone change, ``fetch --all`` beside a running
-daemon counted at the upstream in every 60 s window, and a second daemon through a symlink."""
+daemon counted at the upstream in every (shortened) rate window, and a second daemon through a
+symlink."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from support import short_window
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.wait import until
 
@@ -22,6 +24,10 @@ from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 pytestmark = pytest.mark.slow
+
+#: the rate window the two processes of the window test share: the bucket (20 calls, refilled
+#: at 20 a minute) is the same, only the window that caps them is shorter than the upstream's
+WINDOW_S = 10.0
 
 
 @dataclass
@@ -58,9 +64,13 @@ class World:
         assert proc.returncode is not None
         return Ran(proc.returncode, out.decode(), err.decode())
 
-    async def spawn(self, config: Path, *args: str) -> asyncio.subprocess.Process:
+    async def spawn(
+        self, config: Path, *args: str, window: float | None = None
+    ) -> asyncio.subprocess.Process:
+        """``creator-monitor -c CONFIG ARGS`` in the background; ``window``: the budget's rate
+        window shortened to that many seconds (``support.short_window``)."""
         return await asyncio.create_subprocess_exec(
-            *cli(),
+            *(cli() if window is None else short_window.cli(window)),
             "-c",
             str(config),
             *args,
@@ -120,7 +130,11 @@ async def test_dry_run_spends_inside_the_cap_and_a_zone_change_opens_no_fresh_da
     assert calls == (3,)
 
 
-async def test_fetch_all_beside_a_running_daemon_keeps_every_60s_window(world: World) -> None:
+async def test_fetch_all_beside_a_running_daemon_keeps_every_window(world: World) -> None:
+    """Both processes run with the rate window shortened to ``WINDOW_S`` (the product's 60 s is
+    the pure policy's default, checked in tests/service/test_gate.py): the calls past the first
+    window come seconds after it, not a minute, and each process still has to read the other's
+    sends from the stored state to keep the window."""
     per_minute = 20
     # one roster for both, as in real use (a fetch syncs the configured creators: a different
     # list would mark the daemon's inactive on a shared database)
@@ -128,8 +142,8 @@ async def test_fetch_all_beside_a_running_daemon_keeps_every_60s_window(world: W
     budget = {"calls_per_minute": per_minute, "burst": per_minute}
     daemon_cfg = world.config(users, budget=budget)
     fetch_cfg = world.config(users, name="fetch.toml", budget=budget)
-    daemon = await world.spawn(daemon_cfg, "run")
-    fetch_all = await world.spawn(fetch_cfg, "fetch", "--all")
+    daemon = await world.spawn(daemon_cfg, "run", window=WINDOW_S)
+    fetch_all = await world.spawn(fetch_cfg, "fetch", "--all", window=WINDOW_S)
     try:
         # the first window fills at once (burst = the limit); the next calls must wait for it
         loop = asyncio.get_running_loop()
@@ -144,13 +158,14 @@ async def test_fetch_all_beside_a_running_daemon_keeps_every_60s_window(world: W
     counters = world.sim.counters()
     times = sorted(r.monotonic for r in counters.log)
     assert len(times) >= per_minute + 5, "both processes kept fetching"
+    # the shortened window was in force: the calls past the first one came long before 60 s
+    assert times[per_minute] - times[0] < 45, times
     # fetch --all goes down the list from the first; the daemon serves every due series, most
     # overdue first: both processes' calls meet the one window
     assert {r.user_id for r in counters.log} <= set(users)
-    busiest = max(sum(1 for t in times if s <= t <= s + 60) for s in times)
+    busiest = max(sum(1 for t in times if s <= t <= s + WINDOW_S) for s in times)
     log = [round(r.monotonic - times[0], 2) for r in counters.log]
-    assert busiest <= per_minute, f"{busiest} calls in one 60 s window: {log}"
-    assert counters.max_per_minute <= per_minute
+    assert busiest <= per_minute, f"{busiest} calls in one {WINDOW_S} s window: {log}"
 
 
 async def test_a_second_daemon_through_a_symlink_is_refused(world: World) -> None:

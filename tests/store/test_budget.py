@@ -85,6 +85,19 @@ def test_the_sliding_window_stops_what_the_bucket_would_let_through() -> None:
     assert budget.acquire_delay(state, T0 + 60 * SEC + timedelta(microseconds=1)) == 0.0
 
 
+def test_a_shortened_window_caps_the_same_way_over_its_length() -> None:
+    # the process tests' knob (tests/support/short_window.py): the same cap over a 10 s window,
+    # the bucket unchanged (a full one spent at once refills a token in 3 s)
+    budget = replace(make_budget(cpm=20, burst=20), window=timedelta(seconds=10))
+    state = budget.initial(T0)
+    for _ in range(20):
+        state = budget.spend(state, T0)
+    assert budget.waits(state, T0)["bucket"] == timedelta(seconds=3)
+    assert budget.blocked_by(state, T0) == "window"
+    assert budget.acquire_delay(state, T0) == 10.000001
+    assert budget.acquire_delay(state, T0 + 10 * SEC + timedelta(microseconds=1)) == 0.0
+
+
 def test_the_daily_cap_waits_for_local_midnight() -> None:
     budget = make_budget(daily=10)
     state = budget.initial(T0)  # 23:00 Shanghai
@@ -404,6 +417,9 @@ def test_from_config_takes_the_budget_and_probe_pace() -> None:
     assert budget.zone == ZoneInfo("UTC")
     assert budget.probe_every == timedelta(minutes=30)
     assert budget.initial(T0) == BudgetState(tokens=3.0, refilled_at=T0)
+    # the upstream's minute, one second longer for the daemon (only process tests shorten it)
+    assert budget.window == timedelta(seconds=60)
+    assert budget.window_margin == timedelta(seconds=1)
 
 
 # --- retry policy ---------------------------------------------------------------------------
