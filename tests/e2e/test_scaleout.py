@@ -61,16 +61,17 @@ async def test_three_instances_share_work_budget_and_voice(
     pg_url: str, sim: Simulator, receiver: Receiver, tmp_path: Path, token: str
 ) -> None:
     await migrate.upgrade(pg_url)
-    # two rounds of 300 at the shared rate take about 25 s: the budget, not the CPU, sets the
-    # pace (so the window checks below bind), and the daily cap ends the second round
-    ids = creators(300)
-    watched = ids[::25]  # 12 creators with a rule that fires on their first fetch
-    per_minute, burst, daily = 1500, 20, 600
+    # 60 creators every 5 s want 12 calls/s; the shared rate gives 10, so the budget, not the
+    # cadence nor the CPU (a few calls a second per instance), sets the pace and the window
+    # checks below bind; two rounds take about 10 s, and the daily cap ends the second round
+    ids = creators(60)
+    watched = ids[::5]  # 12 creators with a rule that fires on their first fetch
+    per_minute, burst, daily = 600, 20, 120
     document = fleet_config(
         sim.base_url,
         pg_url,
         ids,
-        every="10s",
+        every="5s",
         budget={"calls_per_minute": per_minute, "burst": burst, "daily_calls": daily},
         schedule={"max_in_flight": 12, "lease": "10s"},
         channel_url=receiver.url("/hook"),
