@@ -171,7 +171,7 @@ class Budget:
     min_factor: float = 1 / 16
     window_margin: timedelta = timedelta(0)  # see DAEMON_WINDOW_MARGIN
     #: the sliding window ``calls_per_minute`` caps: the upstream's minute. Only process tests
-    #: shorten it (tests/support/short_window.py), to see calls on both sides of a window fast
+    #: shorten it (tests/support/tuned.py), to see calls on both sides of a window fast
     window: timedelta = WINDOW
 
     @classmethod

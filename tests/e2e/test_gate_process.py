@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from support import short_window
+from support import tuned
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.wait import until
 
@@ -68,9 +68,9 @@ class World:
         self, config: Path, *args: str, window: float | None = None
     ) -> asyncio.subprocess.Process:
         """``creator-monitor -c CONFIG ARGS`` in the background; ``window``: the budget's rate
-        window shortened to that many seconds (``support.short_window``)."""
+        window shortened to that many seconds (``support.tuned``)."""
         return await asyncio.create_subprocess_exec(
-            *(cli() if window is None else short_window.cli(window)),
+            *(cli() if window is None else tuned.cli(window=window)),
             "-c",
             str(config),
             *args,

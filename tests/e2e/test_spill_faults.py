@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from support import tuned
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 
 from monitor.store import migrate
@@ -34,6 +35,10 @@ USERS = creators(25)
 REFUSED = "the database refuses writes"
 #: a call the gate let through may still be on its way to the simulator for this long
 SLACK = 0.3
+#: the store backoff (first pause, cap) of the daemons that wait out a fault: the same doubling
+#: as the product's (1 s up to 60 s), capped shorter so a call the fault stopped is made again
+#: seconds after the fault ends (the fault lasts 6-8 s: the backoff still doubles under it)
+QUICK_BACKOFF = (1.0, 4.0)
 
 
 #: fires on any answer: an alert row per creator shows its rules ran on what was stored
@@ -81,11 +86,21 @@ class World:
         doc["storage"] |= {"busy_timeout": "1s", **storage}
         return write_toml(self.folder / "config.toml", doc)
 
-    async def start(self, name: str, storage: dict[str, str] | None = None, **env: str) -> Run:
+    async def start(
+        self,
+        name: str,
+        storage: dict[str, str] | None = None,
+        *,
+        quick_requeue: bool = False,
+        **env: str,
+    ) -> Run:
+        """``creator-monitor run``; ``quick_requeue``: with the dispatcher's store backoff capped
+        at :data:`QUICK_BACKOFF` instead of 60 s (``support.tuned``), so the calls the refusal
+        stopped are made again seconds after the database is back, not a minute after."""
         stderr = self.folder / f"{name}.stderr"
         with stderr.open("wb") as sink:
             proc = await asyncio.create_subprocess_exec(
-                *cli(),
+                *(tuned.cli(store_backoff=QUICK_BACKOFF) if quick_requeue else cli()),
                 "-c",
                 str(self.config(**(storage or {}))),
                 "run",
@@ -266,7 +281,7 @@ async def test_a_write_lock_from_another_process_loses_no_paid_answer(
     db = tmp_path / "history.db"
     spill = tmp_path / "history.db.pending.jsonl"
     async with _world(tmp_path, token, f"sqlite+aiosqlite:///{db}", spill) as world:
-        run = await world.start("daemon")
+        run = await world.start("daemon", quick_requeue=True)
         ready: dict[str, int] = {"n": 0}
         while ready["n"] < 4:
             ready["n"] = await world.stored()
@@ -346,7 +361,7 @@ async def test_a_full_disk_loses_no_paid_answer_and_sends_nothing_while_full(
         db = disk / "history.db"
         spill = disk / "history.db.pending.jsonl"
         async with _world(tmp_path, token, f"sqlite+aiosqlite:///{db}", spill) as world:
-            run = await world.start("daemon")
+            run = await world.start("daemon", quick_requeue=True)
             ready: dict[str, int] = {"n": 0}
             while ready["n"] < 4:
                 ready["n"] = await world.stored()
@@ -387,7 +402,7 @@ async def test_a_postgresql_table_lock_loses_no_paid_answer(
     name = pg_url.rsplit("@", 1)[1].replace(":", "-").replace("/", "-")
     spill = state / "creator-monitor" / f"pending-{name}.jsonl"
     async with _world(tmp_path, token, pg_url, spill) as world:
-        run = await world.start("daemon", STATE_DIRECTORY=str(state))
+        run = await world.start("daemon", quick_requeue=True, STATE_DIRECTORY=str(state))
         ready: dict[str, int] = {"n": 0}
         while ready["n"] < 4:
             ready["n"] = await world.stored()
@@ -487,7 +502,7 @@ async def test_sigkill_with_a_spill_file_then_a_restart_stores_it_exactly_once(
     spill = tmp_path / "history.db.pending.jsonl"
     db_url = f"sqlite+aiosqlite:///{db}"
     async with _world(tmp_path, token, db_url, spill, latency_ms=1500) as world:
-        first = await world.start("first")
+        first = await world.start("first", quick_requeue=True)
         ready: dict[str, int] = {"n": 0}
         while ready["n"] < 2:
             ready["n"] = await world.stored()

@@ -86,7 +86,7 @@ def test_the_sliding_window_stops_what_the_bucket_would_let_through() -> None:
 
 
 def test_a_shortened_window_caps_the_same_way_over_its_length() -> None:
-    # the process tests' knob (tests/support/short_window.py): the same cap over a 10 s window,
+    # the process tests' knob (tests/support/tuned.py): the same cap over a 10 s window,
     # the bucket unchanged (a full one spent at once refills a token in 3 s)
     budget = replace(make_budget(cpm=20, burst=20), window=timedelta(seconds=10))
     state = budget.initial(T0)
