@@ -1,7 +1,7 @@
-"""The one gate as users meet it, through real subprocesses against the simulator, on SQLite and
-PostgreSQL: ``fetch --dry-run`` at the daily cap, a zone change, ``fetch --all`` beside a running
-daemon counted at the upstream in every (shortened) rate window, and a second daemon through a
-symlink."""
+"""The one gate as users meet it, through the commands against the simulator, on SQLite and
+PostgreSQL: ``fetch --dry-run`` at the daily cap and a zone change (in this process); then, in
+real subprocesses, ``fetch --all`` beside a running daemon counted at the upstream in every
+(shortened) rate window, and a second daemon through a symlink."""
 
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from support import tuned
+from support.cli import run_cli, simulator_thread
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.wait import until
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
-
-pytestmark = pytest.mark.slow
 
 #: the rate window the two processes of the window test share: the bucket (20 calls, refilled
 #: at 20 a minute) is the same, only the window that caps them is shorter than the upstream's
@@ -64,6 +63,11 @@ class World:
         assert proc.returncode is not None
         return Ran(proc.returncode, out.decode(), err.decode())
 
+    def cli_here(self, config: Path, *args: str) -> Ran:
+        """``creator-monitor -c CONFIG ARGS`` in this process (``support.cli.run_cli``)."""
+        done = run_cli("-c", config, *args, env={"JUSTONEAPI_TOKEN": self.token}, cwd=self.folder)
+        return Ran(done.returncode, done.stdout, done.stderr)
+
     async def spawn(
         self, config: Path, *args: str, window: float | None = None
     ) -> asyncio.subprocess.Process:
@@ -102,18 +106,26 @@ async def world(tmp_path: Path, token: str, db_url: str) -> AsyncIterator[World]
         yield World(tmp_path, sim, db_url, token)
 
 
-async def test_dry_run_spends_inside_the_cap_and_a_zone_change_opens_no_fresh_day(
-    world: World,
+def test_dry_run_spends_inside_the_cap_and_a_zone_change_opens_no_fresh_day(
+    tmp_path: Path, token: str, db_url: str
 ) -> None:
+    """The commands run in this process (``support.cli``), the simulator in a thread: what is
+    checked is what they print, spend and store, not how a process starts."""
+    asyncio.run(migrate.upgrade(db_url))
+    with simulator_thread(SimKnobs(latency_ms=5)) as sim:
+        _dry_run_then_zone_changes(World(tmp_path, sim, db_url, token))
+
+
+def _dry_run_then_zone_changes(world: World) -> None:
     user = creators(1)[0]
     config = world.config([user], budget={"daily_calls": 3, "burst": 5})
     for _ in range(3):
-        ran = await world.cli(config, "fetch", user, "--dry-run")
+        ran = world.cli_here(config, "fetch", user, "--dry-run")
         assert ran.code == 0, ran.err
         assert "dry run: 1 call(s) spent inside the budget" in ran.err
     assert world.calls() == 3
-    assert await world.query("SELECT count(*) FROM fetches") == [(0,)]  # nothing stored
-    refused = await world.cli(config, "fetch", user, "--dry-run")
+    assert asyncio.run(world.query("SELECT count(*) FROM fetches")) == [(0,)]  # nothing stored
+    refused = world.cli_here(config, "fetch", user, "--dry-run")
     assert refused.code == 1
     line = refused.err.strip().splitlines()[-1]
     assert "daily_calls (3) used up" in line
@@ -122,14 +134,15 @@ async def test_dry_run_spends_inside_the_cap_and_a_zone_change_opens_no_fresh_da
     # the day is counted in the configured zone: moving it cannot buy more calls today
     for zone in ("America/Los_Angeles", "Pacific/Kiritimati", "UTC"):
         moved = world.config([user], budget={"daily_calls": 3, "timezone": zone})
-        again = await world.cli(moved, "fetch", user)
+        again = world.cli_here(moved, "fetch", user)
         assert again.code == 1, (zone, again.err)
         assert "daily_calls (3) used up" in again.err
     assert world.calls() == 3
-    (calls,) = await world.query("SELECT sum(calls) FROM budget_days")
+    (calls,) = asyncio.run(world.query("SELECT sum(calls) FROM budget_days"))
     assert calls == (3,)
 
 
+@pytest.mark.slow
 async def test_fetch_all_beside_a_running_daemon_keeps_every_window(world: World) -> None:
     """Both processes run with the rate window shortened to ``WINDOW_S`` (the product's 60 s is
     the pure policy's default, checked in tests/service/test_gate.py): the calls past the first
@@ -168,6 +181,7 @@ async def test_fetch_all_beside_a_running_daemon_keeps_every_window(world: World
     assert busiest <= per_minute, f"{busiest} calls in one {WINDOW_S} s window: {log}"
 
 
+@pytest.mark.slow
 async def test_a_second_daemon_through_a_symlink_is_refused(world: World) -> None:
     if not world.db_url.startswith("sqlite"):
         pytest.skip("the one-instance lock is SQLite's; PostgreSQL shares the work")
