@@ -502,7 +502,7 @@ async def test_sigkill_with_a_spill_file_then_a_restart_stores_it_exactly_once(
     spill = tmp_path / "history.db.pending.jsonl"
     db_url = f"sqlite+aiosqlite:///{db}"
     async with _world(tmp_path, token, db_url, spill, latency_ms=1500) as world:
-        first = await world.start("first", quick_requeue=True)
+        first = await world.start("first")
         ready: dict[str, int] = {"n": 0}
         while ready["n"] < 2:
             ready["n"] = await world.stored()
