@@ -1,15 +1,14 @@
 """Every command example in the docs that shows its output is run, and must print what the page
 shows (see ``support.docs`` for the transcript format): a page that drifts from the code fails.
 
-Each page runs in a fresh folder with the page's own files (its ``config.toml``, …), the installed
-``creator-monitor`` script (a wheel of this tree) and the simulated upstream over real HTTP, whose
+Each page runs in a fresh folder with the page's own files (its ``config.toml``, …), the
+``creator-monitor`` command in this process and the simulated upstream over real HTTP, whose
 clock stands still at a fixed moment so the metric values the pages show are the same every day.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.demo import clean_env, cli_command
+from support.cli import run_cli
 from support.docs import DOC_BASE_URL, PAGES, Page, Step, matches, pages, parse_page
 
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -71,6 +70,10 @@ def simulator() -> Iterator[SimThread]:
 
 
 def run_step(step: Step, cwd: Path, env: dict[str, str], base_url: str) -> tuple[int, str]:
+    """One console line: ``export`` sets a variable for the page's later lines; a
+    ``creator-monitor`` command runs in this process (``support.cli``: a shell's environment,
+    stdout and stderr interleaved, the exit code), which spares each line a second of imports;
+    the installed script itself is run by the install guide's test and the wheel smoke tests."""
     argv = step.argv
     if argv[0] == "export":
         name, value = argv[1].split("=", 1)
@@ -79,16 +82,7 @@ def run_step(step: Step, cwd: Path, env: dict[str, str], base_url: str) -> tuple
     assert argv[0] == "creator-monitor", (
         f"line {step.line}: only creator-monitor and export may run in a console block"
     )
-    done = subprocess.run(
-        [*cli_command(), *argv[1:]],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(*argv[1:], env=env, cwd=cwd, merged=True)
     return done.returncode, done.stdout.replace(base_url, DOC_BASE_URL)
 
 
@@ -96,14 +90,13 @@ def _page_ids() -> list[str]:
     return [page.path.name for page in pages()]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("page", pages(), ids=_page_ids())
 def test_the_page_prints_what_it_shows(page: Page, simulator: SimThread, tmp_path: Path) -> None:
     base_url = simulator.sim.base_url
     for name, content in page.files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content.replace(DOC_BASE_URL, base_url), encoding="utf-8")
-    env = clean_env()
+    env: dict[str, str] = {}  # what the page exports; run_cli drops the tests' own token
     for block in page.blocks:
         simulator.set(block.knobs)
         for step in block.steps:

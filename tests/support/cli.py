@@ -44,13 +44,16 @@ def run_cli(
     *argv: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    merged: bool = False,
 ) -> Ran:
     """``creator-monitor ARGV`` in this process.
 
     The environment is this one without the variables of :data:`_NOT_INHERITED`, plus
     ``env``, and is restored afterwards, as are the working folder and the logging set-up that
-    ``main`` installs for itself (the root handler, logger levels)."""
-    out, err = io.StringIO(), io.StringIO()
+    ``main`` installs for itself (the root handler, logger levels). ``merged``: stderr goes
+    into stdout, interleaved as a terminal shows them (``2>&1``)."""
+    out = io.StringIO()
+    err = out if merged else io.StringIO()
     with pytest.MonkeyPatch.context() as patch, _logging_restored():
         for name in list(os.environ):
             if name.startswith(_NOT_INHERITED):
@@ -61,7 +64,7 @@ def run_cli(
             patch.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = _exit_code([os.fspath(a) for a in argv])
-    return Ran(code, out.getvalue(), err.getvalue())
+    return Ran(code, out.getvalue(), "" if merged else err.getvalue())
 
 
 def _exit_code(argv: list[str]) -> int:
