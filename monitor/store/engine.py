@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from monitor.errors import SchemaOutOfDate, StoreError
+from monitor.store.onehop import OneHopDbapi
 from monitor.store.revision import current_revision, head_revision
 
 Clock = Callable[[], datetime]
@@ -76,7 +77,11 @@ def make_engine(
         return create_async_engine(sa_url, pool_pre_ping=True, connect_args=settings)
     _ensure_parent_dir(sa_url)
     seconds = busy_timeout.total_seconds()
-    engine = create_async_engine(sa_url, connect_args={"timeout": seconds})
+    engine = create_async_engine(
+        sa_url,
+        connect_args={"timeout": seconds},
+        module=OneHopDbapi(),
+    )
     _install_sqlite_listeners(engine, foreign_keys=foreign_keys, busy_ms=int(seconds * 1000))
     return engine
 
