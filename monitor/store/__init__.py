@@ -17,6 +17,7 @@ from monitor.store.ledger import BudgetStateRow, LedgerStore
 from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
 from monitor.store.reports import ReportStore
+from monitor.store.rule_inputs import RuleInputStore
 from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
 from monitor.store.silences import SilenceStore
 from monitor.store.sources import NoteObservation, NoteRecord, SourceStore
@@ -30,6 +31,7 @@ class Store(
     GroupStore,
     ReportStore,
     AlertStore,
+    RuleInputStore,
     OutboxStore,
     SilenceStore,
     ClusterStore,

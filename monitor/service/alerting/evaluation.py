@@ -88,31 +88,36 @@ class Alerting:
         """Run every creator-scope rule over each variant (one alert per rule and variant);
         returns the number of messages queued."""
         now = self._clock()
-        subjects = []
-        for fact in facts:
-            series = await self._store.series(creator_id, fact.variant, (now - HISTORY).date())
-            subjects.append(
-                rules.Subject(
-                    creator=creator,
-                    variant=fact.variant,
-                    series=tuple(p for _, p in series),
-                    now=now,
-                    last_success_at=fact.last_success_at,
-                    consecutive_failures=fact.consecutive_failures,
-                    last_code=fact.last_code,
-                    tracked_since=fact.tracked_since,
-                )
+        active = [r for r in self._rules if not isinstance(r, BudgetRule) and r.applies_to(creator)]
+        inputs = await self._store.rule_inputs(
+            creator_id,
+            creator.user_id,
+            [fact.variant for fact in facts],
+            (now - HISTORY).date(),
+            [rule.name for rule in active],
+        )
+        subjects = [
+            rules.Subject(
+                creator=creator,
+                variant=fact.variant,
+                series=inputs.series[fact.variant],
+                now=now,
+                last_success_at=fact.last_success_at,
+                consecutive_failures=fact.consecutive_failures,
+                last_code=fact.last_code,
+                tracked_since=fact.tracked_since,
             )
+            for fact in facts
+        ]
         named = len(facts) > 1  # a lone variant goes without saying
         queued = 0
-        for rule in self._rules:
-            if isinstance(rule, BudgetRule) or not rule.applies_to(creator):
-                continue
+        for rule in active:
             for subject in subjects:
                 outcome = rules.inhibit(rule, rules.evaluate(rule, subject), subject, account)
                 shown = subject.variant if named else None
+                before = inputs.alert(rule.name, subject.variant.label)
                 queued += await self._apply(
-                    rule, outcome, now, creator_id, creator, subject.variant, shown
+                    rule, outcome, now, creator_id, creator, subject.variant, shown, before
                 )
         return queued
 
@@ -126,7 +131,10 @@ class Alerting:
         for rule in self._rules:
             if rules.in_scope(rule, account):
                 outcome = rules.evaluate(rule, account)
-                queued += await self._apply(rule, outcome, account.now, None, None, None, None)
+                before = await self._store.load_alert(rule.name, outcome.scope, NO_VARIANT)
+                queued += await self._apply(
+                    rule, outcome, account.now, None, None, None, None, before
+                )
         return queued
 
     async def _apply(
@@ -138,11 +146,11 @@ class Alerting:
         creator: Creator | None,
         variant: Variant | None,
         shown: Variant | None,
+        before: AlertState | None,
     ) -> int:
-        """Fold one outcome into the alert of (rule, scope, variant); ``shown`` is the variant
-        to name in messages (None when the creator tracks only one)."""
+        """Fold one outcome into the alert of (rule, scope, variant), stored as ``before``;
+        ``shown`` is the variant to name in messages (None when the creator tracks only one)."""
         key = NO_VARIANT if variant is None else variant.label
-        before = await self._store.load_alert(rule.name, outcome.scope, key)
         transition = alerts.step(before, outcome, rule, now, creator_id=creator_id, variant=key)
         if not transition.changed and not transition.events:
             return 0
