@@ -6,6 +6,7 @@ raw body and the schedule's ``last_*`` fields. The store never sees the API toke
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -13,10 +14,11 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Executable, Select, bindparam, case, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
-from monitor.store.engine import StoreBase
+from monitor.store.engine import Clock, StoreBase
 from monitor.store.schema import (
     budget_calls,
     creators,
@@ -68,6 +70,11 @@ class FetchRecord:
         return (*self.data.daily, *extra)
 
 
+def _retrieved(done: asyncio.Future[int]) -> None:
+    if not done.cancelled():
+        done.exception()
+
+
 def _metric_values(point: DailyPoint) -> dict[str, Any]:
     values: dict[str, Any] = {name: getattr(point, name) for name in METRICS}
     for name in COST_METRICS:
@@ -85,6 +92,49 @@ def _point_of(row: Any) -> DailyPoint:
 
 class MetricsStore(StoreBase):
     """Writes fetches and their points; reads series, history and exports."""
+
+    def __init__(self, engine: AsyncEngine, url: URL, clock: Clock) -> None:
+        super().__init__(engine, url, clock)
+        #: attempts waiting for the next group commit, each with what its caller awaits
+        self._waiting: list[tuple[FetchRecord, asyncio.Future[int]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def record_fetch(self, record: FetchRecord) -> int:
+        """Store one attempt and return its id. Attempts that finish while another group is
+        being written go together in the next transaction (group commit): one BEGIN and COMMIT
+        for all of them. When that transaction fails, each of its callers gets the StoreError
+        (and holds its own answer, as it would have alone).
+
+        A caller that is cancelled while it waits does not take its attempt out: it is
+        written with its group all the same (``close`` waits for that).
+        """
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieved)  # a cancelled caller no longer reads its failure
+        self._waiting.append((record, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_groups())
+        return await asyncio.shield(done)
+
+    async def _commit_groups(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                ids = await self.record_fetches([record for record, _ in group])
+            except Exception as exc:  # noqa: BLE001 - each caller gets it, as if alone
+                for _, done in group:
+                    done.set_exception(exc)
+            except BaseException:
+                for _, done in group:
+                    done.cancel()
+                raise
+            else:
+                for (_, done), fetch_id in zip(group, ids, strict=True):
+                    done.set_result(fetch_id)
+
+    async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.wait([self._committer])  # the attempts already handed over go first
+        await super().close()
 
     async def record_fetches(self, records: Sequence[FetchRecord]) -> list[int]:
         """Store many attempts in ONE transaction (bulk ingest); ids in the order given."""

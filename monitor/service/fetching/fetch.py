@@ -341,7 +341,7 @@ class Fetcher:
             held = self.hold.keep(record)
         else:
             try:
-                await self._store.record_fetches([record])
+                await self._store.record_fetch(record)  # with others: one commit
             except StoreError as exc:
                 held = self.hold.keep(record, exc)
         if result is not None:
