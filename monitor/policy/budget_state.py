@@ -4,6 +4,7 @@ monitor/policy/budget.py's."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,10 +130,21 @@ class BudgetState:
 
 
 def _encode_times(times: tuple[datetime, ...]) -> str:
-    # integer microseconds since the epoch: exact, compact and free of time-zone questions
-    return ",".join(str(_epoch_us(t)) for t in times)
+    # integer microseconds since the epoch: exact, compact and free of time-zone questions.
+    # Each save writes the window again (thousands of sends in a busy minute): the text of a
+    # time is kept from the save before
+    known = _ENCODED if len(_ENCODED) < _ENCODED_MAX else {}
+    parts = [known.get(t) or str(_epoch_us(t)) for t in times]
+    _ENCODED.clear()
+    _ENCODED.update(zip(times, parts, strict=True))
+    return ",".join(parts)
 
 
+_ENCODED: dict[datetime, str] = {}
+_ENCODED_MAX = 100_000
+
+
+@functools.lru_cache(maxsize=4)  # the stored text is the one this process saved last, mostly
 def _decode_times(text: str) -> tuple[datetime, ...]:
     return tuple(
         _EPOCH + timedelta(microseconds=int(part)) for part in text.split(",") if part.strip()
