@@ -12,13 +12,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-
-import apprise
 
 from monitor.config import MIN_SECRET
 from monitor.ops.redaction import SecretFilter, redact
+
+if TYPE_CHECKING:
+    import apprise
 
 #: loggers that write channel URLs (or parts of them) at DEBUG/TRACE and in errors
 _THIRD_PARTY_LOGGERS = ("apprise", "urllib3.connectionpool")
@@ -65,6 +66,8 @@ def load_target(url: str) -> apprise.Apprise | None:
     cannot stop and the interpreter joins at exit, so a server that trickles its answer held
     the process after the stop. ``send_bounded`` bounds the call instead.
     """
+    import apprise  # a leaf library: loaded by the first channel, not at import
+
     instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
     if not instance.add(url) or len(instance) == 0:
         return None

@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import apprise
 from pydantic import SecretStr
 
 from monitor.config import Config, NotifyConfig, channel_url
@@ -56,15 +55,11 @@ log = logging.getLogger(__name__)
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
-_NOTIFY_TYPE = {
-    "critical": apprise.NotifyType.FAILURE,
-    "warning": apprise.NotifyType.WARNING,
-    "info": apprise.NotifyType.INFO,
-}
+#: apprise's ``NotifyType`` member for each severity (apprise is loaded with the first channel)
+_NOTIFY_TYPE = {"critical": "FAILURE", "warning": "WARNING", "info": "INFO"}
 
 
 _BROKEN = "channel {name!r}: {problem}"
-_TEXT, _MARKDOWN = apprise.NotifyFormat.TEXT, apprise.NotifyFormat.MARKDOWN
 
 
 class Notifier:
@@ -169,11 +164,10 @@ class Notifier:
             return Delivery(f"channel {channel!r} is not configured", permanent=True)
         if spec.target is None:
             return Delivery(_BROKEN.format(name=channel, problem=spec.problem), permanent=True)
-        kind = (
-            apprise.NotifyType.SUCCESS
-            if event == "resolved"
-            else _NOTIFY_TYPE.get(severity, apprise.NotifyType.INFO)
-        )
+        import apprise  # a leaf library (loaded by the first channel already)
+
+        member = "SUCCESS" if event == "resolved" else _NOTIFY_TYPE.get(severity, "INFO")
+        kind = apprise.NotifyType[member]
         files = {} if attach is None or not takes_files(spec.target) else {"attach": str(attach)}
         text = reads_text(spec.target)  # e-mail: our text rendering, not apprise's
         return await self._bounded(
