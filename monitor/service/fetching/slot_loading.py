@@ -27,18 +27,20 @@ async def load_slots(
     with collector_paused():  # 100,000 rows: no collector walks while they are built
         ids = await store.sync_creators([c.creator() for c in config.creators])
         table = Timetable(config.creators, now)
-        first_row: dict[int, int] = {}  # creators.id -> its first row, while loading
+        # ``ids`` (user_id -> creators.id) turns into user_id -> the creator's first row as
+        # the rows are added: the schedule is built without a second map of 100,000 creators
+        first_row: dict[str, int] = ids
         # variants tuple (shared by every creator without overrides) -> their numbers; keyed
         # by identity, the tuple itself kept in the value so its id cannot be reused
         plans: dict[int, tuple[tuple[Variant, ...], list[int]]] = {}
         for index, entry in enumerate(config.creators):
             creator_id = ids[entry.user_id]
+            first_row[entry.user_id] = len(table)
             every = table.every_index(config.every_of(entry))
             variants = config.variants_of(entry)
             plan = plans.get(id(variants))
             if plan is None:
                 plan = plans[id(variants)] = (variants, [table.variant_index(v) for v in variants])
-            first_row[creator_id] = len(table)
             for variant in plan[1]:
                 table.add(index, creator_id, variant, every)
         del ids

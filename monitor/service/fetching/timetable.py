@@ -104,17 +104,17 @@ class Timetable(Mapping[str, Slot]):
         self._broken = bytearray(rows)
         self._logged = bytearray(rows)
 
-    def restore(self, page: Sequence[SlotState], first_rows: Mapping[int, int]) -> None:
+    def restore(self, page: Sequence[SlotState], first_rows: Mapping[str, int]) -> None:
         """The stored state of known series (a restart keeps their due times): ``page`` as
-        ``Store.slot_states`` reads it, ``first_rows`` each creator's first row by creators.id.
+        ``Store.slot_states`` reads it, ``first_rows`` each creator's first row by user_id.
         A stored series the config no longer names is skipped."""
         creator_ids, labels, variant = self._creator_id, self._labels, self._variant
         end = len(creator_ids)
         for key, creator_id, due, success, failures, code, broken in page:
-            row = first_rows.get(creator_id)
+            user_id, _, label = key.partition("/")
+            row = first_rows.get(user_id)
             if row is None:
                 continue
-            label = key.partition("/")[2]
             while row < end and creator_ids[row] == creator_id:
                 if labels[variant[row]] == label:
                     self._put(row, due, success, failures, code, broken)
