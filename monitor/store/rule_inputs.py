@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from monitor.model import AlertState, DailyPoint, Variant
 from monitor.store.alert_rows import state_of
@@ -32,6 +32,41 @@ class RuleInputs:
         return self.alerts.get((rule, variant))
 
 
+#: built once: making these statements cost more than running them, once per fetch
+_POINTS = (
+    select(daily_metrics)
+    .where(
+        daily_metrics.c.creator_id == bindparam("creator_id"),
+        daily_metrics.c.date_key >= bindparam("since"),
+    )
+    .order_by(*(daily_metrics.c[name] for name in _PK))
+)
+
+
+def _latest_alerts() -> Select[Any]:
+    """The open alert, else the newest resolved one, of each (rule, variant) for a scope."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=(alerts.c.rule, alerts.c.variant),
+            order_by=((alerts.c.state == "resolved").asc(), alerts.c.id.desc()),
+        )
+        .label("cm_rank")
+    )
+    ranked = (
+        select(alerts, rank)
+        .where(
+            alerts.c.scope == bindparam("scope"),
+            alerts.c.rule.in_(bindparam("rules", expanding=True)),
+        )
+        .subquery()
+    )
+    return select(*(ranked.c[c.name] for c in alerts.columns)).where(ranked.c.cm_rank == 1)
+
+
+_LATEST = _latest_alerts()
+
+
 class RuleInputStore(StoreBase):
     """The rules' reads, gathered."""
 
@@ -45,37 +80,18 @@ class RuleInputStore(StoreBase):
     ) -> RuleInputs:
         """The series of ``variants`` since ``since`` and the alerts of ``rules`` for
         ``scope`` (as ``series`` and ``load_alert`` would give them one by one)."""
-        points = (
-            select(daily_metrics)
-            .where(
-                daily_metrics.c.creator_id == creator_id,
-                daily_metrics.c.date_key >= since.isoformat(),
-            )
-            .order_by(*(daily_metrics.c[name] for name in _PK))
-        )
         names = sorted(set(rules))
-        # the open alert first, else the newest resolved one, per (rule, variant)
-        rank = (
-            func.row_number()
-            .over(
-                partition_by=(alerts.c.rule, alerts.c.variant),
-                order_by=((alerts.c.state == "resolved").asc(), alerts.c.id.desc()),
-            )
-            .label("cm_rank")
-        )
-        ranked = (
-            select(alerts, rank).where(alerts.c.scope == scope, alerts.c.rule.in_(names)).subquery()
-        )
-        latest = select(*(ranked.c[c.name] for c in alerts.columns)).where(ranked.c.cm_rank == 1)
+        wanted = {"creator_id": creator_id, "since": since.isoformat()}
         series: dict[Variant, list[DailyPoint]] = {v: [] for v in variants}
         found: dict[tuple[str, str], AlertState] = {}
         async with self._read() as conn:
-            for row in await conn.execute(points):
+            for row in await conn.execute(_POINTS, wanted):
                 kept = series.get(variant_of(row))
                 if kept is not None:
                     kept.append(_point_of(row))
             if names:
-                rows: Any = (await conn.execute(latest)).mappings()
+                found_rows = await conn.execute(_LATEST, {"scope": scope, "rules": names})
+                rows: Any = found_rows.mappings()
                 for alert_row in rows:
                     state = state_of(alert_row)
                     found[state.rule, state.variant] = state

@@ -1,0 +1,172 @@
+"""The store's batched paths on both backends: answers that finish together share one commit
+(and all fall back to the hold when it fails), a creator's rule inputs come in one read, and
+SQLite statements run in one trip to aiosqlite's thread."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from support.store import CREATORS, T0, FakeClock, make_series
+
+from monitor.errors import StoreError
+from monitor.model import AlertState, DateType, Phase, Severity, Variant
+from monitor.store import FetchRecord, Store
+
+V30 = Variant()
+V90 = Variant(date_type=DateType.DAY_90)
+
+
+def _answer(creator_id: int, n: int, variant: Variant = V30) -> FetchRecord:
+    return FetchRecord(
+        creator_id,
+        variant,
+        started_at=T0 + timedelta(seconds=n),
+        http_status=200,
+        code=0,
+        billed=True,
+        data=make_series(date(2025, 11, 1), 30, read0=n),
+        raw_body="{}",
+        attempt_id=f"attempt-{n}",
+    )
+
+
+def _count_commits(store: Store) -> list[int]:
+    commits = [0]
+
+    @event.listens_for(store._engine.sync_engine, "commit")
+    def _on_commit(_conn: Any) -> None:
+        commits[0] += 1
+
+    return commits
+
+
+async def test_answers_that_finish_together_share_one_commit(store: Store) -> None:
+    ids = await store.sync_creators(CREATORS)
+    a, b = (ids[c.user_id] for c in CREATORS)
+    commits = _count_commits(store)
+    answers = [_answer(a, 1), _answer(b, 2), _answer(a, 3, V90), _answer(b, 4, V90)]
+    fetch_ids = await asyncio.gather(*(store.record_fetch(r) for r in answers))
+    assert commits[0] == 1
+    assert len(set(fetch_ids)) == 4
+    async with store._read() as conn:
+        rows = (await conn.execute(text("SELECT id, attempt_id FROM fetches"))).all()
+        points = await conn.scalar(text("SELECT count(*) FROM daily_metrics"))
+    assert dict(rows) == {fid: r.attempt_id for fid, r in zip(fetch_ids, answers, strict=True)}
+    assert points == 4 * 30
+    # one after the other, each is a group of its own
+    await store.record_fetch(_answer(a, 5))
+    await store.record_fetch(_answer(b, 6))
+    assert commits[0] == 3
+
+
+async def test_a_failed_group_fails_every_answer_in_it(store: Store) -> None:
+    ids = await store.sync_creators(CREATORS)
+    a = ids[CREATORS[0].user_id]
+    answers = [_answer(a, 1), _answer(999, 2), _answer(a, 3, V90)]  # 999: no such creator
+    results = await asyncio.gather(
+        *(store.record_fetch(r) for r in answers), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreError) for r in results)  # each caller holds its own answer
+    async with store._read() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM fetches")) == 0
+    # the next group is written as usual
+    assert await store.record_fetch(_answer(a, 4)) > 0
+
+
+async def test_a_cancelled_caller_still_has_its_answer_stored(store: Store) -> None:
+    ids = await store.sync_creators(CREATORS)
+    a = ids[CREATORS[0].user_id]
+    waiting = asyncio.ensure_future(store.record_fetch(_answer(a, 1)))
+    await asyncio.sleep(0)  # handed over
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await store.close()  # waits for the group already handed over
+    async with store._read() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM fetches")) == 1
+
+
+async def test_rule_inputs_match_the_reads_one_by_one(store: Store, clock: FakeClock) -> None:
+    ids = await store.sync_creators(CREATORS)
+    a, b = (ids[c.user_id] for c in CREATORS)
+    await store.record_fetches([_answer(a, 1), _answer(a, 2, V90), _answer(b, 3)])
+    scope = CREATORS[0].user_id
+    firing = AlertState(
+        rule="low",
+        scope=scope,
+        severity=Severity.WARNING,
+        state=Phase.FIRING,
+        creator_id=a,
+        variant=V30.label,
+        fired_at=T0,
+    )
+    old = AlertState(
+        rule="low",
+        scope=scope,
+        severity=Severity.WARNING,
+        state=Phase.RESOLVED,
+        creator_id=a,
+        variant=V90.label,
+        resolved_at=T0,
+    )
+    newer = AlertState(
+        rule="low",
+        scope=scope,
+        severity=Severity.INFO,
+        state=Phase.RESOLVED,
+        creator_id=a,
+        variant=V90.label,
+        resolved_at=T0 + timedelta(hours=1),
+    )
+    for alert in (firing, old, newer):
+        assert await store.commit_transition(alert, [], now=T0, expect=None)
+    since = date(2025, 11, 10)
+    inputs = await store.rule_inputs(a, scope, [V30, V90], since, ["low", "other"])
+    for variant in (V30, V90):
+        one_by_one = tuple(p for _, p in await store.series(a, variant, since))
+        assert inputs.series[variant] == one_by_one
+        assert one_by_one  # the day cut left some
+        for rule in ("low", "other"):
+            alone = await store.load_alert(rule, scope, variant.label)
+            assert inputs.alert(rule, variant.label) == alone
+    assert inputs.alert("low", V90.label) is not None
+    assert inputs.alert("low", V90.label).severity is Severity.INFO  # the newest resolved one
+    nothing = await store.rule_inputs(b, CREATORS[1].user_id, [V90], since, [])
+    assert nothing.series == {V90: ()}
+    assert nothing.alerts == {}
+
+
+async def test_sqlite_statements_take_one_trip_each(store: Store) -> None:
+    if store.dialect != "sqlite":
+        pytest.skip("aiosqlite only")
+    ids = await store.sync_creators(CREATORS)
+    async with store._read() as conn:
+        raw = await conn.get_raw_connection()
+        worker = raw.driver_connection
+        trips = [0]
+        queue = worker._tx
+        put = queue.put_nowait
+
+        class Counting:
+            def put_nowait(self, item: Any) -> None:
+                trips[0] += 1
+                put(item)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(queue, name)
+
+        worker._tx = Counting()
+        try:
+            for _ in range(10):
+                found = await conn.scalar(
+                    text("SELECT id FROM creators WHERE user_id = :u"),
+                    {"u": CREATORS[0].user_id},
+                )
+                assert found == ids[CREATORS[0].user_id]
+        finally:
+            worker._tx = queue
+    assert trips[0] == 1 + 10  # the BEGIN, then one trip per statement (was four)
