@@ -6,11 +6,11 @@ Only identities and tags live here; metrics and schedules are other modules' bus
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, true, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import Creator
@@ -25,8 +25,8 @@ _CHUNK = 500
 _KNOWN = select(
     creators.c.user_id, creators.c.id, creators.c.active, creators.c.name, creators.c.tags
 )
-#: what it needs once it has written: the ids, and who is active
-_IDS = select(creators.c.user_id, creators.c.id, creators.c.active)
+#: rows per read of ``_KNOWN``
+_PAGE = 10_000
 
 
 class CreatorStore(StoreBase):
@@ -37,34 +37,26 @@ class CreatorStore(StoreBase):
 
         Returns user_id -> creators.id for the tracked ones. A creator that leaves the config
         keeps its id and history, and gets them back when it returns. A restart with an
-        unchanged list is one SELECT and writes nothing; the statement count grows with the
-        number of creators only by chunks: one executemany per ``MANY_ROWS`` new or changed
-        creators, one UPDATE per 500 leavers.
+        unchanged list reads the stored creators ``_PAGE`` at a time and writes nothing; the
+        statement count grows with the number of creators only by chunks: a SELECT per
+        ``_PAGE`` stored creators, one executemany per ``MANY_ROWS`` new or changed creators
+        (then the pages again, for the new ids), one UPDATE per 500 leavers.
         """
         now = self._clock()
+        wanted = {c.user_id: c for c in tracked}
         async with self._write() as conn:
-            known = await _known(conn, _KNOWN)
-            changed = [
-                c
-                for c in tracked
-                if (row := known.get(c.user_id)) is None
-                or not row[2]
-                or row[3] != c.name
-                or row[4] != (_tags_json(c.tags) if c.tags else "[]")
-            ]
+            ids, stale, leavers = await _compare(conn, wanted)
+            changed = [c for c in tracked if c.user_id in stale or c.user_id not in ids]
             if changed:
                 await self._upsert_active(conn, changed, now)
-                known = await _known(conn, _IDS)
-            ids = {c.user_id: known[c.user_id][1] for c in tracked}
-            # every tracked creator is active now: more active rows means some left the config
-            if sum(1 for row in known.values() if row[2]) > len(ids):
-                leavers = [row[1] for u, row in known.items() if row[2] and u not in ids]
-                for start in range(0, len(leavers), _CHUNK):
-                    await conn.execute(
-                        update(creators)
-                        .where(creators.c.id.in_(leavers[start : start + _CHUNK]))
-                        .values(active=False, updated_at=now)
-                    )
+                await _page(conn, lambda row: _add_new(ids, wanted, row))
+            # every tracked creator is active now: the active ones not tracked left the config
+            for start in range(0, len(leavers), _CHUNK):
+                await conn.execute(
+                    update(creators)
+                    .where(creators.c.id.in_(leavers[start : start + _CHUNK]))
+                    .values(active=False, updated_at=now)
+                )
         return ids
 
     async def _upsert_active(
@@ -102,9 +94,50 @@ class CreatorStore(StoreBase):
             return None if found is None else int(found)
 
 
-async def _known(conn: AsyncConnection, query: Select[Any]) -> dict[str, Sequence[Any]]:
-    """user_id -> the row ``query`` reads (user_id, id, active, …) of every creator ever tracked."""
-    return {row[0]: row for row in plain_rows(await conn.execute(query))}
+async def _page(conn: AsyncConnection, take: Callable[[Sequence[Any]], None]) -> None:
+    """Every creator ever tracked as ``_KNOWN`` reads it, ``_PAGE`` rows at a time in id order
+    (100,000 stored rows never sit in memory at once beside the config's own)."""
+    after = 0
+    while True:
+        query = _KNOWN.where(creators.c.id > after).order_by(creators.c.id).limit(_PAGE)
+        rows = plain_rows(await conn.execute(query))
+        for row in rows:
+            take(row)
+        if len(rows) < _PAGE:
+            return
+        after = int(rows[-1][1])
+
+
+async def _compare(
+    conn: AsyncConnection, wanted: Mapping[str, Creator]
+) -> tuple[dict[str, int], set[str], list[int]]:
+    """What is stored against what is tracked: the ids of tracked creators already stored
+    (keyed by the config's own strings), the tracked ones stored inactive or with another
+    name or tags, and the ids of the active ones no longer tracked."""
+    ids: dict[str, int] = {}
+    stale: set[str] = set()
+    leavers: list[int] = []
+
+    def take(row: Sequence[Any]) -> None:
+        user_id, creator_id, active, name, tags = row
+        entry = wanted.get(user_id)
+        if entry is None:
+            if active:
+                leavers.append(creator_id)
+            return
+        ids[entry.user_id] = creator_id
+        if not active or name != entry.name or tags != (_tags_json(entry.tags)):
+            stale.add(entry.user_id)
+
+    await _page(conn, take)
+    return ids, stale, leavers
+
+
+def _add_new(ids: dict[str, int], wanted: Mapping[str, Creator], row: Sequence[Any]) -> None:
+    """The id of a tracked creator the upsert just stored."""
+    entry = wanted.get(row[0])
+    if entry is not None and entry.user_id not in ids:
+        ids[entry.user_id] = row[1]
 
 
 def _tags_json(tags: Sequence[str]) -> str:
