@@ -4,7 +4,6 @@ monitor/policy/budget.py's."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -131,24 +130,42 @@ class BudgetState:
 
 def _encode_times(times: tuple[datetime, ...]) -> str:
     # integer microseconds since the epoch: exact, compact and free of time-zone questions.
-    # Each save writes the window again (thousands of sends in a busy minute): the text of a
-    # time is kept from the save before
-    known = _ENCODED if len(_ENCODED) < _ENCODED_MAX else {}
-    parts = [known.get(t) or str(_epoch_us(t)) for t in times]
-    _ENCODED.clear()
-    _ENCODED.update(zip(times, parts, strict=True))
-    return ",".join(parts)
+    # Each save writes the window again (thousands of sends in a busy minute) and the next
+    # decision reads it back: the text of each time, and the last texts, are remembered
+    if len(_ENCODED) > _ENCODED_MAX:
+        _ENCODED.clear()
+    parts = []
+    for moment in times:
+        part = _ENCODED.get(moment)
+        if part is None:
+            part = _ENCODED[moment] = str(_epoch_us(moment))
+        parts.append(part)
+    text = ",".join(parts)
+    _remember(text, times)
+    return text
+
+
+def _decode_times(text: str) -> tuple[datetime, ...]:
+    known = _DECODED.get(text)
+    if known is not None:
+        return known
+    times = tuple(
+        _EPOCH + timedelta(microseconds=int(part)) for part in text.split(",") if part.strip()
+    )
+    _remember(text, times)
+    return times
+
+
+def _remember(text: str, times: tuple[datetime, ...]) -> None:
+    if len(_DECODED) >= _DECODED_MAX:
+        del _DECODED[next(iter(_DECODED))]  # the oldest
+    _DECODED[text] = times
 
 
 _ENCODED: dict[datetime, str] = {}
-_ENCODED_MAX = 100_000
-
-
-@functools.lru_cache(maxsize=4)  # the stored text is the one this process saved last, mostly
-def _decode_times(text: str) -> tuple[datetime, ...]:
-    return tuple(
-        _EPOCH + timedelta(microseconds=int(part)) for part in text.split(",") if part.strip()
-    )
+_ENCODED_MAX = 50_000
+_DECODED: dict[str, tuple[datetime, ...]] = {}
+_DECODED_MAX = 4
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
