@@ -8,13 +8,16 @@ Conventions:
   it after the time ("2025-12-11 10:00 Asia/Shanghai");
 - a metric is shown by its label in ``METRIC_LABELS`` (e.g. ``engage`` is "engagements" /
   "互动"); commands, query parameters, CSV and JSON keep the config's names (``engage``);
-- a count is '1,000'; a cost is '253.89'; a rate is '6.73 %'; a missing value is 'n/a'.
+- a count is '1,000'; a cost is '253.89'; a rate is '6.73 %'; a missing value is 'n/a';
+- a duration is ``format_duration`` where a user writes it back into the config ('90m'),
+  ``human_duration`` where a message's reader reads it ('2d 3h'), and ``format_age`` for how
+  long ago (or how soon) a moment is in a table ('5m ago', 'in 2h').
 """
 
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.model import COST_METRICS, DERIVED_METRICS, METRIC_LABELS
@@ -101,3 +104,42 @@ def pad(text: str, width: int, *, right: bool = False) -> str:
     """``text`` padded with spaces to ``width`` terminal columns (to the left when ``right``)."""
     fill = " " * max(0, width - text_width(text))
     return fill + text if right else text + fill
+
+
+def format_duration(delta: timedelta) -> str:
+    """``timedelta`` → the config's duration syntax in its largest exact unit: ``365d``,
+    ``36h``, ``90m``, ``45s``. What a bound, an advice or a setting shows for a user to write
+    back."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def human_duration(delta: timedelta, language: str) -> str:
+    """timedelta → '2d 3h' / '2天3小时' for a message's reader: rounded down, minutes only under
+    a day."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    units = ("天", "小时", "分钟") if language == "zh" else ("d", "h", "m")
+    parts = [f"{days}{units[0]}" if days else "", f"{hours}{units[1]}" if hours else ""]
+    if not days:
+        parts.append(f"{mins}{units[2]}" if mins or not hours else "")
+    return ("" if language == "zh" else " ").join(p for p in parts if p)
+
+
+def format_age(moment: datetime | None, now: datetime) -> str:
+    """How long before ``now`` a moment was, in its largest unit: '5m ago', '2d ago'; 'in 3h'
+    for one still ahead; 'never' for None."""
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    sign = "" if seconds >= 0 else "in "
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            text = f"{seconds / size:.0f}{unit}"
+            return f"{sign}{text}" if sign else f"{text} ago"
+    return f"{sign}{seconds:.0f}s" if sign else f"{seconds:.0f}s ago"

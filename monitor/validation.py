@@ -73,17 +73,6 @@ def raise_all(problems: Sequence[ConfigError]) -> None:
         raise ConfigProblems(problems) from None
 
 
-def format_duration(delta: timedelta) -> str:
-    """``timedelta`` → the config's duration syntax in its largest exact unit: ``365d``,
-    ``36h``, ``90m``, ``45s``. What a bound, an advice or a setting shows for a user to write
-    back (a message's reader gets ``notify.message.human_duration`` instead)."""
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def config_keys(section: type[Any]) -> list[str]:
     """The keys a section (a model or a dataclass list entry) accepts, as written in TOML:
     aliases, not attribute names."""

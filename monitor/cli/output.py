@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.display import (
     ROLLING_NOTE,
+    format_age,
     format_number,
     labelled_time,
     local_time,
@@ -97,19 +98,6 @@ def table(
         )
 
 
-def _ago(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "never"
-    seconds = (now - moment).total_seconds()
-    sign = "" if seconds >= 0 else "in "
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            text = f"{seconds / size:.0f}{unit}"
-            return f"{sign}{text}" if sign else f"{text} ago"
-    return f"{sign}{seconds:.0f}s" if sign else f"{seconds:.0f}s ago"
-
-
 def print_status(
     rows: Sequence[Any],
     gauge: Any,
@@ -146,8 +134,8 @@ def print_status(
                 r.user_id,
                 r.name,
                 r.variant.label if r.variant else "-",
-                _ago(r.last_success_at, now),
-                _ago(r.next_due_at, now) if r.next_due_at else "-",
+                format_age(r.last_success_at, now),
+                format_age(r.next_due_at, now) if r.next_due_at else "-",
                 f"{r.consecutive_failures}{' BROKEN' if r.broken_at else ''}",
                 # per variant: the row's own alerts, plus any kept for the creator as a whole
                 open_by_series.get((r.user_id, r.variant.label if r.variant else ""), 0)
@@ -241,8 +229,8 @@ def print_instances(instances: Sequence[Any], now: datetime, out: TextIO) -> Non
                 i.host,
                 str(i.pid),  # an id, not a quantity: no thousands separator
                 i.version,
-                _ago(i.started_at, now),
-                _ago(i.heartbeat_at, now),
+                format_age(i.started_at, now),
+                format_age(i.heartbeat_at, now),
                 i.leases,
             ]
             for i in instances

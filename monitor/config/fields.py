@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from monitor.display import format_duration
 from monitor.model import ALL_METRICS
-from monitor.validation import MAX_DURATION, format_duration, unknown
+from monitor.validation import MAX_DURATION, unknown
 
 _DURATION_RE = re.compile(
     r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"

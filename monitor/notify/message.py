@@ -27,11 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from monitor.display import format_pct, format_value, labelled_time, local_time, zone_name
+from monitor.display import (
+    format_pct,
+    format_value,
+    human_duration,
+    labelled_time,
+    local_time,
+    zone_name,
+)
 from monitor.model import (
     DERIVED_METRICS,
     METRIC_LABELS,
@@ -124,19 +131,6 @@ def format_change(metric: str | None, change: float | None) -> str:
         return f"{change * 100:+.2f} pp"
     sign = "+" if change > 0 else "-" if change < 0 else "±"
     return sign + format_value(metric, abs(change))
-
-
-def human_duration(delta: timedelta, language: Language) -> str:
-    """timedelta → '2d 3h' / '2天3小时' for a message's reader: rounded down, minutes only under
-    a day (a duration to write back into the config is ``validation.format_duration``)."""
-    minutes = max(0, int(delta.total_seconds() // 60))
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    units = ("天", "小时", "分钟") if language == "zh" else ("d", "h", "m")
-    parts = [f"{days}{units[0]}" if days else "", f"{hours}{units[1]}" if hours else ""]
-    if not days:
-        parts.append(f"{mins}{units[2]}" if mins or not hours else "")
-    return ("" if language == "zh" else " ").join(p for p in parts if p)
 
 
 _SEVERITIES = {"zh": {"info": "提示", "warning": "警告", "critical": "严重"}}

@@ -13,6 +13,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from monitor.config import Config
+from monitor.display import format_duration
 from monitor.errors import (
     AccountBlocked,
     BudgetError,
@@ -32,7 +33,6 @@ from monitor.policy.budget_state import (
     BudgetState,
     token_fingerprint,
 )
-from monitor.validation import format_duration
 
 __all__ = [
     "ACCOUNT_CODES",

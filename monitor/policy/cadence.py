@@ -15,9 +15,9 @@ from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from monitor.config import Config
+from monitor.display import format_duration
 from monitor.model import Variant
 from monitor.policy.concurrency import AUTO_CAP, INITIAL_LATENCY, needed_in_flight
-from monitor.validation import format_duration
 
 #: the grid every cadence is laid on; any fixed instant works, the hash gives the phase
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

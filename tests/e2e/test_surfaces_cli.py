@@ -19,7 +19,7 @@ from support.daemon import write_toml
 
 from monitor.cli import output
 from monitor.cli.main import main
-from monitor.display import text_width
+from monitor.display import format_age, text_width
 from monitor.model import AlertState, Creator, Phase, Severity, Variant
 from monitor.store import FetchRecord, Store, migrate
 
@@ -212,3 +212,12 @@ def test_a_backtest_says_the_rolling_median_note_once() -> None:
     quiet = io.StringIO()
     output.print_backtest(lines, quiet, rolling=["engage-floor"])
     assert "rolling medians" not in quiet.getvalue()
+
+
+def test_an_age_reads_in_its_largest_unit_before_or_after_now() -> None:
+    """``status`` columns: how long ago a moment was, or how soon it comes; never for None."""
+    ages = [T0 - timedelta(seconds=s) for s in (0, 45, 90, 7200, 3 * 86400)]
+    expected = ["0s ago", "45s ago", "2m ago", "2h ago", "3d ago"]
+    assert [format_age(at, T0) for at in ages] == expected
+    assert format_age(T0 + timedelta(minutes=5), T0) == "in 5m"
+    assert format_age(None, T0) == "never"

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from support.store import first_due
 
 from monitor.config import parse_config
+from monitor.display import format_duration
 from monitor.model import Business, Variant
 from monitor.policy.cadence import (
     EPOCH,
@@ -30,7 +31,6 @@ from monitor.policy.cadence import (
     pick_due,
     slot_key,
 )
-from monitor.validation import format_duration
 
 ROOT = Path(__file__).parent.parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
