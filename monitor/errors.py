@@ -16,7 +16,8 @@
     │   └── ParseError               code 0 but a body we cannot read (raw body kept)
     │       └── UnreadableAnswer     … from a source beyond core_data: source, params, whole body
     ├── StoreError                   the database refused (locked, full, read-only …)
-    │   └── SchemaOutOfDate          the schema is behind the code: run ``db upgrade``
+    │   ├── SchemaOutOfDate          the schema is behind the code: run ``db upgrade``
+    │   └── WritesRefused            no call is sent: paid answers wait for the database
     ├── BudgetError                  a call may not be sent now (paused, daily cap reached)
     └── NotifyError                  a channel did not take a message (permanent or not)
 
@@ -162,6 +163,10 @@ class SchemaOutOfDate(StoreError):
     def __init__(self, message: str, *, current: str | None = None) -> None:
         self.current = current
         super().__init__(message)
+
+
+class WritesRefused(StoreError):
+    """No call is sent: paid answers wait for the database, or its last write failed."""
 
 
 class BudgetError(MonitorError):

@@ -21,12 +21,14 @@ from monitor.app.commands import (
     write_report,
 )
 from monitor.app.fetching import (
-    AnswerHeld,
+    Ending,
     Fetcher,
     FetchParts,
     Hold,
     Meter,
+    Run,
     Slot,
+    Verdict,
     fetch_parts,
     held_answers,
 )
@@ -48,8 +50,8 @@ from monitor.app.stores import (
 
 __all__ = [
     "UNREACHABLE_AFTER",
-    "AnswerHeld",
     "BacktestLine",
+    "Ending",
     "FetchParts",
     "FetchRecord",
     "Fetcher",
@@ -57,9 +59,11 @@ __all__ = [
     "Hold",
     "Meter",
     "OverviewQuery",
+    "Run",
     "Slot",
     "Sort",
     "Store",
+    "Verdict",
     "budget_gauge",
     "command_notifier",
     "command_store",

@@ -252,7 +252,15 @@ async def start_dispatching(
     slots = await load_slots(config, store, clock(), write_new=store.shared)
     claims = cluster.Claims(store, instance, config.schedule.lease) if store.shared else None
     dispatcher = Dispatcher(
-        config, parts.fetcher, store, slots, clock=clock, claims=claims, sizer=sizer
+        config,
+        parts.fetcher,
+        store,
+        slots,
+        meter=parts.meter,
+        hold=parts.hold,
+        clock=clock,
+        claims=claims,
+        sizer=sizer,
     )
     await dispatcher.evaluate_stored(parts.replayed)
     dispatching = Dispatching(config, dispatcher, store)

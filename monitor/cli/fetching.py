@@ -14,14 +14,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from monitor.app import AnswerHeld, Fetcher, Hold, Meter, Slot, fetch_parts
+from monitor.app import Ending, Fetcher, Hold, Meter, Run, Slot, Verdict, fetch_parts
 from monitor.cli import arguments, history_output, output
 from monitor.config import Config
 from monitor.display import labelled_time
-from monitor.errors import BudgetError, ConfigError, MonitorError
+from monitor.errors import BudgetError, ConfigError, MonitorError, StoreError, WritesRefused
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
 from monitor.policy.budget_state import RATE_LIMITED
+
+#: what ``_run_slot`` says of a run the interrupt stopped (or never started)
+_NOT_RUN = Run(Verdict.KEEP, Ending.REFUSED, "interrupted")
 
 
 def _now() -> datetime:
@@ -105,27 +108,32 @@ def _trapped() -> Iterator[Interrupt]:
             loop.remove_signal_handler(signum)
 
 
-async def _run_slot(fetcher: Fetcher, slot: Slot, interrupt: Interrupt) -> bool:
-    """``fetcher.run(slot)`` unless interrupted; False when the interrupt came first: before
-    the call was paid for it is cancelled (nothing spent), after it its answer is waited for
-    (stored or spilled), up to a second signal."""
+async def _run_slot(fetcher: Fetcher, slot: Slot, interrupt: Interrupt) -> tuple[bool, Run]:
+    """``fetcher.run(slot)`` unless interrupted, and how it ended; False when the interrupt
+    came first: before the call was paid for it is cancelled (nothing spent), after it its
+    answer is waited for (stored or spilled), up to a second signal. A run that sent no call
+    because the database refuses writes is the command's error (``WritesRefused``)."""
     if interrupt.signum is not None:
-        return False
+        return False, _NOT_RUN
     run = asyncio.ensure_future(fetcher.run(slot))
     for stop in (interrupt.first, interrupt.again):
         waiting = asyncio.ensure_future(stop.wait())
         await asyncio.wait({run, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
         if run.done():
-            run.result()  # its errors are the caller's
-            return interrupt.signum is None
-        if slot.key not in fetcher.sending:  # not paid for yet: nothing is lost
+            ended = run.result()  # its errors are the caller's
+            if ended.ending is Ending.REFUSED:
+                raise WritesRefused(ended.reason)
+            if ended.ending is Ending.RULES_OWED:
+                raise StoreError(ended.reason)
+            return interrupt.signum is None, ended
+        if not fetcher.sending(slot.key):  # not paid for yet: nothing is lost
             break
-    interrupt.abandoned = slot.key in fetcher.sending
+    interrupt.abandoned = fetcher.sending(slot.key)
     run.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await run
-    return False
+    return False, _NOT_RUN
 
 
 class HoldNotice:
@@ -177,8 +185,9 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
         store, fetcher = parts.store, parts.fetcher
         if args.dry_run:
             slot = _slot(config, creator, 0, variant)
-            slot.failure_logged = True  # the command's own error line says it, once
-            await fetcher.run(slot, dry_run=True)
+            slot.failure_said()  # the command's own error line says it, once
+            if (run := await fetcher.run(slot, dry_run=True)).ending is Ending.REFUSED:
+                raise WritesRefused(run.reason)
             gauge = await parts.meter.gauge()
             if slot.consecutive_failures or fetcher.last_result is None:
                 raise MonitorError(output.plain_error(slot.last_error or "failed"))
@@ -196,13 +205,12 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
         if extra:  # an --adhoc creator gets an id for its history, then is not tracked again
             await store.sync_creators(configured)
         slot = _slot(config, creator, ids[args.user_id], variant)
-        slot.failure_logged = True  # the command's own error line says it, once
+        slot.failure_said()  # the command's own error line says it, once
         with _trapped() as interrupt:
-            try:
-                finished = await _run_slot(fetcher, slot, interrupt)
-            except AnswerHeld as exc:  # paid for: show it, say where it waits, exit 1
-                if exc.record.data is not None:
-                    history_output.print_points(exc.record.data.daily, sys.stdout)
+            finished, run = await _run_slot(fetcher, slot, interrupt)
+            if run.held is not None:  # paid for: show it, say where it waits, exit 1
+                if run.held.data is not None:
+                    history_output.print_points(run.held.data.daily, sys.stdout)
                 print(_held_line(parts.hold), file=sys.stderr)
                 return interrupt.code if interrupt.signum else 1
         if not finished:
@@ -257,11 +265,11 @@ async def _fetch_all(config: Config) -> int:
             for creator, variant in slots:
                 slot = _slot(config, creator, ids[creator.user_id], variant)
                 try:
-                    finished = await _run_slot(fetcher, slot, interrupt)
+                    finished, run = await _run_slot(fetcher, slot, interrupt)
                 except BudgetError as exc:
                     stopped = str(exc)
                     break
-                except AnswerHeld:  # paid for but not stored: no further call goes
+                if run.ending is Ending.HELD:  # paid for but not stored: no further call goes
                     done.append(slot)
                     stopped = "the database refuses writes"
                     break

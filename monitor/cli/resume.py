@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from monitor.app import Slot, fetch_parts
 from monitor.config import Config
-from monitor.errors import BudgetError, ConfigError
+from monitor.errors import BudgetError, ConfigError, StoreError
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_OK_CODES
 
@@ -44,12 +44,14 @@ async def _resume(config: Config) -> int:
             every=config.defaults.every,
             due_at=_now(),
         )
-        slot.failure_logged = True  # this command's own line says how it went
+        slot.failure_said()  # this command's own line says how it went
         try:
-            await parts.fetcher.run(slot, probe=True)
+            run = await parts.fetcher.run(slot, probe=True)
         except BudgetError as exc:
             print(f"no probe sent: {exc}", file=sys.stderr)
             return 1
+        if not run.stored:  # the database refused the answer (held) or any call (none sent)
+            raise StoreError(run.reason)
         now = meter.hard_pause(_now())
     code = slot.last_code
     if code in ACCOUNT_OK_CODES:

@@ -1,13 +1,17 @@
 """The persisted budget: the call ledger by quarter hour (``budget_calls``) and the bucket's row
 (``budget_state``), read and written in ONE locked transaction on both backends.
 
+The ledger's one writer is here: ``count_ledger`` adds calls and billed calls to the quarter
+hours the meter's ``LedgerDay`` names (and ``BudgetTxn.release`` takes one back); nobody else
+writes ``budget_calls`` or works out a quarter hour for it.
+
 Atomic bookkeeping only; what a budget allows (refill, windows, pauses) is
 ``monitor.policy.budget``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,17 +94,8 @@ class BudgetTxn:
         await self._count(calls=0, billed=1)
 
     async def _count(self, *, calls: int, billed: int) -> None:
-        stmt = _upsert_for(self._conn, budget_calls).values(
-            slot_at=self.day.slot, day=self.day.label, calls=calls, billed=billed
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
-            set_={
-                "calls": budget_calls.c.calls + calls,
-                "billed": budget_calls.c.billed + billed,
-            },
-        )
-        await self._conn.execute(stmt)
+        day = self.day
+        await count_ledger(self._conn, [(day.slot, day.label)], calls=calls, billed=billed)
 
     async def save(self, row: BudgetStateRow, *, now: datetime) -> None:
         """Replace the budget row (it exists: ``budget_txn`` made sure)."""
@@ -154,13 +149,8 @@ class LedgerStore(StoreBase):
     async def count_billed(self, day: LedgerDay) -> None:
         """Count one billed call without locking the budget row: for an answer that changes
         no budget state (the common success)."""
-        stmt = self._upsert(budget_calls).values(slot_at=day.slot, day=day.label, calls=0, billed=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
-            set_={"billed": budget_calls.c.billed + 1},
-        )
         async with self._write() as conn:
-            await conn.execute(stmt)
+            await count_ledger(conn, [(day.slot, day.label)], billed=1)
 
     async def ledger_label(self, label: str) -> tuple[int, int]:
         """(calls, billed) counted under the day label ``label`` (``budget_days`` in SQL)."""
@@ -178,6 +168,32 @@ class LedgerStore(StoreBase):
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _state_row(row)
+
+
+async def count_ledger(
+    conn: AsyncConnection,
+    entries: Iterable[tuple[datetime, str]],
+    *,
+    calls: int = 0,
+    billed: int = 0,
+) -> None:
+    """Add ``calls`` and ``billed`` to the ledger once per entry, (quarter hour, day label) as
+    a ``LedgerDay``'s ``slot`` and ``label`` name it, inside the caller's transaction."""
+    counts: dict[tuple[datetime, str], int] = {}
+    for key in entries:
+        counts[key] = counts.get(key, 0) + 1
+    for (slot, label), times in counts.items():
+        stmt = _upsert_for(conn, budget_calls).values(
+            slot_at=slot, day=label, calls=calls * times, billed=billed * times
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
+            set_={
+                "calls": budget_calls.c.calls + calls * times,
+                "billed": budget_calls.c.billed + billed * times,
+            },
+        )
+        await conn.execute(stmt)
 
 
 def _day_sum(column: Any, day: LedgerDay) -> Any:

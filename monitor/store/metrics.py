@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
 from monitor.store.engine import Clock, StoreBase
+from monitor.store.ledger import count_ledger
 from monitor.store.schema import (
-    budget_calls,
     creators,
     daily_metrics,
     fetches,
@@ -60,6 +60,8 @@ class FetchRecord:
     #: the quota day whose ``billed`` count this call still owes (the meter could not write it
     #: after the call): counted in the transaction that stores the fetch
     billed_day: str | None = None
+    #: the quarter hour of ``billed_day`` that count goes in (the ledger's ``slot_at``)
+    billed_slot: datetime | None = None
 
     def points(self) -> tuple[DailyPoint, ...]:
         """Every dated point: ``dailyData``, plus ``sumData`` when its day is not among them."""
@@ -201,22 +203,15 @@ class MetricsStore(StoreBase):
     async def _count_owed_billed(
         self, conn: AsyncConnection, records: Sequence[FetchRecord]
     ) -> None:
-        """The ledger's billed counts the meter could not write after the call: in the quarter
-        hour the call started, under the day label it had then."""
-        owed: dict[tuple[datetime, str], int] = {}
-        for rec in records:
-            if rec.billed_day is not None:
-                at = rec.started_at.astimezone(UTC)
-                slot = at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
-                owed[slot, rec.billed_day] = owed.get((slot, rec.billed_day), 0) + 1
-        for (slot, day), count in owed.items():
-            stmt = self._upsert(budget_calls).values(slot_at=slot, day=day, calls=0, billed=count)
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
-                    set_={"billed": budget_calls.c.billed + count},
-                )
-            )
+        """The ledger's billed counts the meter could not write after the call, under the
+        ledger day (and quarter hour) the meter gave them."""
+        owed = [
+            (rec.billed_slot, rec.billed_day)
+            for rec in records
+            if rec.billed_day is not None and rec.billed_slot is not None
+        ]
+        if owed:
+            await count_ledger(conn, owed, billed=1)
 
     async def _insert_fetches(
         self, conn: AsyncConnection, records: Sequence[FetchRecord]

@@ -30,9 +30,9 @@ from monitor.errors import StoreError
 from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
-from monitor.service.fetching.fetch import Fetcher, Slot
+from monitor.service.fetching.fetch import Fetcher, Run, Slot
 from monitor.service.fetching.gate import Meter
-from monitor.service.fetching.spill import AnswerHeld, Hold
+from monitor.service.fetching.spill import Hold
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.outbox import NewMessage
 from monitor.upstream.client import JustOneClient, parse_core_data
@@ -277,16 +277,17 @@ async def _under_fault(
             for name, attempt in (await _attempts(store, creator_id, round_no, fetch)).items():
                 calls = sim.counters().calls
                 try:
-                    await attempt()
-                except AnswerHeld as exc:
-                    errors.append(str(exc))
-                    if exc.record.billed and not hold.waiting:
-                        tally.lose(1, f"{kind}/{name}: a held answer is not waiting")
+                    ended = await attempt()
                 except StoreError as exc:
                     errors.append(str(exc))
                 except Exception as exc:  # anything else is a finding, not a crash of the drill
                     tally.notes.append(f"{kind}/{name}: {type(exc).__name__}: {exc}")
                     tally.lose(1, f"{kind}/{name} raised {type(exc).__name__}, not StoreError")
+                else:
+                    if isinstance(ended, Run) and not ended.stored:  # held, or no call went
+                        errors.append(ended.reason)
+                        if ended.held is not None and ended.held.billed and not hold.waiting:
+                            tally.lose(1, f"{kind}/{name}: a held answer is not waiting")
                 if name != "fetch" and sim.counters().calls != calls:
                     tally.notes.append(f"{kind}/{name}: a call went out")
             # while anything waits, the fetch path sends nothing

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,14 @@ from support.daemon import daemon_config
 from support.sim import creator_id
 
 from monitor.config import parse_config
-from monitor.errors import StoreError
+from monitor.errors import StoreError, WritesRefused
 from monitor.model import Creator, Variant
 from monitor.policy.budget import Budget
-from monitor.service.fetching.fetch import Fetcher, Slot
+from monitor.service.fetching.fetch import Ending, Fetcher, Run, Slot
 from monitor.service.fetching.gate import Meter
 from monitor.service.fetching.spill import (
     SUFFIX,
-    AnswerHeld,
     Hold,
-    WritesRefused,
     decode,
     encode,
     spill_path,
@@ -99,6 +99,7 @@ def _records(creator: int, count: int) -> list[FetchRecord]:
             next_due_at=T0 + timedelta(days=1),
             attempt_id=f"{n:032x}",
             billed_day="2025-12-11" if n == 0 else None,
+            billed_slot=T0 if n == 0 else None,
         )
         for n in range(count)
     ]
@@ -107,6 +108,14 @@ def _records(creator: int, count: int) -> list[FetchRecord]:
 def test_a_record_survives_the_spill_format() -> None:
     (record,) = _records(7, 1)
     assert decode(encode(record)) == record
+
+
+def test_a_line_spilled_without_its_quarter_hour_counts_in_the_calls_own() -> None:
+    (record,) = _records(7, 1)
+    late = replace(record, started_at=T0 + timedelta(minutes=20, seconds=7), billed_slot=None)
+    body = json.loads(encode(late))
+    del body["billed_slot"]  # an earlier version's line
+    assert decode(json.dumps(body)).billed_slot == T0 + timedelta(minutes=15)
 
 
 def test_the_spill_file_sits_beside_the_database(tmp_path: Path) -> None:
@@ -184,15 +193,17 @@ def _slot(user: str, ids: dict[str, int]) -> Slot:
     return Slot(user, ids[user], Creator(user), Variant(), timedelta(days=1), now)
 
 
-async def _after_first_call(sim: Simulator, url: str, run: Any) -> Any:
-    """Start ``run``, take the write lock once the upstream has the call, return its error."""
+async def _after_first_call(sim: Simulator, url: str, run: Any) -> Run:
+    """Start ``run``, take the write lock once the upstream has the call, return how it
+    ended: its answer held."""
     task = asyncio.get_running_loop().create_task(run)
     while sim.counters().calls == 0:
         await asyncio.sleep(0.01)
     async with writes_locked(url):
-        with pytest.raises(AnswerHeld) as caught:
-            await task
-    return caught.value
+        ended: Run = await task
+    assert ended.ending is Ending.HELD
+    assert ended.held is not None
+    return ended
 
 
 async def test_a_refused_write_holds_the_answer_and_no_call_follows(
@@ -212,11 +223,14 @@ async def test_a_refused_write_holds_the_answer_and_no_call_follows(
         retried = creator_id(0)
         sim.force_code(retried, 301)
         held = await _after_first_call(sim, db_url, fetcher.run(_slot(retried, ids)))
-        assert held.record.code == 301
+        assert held.held is not None
+        assert held.held.code == 301
         assert sim.counters().calls == 1
         assert hold.waiting
-        with pytest.raises(WritesRefused):  # the next creator: no call while answers wait
-            await fetcher.run(_slot(creator_id(1), ids))
+        # the next creator: no call while answers wait
+        refused = await fetcher.run(_slot(creator_id(1), ids))
+        assert refused.ending is Ending.REFUSED
+        assert "paid answers held in" in refused.reason
         assert sim.counters().calls == 1
         sim.clear_forced(retried)
 
@@ -225,8 +239,9 @@ async def test_a_refused_write_holds_the_answer_and_no_call_follows(
         # a paid success under the lock: held with its data, spilled, stored by the next process
         sim.reset_counters()
         held = await _after_first_call(sim, db_url, fetcher.run(_slot(creator_id(2), ids)))
-        assert held.record.data is not None
-        assert held.spilled == path
+        assert held.held is not None
+        assert held.held.data is not None
+        assert hold.where() == str(path)  # spilled
         assert len(path.read_text().splitlines()) == 1
         await Hold(path).replay(store)
         rows = await _scalar(store, db_url, "SELECT count(*) FROM fetches WHERE code = 0")

@@ -126,9 +126,11 @@ class Loop:
         """One due time for ``user_id`` through the full cycle; None when the budget refused."""
         slot = self.slots[user_id]
         try:
-            return await self.fetcher.run(slot, probe=probe)
+            run = await self.fetcher.run(slot, probe=probe)
         except BudgetError:
             return None
+        assert run.stored, run.reason
+        return run.verdict
 
     async def account(self) -> int:
         """The daemon's account job: account rules on the meter's current state."""

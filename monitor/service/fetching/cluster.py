@@ -98,10 +98,12 @@ class Claims:
             if slot is None or slot.key in busy:
                 await self._store.finish_lease(claim.creator_id, claim.variant, owner=self.owner)
                 continue
-            slot.due_at = claim.next_due_at
-            slot.last_success_at = claim.last_success_at
-            slot.consecutive_failures = claim.consecutive_failures
-            slot.last_code = claim.last_code
+            slot.take_stored(
+                claim.next_due_at,
+                claim.last_success_at,
+                claim.consecutive_failures,
+                claim.last_code,
+            )
             taken.append(slot)
         return taken
 

@@ -15,18 +15,19 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.config import Config
-from monitor.errors import BudgetError, MonitorError, StoreError
+from monitor.errors import BudgetError, MonitorError
 from monitor.model import Variant
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_CODES, next_midnight
 from monitor.policy.concurrency import InFlightSizer
 from monitor.service.fetching.cluster import Claims, ready_bound
-from monitor.service.fetching.fetch import Fetcher, Slot, Verdict
-from monitor.service.fetching.spill import AnswerHeld, RulesOwed, WritesRefused
+from monitor.service.fetching.fetch import Ending, Fetcher, Slot, Verdict
+from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.spill import Hold
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import FetchRecord, Store
 
@@ -71,6 +72,8 @@ class Dispatcher:
         store: Store,
         slots: Timetable,
         *,
+        meter: Meter,
+        hold: Hold,
         clock: Clock,
         claims: Claims | None = None,
         sizer: InFlightSizer | None = None,
@@ -78,6 +81,8 @@ class Dispatcher:
         self.config = config
         self.sizer = sizer or InFlightSizer.from_config(config)
         self._fetcher = fetcher
+        self._meter = meter  # the gate every call of ``fetcher`` passes
+        self._hold = hold  # the answers the database refused: while any wait, no call goes
         self._store = store
         self.slots = slots
         self._clock = clock
@@ -90,8 +95,6 @@ class Dispatcher:
         #: the database refused a write: no dispatch before this (a call it cannot store is
         #: money thrown away), then one cycle at a time until a write goes through
         self._store_fault: StoreFault | None = None
-        #: when rules owed since a refused write are next tried (``evaluate_stored``)
-        self._owed_retry = datetime.min.replace(tzinfo=UTC)
 
     @property
     def inflight(self) -> int:
@@ -164,7 +167,7 @@ class Dispatcher:
         assert self.claims is not None
         if not self._accepting:
             return 0
-        await self._fetcher.meter.refresh()  # another instance may have paused every call
+        await self._meter.refresh()  # another instance may have paused every call
         now = self._clock()
         free, probe = self._room(now)
         if free <= 0:
@@ -181,9 +184,9 @@ class Dispatcher:
     def _room(self, now: datetime) -> tuple[int, bool]:
         """How many cycles may start now, and whether the one that may is the account probe."""
         free = self.sizer.limit() - len(self._inflight)
-        if self._store_fault is not None or self._fetcher.hold.waiting:
+        if self._store_fault is not None or self._hold.waiting:
             return 0, False  # ``_store_ready`` probes the database first
-        meter = self._fetcher.meter
+        meter = self._meter
         if free <= 0 or meter.day_exhausted(now):
             return 0, False
         if meter.hard_pause(now) is None:
@@ -198,7 +201,7 @@ class Dispatcher:
             return math.inf
         if self._store_fault is not None:
             return max(0.0, (self._store_fault.until - now).total_seconds())
-        if self._fetcher.hold.waiting:
+        if self._hold.waiting:
             return 0.0  # answers held (an earlier run's spill file): probe at once
         held = self._budget_hold(now)
         if held is not None:
@@ -210,7 +213,7 @@ class Dispatcher:
 
     def _budget_hold(self, now: datetime) -> float | None:
         """Seconds the budget holds every call back (the day's cap, a pause), else None."""
-        meter = self._fetcher.meter
+        meter = self._meter
         if meter.day_exhausted(now):
             return (next_midnight(now, self.config.budget.zone) - now).total_seconds()
         state = meter.state
@@ -273,24 +276,28 @@ class Dispatcher:
 
     async def _cycle(self, slot: Slot, *, probe: bool) -> None:
         try:
-            verdict = await self._fetcher.run(slot, probe=probe, reschedule=True)
+            run = await self._fetcher.run(slot, probe=probe, reschedule=True)
         except BudgetError as exc:
             log.debug("%s waits: %s", slot.key, exc)
             return
-        except RulesOwed as exc:  # the fetch is done and stored; its rules wait for the store
-            self._store_refused(None, exc)
-            self.completed += 1
-            return
         except MonitorError as exc:  # the store refused: keep the slot due, back off
-            self._store_refused(slot, exc)
+            self._store_refused(slot, str(exc))
             return
         except Exception:  # a bug must not kill the daemon silently: log it, keep the slot due
             log.exception("fetch of %s crashed", slot.creator.user_id)
             return
+        if run.ending is not Ending.STORED:
+            # held, or no call went: the slot stays as the fetch left it (a held answer moved
+            # it on); rules owed: the fetch is done and stored, its rules wait for the store
+            self._store_refused(None, run.reason)
+            if run.ending is Ending.RULES_OWED:
+                self.completed += 1
+            return
+        verdict = run.verdict
         now = self._clock()
         # DONE: the fetcher moved the slot on in the transaction that recorded the fetch
         if verdict is Verdict.BROKEN:
-            slot.broken = True
+            slot.mark_broken()
             if self.claims is None:  # shared: marked in the statement that ends the lease
                 await self._store.mark_broken(
                     slot.creator_id, slot.variant, at=now, reason=_broken_reason(slot)
@@ -306,7 +313,7 @@ class Dispatcher:
         hold's ``flush``) and resume dispatch if it takes the write. Cycles still ending need
         no wait: an answer that comes back during the probe joins the hold, after it in order.
         """
-        hold = self._fetcher.hold
+        hold = self._hold
         if self._store_fault is None and not hold.waiting:
             await self._evaluate_owed()
             return True
@@ -314,9 +321,9 @@ class Dispatcher:
         if self._store_fault is not None and now < self._store_fault.until:
             return False
         try:
-            stored = await hold.flush(self._store, self._fetcher.meter.persist)
+            stored = await hold.flush(self._store, self._meter.persist)
         except MonitorError as exc:
-            self._store_refused(None, exc, probe=True)
+            self._store_refused(None, str(exc), probe=True)
             return False
         log.info(
             "the database takes writes again (%d held answers stored); dispatch resumed",
@@ -329,54 +336,35 @@ class Dispatcher:
     async def evaluate_stored(self, records: list[FetchRecord]) -> None:
         """The rules of the creators whose held answers were just stored (by the store probe,
         or at start-up from an earlier run's spill file), and of those whose answers were
-        stored while their rules could not be (``Fetcher.unevaluated``). What the database
-        refuses again stays owed and is tried again a minute later; fetching goes on meanwhile
-        (a rules write that fails must not stop the calls whose answers can be stored)."""
-        self._owed_retry = self._clock() + timedelta(seconds=_STORE_BACKOFF[1])
-        owed, self._fetcher.unevaluated = self._fetcher.unevaluated, []
+        stored while their rules could not be (the fetcher's owed rules). What the database
+        refuses again stays owed and is tried again a minute later; fetching goes on meanwhile."""
         found = (self._find(r.creator_id, r.variant) for r in records)
-        pending = [*owed, *(slot for slot in found if slot is not None)]
-        seen: set[int] = set()
-        for at, slot in enumerate(pending):
-            if slot.creator_id in seen:
-                continue
-            seen.add(slot.creator_id)
-            try:
-                await self._fetcher.evaluate(slot)
-            except asyncio.CancelledError:  # a stop's deadline: still owed, and counted
-                self._fetcher.unevaluated.extend(pending[at:])
-                raise
-            except StoreError as exc:
-                log.error("rules of %s wait for the database: %s", slot.creator.user_id, exc)
-                self._fetcher.unevaluated.extend(pending[at:])
-                return
-            except MonitorError as exc:
-                log.error("rules of %s not evaluated: %s", slot.creator.user_id, exc)
+        await self._fetcher.evaluate_owed([slot for slot in found if slot is not None])
 
     async def evaluate_owed_now(self) -> None:
         """The rules still owed since a refused write, tried now whatever the backoff (a
         stop's last try; what is cancelled or refused stays owed, see ``owed_creators``)."""
-        if self._fetcher.unevaluated:
-            await self.evaluate_stored([])
+        if self._fetcher.owed_creators():
+            await self._fetcher.evaluate_owed()
 
     def owed_creators(self) -> int:
         """How many creators have stored answers whose rules have not run yet."""
-        return len({slot.creator_id for slot in self._fetcher.unevaluated})
+        return self._fetcher.owed_creators()
 
     async def _evaluate_owed(self) -> None:
-        """Rules owed since a refused write (``Fetcher.unevaluated``), at most once a minute."""
-        if self._fetcher.unevaluated and self._clock() >= self._owed_retry:
-            await self.evaluate_stored([])
+        """Rules owed since a refused write, at most once a minute."""
+        if self._fetcher.owed_due():
+            await self._fetcher.evaluate_owed()
 
-    def _store_refused(self, slot: Slot | None, exc: MonitorError, *, probe: bool = False) -> None:
+    def _store_refused(self, slot: Slot | None, why: str, *, probe: bool = False) -> None:
         """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
-        a failed probe doubles the pause: cycles ending under the same fault leave it be."""
+        a failed probe doubles the pause: cycles ending under the same fault leave it be. A
+        ``slot`` whose call the ledger refused goes to the back of the queue."""
         now = self._clock()
         first, cap = _STORE_BACKOFF
         fault = self._store_fault
-        quiet = isinstance(exc, AnswerHeld | WritesRefused | RulesOwed)
         if fault is not None and not probe:
-            if slot is not None and not quiet:
+            if slot is not None:
                 _requeue(slot, now, cap)
             return
         pause = first if fault is None else min(cap, fault.pause * 2)
@@ -385,17 +373,17 @@ class Dispatcher:
                 "the database refuses writes, dispatch paused (no call is sent; a write is "
                 "tried again, backing off to %.0f s): %s",
                 cap,
-                exc,
+                why,
             )
         self._store_fault = StoreFault(until=now + timedelta(seconds=pause), pause=pause)
-        if slot is not None and not quiet:
+        if slot is not None:
             _requeue(slot, now, cap)
 
     def reconfigure(self, config: Config, slots: Timetable) -> None:
         """A reloaded config: new limits and the new set of slots (in-flight ones finish, and
         write back into the new table where their series is still tracked)."""
         self.config = config
-        self._fetcher.config = config
+        self._fetcher.reconfigure(config)
         self.sizer.retune(config)
         slots.adopt(self.slots.live())
         self.slots = slots
@@ -412,7 +400,7 @@ class Dispatcher:
         waiting for the budget or a retry are cancelled at once (their slots stay due).
         Returns how many calls were abandoned after the grace period."""
         sending = self._fetcher.sending
-        waiting = [t for key, t in self._inflight.items() if key not in sending]
+        waiting = [t for key, t in self._inflight.items() if not sending(key)]
         for task in waiting:
             task.cancel()
         if waiting:
@@ -437,7 +425,7 @@ def _requeue(slot: Slot, now: datetime, cap: float) -> None:
     """The call never went (the ledger refused it): the slot goes to the back of the queue.
     (A held answer moved its slot on with it; a call refused before it went, or an answer
     whose rules wait, leaves the slot as it is.)"""
-    slot.due_at = max(slot.due_at, now) + timedelta(seconds=cap)
+    slot.move_to(max(slot.due_at, now) + timedelta(seconds=cap))
 
 
 def _broken_reason(slot: Slot) -> str:

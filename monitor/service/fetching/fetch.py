@@ -30,8 +30,10 @@ from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
 from monitor.service.alerting.evaluation import Alerting, SeriesFacts
 from monitor.service.fetching.gate import Meter, Ticket
-from monitor.service.fetching.spill import AnswerHeld, Hold, RulesOwed, new_attempt_id
+from monitor.service.fetching.owed import OwedRules
+from monitor.service.fetching.spill import Hold, new_attempt_id
 from monitor.store import FetchRecord, Store
+from monitor.store.ledger import LedgerDay
 from monitor.upstream.client import JustOneClient
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,77 @@ class Slot:
             last_code=self.last_code,
             tracked_since=self.tracked_since,
         )
+
+    # --- the only ways a slot changes --------------------------------------------------------
+
+    def succeeded(self, at: datetime) -> int:
+        """A call answered: the failure streak ends; returns how long it was (a "recovered"
+        line is owed when it was logged). The last error text stays until the next failure."""
+        streak = self.consecutive_failures if self.failure_logged else 0
+        self.failure_logged = False
+        self.last_success_at, self.consecutive_failures, self.last_code = at, 0, 0
+        return streak
+
+    def failed(self, code: int | None, text: str) -> None:
+        """A call failed: one more in the streak, with its code and error line."""
+        self.consecutive_failures += 1
+        self.last_code, self.last_error = code, text
+
+    def failure_said(self) -> None:
+        """Its failing is told already (logged, or a command's own error line says it)."""
+        self.failure_logged = True
+
+    def move_to(self, due: datetime) -> None:
+        """Its next due time (the fetch that served it, a requeue, or the shared schedule)."""
+        self.due_at = due
+
+    def mark_broken(self) -> None:
+        """400: not fetched again until the config changes."""
+        self.broken = True
+
+    def take_stored(
+        self,
+        due_at: datetime,
+        last_success_at: datetime | None,
+        consecutive_failures: int,
+        last_code: int | None,
+    ) -> None:
+        """What a shared database holds of the series (another instance may have moved it)."""
+        self.due_at, self.last_success_at = due_at, last_success_at
+        self.consecutive_failures, self.last_code = consecutive_failures, last_code
+
+    def join(self, siblings: Sequence[Slot]) -> None:
+        """Every slot of its creator, itself among them (a creator with several variants)."""
+        self.siblings = siblings
+
+    def place(self, row: int) -> None:
+        """Its row in a ``Timetable`` (-1: none, a series the new config dropped)."""
+        self.row = row
+
+
+class Ending(StrEnum):
+    """How a run ended for the store: every expected ending is a value, not an exception."""
+
+    STORED = "stored"  # each attempt is recorded (and its rules ran)
+    HELD = "held"  # the database refused an answer: it is held (and spilled) until it takes it
+    RULES_OWED = "rules owed"  # stored, but the database refused the creator's rules: owed
+    REFUSED = "refused"  # no call went: answers wait for the database, or a write just failed
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What ``Fetcher.run`` did with a slot: the scheduler's verdict and the store's ending."""
+
+    verdict: Verdict
+    ending: Ending = Ending.STORED
+    #: the one line that says why, when the ending is not STORED
+    reason: str = ""
+    #: HELD: the answer kept for the database (a command shows its points)
+    held: FetchRecord | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.ending is Ending.STORED
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +212,10 @@ class Fetcher:
         on_latency: Callable[[float], None] | None = None,
         hold: Hold | None = None,
     ) -> None:
-        self.config = config
+        self._config = config
         self._client = client
         self._store = store
-        self.meter = meter
+        self._meter = meter
         self._alerting = alerting
         self._clock = clock
         self._sleep = sleep
@@ -156,16 +229,23 @@ class Fetcher:
         #: the last answer of a ``dry_run`` (not stored)
         self.last_result: FetchResult | None = None
         #: answers the database refused wait here; while any do, no call is sent
-        self.hold = hold if hold is not None else Hold(None)
+        self._hold = hold if hold is not None else Hold(None)
         #: slot keys whose call is on the wire, being recorded or having its rules run: a stop
-        #: lets these finish
-        self.sending: set[str] = set()
-        #: slots whose answer was stored but whose rules the database refused to run; the
-        #: dispatcher runs them after its next store probe, or a minute later
-        #: (``Dispatcher.evaluate_stored``)
-        self.unevaluated: list[Slot] = []
+        #: lets these finish (``sending``)
+        self._sending: set[str] = set()
+        #: slots whose answer was stored but whose rules the database refused to run
+        self._owed = OwedRules(clock)
         #: the last call never reached a server (``fetch --all`` stops trying then)
         self.unreached = False
+
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config: its retries, cadence and rules apply from the next attempt."""
+        self._config = config
+
+    def sending(self, key: str) -> bool:
+        """Whether the series ``key`` has a call on the wire, being recorded or having its
+        rules run (a stop lets it finish; before that, nothing is paid for yet)."""
+        return key in self._sending
 
     async def run(
         self,
@@ -175,9 +255,10 @@ class Fetcher:
         keep_raw: bool = True,
         reschedule: bool = False,
         dry_run: bool = False,
-    ) -> Verdict:
+    ) -> Run:
         """Fetch until this due time is served or must wait; raises BudgetError when the
-        budget will not allow the first call (the slot stays due).
+        budget will not allow the first call (the slot stays due), StoreError when a write
+        other than the answer's own failed (the ledger's: no call goes until one succeeds).
 
         With ``reschedule`` (the daemon), the attempt that serves the due time also moves the
         slot to its next due time, in the same transaction as its fetch record. A ``dry_run``
@@ -189,14 +270,17 @@ class Fetcher:
             while True:
                 # a refused write (of any call) stops the retries: no call is bought whose
                 # answer could not be stored
-                error = await self._call_once(slot, attempt, how)
+                sent = await self._call_once(slot, attempt, how)
+                if isinstance(sent, Run):
+                    return sent
+                error = sent
                 if error is None or not self._should_retry(error, attempt, probe):
                     break
                 if not dry_run and self._count_reached(slot):
                     await self._evaluate_between(slot)
-                self.sending.discard(slot.key)  # a stop may cancel the wait for a retry
+                self._sending.discard(slot.key)  # a stop may cancel the wait for a retry
                 attempt += 1
-                cfg = self.config.schedule
+                cfg = self._config.schedule
                 await self._sleep(
                     budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
                 )
@@ -204,14 +288,16 @@ class Fetcher:
                 try:
                     await self._evaluate(slot)
                 except StoreError as exc:
-                    self.unevaluated.append(slot)  # stored; its rules run once writes go again
-                    raise RulesOwed(f"the rules of {_who(slot)} wait: {exc}") from exc
+                    self._owed.add(slot)  # stored; its rules run once writes go again
+                    why = f"the rules of {_who(slot)} wait: {exc}"
+                    self._hold.refused(StoreError(why))  # no call goes until a write goes
+                    return Run(verdict_of(error), Ending.RULES_OWED, why)
         except StoreError as exc:
-            self.hold.refused(exc)  # no call goes until a write goes through again
+            self._hold.refused(exc)  # no call goes until a write goes through again
             raise
         finally:
-            self.sending.discard(slot.key)
-        return verdict_of(error)
+            self._sending.discard(slot.key)
+        return Run(verdict_of(error))
 
     def _count_reached(self, slot: Slot) -> bool:
         """Whether this failure brought the creator's count to an ``api_error`` rule's
@@ -220,7 +306,7 @@ class Fetcher:
             isinstance(rule, ApiErrorRule)
             and rule.consecutive == slot.consecutive_failures
             and rule.applies_to(slot.creator)
-            for rule in self.config.rules
+            for rule in self._config.rules
         )
 
     async def _evaluate_between(self, slot: Slot) -> None:
@@ -228,28 +314,35 @@ class Fetcher:
         try:
             await self._evaluate(slot)
         except StoreError:
-            self.unevaluated.append(slot)
+            self._owed.add(slot)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
-        if probe or not self.retries or attempt >= self.config.schedule.retry_attempts:
+        if probe or not self.retries or attempt >= self._config.schedule.retry_attempts:
             return False
         return budget_rules.is_retryable(error) or isinstance(error, RateLimited)
 
-    async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | None:
-        self.hold.check()  # answers wait for the database: no new call
-        ticket = await self.meter.acquire(probe=how.probe)
+    def _refused(self) -> Run:
+        """No call goes: answers wait for the database, or its last write failed."""
+        return Run(Verdict.KEEP, Ending.REFUSED, str(self._hold.refusal()))
+
+    async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | Run | None:
+        """One attempt: its error (None: a success), or the run's end when no call may go or
+        the database refused its answer."""
+        if self._hold.waiting:  # answers wait for the database: no new call
+            return self._refused()
+        ticket = await self._meter.acquire(probe=how.probe)
         # from here a stop lets the cycle finish: the call, its record and the creator's rules
         # (``run`` takes the key out again before it waits for a retry, and at its end)
-        self.sending.add(slot.key)
+        self._sending.add(slot.key)
         return await self._send(slot, attempt, how, ticket)
 
     async def _send(
         self, slot: Slot, attempt: int, how: _How, ticket: Ticket
-    ) -> UpstreamError | None:
+    ) -> UpstreamError | Run | None:
         """The call the meter just allowed, its feedback and its record."""
-        if self.hold.waiting:  # a write failed while this call waited for the budget
-            self.meter.answered()  # ``acquire`` counted it; it never goes on the wire
-            raise self.hold.refusal()
+        if self._hold.waiting:  # a write failed while this call waited for the budget
+            self._meter.answered()  # ``acquire`` counted it; it never goes on the wire
+            return self._refused()
         self.calls += 1
         started = self._clock()
         error: UpstreamError | None = None
@@ -259,7 +352,7 @@ class Fetcher:
         except UpstreamError as exc:
             error = exc
         finally:
-            self.meter.answered()
+            self._meter.answered()
             if self.on_latency is not None:
                 self.on_latency((self._clock() - started).total_seconds())
         billed = result.billed if result is not None else bool(error and error.billed)
@@ -274,8 +367,7 @@ class Fetcher:
         if how.dry_run:
             self.last_result = result
             if error is not None:
-                slot.consecutive_failures += 1
-                slot.last_code, slot.last_error = error.code, error_text(error)
+                slot.failed(error.code, error_text(error))
             return error
         next_due: datetime | None = None
         final = error is None or not self._should_retry(error, attempt, how.probe)
@@ -284,24 +376,21 @@ class Fetcher:
             # (new creators, catch-up after downtime) must not be fetched again minutes later
             later = self._clock() + slot.every / 2
             next_due = cadence.next_due(slot.due_at, slot.every, later)
-        try:
-            await self._record(
-                slot, started, result, error, keep_raw=how.keep_raw, next_due=next_due, owed=owed
-            )
-        except AnswerHeld:
-            if next_due is not None:  # served: the held answer moves the stored slot on too
-                slot.due_at = next_due
-            raise
-        if next_due is not None:
-            slot.due_at = next_due
+        held = await self._record(
+            slot, started, result, error, keep_raw=how.keep_raw, next_due=next_due, owed=owed
+        )
+        if next_due is not None:  # served: a held answer moves the stored slot on too
+            slot.move_to(next_due)
+        if held is not None:
+            return Run(verdict_of(error), Ending.HELD, held[1], held[0])
         return error
 
     async def _release(self, ticket: Ticket) -> None:
         """The call never reached a server: its count in ``daily_calls`` goes back."""
         try:
-            await self.meter.release(ticket)
+            await self._meter.release(ticket)
         except StoreError as exc:  # over-counted by one: the safe side; no call goes meanwhile
-            self.hold.refused(exc)
+            self._hold.refused(exc)
 
     async def _feedback(
         self,
@@ -310,16 +399,16 @@ class Fetcher:
         billed: bool,
         dry_run: bool,
         sent_at: datetime | None = None,
-    ) -> str | None:
-        """Tell the gate how the call went; returns the day label of a billed count it did not
-        write, which then goes with the stored answer (in its transaction)."""
+    ) -> LedgerDay | None:
+        """Tell the gate how the call went; returns the ledger day of a billed count it did
+        not write, which then goes with the stored answer (in its transaction)."""
         try:
-            if billed and not dry_run and self.meter.changes_nothing(error):
-                return self.meter.billed_label()  # one transaction less per fetch
-            await self.meter.feedback(error, billed=billed, sent_at=sent_at)
+            if billed and not dry_run and self._meter.changes_nothing(error):
+                return self._meter.billed_day()  # one transaction less per fetch
+            await self._meter.feedback(error, billed=billed, sent_at=sent_at)
         except StoreError as exc:
-            self.hold.refused(exc)
-            return self.meter.billed_label() if billed else None
+            self._hold.refused(exc)
+            return self._meter.billed_day() if billed else None
         return None
 
     async def _record(
@@ -331,26 +420,23 @@ class Fetcher:
         *,
         keep_raw: bool,
         next_due: datetime | None,
-        owed: str | None = None,
-    ) -> None:
-        """Store the attempt; when the database refuses it (or answers before it still wait),
-        hold it and raise ``AnswerHeld`` after the slot's own bookkeeping."""
+        owed: LedgerDay | None = None,
+    ) -> tuple[FetchRecord, str] | None:
+        """Store the attempt and update the slot; when the database refuses it (or answers
+        before it still wait), hold it and return it with the line that says so."""
         record = _record_of(slot, started, result, error, keep_raw, next_due, owed)
-        held: AnswerHeld | None = None
-        if self.hold.waiting:  # behind the answers already held: they are stored in order
-            held = self.hold.keep(record)
+        held: str | None = None
+        if self._hold.waiting:  # behind the answers already held: they are stored in order
+            held = self._hold.keep(record)
         else:
             try:
                 await self._store.record_fetch(record)  # with others: one commit
             except StoreError as exc:
-                held = self.hold.keep(record, exc)
+                held = self._hold.keep(record, exc)
         if result is not None:
-            if slot.failure_logged and slot.consecutive_failures:
-                log.info(
-                    "%s recovered after %d failed calls", _who(slot), slot.consecutive_failures
-                )
-            slot.failure_logged = False
-            slot.last_success_at, slot.consecutive_failures, slot.last_code = started, 0, 0
+            streak = slot.succeeded(started)
+            if streak:
+                log.info("%s recovered after %d failed calls", _who(slot), streak)
         else:
             assert error is not None
             # one line when a creator starts failing, one when it recovers; account-wide pauses
@@ -359,20 +445,31 @@ class Fetcher:
             quiet = AccountBlocked | QuotaExceeded | TransportError
             if not slot.failure_logged and not isinstance(error, quiet):
                 log.warning("%s failing: %s", _who(slot), error)
-                slot.failure_logged = True
-            slot.consecutive_failures += 1
-            slot.last_code, slot.last_error = error.code, error_text(error)
-        if held is not None:
-            raise held
+                slot.failure_said()
+            slot.failed(error.code, error_text(error))
+        return None if held is None else (record, held)
 
     async def evaluate(self, slot: Slot) -> None:
         """Run the creator's rules (after held answers were stored at last)."""
         await self._evaluate(slot)
 
+    async def evaluate_owed(self, stored: Sequence[Slot] = ()) -> None:
+        """The rules owed since a refused write, and those of ``stored`` (series whose held
+        answers were just stored); what the database refuses again stays owed."""
+        await self._owed.run(self._evaluate, stored)
+
+    def owed_due(self) -> bool:
+        """Rules are owed and their retry (at most once a minute) is due."""
+        return self._owed.due()
+
+    def owed_creators(self) -> int:
+        """How many creators have stored answers whose rules have not run yet."""
+        return self._owed.creators()
+
     async def _evaluate(self, slot: Slot) -> None:
         if self._alerting is None:
             return
-        account = await self.meter.account()
+        account = await self._meter.account()
         siblings: Sequence[Slot] = slot.siblings or [slot]
         await self._alerting.evaluate_creator(
             slot.creator_id, slot.creator, [s.facts() for s in siblings], account
@@ -386,7 +483,7 @@ def _record_of(
     error: UpstreamError | None,
     keep_raw: bool,
     next_due: datetime | None,
-    owed: str | None,
+    owed: LedgerDay | None,
 ) -> FetchRecord:
     """The ``fetches`` row (and points) of one attempt, with its own attempt id."""
     latency: int | None
@@ -426,7 +523,8 @@ def _record_of(
         keep_raw=keep_raw,
         next_due_at=next_due,
         attempt_id=new_attempt_id(started),
-        billed_day=owed,
+        billed_day=None if owed is None else owed.label,
+        billed_slot=None if owed is None else owed.slot,
     )
 
 

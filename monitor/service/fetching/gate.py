@@ -353,9 +353,9 @@ class Meter:
         billed count may travel with the stored answer instead of a transaction of its own."""
         return outcome_code(outcome) in ACCOUNT_OK_CODES and self._state.pause_code is None
 
-    def billed_label(self) -> str:
-        """The ledger day label a billed call counted now goes under."""
-        return ledger_day(self.budget, self._clock()).label
+    def billed_day(self) -> LedgerDay:
+        """The ledger day (and quarter hour) a billed call counted now goes under."""
+        return ledger_day(self.budget, self._clock())
 
     async def feedback(
         self, outcome: Outcome, *, billed: bool, sent_at: datetime | None = None

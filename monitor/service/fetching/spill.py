@@ -18,8 +18,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from monitor.errors import StoreError
+from monitor.errors import StoreError, WritesRefused
 from monitor.model import Advertise, Business, CoreData, DailyPoint, DateType, NoteType, Variant
+from monitor.policy.budget import quarter_of
 from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)
@@ -32,24 +33,6 @@ SUFFIX = ".pending.jsonl"
 #: answers per transaction when the held ones are written back
 _BATCH = 200
 _FORMAT = 1
-
-
-class WritesRefused(StoreError):
-    """No call is sent: answers wait for the database, or its last write failed."""
-
-
-class RulesOwed(StoreError):
-    """An answer was stored, but the database refused its creator's rules: they are owed
-    (``Fetcher.unevaluated``) and run once writes go through again."""
-
-
-class AnswerHeld(StoreError):
-    """A paid answer the database refused; it is held (and spilled) until it can be stored."""
-
-    def __init__(self, message: str, record: FetchRecord, spilled: Path | None) -> None:
-        super().__init__(message)
-        self.record = record
-        self.spilled = spilled
 
 
 def spill_path(url: str, configured: Path | None, environ: Mapping[str, str]) -> Path | None:
@@ -113,6 +96,7 @@ def encode(record: FetchRecord) -> str:
         "code": record.code,
         "billed": record.billed,
         "billed_day": record.billed_day,
+        "billed_slot": _time(record.billed_slot),
         "error": record.error,
         "raw_body": record.raw_body if record.keep_raw else None,
         "keep_raw": record.keep_raw,
@@ -150,6 +134,11 @@ def decode(line: str) -> FetchRecord:
         )
     started = _untime(body["started_at"])
     assert started is not None
+    billed_day = body["billed_day"]
+    # a line spilled before the quarter hour travelled with it: the call's own quarter hour
+    billed_slot = _untime(body.get("billed_slot"))
+    if billed_day is not None and billed_slot is None:
+        billed_slot = quarter_of(started)
     return FetchRecord(
         creator_id=int(body["creator_id"]),
         variant=variant,
@@ -165,7 +154,8 @@ def decode(line: str) -> FetchRecord:
         keep_raw=bool(body["keep_raw"]),
         next_due_at=_untime(body["next_due_at"]),
         attempt_id=body["attempt_id"],
-        billed_day=body["billed_day"],
+        billed_day=billed_day,
+        billed_slot=billed_slot,
     )
 
 
@@ -217,12 +207,12 @@ class Hold:
 
     def refused(self, exc: StoreError) -> None:
         """A write failed: no call goes until a write goes through (``replay``)."""
-        if not isinstance(exc, WritesRefused | AnswerHeld):  # those two say it already
+        if not isinstance(exc, WritesRefused):  # it says so already
             self._fault = str(exc)
 
-    def keep(self, record: FetchRecord, exc: StoreError | None = None) -> AnswerHeld:
+    def keep(self, record: FetchRecord, exc: StoreError | None = None) -> str:
         """Hold ``record`` (the database refused it, or answers before it still wait) and
-        spill it; returns the error the caller raises once its own bookkeeping is done."""
+        spill it; returns the line that says where it waits."""
         if exc is not None:
             self.refused(exc)
         first = not self._memory and not self._on_file
@@ -245,11 +235,9 @@ class Hold:
                 where,
                 self._fault,
             )
-        return AnswerHeld(
+        return (
             f"the database refused a paid answer ({self._fault}); it is kept in {where} and "
-            "will be stored when the database takes writes",
-            record,
-            self.path if spilled else None,
+            "will be stored when the database takes writes"
         )
 
     async def flush(self, store: Store, touch: Callable[[], Awaitable[None]]) -> list[FetchRecord]:

@@ -223,10 +223,12 @@ class Timetable(Mapping[str, Slot]):
         slot = self._snapshot(row)
         first, end = self._group(row)
         if end - first > 1:  # a lone slot is its own sibling (``Slot.siblings`` stays empty)
-            slot.siblings = [
-                slot if r == row else (self._live.get(r) or self._snapshot(r))
-                for r in range(first, end)
-            ]
+            slot.join(
+                [
+                    slot if r == row else (self._live.get(r) or self._snapshot(r))
+                    for r in range(first, end)
+                ]
+            )
         return slot
 
     def hold(self, slot: Slot) -> None:
@@ -259,7 +261,7 @@ class Timetable(Mapping[str, Slot]):
         and their ``release`` writes into this table."""
         for slot in slots:
             row = self.find(slot.creator_id, slot.variant)
-            slot.row = -1 if row is None else row
+            slot.place(-1 if row is None else row)
             if row is not None:
                 self._live[row] = slot
 
