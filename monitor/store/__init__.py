@@ -18,7 +18,7 @@ from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
 from monitor.store.reports import ReportStore
 from monitor.store.rule_inputs import RuleInputStore
-from monitor.store.schedule import ScheduleRow, ScheduleStore, StatusRow
+from monitor.store.schedule import ScheduleStore, StatusRow
 from monitor.store.silences import SilenceStore
 from monitor.store.sources import NoteObservation, NoteRecord, SourceStore
 
@@ -49,7 +49,6 @@ __all__ = [
     "KeptAnswer",
     "NoteObservation",
     "NoteRecord",
-    "ScheduleRow",
     "StatusRow",
     "Store",
     "StoreBase",

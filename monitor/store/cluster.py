@@ -194,15 +194,13 @@ class ClusterStore(StoreBase):
         variant: Variant,
         *,
         owner: str,
-        next_due_at: datetime | None = None,
         broken_at: datetime | None = None,
         broken_reason: str | None = None,
     ) -> bool:
-        """Release ``owner``'s lease, moving the slot to ``next_due_at`` and/or marking it
-        broken in the same statement. False when ``owner`` no longer held it (nothing written)."""
+        """Release ``owner``'s lease, marking the slot broken in the same statement when
+        ``broken_at`` is given; its due time is the one its fetch stored. False when ``owner``
+        no longer held it (nothing written)."""
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
-        if next_due_at is not None:
-            values["next_due_at"] = next_due_at
         if broken_at is not None:
             values |= {"broken_at": broken_at, "broken_reason": broken_reason}
         async with self._write() as conn:

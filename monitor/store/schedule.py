@@ -1,6 +1,8 @@
 """The ``schedule`` table: when each creator's variant is next due, its failures, leases, status.
 
-Stores decisions the scheduler made; it decides nothing (no cadence arithmetic here).
+Stores decisions the scheduler made; it decides nothing (no cadence arithmetic here). A due
+time is written once per series here (``schedule_new``, its first), and then only by the
+fetch that serves it (``FetchRecord.next_due_at``, in the fetch's own transaction).
 """
 
 from __future__ import annotations
@@ -20,25 +22,6 @@ from monitor.store.schema import creators, daily_metrics, schedule
 from monitor.store.variants import VARIANT_COLUMNS, variant_of, variant_values
 
 _PK = ("creator_id", *VARIANT_COLUMNS)
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRow:
-    """One (creator, variant) slot of the schedule."""
-
-    creator_id: int
-    user_id: str
-    variant: Variant
-    next_due_at: datetime
-    last_attempt_at: datetime | None
-    last_success_at: datetime | None
-    last_code: int | None
-    last_error: str | None
-    consecutive_failures: int
-    broken_at: datetime | None
-    broken_reason: str | None
-    lease_owner: str | None
-    lease_until: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,60 +89,8 @@ def _variant(business: str, note_type: str, date_type: str, advertise: str) -> V
     )
 
 
-#: the columns ``load_schedule`` reads, in ScheduleRow's order
-_ROW_COLUMNS = (
-    schedule.c.creator_id,
-    creators.c.user_id,
-    *(schedule.c[name] for name in VARIANT_COLUMNS),
-    schedule.c.next_due_at,
-    schedule.c.last_attempt_at,
-    schedule.c.last_success_at,
-    schedule.c.last_code,
-    schedule.c.last_error,
-    schedule.c.consecutive_failures,
-    schedule.c.broken_at,
-    schedule.c.broken_reason,
-    schedule.c.lease_owner,
-    schedule.c.lease_until,
-)
-
-
-def _schedule_row(row: Any) -> ScheduleRow:
-    creator_id, user_id, business, note_type, date_type, advertise, *rest = row
-    (due, attempt, success, code, error, failures, broken_at, reason, owner, until) = rest
-    return ScheduleRow(
-        creator_id=int(creator_id),
-        user_id=user_id,
-        variant=_variant(business, note_type, date_type, advertise),
-        next_due_at=due,
-        last_attempt_at=attempt,
-        last_success_at=success,
-        last_code=code,
-        last_error=error,
-        consecutive_failures=int(failures),
-        broken_at=broken_at,
-        broken_reason=reason,
-        lease_owner=owner,
-        lease_until=until,
-    )
-
-
 class ScheduleStore(StoreBase):
     """Reads and writes the schedule (leases for several instances are ``ClusterStore``'s)."""
-
-    async def load_schedule(self) -> list[ScheduleRow]:
-        """Every slot of every active creator, soonest due first, with all its columns.
-
-        The whole schedule as one list, for inspection; the daemon starts from the leaner,
-        paged ``slot_states`` instead."""
-        query = (
-            select(*_ROW_COLUMNS)
-            .join(creators, creators.c.id == schedule.c.creator_id)
-            .where(creators.c.active.is_(True))
-            .order_by(schedule.c.next_due_at, *(schedule.c[name] for name in _PK))
-        )
-        async with self._read() as conn:
-            return [_schedule_row(row) for row in await conn.execute(query)]
 
     async def slot_states(self, *, page: int = 10_000) -> AsyncIterator[list[SlotState]]:
         """Every slot of every active creator by its series name, ``user_id/`` followed by
@@ -223,10 +154,6 @@ class ScheduleStore(StoreBase):
                 for cid, variant, due in itertools.chain([first], pending)
             )
             await execute_many(conn, stmt, names, rows)
-
-    async def set_next_due(self, creator_id: int, variant: Variant, at: datetime) -> None:
-        """Set when this slot is next due (creating the slot if needed)."""
-        await self._put(creator_id, variant, at, {"next_due_at": at})
 
     async def mark_broken(
         self, creator_id: int, variant: Variant, *, at: datetime, reason: str

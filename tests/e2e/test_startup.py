@@ -21,7 +21,7 @@ from monitor.config import Config, collector_paused, parse_config
 from monitor.model import Creator
 from monitor.policy import cadence
 from monitor.service.fetching.slot_loading import load_slots, write_new_slots
-from monitor.store import Store, engine, migrate
+from monitor.store import FetchRecord, Store, engine, migrate
 from monitor.store.schema import creators, schedule
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
@@ -193,9 +193,15 @@ async def test_restart_reads_every_page_of_the_schedule_back(
         assert len(slot.siblings) == 2
     # what fetches would leave behind, on a few slots
     moved = sorted(first)[::6]
-    for n, key in enumerate(moved):
-        slot = first[key]
-        await store.set_next_due(slot.creator_id, slot.variant, T0 + timedelta(hours=n + 1))
+    served = [first[key] for key in moved]
+    await store.record_fetches(
+        [
+            FetchRecord(
+                s.creator_id, s.variant, T0, code=0, next_due_at=T0 + timedelta(hours=n + 1)
+            )
+            for n, s in enumerate(served)
+        ]
+    )
     broken = first[moved[-1]]
     await store.mark_broken(broken.creator_id, broken.variant, at=T0, reason="400")
 

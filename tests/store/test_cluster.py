@@ -16,6 +16,7 @@ import pytest_asyncio
 from support.store import (
     T0,
     FakeClock,
+    schedule_rows,
 )
 
 from monitor import __version__
@@ -44,9 +45,10 @@ async def others(db_url: str, store: Store, clock: FakeClock) -> AsyncIterator[l
 async def _seed(store: Store, count: int, due: datetime) -> dict[str, int]:
     creators = [Creator(f"5c3bf7f7{n:016x}", f"c{n}") for n in range(count)]
     ids = await store.sync_creators(creators)
-    for n, c in enumerate(creators):
-        # one second apart, so "most overdue first" has a definite order
-        await store.set_next_due(ids[c.user_id], V, due + timedelta(seconds=n))
+    # one second apart, so "most overdue first" has a definite order
+    await store.schedule_new(
+        (ids[c.user_id], V, due + timedelta(seconds=n)) for n, c in enumerate(creators)
+    )
     return ids
 
 
@@ -82,7 +84,7 @@ async def test_heartbeat_lists_instances_with_their_live_leases(store: Store) ->
 
     assert await store.retire_instance("a") == 2
     assert [i.id for i in await store.list_instances(T0)] == ["b"]
-    rows = {r.creator_id: r for r in await store.load_schedule()}
+    rows = {r.creator_id: r for r in await schedule_rows(store)}
     assert all(rows[i].lease_owner is None for i in ids.values())
     assert await store.prune_instances(T0 + timedelta(seconds=6)) == 1
     assert await store.list_instances(T0) == []
@@ -137,7 +139,7 @@ async def test_concurrent_claims_by_three_instances_are_disjoint(
     )
     every = [cid for r in results for cid in r]
     assert len(every) == 60 == len(set(every))
-    owners = {r.creator_id: r.lease_owner for r in await store.load_schedule()}
+    owners = {r.creator_id: r.lease_owner for r in await schedule_rows(store)}
     for owner, got in zip("abc", results, strict=True):
         assert {owners[cid] for cid in got} <= {owner}
 
@@ -148,13 +150,15 @@ async def test_finish_and_renew_act_only_for_the_holder(store: Store) -> None:
     await store.claim_due(owner="a", now=T0, until=until, due_before=T0 + timedelta(1), limit=2)
     later = T0 + timedelta(hours=1)
 
-    assert not await store.finish_lease(ids[0], V, owner="b", next_due_at=later)
+    assert not await store.finish_lease(ids[0], V, owner="b")
     assert await store.renew_leases("a", now=T0, until=until + timedelta(minutes=1)) == 2
-    assert await store.finish_lease(ids[0], V, owner="a", next_due_at=later)
+    # the fetch moves the slot on in its own transaction; the lease's end keeps that time
+    await store.record_fetches([FetchRecord(ids[0], V, started_at=T0, code=0, next_due_at=later)])
+    assert await store.finish_lease(ids[0], V, owner="a")
     assert await store.finish_lease(
         ids[1], V, owner="a", broken_at=T0, broken_reason="invalid parameters (400)"
     )
-    rows = {r.creator_id: r for r in await store.load_schedule()}
+    rows = {r.creator_id: r for r in await schedule_rows(store)}
     assert (rows[ids[0]].next_due_at, rows[ids[0]].lease_owner) == (later, None)
     assert rows[ids[1]].next_due_at == T0 + timedelta(seconds=1)  # a broken slot keeps its time
     assert (rows[ids[1]].broken_reason, rows[ids[1]].lease_until) == (
@@ -232,7 +236,7 @@ async def test_claims_refresh_slots_and_give_back_what_they_cannot_run(
     assert [s.creator_id for s in taken] == [ids[user_ids[1]], ids[user_ids[2]]]
     assert taken[0].due_at == T0 + timedelta(seconds=1)  # the database's due time, not ours
     assert (taken[0].consecutive_failures, taken[0].last_code) == (1, 500)
-    owners = {r.creator_id: r.lease_owner for r in await store.load_schedule()}
+    owners = {r.creator_id: r.lease_owner for r in await schedule_rows(store)}
     assert owners == {
         ids[user_ids[0]]: None,  # running here already: given back
         ids[user_ids[1]]: "a",

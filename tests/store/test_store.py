@@ -19,6 +19,7 @@ from support.store import (
     load_sample,
     make_series,
     revise,
+    schedule_rows,
 )
 
 from monitor.errors import SchemaOutOfDate, StoreError
@@ -170,7 +171,7 @@ async def test_failures_count_up_and_success_resets(store: Store, data_dir: Path
                 )
             ]
         )
-    (row,) = await store.load_schedule()
+    (row,) = await schedule_rows(store)
     assert (row.consecutive_failures, row.last_code, row.last_error) == (
         3,
         301,
@@ -182,7 +183,7 @@ async def test_failures_count_up_and_success_resets(store: Store, data_dir: Path
 
     core, body = load_sample(data_dir, "core_data_success_30d.json")
     await _ok(store, cid, core, body, started_at=T0 + timedelta(minutes=9))
-    (row,) = await store.load_schedule()
+    (row,) = await schedule_rows(store)
     assert (row.consecutive_failures, row.last_code, row.last_error) == (0, 0, None)
     assert row.last_success_at == T0 + timedelta(minutes=9)
     assert row.last_attempt_at == T0 + timedelta(minutes=9)
@@ -219,7 +220,7 @@ async def test_bulk_batch_with_repeats_keeps_the_latest(store: Store) -> None:
     assert await _rows(store, "SELECT min(read), count(*), min(fetch_id) FROM daily_metrics") == [
         (5, 30, fetch_ids[2])
     ]
-    rows = {r.creator_id: r for r in await store.load_schedule()}
+    rows = {r.creator_id: r for r in await schedule_rows(store)}
     assert (rows[a].consecutive_failures, rows[b].consecutive_failures) == (0, 2)
     assert rows[b].last_error == "retry"
 
@@ -317,9 +318,9 @@ async def test_times_are_utc_iso_text_in_sqlite(tmp_path: Path, clock: FakeClock
     async with Store.open(url, clock=clock) as opened:
         cid = (await opened.sync_creators(CREATORS))[CREATORS[0].user_id]
         local = datetime(2025, 12, 11, 10, 17, 58, 460419).astimezone(UTC)
-        await opened.set_next_due(cid, V30, local)
-        with pytest.raises(StoreError):
-            await opened.set_next_due(cid, V30, datetime(2025, 12, 11))  # naive: refused
+        await opened.schedule_new([(cid, V30, local)])
+        with pytest.raises(StoreError):  # naive: refused
+            await opened.mark_broken(cid, V30, at=datetime(2025, 12, 11), reason="400")
     with closing(sqlite3.connect(tmp_path / "h.db")) as conn:
         assert conn.execute("SELECT created_at FROM creators").fetchone() == (
             "2025-12-11T02:00:00.000000Z",

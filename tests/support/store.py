@@ -7,13 +7,18 @@ tests stand on their own while the client evolves; one test checks the two agree
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.model import COST_METRICS, CoreData, Creator, DailyPoint
+from sqlalchemy import select
+
+from monitor.model import COST_METRICS, CoreData, Creator, DailyPoint, Variant
 from monitor.policy import cadence
+from monitor.store import Store
+from monitor.store.schema import creators, schedule
+from monitor.store.variants import VARIANT_COLUMNS, variant_of
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 
@@ -94,3 +99,56 @@ def first_due(key: str, every: timedelta, now: datetime) -> datetime:
     us = timedelta(microseconds=1)
     due = cadence.first_due_micros(key, every // us, (now - cadence.EPOCH) // us)
     return cadence.EPOCH + timedelta(microseconds=due)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One (creator, variant) row of the ``schedule`` table, as a test reads it back."""
+
+    creator_id: int
+    user_id: str
+    variant: Variant
+    next_due_at: datetime
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_code: int | None
+    last_error: str | None
+    consecutive_failures: int
+    broken_at: datetime | None
+    broken_reason: str | None
+    lease_owner: str | None
+    lease_until: datetime | None
+
+
+async def schedule_rows(store: Store) -> list[ScheduleRow]:
+    """Every row of the active creators' schedule, soonest due first (ties by key)."""
+    query = (
+        select(schedule, creators.c.user_id)
+        .join(creators, creators.c.id == schedule.c.creator_id)
+        .where(creators.c.active.is_(True))
+        .order_by(
+            schedule.c.next_due_at,
+            schedule.c.creator_id,
+            *(schedule.c[name] for name in VARIANT_COLUMNS),
+        )
+    )
+    async with store._read() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        ScheduleRow(
+            creator_id=int(row.creator_id),
+            user_id=row.user_id,
+            variant=variant_of(row),
+            next_due_at=row.next_due_at,
+            last_attempt_at=row.last_attempt_at,
+            last_success_at=row.last_success_at,
+            last_code=row.last_code,
+            last_error=row.last_error,
+            consecutive_failures=int(row.consecutive_failures),
+            broken_at=row.broken_at,
+            broken_reason=row.broken_reason,
+            lease_owner=row.lease_owner,
+            lease_until=row.lease_until,
+        )
+        for row in rows
+    ]
