@@ -37,7 +37,7 @@ import httpx
 from monitor.app import fetch_parts
 from monitor.config import Config, load_config
 from monitor.model import Variant
-from monitor.service.fetching.fetch import Slot
+from monitor.service.fetching.slot import Slot
 from monitor.store import migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -21,8 +21,9 @@ from monitor.ops.wallclock import Monotonic
 from monitor.policy.budget import Budget
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
-from monitor.service.fetching.fetch import Ending, Fetcher, Observe, Run, Slot, Verdict
+from monitor.service.fetching.fetch import Fetcher, Observe
 from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot import Ending, Run, Slot, Verdict
 from monitor.service.fetching.spill import Hold, spill_path
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient

@@ -30,8 +30,9 @@ from monitor.errors import StoreError
 from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import Budget
-from monitor.service.fetching.fetch import Fetcher, Run, Slot
+from monitor.service.fetching.fetch import Fetcher
 from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot import Run, Slot
 from monitor.service.fetching.spill import Hold
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.outbox import NewMessage

@@ -14,7 +14,7 @@ from support.alerting import Loop, falling_creator, loop_config, running, table
 from support.receiver import Receiver
 from support.sim import CAPTURE_TIME, FakeClock, plain_creator
 
-from monitor.service.fetching.fetch import Verdict
+from monitor.service.fetching.slot import Verdict
 from monitor.upstream.simulator import Simulator
 
 PGY = "https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/"

@@ -27,8 +27,9 @@ from monitor.config import parse_config
 from monitor.errors import StoreError, WritesRefused
 from monitor.model import Creator, Variant
 from monitor.policy.budget import Budget
-from monitor.service.fetching.fetch import Ending, Fetcher, Run, Slot
+from monitor.service.fetching.fetch import Fetcher
 from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot import Ending, Run, Slot
 from monitor.service.fetching.spill import (
     SUFFIX,
     Hold,

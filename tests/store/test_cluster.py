@@ -24,7 +24,7 @@ from monitor.errors import StoreError
 from monitor.model import Creator, Variant
 from monitor.policy.budget import Budget
 from monitor.service.fetching import cluster
-from monitor.service.fetching.fetch import Slot
+from monitor.service.fetching.slot import Slot
 from monitor.store import FetchRecord, Store
 
 V = Variant()

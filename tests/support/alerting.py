@@ -24,8 +24,9 @@ from monitor.policy.budget import Budget
 from monitor.policy.delivery import DeliveryPolicy
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting.evaluation import Alerting
-from monitor.service.fetching.fetch import Fetcher, Slot, Verdict
+from monitor.service.fetching.fetch import Fetcher
 from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot import Slot, Verdict
 from monitor.service.fetching.slot_loading import load_slots
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.schema import alerts, notifications

@@ -74,13 +74,13 @@ def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed
     assert list(table.ready(now)) == [1, 2]  # being fetched: not handed out twice
     assert table.slot(0) is slot
     assert table.slot(1).siblings[0] is slot  # a sibling sees the live state
-    slot.due_at = T0 + DAY
-    slot.last_success_at, slot.consecutive_failures, slot.last_code = now, 0, 0
-    slot.broken = False
+    slot.move_to(T0 + DAY)
+    assert slot.succeeded(now) == 0  # no failure was logged: no "recovered" line owed
     other = table.slot(2)
     table.hold(other)
-    other.consecutive_failures, other.last_code, other.last_error = 3, 500, "upstream error"
-    other.failure_logged = True
+    for _ in range(3):
+        other.failed(500, "upstream error")
+    other.failure_said()
     table.release(slot)
     table.release(other)
     again = table.slot(0)
@@ -91,7 +91,8 @@ def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed
     assert (failing.last_error, failing.failure_logged) == ("upstream error", True)
     assert list(table.ready(now)) == [1, 2]
     assert table.earliest() == T0 + timedelta(minutes=1)
-    failing.last_error, failing.broken = None, True
+    failing.last_error = None  # (no fetch clears it; the row follows the slot all the same)
+    failing.mark_broken()
     table.hold(failing)
     table.release(failing)
     assert table.slot(2).last_error is None
@@ -107,7 +108,7 @@ def test_a_reload_adopts_fetches_still_running() -> None:
     new.adopt(old.live())
     assert running.row == 0
     assert list(new.ready(T0 + DAY)) == []  # still being fetched: not started twice
-    running.due_at = T0 + 2 * DAY
+    running.move_to(T0 + 2 * DAY)
     new.release(running)
     assert new.slot(0).due_at == T0 + 2 * DAY
     gone = old.slot(0)
@@ -121,7 +122,7 @@ def test_a_reload_adopts_fetches_still_running() -> None:
 def test_a_release_into_a_table_that_does_not_hold_the_slot_changes_nothing() -> None:
     table = _table([Creator(_user(1))], [(V30,)])
     snapshot = table.slot(0)
-    snapshot.due_at = T0 + 9 * DAY
+    snapshot.move_to(T0 + 9 * DAY)
     table.release(snapshot)  # never held: a snapshot is not the row
     assert table.slot(0).due_at == T0
 

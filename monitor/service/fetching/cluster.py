@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from monitor import __version__
 from monitor.errors import MonitorError, StoreError
 from monitor.model import Variant
-from monitor.service.fetching.fetch import Slot
+from monitor.service.fetching.slot import Slot
 from monitor.store import Store
 
 log = logging.getLogger(__name__)

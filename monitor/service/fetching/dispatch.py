@@ -25,8 +25,9 @@ from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_CODES, next_midnight
 from monitor.policy.concurrency import InFlightSizer
 from monitor.service.fetching.cluster import Claims, ready_bound
-from monitor.service.fetching.fetch import Ending, Fetcher, Slot, Verdict
+from monitor.service.fetching.fetch import Fetcher
 from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.slot import Ending, Slot, Verdict
 from monitor.service.fetching.spill import Hold
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import FetchRecord, Store

@@ -8,12 +8,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from monitor.errors import MonitorError, StoreError
-
-if TYPE_CHECKING:
-    from monitor.service.fetching.fetch import Slot
+from monitor.service.fetching.slot import Slot
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from monitor.model import Creator, Variant
 from monitor.policy import cadence
-from monitor.service.fetching.fetch import Slot
+from monitor.service.fetching.slot import Slot
 from monitor.store.schedule import SlotState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
