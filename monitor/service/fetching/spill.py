@@ -200,11 +200,6 @@ class Hold:
             "no call is sent until they are stored"
         )
 
-    def check(self) -> None:
-        """Raise ``WritesRefused`` while no call may go."""
-        if self.waiting:
-            raise self.refusal()
-
     def refused(self, exc: StoreError) -> None:
         """A write failed: no call goes until a write goes through (``replay``)."""
         if not isinstance(exc, WritesRefused):  # it says so already
