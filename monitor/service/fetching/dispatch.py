@@ -340,13 +340,14 @@ class Dispatcher:
         stored while their rules could not be (the fetcher's owed rules). What the database
         refuses again stays owed and is tried again a minute later; fetching goes on meanwhile."""
         found = (self._find(r.creator_id, r.variant) for r in records)
-        await self._fetcher.evaluate_owed([slot for slot in found if slot is not None])
+        stored = [slot for slot in found if slot is not None]
+        await self._fetcher.evaluate_owed(stored, retry=_owed_retry())
 
     async def evaluate_owed_now(self) -> None:
         """The rules still owed since a refused write, tried now whatever the backoff (a
         stop's last try; what is cancelled or refused stays owed, see ``owed_creators``)."""
         if self._fetcher.owed_creators():
-            await self._fetcher.evaluate_owed()
+            await self._fetcher.evaluate_owed(retry=_owed_retry())
 
     def owed_creators(self) -> int:
         """How many creators have stored answers whose rules have not run yet."""
@@ -355,7 +356,7 @@ class Dispatcher:
     async def _evaluate_owed(self) -> None:
         """Rules owed since a refused write, at most once a minute."""
         if self._fetcher.owed_due():
-            await self._fetcher.evaluate_owed()
+            await self._fetcher.evaluate_owed(retry=_owed_retry())
 
     def _store_refused(self, slot: Slot | None, why: str, *, probe: bool = False) -> None:
         """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
@@ -427,6 +428,11 @@ def _requeue(slot: Slot, now: datetime, cap: float) -> None:
     (A held answer moved its slot on with it; a call refused before it went, or an answer
     whose rules wait, leaves the slot as it is.)"""
     slot.move_to(max(slot.due_at, now) + timedelta(seconds=cap))
+
+
+def _owed_retry() -> timedelta:
+    """How long rules the database refused again wait: the store backoff's cap."""
+    return timedelta(seconds=_STORE_BACKOFF[1])
 
 
 def _broken_reason(slot: Slot) -> str:

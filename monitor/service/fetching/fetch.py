@@ -11,7 +11,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from monitor.config import ApiErrorRule, Config
 from monitor.errors import (
@@ -338,13 +338,14 @@ class Fetcher:
         """Run the creator's rules (after held answers were stored at last)."""
         await self._evaluate(slot)
 
-    async def evaluate_owed(self, stored: Sequence[Slot] = ()) -> None:
+    async def evaluate_owed(self, stored: Sequence[Slot] = (), *, retry: timedelta) -> None:
         """The rules owed since a refused write, and those of ``stored`` (series whose held
-        answers were just stored); what the database refuses again stays owed."""
-        await self._owed.run(self._evaluate, stored)
+        answers were just stored); what the database refuses again stays owed, tried again
+        ``retry`` later (``owed_due``)."""
+        await self._owed.run(self._evaluate, stored, retry=retry)
 
     def owed_due(self) -> bool:
-        """Rules are owed and their retry (at most once a minute) is due."""
+        """Rules are owed and their retry is due."""
         return self._owed.due()
 
     def owed_creators(self) -> int:

@@ -1,6 +1,6 @@
 """Rules owed: series whose answer is stored but whose creator's rules the database refused to
 run. One queue, owned by the fetcher (the one that runs rules); tried again after the store
-probe, at most once a minute, and at a stop."""
+probe, at most once per the dispatcher's longest store backoff (a minute), and at a stop."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from monitor.errors import MonitorError, StoreError
 from monitor.service.fetching.slot import Slot
 
 log = logging.getLogger(__name__)
-
-#: rules the database refused again are tried at most this often
-RETRY = timedelta(seconds=60)
 
 
 class OwedRules:
@@ -38,16 +35,20 @@ class OwedRules:
         return len({slot.creator_id for slot in self._slots})
 
     def due(self) -> bool:
-        """Rules are owed and a minute has passed since they were last tried."""
+        """Rules are owed and their retry time (``run``'s ``retry`` after the last try) came."""
         return bool(self._slots) and self._clock() >= self._retry
 
     async def run(
-        self, evaluate: Callable[[Slot], Awaitable[None]], stored: Sequence[Slot] = ()
+        self,
+        evaluate: Callable[[Slot], Awaitable[None]],
+        stored: Sequence[Slot] = (),
+        *,
+        retry: timedelta,
     ) -> None:
         """The owed rules, then those of ``stored``, once per creator. What the database
-        refuses again stays owed and is tried a minute later; fetching goes on meanwhile (a
+        refuses again stays owed and is tried ``retry`` later; fetching goes on meanwhile (a
         rules write that fails must not stop the calls whose answers can be stored)."""
-        self._retry = self._clock() + RETRY
+        self._retry = self._clock() + retry
         pending, self._slots = [*self._slots, *stored], []
         seen: set[int] = set()
         for at, slot in enumerate(pending):
