@@ -7,7 +7,7 @@ budget is 600 calls/min (not 30) and the rate is measured over 120 s of a 2,000-
 after a first minute that holds the start-up burst; the sequential loop is measured over 60 s
 and extrapolated.
 Then the same with the default ``[schedule]`` (max_in_flight = "auto") against a 0.5 s and a
-1 s p50 upstream, and at the default 30 calls/min (peak cycles in flight and connections).
+1 s p50 upstream, and at the default 30 calls/min (peak fetches in flight and connections).
 ``--quick`` shrinks everything for a smoke run; ``--defaults-only`` runs only the default-settings
 runs; ``--startup-only [--creators N]`` measures only
 the start-up (time to READY and RSS, first start and restart).
@@ -75,7 +75,7 @@ async def default_rate(
     folder: Path, creators: int, per_minute: int, p50_ms: float, window: float
 ) -> None:
     """The daemon with the default ``[schedule]``: share of the budget used, 302s it caused,
-    and the most cycles in flight and connections open at once (sampled every 50 ms)."""
+    and the most fetches in flight and connections open at once (sampled every 50 ms)."""
     db_url = f"sqlite+aiosqlite:///{folder}/default-{per_minute}-{p50_ms:.0f}.db"
     await migrate.upgrade(db_url)
     knobs = SimKnobs(latency_p50_ms=p50_ms, latency_p99_ms=p50_ms * 20, calls_per_minute=per_minute)

@@ -11,7 +11,7 @@
     │   │   └── TransportError       timeout, connection refused, reset, oversized body
     │   │       └── Unreached        never reached a server (refused, DNS): not counted
     │   ├── InvalidRequest           400: the creator's parameters are wrong; do not retry
-    │   ├── NoContent                201: billed, nothing to store this cycle
+    │   ├── NoContent                201: billed, nothing to store this fetch
     │   ├── UnknownCode              any other code: an error, message kept
     │   └── ParseError               code 0 but a body we cannot read (raw body kept)
     │       └── UnreadableAnswer     … from a source beyond core_data: source, params, whole body

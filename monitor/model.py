@@ -260,7 +260,7 @@ class Creator:
         return f"https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/{self.user_id}"
 
 
-# --- rule outcomes: made by rules.py, folded into alert states by alerts.py (leaves that must not
+# --- rule outcomes: made by rules.py, folded into AlertState by lifecycle.py (leaves that must not
 # import each other, so the noun they share lives here)
 
 
@@ -299,7 +299,7 @@ class Outcome:
         return self.verdict is Verdict.FIRING
 
 
-# --- the alert row: written by alerts.py (pure), stored by store/outbox.py (leaves again)
+# --- the alert row: written by policy.lifecycle (pure), stored by store/outbox.py (leaves again)
 
 
 class Phase(StrEnum):

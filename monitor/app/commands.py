@@ -1,4 +1,4 @@
-"""The parts a command works with beside its store: the budget's gauge (``status``), a notifier
+"""The parts a command works with beside its store: the budget's reading (``status``), a notifier
 (``notify test``/``retry``), the backtest and the HTML report. Each is built from the config
 and the command's store, as the daemon builds its own."""
 
@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 
 from monitor.config import Config
 from monitor.notify.sender import Notifier
-from monitor.policy.budget import Budget
+from monitor.ops.wallclock import Clock
+from monitor.policy.budget import BudgetPolicy
 from monitor.service.alerting.backtest import BacktestLine, run_backtest
-from monitor.service.fetching.budget_view import Gauge, ledger_day
-from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.budget_view import BudgetReading, ledger_day
+from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.reach import UNREACHABLE_AFTER
 from monitor.store import Store
-from monitor.store.engine import Clock
 
 if TYPE_CHECKING:  # plotly: only ``report`` loads it
     from monitor.service.reporting.report import Written
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # plotly: only ``report`` loads it
 __all__ = [
     "UNREACHABLE_AFTER",
     "BacktestLine",
-    "Gauge",
+    "BudgetReading",
     "budget_gauge",
     "command_notifier",
     "ledger_day",
@@ -34,10 +34,10 @@ __all__ = [
 ]
 
 
-async def budget_gauge(config: Config, store: Store, clock: Clock) -> Gauge:
+async def budget_gauge(config: Config, store: Store, clock: Clock) -> BudgetReading:
     """The budget as the gate sees it now (a read: nothing is spent)."""
-    meter = await Meter.open(Budget.from_config(config), store, clock=clock)
-    return await meter.gauge()
+    gate = await BudgetGate.open(BudgetPolicy.from_config(config), store, clock=clock)
+    return await gate.reading()
 
 
 def command_notifier(config: Config, store: Store) -> Notifier:

@@ -1,7 +1,7 @@
-"""The fetch path's parts: the store, the client, the gate (meter) and the fetcher for ``run``,
+"""The fetch path's parts: the store, the client, the gate and the fetcher for ``run``,
 ``fetch``, ``fetch --all``, ``resume`` and ``demo`` alike, on an exit stack.
 
-Decides nothing itself; every paid call from any command passes the one ``Meter`` built here.
+Decides nothing itself; every paid call from any command passes the one ``BudgetGate`` built here.
 """
 
 from __future__ import annotations
@@ -12,38 +12,36 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 
 from monitor.app.stores import fetch_store, upgrade_schema
 from monitor.config import Config, resolve_token
 from monitor.errors import MonitorError, SchemaOutOfDate
-from monitor.ops.wallclock import Monotonic
-from monitor.policy.budget import Budget
+from monitor.ops.wallclock import Clock, Monotonic
+from monitor.policy.budget import BudgetPolicy
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
 from monitor.service.fetching.fetch import Fetcher, Observe
-from monitor.service.fetching.gate import Meter
-from monitor.service.fetching.slot import Ending, Run, Slot, Verdict
-from monitor.service.fetching.spill import Hold, spill_path
+from monitor.service.fetching.gate import BudgetGate
+from monitor.service.fetching.slot import Ending, Run, Slot, SlotFate
+from monitor.service.fetching.spill import Spill, spill_path
 from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
 
 __all__ = [
+    "BudgetGate",
     "Ending",
     "FetchParts",
     "Fetcher",
-    "Hold",
-    "Meter",
     "Run",
     "Slot",
-    "Verdict",
+    "SlotFate",
+    "Spill",
     "fetch_parts",
     "held_answers",
 ]
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -53,10 +51,10 @@ class FetchParts:
 
     store: Store
     client: JustOneClient
-    meter: Meter
+    gate: BudgetGate
     fetcher: Fetcher
     alerting: Alerting | None
-    hold: Hold
+    spill: Spill
     #: answers an earlier run held, stored at open: their creators' rules have not run yet
     replayed: list[FetchRecord]
 
@@ -75,17 +73,17 @@ async def fetch_parts(
     on_latency: Callable[[float], None] | None = None,
     max_connections: int = 10,
     create_schema: bool = False,
-    strict_hold: bool = False,
+    strict_spill: bool = False,
     retries: bool = True,
 ) -> AsyncIterator[FetchParts]:
     """Open the parts; closed in reverse order when the block ends.
 
     ``sole_instance``: the daemon on SQLite holds the one-instance lock (checked before the
     token is read, a call is spent or anything fetched). ``max_connections``: one connection
-    per possible cycle, so a call the gate let go never then queues in the HTTP pool and
+    per possible fetch, so a call the gate let go never then queues in the HTTP pool and
     reaches the upstream later than the budget stamped it. ``create_schema``: an empty database
     is migrated first (``fetch`` on a fresh machine). Paid answers an earlier run could not
-    store (the spill file) are stored before anything else; ``strict_hold`` (the commands):
+    store (the spill file) are stored before anything else; ``strict_spill`` (the commands):
     while the database still refuses them, refuse to start (no call is sent). ``retries``:
     off for commands, which make one call per series and report how it went.
     """
@@ -101,7 +99,7 @@ async def fetch_parts(
             if not create_schema or exc.current is not None:
                 raise
             await upgrade_schema(config.storage.url)  # alembic: loaded only then
-        hold, replayed = await _open_hold(config, store, environ, strict=strict_hold)
+        spill, replayed = await _open_spill(config, store, environ, strict=strict_spill)
         token = resolve_token(config, environ)
         api = config.api
         client = JustOneClient(
@@ -114,25 +112,25 @@ async def fetch_parts(
             clock=clock,  # dates the answers it checks with the fetcher's clock
         )
         stack.push_async_callback(client.aclose)
-        meter = await Meter.open(
-            Budget.from_config(config), store, clock=clock, sleep=sleep, monotonic=monotonic
+        gate = await BudgetGate.open(
+            BudgetPolicy.from_config(config), store, clock=clock, sleep=sleep, monotonic=monotonic
         )
-        meter.use_token(token.get_secret_value())
+        gate.use_token(token.get_secret_value())
         rules = Alerting(config, store, clock=clock) if alerting else None
         fetcher = Fetcher(
             config,
             client,
             store,
-            meter,
+            gate,
             rules,
             clock=clock,
             sleep=sleep,
             observe=observe,
             on_latency=on_latency,
-            hold=hold,
+            spill=spill,
         )
         fetcher.retries = retries
-        yield FetchParts(store, client, meter, fetcher, rules, hold, replayed)
+        yield FetchParts(store, client, gate, fetcher, rules, spill, replayed)
 
 
 def held_answers(
@@ -141,27 +139,27 @@ def held_answers(
     """Paid answers an earlier run left in the spill file for the database (how many, where);
     None when none wait. A read: ``status`` shows it as the store's hold."""
     env = os.environ if environ is None else environ
-    hold = Hold(spill_path(config.storage.url, config.storage.spill_file, env))
-    return (hold.held, hold.where()) if hold.held else None
+    spill = Spill(spill_path(config.storage.url, config.storage.spill_file, env))
+    return (spill.held, spill.where()) if spill.held else None
 
 
-async def _open_hold(
+async def _open_spill(
     config: Config, store: Store, environ: Mapping[str, str] | None, *, strict: bool
-) -> tuple[Hold, list[FetchRecord]]:
-    """The hold of paid answers the database refuses; a spill file an earlier run left is
+) -> tuple[Spill, list[FetchRecord]]:
+    """The spill of paid answers the database refuses; a spill file an earlier run left is
     stored first (and returned). The daemon starts paused on it when the database still
     refuses (its probe stores it later); a command refuses to send anything."""
     env = os.environ if environ is None else environ
-    hold = Hold(spill_path(config.storage.url, config.storage.spill_file, env))
+    spill = Spill(spill_path(config.storage.url, config.storage.spill_file, env))
     replayed: list[FetchRecord] = []
-    if hold.waiting:
+    if spill.waiting:
         try:
-            replayed = await hold.replay(store)
+            replayed = await spill.replay(store)
         except MonitorError as exc:
             if strict:
                 raise MonitorError(
-                    f"{hold.held} paid answers held in {hold.where()} wait for the database, "
+                    f"{spill.held} paid answers held in {spill.where()} wait for the database, "
                     f"which still refuses writes ({exc}); no call sent"
                 ) from exc
-            log.error("held paid answers in %s not stored yet: %s", hold.where(), exc)
-    return hold, replayed
+            log.error("held paid answers in %s not stored yet: %s", spill.where(), exc)
+    return spill, replayed

@@ -25,33 +25,33 @@ from monitor.config import Config
 from monitor.errors import MonitorError
 from monitor.notify.sender import Notifier
 from monitor.ops.telemetry import Telemetry
-from monitor.ops.wallclock import Monotonic
-from monitor.policy.budget import Budget, daily_left
+from monitor.ops.wallclock import Clock, Monotonic
+from monitor.policy.budget import BudgetPolicy, daily_left
 from monitor.policy.concurrency import InFlightSizer, pool_size
 from monitor.policy.delivery import DeliveryPolicy
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
 from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
 from monitor.service.fetching.fetch import Observe
-from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
+from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, BudgetGate
 from monitor.service.fetching.reach import Reach, upstream_host
 from monitor.service.fetching.slot_loading import load_slots, write_new_slots
-from monitor.service.fetching.spill import Hold
+from monitor.service.fetching.spill import Spill
 from monitor.store import Store
 from monitor.upstream.client import JustOneClient
 
 __all__ = [
     "ACCOUNT_HYSTERESIS",
     "Alerting",
+    "BudgetGate",
     "Dispatcher",
     "Dispatching",
     "Heartbeat",
-    "Hold",
     "Identity",
     "JustOneClient",
-    "Meter",
     "Notifier",
     "Reach",
+    "Spill",
     "Store",
     "daemon_fetch_parts",
     "daemon_notifier",
@@ -66,14 +66,13 @@ __all__ = [
 #: the daemon's lines keep the one logger name they are known by
 log = logging.getLogger("monitor.daemon")
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
-Identity = cluster.Identity
+Identity = cluster.Instance
 
 
 def new_identity(clock: Clock) -> Identity:
     """This process as the ``instances`` table and the leases know it."""
-    return cluster.Identity.new(clock())
+    return cluster.Instance.new(clock())
 
 
 async def daemon_fetch_parts(
@@ -87,7 +86,7 @@ async def daemon_fetch_parts(
     observe: Observe,
 ) -> tuple[FetchParts, InFlightSizer]:
     """The fetch path as the daemon runs it (``fetching.fetch_parts``), released with
-    ``stack``: the one-instance lock on SQLite, the rules, one connection per possible cycle,
+    ``stack``: the one-instance lock on SQLite, the rules, one connection per possible fetch,
     and the in-flight sizer each call's latency feeds (the dispatcher sizes by it)."""
     sizer = InFlightSizer.from_config(config)
     parts = await stack.enter_async_context(
@@ -256,8 +255,8 @@ async def start_dispatching(
         parts.fetcher,
         store,
         slots,
-        meter=parts.meter,
-        hold=parts.hold,
+        gate=parts.gate,
+        spill=parts.spill,
         clock=clock,
         claims=claims,
         sizer=sizer,
@@ -273,7 +272,7 @@ async def reconfigure(
     token: SecretStr,
     *,
     client: JustOneClient,
-    meter: Meter,
+    gate: BudgetGate,
     alerting: Alerting,
     dispatching: Dispatching,
     store: Store,
@@ -282,10 +281,10 @@ async def reconfigure(
     """Hand a reloaded (and checked) config to the running parts; returns how many series the
     new schedule has."""
     client.use_token(token)
-    meter.use_token(token.get_secret_value())
-    if meter.token_changed():
+    gate.use_token(token.get_secret_value())
+    if gate.token_changed():
         log.info("the API token changed since the account pause began: trying it now")
-    meter.with_budget(Budget.from_config(config))
+    gate.with_budget(BudgetPolicy.from_config(config))
     alerting.reconfigure(config)
     slots = await load_slots(config, store, clock())
     dispatching.config = config
@@ -294,17 +293,17 @@ async def reconfigure(
 
 
 async def refresh_telemetry(
-    telemetry: Telemetry, meter: Meter, dispatcher: Dispatcher, store: Store, now: datetime
+    telemetry: Telemetry, gate: BudgetGate, dispatcher: Dispatcher, store: Store, now: datetime
 ) -> None:
     """Before each scrape: the gauges of the running parts (counters are counted as calls
     end)."""
-    gauge = await meter.gauge()
+    reading = await gate.reading()
     telemetry.set_budget(
-        tokens_left=gauge.tokens,
-        daily_calls_left=daily_left(gauge.calls_today, gauge.daily_calls),
+        tokens_left=reading.tokens,
+        daily_calls_left=daily_left(reading.calls_today, reading.daily_calls),
     )
-    telemetry.set_paused(gauge.pause_code if gauge.paused else None)
-    telemetry.set_inflight(meter.on_the_wire)
+    telemetry.set_paused(reading.pause_code if reading.paused else None)
+    telemetry.set_inflight(gate.on_the_wire)
     telemetry.set_oldest_overdue(dispatcher.oldest_overdue(now))
     counts = await store.outbox_counts()
     telemetry.set_outbox(depth=counts["pending"], dead_letters=counts["dead"])

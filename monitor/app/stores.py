@@ -14,11 +14,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 from monitor.config import Config
+from monitor.ops.wallclock import Clock
 from monitor.store import FetchRecord, Store
 from monitor.store.console import OverviewQuery, Sort
 from monitor.store.engine import (
     BUSY_TIMEOUT,
-    Clock,
     parse_url,
     safe_url,
     sqlite_folder,

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
-from datetime import datetime
 
 from monitor.config import Config
 from monitor.errors import MonitorError
+from monitor.ops.wallclock import Clock
 from monitor.service.reporting.digest import queue_due_digest
 from monitor.store import Store
 
 #: the daemon's lines keep the one logger name they are known by
 log = logging.getLogger("monitor.daemon")
-
-Clock = Callable[[], datetime]
 
 
 async def queue_digest(config: Config, store: Store, clock: Clock) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from monitor.app import Ending, Fetcher, Hold, Meter, Run, Slot, Verdict, fetch_parts
+from monitor.app import BudgetGate, Ending, Fetcher, Run, Slot, SlotFate, Spill, fetch_parts
 from monitor.cli import arguments, history_output, output
 from monitor.config import Config
 from monitor.display import labelled_time
@@ -24,7 +24,7 @@ from monitor.policy import cadence
 from monitor.policy.budget_state import RATE_LIMITED
 
 #: what ``_run_slot`` says of a run the interrupt stopped (or never started)
-_NOT_RUN = Run(Verdict.KEEP, Ending.REFUSED, "interrupted")
+_NOT_RUN = Run(SlotFate.KEEP, Ending.REFUSED, "interrupted")
 
 
 def _now() -> datetime:
@@ -48,7 +48,7 @@ def fetch(args: argparse.Namespace, config: Config) -> int:
 @contextlib.contextmanager
 def _pause_said_once() -> Iterator[None]:
     """The command's own error line says a pause its call began (every error is one line);
-    the meter's log line of the transition, meant for the daemon's log, would be a second."""
+    the gate's log line of the transition, meant for the daemon's log, would be a second."""
 
     def said_by_the_command(record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("calls paused")
@@ -136,18 +136,18 @@ async def _run_slot(fetcher: Fetcher, slot: Slot, interrupt: Interrupt) -> tuple
     return False, _NOT_RUN
 
 
-class HoldNotice:
-    """The meter's sleep for a command: a call held by the upstream's rate limit (a 302 and
+class RateLimitNotice:
+    """The gate's sleep for a command: a call held by the upstream's rate limit (a 302 and
     its Retry-After, up to an hour) says so once, with when the hold ends, instead of waiting
     silently. A signal ends the wait without spending anything (``_run_slot``)."""
 
     def __init__(self, config: Config) -> None:
-        self.meter: Meter | None = None
+        self.gate: BudgetGate | None = None
         self._zone = ZoneInfo(config.budget.timezone)
         self._said: datetime | None = None
 
     async def __call__(self, seconds: float) -> None:
-        state = None if self.meter is None else self.meter.state
+        state = None if self.gate is None else self.gate.state
         now = _now()
         if (
             state is not None
@@ -177,24 +177,24 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
     variant = config.variants_of(entry)[0] if entry else _default_variant(config)
     creator = entry.creator() if entry else Creator(user_id=args.user_id)
-    notice = HoldNotice(config)
+    notice = RateLimitNotice(config)
     async with fetch_parts(
-        config, clock=_now, sleep=notice, create_schema=True, strict_hold=True, retries=False
+        config, clock=_now, sleep=notice, create_schema=True, strict_spill=True, retries=False
     ) as parts:
-        notice.meter = parts.meter
+        notice.gate = parts.gate
         store, fetcher = parts.store, parts.fetcher
         if args.dry_run:
             slot = _slot(config, creator, 0, variant)
             slot.failure_said()  # the command's own error line says it, once
             if (run := await fetcher.run(slot, dry_run=True)).ending is Ending.REFUSED:
                 raise WritesRefused(run.reason)
-            gauge = await parts.meter.gauge()
+            reading = await parts.gate.reading()
             if slot.consecutive_failures or fetcher.last_result is None:
                 raise MonitorError(output.plain_error(slot.last_error or "failed"))
             history_output.print_points(fetcher.last_result.data.daily, sys.stdout)
             print(
                 f"dry run: {fetcher.calls} call(s) spent inside the budget "
-                f"({gauge.calls_today} of {gauge.daily_calls} used today); nothing stored",
+                f"({reading.calls_today} of {reading.daily_calls} used today); nothing stored",
                 file=sys.stderr,
             )
             return 0
@@ -211,7 +211,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             if run.held is not None:  # paid for: show it, say where it waits, exit 1
                 if run.held.data is not None:
                     history_output.print_points(run.held.data.daily, sys.stdout)
-                print(_held_line(parts.hold), file=sys.stderr)
+                print(_held_line(parts.spill), file=sys.stderr)
                 return interrupt.code if interrupt.signum else 1
         if not finished:
             if fetcher.calls and not interrupt.abandoned:
@@ -224,7 +224,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             return interrupt.code
         if slot.consecutive_failures:
             error = output.plain_error(slot.last_error or "failed")
-            pause = parts.meter.hard_pause(_now())
+            pause = parts.gate.hard_pause(_now())
             raise MonitorError(error if pause is None else f"{error}; calls paused: {pause}")
         rows = await store.history_rows(args.user_id, variant=variant)
         history_output.print_history(rows, None, "table", sys.stdout)
@@ -250,14 +250,14 @@ async def _fetch_all(config: Config) -> int:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
     stopped: str | None = None
-    notice = HoldNotice(config)
+    notice = RateLimitNotice(config)
     async with fetch_parts(
-        config, clock=_now, sleep=notice, create_schema=True, strict_hold=True, retries=False
+        config, clock=_now, sleep=notice, create_schema=True, strict_spill=True, retries=False
     ) as parts:
-        notice.meter = parts.meter
-        store, fetcher, hold = parts.store, parts.fetcher, parts.hold
-        gauge = await parts.meter.gauge()
-        left = gauge.daily_calls - gauge.calls_today
+        notice.gate = parts.gate
+        store, fetcher, spill = parts.store, parts.fetcher, parts.spill
+        reading = await parts.gate.reading()
+        left = reading.daily_calls - reading.calls_today
         if left < len(slots):
             print(f"note: {left} calls left today for {len(slots)} series", file=sys.stderr)
         ids = await store.sync_creators(creators)
@@ -286,22 +286,22 @@ async def _fetch_all(config: Config) -> int:
         stopped = f"interrupted by {signal.Signals(interrupt.signum).name}"
     output.print_fetched(done, fetcher.calls, len(slots), stopped, sys.stdout)
     if interrupt.signum is not None:
-        held = f", {hold.held} kept in {hold.where()}" if hold.waiting else ""
+        held = f", {spill.held} kept in {spill.where()}" if spill.waiting else ""
         kept = (
-            f"{len(done) - hold.held} answers stored{held}; "
+            f"{len(done) - spill.held} answers stored{held}; "
             f"{len(slots) - len(done)} of {len(slots)} series not fetched "
             "(fetch --all again fetches every series once more)"
         )
         print(interrupt.line(kept), file=sys.stderr)
         return interrupt.code
-    if hold.waiting:
-        print(_held_line(hold), file=sys.stderr)
+    if spill.waiting:
+        print(_held_line(spill), file=sys.stderr)
         return 1
     return 0 if len(done) == len(slots) and not any(s.consecutive_failures for s in done) else 1
 
 
-def _held_line(hold: Hold) -> str:
+def _held_line(spill: Spill) -> str:
     return (
-        f"the database refuses writes: {hold.held} paid answers kept in {hold.where()}; "
+        f"the database refuses writes: {spill.held} paid answers kept in {spill.where()}; "
         "they are stored when the database takes writes (the next fetch or run does it)"
     )

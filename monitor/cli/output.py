@@ -100,7 +100,7 @@ def table(
 
 def print_status(
     rows: Sequence[Any],
-    gauge: Any,
+    reading: Any,
     counts: Mapping[str, int],
     open_alerts: Sequence[Any],
     now: datetime,
@@ -147,19 +147,19 @@ def print_status(
         ),
         out,
     )
-    pct = 100 * gauge.calls_today / gauge.daily_calls if gauge.daily_calls else 0.0
+    pct = 100 * reading.calls_today / reading.daily_calls if reading.daily_calls else 0.0
     out.write("\naccount\n")
     table(
         ("what", "value"),
         [
             [
-                f"budget used today ({gauge.day})",
-                f"{gauge.calls_today:,} of {gauge.daily_calls:,} calls ({pct:.1f} %), "
-                f"{gauge.billed_today:,} billed",
+                f"budget used today ({reading.day})",
+                f"{reading.calls_today:,} of {reading.daily_calls:,} calls ({pct:.1f} %), "
+                f"{reading.billed_today:,} billed",
             ],
-            *(_holds(gauge, held, now, zone) or [["paused", "no"]]),
+            *(_holds(reading, held, now, zone) or [["paused", "no"]]),
             ["upstream", _reach(unanswered, zone)],
-            ["rate", f"x{gauge.rate_factor:.2f} of calls_per_minute"],
+            ["rate", f"x{reading.rate_factor:.2f} of calls_per_minute"],
             [
                 "outbox depth",
                 f"{counts.get('pending', 0):,} pending, {counts.get('sent', 0):,} sent",
@@ -176,12 +176,12 @@ def print_status(
 
 
 def _holds(
-    gauge: Any, held: tuple[int, str] | None, now: datetime, zone: ZoneInfo
+    reading: Any, held: tuple[int, str] | None, now: datetime, zone: ZoneInfo
 ) -> list[list[str]]:
     """One row per hold that keeps calls from going, each with when it ends."""
     rows: list[list[str]] = []
-    code, until = gauge.pause_code, gauge.paused_until
-    reason = gauge.pause_reason or f"code {code}"
+    code, until = reading.pause_code, reading.paused_until
+    reason = reading.pause_reason or f"code {code}"
     when = labelled_time(until, zone, missing="")
     if code in ACCOUNT_CODES:
         probe = f"the next probe at {when}" if until and until > now else "a probe is due now"

@@ -30,11 +30,11 @@ async def _resume(config: Config) -> int:
     entry = config.creators[0]
     creator, variant = entry.creator(), config.variants_of(entry)[0]
     async with fetch_parts(
-        config, clock=_now, create_schema=True, strict_hold=True, retries=False
+        config, clock=_now, create_schema=True, strict_spill=True, retries=False
     ) as parts:
-        meter = parts.meter
-        was = meter.hard_pause(_now())
-        await meter.probe_now()  # an account pause: its probe is due now, not in 15 minutes
+        gate = parts.gate
+        was = gate.hard_pause(_now())
+        await gate.probe_now()  # an account pause: its probe is due now, not in 15 minutes
         ids = await parts.store.sync_creators([c.creator() for c in config.creators])
         slot = Slot(
             key=cadence.slot_key(creator.user_id, variant),
@@ -52,7 +52,7 @@ async def _resume(config: Config) -> int:
             return 1
         if not run.stored:  # the database refused the answer (held) or any call (none sent)
             raise StoreError(run.reason)
-        now = meter.hard_pause(_now())
+        now = gate.hard_pause(_now())
     code = slot.last_code
     if code in ACCOUNT_OK_CODES:
         ended = f"; calls resume now (was: {was})" if was else "; no pause was on"

@@ -74,7 +74,7 @@ Day = Annotated[timedelta, _up_to(timedelta(days=1))]
 Week = Annotated[timedelta, _up_to(timedelta(days=7))]
 Month = Annotated[timedelta, _up_to(timedelta(days=31))]
 Year = Annotated[timedelta, _up_to(timedelta(days=365))]
-Clock = Annotated[time, BeforeValidator(parse_clock)]
+TimeOfDay = Annotated[time, BeforeValidator(parse_clock)]
 ZoneName = Annotated[str, BeforeValidator(_parse_zone)]
 Language = Literal["zh", "en"]
 

@@ -23,7 +23,6 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 
 from monitor.config.fields import (
-    Clock,
     Day,
     Duration,
     Hour,
@@ -32,6 +31,7 @@ from monitor.config.fields import (
     Section,
     Sources,
     Switchable,
+    TimeOfDay,
     Week,
     Year,
     ZoneName,
@@ -113,7 +113,7 @@ def _parse_in_flight(value: object) -> object:
 class ScheduleConfig(Section):
     # "auto": sized from the budget and observed latency (policy/concurrency.py); an int: fixed
     max_in_flight: Annotated[Literal["auto"] | int, BeforeValidator(_parse_in_flight)] = "auto"
-    fetch_after: Clock | None = None  # local time in budget.timezone; None = any time
+    fetch_after: TimeOfDay | None = None  # local time in budget.timezone; None = any time
     retry_attempts: StrictInt = Field(default=3, ge=0, le=20)
     retry_base: Day = timedelta(seconds=30)
     retry_max: Week = timedelta(minutes=15)
@@ -218,7 +218,7 @@ class NotifyConfig(Section):
     max_age: Month = timedelta(hours=24)
     backoff_base: Day = timedelta(seconds=30)
     backoff_max: Week = timedelta(hours=1)
-    digest_at: Clock | None = None  # local time in budget.timezone
+    digest_at: TimeOfDay | None = None  # local time in budget.timezone
     #: a new group waits this long for more alerts of the same wave before its first message
     group_wait: Duration = timedelta(seconds=30)
     #: alerts joining a group already notified wait this long after its last message
@@ -232,7 +232,7 @@ class ReportConfig(Section):
 
     name: str = Field(min_length=1, max_length=100)
     cadence: Literal["daily", "weekly", "monthly"] = "weekly"
-    at: Clock = time(9, 0)  # local time in budget.timezone
+    at: TimeOfDay = time(9, 0)  # local time in budget.timezone
     weekday: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # weekly
     day: StrictInt = Field(default=1, ge=1, le=28)  # monthly: the day of the month
     creators: tuple[str, ...] = ()  # scope: user ids and/or tags; both empty: everyone

@@ -26,11 +26,11 @@ from monitor.app import running, upkeep
 from monitor.app.running import (
     ACCOUNT_HYSTERESIS,
     Alerting,
+    BudgetGate,
     Dispatcher,
-    Hold,
     JustOneClient,
-    Meter,
     Notifier,
+    Spill,
     Store,
     finish_or_cancel,
 )
@@ -45,8 +45,7 @@ from monitor.daemon.jobs import schedule_jobs, shift_jobs, tracked
 from monitor.daemon.migration import migrate_on_start
 from monitor.daemon.options import Options, system_clock
 from monitor.errors import ConfigError, MonitorError, NotifyError
-from monitor.ops.systemd import Notifier as SystemdNotifier
-from monitor.ops.systemd import watchdog_interval, watchdog_loop
+from monitor.ops.systemd import SystemdNotifier, watchdog_interval, watchdog_loop
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
 from monitor.ops.wallclock import WallJumps
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
@@ -67,12 +66,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self.store: Store
         self.client: JustOneClient
-        self.meter: Meter
+        self.gate: BudgetGate
         self.dispatcher: Dispatcher
         self.dispatching: running.Dispatching
         self.notifier: Notifier
         self.alerting: Alerting
-        self.hold: Hold
+        self.spill: Spill
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
@@ -109,7 +108,7 @@ class Daemon:
             await self._start_watchdog(stack, sd)
             dispatching = asyncio.get_running_loop().create_task(self._dispatch(), name="dispatch")
             stack.push_async_callback(_cancel, dispatching)
-            # no round half way through a claim or a store probe may start a cycle after this
+            # no round half way through a claim or a store probe may start a fetch after this
             stopping.push_async_callback(_cancel, dispatching)
             sd.ready(self.summary())
             self.dispatching.write_new_rows()
@@ -145,9 +144,9 @@ class Daemon:
                 environ=self.options.environ,
                 observe=self._observe,
             )
-            self.store, self.meter = parts.store, parts.meter
+            self.store, self.gate = parts.store, parts.gate
             self.client = parts.client
-            self.hold = parts.hold
+            self.spill = parts.spill
             assert parts.alerting is not None
             self.alerting = parts.alerting
             self.notifier = self._make_notifier(config)
@@ -163,7 +162,7 @@ class Daemon:
                 sleep=self.options.sleep,
             )
             # an account-wide error (601 …) and its end are told within seconds, not at the tick
-            self.meter.on_pause_change = self._pause_changed
+            self.gate.on_pause_change = self._pause_changed
             stopping.push_async_callback(self._stop_jobs)
             self.dispatching = await running.start_dispatching(
                 config, parts, stopping, instance=self.instance, sizer=sizer, clock=clock
@@ -220,7 +219,7 @@ class Daemon:
         )
 
     async def _dispatch(self) -> None:
-        """Start due cycles, then nap until the next due time or a finished cycle.
+        """Start due fetches, then nap until the next due time or a finished fetch.
 
         A loop of its own rather than an APScheduler job: it waits with ``options.sleep``, so
         the whole schedule runs on an injected clock in tests, and it wakes as soon as a slot
@@ -261,18 +260,18 @@ class Daemon:
         self._sd.status(self.summary())
         async with self._account_lock:
             try:
-                account = await self.meter.account()
+                account = await self.gate.account()
                 return await self.alerting.evaluate_account(account)
             except MonitorError as exc:
                 log.error("account rules not evaluated: %s", exc)
                 return 0
 
     def _pause_changed(self, before: int | None, after: int | None) -> None:
-        """The meter saw an account-wide pause begin or end: evaluate the account rules now,
+        """The gate saw an account-wide pause begin or end: evaluate the account rules now,
         and send what they queued now (the drain would otherwise wait for its interval)."""
         if before not in ACCOUNT_WIDE_CODES and after not in ACCOUNT_WIDE_CODES:
             return  # a 302 slow-down is no account alert
-        # an end is told once it held for ACCOUNT_HYSTERESIS (the meter shows the pause until
+        # an end is told once it held for ACCOUNT_HYSTERESIS (the gate shows the pause until
         # then): a pause that comes back within seconds stays one alert
         delay = 0.0 if after in ACCOUNT_WIDE_CODES else ACCOUNT_HYSTERESIS.total_seconds() + 0.1
         task = asyncio.get_running_loop().create_task(self._account_now(delay), name="account-now")
@@ -296,7 +295,7 @@ class Daemon:
     async def _refresh_telemetry(self) -> None:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
         await running.refresh_telemetry(
-            self.telemetry, self.meter, self.dispatcher, self.store, self.options.clock()
+            self.telemetry, self.gate, self.dispatcher, self.store, self.options.clock()
         )
 
     async def _digest(self) -> None:
@@ -313,9 +312,9 @@ class Daemon:
         # a StoreError raised here becomes the one-line reason in the 503 body
         if self._stop.is_set():
             return True
-        await self.meter.persist()
-        if self.hold.waiting:  # paid answers still wait for the database
-            raise self.hold.refusal()
+        await self.gate.persist()
+        if self.spill.waiting:  # paid answers still wait for the database
+            raise self.spill.refusal()
         if (unreachable := self.reach.problem()) is not None:
             raise MonitorError(unreachable)
         return True
@@ -373,7 +372,7 @@ class Daemon:
             config,
             token,
             client=self.client,
-            meter=self.meter,
+            gate=self.gate,
             alerting=self.alerting,
             dispatching=self.dispatching,
             store=self.store,
@@ -388,9 +387,9 @@ class Daemon:
 
     def summary(self) -> str:
         """The one-line STATUS systemd shows."""
-        pause = self.meter.hard_pause(self.options.clock())
+        pause = self.gate.hard_pause(self.options.clock())
         return (
-            f"{len(self.dispatcher.slots)} series, {self.meter.on_the_wire} calls in flight, "
+            f"{len(self.dispatcher.slots)} series, {self.gate.on_the_wire} calls in flight, "
             f"{self.dispatcher.completed} fetches done" + (f"; {pause}" if pause else "")
         )
 

@@ -18,7 +18,7 @@ from monitor.app.stores import (
     upgrade_schema,
 )
 from monitor.errors import ConfigError, SchemaOutOfDate
-from monitor.ops.systemd import Notifier as SystemdNotifier
+from monitor.ops.systemd import SystemdNotifier
 
 #: the daemon's lines keep the one logger name they are known by
 log = logging.getLogger("monitor.daemon")

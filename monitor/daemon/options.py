@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.ops.wallclock import Monotonic
+from monitor.ops.wallclock import Clock, Monotonic
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -25,7 +24,7 @@ class Options:
     """How the daemon runs; tests and the demo shrink the intervals."""
 
     clock: Clock = system_clock
-    #: how the dispatcher, the meter and retries wait; tests pass one that moves ``clock``
+    #: how the dispatcher, the gate and retries wait; tests pass one that moves ``clock``
     sleep: Sleep = asyncio.sleep
     #: tells steps of ``clock`` from elapsed time (None: ``clock`` is never stepped)
     monotonic: Monotonic | None = time.monotonic

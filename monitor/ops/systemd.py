@@ -41,7 +41,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class Notifier:
+class SystemdNotifier:
     """Sends state changes to systemd; every method is a no-op when ``NOTIFY_SOCKET`` is unset.
 
     ``environ`` defaults to ``os.environ``; ``monotonic_usec`` is injectable for tests.
@@ -117,7 +117,7 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> Notifier:
+    def __enter__(self) -> SystemdNotifier:
         return self
 
     def __exit__(
@@ -152,7 +152,9 @@ def watchdog_interval(
     return int(raw_usec) / 1_000_000 / 2
 
 
-async def watchdog_loop(notifier: Notifier, interval: float, healthy: Callable[[], bool]) -> None:
+async def watchdog_loop(
+    notifier: SystemdNotifier, interval: float, healthy: Callable[[], bool]
+) -> None:
     """Ping the watchdog every ``interval`` seconds from the event loop, until cancelled.
 
     Running on the loop is the point: a blocked loop stops the pings and systemd restarts us.

@@ -43,16 +43,16 @@ __all__ = [
     "RATE_LIMITED",
     "SHOWS_MONEY",
     "WINDOW",
-    "Budget",
+    "BudgetPolicy",
     "BudgetState",
-    "Outcome",
+    "Feedback",
     "Random",
     "daily_left",
     "day_edges",
     "day_of",
+    "feedback_code",
     "is_retryable",
     "next_midnight",
-    "outcome_code",
     "quarter_of",
     "retry_delay",
     "token_fingerprint",
@@ -70,7 +70,7 @@ _MAX_RECOVERY_STEPS = 200
 DAEMON_WINDOW_MARGIN = timedelta(seconds=1)
 
 #: what ``on_result`` accepts: a code, a typed upstream error, or None for success
-Outcome = int | UpstreamError | None
+Feedback = int | UpstreamError | None
 
 
 class Random(Protocol):
@@ -131,7 +131,7 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, Retryable)
 
 
-def outcome_code(outcome: Outcome) -> int | None:
+def feedback_code(outcome: Feedback) -> int | None:
     """The upstream code an outcome stands for (None: a failure that says nothing new)."""
     if outcome is None:
         return 0
@@ -153,7 +153,7 @@ _FAMILY_CODES: tuple[tuple[type[UpstreamError], int], ...] = (
 
 
 @dataclass(frozen=True, slots=True)
-class Budget:
+class BudgetPolicy:
     """The budget's rules; every method is pure and returns a new state instead of mutating.
 
     Two caps hold at once: a token bucket (capacity ``burst``, refill ``calls_per_minute``/60 s,
@@ -176,7 +176,7 @@ class Budget:
     window: timedelta = WINDOW
 
     @classmethod
-    def from_config(cls, config: Config) -> Budget:
+    def from_config(cls, config: Config) -> BudgetPolicy:
         return cls(
             calls_per_minute=config.budget.calls_per_minute,
             burst=config.budget.burst,
@@ -318,7 +318,7 @@ class Budget:
     def on_result(
         self,
         state: BudgetState,
-        outcome: Outcome,
+        outcome: Feedback,
         now: datetime,
         *,
         sent_at: datetime | None = None,
@@ -333,7 +333,7 @@ class Budget:
         began says nothing of it: only a call sent after the pause can end it.
         """
         settled = self.settle(state, now)
-        code = outcome_code(outcome)
+        code = feedback_code(outcome)
         if code in ACCOUNT_CODES:
             return self._block(settled, code, now, token)
         if code in SHOWS_MONEY and _sent_before_pause(settled, sent_at):

@@ -115,7 +115,7 @@ class Plan:
     daily_calls: int
     by_tag: tuple[tuple[str, float], ...]  # calls/day per tag, largest first
     advice: tuple[str, ...]
-    #: cycles in flight that keep calls_per_minute going at ``concurrency.INITIAL_LATENCY``
+    #: fetches in flight that keep calls_per_minute going at ``concurrency.INITIAL_LATENCY``
     needed_in_flight: int = 1
     max_in_flight: int | Literal["auto"] = "auto"
     calls_per_minute: int = 30

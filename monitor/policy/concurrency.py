@@ -1,4 +1,4 @@
-"""How many fetch cycles may be under way at once: ``schedule.max_in_flight``, fixed or "auto".
+"""How many fetches may be under way at once: ``schedule.max_in_flight``, fixed or "auto".
 
 "auto" sizes the pool by Little's law from the budget's rate and the observed call latency (the
 mean of the last calls, so it follows the upstream as it speeds up or slows down), with headroom,
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from monitor.config import Config
 
-#: the most cycles "auto" ever allows (and the HTTP pool's size then)
+#: the most fetches "auto" ever allows (and the HTTP pool's size then)
 AUTO_CAP = 64
 #: the latency assumed before the first answer (the vendor's typical call takes about a second)
 INITIAL_LATENCY = 1.0
@@ -29,7 +29,7 @@ HEADROOM = 1.5
 
 
 def needed_in_flight(calls_per_minute: float, latency: float, *, cap: int = AUTO_CAP) -> int:
-    """Cycles needed to keep ``calls_per_minute`` going when a call takes ``latency`` seconds on
+    """Fetches needed to keep ``calls_per_minute`` going when a call takes ``latency`` seconds on
     average: Little's law (L = λW) with headroom, at least 1 and at most ``cap``."""
     mean = calls_per_minute / 60 * max(0.0, latency)
     return max(1, min(cap, math.ceil(mean * HEADROOM + 3 * math.sqrt(mean)) + 1))
@@ -37,7 +37,7 @@ def needed_in_flight(calls_per_minute: float, latency: float, *, cap: int = AUTO
 
 @dataclass(slots=True)
 class InFlightSizer:
-    """The limit on concurrent cycles: a fixed ``max_in_flight``, or sized from latency."""
+    """The limit on concurrent fetches: a fixed ``max_in_flight``, or sized from latency."""
 
     calls_per_minute: int
     fixed: int | None = None  # an integer max_in_flight: the limit, whatever the latency
@@ -80,6 +80,6 @@ class InFlightSizer:
 
 
 def pool_size(config: Config) -> int:
-    """HTTP connections to allow: one per possible cycle (connections open only when used)."""
+    """HTTP connections to allow: one per possible fetch (connections open only when used)."""
     setting = config.schedule.max_in_flight
     return AUTO_CAP if setting == "auto" else int(setting)

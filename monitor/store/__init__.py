@@ -13,7 +13,7 @@ from monitor.store.console import ConsoleStore
 from monitor.store.creators import CreatorStore
 from monitor.store.engine import StoreBase
 from monitor.store.groups import GroupStore
-from monitor.store.ledger import BudgetStateRow, LedgerStore
+from monitor.store.ledger import BudgetRow, BudgetStore
 from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
 from monitor.store.reports import ReportStore
@@ -27,7 +27,7 @@ class Store(
     CreatorStore,
     MetricsStore,
     ScheduleStore,
-    LedgerStore,
+    BudgetStore,
     GroupStore,
     ReportStore,
     AlertStore,
@@ -44,7 +44,7 @@ class Store(
 
 __all__ = [
     "BalanceReading",
-    "BudgetStateRow",
+    "BudgetRow",
     "FetchRecord",
     "KeptAnswer",
     "NoteObservation",

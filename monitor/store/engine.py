@@ -24,10 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from monitor.errors import SchemaOutOfDate, StoreError
+from monitor.ops.wallclock import Clock
 from monitor.store.onehop import OneHopDbapi
 from monitor.store.revision import current_revision, head_revision
-
-Clock = Callable[[], datetime]
 
 #: SQLite waits this long for another writer before "database is locked"
 BUSY_TIMEOUT = timedelta(seconds=5)

@@ -2,7 +2,7 @@
 (``budget_state``), read and written in ONE locked transaction on both backends.
 
 The ledger's one writer is here: ``count_ledger`` adds calls and billed calls to the quarter
-hours the meter's ``LedgerDay`` names (and ``BudgetTxn.release`` takes one back); nobody else
+hours the gate's ``LedgerDay`` names (and ``BudgetTxn.release`` takes one back); nobody else
 writes ``budget_calls`` or works out a quarter hour for it.
 
 Atomic bookkeeping only; what a budget allows (refill, windows, pauses) is
@@ -26,7 +26,7 @@ from monitor.store.schema import budget_calls, budget_state
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetStateRow:
+class BudgetRow:
     """The token bucket and pause state as stored (one row per bucket name)."""
 
     tokens: float
@@ -61,7 +61,7 @@ class BudgetTxn:
     """
 
     def __init__(
-        self, conn: AsyncConnection, name: str, day: LedgerDay, row: BudgetStateRow, calls: int
+        self, conn: AsyncConnection, name: str, day: LedgerDay, row: BudgetRow, calls: int
     ) -> None:
         self._conn = conn
         self._name = name
@@ -97,7 +97,7 @@ class BudgetTxn:
         day = self.day
         await count_ledger(self._conn, [(day.slot, day.label)], calls=calls, billed=billed)
 
-    async def save(self, row: BudgetStateRow, *, now: datetime) -> None:
+    async def save(self, row: BudgetRow, *, now: datetime) -> None:
         """Replace the budget row (it exists: ``budget_txn`` made sure)."""
         values = _state_values(row) | {"updated_at": now}
         await self._conn.execute(
@@ -106,12 +106,12 @@ class BudgetTxn:
         self.row = row
 
 
-class LedgerStore(StoreBase):
+class BudgetStore(StoreBase):
     """The shared budget: one locked transaction per decision, plus reads for status."""
 
     @asynccontextmanager
     async def budget_txn(
-        self, day: LedgerDay, initial: BudgetStateRow, *, now: datetime
+        self, day: LedgerDay, initial: BudgetRow, *, now: datetime
     ) -> AsyncIterator[BudgetTxn]:
         """Lock the budget row ``initial.name`` (created from ``initial`` when missing) and
         sum ``day``'s ledger; everything done through the yielded ``BudgetTxn`` commits together.
@@ -162,7 +162,7 @@ class LedgerStore(StoreBase):
             row = (await conn.execute(query)).one()
         return int(row[0]), int(row[1])
 
-    async def load_budget_state(self, name: str = "global") -> BudgetStateRow | None:
+    async def load_budget_state(self, name: str = "global") -> BudgetRow | None:
         """The stored bucket state, or None before the first spend."""
         query = select(budget_state).where(budget_state.c.name == name)
         async with self._read() as conn:
@@ -208,7 +208,7 @@ def _upsert_for(conn: AsyncConnection, table: Table) -> sqlite.Insert | postgres
     return sqlite.insert(table)
 
 
-def _state_values(row: BudgetStateRow) -> dict[str, Any]:
+def _state_values(row: BudgetRow) -> dict[str, Any]:
     return {
         "tokens": row.tokens,
         "refilled_at": row.refilled_at,
@@ -222,8 +222,8 @@ def _state_values(row: BudgetStateRow) -> dict[str, Any]:
     }
 
 
-def _state_row(row: Any) -> BudgetStateRow:
-    return BudgetStateRow(
+def _state_row(row: Any) -> BudgetRow:
+    return BudgetRow(
         name=row.name,
         tokens=float(row.tokens),
         refilled_at=row.refilled_at,

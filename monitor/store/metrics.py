@@ -18,7 +18,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
-from monitor.store.engine import Clock, StoreBase
+from monitor.ops.wallclock import Clock
+from monitor.store.engine import StoreBase
 from monitor.store.ledger import count_ledger
 from monitor.store.schema import (
     creators,
@@ -57,7 +58,7 @@ class FetchRecord:
     next_due_at: datetime | None = None
     #: the attempt's unique id (``fetches.attempt_id``): ``store_held`` skips one already stored
     attempt_id: str | None = None
-    #: the quota day whose ``billed`` count this call still owes (the meter could not write it
+    #: the quota day whose ``billed`` count this call still owes (the gate could not write it
     #: after the call): counted in the transaction that stores the fetch
     billed_day: str | None = None
     #: the quarter hour of ``billed_day`` that count goes in (the ledger's ``slot_at``)
@@ -203,8 +204,8 @@ class MetricsStore(StoreBase):
     async def _count_owed_billed(
         self, conn: AsyncConnection, records: Sequence[FetchRecord]
     ) -> None:
-        """The ledger's billed counts the meter could not write after the call, under the
-        ledger day (and quarter hour) the meter gave them."""
+        """The ledger's billed counts the gate could not write after the call, under the
+        ledger day (and quarter hour) the gate gave them."""
         owed = [
             (rec.billed_slot, rec.billed_day)
             for rec in records

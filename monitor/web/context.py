@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -32,13 +32,12 @@ from monitor.display import (
 from monitor.errors import ConfigError
 from monitor.notify.message import CODE_TEXTS, Language
 from monitor.notify.summary import describe, severity_label
+from monitor.ops.wallclock import Clock
 from monitor.validation import problems_of
 from monitor.web import auth
 from monitor.web.i18n import LANG_COOKIE, negotiate, translator
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 
 def _system_clock() -> datetime:
@@ -177,7 +176,7 @@ class Console:
     async def budget(self) -> dict[str, Any]:
         """Calls and billed calls today, use in the last minute, pause and next probe, calls
         per day (the last 14) and by code. Read from the database: the same under ``serve``."""
-        from monitor.policy.budget import ACCOUNT_CODES, Budget, BudgetState
+        from monitor.policy.budget import ACCOUNT_CODES, BudgetPolicy, BudgetState
 
         now = self.clock()
         today = self.today()
@@ -195,7 +194,7 @@ class Console:
         )
         # today as the gate counts it: the configured zone's day, whatever label calls got
         calls_today, billed_today = await self.store.ledger_day(
-            ledger_day(Budget.from_config(self.config), now)
+            ledger_day(BudgetPolicy.from_config(self.config), now)
         )
         account_pause = state is not None and state.pause_code in ACCOUNT_CODES
         return {

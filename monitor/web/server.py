@@ -22,6 +22,7 @@ from monitor.app import console_store, health_store
 from monitor.config import Config
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops import listener
+from monitor.ops.wallclock import Clock
 from monitor.web import auth
 from monitor.web.context import Console
 from monitor.web.routes import mount
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 #: ``serve`` binds here when neither --listen nor ``[http] listen`` is given
 DEFAULT_LISTEN = "127.0.0.1:9465"
 
-Clock = Callable[[], datetime]
 Mount = Callable[[web.Application, bool], None]
 
 

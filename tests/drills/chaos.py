@@ -304,7 +304,7 @@ def _check_budget(
 
 
 def _during(log: tuple[CallRecord, ...], start: float, length: float) -> list[CallRecord]:
-    """Calls that arrived in a pause, bar those already past the meter (0.3 s of slack)."""
+    """Calls that arrived in a pause, bar those already past the gate (0.3 s of slack)."""
     return [r for r in log if start + 0.3 < r.monotonic < start + length]
 
 

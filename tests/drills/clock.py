@@ -1,8 +1,8 @@
-"""Clock faults on the real Meter over a real SQLite ledger, and the cadence: the wall clock
+"""Clock faults on the real BudgetGate over a real SQLite ledger, and the cadence: the wall clock
 jumps forward a day or back an hour while a dispatcher-like loop spends the budget on a grid of
 due slots.
 
-True (elapsed) time is kept apart from the wall clock the code is given: the Meter gets the wall
+True (elapsed) time is kept apart from the wall clock the code is given: the gate gets the wall
 clock and a monotonic clock that reads true time, and its sleeps move true time on. A burst is
 measured as the upstream would see it: calls in any 60 s of true time.
 """
@@ -21,8 +21,8 @@ from support.store import first_due
 from drills.tally import Tally
 from monitor.model import Variant
 from monitor.policy import cadence
-from monitor.policy.budget import Budget
-from monitor.service.fetching.gate import Meter
+from monitor.policy.budget import BudgetPolicy
+from monitor.service.fetching.gate import BudgetGate
 from monitor.store import Store, migrate
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -89,7 +89,7 @@ class Clocks:
 
 async def run(
     folder: Path,
-    budget: Budget,
+    budget: BudgetPolicy,
     *,
     jump: timedelta,
     jump_at: float,
@@ -107,7 +107,7 @@ async def run(
     await migrate.upgrade(url)
     clocks = Clocks(jump, jump_at)
     store = Store.open(url, clock=clocks.wall)
-    meter = await Meter.open(
+    gate = await BudgetGate.open(
         budget, store, clock=clocks.wall, sleep=clocks.sleep, monotonic=clocks.monotonic
     )
     keys = [cadence.slot_key(f"5c3bf7f7{n:016x}", Variant()) for n in range(slots)]
@@ -120,8 +120,8 @@ async def run(
             if not picked:
                 await clocks.sleep(STEP)
                 continue
-            await meter.acquire()
-            meter.answered()
+            await gate.acquire()
+            gate.answered()
             entry = picked[0]
             result.sends.append(clocks.true)
             result.served.append((entry.key, entry.due_at))
@@ -135,7 +135,7 @@ async def run(
     return result
 
 
-def score(name: str, budget: Budget, outcome: Run, tally: Tally) -> None:
+def score(name: str, budget: BudgetPolicy, outcome: Run, tally: Tally) -> None:
     tally.faults += 1
     tally.rows_checked += len(outcome.sends)
     over = outcome.max_in_minute() - budget.calls_per_minute
@@ -152,8 +152,10 @@ def score(name: str, budget: Budget, outcome: Run, tally: Tally) -> None:
         )
 
 
-def budget(calls_per_minute: int = 30, burst: int = 5) -> Budget:
-    return Budget(calls_per_minute=calls_per_minute, burst=burst, daily_calls=1_000_000, zone=ZONE)
+def budget(calls_per_minute: int = 30, burst: int = 5) -> BudgetPolicy:
+    return BudgetPolicy(
+        calls_per_minute=calls_per_minute, burst=burst, daily_calls=1_000_000, zone=ZONE
+    )
 
 
 async def clock_drill(folder: Path, minutes: float = 10.0) -> tuple[Tally, dict[str, Run]]:

@@ -39,7 +39,7 @@ ON_THE_WIRE = 0.3
 
 
 @dataclass
-class Outcome:
+class DrillOutcome:
     """What one fault did: calls the upstream saw while writes were refused, and the logs."""
 
     kind: str
@@ -153,9 +153,9 @@ def _settled(path: Path) -> bool:
 
 async def daemon_storage_drill(
     directory: Path, token: str, kind: str, *, hold: float | None = None
-) -> tuple[Tally, Outcome]:
+) -> tuple[Tally, DrillOutcome]:
     """Run the daemon, break the store for ``hold`` seconds, clear it, check what survived."""
-    tally, outcome = Tally(f"daemon storage: {kind}"), Outcome(kind)
+    tally, outcome = Tally(f"daemon storage: {kind}"), DrillOutcome(kind)
     path = directory / f"daemon-{kind}.db"
     await migrate.upgrade(f"sqlite+aiosqlite:///{path}")
     async with Simulator(SimKnobs(seed=3, latency_ms=20)) as sim, Receiver() as receiver:
@@ -203,7 +203,7 @@ async def daemon_storage_drill(
 
 def _score(
     tally: Tally,
-    outcome: Outcome,
+    outcome: DrillOutcome,
     path: Path,
     before: dict[str, Any],
     fetches_before: int,

@@ -2,7 +2,7 @@
 turns read-only. Each write under a fault fails whole with one clear ``StoreError`` line or
 succeeds whole; nothing committed before is lost; the outbox is intact and drains once after.
 
-The writes are the production ones: a fetch through ``fetch.Fetcher`` (meter, simulator, record,
+The writes are the production ones: a fetch through ``fetch.Fetcher`` (gate, simulator, record,
 hold) and alert transitions through ``commit_transition``. A paid answer the fault refused is
 held and must be stored, once, when the fault clears.
 """
@@ -29,11 +29,11 @@ from monitor.config import NotifyConfig, parse_config
 from monitor.errors import StoreError
 from monitor.model import AlertState, Creator, FetchResult, Phase, Severity, Variant
 from monitor.notify.sender import Notifier
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching.fetch import Fetcher
-from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.slot import Run, Slot
-from monitor.service.fetching.spill import Hold
+from monitor.service.fetching.spill import Spill
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.outbox import NewMessage
 from monitor.upstream.client import JustOneClient, parse_core_data
@@ -181,7 +181,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def fetcher(store: Store, sim: Simulator, client: JustOneClient, hold: Hold) -> Fetcher:
+async def fetcher(store: Store, sim: Simulator, client: JustOneClient, spill: Spill) -> Fetcher:
     """The daemon's own fetch path on ``store``: budget, simulator, record, hold."""
     document = {
         "api": {"base_url": sim.base_url},
@@ -190,16 +190,16 @@ async def fetcher(store: Store, sim: Simulator, client: JustOneClient, hold: Hol
         "schedule": {"retry_attempts": 0},
     }
     config = parse_config(document)
-    meter = await Meter.open(Budget.from_config(config), store, clock=_now)
-    return Fetcher(config, client, store, meter, None, clock=_now, hold=hold)
+    gate = await BudgetGate.open(BudgetPolicy.from_config(config), store, clock=_now)
+    return Fetcher(config, client, store, gate, None, clock=_now, spill=spill)
 
 
 async def spend(store: Store, moment: datetime) -> None:
     """One call counted by the gate at ``moment`` (its ledger and bucket writes)."""
-    budget = Budget(calls_per_minute=600, burst=100, daily_calls=100, zone=SHANGHAI)
-    meter = await Meter.open(budget, store, clock=lambda: moment)
-    await meter.acquire(wait=False)
-    meter.answered()
+    budget = BudgetPolicy(calls_per_minute=600, burst=100, daily_calls=100, zone=SHANGHAI)
+    gate = await BudgetGate.open(budget, store, clock=lambda: moment)
+    await gate.acquire(wait=False)
+    gate.answered()
 
 
 def _slot(creator_id: int) -> Slot:
@@ -237,12 +237,14 @@ async def one_fault(
         )
         await spend(store, T0)
     before = snapshot(path)
-    hold = Hold(path.with_name(path.name + ".pending.jsonl"))
+    spill = Spill(path.with_name(path.name + ".pending.jsonl"))
     async with (
         Simulator(SimKnobs(latency_ms=5)) as sim,
         JustOneClient(base_url=sim.base_url, token=SecretStr(DRILL_TOKEN)) as client,
     ):
-        errors = await _under_fault(kind, path, url, creator_id, round_no, tally, sim, client, hold)
+        errors = await _under_fault(
+            kind, path, url, creator_id, round_no, tally, sim, client, spill
+        )
         tally.faults += 1
         for text in errors:
             if "\n" in text or "database " not in text:
@@ -251,7 +253,7 @@ async def one_fault(
             tally.notes.append(f"{kind}: no write failed under the fault")
         after = snapshot(path)
         _compare(kind, before, after, tally)
-        await _recovers(url, path, creator_id, receiver, tally, kind, sim, client, hold)
+        await _recovers(url, path, creator_id, receiver, tally, kind, sim, client, spill)
 
 
 async def _under_fault(
@@ -263,13 +265,13 @@ async def _under_fault(
     tally: Tally,
     sim: Simulator,
     client: JustOneClient,
-    hold: Hold,
+    spill: Spill,
 ) -> list[str]:
     errors: list[str] = []
     busy = timedelta(milliseconds=200)
     store = Store.open(url, clock=lambda: T0, busy_timeout=busy)
     try:
-        fetch = await fetcher(store, sim, client, hold)
+        fetch = await fetcher(store, sim, client, spill)
         if kind == "disk_full":
             pages = int(str(query(path, "PRAGMA page_count")[0][0]))
             _limit_pages(store, pages)
@@ -287,7 +289,7 @@ async def _under_fault(
                 else:
                     if isinstance(ended, Run) and not ended.stored:  # held, or no call went
                         errors.append(ended.reason)
-                        if ended.held is not None and ended.held.billed and not hold.waiting:
+                        if ended.held is not None and ended.held.billed and not spill.waiting:
                             tally.lose(1, f"{kind}/{name}: a held answer is not waiting")
                 if name != "fetch" and sim.counters().calls != calls:
                     tally.notes.append(f"{kind}/{name}: a call went out")
@@ -295,7 +297,7 @@ async def _under_fault(
             before = sim.counters().calls
             with contextlib.suppress(StoreError):
                 await fetch.run(_slot(creator_id), reschedule=True)
-            if hold.waiting and sim.counters().calls != before:
+            if spill.waiting and sim.counters().calls != before:
                 tally.notes.append(f"{kind}: a call went out while writes were refused")
     finally:
         await store.close()
@@ -332,18 +334,18 @@ async def _recovers(
     kind: str,
     sim: Simulator,
     client: JustOneClient,
-    hold: Hold,
+    spill: Spill,
 ) -> None:
     """With the fault gone: held answers are stored once, writes work, the database is sound,
     each message goes out once, and every billed call has its row."""
     async with Store.open(url, clock=lambda: T0) as store:
-        assert hold.path is not None
-        spilled = hold.path.read_bytes() if hold.path.exists() else b""
-        await hold.replay(store)
+        assert spill.path is not None
+        spilled = spill.path.read_bytes() if spill.path.exists() else b""
+        await spill.replay(store)
         if spilled:  # a crash after the write, before the file went: the next start replays it
-            hold.path.write_bytes(spilled)
-            await Hold(hold.path).replay(store)
-        fetch = await fetcher(store, sim, client, hold)
+            spill.path.write_bytes(spilled)
+            await Spill(spill.path).replay(store)
+        fetch = await fetcher(store, sim, client, spill)
         await fetch.run(_slot(creator_id), reschedule=True)
         await store.commit_transition(
             alert(creator_id, "after"), [message("after")], now=T0, expect=None

@@ -1,4 +1,4 @@
-"""Drill 5: the real Meter (over a real SQLite ledger) and the cadence under wall-clock steps,
+"""Drill 5: the real BudgetGate (over a real SQLite ledger) and the cadence under wall-clock steps,
 with true time measured apart: no burst in any real minute, no stall, no lost ledger day, no
 slot served twice for one due time."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drills.clock import JUMP_AT, START, budget, clock_drill, run
-from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.gate import BudgetGate
 from monitor.store import Store, migrate
 
 pytestmark = pytest.mark.drills
@@ -66,11 +66,11 @@ async def test_a_restart_after_the_clock_went_back_is_not_frozen(tmp_path: Path)
     ahead = START + timedelta(hours=1)
     store = Store.open(url, clock=lambda: ahead)
     b = budget()
-    first = await Meter.open(b, store, clock=lambda: ahead)
+    first = await BudgetGate.open(b, store, clock=lambda: ahead)
     for _ in range(5):  # spend the burst at the later time
         await first.acquire()
     store2 = Store.open(url, clock=lambda: START)
-    second = await Meter.open(b, store2, clock=lambda: START)
+    second = await BudgetGate.open(b, store2, clock=lambda: START)
     # the empty bucket refills from now on (2 s a token), not an hour from now
     assert second.state.refilled_at == START
     assert b.acquire_delay(second.state, START) == pytest.approx(2.0)

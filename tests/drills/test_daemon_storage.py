@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from drills.daemon_storage import FAULTS, Outcome, daemon_storage_drill
+from drills.daemon_storage import FAULTS, DrillOutcome, daemon_storage_drill
 from drills.storage import can_make_read_only
 from drills.tally import Tally
 
 pytestmark = pytest.mark.drills
 
 
-_RUNS: dict[str, tuple[Tally, Outcome]] = {}
+_RUNS: dict[str, tuple[Tally, DrillOutcome]] = {}
 
 
-async def _run(kind: str, factory: pytest.TempPathFactory, token: str) -> tuple[Tally, Outcome]:
+async def _run(
+    kind: str, factory: pytest.TempPathFactory, token: str
+) -> tuple[Tally, DrillOutcome]:
     if kind == "read_only" and not can_make_read_only():
         pytest.skip("root without chattr cannot make a file read-only")
     if kind not in _RUNS:
@@ -44,7 +46,7 @@ async def test_the_daemon_loses_nothing_and_recovers(
 async def test_a_store_that_refuses_the_ledger_sends_no_call(
     kind: str, tmp_path_factory: pytest.TempPathFactory, token: str
 ) -> None:
-    # the meter reserves the call in the ledger before it goes: no ledger, no call
+    # the gate reserves the call in the ledger before it goes: no ledger, no call
     _tally, outcome = await _run(kind, tmp_path_factory, token)
     assert outcome.calls_during == []
 

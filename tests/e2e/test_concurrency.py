@@ -106,8 +106,8 @@ async def test_the_daemon_with_auto_keeps_enough_calls_on_the_wire(
         peak = 0
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline and sim.counters().calls < 60:
-            if hasattr(daemon, "meter"):
-                peak = max(peak, daemon.meter.on_the_wire)
+            if hasattr(daemon, "gate"):
+                peak = max(peak, daemon.gate.on_the_wire)
             await asyncio.sleep(0.02)
         limit = daemon.dispatcher.sizer.limit()
         daemon.request_stop()

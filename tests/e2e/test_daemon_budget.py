@@ -304,7 +304,7 @@ async def test_a_reload_while_calls_are_on_the_wire_fetches_nothing_twice(
         started = env.clock.now
 
         def reload_midway() -> bool:
-            wire = daemon.meter.on_the_wire if hasattr(daemon, "meter") else 0
+            wire = daemon.gate.on_the_wire if hasattr(daemon, "gate") else 0
             if not reloads and wire >= len(users):
                 reloads.append(asyncio.get_running_loop().create_task(daemon.reload()))
             return env.clock.now - started > timedelta(hours=2)

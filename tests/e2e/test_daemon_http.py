@@ -111,7 +111,7 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
     assert _metric(metrics, "creator_monitor_outbox_depth") == 0
     assert _metric(metrics, "creator_monitor_outbox_dead_letters") == 0
     assert token not in metrics
-    # every gauge the daemon declares, it sets: a success stamps its time, nothing stays NaN
+    # every reading the daemon declares, it sets: a success stamps its time, nothing stays NaN
     assert started <= _metric(metrics, "creator_monitor_last_success_timestamp_seconds")
     assert _metric(metrics, "creator_monitor_last_success_timestamp_seconds") <= time.time()
     for name, _ in GAUGES:

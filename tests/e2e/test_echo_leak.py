@@ -198,7 +198,7 @@ async def test_fetch_debug_stores_and_prints_no_piece_of_an_echoed_token(
 async def test_the_daemon_stores_and_logs_no_piece_of_an_echoed_token(
     tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The daemon's own path (dispatcher, meter, Fetcher, store) on real time; its log records
+    """The daemon's own path (dispatcher, gate, Fetcher, store) on real time; its log records
     are read before any redacting handler could see them."""
     await migrate.upgrade(db_url)
     caplog.set_level(logging.DEBUG)

@@ -25,7 +25,7 @@ from monitor.config import parse_config
 from monitor.daemon import Daemon
 from monitor.daemon.options import Options
 from monitor.errors import RateLimited
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.store import migrate
 from monitor.upstream.client import (
     CORE_DATA_PATH,
@@ -69,7 +69,9 @@ def test_retry_after_is_parsed_and_clamped(value: str | None, seconds: float | N
 @pytest.mark.parametrize("hint", [1e12, 1e308, math.inf, math.nan, -5.0, 0.0, None])
 def test_the_budget_never_trusts_a_hint(hint: float | None) -> None:
     """Even a hint the client would never pass (inf, NaN, 1e308) cannot overflow the pause."""
-    budget = Budget(calls_per_minute=30, burst=5, daily_calls=2000, zone=ZoneInfo("Asia/Shanghai"))
+    budget = BudgetPolicy(
+        calls_per_minute=30, burst=5, daily_calls=2000, zone=ZoneInfo("Asia/Shanghai")
+    )
     state = budget.on_result(budget.initial(NOW), RateLimited("x", retry_after=hint), NOW)
 
     assert state.paused_until is not None
@@ -160,7 +162,7 @@ async def test_the_daemon_backs_off_without_a_storm(
         stopped = datetime.now(UTC)
 
     assert 1 <= upstream.calls <= 5
-    state = daemon.meter.state
+    state = daemon.gate.state
     assert state.paused_until is not None
     assert timedelta(seconds=50) <= state.paused_until - stopped <= HOUR
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]

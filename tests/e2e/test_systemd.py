@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ops.systemd import Notifier, watchdog_interval, watchdog_loop
+from monitor.ops.systemd import SystemdNotifier, watchdog_interval, watchdog_loop
 
 UNIT = Path(__file__).parent.parent.parent / "deploy" / "creator-monitor.service"
 INSTALLED_EXEC = "/opt/creator-monitor/venv/bin/creator-monitor"
@@ -48,7 +48,7 @@ def drain(sock: socket.socket) -> list[str]:
 
 def test_path_socket_gets_exact_datagrams(receiver: tuple[socket.socket, str]) -> None:
     sock, path = receiver
-    with Notifier({"NOTIFY_SOCKET": path}) as notifier:
+    with SystemdNotifier({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.enabled
         notifier.ready("watching 3 creators")
         notifier.status("fetching Lilyy")
@@ -70,7 +70,7 @@ def test_abstract_socket_name() -> None:
     sock.bind("\0" + name)
     sock.setblocking(False)
     try:
-        with Notifier({"NOTIFY_SOCKET": "@" + name}) as notifier:
+        with SystemdNotifier({"NOTIFY_SOCKET": "@" + name}) as notifier:
             notifier.ready()
             notifier.watchdog()
         assert drain(sock) == ["READY=1", "WATCHDOG=1"]
@@ -80,7 +80,7 @@ def test_abstract_socket_name() -> None:
 
 def test_reload_extend_and_status_injection(receiver: tuple[socket.socket, str]) -> None:
     sock, path = receiver
-    with Notifier({"NOTIFY_SOCKET": path}, monotonic_usec=lambda: 123456789) as notifier:
+    with SystemdNotifier({"NOTIFY_SOCKET": path}, monotonic_usec=lambda: 123456789) as notifier:
         notifier.reloading("reloading config")
         notifier.ready("config reloaded")
         notifier.extend_timeout(90, "migrating 2 of 5")
@@ -100,7 +100,7 @@ def test_real_monotonic_clock_is_close_to_time_monotonic(
 ) -> None:
     sock, path = receiver
     before = int(time.monotonic() * 1_000_000)
-    with Notifier({"NOTIFY_SOCKET": path}) as notifier:
+    with SystemdNotifier({"NOTIFY_SOCKET": path}) as notifier:
         notifier.reloading()
     (datagram,) = drain(sock)
     usec = int(datagram.removeprefix("RELOADING=1\nMONOTONIC_USEC="))
@@ -109,7 +109,7 @@ def test_real_monotonic_clock_is_close_to_time_monotonic(
 
 @pytest.mark.parametrize("env", [{}, {"NOTIFY_SOCKET": ""}, {"NOTIFY_SOCKET": "vsock:2:1234"}])
 def test_without_socket_everything_is_a_noop(env: dict[str, str]) -> None:
-    with Notifier(env) as notifier:
+    with SystemdNotifier(env) as notifier:
         assert not notifier.enabled
         notifier.ready("x")
         notifier.status("x")
@@ -123,7 +123,7 @@ def test_send_errors_never_raise_and_log_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="monitor.ops.systemd")
-    with Notifier({"NOTIFY_SOCKET": str(tmp_path / "missing")}) as notifier:
+    with SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "missing")}) as notifier:
         assert notifier.enabled
         for _ in range(3):
             notifier.ready()
@@ -135,7 +135,7 @@ def test_send_errors_never_raise_and_log_once(
 
 def test_closed_notifier_is_silent(receiver: tuple[socket.socket, str]) -> None:
     sock, path = receiver
-    notifier = Notifier({"NOTIFY_SOCKET": path})
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": path})
     notifier.close()
     notifier.close()
     notifier.ready()
@@ -181,7 +181,7 @@ async def test_watchdog_loop_pings_only_while_healthy(
     caplog.set_level(logging.INFO, logger="monitor.ops.systemd")
     sock, path = receiver
     state = {"healthy": True}
-    with Notifier({"NOTIFY_SOCKET": path}) as notifier:
+    with SystemdNotifier({"NOTIFY_SOCKET": path}) as notifier:
         task = asyncio.create_task(watchdog_loop(notifier, 0.01, lambda: state["healthy"]))
         try:
             pings = await wait_for_datagrams(sock, 3)
@@ -208,7 +208,7 @@ async def test_watchdog_loop_pings_only_while_healthy(
 
 async def test_blocked_event_loop_sends_no_pings(receiver: tuple[socket.socket, str]) -> None:
     sock, path = receiver
-    with Notifier({"NOTIFY_SOCKET": path}) as notifier:
+    with SystemdNotifier({"NOTIFY_SOCKET": path}) as notifier:
         task = asyncio.create_task(watchdog_loop(notifier, 0.01, lambda: True))
         try:
             await wait_for_datagrams(sock, 1)

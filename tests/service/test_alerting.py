@@ -207,28 +207,28 @@ async def test_a_pause_that_ends_and_comes_back_within_seconds_is_one_alert(
     store: Store, clock: FakeClock
 ) -> None:
     """The balance ran out with calls on the wire: the pause ends for 0.1 s and comes back.
-    The account rules see it through the meter, as the daemon evaluates them at each change:
+    The account rules see it through the gate, as the daemon evaluates them at each change:
     one [CRITICAL] is queued, not [CRITICAL], [RESOLVED], [CRITICAL]."""
     from monitor.errors import AccountBlocked
-    from monitor.policy.budget import Budget
-    from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
+    from monitor.policy.budget import BudgetPolicy
+    from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, BudgetGate
 
     alerting = Alerting(config_of(ACCOUNT), store, clock=clock)
-    budget = Budget(calls_per_minute=60, burst=5, daily_calls=2000, zone=ZoneInfo("UTC"))
-    meter = await Meter.open(budget, store, clock=clock)
+    budget = BudgetPolicy(calls_per_minute=60, burst=5, daily_calls=2000, zone=ZoneInfo("UTC"))
+    gate = await BudgetGate.open(budget, store, clock=clock)
     queued = []
     for outcome in (AccountBlocked("no balance", code=601), None, AccountBlocked("x", code=601)):
-        await meter.probe_now()
-        ticket = await meter.acquire(probe=True, wait=False)
+        await gate.probe_now()
+        ticket = await gate.acquire(probe=True, wait=False)
         clock.advance(milliseconds=50)
-        await meter.feedback(outcome, billed=outcome is None, sent_at=ticket.sent_at)
-        meter.answered()
-        queued.append(await alerting.evaluate_account(await meter.account()))
+        await gate.feedback(outcome, billed=outcome is None, sent_at=ticket.sent_at)
+        gate.answered()
+        queued.append(await alerting.evaluate_account(await gate.account()))
     assert queued == [2, 0, 0]  # one [CRITICAL] (to both channels); no resolution, no repeat
     # the end that holds is told, once the hysteresis has passed
-    await meter.probe_now()
-    ticket = await meter.acquire(probe=True, wait=False)
-    await meter.feedback(None, billed=True, sent_at=ticket.sent_at)
-    assert await alerting.evaluate_account(await meter.account()) == 0
+    await gate.probe_now()
+    ticket = await gate.acquire(probe=True, wait=False)
+    await gate.feedback(None, billed=True, sent_at=ticket.sent_at)
+    assert await alerting.evaluate_account(await gate.account()) == 0
     clock.advance(seconds=ACCOUNT_HYSTERESIS.total_seconds() + 1)
-    assert await alerting.evaluate_account(await meter.account()) == 2  # resolved, 2 channels
+    assert await alerting.evaluate_account(await gate.account()) == 2  # resolved, 2 channels

@@ -21,9 +21,9 @@ from support.sim import FakeClock
 from monitor.config import Config, parse_config
 from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.notify.sender import Notifier
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.policy.delivery import DeliveryPolicy
-from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.gate import BudgetGate
 from monitor.service.reporting.digest import build_digest, queue_due_digest, week_movers
 from monitor.store import FetchRecord, Store
 
@@ -104,10 +104,10 @@ async def _history(store: Store) -> None:
     await _alert(store, ids[BO], BO, "old-news", fired=NINE - 3 * day, resolved=NINE - 2 * day)
     # calls through the one gate: three on the 10th and one on the 11th (Shanghai days)
     for moment in [NINE - day] * 3 + [NINE - timedelta(minutes=30)]:
-        budget = Budget(calls_per_minute=600, burst=100, daily_calls=2000, zone=SHANGHAI)
-        meter = await Meter.open(budget, store, clock=lambda moment=moment: moment)
-        await meter.acquire(wait=False)
-        meter.answered()
+        budget = BudgetPolicy(calls_per_minute=600, burst=100, daily_calls=2000, zone=SHANGHAI)
+        gate = await BudgetGate.open(budget, store, clock=lambda moment=moment: moment)
+        await gate.acquire(wait=False)
+        gate.answered()
 
 
 async def _alert(

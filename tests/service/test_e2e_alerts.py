@@ -14,7 +14,7 @@ from support.alerting import Loop, falling_creator, loop_config, running, table
 from support.receiver import Receiver
 from support.sim import CAPTURE_TIME, FakeClock, plain_creator
 
-from monitor.service.fetching.slot import Verdict
+from monitor.service.fetching.slot import SlotFate
 from monitor.upstream.simulator import Simulator
 
 PGY = "https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/"
@@ -60,7 +60,7 @@ async def test_a_40_pct_fall_fires_once_and_resolves_once(
         [CHANGE_RULE],
     )
     async with running(config, clock, token) as loop:
-        assert await loop.fetch(user_id) is Verdict.DONE  # the natural series: nothing fires
+        assert await loop.fetch(user_id) is SlotFate.DONE  # the natural series: nothing fires
         await loop.drain()
         assert titles(receiver) == []
 
@@ -121,14 +121,14 @@ async def test_out_of_balance_one_critical_alert_then_a_resume_notice(
     )
     async with running(config, clock, token) as loop:
         for user_id in creators:
-            assert await loop.fetch(user_id) is Verdict.DONE
+            assert await loop.fetch(user_id) is SlotFate.DONE
         await loop.account()
         await loop.drain()
         assert titles(receiver) == []
 
         sim.set_balance(0)
         clock.advance(minutes=1)
-        assert await loop.fetch(creators[0]) is Verdict.KEEP  # 601: every call pauses
+        assert await loop.fetch(creators[0]) is SlotFate.KEEP  # 601: every call pauses
         await _paused_for_three_hours(loop, creators)
         assert titles(receiver) == [
             "[CRITICAL] insufficient balance (601): all calls paused",
@@ -137,9 +137,9 @@ async def test_out_of_balance_one_critical_alert_then_a_resume_notice(
 
         sim.set_balance(None)
         clock.advance(minutes=30)
-        assert await loop.fetch(creators[0], probe=True) is Verdict.DONE
+        assert await loop.fetch(creators[0], probe=True) is SlotFate.DONE
         for user_id in creators[1:]:
-            assert await loop.fetch(user_id) is Verdict.DONE
+            assert await loop.fetch(user_id) is SlotFate.DONE
         await loop.account()
         await loop.drain()
         assert titles(receiver) == [
@@ -157,5 +157,5 @@ async def _paused_for_three_hours(loop: Loop, creators: list[str]) -> None:
         await loop.account()
         assert await loop.fetch(creators[1]) is None  # refused by the budget: not sent
         loop.clock.advance(minutes=30)
-        assert await loop.fetch(creators[step % 3], probe=True) is Verdict.KEEP
+        assert await loop.fetch(creators[step % 3], probe=True) is SlotFate.KEEP
         await loop.drain()

@@ -1,4 +1,4 @@
-"""The one gate (``Meter``) on both backends: every decision is one locked transaction on the
+"""The one gate (``BudgetGate``) on both backends: every decision is one locked transaction on the
 stored budget, so several meters (processes, instances) spend one bucket, one 60 s window and
 one daily ledger; the day is counted in the configured zone, whatever zone it was counted in."""
 
@@ -19,8 +19,8 @@ from support.store import (
 )
 
 from monitor.errors import AccountBlocked, BudgetError, QuotaExceeded, StoreError
-from monitor.policy.budget import Budget
-from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, Meter
+from monitor.policy.budget import BudgetPolicy
+from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, BudgetGate
 from monitor.store import Store, migrate
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -29,8 +29,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 def _budget(
     per_minute: int = 10, burst: int = 5, daily: int = 1000, zone: ZoneInfo = SHANGHAI
-) -> Budget:
-    return Budget(calls_per_minute=per_minute, burst=burst, daily_calls=daily, zone=zone)
+) -> BudgetPolicy:
+    return BudgetPolicy(calls_per_minute=per_minute, burst=burst, daily_calls=daily, zone=zone)
 
 
 @pytest_asyncio.fixture
@@ -44,17 +44,17 @@ async def others(db_url: str, store: Store, clock: FakeClock) -> AsyncIterator[l
             await s.close()
 
 
-async def _meters(stores: list[Store], budget: Budget, clock: FakeClock) -> list[Meter]:
-    return [await Meter.open(budget, s, clock=clock) for s in stores]
+async def _meters(stores: list[Store], budget: BudgetPolicy, clock: FakeClock) -> list[BudgetGate]:
+    return [await BudgetGate.open(budget, s, clock=clock) for s in stores]
 
 
-async def _try(meter: Meter, *, probe: bool = False) -> str:
+async def _try(gate: BudgetGate, *, probe: bool = False) -> str:
     """``sent``, or the cap that refused the call now."""
     try:
-        await meter.acquire(probe=probe, wait=False)
+        await gate.acquire(probe=probe, wait=False)
     except BudgetError as exc:
         return exc.cap
-    meter.answered()
+    gate.answered()
     return "sent"
 
 
@@ -65,7 +65,7 @@ async def test_three_processes_never_exceed_the_burst_nor_the_minute(
     outcomes = await asyncio.gather(*(_try(m) for m in meters * 4))
     assert outcomes.count("sent") == 5
     assert set(outcomes) - {"sent"} == {"calls_per_minute"}
-    assert (await meters[0].gauge()).calls_today == 5
+    assert (await meters[0].reading()).calls_today == 5
     sent = [0] * 5
     for step in range(1, 200):
         clock.now = T0 + timedelta(seconds=step)
@@ -73,7 +73,7 @@ async def test_three_processes_never_exceed_the_burst_nor_the_minute(
             sent.append(step)
     # never more than 10 in any closed 60 s window (61 s with the daemon's margin), whoever sent
     assert max(sum(1 for t in sent if s <= t <= s + 60) for s in sent) == 10
-    assert (await meters[1].gauge()).calls_today == len(sent)
+    assert (await meters[1].reading()).calls_today == len(sent)
 
 
 async def test_the_daily_cap_holds_across_processes_and_names_when_it_frees(
@@ -96,17 +96,17 @@ async def test_the_daily_cap_holds_across_processes_and_names_when_it_frees(
 
 
 async def test_a_zone_change_cannot_open_a_fresh_day(store: Store, clock: FakeClock) -> None:
-    shanghai = await Meter.open(_budget(daily=3, per_minute=600, burst=10), store, clock=clock)
+    shanghai = await BudgetGate.open(_budget(daily=3, per_minute=600, burst=10), store, clock=clock)
     assert [await _try(shanghai) for _ in range(4)] == ["sent"] * 3 + ["daily_calls"]
     # the same instant is 2025-12-10 in New York: a fresh label, but the same calls
-    new_york = await Meter.open(
+    new_york = await BudgetGate.open(
         _budget(daily=3, per_minute=600, burst=10, zone=NEW_YORK), store, clock=clock
     )
     assert await _try(new_york) == "daily_calls"
-    assert (await new_york.gauge()).calls_today == 3
+    assert (await new_york.reading()).calls_today == 3
     # New York's day ends at 05:00 UTC on the 11th: from then on its fresh day has room
     clock.now = datetime(2025, 12, 11, 5, 0, tzinfo=NEW_YORK)
-    assert (await new_york.gauge()).calls_today == 0
+    assert (await new_york.reading()).calls_today == 0
     assert await _try(new_york) == "sent"
 
 
@@ -137,21 +137,21 @@ async def test_a_pause_seen_by_one_process_pauses_all_and_one_probe_goes(
 async def test_a_quota_pause_refuses_with_the_midnight_it_ends(
     store: Store, clock: FakeClock
 ) -> None:
-    meter = await Meter.open(_budget(), store, clock=clock)
-    assert await _try(meter) == "sent"
-    await meter.feedback(QuotaExceeded("quota", code=303), billed=False)
+    gate = await BudgetGate.open(_budget(), store, clock=clock)
+    assert await _try(gate) == "sent"
+    await gate.feedback(QuotaExceeded("quota", code=303), billed=False)
     with pytest.raises(BudgetError) as refused:
-        await meter.acquire()
+        await gate.acquire()
     assert refused.value.cap == "quota"
     assert refused.value.until == datetime(2025, 12, 12, tzinfo=SHANGHAI)
     assert "frees up at 2025-12-12 00:00 Asia/Shanghai" in str(refused.value)
 
 
 async def test_status_reads_the_budget_without_writing(store: Store, clock: FakeClock) -> None:
-    meter = await Meter.open(_budget(), store, clock=clock)
-    await meter.gauge()
+    gate = await BudgetGate.open(_budget(), store, clock=clock)
+    await gate.reading()
     assert await store.load_budget_state() is None  # opening and reading wrote nothing
-    assert await _try(meter) == "sent"
+    assert await _try(gate) == "sent"
     row = await store.load_budget_state()
     assert row is not None
     assert row.tokens == pytest.approx(4.0)
@@ -163,23 +163,23 @@ async def test_a_pause_whose_write_is_refused_still_holds_and_is_stored_later(
     url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
     await migrate.upgrade(url)
     async with Store.open(url, clock=clock, busy_timeout=timedelta(milliseconds=50)) as store:
-        meter = await Meter.open(_budget(), store, clock=clock)
-        assert await _try(meter) == "sent"
+        gate = await BudgetGate.open(_budget(), store, clock=clock)
+        assert await _try(gate) == "sent"
         holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         try:
             with pytest.raises(StoreError):
-                await meter.feedback(QuotaExceeded("quota", code=303), billed=False)
+                await gate.feedback(QuotaExceeded("quota", code=303), billed=False)
             # the pause holds in this process although the database did not take it
-            assert meter.hard_pause(clock()) is not None
+            assert gate.hard_pause(clock()) is not None
         finally:
             holder.rollback()
             holder.close()
         with pytest.raises(BudgetError) as refused:
-            await meter.acquire()
+            await gate.acquire()
         assert refused.value.cap == "quota"
-        await meter.persist()  # the next transaction that commits writes the pause
-        other = await Meter.open(_budget(), store, clock=clock)
+        await gate.persist()  # the next transaction that commits writes the pause
+        other = await BudgetGate.open(_budget(), store, clock=clock)
         with pytest.raises(BudgetError, match="daily quota exceeded"):
             await other.acquire()
 
@@ -191,34 +191,34 @@ async def test_a_late_success_does_not_end_a_pause_and_a_short_end_stays_one_ale
     after it and leaves the pause alone; a pause that ends and comes back within the
     hysteresis shows to the account rules as never having ended."""
     budget = _budget()
-    meter = await Meter.open(budget, store, clock=clock)
-    early = await meter.acquire(wait=False)
-    late = await meter.acquire(wait=False)
+    gate = await BudgetGate.open(budget, store, clock=clock)
+    early = await gate.acquire(wait=False)
+    late = await gate.acquire(wait=False)
     clock.advance(timedelta(seconds=1))
-    await meter.feedback(AccountBlocked("no balance", code=601), billed=False, sent_at=late.sent_at)
-    assert meter.state.pause_code == 601
+    await gate.feedback(AccountBlocked("no balance", code=601), billed=False, sent_at=late.sent_at)
+    assert gate.state.pause_code == 601
     clock.advance(timedelta(milliseconds=100))
-    await meter.feedback(None, billed=True, sent_at=early.sent_at)
-    assert meter.state.pause_code == 601  # sent before the pause: says nothing of it
-    assert (await meter.account()).pause_code == 601
+    await gate.feedback(None, billed=True, sent_at=early.sent_at)
+    assert gate.state.pause_code == 601  # sent before the pause: says nothing of it
+    assert (await gate.account()).pause_code == 601
 
-    await meter.probe_now()  # ``resume``: the probe is due now, not in 15 minutes
-    probe = await meter.acquire(probe=True, wait=False)
-    await meter.feedback(None, billed=True, sent_at=probe.sent_at)
-    assert meter.state.pause_code is None
+    await gate.probe_now()  # ``resume``: the probe is due now, not in 15 minutes
+    probe = await gate.acquire(probe=True, wait=False)
+    await gate.feedback(None, billed=True, sent_at=probe.sent_at)
+    assert gate.state.pause_code is None
     clock.advance(ACCOUNT_HYSTERESIS / 2)
-    assert (await meter.account()).pause_code == 601  # ended moments ago: not told yet
+    assert (await gate.account()).pause_code == 601  # ended moments ago: not told yet
     clock.advance(ACCOUNT_HYSTERESIS)
-    assert (await meter.account()).pause_code is None
+    assert (await gate.account()).pause_code is None
 
 
 async def test_a_call_that_never_reached_a_server_gives_its_count_back(
     store: Store, clock: FakeClock
 ) -> None:
-    meter = await Meter.open(_budget(), store, clock=clock)
-    ticket = await meter.acquire(wait=False)
+    gate = await BudgetGate.open(_budget(), store, clock=clock)
+    ticket = await gate.acquire(wait=False)
     assert await store.ledger_label(ticket.day.label) == (1, 0)
-    await meter.release(ticket)
-    meter.answered()
+    await gate.release(ticket)
+    gate.answered()
     assert await store.ledger_label(ticket.day.label) == (0, 0)
-    assert (await meter.account()).used_today == 0
+    assert (await gate.account()).used_today == 0

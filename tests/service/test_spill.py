@@ -25,13 +25,13 @@ from support.sim import creator_id
 from monitor.config import parse_config
 from monitor.errors import StoreError, WritesRefused
 from monitor.model import Creator, Variant
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching.fetch import Fetcher
-from monitor.service.fetching.gate import Meter
+from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.slot import Ending, Run, Slot
 from monitor.service.fetching.spill import (
     SUFFIX,
-    Hold,
+    Spill,
     decode,
     encode,
     spill_path,
@@ -135,24 +135,24 @@ async def test_a_replay_after_a_crash_before_the_file_went_stores_nothing_twice(
     path.parent.mkdir()
     async with Store.open(db_url, clock=lambda: T0) as store:
         ids = await store.sync_creators([Creator(creator_id(1))])
-        hold = Hold(path)
+        spill = Spill(path)
         for record in _records(ids[creator_id(1)], 3):
-            hold.keep(record, StoreError("database x: database is locked"))
-        assert hold.waiting
+            spill.keep(record, StoreError("database x: database is locked"))
+        assert spill.waiting
         assert len(path.read_text().splitlines()) == 3
-        refusal = hold.refusal()  # what the health check and the commands say meanwhile
+        refusal = spill.refusal()  # what the health check and the commands say meanwhile
         assert isinstance(refusal, WritesRefused)
         assert "3 paid answers held in" in str(refusal)
         kept = tmp_path / "copy.jsonl"
         shutil.copy(path, kept)
 
-        stored = await hold.replay(store)
+        stored = await spill.replay(store)
         assert len(stored) == 3
         assert not path.exists()
-        assert not hold.waiting
+        assert not spill.waiting
         # the process died after the commit, before the file went: the next start replays it
         shutil.copy(kept, path)
-        again = Hold(path)
+        again = Spill(path)
         assert again.waiting
         await again.replay(store)
         assert not path.exists()
@@ -167,7 +167,7 @@ async def test_a_replay_after_a_crash_before_the_file_went_stores_nothing_twice(
 
 
 async def _fetcher(
-    url: str, sim: Simulator, store: Store, token: str, hold: Hold, stack: AsyncExitStack
+    url: str, sim: Simulator, store: Store, token: str, spill: Spill, stack: AsyncExitStack
 ) -> tuple[Fetcher, dict[str, int]]:
     document = daemon_config(
         sim.base_url,
@@ -181,10 +181,12 @@ async def _fetcher(
     client = await stack.enter_async_context(
         JustOneClient(base_url=config.api.base_url, token=SecretStr(token))
     )
-    meter = await Meter.open(Budget.from_config(config), store, clock=lambda: datetime.now(UTC))
+    gate = await BudgetGate.open(
+        BudgetPolicy.from_config(config), store, clock=lambda: datetime.now(UTC)
+    )
     ids = await store.sync_creators([c.creator() for c in config.creators])
     fetcher = Fetcher(
-        config, client, store, meter, None, clock=lambda: datetime.now(UTC), hold=hold
+        config, client, store, gate, None, clock=lambda: datetime.now(UTC), spill=spill
     )
     return fetcher, ids
 
@@ -218,8 +220,8 @@ async def test_a_refused_write_holds_the_answer_and_no_call_follows(
         Store.open(db_url, busy_timeout=timedelta(seconds=1)) as store,
         AsyncExitStack() as stack,
     ):
-        hold = Hold(path)
-        fetcher, ids = await _fetcher(db_url, sim, store, token, hold, stack)
+        spill = Spill(path)
+        fetcher, ids = await _fetcher(db_url, sim, store, token, spill, stack)
         # a retryable answer whose record is refused: the retry loop stops, buys nothing more
         retried = creator_id(0)
         sim.force_code(retried, 301)
@@ -227,7 +229,7 @@ async def test_a_refused_write_holds_the_answer_and_no_call_follows(
         assert held.held is not None
         assert held.held.code == 301
         assert sim.counters().calls == 1
-        assert hold.waiting
+        assert spill.waiting
         # the next creator: no call while answers wait
         refused = await fetcher.run(_slot(creator_id(1), ids))
         assert refused.ending is Ending.REFUSED
@@ -235,16 +237,16 @@ async def test_a_refused_write_holds_the_answer_and_no_call_follows(
         assert sim.counters().calls == 1
         sim.clear_forced(retried)
 
-        stored = await hold.replay(store)
+        stored = await spill.replay(store)
         assert len(stored) == 1
         # a paid success under the lock: held with its data, spilled, stored by the next process
         sim.reset_counters()
         held = await _after_first_call(sim, db_url, fetcher.run(_slot(creator_id(2), ids)))
         assert held.held is not None
         assert held.held.data is not None
-        assert hold.where() == str(path)  # spilled
+        assert spill.where() == str(path)  # spilled
         assert len(path.read_text().splitlines()) == 1
-        await Hold(path).replay(store)
+        await Spill(path).replay(store)
         rows = await _scalar(store, db_url, "SELECT count(*) FROM fetches WHERE code = 0")
         points = await _scalar(store, db_url, "SELECT count(*) FROM daily_metrics")
         ledger_billed = await _scalar(store, db_url, "SELECT sum(billed) FROM budget_days")

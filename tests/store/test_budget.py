@@ -27,17 +27,17 @@ from monitor.errors import (
     UnknownCode,
 )
 from monitor.policy.budget import (
-    Budget,
+    BudgetPolicy,
     BudgetState,
     daily_left,
     day_of,
+    feedback_code,
     is_retryable,
     next_midnight,
-    outcome_code,
     retry_delay,
     token_fingerprint,
 )
-from monitor.store.ledger import BudgetStateRow
+from monitor.store.ledger import BudgetRow
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 #: 23:00 in Shanghai, one hour before the quota day turns
@@ -45,8 +45,8 @@ T0 = datetime(2025, 12, 10, 15, 0, tzinfo=UTC)
 SEC = timedelta(seconds=1)
 
 
-def make_budget(cpm: int = 30, burst: int = 5, daily: int = 2000) -> Budget:
-    return Budget(calls_per_minute=cpm, burst=burst, daily_calls=daily, zone=SHANGHAI)
+def make_budget(cpm: int = 30, burst: int = 5, daily: int = 2000) -> BudgetPolicy:
+    return BudgetPolicy(calls_per_minute=cpm, burst=burst, daily_calls=daily, zone=SHANGHAI)
 
 
 def after(now: datetime, delay: float) -> datetime:
@@ -114,7 +114,7 @@ GAPS = st.one_of(st.just(0.0), st.floats(0, 5), st.floats(0, 90), st.floats(0, 9
 EVENTS = st.sampled_from(["call", "call", "call", "302", "restart", "restart_without_window"])
 
 
-def replay(budget: Budget, steps: list[tuple[float, str]]) -> list[datetime]:
+def replay(budget: BudgetPolicy, steps: list[tuple[float, str]]) -> list[datetime]:
     """Obey every delay, spend, and apply the step's event; return the send times."""
     now, state = T0, budget.initial(T0)
     ledger: Counter[str] = Counter()
@@ -326,7 +326,7 @@ def test_a_retryable_failure_leaves_an_ordinary_state_alone() -> None:
 # --- restarts: the row form neither resets nor double-counts -------------------------------
 
 
-def busy_state(budget: Budget) -> BudgetState:
+def busy_state(budget: BudgetPolicy) -> BudgetState:
     state = budget.initial(T0)
     for i in range(5):
         state = budget.spend(state, T0 + i * SEC)
@@ -385,10 +385,10 @@ def test_a_row_without_send_times_holds_calls_back_for_one_window() -> None:
 
 
 def test_the_stores_row_object_loads_directly() -> None:
-    # the store's BudgetStateRow has no recent_sends column yet: read as "unknown window"
+    # the store's BudgetRow has no recent_sends column yet: read as "unknown window"
     budget = make_budget()
     state = busy_state(budget)
-    stored = BudgetStateRow(
+    stored = BudgetRow(
         tokens=state.tokens,
         refilled_at=state.refilled_at,
         paused_until=state.paused_until,
@@ -412,7 +412,7 @@ def test_from_config_takes_the_budget_and_probe_pace() -> None:
             "schedule": {"probe_every": "30m"},
         }
     )
-    budget = Budget.from_config(config)
+    budget = BudgetPolicy.from_config(config)
     assert (budget.calls_per_minute, budget.burst, budget.daily_calls) == (12, 3, 500)
     assert budget.zone == ZoneInfo("UTC")
     assert budget.probe_every == timedelta(minutes=30)
@@ -472,15 +472,15 @@ def test_only_the_named_families_are_retried() -> None:
 
 
 def test_outcome_codes() -> None:
-    assert outcome_code(None) == 0
-    assert outcome_code(602) == 602
-    assert outcome_code(RateLimited("x")) == 302
-    assert outcome_code(QuotaExceeded("x")) == 303
-    assert outcome_code(AccountBlocked("x", code=100)) == 100
-    assert outcome_code(AccountBlocked("x")) == 600  # a blocked account without its code
-    assert outcome_code(NoContent("x")) == 201
-    assert outcome_code(Retryable("x", code=301)) == 301
-    assert outcome_code(TransportError("x")) is None
+    assert feedback_code(None) == 0
+    assert feedback_code(602) == 602
+    assert feedback_code(RateLimited("x")) == 302
+    assert feedback_code(QuotaExceeded("x")) == 303
+    assert feedback_code(AccountBlocked("x", code=100)) == 100
+    assert feedback_code(AccountBlocked("x")) == 600  # a blocked account without its code
+    assert feedback_code(NoContent("x")) == 201
+    assert feedback_code(Retryable("x", code=301)) == 301
+    assert feedback_code(TransportError("x")) is None
 
 
 def test_probe_state_survives_a_restart() -> None:

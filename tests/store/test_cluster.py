@@ -22,7 +22,7 @@ from support.store import (
 from monitor import __version__
 from monitor.errors import StoreError
 from monitor.model import Creator, Variant
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching import cluster
 from monitor.service.fetching.slot import Slot
 from monitor.store import FetchRecord, Store
@@ -52,8 +52,8 @@ async def _seed(store: Store, count: int, due: datetime) -> dict[str, int]:
     return ids
 
 
-def _budget(per_minute: int = 10, burst: int = 5, daily: int = 1000) -> Budget:
-    return Budget(calls_per_minute=per_minute, burst=burst, daily_calls=daily, zone=SHANGHAI)
+def _budget(per_minute: int = 10, burst: int = 5, daily: int = 1000) -> BudgetPolicy:
+    return BudgetPolicy(calls_per_minute=per_minute, burst=burst, daily_calls=daily, zone=SHANGHAI)
 
 
 # --- instances
@@ -192,7 +192,7 @@ def test_ready_bound_matches_the_fetch_window(
 
 
 def test_identity_fits_the_column() -> None:
-    me = cluster.Identity.new(T0)
+    me = cluster.Instance.new(T0)
     assert len(me.id) <= 64
     assert me.id.startswith(f"{me.host[:40]}")
     assert (me.started_at, me.version) == (T0, __version__)

@@ -24,11 +24,13 @@ from support.store import (
 
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.model import CoreData, DateType, Variant
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching.budget_view import ledger_day
 from monitor.store import FetchRecord, Store, migrate
 
-GATE_BUDGET = Budget(calls_per_minute=30, burst=5, daily_calls=10, zone=ZoneInfo("Asia/Shanghai"))
+GATE_BUDGET = BudgetPolicy(
+    calls_per_minute=30, burst=5, daily_calls=10, zone=ZoneInfo("Asia/Shanghai")
+)
 
 V30 = Variant()
 V90 = Variant(date_type=DateType.DAY_90)

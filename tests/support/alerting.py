@@ -20,13 +20,13 @@ from monitor.errors import BudgetError
 from monitor.model import CoreData, Creator, DailyPoint, Variant
 from monitor.notify.ports import DrainReport
 from monitor.notify.sender import Notifier
-from monitor.policy.budget import Budget
+from monitor.policy.budget import BudgetPolicy
 from monitor.policy.delivery import DeliveryPolicy
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching.fetch import Fetcher
-from monitor.service.fetching.gate import Meter
-from monitor.service.fetching.slot import Slot, Verdict
+from monitor.service.fetching.gate import BudgetGate
+from monitor.service.fetching.slot import Slot, SlotFate
 from monitor.service.fetching.slot_loading import load_slots
 from monitor.store import FetchRecord, Store, migrate
 from monitor.store.schema import alerts, notifications
@@ -117,14 +117,14 @@ class Loop:
     config: Config
     store: Store
     clock: FakeClock
-    meter: Meter
+    gate: BudgetGate
     fetcher: Fetcher
     alerting: Alerting
     notifier: Notifier
     slots: dict[str, Slot]
 
-    async def fetch(self, user_id: str, *, probe: bool = False) -> Verdict | None:
-        """One due time for ``user_id`` through the full cycle; None when the budget refused."""
+    async def fetch(self, user_id: str, *, probe: bool = False) -> SlotFate | None:
+        """One due time for ``user_id`` through the full fetch; None when the budget refused."""
         slot = self.slots[user_id]
         try:
             run = await self.fetcher.run(slot, probe=probe)
@@ -134,14 +134,14 @@ class Loop:
         return run.verdict
 
     async def account(self) -> int:
-        """The daemon's account job: account rules on the meter's current state."""
-        gauge = await self.meter.gauge()
+        """The daemon's account job: account rules on the gate's current state."""
+        reading = await self.gate.reading()
         subject = AccountSubject(
             now=self.clock(),
-            used_today=gauge.calls_today,
-            daily_calls=gauge.daily_calls,
-            pause_code=gauge.pause_code if gauge.paused else None,
-            pause_reason=gauge.pause_reason,
+            used_today=reading.calls_today,
+            daily_calls=reading.daily_calls,
+            pause_code=reading.pause_code if reading.paused else None,
+            pause_reason=reading.pause_reason,
         )
         return await self.alerting.evaluate_account(subject)
 
@@ -159,9 +159,11 @@ async def running(config: Config, clock: FakeClock, token: str) -> AsyncIterator
 
     client = JustOneClient(base_url=config.api.base_url, token=SecretStr(token))
     try:
-        meter = await Meter.open(Budget.from_config(config), store, clock=clock, sleep=sleep)
+        gate = await BudgetGate.open(
+            BudgetPolicy.from_config(config), store, clock=clock, sleep=sleep
+        )
         alerting = Alerting(config, store, clock=clock)
-        fetcher = Fetcher(config, client, store, meter, alerting, clock=clock, sleep=sleep)
+        fetcher = Fetcher(config, client, store, gate, alerting, clock=clock, sleep=sleep)
         slots = await load_slots(config, store, clock())
         by_user = {s.creator.user_id: s for s in slots.values()}
         notifier = Notifier.from_config(
@@ -174,7 +176,7 @@ async def running(config: Config, clock: FakeClock, token: str) -> AsyncIterator
             send_timeout=timedelta(seconds=2),
         )
         async with notifier:
-            yield Loop(config, store, clock, meter, fetcher, alerting, notifier, by_user)
+            yield Loop(config, store, clock, gate, fetcher, alerting, notifier, by_user)
     finally:
         await client.aclose()
         await store.close()

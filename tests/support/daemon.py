@@ -173,15 +173,15 @@ class InProcess:
 
 
 def _busy(daemon: Daemon, vt: VirtualTime) -> bool:
-    """Time may not move while a call is on the wire, a cycle is working (not sleeping), or
-    the dispatcher has yet to react to a cycle that ended (its wake is pending, or the ended
-    cycle's callback has not run): jumping then would skip the calls it is about to start."""
+    """Time may not move while a call is on the wire, a fetch is working (not sleeping), or
+    the dispatcher has yet to react to a fetch that ended (its wake is pending, or the ended
+    fetch's callback has not run): jumping then would skip the calls it is about to start."""
     if not hasattr(daemon, "dispatcher"):
         return False
     dispatcher = daemon.dispatcher
-    if daemon.meter.on_the_wire > 0 or dispatcher.woken:
+    if daemon.gate.on_the_wire > 0 or dispatcher.woken:
         return True
-    queued = daemon.meter.queued  # waiting for their turn at the gate: idle, not working
+    queued = daemon.gate.queued  # waiting for their turn at the gate: idle, not working
     return any(t.done() or (t not in vt.sleeping and t not in queued) for t in dispatcher.tasks)
 
 

@@ -70,14 +70,14 @@ def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed
     now = T0 + timedelta(hours=1)
     assert list(table.ready(now)) == [0, 1, 2]
     slot = table.slot(0)
-    table.hold(slot)
+    table.check_out(slot)
     assert list(table.ready(now)) == [1, 2]  # being fetched: not handed out twice
     assert table.slot(0) is slot
     assert table.slot(1).siblings[0] is slot  # a sibling sees the live state
     slot.move_to(T0 + DAY)
     assert slot.succeeded(now) == 0  # no failure was logged: no "recovered" line owed
     other = table.slot(2)
-    table.hold(other)
+    table.check_out(other)
     for _ in range(3):
         other.failed(500, "upstream error")
     other.failure_said()
@@ -93,7 +93,7 @@ def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed
     assert table.earliest() == T0 + timedelta(minutes=1)
     failing.last_error = None  # (no fetch clears it; the row follows the slot all the same)
     failing.mark_broken()
-    table.hold(failing)
+    table.check_out(failing)
     table.release(failing)
     assert table.slot(2).last_error is None
     assert list(table.ready(now)) == [1]  # broken: never due until the config changes
@@ -103,7 +103,7 @@ def test_a_reload_adopts_fetches_still_running() -> None:
     creators = [Creator(_user(1)), Creator(_user(2))]
     old = _table(creators, [(V30,), (V30,)])
     running = old.slot(1)
-    old.hold(running)
+    old.check_out(running)
     new = _table([creators[1]], [(V30,)], first_id=101)  # the reload dropped the first one
     new.adopt(old.live())
     assert running.row == 0
@@ -112,7 +112,7 @@ def test_a_reload_adopts_fetches_still_running() -> None:
     new.release(running)
     assert new.slot(0).due_at == T0 + 2 * DAY
     gone = old.slot(0)
-    old.hold(gone)
+    old.check_out(gone)
     new.adopt([gone])
     assert gone.row == -1
     new.release(gone)  # its creator left: nothing to write back

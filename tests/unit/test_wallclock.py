@@ -11,7 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.daemon.jobs import shift_jobs
 from monitor.ops.wallclock import WallJumps
-from monitor.policy.budget import QUOTA_EXCEEDED, Budget
+from monitor.policy.budget import QUOTA_EXCEEDED, BudgetPolicy
 
 T0 = datetime(2025, 12, 11, 8, 0, tzinfo=UTC)
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -49,7 +49,7 @@ def test_slew_within_the_tolerance_is_not_a_step() -> None:
 
 
 def test_the_bucket_window_and_probe_move_but_a_303_keeps_its_midnight() -> None:
-    budget = Budget(calls_per_minute=30, burst=5, daily_calls=100, zone=ZONE)
+    budget = BudgetPolicy(calls_per_minute=30, burst=5, daily_calls=100, zone=ZONE)
     state = budget.initial(T0)
     for k in range(5):
         state = budget.spend(state, T0 + timedelta(seconds=k))
@@ -68,7 +68,7 @@ def test_the_bucket_window_and_probe_move_but_a_303_keeps_its_midnight() -> None
 
 
 def test_a_state_stamped_in_the_future_is_rebased_to_now() -> None:
-    budget = Budget(calls_per_minute=30, burst=5, daily_calls=100, zone=ZONE)
+    budget = BudgetPolicy(calls_per_minute=30, burst=5, daily_calls=100, zone=ZONE)
     later = budget.spend(budget.initial(T0 + timedelta(hours=1)), T0 + timedelta(hours=1))
     rebased = budget.rebased(later, T0)
     assert rebased.refilled_at == T0

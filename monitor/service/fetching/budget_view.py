@@ -1,4 +1,4 @@
-"""The budget as the gate shows it, read from a budget state at a moment: the ``Gauge`` that
+"""The budget as the gate shows it, read from a budget state at a moment: the ``BudgetReading`` that
 ``status``, telemetry and the systemd STATUS line show, why ordinary calls may not go (a hard
 pause), and the ledger day a call counts under."""
 
@@ -11,7 +11,7 @@ from typing import TypeGuard
 from monitor.policy.budget import (
     ACCOUNT_CODES,
     QUOTA_EXCEEDED,
-    Budget,
+    BudgetPolicy,
     BudgetState,
     day_edges,
     quarter_of,
@@ -20,7 +20,7 @@ from monitor.store.ledger import LedgerDay
 
 
 @dataclass(frozen=True, slots=True)
-class Gauge:
+class BudgetReading:
     """What ``status``, telemetry and the systemd STATUS line show of the budget."""
 
     day: str
@@ -36,7 +36,7 @@ class Gauge:
     paused_until: datetime | None = None
 
 
-def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
+def hard_pause(budget: BudgetPolicy, state: BudgetState, now: datetime) -> str | None:
     """Why ordinary calls may not go at ``now`` (quota or account pause), else None."""
     settled = budget.settle(state, now)
     if settled.pause_code in ACCOUNT_CODES or (
@@ -46,18 +46,18 @@ def hard_pause(budget: Budget, state: BudgetState, now: datetime) -> str | None:
     return None
 
 
-def ledger_day(budget: Budget, now: datetime) -> LedgerDay:
+def ledger_day(budget: BudgetPolicy, now: datetime) -> LedgerDay:
     """The budget day ``now`` falls in, in the configured zone, as the ledger counts it."""
     label, start, end = day_edges(now, budget.zone)
     return LedgerDay(label=label, start=start, end=end, slot=max(start, quarter_of(now)))
 
 
-def gauge_of(
-    budget: Budget, state: BudgetState, now: datetime, *, day: str, calls: int, billed: int
-) -> Gauge:
-    """The gauge of ``state`` at ``now``, with the ledger's ``calls`` and ``billed`` of ``day``."""
+def reading_of(
+    budget: BudgetPolicy, state: BudgetState, now: datetime, *, day: str, calls: int, billed: int
+) -> BudgetReading:
+    """``state`` read at ``now``, with the ledger's ``calls`` and ``billed`` of ``day``."""
     state = budget.settle(state, now)
-    return Gauge(
+    return BudgetReading(
         day=day,
         calls_today=calls,
         billed_today=billed,
@@ -76,7 +76,7 @@ def pauses_all(code: int | None) -> TypeGuard[int]:
     return code is not None and (code in ACCOUNT_CODES or code == QUOTA_EXCEEDED)
 
 
-def zone_time(moment: datetime, budget: Budget) -> str:
+def zone_time(moment: datetime, budget: BudgetPolicy) -> str:
     """``moment`` on the budget zone's clock, to the minute, with the zone's name."""
     local = moment.astimezone(budget.zone)
     return f"{local:%Y-%m-%d %H:%M} {budget.zone.key}"

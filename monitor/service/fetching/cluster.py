@@ -1,5 +1,5 @@
 """Several instances as one monitor: who this instance is, its heartbeat, the due-time bound for
-claims, and the one-instance lock on SQLite. The shared budget is the meter's.
+claims, and the one-instance lock on SQLite. The shared budget is the gate's.
 
 Decides nothing about what a budget allows (``budget`` does) or what to fetch (``scheduler``).
 """
@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from monitor import __version__
 from monitor.errors import MonitorError, StoreError
 from monitor.model import Variant
+from monitor.ops.wallclock import Clock
 from monitor.service.fetching.slot import Slot
 from monitor.store import Store
 
@@ -30,12 +31,11 @@ log = logging.getLogger(__name__)
 #: an instance silent this long (or ten leases, if longer) is dropped from ``instances``
 FORGET_AFTER = timedelta(days=1)
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
+class Instance:
     """This process as the ``instances`` table and lease owners name it."""
 
     id: str
@@ -45,7 +45,7 @@ class Identity:
     started_at: datetime
 
     @classmethod
-    def new(cls, now: datetime) -> Identity:
+    def new(cls, now: datetime) -> Instance:
         host, pid = socket.gethostname(), os.getpid()
         # the random tail tells two runs with one recycled pid apart; 64 chars fit the column
         suffix = f":{pid}:{uuid.uuid4().hex[:6]}"
@@ -123,7 +123,7 @@ class Claims:
 
 async def keep_alive(
     store: Store,
-    me: Identity,
+    me: Instance,
     clock: Clock,
     *,
     every: timedelta,

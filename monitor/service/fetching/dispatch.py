@@ -21,23 +21,23 @@ from typing import Any
 from monitor.config import Config
 from monitor.errors import BudgetError, MonitorError
 from monitor.model import Variant
+from monitor.ops.wallclock import Clock
 from monitor.policy import cadence
 from monitor.policy.budget import ACCOUNT_CODES, next_midnight
 from monitor.policy.concurrency import InFlightSizer
 from monitor.service.fetching.cluster import Claims, ready_bound
 from monitor.service.fetching.fetch import Fetcher
-from monitor.service.fetching.gate import Meter
-from monitor.service.fetching.slot import Ending, Slot, Verdict
-from monitor.service.fetching.spill import Hold
+from monitor.service.fetching.gate import BudgetGate
+from monitor.service.fetching.slot import Ending, Slot, SlotFate
+from monitor.service.fetching.spill import Spill
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
-#: the dispatcher never spins: even "due now" waits this long unless a cycle ends first
+#: the dispatcher never spins: even "due now" waits this long unless a fetch ends first
 _SHORTEST_NAP = 0.05
 #: shared database: how often to look for work other instances' due times made due
 _SHARED_POLL = 1.0
@@ -63,7 +63,7 @@ class StoreFault:
 
 
 class Dispatcher:
-    """Hands due slots to at most ``max_in_flight`` concurrent cycles (fixed, or sized by
+    """Hands due slots to at most ``max_in_flight`` concurrent fetches (fixed, or sized by
     ``sizer`` from the observed latency)."""
 
     def __init__(
@@ -73,8 +73,8 @@ class Dispatcher:
         store: Store,
         slots: Timetable,
         *,
-        meter: Meter,
-        hold: Hold,
+        gate: BudgetGate,
+        spill: Spill,
         clock: Clock,
         claims: Claims | None = None,
         sizer: InFlightSizer | None = None,
@@ -82,8 +82,8 @@ class Dispatcher:
         self.config = config
         self.sizer = sizer or InFlightSizer.from_config(config)
         self._fetcher = fetcher
-        self._meter = meter  # the gate every call of ``fetcher`` passes
-        self._hold = hold  # the answers the database refused: while any wait, no call goes
+        self._gate = gate  # the gate every call of ``fetcher`` passes
+        self._hold = spill  # the answers the database refused: while any wait, no call goes
         self._store = store
         self.slots = slots
         self._clock = clock
@@ -91,10 +91,10 @@ class Dispatcher:
         self.claims = claims
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._accepting = True
-        self._wake = asyncio.Event()  # a cycle finished, the config changed, or stop
+        self._wake = asyncio.Event()  # a fetch finished, the config changed, or stop
         self.completed = 0
         #: the database refused a write: no dispatch before this (a call it cannot store is
-        #: money thrown away), then one cycle at a time until a write goes through
+        #: money thrown away), then one fetch at a time until a write goes through
         self._store_fault: StoreFault | None = None
 
     @property
@@ -103,12 +103,12 @@ class Dispatcher:
 
     @property
     def tasks(self) -> list[asyncio.Task[None]]:
-        """The running cycles (a virtual-time test waits until each is parked in a sleep)."""
+        """The running fetches (a virtual-time test waits until each is parked in a sleep)."""
         return list(self._inflight.values())
 
     @property
     def woken(self) -> bool:
-        """A cycle ended (or a reload or stop came) and the next ``tick`` has not run yet."""
+        """A fetch ended (or a reload or stop came) and the next ``tick`` has not run yet."""
         return self._wake.is_set()
 
     def effective_due(self, due_at: datetime) -> datetime:
@@ -127,7 +127,7 @@ class Dispatcher:
         return 0.0 if oldest is None else (now - self.effective_due(oldest)).total_seconds()
 
     def tick(self) -> int:
-        """Start as many due cycles as the pool and the budget allow; returns how many."""
+        """Start as many due fetches as the pool and the budget allow; returns how many."""
         self._wake.clear()
         if not self._accepting:
             return 0
@@ -168,7 +168,7 @@ class Dispatcher:
         assert self.claims is not None
         if not self._accepting:
             return 0
-        await self._meter.refresh()  # another instance may have paused every call
+        await self._gate.refresh()  # another instance may have paused every call
         now = self._clock()
         free, probe = self._room(now)
         if free <= 0:
@@ -183,18 +183,18 @@ class Dispatcher:
         return len(taken)
 
     def _room(self, now: datetime) -> tuple[int, bool]:
-        """How many cycles may start now, and whether the one that may is the account probe."""
+        """How many fetches may start now, and whether the one that may is the account probe."""
         free = self.sizer.limit() - len(self._inflight)
         if self._store_fault is not None or self._hold.waiting:
             return 0, False  # ``_store_ready`` probes the database first
-        meter = self._meter
-        if free <= 0 or meter.day_exhausted(now):
+        gate = self._gate
+        if free <= 0 or gate.day_exhausted(now):
             return 0, False
-        if meter.hard_pause(now) is None:
+        if gate.hard_pause(now) is None:
             return free, False
-        if meter.state.pause_code not in ACCOUNT_CODES or self._inflight:
+        if gate.state.pause_code not in ACCOUNT_CODES or self._inflight:
             return 0, False
-        return (1, True) if meter.probe_due(now) else (0, False)
+        return (1, True) if gate.probe_due(now) else (0, False)
 
     def next_wake(self, now: datetime) -> float:
         """Seconds until ``tick`` may have something to start (inf: only when woken)."""
@@ -204,7 +204,7 @@ class Dispatcher:
             return max(0.0, (self._store_fault.until - now).total_seconds())
         if self._hold.waiting:
             return 0.0  # answers held (an earlier run's spill file): probe at once
-        held = self._budget_hold(now)
+        held = self._budget_wait(now)
         if held is not None:
             return held
         if len(self._inflight) >= self.sizer.limit():
@@ -212,15 +212,15 @@ class Dispatcher:
         # shared: due times live in the database (others move them), so look again soon
         return _SHARED_POLL if self.claims is not None else self._until_due(now)
 
-    def _budget_hold(self, now: datetime) -> float | None:
+    def _budget_wait(self, now: datetime) -> float | None:
         """Seconds the budget holds every call back (the day's cap, a pause), else None."""
-        meter = self._meter
-        if meter.day_exhausted(now):
+        gate = self._gate
+        if gate.day_exhausted(now):
             return (next_midnight(now, self.config.budget.zone) - now).total_seconds()
-        state = meter.state
-        if meter.hard_pause(now) is None:
+        state = gate.state
+        if gate.hard_pause(now) is None:
             return None
-        if state.pause_code in ACCOUNT_CODES and not self._inflight and meter.probe_due(now):
+        if state.pause_code in ACCOUNT_CODES and not self._inflight and gate.probe_due(now):
             return 0.0  # a changed token is tried at once
         if state.paused_until is None or (state.pause_code in ACCOUNT_CODES and self._inflight):
             return math.inf
@@ -238,7 +238,7 @@ class Dispatcher:
         return None if row is None else self.slots.slot(row)
 
     async def nap(self, sleep: Sleep, longest: float) -> None:
-        """Sleep until the next due time, a finished cycle or a stop, at most ``longest`` s."""
+        """Sleep until the next due time, a finished fetch or a stop, at most ``longest`` s."""
         seconds = min(longest, max(_SHORTEST_NAP, self.next_wake(self._clock())))
         waits = [asyncio.ensure_future(sleep(seconds)), asyncio.ensure_future(self._wake.wait())]
         try:
@@ -249,7 +249,7 @@ class Dispatcher:
             await asyncio.gather(*waits, return_exceptions=True)
 
     def _start(self, slot: Slot, *, probe: bool) -> None:
-        self.slots.hold(slot)
+        self.slots.check_out(slot)
         task = asyncio.get_running_loop().create_task(
             self._run(slot, probe=probe), name=f"fetch {slot.key}"
         )
@@ -297,7 +297,7 @@ class Dispatcher:
         verdict = run.verdict
         now = self._clock()
         # DONE: the fetcher moved the slot on in the transaction that recorded the fetch
-        if verdict is Verdict.BROKEN:
+        if verdict is SlotFate.BROKEN:
             slot.mark_broken()
             if self.claims is None:  # shared: marked in the statement that ends the lease
                 await self._store.mark_broken(
@@ -311,18 +311,18 @@ class Dispatcher:
 
     async def _store_ready(self) -> bool:
         """True when calls may go; else, once the backoff is over, probe the database (the
-        hold's ``flush``) and resume dispatch if it takes the write. Cycles still ending need
+        spill's ``flush``) and resume dispatch if it takes the write. Fetches still ending need
         no wait: an answer that comes back during the probe joins the hold, after it in order.
         """
-        hold = self._hold
-        if self._store_fault is None and not hold.waiting:
+        spill = self._hold
+        if self._store_fault is None and not spill.waiting:
             await self._evaluate_owed()
             return True
         now = self._clock()
         if self._store_fault is not None and now < self._store_fault.until:
             return False
         try:
-            stored = await hold.flush(self._store, self._meter.persist)
+            stored = await spill.flush(self._store, self._gate.persist)
         except MonitorError as exc:
             self._store_refused(None, str(exc), probe=True)
             return False
@@ -360,7 +360,7 @@ class Dispatcher:
 
     def _store_refused(self, slot: Slot | None, why: str, *, probe: bool = False) -> None:
         """Pause dispatch with a doubling backoff; log when it starts, not on every try. Only
-        a failed probe doubles the pause: cycles ending under the same fault leave it be. A
+        a failed probe doubles the pause: fetches ending under the same fault leave it be. A
         ``slot`` whose call the ledger refused goes to the back of the queue."""
         now = self._clock()
         first, cap = _STORE_BACKOFF
@@ -398,7 +398,7 @@ class Dispatcher:
         self._wake.set()
 
     async def wait_idle(self, grace: float) -> int:
-        """Let calls on the wire finish (and be recorded) within ``grace`` seconds; cycles still
+        """Let calls on the wire finish (and be recorded) within ``grace`` seconds; fetches still
         waiting for the budget or a retry are cancelled at once (their slots stay due).
         Returns how many calls were abandoned after the grace period."""
         sending = self._fetcher.sending

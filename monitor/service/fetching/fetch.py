@@ -25,20 +25,20 @@ from monitor.errors import (
     UpstreamError,
 )
 from monitor.model import FetchResult
+from monitor.ops.wallclock import Clock
 from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
 from monitor.service.alerting.evaluation import Alerting
-from monitor.service.fetching.gate import Meter, Ticket
+from monitor.service.fetching.gate import BudgetGate, Ticket
 from monitor.service.fetching.owed import OwedRules
-from monitor.service.fetching.slot import Ending, Run, Slot, Verdict
-from monitor.service.fetching.spill import Hold, new_attempt_id
+from monitor.service.fetching.slot import Ending, Run, Slot, SlotFate
+from monitor.service.fetching.spill import Spill, new_attempt_id
 from monitor.store import FetchRecord, Store
 from monitor.store.ledger import LedgerDay
 from monitor.upstream.client import JustOneClient
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 #: told about every answered call: (code or failure kind, billed); telemetry counts them
 Observe = Callable[[int | str, bool], None]
@@ -54,13 +54,13 @@ class _How:
     dry_run: bool
 
 
-def verdict_of(error: UpstreamError | None) -> Verdict:
+def fate_of(error: UpstreamError | None) -> SlotFate:
     """What the last attempt of a due time means for the slot."""
     if isinstance(error, InvalidRequest):
-        return Verdict.BROKEN
+        return SlotFate.BROKEN
     if isinstance(error, AccountBlocked | QuotaExceeded):
-        return Verdict.KEEP
-    return Verdict.DONE
+        return SlotFate.KEEP
+    return SlotFate.DONE
 
 
 def _code_label(result: FetchResult | None, error: UpstreamError | None) -> int | str:
@@ -80,14 +80,14 @@ def error_text(exc: UpstreamError) -> str:
 
 
 class Fetcher:
-    """Runs one slot through a full cycle; shared by the daemon, ``fetch`` and the demo."""
+    """Runs one slot through a full fetch; shared by the daemon, ``fetch`` and the demo."""
 
     def __init__(
         self,
         config: Config,
         client: JustOneClient,
         store: Store,
-        meter: Meter,
+        gate: BudgetGate,
         alerting: Alerting | None,
         *,
         clock: Clock,
@@ -95,12 +95,12 @@ class Fetcher:
         rng: random.Random | None = None,
         observe: Observe | None = None,
         on_latency: Callable[[float], None] | None = None,
-        hold: Hold | None = None,
+        spill: Spill | None = None,
     ) -> None:
         self._config = config
         self._client = client
         self._store = store
-        self._meter = meter
+        self._gate = gate
         self._alerting = alerting
         self._clock = clock
         self._sleep = sleep
@@ -114,7 +114,7 @@ class Fetcher:
         #: the last answer of a ``dry_run`` (not stored)
         self.last_result: FetchResult | None = None
         #: answers the database refused wait here; while any do, no call is sent
-        self._hold = hold if hold is not None else Hold(None)
+        self._hold = spill if spill is not None else Spill(None)
         #: slot keys whose call is on the wire, being recorded or having its rules run: a stop
         #: lets these finish (``sending``)
         self._sending: set[str] = set()
@@ -176,13 +176,13 @@ class Fetcher:
                     self._owed.add(slot)  # stored; its rules run once writes go again
                     why = f"the rules of {_who(slot)} wait: {exc}"
                     self._hold.refused(StoreError(why))  # no call goes until a write goes
-                    return Run(verdict_of(error), Ending.RULES_OWED, why)
+                    return Run(fate_of(error), Ending.RULES_OWED, why)
         except StoreError as exc:
             self._hold.refused(exc)  # no call goes until a write goes through again
             raise
         finally:
             self._sending.discard(slot.key)
-        return Run(verdict_of(error))
+        return Run(fate_of(error))
 
     def _count_reached(self, slot: Slot) -> bool:
         """Whether this failure brought the creator's count to an ``api_error`` rule's
@@ -208,15 +208,15 @@ class Fetcher:
 
     def _refused(self) -> Run:
         """No call goes: answers wait for the database, or its last write failed."""
-        return Run(Verdict.KEEP, Ending.REFUSED, str(self._hold.refusal()))
+        return Run(SlotFate.KEEP, Ending.REFUSED, str(self._hold.refusal()))
 
     async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | Run | None:
         """One attempt: its error (None: a success), or the run's end when no call may go or
         the database refused its answer."""
         if self._hold.waiting:  # answers wait for the database: no new call
             return self._refused()
-        ticket = await self._meter.acquire(probe=how.probe)
-        # from here a stop lets the cycle finish: the call, its record and the creator's rules
+        ticket = await self._gate.acquire(probe=how.probe)
+        # from here a stop lets the fetch finish: the call, its record and the creator's rules
         # (``run`` takes the key out again before it waits for a retry, and at its end)
         self._sending.add(slot.key)
         return await self._send(slot, attempt, how, ticket)
@@ -224,9 +224,9 @@ class Fetcher:
     async def _send(
         self, slot: Slot, attempt: int, how: _How, ticket: Ticket
     ) -> UpstreamError | Run | None:
-        """The call the meter just allowed, its feedback and its record."""
+        """The call the gate just allowed, its feedback and its record."""
         if self._hold.waiting:  # a write failed while this call waited for the budget
-            self._meter.answered()  # ``acquire`` counted it; it never goes on the wire
+            self._gate.answered()  # ``acquire`` counted it; it never goes on the wire
             return self._refused()
         self.calls += 1
         started = self._clock()
@@ -237,7 +237,7 @@ class Fetcher:
         except UpstreamError as exc:
             error = exc
         finally:
-            self._meter.answered()
+            self._gate.answered()
             if self.on_latency is not None:
                 self.on_latency((self._clock() - started).total_seconds())
         billed = result.billed if result is not None else bool(error and error.billed)
@@ -256,7 +256,7 @@ class Fetcher:
             return error
         next_due: datetime | None = None
         final = error is None or not self._should_retry(error, attempt, how.probe)
-        if how.reschedule and final and verdict_of(error) is Verdict.DONE:
+        if how.reschedule and final and fate_of(error) is SlotFate.DONE:
             # the next slot on the grid at least half a cadence away: a slot served very late
             # (new creators, catch-up after downtime) must not be fetched again minutes later
             later = self._clock() + slot.every / 2
@@ -267,13 +267,13 @@ class Fetcher:
         if next_due is not None:  # served: a held answer moves the stored slot on too
             slot.move_to(next_due)
         if held is not None:
-            return Run(verdict_of(error), Ending.HELD, held[1], held[0])
+            return Run(fate_of(error), Ending.HELD, held[1], held[0])
         return error
 
     async def _release(self, ticket: Ticket) -> None:
         """The call never reached a server: its count in ``daily_calls`` goes back."""
         try:
-            await self._meter.release(ticket)
+            await self._gate.release(ticket)
         except StoreError as exc:  # over-counted by one: the safe side; no call goes meanwhile
             self._hold.refused(exc)
 
@@ -288,12 +288,12 @@ class Fetcher:
         """Tell the gate how the call went; returns the ledger day of a billed count it did
         not write, which then goes with the stored answer (in its transaction)."""
         try:
-            if billed and not dry_run and self._meter.changes_nothing(error):
-                return self._meter.billed_day()  # one transaction less per fetch
-            await self._meter.feedback(error, billed=billed, sent_at=sent_at)
+            if billed and not dry_run and self._gate.changes_nothing(error):
+                return self._gate.billed_day()  # one transaction less per fetch
+            await self._gate.feedback(error, billed=billed, sent_at=sent_at)
         except StoreError as exc:
             self._hold.refused(exc)
-            return self._meter.billed_day() if billed else None
+            return self._gate.billed_day() if billed else None
         return None
 
     async def _record(
@@ -325,7 +325,7 @@ class Fetcher:
         else:
             assert error is not None
             # one line when a creator starts failing, one when it recovers; account-wide pauses
-            # are the meter's to log (once for everyone), and calls that got no answer at all the
+            # are the gate's to log (once for everyone), and calls that got no answer at all the
             # upstream's reachability (once for everyone, not once per creator of thousands)
             quiet = AccountBlocked | QuotaExceeded | TransportError
             if not slot.failure_logged and not isinstance(error, quiet):
@@ -355,7 +355,7 @@ class Fetcher:
     async def _evaluate(self, slot: Slot) -> None:
         if self._alerting is None:
             return
-        account = await self._meter.account()
+        account = await self._gate.account()
         siblings: Sequence[Slot] = slot.siblings or [slot]
         await self._alerting.evaluate_creator(
             slot.creator_id, slot.creator, [s.facts() for s in siblings], account

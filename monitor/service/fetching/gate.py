@@ -18,33 +18,32 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from monitor.errors import BudgetError, StoreError
-from monitor.ops.wallclock import TOLERANCE, Monotonic, WallJumps, describe
+from monitor.ops.wallclock import TOLERANCE, Clock, Monotonic, WallJumps, describe
 from monitor.policy.budget import (
     ACCOUNT_CODES,
     ACCOUNT_OK_CODES,
     QUOTA_EXCEEDED,
     RATE_LIMITED,
-    Budget,
+    BudgetPolicy,
     BudgetState,
-    Outcome,
-    outcome_code,
+    Feedback,
+    feedback_code,
     token_fingerprint,
 )
 from monitor.policy.rules import AccountSubject
 from monitor.service.fetching.budget_view import (
-    Gauge,
-    gauge_of,
+    BudgetReading,
     hard_pause,
     ledger_day,
     pauses_all,
+    reading_of,
     zone_time,
 )
 from monitor.store import Store
-from monitor.store.ledger import BudgetStateRow, BudgetTxn, LedgerDay
+from monitor.store.ledger import BudgetRow, BudgetTxn, LedgerDay
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[None]]
 
 #: longest single sleep while waiting for the bucket, so a stop or a reload is noticed quickly
@@ -70,17 +69,17 @@ class Ticket:
     sent_at: datetime
 
 
-def _row(state: BudgetState) -> BudgetStateRow:
-    return BudgetStateRow(**state.to_row())  # type: ignore[arg-type]
+def _row(state: BudgetState) -> BudgetRow:
+    return BudgetRow(**state.to_row())  # type: ignore[arg-type]
 
 
-class Meter:
+class BudgetGate:
     """One per process; every ``acquire`` and ``feedback`` is one locked transaction on the
     stored budget, so processes and instances sharing the database spend one budget."""
 
     def __init__(
         self,
-        budget: Budget,
+        budget: BudgetPolicy,
         store: Store,
         state: BudgetState,
         *,
@@ -113,7 +112,7 @@ class Meter:
         self._pausing = 0
         #: pausing answers whose write the database refused, with when they came; merged into
         #: every decision and written by the next transaction that commits
-        self._unsaved: list[tuple[Outcome, datetime]] = []
+        self._unsaved: list[tuple[Feedback, datetime]] = []
         self._merged = 0
         #: (day label, calls counted) as the last spend of this process read them
         self._counted: tuple[str, int] | None = None
@@ -125,22 +124,22 @@ class Meter:
     @classmethod
     async def open(
         cls,
-        budget: Budget,
+        budget: BudgetPolicy,
         store: Store,
         *,
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
         monotonic: Monotonic | None = None,
-    ) -> Meter:
+    ) -> BudgetGate:
         """Read the stored state (a restart neither refills nor forgets a pause; on SQLite a
         state stamped in the future, after the clock was stepped back, is moved back to now)."""
-        meter = cls(
+        gate = cls(
             budget, store, budget.initial(clock()), clock=clock, sleep=sleep, monotonic=monotonic
         )
-        # a read: ``status`` opens a meter too, and must not write; nor log a stored pause as
+        # a read: ``status`` opens a gate too, and must not write; nor log a stored pause as
         # if it began now (the daemon's STATUS, ``status`` and a refused call each say it)
-        await meter.refresh(announce=False)
-        return meter
+        await gate.refresh(announce=False)
+        return gate
 
     def use_token(self, token: str) -> None:
         """The API token this process sends from now on: an account pause answered to another
@@ -151,7 +150,7 @@ class Meter:
         """The stored account pause was answered to another token than the one sent now."""
         return self._state.token_changed(self._token)
 
-    def with_budget(self, budget: Budget) -> None:
+    def with_budget(self, budget: BudgetPolicy) -> None:
         """A reloaded config's limits take effect for the next call; the state carries over."""
         self.budget = budget
         self._exhausted = None
@@ -179,7 +178,7 @@ class Meter:
     def day_exhausted(self, now: datetime) -> bool:
         """True when ``daily_calls`` was found used up for the budget day of ``now``.
 
-        A cached answer (no database read), so the dispatcher can stop starting cycles that
+        A cached answer (no database read), so the dispatcher can stop starting fetches that
         would only be refused; it clears itself when the day turns or the limit is raised.
         """
         return self._exhausted == (ledger_day(self.budget, now).label, self.budget.daily_calls)
@@ -348,21 +347,21 @@ class Meter:
         """The call counted by the last ``acquire`` of this caller is over (answered or not)."""
         self._on_the_wire = max(0, self._on_the_wire - 1)
 
-    def changes_nothing(self, outcome: Outcome) -> bool:
+    def changes_nothing(self, outcome: Feedback) -> bool:
         """The answer leaves the budget state as it is (a success with no pause to end): its
         billed count may travel with the stored answer instead of a transaction of its own."""
-        return outcome_code(outcome) in ACCOUNT_OK_CODES and self._state.pause_code is None
+        return feedback_code(outcome) in ACCOUNT_OK_CODES and self._state.pause_code is None
 
     def billed_day(self) -> LedgerDay:
         """The ledger day (and quarter hour) a billed call counted now goes under."""
         return ledger_day(self.budget, self._clock())
 
     async def feedback(
-        self, outcome: Outcome, *, billed: bool, sent_at: datetime | None = None
+        self, outcome: Feedback, *, billed: bool, sent_at: datetime | None = None
     ) -> None:
         """Apply the upstream's answer to a call sent at ``sent_at``: count a billed call,
         pause or resume (only a call sent after an account pause began can end it)."""
-        code = outcome_code(outcome)
+        code = feedback_code(outcome)
         if code in PAUSING_CODES:
             # from this instant no caller of this process is let through until the pause is
             # stored: a call must not start after the answer that paused everything came back
@@ -388,12 +387,12 @@ class Meter:
         await self._apply(outcome, billed=billed, sent_at=sent_at)
 
     def _on_result(
-        self, state: BudgetState, outcome: Outcome, now: datetime, sent_at: datetime | None
+        self, state: BudgetState, outcome: Feedback, now: datetime, sent_at: datetime | None
     ) -> BudgetState:
         return self.budget.on_result(state, outcome, now, sent_at=sent_at, token=self._token)
 
     async def _apply(
-        self, outcome: Outcome, *, billed: bool, sent_at: datetime | None = None
+        self, outcome: Feedback, *, billed: bool, sent_at: datetime | None = None
     ) -> None:
         async with self._locked() as (txn, now):
             if billed:
@@ -424,12 +423,12 @@ class Meter:
             state, _ = self._stored(txn, now)
             await txn.save(_row(state), now=now)
 
-    async def gauge(self) -> Gauge:
+    async def reading(self) -> BudgetReading:
         self._follow_wall_clock()
         now = self._clock()
         day = ledger_day(self.budget, now)
         calls, billed = await self._store.ledger_day(day)
-        return gauge_of(self.budget, self._state, now, day=day.label, calls=calls, billed=billed)
+        return reading_of(self.budget, self._state, now, day=day.label, calls=calls, billed=billed)
 
     async def account(self) -> AccountSubject:
         """What account-scope rules (and per-creator inhibition) see of the budget now.
@@ -445,9 +444,9 @@ class Meter:
             paused = hard_pause(self.budget, state, now) is not None
             used, code, reason = self._counted[1], state.pause_code, state.pause_reason
         else:
-            gauge = await self.gauge()
-            used, paused = gauge.calls_today, gauge.paused
-            code, reason = gauge.pause_code, gauge.pause_reason
+            reading = await self.reading()
+            used, paused = reading.calls_today, reading.paused
+            code, reason = reading.pause_code, reading.pause_reason
         if not paused and self._ended is not None and now - self._ended[2] < ACCOUNT_HYSTERESIS:
             paused, (code, reason, _) = True, self._ended
         return AccountSubject(

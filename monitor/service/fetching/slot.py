@@ -1,5 +1,5 @@
 """One tracked series while it is fetched (``Slot``, changed only through its own methods) and
-how a fetch of it ended (``Run``: the scheduler's ``Verdict`` and the store's ``Ending``).
+how a fetch of it ended (``Run``: the scheduler's ``SlotFate`` and the store's ``Ending``).
 Every expected ending is a value; exceptions are for faults."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from monitor.service.alerting.evaluation import SeriesFacts
 from monitor.store import FetchRecord
 
 
-class Verdict(StrEnum):
+class SlotFate(StrEnum):
     """What the scheduler does with the slot after a run."""
 
     DONE = "done"  # this due time is served (success, 201, exhausted retries, parse error …)
@@ -117,7 +117,7 @@ class Ending(StrEnum):
 class Run:
     """What ``Fetcher.run`` did with a slot: the scheduler's verdict and the store's ending."""
 
-    verdict: Verdict
+    verdict: SlotFate
     ending: Ending = Ending.STORED
     #: the one line that says why, when the ending is not STORED
     reason: str = ""

@@ -1,6 +1,6 @@
 """Paid answers the database refused: held in memory (bounded), spilled to a JSON-lines file
 beside the database, and stored once each (by attempt id) when the database takes writes again.
-While anything is held, or a write just failed, no new call may go (``Hold.waiting``).
+While anything is held, or a write just failed, no new call may go (``Spill.waiting``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def decode(line: str) -> FetchRecord:
 # --------------------------------------------------------------------------- the hold
 
 
-class Hold:
+class Spill:
     """One per process: the answers waiting for the database, and whether calls may go."""
 
     def __init__(self, path: Path | None, *, limit: int = MAX_HELD) -> None:

@@ -5,7 +5,7 @@ due time as a ``datetime`` and a dict entry, they cost about 350 bytes a row (35
 is about 50 bytes of arrays (times as integer microseconds since the epoch, the creator as an
 index into the config's own list, the variant and cadence as indexes into tables of the few
 distinct ones). A ``Slot`` exists only while a series is being fetched: the dispatcher checks
-one out (``slot``, then ``hold``) and the finished cycle writes it back (``release``). A series
+one out (``slot``, then ``check_out``) and the finished fetch writes it back (``release``). A series
 is always in exactly one place: its row, or the one live ``Slot`` that the fetcher updates.
 
 Read-only, the table is a ``Mapping`` from series name (``cadence.slot_key``) to a snapshot
@@ -231,7 +231,7 @@ class Timetable(Mapping[str, Slot]):
             )
         return slot
 
-    def hold(self, slot: Slot) -> None:
+    def check_out(self, slot: Slot) -> None:
         """``slot`` is being fetched: until ``release``, the row's state is the Slot's."""
         if slot.row >= 0:
             self._live[slot.row] = slot
