@@ -3,10 +3,10 @@ tests that must see what happens after a wait without sitting through it in real
 
 The child runs the installed code unchanged except for the values named in :func:`cli`:
 
-- ``window``: ``Budget.window``, the rate window ``calls_per_minute`` caps (60 s, the upstream's
-  minute; a parameter of the pure budget policy, its default pinned in tests/store/test_budget.py).
-  Every process started this way shares the shorter window through the stored state, exactly as
-  real ones share the 60 s one.
+- ``window``: ``BudgetPolicy.window``, the rate window ``calls_per_minute`` caps (60 s, the
+  upstream's minute; a parameter of the pure budget policy, its default pinned in
+  tests/store/test_budget.py). Every process started this way shares the shorter window through
+  the stored state, exactly as real ones share the 60 s one.
 - ``store_backoff``: the dispatcher's pause while the database refuses writes, ``(first, cap)``
   seconds (``(1, 60)``): a call the refusal stopped goes to the back of the queue by ``cap``, and
   rules owed since the refusal are tried again after it.
@@ -30,16 +30,16 @@ knobs = json.loads(sys.argv.pop(1))
 sys.argv[0] = "creator-monitor"
 
 if knobs["window"] is not None:
-    from monitor.policy.budget import Budget
+    from monitor.policy.budget import BudgetPolicy
 
     window = timedelta(seconds=knobs["window"])
-    from_config = Budget.from_config.__func__
-    assert "window" in Budget.__dataclass_fields__, "Budget.window moved: see support/tuned.py"
+    from_config = BudgetPolicy.from_config.__func__
+    assert "window" in BudgetPolicy.__dataclass_fields__, "the window moved: see support/tuned.py"
 
     def shortened(cls, config):
         return replace(from_config(cls, config), window=window)
 
-    Budget.from_config = classmethod(shortened)
+    BudgetPolicy.from_config = classmethod(shortened)
 
 if knobs["store_backoff"] is not None:
     from monitor.service.fetching import dispatch
