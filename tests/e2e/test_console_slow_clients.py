@@ -25,7 +25,7 @@ from support.sim import creator_id
 SLOW_CLIENTS = 1100
 DAEMON_FILES = 256
 CALLS_PER_MINUTE = 60
-ATTACK_SECONDS = 40.0
+ATTACK_SECONDS = 22.0  # the header deadline (15 s) cuts the first wave; the second is back by 20 s
 
 
 def _low_file_limit() -> None:
@@ -110,7 +110,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 
 async def _slow_client(port: int, stop: asyncio.Event) -> None:
-    """A request line, then one header byte every 5 s; 15 s after being closed, again."""
+    """A request line, then one header byte every 5 s; 5 s after being closed, again."""
     while not stop.is_set():
         writer = None
         try:
@@ -131,7 +131,7 @@ async def _slow_client(port: int, stop: asyncio.Event) -> None:
             if writer is not None:
                 writer.close()
         try:
-            async with asyncio.timeout(15):
+            async with asyncio.timeout(5):
                 await stop.wait()
         except TimeoutError:
             pass
@@ -170,7 +170,7 @@ async def test_slow_clients_cannot_starve_the_daemon(daemon: Daemon) -> None:
     port = int(daemon.url.rsplit(":", 1)[1])
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=daemon.url, timeout=5) as metrics:
-        await asyncio.sleep(5)  # the first calls settle into the rate
+        await asyncio.sleep(3)  # the first calls settle into the rate
         before, started = await _calls(metrics), time.monotonic()
         attackers = [asyncio.create_task(_slow_client(port, stop)) for _ in range(SLOW_CLIENTS)]
         probes: list[str] = []
