@@ -5,16 +5,18 @@ SQLite statements run in one trip to aiosqlite's thread."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import event, text
 from support.store import CREATORS, T0, FakeClock, make_series
 
 from monitor.errors import StoreError
 from monitor.model import AlertState, DateType, Phase, Severity, Variant
-from monitor.store import FetchRecord, Store
+from monitor.store import FetchRecord, Store, migrate
 
 V30 = Variant()
 V90 = Variant(date_type=DateType.DAY_90)
@@ -140,9 +142,16 @@ async def test_rule_inputs_match_the_reads_one_by_one(store: Store, clock: FakeC
     assert nothing.alerts == {}
 
 
-async def test_sqlite_statements_take_one_trip_each(store: Store) -> None:
-    if store.dialect != "sqlite":
-        pytest.skip("aiosqlite only")
+@pytest_asyncio.fixture
+async def sqlite_store(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Store]:
+    """The aiosqlite trips are SQLite's alone: this test runs there, not skipped on PostgreSQL."""
+    await migrate.upgrade(sqlite_url)
+    async with Store.open(sqlite_url, clock=clock) as opened:
+        yield opened
+
+
+async def test_sqlite_statements_take_one_trip_each(sqlite_store: Store) -> None:
+    store = sqlite_store
     ids = await store.sync_creators(CREATORS)
     async with store._read() as conn:
         raw = await conn.get_raw_connection()
