@@ -26,7 +26,7 @@ __all__ = [
     "UNREACHABLE_AFTER",
     "BacktestLine",
     "BudgetReading",
-    "budget_gauge",
+    "budget_reading",
     "command_notifier",
     "ledger_day",
     "run_backtest",
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-async def budget_gauge(config: Config, store: Store, clock: Clock) -> BudgetReading:
+async def budget_reading(config: Config, store: Store, clock: Clock) -> BudgetReading:
     """The budget as the gate sees it now (a read: nothing is spent)."""
     gate = await BudgetGate.open(BudgetPolicy.from_config(config), store, clock=clock)
     return await gate.reading()

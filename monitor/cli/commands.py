@@ -174,7 +174,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
         async with app.command_store(config) as store:
             rows = await store.status_rows()
-            reading = await app.budget_gauge(config, store, _now)
+            reading = await app.budget_reading(config, store, _now)
             counts = await store.outbox_counts()
             open_alerts = await store.list_alerts(open_only=True)
             instances = await store.list_instances(_now())
