@@ -81,14 +81,32 @@ METRIC_LABELS: dict[str, dict[str, str]] = {
 NEGATED_OPS: dict[str, str] = {"<": "≥", "<=": ">", ">": "≤", ">=": "<", "==": "≠", "!=": "="}
 
 
+#: the endpoints a creator's series come from (issue sources): ``core`` is today's core_data,
+#: ``fans`` the follower history, ``notes`` the creator note list
+CORE, FANS, NOTES = "core", "fans", "notes"
+
+
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """The four query parameters that, with a userId, name one upstream series."""
+    """What, with a userId, names one upstream series: the source (the endpoint) and the four
+    query parameters core_data takes. A ``fans`` series reads only ``date_type`` (how many days
+    one call backfills); a ``notes`` series none of them (see ``for_source``)."""
 
     business: Business = Business.DAILY_NOTE
     note_type: NoteType = NoteType.PHOTO_TEXT_AND_VIDEO
     date_type: DateType = DateType.DAY_30
     advertise: Advertise = Advertise.ALL
+    source: str = CORE
+
+    @classmethod
+    def for_source(cls, source: str, date_type: DateType = DateType.DAY_30) -> Variant:
+        """The one series a creator has of ``fans`` (over ``date_type``) or ``notes``; the
+        other parameters keep their defaults, so equal series are equal values."""
+        if source == FANS:
+            return cls(date_type=date_type, source=FANS)
+        if source == NOTES:
+            return cls(source=NOTES)
+        raise ValueError(f"a {source!r} series is a core_data variant, not a source series")
 
     def query(self) -> dict[str, str]:
         """The upstream query parameters for this variant (without token and userId)."""
@@ -101,9 +119,20 @@ class Variant:
 
     @property
     def label(self) -> str:
+        """The series' name after the user id: core_data's four values (as before sources), or
+        ``fans/DAY_30`` and ``notes``."""
+        if self.source == FANS:
+            return f"{FANS}/{self.date_type.value}"
+        if self.source == NOTES:
+            return NOTES
         return "/".join(
             (self.business.value, self.note_type.value, self.date_type.value, self.advertise.value)
         )
+
+    @property
+    def core(self) -> bool:
+        """A core_data series (the daily metrics), not a source's."""
+        return self.source == CORE
 
 
 @dataclass(frozen=True, slots=True)
