@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -93,6 +94,13 @@ class AccountSubject:
     pause_code: int | None = None  # 100/303/600/601/602 while every call is paused
     pause_reason: str | None = None
     paused_since: datetime | None = None
+    #: the newest balance reading (None: never read, or ``[account] balance_every = "off"``)
+    balance: Decimal | None = None
+    balance_read_at: datetime | None = None
+    #: what one billed call costs, derived from readings and billed calls between them
+    price_per_call: Decimal | None = None
+    #: days until the money runs out at the current plan (None: no spend rate known yet)
+    days_left: float | None = None
 
 
 def _scope(subject: Subject | AccountSubject) -> str:
