@@ -134,9 +134,9 @@ class ParseError(UpstreamError):
 
 
 class UnreadableAnswer(ParseError):
-    """Code 0 (billed) from the follower, note-list or balance endpoint, but ``data`` is in a
-    shape this version cannot read. ``raw_body`` is the whole (redacted) body; ``source``
-    (``fans``, ``notes``, ``balance``) and ``params`` (the query without the token) say what was
+    """Code 0 (billed) from any endpoint, but ``data`` is in a shape this version cannot read.
+    ``raw_body`` is the whole (redacted) body; ``source`` (``core``, ``fans``, ``notes``,
+    ``balance``) and ``params`` (the query without the token) say what was
     asked, so the answer can be kept and read again by a newer version (``reparse``)."""
 
     def __init__(

@@ -24,7 +24,7 @@ from monitor.config.sections import (
     VariantConfig,
 )
 from monitor.errors import ConfigError
-from monitor.model import Variant
+from monitor.model import CORE, FANS, NOTES, DateType, Variant
 from monitor.validation import section_keys, unknown
 
 
@@ -89,6 +89,22 @@ class Config(Section):
             if level.every is not None:
                 return level.every
         raise AssertionError("[defaults] every always has a value")
+
+    def series_of(self, creator: CreatorConfig) -> list[tuple[str, Variant]]:
+        """A creator's series, by source: each core variant (``core``), one follower series
+        over the widest window of its variants (``fans``: one call backfills it all; the
+        narrower window would buy the same days twice), and one note list (``notes``)."""
+        variants, sources = self.variants_of(creator), self.sources_of(creator)
+        series: list[tuple[str, Variant]] = []
+        if CORE in sources:
+            series += [(CORE, variant) for variant in variants]
+        if FANS in sources:
+            days = (v.date_type for v in variants)
+            widest = DateType.DAY_90 if DateType.DAY_90 in days else DateType.DAY_30
+            series.append((FANS, Variant.for_source(FANS, widest)))
+        if NOTES in sources:
+            series.append((NOTES, Variant.for_source(NOTES)))
+        return series
 
     def rule_channels(self, rule: RuleBase) -> tuple[str, ...]:
         return rule.channels if rule.channels is not None else tuple(c.name for c in self.channels)

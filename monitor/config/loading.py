@@ -73,38 +73,7 @@ def read_config(path: Path) -> tuple[Config, list[ConfigError]]:
     )
     if any(c.url is not None for c in config.channels):
         warn_if_exposed(path, "holds channel URLs")
-    warn_if_ahead(config)
     return config, problems
-
-
-def warn_if_ahead(config: Config) -> list[str]:
-    """Warn once about settings this version checks but does not act on yet: the follower and
-    note sources and the rules on them and on the balance (their fetching comes next). Returns
-    what was named, for the tests."""
-    asked = set(config.defaults.sources)
-    for creator in config.creators:
-        asked.update(creator.sources or ())
-    ahead = sorted(asked - {"core"})
-    kinds = sorted(
-        {
-            "metric = fans" if getattr(rule, "metric", None) == "fans" else rule.kind
-            for rule in config.rules
-            if rule.kind in {"new_note", "note", "balance"}
-            or getattr(rule, "metric", None) == "fans"
-        }
-    )
-    named = []
-    if ahead:
-        named.append(f"sources {', '.join(ahead)}")
-    if kinds:
-        named.append(f"rules {', '.join(kinds)}")
-    if named:
-        log.warning(
-            "%s: checked, but this version fetches core metrics only; they take effect in a "
-            "later version",
-            "; ".join(named),
-        )
-    return named
 
 
 def _config_bytes(path: Path) -> bytes:

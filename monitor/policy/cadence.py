@@ -115,6 +115,10 @@ class Plan:
     daily_calls: int
     by_tag: tuple[tuple[str, float], ...]  # calls/day per tag, largest first
     advice: tuple[str, ...]
+    #: calls/day per source (core, fans, notes, balance), in that order, those in use only
+    by_source: tuple[tuple[str, float, int], ...] = ()
+    #: note-list pages a visit may read at most (the plan counts page 1 of each visit)
+    notes_pages: int = 1
     #: fetches in flight that keep calls_per_minute going at ``concurrency.INITIAL_LATENCY``
     needed_in_flight: int = 1
     max_in_flight: int | Literal["auto"] = "auto"
@@ -136,6 +140,8 @@ class Plan:
             f"budget allows {self.capacity} (daily_calls {self.daily_calls}, "
             f"calls_per_minute x 1440 = {self.rate_capacity}): {verdict}",
         ]
+        if len(self.by_source) > 1 or (self.by_source and self.by_source[0][0] != "core"):
+            out.extend(self._source_line(*entry) for entry in self.by_source)
         out.extend(f"  tag {tag}: {calls:.1f} calls/day" for tag, calls in self.by_tag)
         out.append(self._concurrency_line())
         out.extend(f"  advice: {line}" for line in self.advice)
@@ -147,6 +153,17 @@ class Plan:
                 f'{self.calls_per_minute}: set schedule.max_in_flight = "auto"'
             )
         return out
+
+    def _source_line(self, source: str, calls: float, series: int) -> str:
+        if source == "balance":
+            return f"  source balance: {calls:.1f} calls/day (the account, [account] balance_every)"
+        line = f"  source {source}: {calls:.1f} calls/day for {series} series"
+        if source == "notes" and self.notes_pages > 1:
+            line += (
+                f" (page 1 per visit; up to {self.notes_pages} pages when a creator posted "
+                "more than a page since the last visit)"
+            )
+        return line
 
     def _concurrency_line(self) -> str:
         needs = (
@@ -161,19 +178,36 @@ class Plan:
 
 
 def call_plan(config: Config) -> Plan:
-    """Sum ``86400 / every`` over every creator x variant and compare with the budget."""
+    """Sum ``86400 / every`` over every series of every source (and the balance readings) and
+    compare with the budget."""
     total = 0.0
     series = 0
     tag_calls: dict[str, float] = {}
     tag_series: dict[str, int] = {}
+    source_calls: dict[str, float] = {}
+    source_series: dict[str, int] = {}
     for creator in config.creators:
-        count = len(config.variants_of(creator))
-        calls = count * (DAY / config.every_of(creator))
+        calls, count = 0.0, 0
+        for source, _variant in config.series_of(creator):
+            each = DAY / config.every_source_of(creator, source)
+            calls += each
+            count += 1
+            source_calls[source] = source_calls.get(source, 0.0) + each
+            source_series[source] = source_series.get(source, 0) + 1
         total += calls
         series += count
         for tag in creator.tags or (UNTAGGED,):
             tag_calls[tag] = tag_calls.get(tag, 0.0) + calls
             tag_series[tag] = tag_series.get(tag, 0) + count
+    balance_every = config.account.balance_every
+    if balance_every is not None:
+        source_calls["balance"] = DAY / balance_every
+        total += source_calls["balance"]
+    by_source = tuple(
+        (name, source_calls[name], source_series.get(name, 0))
+        for name in ("core", "fans", "notes", "balance")
+        if name in source_calls
+    )
     by_tag = tuple(sorted(tag_calls.items(), key=lambda kv: (-kv[1], kv[0])))
     budget = config.budget
     rate_capacity = budget.calls_per_minute * 1440
@@ -195,6 +229,8 @@ def call_plan(config: Config) -> Plan:
         needed_in_flight=needed_in_flight(budget.calls_per_minute, INITIAL_LATENCY),
         max_in_flight=config.schedule.max_in_flight,
         calls_per_minute=budget.calls_per_minute,
+        by_source=by_source,
+        notes_pages=config.defaults.notes_pages,
     )
 
 

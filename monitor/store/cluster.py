@@ -16,9 +16,9 @@ from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from monitor.model import Variant
 from monitor.store.engine import StoreBase
 from monitor.store.schema import creators, instances, schedule
-from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of
+from monitor.store.variants import SERIES_COLUMNS, matches_variant, variant_of
 
-_PK = ("creator_id", *VARIANT_COLUMNS)
+_PK = ("creator_id", *SERIES_COLUMNS)
 #: the ``instances.id`` column is 64 characters wide
 ID_WIDTH = 64
 

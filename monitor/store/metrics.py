@@ -1,13 +1,14 @@
 """Fetch attempts, their raw bodies and the daily metric series: written whole, read back in order.
 
-One fetch (or a batch of them) is one transaction: the ``fetches`` row, the upserted points, the
-raw body and the schedule's ``last_*`` fields. The store never sees the API token.
+One fetch (or a batch of them) is one transaction: the ``fetches`` row, the upserted points (or a
+fans answer's follower counts, a notes answer's page), the raw body and the schedule's ``last_*``
+fields. The store never sees the API token.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
@@ -17,7 +18,15 @@ from sqlalchemy import Executable, Select, bindparam, case, delete, func, insert
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from monitor.model import COST_METRICS, METRICS, CoreData, DailyPoint, Variant
+from monitor.model import (
+    COST_METRICS,
+    METRICS,
+    CoreData,
+    DailyPoint,
+    FollowerPoint,
+    NotePage,
+    Variant,
+)
 from monitor.ops.wallclock import Clock
 from monitor.store.engine import StoreBase
 from monitor.store.ledger import count_ledger
@@ -27,11 +36,20 @@ from monitor.store.schema import (
     fetches,
     raw_responses,
     schedule,
+    unreadable_answers,
 )
-from monitor.store.variants import VARIANT_COLUMNS, matches_variant, variant_of, variant_values
+from monitor.store.sources import put_followers, put_note_page
+from monitor.store.variants import (
+    SERIES_COLUMNS,
+    VARIANT_COLUMNS,
+    matches_variant,
+    series_values,
+    variant_of,
+    variant_values,
+)
 
 _PK = ("creator_id", *VARIANT_COLUMNS, "date_key")
-_SCHEDULE_PK = ("creator_id", *VARIANT_COLUMNS)
+_SCHEDULE_PK = ("creator_id", *SERIES_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +81,14 @@ class FetchRecord:
     billed_day: str | None = None
     #: the quarter hour of ``billed_day`` that count goes in (the ledger's ``slot_at``)
     billed_slot: datetime | None = None
+    #: a ``fans`` answer's daily follower counts (stored in ``follower_counts``)
+    followers: tuple[FollowerPoint, ...] | None = None
+    #: a ``notes`` answer's page (stored in ``notes`` and ``note_observations``, seen at
+    #: ``started_at``)
+    note_page: NotePage | None = None
+    #: set when the answer was billed but unreadable: its query (never the token), so the
+    #: body is kept whole in ``unreadable_answers`` for ``reparse`` (retention never prunes it)
+    unreadable_params: Mapping[str, str] | None = None
 
     def points(self) -> tuple[DailyPoint, ...]:
         """Every dated point: ``dailyData``, plus ``sumData`` when its day is not among them."""
@@ -85,6 +111,15 @@ def _metric_values(point: DailyPoint) -> dict[str, Any]:
         if not values[name]:
             values[name] = None
     return values
+
+
+def _stored_count(rec: FetchRecord) -> int:
+    """What the attempt stored: points of core data, follower days, or notes on the page."""
+    if rec.followers is not None:
+        return len(rec.followers)
+    if rec.note_page is not None:
+        return len(rec.note_page.notes)
+    return len(rec.points())
 
 
 def _point_of(row: Any) -> DailyPoint:
@@ -172,6 +207,7 @@ class MetricsStore(StoreBase):
         now = self._clock()
         ids = await self._insert_fetches(conn, records)
         await self._upsert_points(conn, records, ids, now)
+        await self._store_sources(conn, records, now)
         raws = [
             {"fetch_id": fid, "received_at": now, "body": rec.raw_body}
             for rec, fid in zip(records, ids, strict=True)
@@ -182,6 +218,34 @@ class MetricsStore(StoreBase):
         await self._note_attempts(conn, records)
         await self._count_owed_billed(conn, records)
         return ids
+
+    async def _store_sources(
+        self, conn: AsyncConnection, records: Sequence[FetchRecord], now: datetime
+    ) -> None:
+        """The follower counts and note pages of the batch's fans and notes answers, and the
+        paid answers this version could not read, kept whole."""
+        followers = {rec.creator_id: rec.followers for rec in records if rec.followers}
+        if followers:
+            await put_followers(conn, self._upsert, followers, now)
+        kept = [
+            {
+                "source": rec.variant.source,
+                "creator_id": rec.creator_id,
+                "params": dict(rec.unreadable_params),
+                "body": rec.raw_body,
+                "error": rec.error or "",
+                "fetched_at": rec.started_at,
+            }
+            for rec in records
+            if rec.unreadable_params is not None and rec.raw_body is not None
+        ]
+        if kept:
+            await conn.execute(insert(unreadable_answers), kept)
+        for rec in records:
+            if rec.note_page is not None and rec.note_page.notes:
+                await put_note_page(
+                    conn, self._upsert, rec.creator_id, rec.note_page.notes, rec.started_at
+                )
 
     async def unanswered_streak(self, limit: int = 50) -> tuple[int, datetime | None]:
         """How many of the latest calls got no answer at all (no code, no HTTP status: refused,
@@ -220,7 +284,7 @@ class MetricsStore(StoreBase):
         rows = [
             {
                 "creator_id": rec.creator_id,
-                **variant_values(rec.variant),
+                **series_values(rec.variant),
                 "due_at": rec.due_at,
                 "started_at": rec.started_at,
                 "latency_ms": rec.latency_ms,
@@ -228,7 +292,7 @@ class MetricsStore(StoreBase):
                 "code": rec.code,
                 "billed": rec.billed,
                 "error": rec.error,
-                "points": len(rec.points()),
+                "points": _stored_count(rec),
                 "attempt_id": rec.attempt_id,
             }
             for rec in records
@@ -267,12 +331,12 @@ class MetricsStore(StoreBase):
         """The schedule's last_* fields: a success resets the failure count, a failure adds one."""
         rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         for rec in records:
-            key = (rec.creator_id, *variant_values(rec.variant).values())
+            key = (rec.creator_id, *series_values(rec.variant).values())
             row = rows.setdefault(
                 key,
                 {
                     "creator_id": rec.creator_id,
-                    **variant_values(rec.variant),
+                    **series_values(rec.variant),
                     "next_due_at": rec.due_at or rec.started_at,
                     "last_success_at": None,
                     "consecutive_failures": 0,
@@ -286,7 +350,7 @@ class MetricsStore(StoreBase):
                 row["consecutive_failures"] += 1
         await conn.execute(self._attempts_upsert, list(rows.values()))
         moves = [
-            {"cid": rec.creator_id, **{f"v_{k}": v for k, v in variant_values(rec.variant).items()}}
+            {"cid": rec.creator_id, **{f"v_{k}": v for k, v in series_values(rec.variant).items()}}
             | {"due": rec.next_due_at}
             for rec in records
             if rec.next_due_at is not None
@@ -296,7 +360,7 @@ class MetricsStore(StoreBase):
 
     @cached_property
     def _reschedule(self) -> Executable:
-        keys = [schedule.c[name] == bindparam(f"v_{name}") for name in VARIANT_COLUMNS]
+        keys = [schedule.c[name] == bindparam(f"v_{name}") for name in SERIES_COLUMNS]
         return (
             update(schedule)
             .where(schedule.c.creator_id == bindparam("cid"), *keys)

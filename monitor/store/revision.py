@@ -17,7 +17,7 @@ from monitor.errors import SchemaOutOfDate
 
 #: the newest revision in ``migrations/versions``; ``tests/store/test_migrations.py`` checks that
 #: it is alembic's head, so a new migration without an update here fails the suite
-HEAD_REVISION = "0008_outbox_facts"
+HEAD_REVISION = "0009_series_source"
 #: every revision this code ships, oldest first: a database at one of them is migrated at start;
 #: at any other, it was migrated by a newer version, and is refused (checked by the tests too)
 KNOWN_REVISIONS = (

@@ -14,14 +14,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal_column, select
+from sqlalchemy import ColumnElement, bindparam, case, func, literal_column, select
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
 from monitor.store.schema import creators, daily_metrics, schedule
-from monitor.store.variants import VARIANT_COLUMNS, variant_of, variant_values
+from monitor.store.variants import SERIES_COLUMNS, STORED_SOURCES, series_values, variant_of
 
-_PK = ("creator_id", *VARIANT_COLUMNS)
+_PK = ("creator_id", *SERIES_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +50,25 @@ SlotState = tuple[str, int, datetime, datetime | None, int, int | None, bool]
 
 
 def _series_name() -> ColumnElement[str]:
-    """``user_id/business/note_type/date_type/advertise`` in SQL: ``cadence.slot_key``'s name
-    of a series (``Variant.label`` joins the four values with ``/``)."""
+    """``cadence.slot_key``'s name of a series in SQL: ``user_id/`` and ``Variant.label``
+    (core's four values joined with ``/``, ``fans/<date_type>`` or ``notes``)."""
     slash: ColumnElement[str] = literal_column("'/'")
-    name: ColumnElement[str] = creators.c.user_id
-    for column in VARIANT_COLUMNS:
-        name = name + slash + schedule.c[column]
-    return name
+    core: ColumnElement[str] = creators.c.user_id
+    for column in ("business", "note_type", "date_type", "advertise"):
+        core = core + slash + schedule.c[column]
+    fans = creators.c.user_id + literal_column("'/fans/'") + schedule.c.date_type
+    notes = creators.c.user_id + literal_column("'/notes'")
+    return case(
+        (schedule.c.source == "fans", fans), (schedule.c.source == "notes", notes), else_=core
+    )
 
 
 _PK_COLUMNS = [schedule.c[name] for name in _PK]
-#: the most slots a creator can have: one per combination of the four variant values
-_MOST_VARIANTS = len(Business) * len(NoteType) * len(DateType) * len(Advertise)
+#: the most slots a creator can have: one per combination of the four variant values, and a
+#: series of each other source per date type
+_MOST_VARIANTS = len(Business) * len(NoteType) * len(DateType) * len(Advertise) + len(
+    STORED_SOURCES
+) * len(DateType)
 
 #: ``slot_states``'s query: the active creators' slots, with what the scheduler keeps of them,
 #: in primary-key order (a page starts after the last creator its predecessor read whole)
@@ -144,7 +151,7 @@ class ScheduleStore(StoreBase):
         def values(variant: Variant) -> tuple[str, ...]:
             known = columns.get(id(variant))
             if known is None:
-                known = columns[id(variant)] = (variant, tuple(variant_values(variant).values()))
+                known = columns[id(variant)] = (variant, tuple(series_values(variant).values()))
             return known[1]
 
         async with self._write() as conn:
@@ -164,7 +171,7 @@ class ScheduleStore(StoreBase):
     async def _put(
         self, creator_id: int, variant: Variant, due_if_new: datetime, values: dict[str, Any]
     ) -> None:
-        row = {"creator_id": creator_id, **variant_values(variant), "next_due_at": due_if_new}
+        row = {"creator_id": creator_id, **series_values(variant), "next_due_at": due_if_new}
         stmt = self._upsert(schedule).values(**(row | values))
         async with self._write() as conn:
             await conn.execute(stmt.on_conflict_do_update(index_elements=list(_PK), set_=values))
@@ -186,7 +193,7 @@ class ScheduleStore(StoreBase):
             .outerjoin(schedule, schedule.c.creator_id == creators.c.id)
             .outerjoin(stored, stored.c.creator_id == creators.c.id)
             .where(creators.c.active.is_(True))
-            .order_by(creators.c.user_id, *(schedule.c[name] for name in VARIANT_COLUMNS))
+            .order_by(creators.c.user_id, *(schedule.c[name] for name in SERIES_COLUMNS))
         )
         async with self._read() as conn:
             return [_status_row(row) for row in await conn.execute(query)]

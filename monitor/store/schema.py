@@ -148,6 +148,7 @@ fetches = Table(
     Column("id", Integer, primary_key=True),
     Column("creator_id", Integer, ForeignKey("creators.id"), nullable=False),
     *_variant_columns(primary_key=False),
+    Column("source", String(8), nullable=False, server_default="core"),
     Column("due_at", UTCDateTime, nullable=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("latency_ms", Integer, nullable=True),
@@ -198,6 +199,9 @@ schedule = Table(
     metadata,
     Column("creator_id", Integer, ForeignKey("creators.id"), primary_key=True),
     *_variant_columns(primary_key=True),
+    #: the endpoint the series reads (``core``, ``fans``, ``notes``); fans and notes series
+    #: keep the variant columns at their defaults (a fans series uses ``date_type``)
+    Column("source", String(8), primary_key=True, nullable=False, server_default="core"),
     Column("next_due_at", UTCDateTime, nullable=False, index=True),
     Column("last_attempt_at", UTCDateTime, nullable=True),
     Column("last_success_at", UTCDateTime, nullable=True),

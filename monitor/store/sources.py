@@ -8,12 +8,12 @@ observation of each note's totals. Knows no budget, schedule or upstream call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, select
+from sqlalchemy import Select, Table, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import FollowerPoint, ListedNote, Note, NoteStats
@@ -60,33 +60,8 @@ class SourceStore(StoreBase):
     async def store_followers_many(self, batch: Mapping[int, Sequence[FollowerPoint]]) -> int:
         """``store_followers`` for many creators' answers in ONE transaction (bulk ingest:
         one driver ``executemany`` per ``MANY_ROWS`` points); returns the points written."""
-        rows = [
-            (creator_id, day.isoformat(), fans)
-            for creator_id, points in batch.items()
-            # one row per day and answer: the last count given for a day wins
-            for day, fans in sorted({p.date_key: p.fans for p in points}.items())
-        ]
-        if not rows:
-            return 0
-        stmt = self._upsert(follower_counts).values(
-            creator_id=bindparam("creator_id"),
-            date_key=bindparam("date_key"),
-            fans=bindparam("fans"),
-            updated_at=bindparam("updated_at"),
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[follower_counts.c.creator_id, follower_counts.c.date_key],
-            set_={"fans": stmt.excluded.fans, "updated_at": stmt.excluded.updated_at},
-        )
         async with self._write() as conn:
-            at = utc_to_db(conn, follower_counts.c.updated_at)(self._clock())
-            await execute_many(
-                conn,
-                stmt,
-                ("creator_id", "date_key", "fans", "updated_at"),
-                ((cid, day, fans, at) for cid, day, fans in rows),
-            )
-        return len(rows)
+            return await put_followers(conn, self._upsert, batch, self._clock())
 
     async def follower_series(
         self, creator_id: int, since: date | None = None, until: date | None = None
@@ -111,32 +86,18 @@ class SourceStore(StoreBase):
         that were new, in page order (the visit follows the next page only while all are)."""
         if not listed:
             return []
-        page = {entry.note.note_id: entry for entry in listed}  # a page never repeats a note
         async with self._write() as conn:
-            known = await _known_notes(conn, list(page))
-            fresh = [entry for note_id, entry in page.items() if note_id not in known]
-            if fresh:
-                await conn.execute(
-                    notes.insert(),
-                    [_note_row(creator_id, entry.note, seen_at) for entry in fresh],
-                )
-            stmt = self._upsert(note_observations).on_conflict_do_nothing(
-                index_elements=[note_observations.c.note_id, note_observations.c.seen_at]
-            )
-            await conn.execute(
-                stmt,
-                [
-                    {
-                        "note_id": note_id,
-                        "seen_at": seen_at,
-                        "reads": entry.stats.reads,
-                        "likes": entry.stats.likes,
-                        "collects": entry.stats.collects,
-                    }
-                    for note_id, entry in page.items()
-                ],
-            )
-        return [entry.note.note_id for entry in fresh]
+            return await put_note_page(conn, self._upsert, creator_id, listed, seen_at)
+
+    async def note_visit(self, creator_id: int, note_ids: Sequence[str]) -> tuple[set[str], bool]:
+        """Which of ``note_ids`` are stored, and whether the creator's notes were ever listed
+        before (False: this is the first visit, whose notes are the baseline)."""
+        async with self._read() as conn:
+            known = await _known_notes(conn, list(note_ids))
+            if known:
+                return known, True
+            any_note = select(notes.c.id).where(notes.c.creator_id == creator_id).limit(1)
+            return known, (await conn.scalar(any_note)) is not None
 
     async def known_note_ids(self, note_ids: Sequence[str]) -> set[str]:
         """Which of ``note_ids`` the monitor has stored."""
@@ -184,6 +145,82 @@ class SourceStore(StoreBase):
         async with self._read() as conn:
             found: datetime | None = await conn.scalar(query)  # min() keeps the column's type
         return found
+
+
+Upsert = Callable[[Table], Any]
+
+
+async def put_followers(
+    conn: AsyncConnection,
+    upsert: Upsert,
+    batch: Mapping[int, Sequence[FollowerPoint]],
+    at: datetime,
+) -> int:
+    """Upsert one count per creator and day (a later answer wins) on ``conn``, inside the
+    caller's transaction (a fetch's record, or a bulk ingest); returns the points written."""
+    rows = [
+        (creator_id, day.isoformat(), fans)
+        for creator_id, points in batch.items()
+        # one row per day and answer: the last count given for a day wins
+        for day, fans in sorted({p.date_key: p.fans for p in points}.items())
+    ]
+    if not rows:
+        return 0
+    stmt = upsert(follower_counts).values(
+        creator_id=bindparam("creator_id"),
+        date_key=bindparam("date_key"),
+        fans=bindparam("fans"),
+        updated_at=bindparam("updated_at"),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[follower_counts.c.creator_id, follower_counts.c.date_key],
+        set_={"fans": stmt.excluded.fans, "updated_at": stmt.excluded.updated_at},
+    )
+    when = utc_to_db(conn, follower_counts.c.updated_at)(at)
+    await execute_many(
+        conn,
+        stmt,
+        ("creator_id", "date_key", "fans", "updated_at"),
+        ((cid, day, fans, when) for cid, day, fans in rows),
+    )
+    return len(rows)
+
+
+async def put_note_page(
+    conn: AsyncConnection,
+    upsert: Upsert,
+    creator_id: int,
+    listed: Sequence[ListedNote],
+    seen_at: datetime,
+) -> list[str]:
+    """One note-list page on ``conn``, inside the caller's transaction: the notes new to the
+    monitor, and an observation of each note's totals; returns the new notes' ids."""
+    if not listed:
+        return []
+    page = {entry.note.note_id: entry for entry in listed}  # a page never repeats a note
+    known = await _known_notes(conn, list(page))
+    fresh = [entry for note_id, entry in page.items() if note_id not in known]
+    if fresh:
+        await conn.execute(
+            notes.insert(), [_note_row(creator_id, entry.note, seen_at) for entry in fresh]
+        )
+    stmt = upsert(note_observations).on_conflict_do_nothing(
+        index_elements=[note_observations.c.note_id, note_observations.c.seen_at]
+    )
+    await conn.execute(
+        stmt,
+        [
+            {
+                "note_id": note_id,
+                "seen_at": seen_at,
+                "reads": entry.stats.reads,
+                "likes": entry.stats.likes,
+                "collects": entry.stats.collects,
+            }
+            for note_id, entry in page.items()
+        ],
+    )
+    return [entry.note.note_id for entry in fresh]
 
 
 #: the same table again, for the creator's first visit inside a query on ``notes``

@@ -17,11 +17,11 @@ from monitor.errors import (
     AccountBlocked,
     InvalidRequest,
     NoContent,
-    ParseError,
     QuotaExceeded,
     RateLimited,
     Retryable,
     UnknownCode,
+    UnreadableAnswer,
     UpstreamError,
 )
 from monitor.model import CoreData, DailyPoint, FetchResult
@@ -97,8 +97,9 @@ def parse_core_data(
     try:
         data = _parse_data(envelope.get("data"), envelope.get("recordTime"), date_bounds(today))
     except BadData as exc:
-        raise ParseError(
+        raise UnreadableAnswer(
             f"unreadable data: {exc}",
+            source="core",
             code=0,
             raw_body=text,
             http_status=http_status,

@@ -32,7 +32,7 @@ from monitor.daemon import Daemon
 from monitor.daemon.options import Options
 from monitor.errors import UpstreamError
 from monitor.model import Variant
-from monitor.service.fetching.fetch import error_text
+from monitor.service.fetching.attempt import error_text
 from monitor.store import migrate
 from monitor.upstream.client import CORE_DATA_PATH, JustOneClient
 

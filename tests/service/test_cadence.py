@@ -226,6 +226,7 @@ def sample_config(**budget: Any) -> dict[str, Any]:
     return {
         "budget": {"calls_per_minute": 30, "burst": 5, "daily_calls": 2000} | budget,
         "defaults": {"every": "24h"},
+        "account": {"balance_every": "off"},  # the creators' series alone
         "creators": [
             {"user_id": uid(1), "name": "A", "tags": ["fitness"], "every": "12h"},
             {
@@ -274,6 +275,7 @@ def test_the_call_plan_advises_on_the_rate_too() -> None:
     config = parse_config(
         {
             "budget": {"calls_per_minute": 1, "burst": 1, "daily_calls": 2000},
+            "account": {"balance_every": "off"},
             "creators": [
                 {"user_id": uid(1), "tags": ["fast"], "every": "30s"},
                 {"user_id": uid(2), "tags": ["fast"], "every": "30s"},
@@ -299,13 +301,51 @@ def test_a_plan_close_to_the_budget_warns_about_retries() -> None:
 
 
 def test_an_empty_config_needs_nothing() -> None:
-    plan = call_plan(parse_config({}))
-    assert plan == Plan(0.0, 0, 30 * 1440, 2000, (), (), needed_in_flight=4)
+    plan = call_plan(parse_config({"account": {"balance_every": "off"}}))
+    assert plan == Plan(0.0, 0, 30 * 1440, 2000, (), (), needed_in_flight=4, notes_pages=2)
     assert plan.fits
+    # the balance is read through the same budget: hourly by default, 24 calls a day
+    assert call_plan(parse_config({})).calls_per_day == 24
+
+
+def test_the_call_plan_counts_each_source_at_its_own_cadence() -> None:
+    config = parse_config(
+        {
+            "defaults": {
+                "every": "24h",
+                "sources": ["core", "fans", "notes"],
+                "every_source": {"notes": "6h"},
+            },
+            "account": {"balance_every": "2h"},
+            "creators": [
+                {"user_id": uid(1), "variants": [{}, {"date_type": "DAY_90"}]},
+                {"user_id": uid(2), "sources": ["core"], "every": "12h"},
+            ],
+        }
+    )
+    plan = call_plan(config)
+    # core: 2 variants x 1 + 2; fans: 1 (one series over the widest window); notes: 4; balance 12
+    assert plan.by_source == (
+        ("core", 4.0, 3),
+        ("fans", 1.0, 1),
+        ("notes", 4.0, 1),
+        ("balance", 12.0, 0),
+    )
+    assert plan.calls_per_day == 21
+    assert plan.series == 5
+    assert plan.lines()[1:5] == [
+        "  source core: 4.0 calls/day for 3 series",
+        "  source fans: 1.0 calls/day for 1 series",
+        "  source notes: 4.0 calls/day for 1 series (page 1 per visit; up to 2 pages when a "
+        "creator posted more than a page since the last visit)",
+        "  source balance: 12.0 calls/day (the account, [account] balance_every)",
+    ]
 
 
 def test_the_plan_names_the_concurrency_the_budget_needs() -> None:
-    auto = call_plan(parse_config({"budget": {"calls_per_minute": 600}}))
+    auto = call_plan(
+        parse_config({"budget": {"calls_per_minute": 600}, "account": {"balance_every": "off"}})
+    )
     assert auto.lines()[1] == (
         "concurrency: 26 calls in flight keep 600 calls/min going at 1 s per call; "
         'max_in_flight = "auto" follows the observed latency (at most 64)'
@@ -315,7 +355,13 @@ def test_the_plan_names_the_concurrency_the_budget_needs() -> None:
 
 def test_a_fixed_max_in_flight_below_the_budget_is_advised_against() -> None:
     fixed = call_plan(
-        parse_config({"budget": {"calls_per_minute": 600}, "schedule": {"max_in_flight": 4}})
+        parse_config(
+            {
+                "budget": {"calls_per_minute": 600},
+                "schedule": {"max_in_flight": 4},
+                "account": {"balance_every": "off"},
+            }
+        )
     )
     assert fixed.lines()[1].endswith("; max_in_flight = 4")
     assert fixed.lines()[-1] == (

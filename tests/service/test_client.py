@@ -28,6 +28,7 @@ from monitor.errors import (
     TransportError,
     UnknownCode,
     Unreached,
+    UnreadableAnswer,
     UpstreamError,
 )
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
@@ -211,7 +212,8 @@ async def test_wrong_type_is_a_billed_parse_error_with_raw_body(
 
     exc = await _fail(client)
 
-    assert type(exc) is ParseError
+    assert type(exc) is UnreadableAnswer
+    assert exc.source == "core"
     assert exc.message == "unreadable data: dailyData[29].read is 'abc', expected a number"
     _assert_facts(exc, code=0, http_status=200, billed=True)
     assert exc.raw_body is not None
@@ -542,7 +544,7 @@ def test_unreadable_values_are_billed_parse_errors_with_raw_body(
     with pytest.raises(ParseError) as info:
         parse_core_data(body, latency_ms=3)
 
-    assert type(info.value) is ParseError
+    assert type(info.value) is UnreadableAnswer
     assert info.value.message == f"unreadable data: {message}"
     assert (info.value.code, info.value.billed, info.value.raw_body) == (0, True, body)
     assert (info.value.http_status, info.value.latency_ms) == (200, 3)

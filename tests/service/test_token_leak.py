@@ -153,7 +153,7 @@ async def test_token_never_leaks(sim: Simulator, token: str, captured: Everythin
         "QuotaExceeded",
         "InvalidRequest",
         "UnknownCode",
-        "ParseError",
+        "UnreadableAnswer",
         "TransportError",
     }
 

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import inspect, text
 from support.store import CREATORS, T0, load_sample
 
-from monitor.model import Balance, FollowerPoint, Phase, Severity, Variant
-from monitor.store import FetchRecord, Store, migrate
+from monitor.model import Balance, FollowerPoint, Phase, Severity
+from monitor.store import Store, migrate
 
 #: the revision the release before issue sources ships
 RELEASED = "0006_pause_cause"
@@ -26,15 +26,20 @@ NEW_TABLES = {
 }
 
 
-#: columns later revisions add to the release's tables (NULL in every row that was there)
-LATER_COLUMNS = {("notifications", "facts")}  # 0008_outbox_facts
+#: columns later revisions add to the release's tables, with the value every row that was there
+#: takes: 0008_outbox_facts (no facts), 0009_series_source (every old series is core's)
+LATER_COLUMNS: dict[tuple[str, str], object] = {
+    ("notifications", "facts"): None,
+    ("fetches", "source"): "core",
+    ("schedule", "source"): "core",
+}
 
 
 async def _dump(
-    store: Store, *, leave_out: set[tuple[str, str]] | None = None
+    store: Store, *, leave_out: dict[tuple[str, str], object] | None = None
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table except alembic's own, in a stable order; without the columns
-    ``leave_out`` names (each checked NULL)."""
+    """Every row of every table except alembic's own, in a stable order, by column name;
+    without the columns ``leave_out`` names (each checked to hold the value it gives)."""
     async with store._read() as conn:
         names = await conn.run_sync(lambda c: sorted(inspect(c).get_table_names()))
         dump = {}
@@ -44,9 +49,11 @@ async def _dump(
             result = await conn.execute(text(f'SELECT * FROM "{name}"'))
             rows = []
             for row in result.mappings():
-                later = [k for k in row if (name, k) in (leave_out or set())]
-                assert all(row[k] is None for k in later)
-                rows.append(tuple(v for k, v in row.items() if k not in later))
+                later = {
+                    k: (leave_out or {})[(name, k)] for k in row if (name, k) in (leave_out or {})
+                }
+                assert all(row[k] == value for k, value in later.items())
+                rows.append(tuple(sorted((k, v) for k, v in row.items() if k not in later)))
             dump[name] = sorted(rows, key=repr)
         return dump
 
@@ -56,22 +63,54 @@ async def _fill_released(store: Store, data_dir: Path) -> None:
     with its notification, a silence, the budget ledger."""
     ids = await store.sync_creators(CREATORS)
     core, body = load_sample(data_dir, "core_data_success_30d.json")
-    for i, creator in enumerate(CREATORS):
-        await store.record_fetches(
-            [
-                FetchRecord(
-                    ids[creator.user_id],
-                    Variant(),
-                    started_at=T0 + timedelta(minutes=i),
-                    latency_ms=800,
-                    http_status=200,
-                    code=0,
-                    billed=True,
-                    data=core,
-                    raw_body=body,
+    # the release's own statements: today's code writes columns the release does not have
+    variant = {"b": "DAILY_NOTE", "n": "PHOTO_TEXT_AND_VIDEO", "d": "DAY_30", "a": "ALL"}
+    async with store._write() as conn:
+        for i, creator in enumerate(CREATORS):
+            at = T0 + timedelta(minutes=i)
+            stamp = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if store.dialect == "sqlite" else at
+            cid = ids[creator.user_id]
+            fetch = await conn.execute(
+                text(
+                    "INSERT INTO fetches (creator_id, business, note_type, date_type, advertise, "
+                    "started_at, latency_ms, http_status, code, billed, points) VALUES (:cid, "
+                    ":b, :n, :d, :a, :at, 800, 200, 0, :t, :p) RETURNING id"
+                ),
+                {"cid": cid, "at": stamp, "t": True, "p": len(core.daily), **variant},
+            )
+            fetch_id = fetch.scalar_one()
+            await conn.execute(
+                text(
+                    "INSERT INTO raw_responses (fetch_id, received_at, body) VALUES (:f, :at, :b)"
+                ),
+                {"f": fetch_id, "at": stamp, "b": body},
+            )
+            for point in core.daily:
+                await conn.execute(
+                    text(
+                        "INSERT INTO daily_metrics (creator_id, business, note_type, date_type, "
+                        "advertise, date_key, imp, read, engage, fetch_id, updated_at) VALUES "
+                        "(:cid, :b, :n, :d, :a, :day, :imp, :read, :engage, :f, :at)"
+                    ),
+                    {
+                        "cid": cid,
+                        "day": point.date_key.isoformat(),
+                        "imp": point.imp,
+                        "read": point.read,
+                        "engage": point.engage,
+                        "f": fetch_id,
+                        "at": stamp,
+                        **variant,
+                    },
                 )
-            ]
-        )
+            await conn.execute(
+                text(
+                    "INSERT INTO schedule (creator_id, business, note_type, date_type, advertise, "
+                    "next_due_at, last_attempt_at, last_success_at, last_code, "
+                    "consecutive_failures) VALUES (:cid, :b, :n, :d, :a, :at, :at, :at, 0, 0)"
+                ),
+                {"cid": cid, "at": stamp, **variant},
+            )
     async with store._write() as conn:
         alert = await conn.execute(
             text(

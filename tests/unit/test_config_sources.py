@@ -285,29 +285,3 @@ def test_rules_of_the_new_sources_leave_alerts_alone_until_wired() -> None:
 
 def test_config_type_has_the_account_section() -> None:
     assert "account" in Config.model_fields
-
-
-def test_settings_not_acted_on_yet_are_named_in_one_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Until the new sources are fetched, a config asking for them is told so (``check`` and
-    ``run`` log it) instead of silently getting core metrics only."""
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f'[defaults]\nsources = ["core", "notes"]\n\n[[creators]]\nuser_id = "{UID}"\n'
-        'sources = ["fans"]\n\n[[rules]]\nname = "posts"\nkind = "new_note"\n\n'
-        '[[rules]]\nname = "followers"\nkind = "threshold"\nmetric = "fans"\nop = "<"\n'
-        "value = 100\n",
-        encoding="utf-8",
-    )
-    with caplog.at_level("WARNING"):
-        load_config(path)
-    assert [r.getMessage() for r in caplog.records] == [
-        "sources fans, notes; rules metric = fans, new_note: checked, but this version fetches "
-        "core metrics only; they take effect in a later version"
-    ]
-    caplog.clear()
-    path.write_text(f'[[creators]]\nuser_id = "{UID}"\n', encoding="utf-8")
-    with caplog.at_level("WARNING"):
-        load_config(path)
-    assert caplog.records == []

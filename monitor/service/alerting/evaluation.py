@@ -217,7 +217,7 @@ class Alerting:
     def _variant_gone(self, alert: AlertState, entry: CreatorConfig) -> str | None:
         if alert.variant == NO_VARIANT:
             return "alerts are now kept per variant; this one, for the creator as a whole, ends"
-        if alert.variant not in {v.label for v in self._config.variants_of(entry)}:
+        if alert.variant not in {v.label for _, v in self._config.series_of(entry)}:
             return f"the variant {alert.variant} is no longer tracked"
         return None
 

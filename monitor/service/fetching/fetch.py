@@ -1,4 +1,5 @@
-"""One creator × variant, one due time: budget → client → store → rules → alerts → outbox.
+"""One series (a creator's core variant, followers or notes), one due time: budget → client →
+store → rules → alerts → outbox.
 
 The only place the leaves meet. Retries what the budget module calls retryable, within the
 budget; logs a creator's failure once when it starts and once when it ends, never per retry.
@@ -16,26 +17,31 @@ from datetime import datetime, timedelta
 from monitor.config import ApiErrorRule, Config
 from monitor.errors import (
     AccountBlocked,
+    BudgetError,
     InvalidRequest,
     QuotaExceeded,
     RateLimited,
     StoreError,
     TransportError,
     Unreached,
+    UnreadableAnswer,
     UpstreamError,
 )
-from monitor.model import FetchResult
+from monitor.model import Answer, FetchResult, NotePage
 from monitor.ops.wallclock import Clock
 from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
 from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching.attempt import error_text, record_of
 from monitor.service.fetching.gate import BudgetGate, Ticket
 from monitor.service.fetching.owed import OwedRules
 from monitor.service.fetching.slot import Ending, Run, Slot, SlotFate
-from monitor.service.fetching.spill import Spill, new_attempt_id
+from monitor.service.fetching.spill import Spill
 from monitor.store import FetchRecord, Store
 from monitor.store.ledger import LedgerDay
 from monitor.upstream.client import JustOneClient
+from monitor.upstream.notes import PAGE_SIZE as NOTES_PAGE_SIZE
+from monitor.upstream.sources import Reading, read_source
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +69,7 @@ def fate_of(error: UpstreamError | None) -> SlotFate:
     return SlotFate.DONE
 
 
-def _code_label(result: FetchResult | None, error: UpstreamError | None) -> int | str:
+def _code_label(result: Reading | None, error: UpstreamError | None) -> int | str:
     if result is not None:
         return result.code
     assert error is not None
@@ -71,12 +77,6 @@ def _code_label(result: FetchResult | None, error: UpstreamError | None) -> int 
         return error.code
     # no envelope: a gateway body or an HTML page (HTTP status), or no answer at all
     return "transport" if error.http_status is None else f"http_{error.http_status}"
-
-
-def error_text(exc: UpstreamError) -> str:
-    """The one line stored in ``fetches.error``, cut at 500 characters. Safe to cut: the client
-    redacts every body and message whole before it raises (a cut first would split the token)."""
-    return str(exc)[:500]
 
 
 class Fetcher:
@@ -122,6 +122,10 @@ class Fetcher:
         self._owed = OwedRules(clock)
         #: the last call never reached a server (``fetch --all`` stops trying then)
         self.unreached = False
+        #: note-list visits whose next page is to be read (every note on the last was new)
+        self._more_pages: dict[str, bool] = {}
+        #: sources whose unreadable answer was logged (once each per process)
+        self._unreadable_told: set[str] = set()
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config: its retries, cadence and rules apply from the next attempt."""
@@ -169,6 +173,8 @@ class Fetcher:
                 await self._sleep(
                     budget_rules.retry_delay(attempt, cfg.retry_base, cfg.retry_max, self._rng)
                 )
+            if error is None and not dry_run:
+                error = await self._follow_pages(slot, how)
             if not dry_run:
                 try:
                     await self._evaluate(slot)
@@ -183,6 +189,66 @@ class Fetcher:
         finally:
             self._sending.discard(slot.key)
         return Run(fate_of(error))
+
+    async def _follow_pages(self, slot: Slot, how: _How) -> UpstreamError | None:
+        """The note list's next pages while every note on the last one was new to the monitor
+        (a creator who posted more than a page since the last visit), up to ``notes_pages``
+        per visit; each page is a call through the gate like any other, never retried (the
+        next visit reads on). A page the budget will not allow waits for the next visit."""
+        page = 2
+        while self._more_pages.pop(slot.key, None) and page <= self._config.defaults.notes_pages:
+            try:
+                sent = await self._call_once(slot, 0, how, page)
+            except BudgetError:
+                return None
+            if isinstance(sent, Run):
+                return None  # refused or held: the visit ends here, the hold says why
+            if sent is not None:
+                return sent
+            page += 1
+        self._more_pages.pop(slot.key, None)
+        return None
+
+    async def _source_facts(
+        self, slot: Slot, page: int, result: Reading | None, error: UpstreamError | None
+    ) -> None:
+        """What an answer means beyond its record: an unreadable one is said, a note page
+        decides whether the visit reads the next."""
+        if isinstance(error, UnreadableAnswer):
+            self._unreadable(slot, error)
+        if page == 1 or error is not None:
+            self._more_pages.pop(slot.key, None)
+        if isinstance(result, Answer) and isinstance(result.data, NotePage):
+            await self._plan_next_page(slot, result.data)
+
+    async def _plan_next_page(self, slot: Slot, page: NotePage) -> None:
+        """Whether the visit reads the next page: only when this one was full and every note
+        on it new, and the creator's notes were listed before (a first visit reads one page:
+        its notes are the baseline, not a back catalogue to buy)."""
+        if len(page.notes) < NOTES_PAGE_SIZE or page.page >= self._config.defaults.notes_pages:
+            return
+        try:
+            known, visited = await self._store.note_visit(
+                slot.creator_id, [entry.note.note_id for entry in page.notes]
+            )
+        except StoreError:
+            return  # the next visit reads on
+        if visited and not known:
+            self._more_pages[slot.key] = True
+
+    def _unreadable(self, slot: Slot, error: UnreadableAnswer) -> None:
+        """A paid answer this version cannot read: kept whole with its fetch (``reparse``
+        reads it again); said once per source and process, not once per creator."""
+        if error.source in self._unreadable_told:
+            return
+        self._unreadable_told.add(error.source)
+        log.warning(
+            "a paid %s answer for %s could not be read (%s); it is kept whole: after an "
+            "upgrade, `creator-monitor reparse` stores what it holds",
+            error.source,
+            _who(slot),
+            error,
+        )
 
     def _count_reached(self, slot: Slot) -> bool:
         """Whether this failure brought the creator's count to an ``api_error`` rule's
@@ -210,7 +276,9 @@ class Fetcher:
         """No call goes: answers wait for the database, or its last write failed."""
         return Run(SlotFate.KEEP, Ending.REFUSED, str(self._hold.refusal()))
 
-    async def _call_once(self, slot: Slot, attempt: int, how: _How) -> UpstreamError | Run | None:
+    async def _call_once(
+        self, slot: Slot, attempt: int, how: _How, page: int = 1
+    ) -> UpstreamError | Run | None:
         """One attempt: its error (None: a success), or the run's end when no call may go or
         the database refused its answer."""
         if self._hold.waiting:  # answers wait for the database: no new call
@@ -219,10 +287,10 @@ class Fetcher:
         # from here a stop lets the fetch finish: the call, its record and the creator's rules
         # (``run`` takes the key out again before it waits for a retry, and at its end)
         self._sending.add(slot.key)
-        return await self._send(slot, attempt, how, ticket)
+        return await self._send(slot, attempt, how, ticket, page)
 
     async def _send(
-        self, slot: Slot, attempt: int, how: _How, ticket: Ticket
+        self, slot: Slot, attempt: int, how: _How, ticket: Ticket, page: int = 1
     ) -> UpstreamError | Run | None:
         """The call the gate just allowed, its feedback and its record."""
         if self._hold.waiting:  # a write failed while this call waited for the budget
@@ -231,9 +299,9 @@ class Fetcher:
         self.calls += 1
         started = self._clock()
         error: UpstreamError | None = None
-        result: FetchResult | None = None
+        result: Reading | None = None
         try:
-            result = await self._client.core_data(slot.creator.user_id, slot.variant)
+            result = await read_source(self._client, slot.creator.user_id, slot.variant, page)
         except UpstreamError as exc:
             error = exc
         finally:
@@ -250,13 +318,14 @@ class Fetcher:
             error, billed=billed, dry_run=how.dry_run, sent_at=ticket.sent_at
         )
         if how.dry_run:
-            self.last_result = result
+            self.last_result = result if isinstance(result, FetchResult) else None
             if error is not None:
                 slot.failed(error.code, error_text(error))
             return error
+        await self._source_facts(slot, page, result, error)
         next_due: datetime | None = None
         final = error is None or not self._should_retry(error, attempt, how.probe)
-        if how.reschedule and final and fate_of(error) is SlotFate.DONE:
+        if how.reschedule and final and fate_of(error) is SlotFate.DONE and page == 1:
             # the next slot on the grid at least half a cadence away: a slot served very late
             # (new creators, catch-up after downtime) must not be fetched again minutes later
             later = self._clock() + slot.every / 2
@@ -300,7 +369,7 @@ class Fetcher:
         self,
         slot: Slot,
         started: datetime,
-        result: FetchResult | None,
+        result: Reading | None,
         error: UpstreamError | None,
         *,
         keep_raw: bool,
@@ -309,7 +378,7 @@ class Fetcher:
     ) -> tuple[FetchRecord, str] | None:
         """Store the attempt and update the slot; when the database refuses it (or answers
         before it still wait), hold it and return it with the line that says so."""
-        record = _record_of(slot, started, result, error, keep_raw, next_due, owed)
+        record = record_of(slot, started, result, error, keep_raw, next_due, owed)
         held: str | None = None
         if self._hold.waiting:  # behind the answers already held: they are stored in order
             held = self._hold.keep(record)
@@ -360,58 +429,6 @@ class Fetcher:
         await self._alerting.evaluate_creator(
             slot.creator_id, slot.creator, [s.facts() for s in siblings], account
         )
-
-
-def _record_of(
-    slot: Slot,
-    started: datetime,
-    result: FetchResult | None,
-    error: UpstreamError | None,
-    keep_raw: bool,
-    next_due: datetime | None,
-    owed: LedgerDay | None,
-) -> FetchRecord:
-    """The ``fetches`` row (and points) of one attempt, with its own attempt id."""
-    latency: int | None
-    status: int | None
-    code: int | None
-    text: str | None
-    raw: str | None
-    if result is not None:
-        latency, status, code, billed = (
-            result.latency_ms,
-            result.http_status,
-            result.code,
-            result.billed,
-        )
-        text, data, raw = None, result.data, result.raw_body
-    else:
-        assert error is not None
-        latency, status, code, billed = (
-            error.latency_ms,
-            error.http_status,
-            error.code,
-            error.billed,
-        )
-        text, data, raw = error_text(error), None, error.raw_body
-    return FetchRecord(
-        creator_id=slot.creator_id,
-        variant=slot.variant,
-        started_at=started,
-        due_at=slot.due_at,
-        latency_ms=latency,
-        http_status=status,
-        code=code,
-        billed=billed,
-        error=text,
-        data=data,
-        raw_body=raw,
-        keep_raw=keep_raw,
-        next_due_at=next_due,
-        attempt_id=new_attempt_id(started),
-        billed_day=None if owed is None else owed.label,
-        billed_slot=None if owed is None else owed.slot,
-    )
 
 
 def _who(slot: Slot) -> str:

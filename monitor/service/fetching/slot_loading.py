@@ -1,5 +1,6 @@
 """The live schedule loaded at start-up and on reload: the configured creators synced into the
-store and every creator × variant placed in a ``Timetable``, a known one at its stored due time;
+store and every series (each core variant, and the ``fans`` and ``notes`` series of the sources a
+creator is tracked with) placed in a ``Timetable``, a known one at its stored due time;
 the rows of new ones stored at once or, on a database of its own, after READY in batches."""
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ import itertools
 from datetime import datetime
 
 from monitor.config import Config, collector_paused
-from monitor.model import Variant
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import Store
 
@@ -30,18 +30,28 @@ async def load_slots(
         # ``ids`` (user_id -> creators.id) turns into user_id -> the creator's first row as
         # the rows are added: the schedule is built without a second map of 100,000 creators
         first_row: dict[str, int] = ids
-        # variants tuple (shared by every creator without overrides) -> their numbers; keyed
-        # by identity, the tuple itself kept in the value so its id cannot be reused
-        plans: dict[int, tuple[tuple[Variant, ...], list[int]]] = {}
+        # (variants, sources) tuples (shared by every creator without overrides) -> the
+        # series' numbers, by source; keyed by identity, the tuples themselves kept in the
+        # value so their ids cannot be reused
+        plans: dict[tuple[int, int], tuple[object, list[tuple[str, int]]]] = {}
         for index, entry in enumerate(config.creators):
             creator_id = ids[entry.user_id]
             first_row[entry.user_id] = len(table)
-            every = table.every_index(config.every_of(entry))
-            variants = config.variants_of(entry)
-            plan = plans.get(id(variants))
+            variants, sources = config.variants_of(entry), config.sources_of(entry)
+            plan = plans.get((id(variants), id(sources)))
             if plan is None:
-                plan = plans[id(variants)] = (variants, [table.variant_index(v) for v in variants])
-            for variant in plan[1]:
+                series = [
+                    (source, table.variant_index(variant))
+                    for source, variant in config.series_of(entry)
+                ]
+                plan = plans[(id(variants), id(sources))] = ((variants, sources), series)
+            everies: dict[str, int] = {}
+            for source, variant in plan[1]:
+                every = everies.get(source)
+                if every is None:
+                    every = everies[source] = table.every_index(
+                        config.every_source_of(entry, source)
+                    )
                 table.add(index, creator_id, variant, every)
         del ids
         table.seal()

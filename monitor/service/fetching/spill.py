@@ -19,7 +19,23 @@ from pathlib import Path
 from typing import IO, Any
 
 from monitor.errors import StoreError, WritesRefused
-from monitor.model import Advertise, Business, CoreData, DailyPoint, DateType, NoteType, Variant
+from monitor.model import (
+    CORE,
+    FANS,
+    NOTES,
+    Advertise,
+    Business,
+    CoreData,
+    DailyPoint,
+    DateType,
+    FollowerPoint,
+    ListedNote,
+    Note,
+    NotePage,
+    NoteStats,
+    NoteType,
+    Variant,
+)
 from monitor.policy.budget import quarter_of
 from monitor.store import FetchRecord, Store
 
@@ -101,6 +117,14 @@ def encode(record: FetchRecord) -> str:
         "raw_body": record.raw_body if record.keep_raw else None,
         "keep_raw": record.keep_raw,
         "next_due_at": _time(record.next_due_at),
+        "source": record.variant.source,
+        "followers": None
+        if record.followers is None
+        else [[p.date_key.isoformat(), p.fans] for p in record.followers],
+        "note_page": None if record.note_page is None else _page(record.note_page),
+        "unreadable_params": None
+        if record.unreadable_params is None
+        else dict(record.unreadable_params),
         "data": None
         if data is None
         else {
@@ -123,7 +147,11 @@ def decode(line: str) -> FetchRecord:
         NoteType(q["noteType"]),
         DateType(q["dateType"]),
         Advertise(q["advertiseSwitch"]),
+        source=_source(body.get("source", CORE)),  # a line spilled before sources: core's
     )
+    followers = body.get("followers")
+    page = body.get("note_page")
+    kept = body.get("unreadable_params")
     raw = body["data"]
     data = None
     if raw is not None:
@@ -156,6 +184,62 @@ def decode(line: str) -> FetchRecord:
         attempt_id=body["attempt_id"],
         billed_day=billed_day,
         billed_slot=billed_slot,
+        followers=None
+        if followers is None
+        else tuple(FollowerPoint(date.fromisoformat(day), int(fans)) for day, fans in followers),
+        note_page=None if page is None else _unpage(page),
+        unreadable_params=None if kept is None else {str(k): str(v) for k, v in kept.items()},
+    )
+
+
+def _source(name: object) -> str:
+    if name not in (CORE, FANS, NOTES):
+        raise ValueError(f"unknown source {name!r} in a spilled answer")
+    return str(name)
+
+
+def _page(page: NotePage) -> dict[str, Any]:
+    return {
+        "page": page.page,
+        "total": page.total,
+        "record_time": _time(page.record_time),
+        "notes": [
+            {
+                "id": e.note.note_id,
+                "title": e.note.title,
+                "published": e.note.published.isoformat(),
+                "video": e.note.video,
+                "ad": e.note.ad,
+                "brand": e.note.brand,
+                "reads": e.stats.reads,
+                "likes": e.stats.likes,
+                "collects": e.stats.collects,
+            }
+            for e in page.notes
+        ],
+    }
+
+
+def _unpage(raw: Mapping[str, Any]) -> NotePage:
+    notes = tuple(
+        ListedNote(
+            Note(
+                note_id=str(n["id"]),
+                title=str(n["title"]),
+                published=date.fromisoformat(n["published"]),
+                video=bool(n["video"]),
+                ad=bool(n["ad"]),
+                brand=n["brand"],
+            ),
+            NoteStats(reads=n["reads"], likes=n["likes"], collects=n["collects"]),
+        )
+        for n in raw["notes"]
+    )
+    return NotePage(
+        page=int(raw["page"]),
+        notes=notes,
+        total=raw["total"],
+        record_time=_untime(raw["record_time"]),
     )
 
 
