@@ -135,8 +135,9 @@ class Plan:
     def lines(self) -> list[str]:
         """The plan as ``check`` prints it."""
         verdict = "fits" if self.fits else "DOES NOT FIT"
+        balance = " and the balance" if any(s == "balance" for s, *_ in self.by_source) else ""
         out = [
-            f"call plan: {self.calls_per_day:.1f} calls/day for {self.series} series; "
+            f"call plan: {self.calls_per_day:.1f} calls/day for {self.series} series{balance}; "
             f"budget allows {self.capacity} (daily_calls {self.daily_calls}, "
             f"calls_per_minute x 1440 = {self.rate_capacity}): {verdict}",
         ]

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, bindparam, case, func, literal_column, sel
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
 from monitor.store.schema import creators, daily_metrics, schedule
-from monitor.store.variants import SERIES_COLUMNS, STORED_SOURCES, series_values, variant_of
+from monitor.store.variants import SERIES_COLUMNS, series_values, variant_of
 
 _PK = ("creator_id", *SERIES_COLUMNS)
 
@@ -64,11 +64,9 @@ def _series_name() -> ColumnElement[str]:
 
 
 _PK_COLUMNS = [schedule.c[name] for name in _PK]
-#: the most slots a creator can have: one per combination of the four variant values, and a
-#: series of each other source per date type
-_MOST_VARIANTS = len(Business) * len(NoteType) * len(DateType) * len(Advertise) + len(
-    STORED_SOURCES
-) * len(DateType)
+#: the most slots a creator can have: one per combination of the four variant values, a
+#: follower series (over either window: a changed config may leave both) and a note list
+_MOST_VARIANTS = len(Business) * len(NoteType) * len(DateType) * len(Advertise) + len(DateType) + 1
 
 #: ``slot_states``'s query: the active creators' slots, with what the scheduler keeps of them,
 #: in primary-key order (a page starts after the last creator its predecessor read whole)

@@ -146,9 +146,9 @@ templates_dir = "{tmp_path}/templates"
         "error: channels[0].url: apprise cannot use this foo:// URL (unknown scheme or missing "
         "parts; see the apprise wiki for the scheme's format) (channel 'team')",
         f"error: notify.templates_dir: folder {tmp_path}/templates not found",
-        "error: budget: the call plan does not fit the budget; call plan: 24.0 calls/day for "
-        "1 series; budget allows 10 (daily_calls 10, calls_per_minute x 1440 = 43200): "
-        "DOES NOT FIT",
+        "error: budget: the call plan does not fit the budget; call plan: 48.0 calls/day for "
+        "1 series and the balance; budget allows 10 (daily_calls 10, calls_per_minute x 1440 "
+        "= 43200): DOES NOT FIT",
     ]
 
 

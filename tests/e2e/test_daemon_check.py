@@ -27,15 +27,15 @@ def test_check_exits_2_with_advice_when_the_plan_cannot_fit(
 ) -> None:
     code, out = _check(tmp_path, "1h", capsys)
     assert code == 2
-    assert "call plan: 2400.0 calls/day for 100 series; budget allows 2000" in out
+    assert "call plan: 2424.0 calls/day for 100 series and the balance; budget allows 2000" in out
     assert "DOES NOT FIT" in out
-    assert "advice: raise budget.daily_calls to 2400" in out
+    assert "advice: raise budget.daily_calls to 2424" in out
     assert "advice: or set every = 2h for every creator" in out
 
 
 def test_check_passes_a_plan_that_fits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _check(tmp_path, "2h", capsys)
     assert code == 0
-    assert "call plan: 1200.0 calls/day for 100 series; budget allows 2000" in out
+    assert "call plan: 1224.0 calls/day for 100 series and the balance; budget allows 2000" in out
     assert "fits" in out
     assert "advice" not in out
