@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ from support.sim import creator_id
 
 from monitor.config import parse_config
 from monitor.errors import StoreError, WritesRefused
-from monitor.model import Creator, Variant
+from monitor.model import (
+    Creator,
+    FollowerPoint,
+    ListedNote,
+    Note,
+    NotePage,
+    NoteStats,
+    Variant,
+)
 from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching.fetch import Fetcher
 from monitor.service.fetching.gate import BudgetGate
@@ -255,3 +263,42 @@ async def test_a_refused_write_holds_the_answer_and_no_call_follows(
     assert (rows, points) == (1, 30)
     assert ledger_billed == 1  # the billed count refused after the call came with the answer
     assert not path.exists()
+
+
+def test_a_follower_a_note_and_an_unreadable_answer_survive_the_spill_file() -> None:
+    """Every source's answer is held like core_data's: the file keeps its source and its rows."""
+    fans = Variant.for_source("fans")
+    note = Note("0123456789abcdef01234567", "冬季好物 <b>", date(2025, 12, 1), True, True, "Acme")
+    records = [
+        FetchRecord(
+            1,
+            fans,
+            T0,
+            code=0,
+            billed=True,
+            followers=(FollowerPoint(date(2025, 12, 1), 10), FollowerPoint(date(2025, 12, 2), 12)),
+            attempt_id="a1",
+        ),
+        FetchRecord(
+            1,
+            Variant.for_source("notes"),
+            T0,
+            code=0,
+            billed=True,
+            note_page=NotePage(2, (ListedNote(note, NoteStats(100, None, 3)),), total=9),
+            attempt_id="a2",
+        ),
+        FetchRecord(
+            1,
+            fans,
+            T0,
+            code=0,
+            billed=True,
+            error="unreadable follower history: list is str",
+            raw_body='{"code":0,"data":{"list":"x"}}',
+            unreadable_params={"userId": "u", "dateType": "DAY_30"},
+            attempt_id="a3",
+        ),
+    ]
+    for record in records:
+        assert decode(encode(record)) == record
