@@ -1,6 +1,6 @@
 """The parts a command works with beside its store: the budget's reading (``status``), a notifier
-(``notify test``/``retry``), the backtest and the HTML report. Each is built from the config
-and the command's store, as the daemon builds its own."""
+(``notify test``/``retry``), the backtest, ``reparse`` and the HTML report. Each is built from the
+config and the command's store, as the daemon builds its own."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from monitor.notify.sender import Notifier
 from monitor.ops.wallclock import Clock
 from monitor.policy.budget import BudgetPolicy
 from monitor.service.alerting.backtest import BacktestLine, run_backtest
+from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching.budget_view import BudgetReading, ledger_day
 from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.reach import UNREACHABLE_AFTER
+from monitor.service.fetching.reparse import ReparseReport, reparse
+from monitor.service.fetching.reparse import report_lines as reparse_lines
 from monitor.store import Store
+from monitor.store.engine import system_clock
 
 if TYPE_CHECKING:  # plotly: only ``report`` loads it
     from monitor.service.reporting.report import Written
@@ -26,10 +30,13 @@ __all__ = [
     "UNREACHABLE_AFTER",
     "BacktestLine",
     "BudgetReading",
+    "ReparseReport",
     "budget_reading",
     "command_notifier",
     "ledger_day",
+    "reparse_lines",
     "run_backtest",
+    "run_reparse",
     "write_report",
 ]
 
@@ -38,6 +45,19 @@ async def budget_reading(config: Config, store: Store, clock: Clock) -> BudgetRe
     """The budget as the gate sees it now (a read: nothing is spent)."""
     gate = await BudgetGate.open(BudgetPolicy.from_config(config), store, clock=clock)
     return await gate.reading()
+
+
+async def run_reparse(
+    config: Config, store: Store, *, source: str | None, dry_run: bool, clock: Clock = system_clock
+) -> tuple[int, ReparseReport]:
+    """``reparse`` with the rules the daemon runs (their messages wait in the outbox for the
+    daemon's notifier); returns how many answers were kept before, and what it did."""
+    kept = len(await store.unreparsed_answers(source))
+    gate = await BudgetGate.open(BudgetPolicy.from_config(config), store, clock=clock)
+    account = await gate.account()
+    alerting = Alerting(config, store, clock=clock)
+    done = await reparse(config, store, alerting, lambda: account, source=source, dry_run=dry_run)
+    return kept, done
 
 
 def command_notifier(config: Config, store: Store) -> Notifier:

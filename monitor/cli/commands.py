@@ -245,6 +245,22 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
     return _run(go)
 
 
+def reparse(args: argparse.Namespace, config: Config) -> int:
+    """Read the kept unreadable answers again; exit 0 when every one read (or none waited),
+    1 when some are still unreadable by this version (they stay kept)."""
+
+    async def go() -> int:
+        async with app.command_store(config) as store:
+            kept, report = await app.run_reparse(
+                config, store, source=args.source, dry_run=args.dry_run
+            )
+        for line in app.reparse_lines(report, kept):
+            print(line)
+        return 1 if report.unreadable else 0
+
+    return _run(go)
+
+
 # --- alerts, silences, notify ----------------------------------------------------------------
 
 
@@ -399,6 +415,7 @@ HANDLERS: dict[str, Handler] = {
     "status": status,
     "report": report,
     "rules_test": rules_test,
+    "reparse": reparse,
     "alerts": alerts,
     "silence_add": silence_add,
     "silence_list": silence_list,

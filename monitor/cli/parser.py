@@ -345,6 +345,21 @@ def _add_report_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="a duration back from today (90d) or a date",
     )
 
+    p = _add(
+        sub,
+        "reparse",
+        "read the kept paid answers an earlier version could not read, store what reads now "
+        "and run the rules on it; makes no call",
+        "creator-monitor reparse",
+        "reparse",
+    )
+    p.add_argument(
+        "--source",
+        choices=("core", "fans", "notes", "balance"),
+        help="only the answers of this source",
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would be read; store nothing")
+
 
 def _add_daemon_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     """run, demo, alerts, silences and notify."""

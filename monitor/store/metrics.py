@@ -247,6 +247,25 @@ class MetricsStore(StoreBase):
                     conn, self._upsert, rec.creator_id, rec.note_page.notes, rec.started_at
                 )
 
+    async def store_reparsed(self, kept_id: int, record: FetchRecord) -> bool:
+        """What ``reparse`` read at last from a kept answer (``record``: its creator, series
+        and rows, ``started_at`` when it was paid for), stored and the answer marked read, in
+        one transaction: no ``fetches`` row (no call was made) and no schedule move. False
+        when another ``reparse`` marked it first (nothing written)."""
+        async with self._write() as conn:
+            marked = await conn.execute(
+                update(unreadable_answers)
+                .where(unreadable_answers.c.id == kept_id)
+                .where(unreadable_answers.c.reparsed_at.is_(None))
+                .values(reparsed_at=self._clock())
+            )
+            if marked.rowcount != 1:
+                return False
+            now = self._clock()
+            await self._upsert_points(conn, [record], [None], now)
+            await self._store_sources(conn, [record], now)
+        return True
+
     async def unanswered_streak(self, limit: int = 50) -> tuple[int, datetime | None]:
         """How many of the latest calls got no answer at all (no code, no HTTP status: refused,
         timed out, reset), and when the first of them started; (0, None) when the latest call
@@ -305,7 +324,7 @@ class MetricsStore(StoreBase):
         self,
         conn: AsyncConnection,
         records: Sequence[FetchRecord],
-        ids: Sequence[int],
+        ids: Sequence[int | None],
         now: datetime,
     ) -> None:
         # one row per key: a later fetch in the batch wins, and PostgreSQL refuses to update
