@@ -179,6 +179,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
             open_alerts = await store.list_alerts(open_only=True)
             instances = await store.list_instances(_now())
             unanswered = await store.unanswered_streak()
+            unreadable = await store.count_unreparsed()
         output.print_status(
             rows,
             reading,
@@ -189,6 +190,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
             unanswered,
             held=app.held_answers(config),
             zone=config.budget.zone,
+            unreadable=unreadable,
         )
         output.print_instances(instances, _now(), sys.stdout)
         return 0

@@ -108,8 +108,10 @@ def print_status(
     unanswered: tuple[int, datetime | None] = (0, None),
     zone: ZoneInfo = UTC_ZONE,
     held: tuple[int, str] | None = None,
+    unreadable: int = 0,
 ) -> None:
-    """A table of creators, then one of the account: budget, holds, upstream, outbox."""
+    """A table of creators, then one of the account: budget, holds, upstream, outbox, and the
+    paid answers kept because this version could not read them."""
     open_by_scope: dict[str, int] = {}
     open_by_series: dict[tuple[str, str], int] = {}
     for alert in open_alerts:
@@ -170,6 +172,17 @@ def print_status(
                 + (" (`creator-monitor notify retry`)" if counts.get("dead") else ""),
             ],
             ["open account alerts", f"{open_by_scope.get('account', 0):,}"],
+            *(
+                [
+                    [
+                        "unreadable answers",
+                        f"{unreadable:,} paid answers kept whole, unread by this version "
+                        "(`creator-monitor reparse` after an upgrade)",
+                    ]
+                ]
+                if unreadable
+                else []
+            ),
         ],
         out,
     )

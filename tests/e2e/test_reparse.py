@@ -6,6 +6,7 @@ SQLite file, as a user runs it after an upgrade."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -88,6 +89,14 @@ def test_reparse_stores_what_reads_now_and_keeps_the_rest(tmp_path: Path, data_d
             "storage": {"url": url},
             "creators": [{"user_id": CREATORS[0].user_id, "name": CREATORS[0].name}],
         },
+    )
+
+    status = cli_support.run_cli("-c", str(config), "status")
+    assert re.search(
+        r"^unreadable answers +4 paid answers kept whole, unread by this version "
+        r"\(`creator-monitor reparse` after an upgrade\)$",
+        status.stdout,
+        re.M,
     )
 
     dry = cli_support.run_cli("-c", str(config), "reparse", "--dry-run")
