@@ -21,7 +21,7 @@ from support.store import (
 
 from monitor import __version__
 from monitor.errors import StoreError
-from monitor.model import Creator, Variant
+from monitor.model import Creator, DateType, Variant
 from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching import cluster
 from monitor.service.fetching.slot import Slot
@@ -245,3 +245,25 @@ async def test_claims_refresh_slots_and_give_back_what_they_cannot_run(
     }
     assert await mine.give_back(taken[0])
     assert not await cluster.Claims(store, "b", mine.lease).give_back(taken[1])
+
+
+async def test_a_creators_follower_and_note_series_are_claimed_apart_from_its_core(
+    store: Store,
+) -> None:
+    """On a shared database each source's series is its own row: claimed, leased, moved on
+    and released alone, named by its source."""
+    cid = next(iter((await _seed(store, 1, T0)).values()))
+    fans, notes = Variant.for_source("fans", DateType.DAY_90), Variant.for_source("notes")
+    await store.schedule_new([(cid, fans, T0 + timedelta(seconds=5)), (cid, notes, T0)])
+    now, until = T0 + timedelta(minutes=1), T0 + timedelta(minutes=5)
+
+    taken = await store.claim_due(owner="a", now=now, until=until, due_before=now, limit=5)
+    assert [c.variant for c in taken] == [V, notes, fans]  # most overdue first, then by key
+    later = T0 + timedelta(hours=6)
+    await store.record_fetches([FetchRecord(cid, notes, started_at=now, code=0, next_due_at=later)])
+    assert await store.finish_lease(cid, notes, owner="a")
+    assert not await store.finish_lease(cid, notes, owner="a")  # released once
+    rows = {(r.variant.source if r.variant else ""): r for r in await store.status_rows()}
+    assert rows["notes"].next_due_at == later
+    assert rows["fans"].next_due_at == T0 + timedelta(seconds=5)  # untouched by the notes fetch
+    assert rows["core"].last_success_at is None
