@@ -243,9 +243,10 @@ def _slot(config: Config, creator: Creator, creator_id: int, variant: Variant) -
 
 
 async def _fetch_all(config: Config) -> int:
-    """Every configured creator and variant once, paced by the budget; stops when it is spent."""
+    """Every series of every configured creator once (each core variant, and its followers and
+    notes where its ``sources`` ask for them), paced by the budget; stops when it is spent."""
     creators = [entry.creator() for entry in config.creators]
-    slots = [(e.creator(), v) for e in config.creators for v in config.variants_of(e)]
+    slots = [(e.creator(), v) for e in config.creators for _, v in config.series_of(e)]
     if not slots:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []
