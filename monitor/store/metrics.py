@@ -14,7 +14,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Executable, Select, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Executable, Select, delete, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,17 +30,16 @@ from monitor.model import (
 from monitor.ops.wallclock import Clock
 from monitor.store.engine import StoreBase
 from monitor.store.ledger import count_ledger
+from monitor.store.schedule import write_attempts
 from monitor.store.schema import (
     creators,
     daily_metrics,
     fetches,
     raw_responses,
-    schedule,
     unreadable_answers,
 )
 from monitor.store.sources import put_followers, put_note_page
 from monitor.store.variants import (
-    SERIES_COLUMNS,
     VARIANT_COLUMNS,
     matches_variant,
     series_values,
@@ -49,7 +48,6 @@ from monitor.store.variants import (
 )
 
 _PK = ("creator_id", *VARIANT_COLUMNS, "date_key")
-_SCHEDULE_PK = ("creator_id", *SERIES_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +213,7 @@ class MetricsStore(StoreBase):
         ]
         if raws:
             await conn.execute(insert(raw_responses), raws)
-        await self._note_attempts(conn, records)
+        await write_attempts(conn, self.dialect, records)
         await self._count_owed_billed(conn, records)
         return ids
 
@@ -345,64 +343,6 @@ class MetricsStore(StoreBase):
         stmt = self._upsert(daily_metrics)
         updates = {name: stmt.excluded[name] for name in (*METRICS, "fetch_id", "updated_at")}
         return stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
-
-    async def _note_attempts(self, conn: AsyncConnection, records: Sequence[FetchRecord]) -> None:
-        """The schedule's last_* fields: a success resets the failure count, a failure adds one."""
-        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for rec in records:
-            key = (rec.creator_id, *series_values(rec.variant).values())
-            row = rows.setdefault(
-                key,
-                {
-                    "creator_id": rec.creator_id,
-                    **series_values(rec.variant),
-                    "next_due_at": rec.due_at or rec.started_at,
-                    "last_success_at": None,
-                    "consecutive_failures": 0,
-                },
-            )
-            row |= {"last_attempt_at": rec.started_at, "last_code": rec.code}
-            row["last_error"] = rec.error
-            if rec.error is None:
-                row |= {"last_success_at": rec.started_at, "consecutive_failures": 0}
-            else:
-                row["consecutive_failures"] += 1
-        await conn.execute(self._attempts_upsert, list(rows.values()))
-        moves = [
-            {"cid": rec.creator_id, **{f"v_{k}": v for k, v in series_values(rec.variant).items()}}
-            | {"due": rec.next_due_at}
-            for rec in records
-            if rec.next_due_at is not None
-        ]
-        if moves:
-            await conn.execute(self._reschedule, moves)
-
-    @cached_property
-    def _reschedule(self) -> Executable:
-        keys = [schedule.c[name] == bindparam(f"v_{name}") for name in SERIES_COLUMNS]
-        return (
-            update(schedule)
-            .where(schedule.c.creator_id == bindparam("cid"), *keys)
-            .values(next_due_at=bindparam("due"))
-        )
-
-    @cached_property
-    def _attempts_upsert(self) -> Executable:
-        stmt = self._upsert(schedule)
-        new = stmt.excluded
-        # excluded.last_success_at is set only when the batch held a success for this key
-        failures = case(
-            (new.last_success_at.is_not(None), new.consecutive_failures),
-            else_=schedule.c.consecutive_failures + new.consecutive_failures,
-        )
-        updates = {
-            "last_attempt_at": new.last_attempt_at,
-            "last_code": new.last_code,
-            "last_error": new.last_error,
-            "last_success_at": func.coalesce(new.last_success_at, schedule.c.last_success_at),
-            "consecutive_failures": failures,
-        }
-        return stmt.on_conflict_do_update(index_elements=list(_SCHEDULE_PK), set_=updates)
 
     async def series(
         self, creator_id: int, variant: Variant | None = None, since: date | None = None

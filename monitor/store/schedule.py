@@ -1,20 +1,31 @@
 """The ``schedule`` table: when each creator's variant is next due, its failures, leases, status.
 
-Stores decisions the scheduler made; it decides nothing (no cadence arithmetic here). A due
-time is written once per series here (``schedule_new``, its first), and then only by the
-fetch that serves it (``FetchRecord.next_due_at``, in the fetch's own transaction).
+Stores decisions the scheduler made; it decides nothing (no cadence arithmetic here). The only
+writer of a due time: once per series in ``schedule_new`` (its first), and then by the fetch
+that serves it (``write_attempts``, which the fetch's own transaction runs).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, bindparam, case, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
@@ -214,3 +225,86 @@ def _status_row(row: Any) -> StatusRow:
         rows_stored=int(m["rows_stored"] or 0),
         latest_date_key=m["latest_date_key"],
     )
+
+
+class Attempt(Protocol):
+    """What the schedule keeps of one call attempt (a ``FetchRecord`` is one)."""
+
+    @property
+    def creator_id(self) -> int: ...
+    @property
+    def variant(self) -> Variant: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime | None: ...
+    @property
+    def code(self) -> int | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def next_due_at(self) -> datetime | None: ...
+
+
+async def write_attempts(conn: AsyncConnection, dialect: str, attempts: Sequence[Attempt]) -> None:
+    """The schedule's side of stored attempts, in the caller's transaction (the fetch's own):
+    the ``last_*`` fields (a success resets the failure count, a failure adds one) and, for an
+    attempt that served its due time, the next due time. With ``schedule_new`` the only writer
+    of a due time: a series missing from the table gets its row here, due when it was due."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rec in attempts:
+        values = series_values(rec.variant)
+        row = rows.setdefault(
+            (rec.creator_id, *values.values()),
+            {
+                "creator_id": rec.creator_id,
+                **values,
+                "next_due_at": rec.due_at or rec.started_at,
+                "last_success_at": None,
+                "consecutive_failures": 0,
+            },
+        )
+        row |= {"last_attempt_at": rec.started_at, "last_code": rec.code}
+        row["last_error"] = rec.error
+        if rec.error is None:
+            row |= {"last_success_at": rec.started_at, "consecutive_failures": 0}
+        else:
+            row["consecutive_failures"] += 1
+    upsert, move = _attempt_statements(dialect)
+    await conn.execute(upsert, list(rows.values()))
+    moves = [
+        {"cid": rec.creator_id, **{f"v_{k}": v for k, v in series_values(rec.variant).items()}}
+        | {"due": rec.next_due_at}
+        for rec in attempts
+        if rec.next_due_at is not None
+    ]
+    if moves:
+        await conn.execute(move, moves)
+
+
+@lru_cache(maxsize=2)
+def _attempt_statements(dialect: str) -> tuple[Executable, Executable]:
+    """(the ``last_*`` upsert, the due-time move), built once per backend: constructing
+    ``excluded`` costs more than running the statement."""
+    stmt = postgresql.insert(schedule) if dialect == "postgresql" else sqlite.insert(schedule)
+    new = stmt.excluded
+    # excluded.last_success_at is set only when the batch held a success for this key
+    failures = case(
+        (new.last_success_at.is_not(None), new.consecutive_failures),
+        else_=schedule.c.consecutive_failures + new.consecutive_failures,
+    )
+    updates = {
+        "last_attempt_at": new.last_attempt_at,
+        "last_code": new.last_code,
+        "last_error": new.last_error,
+        "last_success_at": func.coalesce(new.last_success_at, schedule.c.last_success_at),
+        "consecutive_failures": failures,
+    }
+    upsert = stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
+    keys = [schedule.c[name] == bindparam(f"v_{name}") for name in SERIES_COLUMNS]
+    move = (
+        update(schedule)
+        .where(schedule.c.creator_id == bindparam("cid"), *keys)
+        .values(next_due_at=bindparam("due"))
+    )
+    return upsert, move
