@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from monitor.model import COST_METRICS, DERIVED_METRICS, METRIC_LABELS
+from monitor.model import COST_METRICS, DERIVED_METRICS, METRIC_LABELS, Note
 
 #: the note that belongs once beside any list of alerts on rolling-median metrics
 ROLLING_NOTE = {
@@ -80,6 +81,64 @@ def format_value(metric: str | None, value: float | None, missing: str = "n/a") 
     if metric in COST_METRICS:
         return f"{value:,.2f}"
     return format_number(value, missing)
+
+
+def format_money(amount: Decimal | float | None, currency: str = "CNY") -> str:
+    """An amount of money, always with cents: '1,150.00 CNY'; None → 'n/a'."""
+    return "n/a" if amount is None else f"{amount:,.2f} {currency}"
+
+
+_NOTE_WORDS = {
+    "en": {
+        "video": "video",
+        "photo": "photo",
+        "published": "published ",
+        "ad": "ad",
+        "untitled": "(untitled)",
+        "title": "“{}”",
+        "parts": " ({})",
+        "comma": ", ",
+        "colon": ": ",
+    },
+    "zh": {
+        "video": "视频",
+        "photo": "图文",
+        "published": "发布于 ",
+        "ad": "广告",
+        "untitled": "（无标题）",
+        "title": "「{}」",
+        "parts": "（{}）",
+        "comma": "，",
+        "colon": "：",
+    },
+}
+
+
+def note_type_text(note: Note, language: str = "en") -> str:
+    """A note's type as a reader says it: 'video' or 'photo' ('视频' / '图文')."""
+    words = _NOTE_WORDS.get(language, _NOTE_WORDS["en"])
+    return words["video"] if note.video else words["photo"]
+
+
+def note_text(note: Note, language: str = "en") -> str:
+    """A note as a message names it: its title, type, publishing day and, for a cooperation
+    note, 'ad' and the brand: '“Winter care” (video, published 2026-11-05, ad: Lancôme)' /
+    '「Winter care」（视频，发布于 2026-11-05，广告：Lancôme）'."""
+    words = _NOTE_WORDS.get(language, _NOTE_WORDS["en"])
+    title = " ".join(note.title.split())  # a line break in a title would break the message
+    parts = [note_type_text(note, language), words["published"] + note.published.isoformat()]
+    if note.cooperation:
+        parts.append(words["ad"] + (words["colon"] + note.brand if note.brand else ""))
+    named = words["title"].format(title) if title else words["untitled"]
+    return named + words["parts"].format(words["comma"].join(parts))
+
+
+def note_age_text(word: str, age: str, language: str = "en") -> str:
+    """When a ``note`` rule judges a note (``word``: ``within`` or ``after``; ``age``: '3d'):
+    'within 3d of publishing' / '3d after publishing' ('发布3天内' / '发布3天后')."""
+    if language == "zh":
+        return f"发布{age}{'内' if word == 'within' else '后'}"
+    return f"within {age} of publishing" if word == "within" else f"{age} after publishing"
 
 
 def format_pct(pct: float | None) -> str:

@@ -5,7 +5,8 @@ Nothing here does I/O or reads a clock; these are the nouns every other module s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -50,6 +51,10 @@ DERIVED_METRICS: dict[str, tuple[str, str]] = {
     "read_rate": ("read", "imp"),
 }
 ALL_METRICS: tuple[str, ...] = METRICS + tuple(DERIVED_METRICS)
+#: the metric of a creator's follower series (the ``fans`` source): the daily follower count
+FOLLOWER_METRIC = "fans"
+#: a note's totals as the note list shows them (what a ``note`` rule compares)
+NOTE_METRICS: tuple[str, ...] = ("reads", "likes", "collects")
 #: how a metric is called in messages, per language
 METRIC_LABELS: dict[str, dict[str, str]] = {
     "en": {
@@ -63,6 +68,10 @@ METRIC_LABELS: dict[str, dict[str, str]] = {
         "third_user_num": "store visitors",
         "engage_rate": "engagement rate",
         "read_rate": "read rate",
+        "fans": "followers",
+        "reads": "reads",
+        "likes": "likes",
+        "collects": "collects",
     },
     "zh": {
         "imp": "曝光",
@@ -75,7 +84,20 @@ METRIC_LABELS: dict[str, dict[str, str]] = {
         "third_user_num": "进店人数",
         "engage_rate": "互动率",
         "read_rate": "阅读率",
+        "fans": "粉丝数",
+        "reads": "阅读",
+        "likes": "点赞",
+        "collects": "收藏",
     },
+}
+#: a rule's comparison (``op``) as a function
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 #: a comparison and the one that holds when it does not ("back to 102 (≥ 100)")
 NEGATED_OPS: dict[str, str] = {"<": "≥", "<=": ">", ">": "≤", ">=": "<", "==": "≠", "!=": "="}
@@ -192,6 +214,14 @@ class FollowerPoint:
     date_key: date
     fans: int
 
+    def value(self, metric: str) -> float | None:
+        """The count as a rule reads it (``fans``); None for any other metric."""
+        return float(self.fans) if metric == FOLLOWER_METRIC else None
+
+
+#: one dated point of a series a metric rule reads: core_data's, or the follower count
+SeriesPoint = DailyPoint | FollowerPoint
+
 
 @dataclass(frozen=True, slots=True)
 class FollowerHistory:
@@ -230,6 +260,41 @@ class NoteStats:
     reads: int | None = None
     likes: int | None = None
     collects: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoteObservation:
+    """A note's totals as one note-list page showed them."""
+
+    seen_at: datetime
+    stats: NoteStats
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRecord:
+    """A stored note, when the monitor first listed it, and its first and latest observation
+    (the same one when it was seen once)."""
+
+    note: Note
+    first_seen_at: datetime
+    first: NoteObservation
+    latest: NoteObservation
+
+    def growth(self, metric: str) -> int | None:
+        """How much ``metric`` (``reads``, ``likes``, ``collects``) grew since first seen;
+        None when either observation lacks it."""
+        old, new = getattr(self.first.stats, metric), getattr(self.latest.stats, metric)
+        return None if old is None or new is None else new - old
+
+
+@dataclass(frozen=True, slots=True)
+class NotesWanted:
+    """Which of a creator's stored notes its note rules may speak of: those first listed at or
+    after ``seen_since``, or published on or after ``published_since`` (None: no bound of that
+    kind asked for)."""
+
+    seen_since: datetime | None = None
+    published_since: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +352,18 @@ class Creator:
     @property
     def pgy_url(self) -> str:
         return f"https://pgy.xiaohongshu.com/solar/pre-trade/blogger-detail/{self.user_id}"
+
+
+#: the rule kinds that are events about one note: each fires once per note (its alert's variant
+#: is ``note_variant(note_id)``), never repeats and never sends a resolution
+EVENT_KINDS: frozenset[str] = frozenset({"new_note", "note"})
+#: how an event alert's ``variant`` starts: ``note:<noteId>``
+NOTE_VARIANT_PREFIX = "note:"
+
+
+def note_variant(note_id: str) -> str:
+    """The ``AlertState.variant`` of an event about one note: ``note:<24 hex>``."""
+    return f"{NOTE_VARIANT_PREFIX}{note_id}"
 
 
 # --- rule outcomes: made by rules.py, folded into AlertState by lifecycle.py (leaves that must not

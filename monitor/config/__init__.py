@@ -16,7 +16,6 @@ from __future__ import annotations
 from monitor.config.collector import collector_paused
 from monitor.config.document import Config, keys_at
 from monitor.config.fields import (
-    FOLLOWER_METRIC,
     SOURCES,
     Day,
     Duration,
@@ -88,6 +87,7 @@ from monitor.config.startup import (
     template_problems,
 )
 from monitor.errors import ConfigError
+from monitor.model import FOLLOWER_METRIC
 from monitor.validation import config_keys  # the README and config tests list keys with it
 
 __all__ = [

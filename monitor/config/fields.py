@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from monitor.display import format_duration
-from monitor.model import ALL_METRICS
+from monitor.model import ALL_METRICS, FOLLOWER_METRIC
 from monitor.validation import MAX_DURATION, unknown
 
 _DURATION_RE = re.compile(
@@ -108,8 +108,7 @@ Metric = Annotated[str, BeforeValidator(lambda v: _check_metric(v) if isinstance
 #: the sources a creator can be tracked with (issue sources): ``core`` is today's core_data,
 #: ``fans`` the follower history, ``notes`` the creator note list
 SOURCES: tuple[str, ...] = ("core", "fans", "notes")
-#: the metric a ``threshold``/``change``/``anomaly`` rule reads from the ``fans`` source
-FOLLOWER_METRIC = "fans"
+#: a ``threshold``/``change``/``anomaly`` rule reads ``FOLLOWER_METRIC`` from the ``fans`` source
 SERIES_METRICS: tuple[str, ...] = (*ALL_METRICS, FOLLOWER_METRIC)
 
 

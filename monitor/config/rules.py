@@ -101,18 +101,40 @@ class BudgetRule(RuleBase):
     level_pct: StrictFloat = Field(default=80, gt=0, le=100)
 
 
-class NewNoteRule(RuleBase):
+#: the common keys that shape a condition's lifecycle, which an event (once per note) has not
+_LIFECYCLE_KEYS = {"for_": "for", "resolve_for": "resolve_for", "repeat": "repeat"}
+
+
+class EventRule(RuleBase):
+    """A rule that fires once per note: it never waits (``for``), repeats or resolves."""
+
+    @model_validator(mode="after")
+    def _no_lifecycle(self) -> EventRule:
+        given = [key for name, key in _LIFECYCLE_KEYS.items() if name in self.model_fields_set]
+        if "max_repeats" in self.model_fields_set:
+            given.append("max_repeats")
+        if given:
+            raise ValueError(
+                f"{', '.join(repr(k) for k in given)} do not apply to an event (new_note, "
+                "note): it fires once per note, at once, and never repeats or resolves"
+            )
+        return self
+
+
+class NewNoteRule(EventRule):
     """One message per note a creator published (an event: once per note, never repeated);
-    the notes listed on the creator's first visit are the baseline, never announced."""
+    the notes listed on the creator's first visit are the baseline, never announced. News, not
+    trouble: ``info`` unless set."""
 
     kind: Literal["new_note"]
+    severity: Severity = Severity.INFO
 
 
 #: the totals a note-list page shows per note
 NoteMetric = Literal["reads", "likes", "collects"]
 
 
-class NoteRule(RuleBase):
+class NoteRule(EventRule):
     """A note's totals against a value, once per note: while it is younger than ``within``
     (a hit), or once it is older than ``after`` (a flop)."""
 

@@ -6,6 +6,7 @@ short transactions through ``StoreBase``. Alerts, the outbox and silences join t
 
 from __future__ import annotations
 
+from monitor.model import NoteObservation, NoteRecord
 from monitor.store.account import AccountStore, BalanceReading, KeptAnswer
 from monitor.store.alerts import AlertStore
 from monitor.store.cluster import ClusterStore
@@ -20,7 +21,7 @@ from monitor.store.reports import ReportStore
 from monitor.store.rule_inputs import RuleInputStore
 from monitor.store.schedule import ScheduleStore, StatusRow
 from monitor.store.silences import SilenceStore
-from monitor.store.sources import NoteObservation, NoteRecord, SourceStore
+from monitor.store.sources import SourceStore
 
 
 class Store(

@@ -9,44 +9,25 @@ observation of each note's totals. Knows no budget, schedule or upstream call.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.model import FollowerPoint, ListedNote, Note, NoteStats
+from monitor.model import (
+    FollowerPoint,
+    ListedNote,
+    Note,
+    NoteObservation,
+    NoteRecord,
+    NoteStats,
+)
 from monitor.store.engine import StoreBase, execute_many, utc_to_db
 from monitor.store.schema import follower_counts, note_observations, notes
 
 #: note ids per ``IN (…)``: under SQLite's bound-parameter limit
 _CHUNK = 500
-
-
-@dataclass(frozen=True, slots=True)
-class NoteObservation:
-    """A note's totals as one note-list page showed them."""
-
-    seen_at: datetime
-    stats: NoteStats
-
-
-@dataclass(frozen=True, slots=True)
-class NoteRecord:
-    """A stored note, when the monitor first listed it, and its first and latest observation
-    (the same one when it was seen once)."""
-
-    note: Note
-    first_seen_at: datetime
-    first: NoteObservation
-    latest: NoteObservation
-
-    def growth(self, metric: str) -> int | None:
-        """How much ``metric`` (``reads``, ``likes``, ``collects``) grew since first seen;
-        None when either observation lacks it."""
-        old, new = getattr(self.first.stats, metric), getattr(self.latest.stats, metric)
-        return None if old is None or new is None else new - old
 
 
 class SourceStore(StoreBase):
@@ -116,7 +97,7 @@ class SourceStore(StoreBase):
             notes.c.published.desc(), notes.c.first_seen_at.desc(), notes.c.id
         ).limit(limit)
         async with self._read() as conn:
-            return [record for _, record in await _records(conn, query)]
+            return [record for _, record in await note_records(conn, query)]
 
     async def new_notes(
         self, seen_since: datetime, creator_ids: Sequence[int] | None = None
@@ -136,7 +117,7 @@ class SourceStore(StoreBase):
             query = query.where(notes.c.creator_id.in_(list(creator_ids)))
         query = query.order_by(notes.c.first_seen_at, notes.c.creator_id, notes.c.published)
         async with self._read() as conn:
-            return await _records(conn, query)
+            return await note_records(conn, query)
 
     async def first_notes_visit(self, creator_id: int) -> datetime | None:
         """When the monitor first listed the creator's notes (those then seen are the
@@ -227,26 +208,32 @@ async def put_note_page(
 _earlier = notes.alias("earlier")
 
 
-async def _records(conn: AsyncConnection, query: Select[Any]) -> list[tuple[int, NoteRecord]]:
+async def note_records(conn: AsyncConnection, query: Select[Any]) -> list[tuple[int, NoteRecord]]:
     """(creator id, record) of the ``notes`` rows ``query`` selects, in its order, each with
     its first and latest observation."""
     rows = (await conn.execute(query)).all()
-    ends = await _observation_ends(conn, [row.id for row in rows])
+    ends = await observation_ends(conn, [row.id for row in rows])
     records = []
     for row in rows:
         if row.id not in ends:
             continue  # written together with its note: only a hand-made row lacks one
         first, latest = ends[row.id]
-        note = Note(
-            note_id=row.id,
-            title=row.title,
-            published=date.fromisoformat(row.published),
-            video=bool(row.video),
-            ad=bool(row.ad),
-            brand=row.brand,
+        records.append(
+            (int(row.creator_id), NoteRecord(note_of(row), row.first_seen_at, first, latest))
         )
-        records.append((int(row.creator_id), NoteRecord(note, row.first_seen_at, first, latest)))
     return records
+
+
+def note_of(row: Any) -> Note:
+    """The note of a ``notes`` row."""
+    return Note(
+        note_id=row.id,
+        title=row.title,
+        published=date.fromisoformat(row.published),
+        video=bool(row.video),
+        ad=bool(row.ad),
+        brand=row.brand,
+    )
 
 
 def _note_row(creator_id: int, note: Note, seen_at: datetime) -> dict[str, object]:
@@ -271,7 +258,7 @@ async def _known_notes(conn: AsyncConnection, note_ids: list[str]) -> set[str]:
     return known
 
 
-async def _observation_ends(
+async def observation_ends(
     conn: AsyncConnection, note_ids: list[str]
 ) -> dict[str, tuple[NoteObservation, NoteObservation]]:
     """note id -> (first, latest) observation, for the notes given."""

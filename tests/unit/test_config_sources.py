@@ -258,9 +258,9 @@ def test_bad_balance_rules(rule: dict[str, Any], line: str) -> None:
     assert _lines({"rules": [{"name": "r", "kind": "balance", **rule}]}) == [line]
 
 
-def test_rules_of_the_new_sources_leave_alerts_alone_until_wired() -> None:
-    """Until the pipeline evaluates them, such rules decide nothing (no crash, no firing on
-    core data)."""
+def test_rules_of_the_new_sources_never_read_core_data() -> None:
+    """A follower, note or balance rule on a core_data series decides nothing: it reads its
+    own source (no crash, no firing on core data)."""
     creator = Creator(UID)
     point = DailyPoint(date_key=date(2025, 12, 10), read=100, imp=1000, engage=10)
     subject = Subject(
@@ -280,7 +280,7 @@ def test_rules_of_the_new_sources_leave_alerts_alone_until_wired() -> None:
     for rule in rules:
         outcome = evaluate(rule, subject)
         assert outcome.verdict is Verdict.UNKNOWN, rule.kind
-        assert "not evaluated yet" in outcome.reason
+        assert outcome.reason == "out of scope"
 
 
 def test_config_type_has_the_account_section() -> None:
