@@ -47,7 +47,8 @@ def rank(alert: Grouped) -> float:
     details = alert.details
     pct = details.get("change_pct")
     threshold = details.get("threshold")
-    if details.get("kind") == "threshold" and alert.value is not None and threshold is not None:
+    compared = details.get("kind") in ("threshold", "note")  # a value against a line
+    if compared and alert.value is not None and threshold is not None:
         gap = abs(alert.value - float(threshold))
         return gap / abs(float(threshold)) * 100 if threshold else gap
     if isinstance(pct, int | float):

@@ -1,25 +1,36 @@
 """PURE alert lifecycle: fold one rule Outcome into the stored AlertState (pending → firing →
 resolved) and say which events to notify. No I/O, no clock (``now`` is passed in), no database,
 no asyncio. Whether and when a queued message may go out is ``policy.delivery``'s.
+
+An event (``model.EVENT_KINDS``: ``new_note``, ``note``; one alert per note) fires at its first
+FIRING outcome and never again: any stored alert of its (rule, scope, variant), open or
+resolved, means it was told. It stays open (firing) for ``EVENT_HOLD``, so that the open-alert
+unique index keeps a second instance that read before it was written from telling it twice,
+then resolves quietly at the next evaluation: no repeat, no resolution message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from monitor.config import Rule
-from monitor.model import AlertState, Finding, Outcome, Phase, Verdict
+from monitor.model import EVENT_KINDS, AlertState, Finding, Outcome, Phase, Verdict
 
 __all__ = [
+    "EVENT_HOLD",
     "AlertState",
     "Event",
     "Phase",
     "Transition",
     "step",
 ]
+
+
+#: how long a told event's alert stays open before it resolves quietly (see the docstring)
+EVENT_HOLD = timedelta(hours=1)
 
 
 class Event(StrEnum):
@@ -117,6 +128,8 @@ def step(
     alert, or the last resolved one, or None; ``creator_id`` and ``variant`` name the series
     of a new alert.
     """
+    if rule.kind in EVENT_KINDS:
+        return _event(state, outcome, rule, now, creator_id, variant)
     if outcome.verdict is Verdict.UNKNOWN:
         return Transition(state, state)
     current = state if state is not None and state.open else None
@@ -163,3 +176,28 @@ def _clear(state: AlertState, outcome: Outcome, rule: Rule, now: datetime) -> Al
     return replace(
         state, state=Phase.RESOLVED, resolved_at=now, clears=clears, hits=0, details=details
     )
+
+
+def _event(
+    state: AlertState | None,
+    outcome: Outcome,
+    rule: Rule,
+    now: datetime,
+    creator_id: int | None,
+    variant: str,
+) -> Transition:
+    """An event's step: fire once at the first FIRING outcome (``for`` does not apply), then
+    resolve quietly once ``EVENT_HOLD`` has passed, whatever the outcome; a told event (any
+    stored alert) never fires again."""
+    if state is None:
+        if outcome.verdict is not Verdict.FIRING:
+            return Transition(None, None)
+        return Transition(
+            None, _fire(_open(outcome, rule, now, creator_id, variant), now), (Event.FIRING,)
+        )
+    since = state.fired_at or state.pending_since
+    if state.open and (since is None or now - since >= EVENT_HOLD):
+        details = {**state.details, "told": state.firing_sent}
+        done = replace(state, state=Phase.RESOLVED, resolved_at=now, details=details)
+        return Transition(state, done)
+    return Transition(state, state)

@@ -1,12 +1,16 @@
 """PURE rule evaluation: one rule and one subject (a creator's series, or the account) in, one
-Outcome (FIRING with a Finding, CLEAR, or UNKNOWN) out. No I/O, no clock (``now`` is in the
-subject), no database, no asyncio; the alert lifecycle lives in ``lifecycle.py``.
+Outcome (FIRING with a Finding, CLEAR, or UNKNOWN) out; a note rule gives one per note
+(``outcomes``, with ``events.py``). No I/O, no clock (``now`` is in the subject), no database,
+no asyncio; the alert lifecycle lives in ``lifecycle.py``.
+
+Which series a rule reads: ``metric = "fans"`` the creator's follower series (the ``fans``
+source), another metric a core_data variant, ``new_note``/``note`` the note list (``notes``);
+``stale`` and ``api_error`` any series; ``budget`` and ``balance`` the account.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,25 +20,35 @@ from functools import partial
 from typing import Any
 
 from monitor.config import (
-    FOLLOWER_METRIC,
     AnomalyRule,
     ApiErrorRule,
+    BalanceRule,
     BudgetRule,
     ChangeRule,
+    NewNoteRule,
+    NoteRule,
     Rule,
     StaleRule,
     ThresholdRule,
 )
-from monitor.display import format_number, format_value, metric_label
+from monitor.display import format_money, format_number, format_value, metric_label
 from monitor.model import (
+    CORE,
+    EVENT_KINDS,
+    FANS,
+    FOLLOWER_METRIC,
     NEGATED_OPS,
+    NOTES,
+    OPS,
     Creator,
-    DailyPoint,
     Finding,
+    NoteRecord,
     Outcome,
+    SeriesPoint,
     Variant,
     Verdict,
 )
+from monitor.policy import events
 
 __all__ = [
     "ACCOUNT_SCOPE",
@@ -47,6 +61,8 @@ __all__ = [
     "evaluate",
     "in_scope",
     "inhibit",
+    "outcomes",
+    "source_of",
 ]
 
 #: codes that block the whole account; they yield one account-scope finding, never one per creator
@@ -59,29 +75,26 @@ MEAN_AD_SCALE = 1.2533
 #: when the whole window is one value, a deviation is measured against 1 % of it (at least 1 unit)
 FLAT_SCALE_SHARE = 0.01
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """What a creator-scope rule sees for one creator and variant at ``now`` (UTC, aware)."""
+    """What a creator-scope rule sees for one creator and series at ``now`` (UTC, aware).
+
+    ``series``: a core variant's daily points, or the follower counts of the ``fans`` series;
+    ``notes``: on the ``notes`` series, the stored notes the note rules may speak of, and
+    ``notes_since`` the creator's first note-list visit (its notes are the baseline)."""
 
     creator: Creator
     variant: Variant
-    series: tuple[DailyPoint, ...]  # ascending by date_key
+    series: tuple[SeriesPoint, ...]  # ascending by date_key
     now: datetime
     last_success_at: datetime | None = None
     consecutive_failures: int = 0
     last_code: int | None = None  # code of the newest attempt (0 = success, None = never tried)
     recent_codes: tuple[int, ...] = ()  # newest last
     tracked_since: datetime | None = None  # a stale rule's clock when nothing succeeded yet
+    notes: tuple[NoteRecord, ...] = ()
+    notes_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,39 +129,61 @@ def _decide(subject: Subject | AccountSubject, fires: bool, finding: Finding) ->
     return Outcome(verdict, _scope(subject), finding=finding)
 
 
+def source_of(rule: Rule) -> str | None:
+    """The source whose series ``rule`` reads (None: any series, or the account)."""
+    if isinstance(rule, NewNoteRule | NoteRule):
+        return NOTES
+    if isinstance(rule, ThresholdRule | ChangeRule | AnomalyRule):
+        return FANS if rule.metric == FOLLOWER_METRIC else CORE
+    return None
+
+
 def in_scope(rule: Rule, subject: Subject | AccountSubject) -> bool:
     """Whether ``rule`` is evaluated for ``subject`` at all.
 
-    budget is account-only; api_error is both (per creator, and once for the account);
-    the rest are per creator, limited by the rule's ``creators``/``tags``.
+    budget and balance are account-only; api_error is both (per series, and once for the
+    account); the rest are per creator, limited by the rule's ``creators``/``tags`` and to the
+    series of the source they read (``source_of``).
     """
     if isinstance(subject, AccountSubject):
-        return isinstance(rule, BudgetRule | ApiErrorRule)
-    return not isinstance(rule, BudgetRule) and rule.applies_to(subject.creator)
+        return isinstance(rule, BudgetRule | ApiErrorRule | BalanceRule)
+    if isinstance(rule, BudgetRule | BalanceRule) or not rule.applies_to(subject.creator):
+        return False
+    source = source_of(rule)
+    return source is None or source == subject.variant.source
 
 
 def evaluate(rule: Rule, subject: Subject | AccountSubject) -> Outcome:
-    """Evaluate one rule; a subject out of the rule's scope is UNKNOWN (state left as it is)."""
+    """Evaluate one rule; a subject out of the rule's scope is UNKNOWN (state left as it is),
+    and so is a note rule's: it gives one outcome per note (``outcomes``)."""
     if not in_scope(rule, subject):
         return _unknown(subject, "out of scope")
     if isinstance(subject, AccountSubject):
         if isinstance(rule, BudgetRule):
             return _budget(rule, subject)
+        if isinstance(rule, BalanceRule):
+            return _balance(rule, subject)
         assert isinstance(rule, ApiErrorRule)
         return _account_error(rule, subject)
-    assert not isinstance(rule, BudgetRule)  # in_scope keeps budget rules on the account
-    handler = _CREATOR_KINDS.get(rule.kind)
-    if handler is None or getattr(rule, "metric", None) == FOLLOWER_METRIC:
-        # the sources of issue sources are parsed, stored and configured, but their rules are
-        # not evaluated yet: such an alert stays as it is rather than firing on core data
-        return _unknown(subject, f"{rule.kind} rules on {_source_of(rule)} are not evaluated yet")
-    return handler(rule, subject)
+    if rule.kind in EVENT_KINDS:
+        return _unknown(subject, f"a {rule.kind} rule speaks per note")
+    return _CREATOR_KINDS[rule.kind](rule, subject)
 
 
-def _source_of(rule: Rule) -> str:
-    if rule.kind == "balance":
-        return "the balance"
-    return "notes" if rule.kind in ("new_note", "note") else "followers"
+def outcomes(rule: Rule, subject: Subject) -> list[tuple[str, Outcome]]:
+    """(alert variant, outcome) of each alert ``rule`` speaks of on ``subject``: its series'
+    (``Variant.label``), or, for a note rule, each note it judges (``note:<noteId>``, notes it
+    has nothing to say about left out). Empty when the subject is out of scope."""
+    if not in_scope(rule, subject):
+        return []
+    scope = subject.creator.user_id
+    if isinstance(rule, NewNoteRule):
+        return events.new_note_outcomes(
+            rule, subject.notes, subject.notes_since, subject.now, scope
+        )
+    if isinstance(rule, NoteRule):
+        return events.note_outcomes(rule, subject.notes, subject.now, scope)
+    return [(subject.variant.label, evaluate(rule, subject))]
 
 
 def inhibit(rule: Rule, outcome: Outcome, subject: Subject, account: AccountSubject) -> Outcome:
@@ -183,7 +218,7 @@ def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
         return _unknown(subject, f"{rule.metric} not available on {newest.date_key}")
     previous = subject.series[-2] if len(subject.series) > 1 else None
     old = previous.value(rule.metric) if previous else None
-    fires = _OPS[rule.op](value, rule.value)
+    fires = OPS[rule.op](value, rule.value)
     label, shown = metric_label(rule.metric), partial(format_value, rule.metric)
     if fires:
         summary = f"{label} {shown(value)} {rule.op} {shown(rule.value)} (threshold)"
@@ -198,12 +233,17 @@ def _threshold(rule: ThresholdRule, subject: Subject) -> Outcome:
         change_pct=None if not old else (value - old) / old * 100,
         newest_date=newest.date_key,
         baseline_date=previous.date_key if previous else None,
-        details={"kind": "threshold", "op": rule.op, "threshold": rule.value},
+        details={
+            "kind": "threshold",
+            "op": rule.op,
+            "threshold": rule.value,
+            "rolling_median": rule.metric != FOLLOWER_METRIC,
+        },
     )
     return _decide(subject, fires, finding)
 
 
-def _baseline_point(rule: ChangeRule, series: tuple[DailyPoint, ...]) -> DailyPoint | None:
+def _baseline_point(rule: ChangeRule, series: tuple[SeriesPoint, ...]) -> SeriesPoint | None:
     newest = series[-1]
     if rule.baseline == "previous":
         return series[-2] if len(series) > 1 else None
@@ -260,7 +300,8 @@ def _change(rule: ChangeRule, subject: Subject) -> Outcome:
             "baseline": rule.baseline if rule.baseline == "previous" else _days(rule.baseline),
             "limit": limit,
             "unit": "pct" if rule.pct is not None else "abs",
-            "rolling_median": True,
+            # follower counts are daily totals; core_data's values are rolling medians
+            "rolling_median": rule.metric != FOLLOWER_METRIC,
         },
     )
     return _decide(subject, fires, finding)
@@ -366,7 +407,8 @@ def _anomaly(rule: AnomalyRule, subject: Subject) -> Outcome:
             "score": round(score, 3),
             "k": rule.k,
             "scale": scale,
-            "rolling_median": True,
+            # follower counts are daily totals; core_data's values are rolling medians
+            "rolling_median": rule.metric != FOLLOWER_METRIC,
         },
     )
     return _decide(subject, abs(score) > rule.k, finding)
@@ -395,3 +437,44 @@ def _budget(rule: BudgetRule, subject: AccountSubject) -> Outcome:
         details={"kind": "budget", "share_pct": round(share, 3), "level_pct": rule.level_pct},
     )
     return _decide(subject, share >= rule.level_pct, finding)
+
+
+def _balance(rule: BalanceRule, subject: AccountSubject) -> Outcome:
+    """Fires while the balance is below ``below`` or fewer than ``days_left`` days are left;
+    clears when every condition given is read and holds no more (money was added)."""
+    balance = subject.balance
+    if balance is None:
+        return _unknown(subject, "no balance reading yet")
+    low = rule.below is not None and balance < Decimal(str(rule.below))
+    left = subject.days_left
+    short = rule.days_left is not None and left is not None and left < rule.days_left
+    if not (low or short) and rule.days_left is not None and left is None:
+        return _unknown(subject, "no spend rate yet: the days left are unknown")
+    money = format_money(balance)
+    parts = [f"balance {money}"]
+    if rule.below is not None:
+        parts[0] += f" < {format_money(rule.below)}" if low else f" (≥ {format_money(rule.below)})"
+    if left is not None:
+        limit = "" if rule.days_left is None else f" {'<' if short else '≥'} {rule.days_left:g}"
+        parts.append(f"{left:.1f} days left{limit}")
+    finding = Finding(
+        summary=", ".join(parts),
+        value=float(balance),
+        baseline=rule.below,
+        details={
+            "kind": "balance",
+            "balance": str(balance),
+            "below": rule.below,
+            "days_left": None if left is None else round(left, 3),
+            "days_left_limit": rule.days_left,
+            "price_per_call": None
+            if subject.price_per_call is None
+            else str(subject.price_per_call),
+            "read_at": None
+            if subject.balance_read_at is None
+            else subject.balance_read_at.isoformat(),
+            "low": low,
+            "short": short,
+        },
+    )
+    return _decide(subject, low or short, finding)
