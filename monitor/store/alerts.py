@@ -175,7 +175,7 @@ class AlertStore(StoreBase):
 
 def _rolling(details: dict[str, Any]) -> bool:
     """Whether an alert's values are rolling medians (rows stored before the flag: by kind)."""
-    return bool(details.get("rolling_median")) or details.get("kind") in ("change", "anomaly")
+    return bool(details.get("rolling_median", details.get("kind") in ("change", "anomaly")))
 
 
 def _alert_lines() -> Select[Any]:
