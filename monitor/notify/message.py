@@ -13,7 +13,13 @@ Variables of ``alert.*`` and ``account.*``:
   date, baseline_date ('YYYY-MM-DD' or None),
   fired_at, resolved_at, now (local time strings or None), firing_for (e.g. "2d 3h" / "2天3小时"),
   creator ({name, user_id, url} or None), variant (label or None), code, code_text (account errors),
-  rolling_median (bool: the values are rolling medians per note).
+  rolling_median (bool: the values are rolling medians per note),
+  note (the note of a ``new_note`` or ``note`` event, else None: {id, title, published
+  ('YYYY-MM-DD', Asia/Shanghai), type_text ('video' / '视频'), ad (bool: a cooperation note),
+  brand (or None), url, text (the whole line: title, type, day, ad and brand), when_text (a
+  ``note`` rule's 'within 3d of publishing', else None)}),
+  balance (a ``balance`` alert's reading, else None: {amount_text, below_text, days_left_text,
+  days_left_limit, price_text, read_at} — texts, or None where not known).
 Variables of ``digest.*``:
   language, zone (the IANA name the listed times are in), day,
   movers ([{metric, label, rows: [{name, user_id, url, old_text, new_text, change_pct_text}]}]),
@@ -41,10 +47,17 @@ from monitor.display import (
 )
 from monitor.model import (
     DERIVED_METRICS,
+    EVENT_KINDS,
     METRIC_LABELS,
     NEGATED_OPS,
     Creator,
     Variant,
+)
+from monitor.notify.event_text import (
+    balance_variables,
+    event_headline,
+    note_entry,
+    note_variables,
 )
 
 Language = Literal["zh", "en"]
@@ -206,7 +219,10 @@ def alert_variables(
         "variant": _label(context.variant),
         "code": code,
         "code_text": CODE_TEXTS[language].get(code, "") if isinstance(code, int) else "",
-        "rolling_median": bool(details.get("rolling_median")) or details.get("kind") == "change",
+        # rows stored before the flag: a change was on core_data (rolling medians)
+        "rolling_median": bool(details.get("rolling_median", details.get("kind") == "change")),
+        "note": note_variables(details, language),
+        "balance": balance_variables(details, context.zone, resolved=event == "resolved"),
     }
 
 
@@ -220,28 +236,41 @@ class _Headed(Protocol):
 
 
 def headline(event: str, alert: _Headed, language: Language, movement: str) -> str | None:
-    """The reading a title carries: the threshold crossed, or where the metric is back to."""
+    """The reading a title carries: the threshold crossed, or where the metric is back to; for
+    an event, the note (a ``note`` rule: its reading, when it is judged); for the balance, the
+    balance and days left."""
+    details = alert.details
+    kind = details.get("kind")
+    if kind in EVENT_KINDS or kind == "balance":
+        return event_headline(event, alert, language)
     metric = alert.metric
     if metric is None:
         return None
-    details = alert.details
     label = METRIC_LABELS[language].get(metric, metric)
     clear = details.get("clear_value")
     threshold = details.get("threshold")
-    if details.get("kind") == "threshold" and threshold is not None:
-        limit = format_value(metric, threshold)
-        if event == "resolved" and clear is not None:
-            back = format_value(metric, clear)
-            negated = NEGATED_OPS.get(details.get("op", ""), "")
-            if language == "zh":
-                return f"{label} 回到 {back}（{negated} {limit}）"
-            return f"{label} back to {back} ({negated} {limit})"
-        note = "（阈值）" if language == "zh" else " (threshold)"
-        return f"{label} {format_value(metric, alert.value)} {details.get('op')} {limit}{note}"
+    if kind == "threshold" and threshold is not None:
+        return _threshold_headline(event, alert, language, label, metric)
     if event == "resolved" and clear is not None:
         back = format_value(metric, clear)
         return f"{label} 回到 {back}" if language == "zh" else f"{label} back to {back}"
     return f"{label} {movement}"
+
+
+def _threshold_headline(
+    event: str, alert: _Headed, language: Language, label: str, metric: str
+) -> str:
+    details = alert.details
+    limit = format_value(metric, details.get("threshold"))
+    clear = details.get("clear_value")
+    if event == "resolved" and clear is not None:
+        back = format_value(metric, clear)
+        negated = NEGATED_OPS.get(details.get("op", ""), "")
+        if language == "zh":
+            return f"{label} 回到 {back}（{negated} {limit}）"
+        return f"{label} back to {back} ({negated} {limit})"
+    note = "（阈值）" if language == "zh" else " (threshold)"
+    return f"{label} {format_value(metric, alert.value)} {details.get('op')} {limit}{note}"
 
 
 _GROUP_VERBS = {
@@ -264,6 +293,9 @@ def group_entry(
     what = variables["headline"] or alert.summary
     verb = _GROUP_VERBS[language].get(event, event)
     command = "creator-monitor alerts" + ("" if event == "resolved" else " --open")
+    note = variables["note"]
+    if note is not None:
+        return note_entry(str(variables["kind"]), who, what, note, alert.rule, language)
     if language == "zh":
         return {
             "line": f"{who}：{what}",

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from monitor.display import format_value, metric_label
+from monitor.notify.event_text import event_headline, note_variables
 from monitor.notify.message import (
     ACCOUNT_SCOPE,
     CODE_TEXTS,
@@ -135,7 +136,25 @@ def _api_error(alert: Described, language: Language) -> str | None:
     return f"last code {shown}, {failures} consecutive failures"
 
 
+def _note_event(alert: Described, language: Language) -> str | None:
+    text = event_headline("firing", alert, language)
+    note = note_variables(alert.details, language)
+    if text is None or note is None:
+        return None
+    zh = language == "zh"
+    if alert.details.get("kind") == "new_note":
+        return f"新笔记 {text}" if zh else f"new note {text}"
+    return f"{text}：{note['text']}" if zh else f"{text}: {note['text']}"
+
+
+def _balance(alert: Described, language: Language) -> str | None:
+    return event_headline("resolved" if alert.state == "resolved" else "firing", alert, language)
+
+
 _KINDS: dict[str, Callable[[Described, Language], str | None]] = {
+    "new_note": _note_event,
+    "note": _note_event,
+    "balance": _balance,
     "threshold": _threshold,
     "change": _change,
     "anomaly": _anomaly,

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.config import ChannelConfig, Config
-from monitor.model import Creator, DailyPoint
+from monitor.model import EVENT_KINDS, Creator, DailyPoint
 from monitor.notify.message import (
     AlertLine,
     Digest,
@@ -106,7 +106,10 @@ async def build_digest(config: Config, store: Store, now: datetime) -> Digest:
     resolved = tuple(
         _line(a, a.resolved_at, creators)
         for a in activity
-        if a.resolved_at is not None and since <= a.resolved_at < now
+        if a.resolved_at is not None
+        and since <= a.resolved_at < now
+        # an event (a note) was told when it fired; its quiet end is no news
+        and a.details.get("kind") not in EVENT_KINDS
     )
     return Digest(
         day=day,
