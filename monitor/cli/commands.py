@@ -240,7 +240,12 @@ def rules_test(args: argparse.Namespace, config: Config) -> int:
                     bar.update(done - bar.n)
 
                 lines = await app.run_backtest(config, store, since, progress=advance)
-        rolling = [r.name for r in config.rules if r.kind in ("change", "anomaly")]
+        # the rules on core_data's rolling medians (not on the follower counts)
+        rolling = [
+            r.name
+            for r in config.rules
+            if r.kind in ("change", "anomaly") and getattr(r, "metric", None) != "fans"
+        ]
         output.print_backtest(list(lines), sys.stdout, rolling)
         return 0
 

@@ -4,27 +4,41 @@ Loads what the pure rules need, folds their outcomes with the pure lifecycle, an
 transition with its messages in one transaction: each message carries its facts (what its
 template reads) and its group, and the notifier renders it when it sends. Sends nothing.
 
-An alert is one (rule, creator, variant), or (rule, 'account'); messages name the variant when
-the creator tracks several. Inhibition is ``rules.inhibit``'s alone. Orphans: an open alert whose
-rule left the config, whose creator left the config or the rule's scope, or that predates
-per-variant alerts, is resolved at the first account evaluation after a (re)configure; a pending
-one is dropped quietly, a firing one sends its resolution to the channels its firing went to (the
-SPEC's "a resolution is always sent for a sent firing").
+An alert is one (rule, creator, series), one (rule, creator, note) for the note events
+(``note:<noteId>``), or (rule, 'account'); messages name the series when the creator tracks
+several of its source. Each rule reads only the series of its source (``rules.source_of``), and
+only what the creator's active rules read is loaded. Inhibition is ``rules.inhibit``'s alone.
+Orphans: an open alert whose rule left the config, whose creator left the config or the rule's
+scope, whose series or source is no longer tracked, or that predates per-variant alerts, is
+resolved at the first account evaluation after a (re)configure; a pending one is dropped
+quietly, a firing one sends its resolution to the channels its firing went to (the SPEC's "a
+resolution is always sent for a sent firing"), except an event's: an event never resolves
+aloud.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from monitor.config import ApiErrorRule, BudgetRule, Config, CreatorConfig, Rule
-from monitor.model import NO_VARIANT, Creator, Outcome, Severity, Variant
+from monitor.config import ApiErrorRule, BalanceRule, BudgetRule, Config, CreatorConfig, Rule
+from monitor.model import (
+    EVENT_KINDS,
+    NO_VARIANT,
+    NOTE_VARIANT_PREFIX,
+    NOTES,
+    Creator,
+    Outcome,
+    Severity,
+    Variant,
+    Verdict,
+)
 from monitor.notify.facts import alert_facts, render_facts
 from monitor.notify.message import Language, MessageContext
 from monitor.notify.rendering import Renderer
-from monitor.policy import grouping, rules
+from monitor.policy import events, grouping, rules
 from monitor.policy import lifecycle as alerts
 from monitor.policy.lifecycle import AlertState, Phase
 from monitor.store import Store
@@ -38,6 +52,8 @@ ACCOUNT_WIDE = tuple(sorted(rules.ACCOUNT_WIDE_CODES))
 _SEVERITY_ORDER = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 #: how much history a rule may look back on (the longest baseline or window in practice)
 HISTORY = timedelta(days=120)
+#: the rules of the account, never of a creator
+_ACCOUNT_ONLY = (BudgetRule, BalanceRule)
 
 
 def effective_rules(config: Config) -> tuple[Rule, ...]:
@@ -84,41 +100,67 @@ class Alerting:
         creator: Creator,
         facts: Sequence[SeriesFacts],
         account: rules.AccountSubject,
+        *,
+        fresh: Collection[str] | None = None,
     ) -> int:
-        """Run every creator-scope rule over each variant (one alert per rule and variant);
-        returns the number of messages queued."""
+        """Run every creator-scope rule over each of the creator's series (one alert per rule
+        and series, or per rule and note); returns the number of messages queued. ``fresh``:
+        the sources whose stored data just changed (None: any may have); a rule that reads the
+        data of another source is left as it is (``stale`` and ``api_error`` always run)."""
         now = self._clock()
-        active = [r for r in self._rules if not isinstance(r, BudgetRule) and r.applies_to(creator)]
+        active = [
+            r
+            for r in self._rules
+            if not isinstance(r, _ACCOUNT_ONLY)
+            and r.applies_to(creator)
+            and (fresh is None or rules.source_of(r) in (None, *fresh))
+        ]
+        tracked = {fact.variant.source for fact in facts}
+        reading = {rules.source_of(r) for r in active} & tracked
+        wanted = events.notes_wanted(active, now) if NOTES in reading else None
         inputs = await self._store.rule_inputs(
             creator_id,
             creator.user_id,
-            [fact.variant for fact in facts],
+            [fact.variant for fact in facts if fact.variant.source in reading - {NOTES}],
             (now - HISTORY).date(),
             [rule.name for rule in active],
+            notes_wanted=wanted,
         )
         subjects = [
             rules.Subject(
                 creator=creator,
                 variant=fact.variant,
-                series=inputs.series[fact.variant],
+                series=inputs.series.get(fact.variant, ()),
                 now=now,
                 last_success_at=fact.last_success_at,
                 consecutive_failures=fact.consecutive_failures,
                 last_code=fact.last_code,
                 tracked_since=fact.tracked_since,
+                notes=inputs.notes if fact.variant.source == NOTES else (),
+                notes_since=inputs.notes_since if fact.variant.source == NOTES else None,
             )
             for fact in facts
         ]
-        named = len(facts) > 1  # a lone variant goes without saying
+        # a rule of one source names the series only among several of that source (a
+        # creator's followers go without saying); stale and api_error among all the creator's
+        per_source = [fact.variant.source for fact in facts]
         queued = 0
         for rule in active:
             for subject in subjects:
-                outcome = rules.inhibit(rule, rules.evaluate(rule, subject), subject, account)
+                if not rules.in_scope(rule, subject):
+                    continue
+                keyed = rules.outcomes(rule, subject)
+                if rule.kind in EVENT_KINDS:
+                    keyed += _held(rule, subject, inputs.alerts, {key for key, _ in keyed})
+                among = per_source.count(subject.variant.source)
+                named = (len(facts) if rules.source_of(rule) is None else among) > 1
                 shown = subject.variant if named else None
-                before = inputs.alert(rule.name, subject.variant.label)
-                queued += await self._apply(
-                    rule, outcome, now, creator_id, creator, subject.variant, shown, before
-                )
+                for key, found in keyed:
+                    outcome = rules.inhibit(rule, found, subject, account)
+                    before = inputs.alert(rule.name, key)
+                    queued += await self._apply(
+                        rule, outcome, now, creator_id, creator, key, shown, before
+                    )
         return queued
 
     async def evaluate_account(self, account: rules.AccountSubject) -> int:
@@ -133,7 +175,7 @@ class Alerting:
                 outcome = rules.evaluate(rule, account)
                 before = await self._store.load_alert(rule.name, outcome.scope, NO_VARIANT)
                 queued += await self._apply(
-                    rule, outcome, account.now, None, None, None, None, before
+                    rule, outcome, account.now, None, None, NO_VARIANT, None, before
                 )
         return queued
 
@@ -144,13 +186,13 @@ class Alerting:
         now: datetime,
         creator_id: int | None,
         creator: Creator | None,
-        variant: Variant | None,
+        key: str,
         shown: Variant | None,
         before: AlertState | None,
     ) -> int:
-        """Fold one outcome into the alert of (rule, scope, variant), stored as ``before``;
-        ``shown`` is the variant to name in messages (None when the creator tracks only one)."""
-        key = NO_VARIANT if variant is None else variant.label
+        """Fold one outcome into the alert of (rule, scope, variant ``key``), stored as
+        ``before``; ``shown`` is the series to name in messages (None: it goes without
+        saying)."""
         transition = alerts.step(before, outcome, rule, now, creator_id=creator_id, variant=key)
         if not transition.changed and not transition.events:
             return 0
@@ -204,20 +246,22 @@ class Alerting:
         rule = next((r for r in self._rules if r.name == alert.rule), None)
         if rule is None:
             return f"the rule {alert.rule!r} was removed from the config"
-        account_rule = isinstance(rule, BudgetRule | ApiErrorRule)
+        account_rule = isinstance(rule, BudgetRule | BalanceRule | ApiErrorRule)
         if alert.scope == rules.ACCOUNT_SCOPE:
             return None if account_rule else f"the rule {rule.name!r} is no longer account-wide"
         creator = tracked.get(alert.scope)
         if creator is None:
             return f"the creator {alert.scope} is no longer tracked"
-        if isinstance(rule, BudgetRule) or not rule.applies_to(creator):
+        if isinstance(rule, _ACCOUNT_ONLY) or not rule.applies_to(creator):
             return f"the creator {alert.scope} left the scope of the rule {rule.name!r}"
         return self._variant_gone(alert, creator)
 
     def _variant_gone(self, alert: AlertState, entry: CreatorConfig) -> str | None:
         if alert.variant == NO_VARIANT:
             return "alerts are now kept per variant; this one, for the creator as a whole, ends"
-        if alert.variant not in {v.label for _, v in self._config.series_of(entry)}:
+        # a note's event lives on the creator's note list
+        series = NOTES if alert.variant.startswith(NOTE_VARIANT_PREFIX) else alert.variant
+        if series not in {v.label for _, v in self._config.series_of(entry)}:
             return f"the variant {alert.variant} is no longer tracked"
         return None
 
@@ -232,7 +276,8 @@ class Alerting:
         details = {**before.details, "clear_summary": reason, "orphaned": True}
         after = replace(before, state=Phase.RESOLVED, resolved_at=now, details=details)
         messages: list[NewMessage] = []
-        if before.firing_sent and before.id is not None:
+        event = before.variant.startswith(NOTE_VARIANT_PREFIX)  # told once, never resolved aloud
+        if before.firing_sent and before.id is not None and not event:
             creator = entry or row.creator
             context = MessageContext(now=now, creator=creator, zone=self._config.budget.zone)
             names = tuple(await self._store.firing_channels(before.id))
@@ -279,3 +324,22 @@ class Alerting:
                 )
             )
         return out
+
+
+def _held(
+    rule: Rule,
+    subject: rules.Subject,
+    found: Mapping[tuple[str, str], AlertState],
+    judged: set[str],
+) -> list[tuple[str, Outcome]]:
+    """An UNKNOWN outcome for each open alert of the event ``rule`` on a note it did not judge
+    now: the lifecycle resolves it quietly once its hold has passed."""
+    scope = subject.creator.user_id
+    return [
+        (variant, Outcome(Verdict.UNKNOWN, scope, reason="the note is not judged now"))
+        for (name, variant), alert in found.items()
+        if name == rule.name
+        and alert.open
+        and variant not in judged
+        and variant.startswith(NOTE_VARIANT_PREFIX)
+    ]
