@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest_asyncio
@@ -13,7 +14,7 @@ from support.alerting import BO, LILYY, open_store, points, seed, table
 from support.sim import FakeClock
 
 from monitor.config import Config, parse_config
-from monitor.model import Creator
+from monitor.model import Balance, Creator, FollowerPoint, ListedNote, Note, NoteStats
 from monitor.service.alerting.backtest import BacktestLine, run_backtest
 from monitor.store import Store
 
@@ -118,3 +119,77 @@ async def test_progress_counts_creators_and_lines_read_as_the_cli_prints_them(
     lines = await run_backtest(config_of(CHANGE), store, progress=lambda *p: seen.append(p))
     assert seen == [(0, 2), (1, 2), (2, 2)]
     assert (lines[0].when, lines[0].scope) == (FALL_DAY, LILYY)
+
+
+async def test_followers_notes_and_the_balance_are_replayed(store: Store) -> None:
+    """Followers day by day, notes at each stored visit (each event once, the baseline never),
+    and the balance at each reading, with the days left its own fall shows."""
+    ids = {LILYY: await store.find_creator(LILYY), BO: await store.find_creator(BO)}
+    lilyy = ids[LILYY]
+    assert lilyy is not None
+    counts = [10_000] * 10 + [9_800] * 5 + [10_000] * 5  # 2025-11-01 … 2025-11-20
+    await store.store_followers(
+        lilyy, [FollowerPoint(START + timedelta(days=i), n) for i, n in enumerate(counts)]
+    )
+    at = datetime(2025, 11, 10, 2, tzinfo=UTC)  # 10:00 in Shanghai
+    old = ListedNote(Note(f"{1:024x}", "old", date(2025, 11, 1), False, False), NoteStats(50))
+    await store.store_notes(lilyy, [old], at)  # the baseline
+    hit = Note(f"{2:024x}", "hit", date(2025, 11, 11), True, True, "Dior")
+    for day, reads in ((1, 3_000), (2, 15_000), (3, 40_000)):
+        seen = [ListedNote(hit, NoteStats(reads)), old]
+        await store.store_notes(lilyy, seen, at + timedelta(days=day))
+    for hours, amount in ((0, "1000"), (24, "600"), (48, "200"), (50, "2200")):
+        await store.store_balance(at + timedelta(hours=hours), Balance(Decimal(amount)))
+    config = parse_config(
+        {
+            "defaults": {"sources": ["core", "fans", "notes"]},
+            "creators": [{"user_id": LILYY, "name": "Lilyy"}, {"user_id": BO, "name": "Bo"}],
+            "rules": [
+                {"name": "followers", "kind": "change", "metric": "fans", "pct": -1},
+                {"name": "new", "kind": "new_note"},
+                {
+                    "name": "hit",
+                    "kind": "note",
+                    "metric": "reads",
+                    "op": ">=",
+                    "value": 10_000,
+                    "within": "3d",
+                },
+                {"name": "money", "kind": "balance", "days_left": 1},
+            ],
+        }
+    )
+    lines = await run_backtest(config, store)
+    assert [(x.day.isoformat(), x.rule, x.scope, x.event, x.summary) for x in lines] == [
+        (
+            "2025-11-11",
+            "followers",
+            LILYY,
+            "firing",
+            "followers 10,000 → 9,800 (-2.0 %) from 2025-11-10 to 2025-11-11",
+        ),
+        (
+            "2025-11-11",
+            "new",
+            LILYY,
+            "firing",
+            "new note “hit” (video, published 2025-11-11, ad: Dior)",
+        ),
+        (
+            "2025-11-12",
+            "followers",
+            LILYY,
+            "resolved",
+            "followers 9,800 → 9,800 (+0.0 %) from 2025-11-11 to 2025-11-12",
+        ),
+        (
+            "2025-11-12",
+            "hit",
+            LILYY,
+            "firing",
+            "reads 15,000 >= 10,000 within 3d of publishing: “hit” (video, published 2025-11-11, "
+            "ad: Dior)",
+        ),
+        ("2025-11-12", "money", "account", "firing", "balance 200.00 CNY, 0.5 days left < 1"),
+        ("2025-11-12", "money", "account", "resolved", "balance 2,200.00 CNY, 5.7 days left ≥ 1"),
+    ]
