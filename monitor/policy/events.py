@@ -5,8 +5,9 @@ what it says about each. One Outcome per note, keyed by the note's alert variant
 
 Bounds, so that adding a rule to an install with months of stored notes announces nothing old:
 - ``new_note``: a note is new when it was first listed after the creator's first visit (the
-  baseline), was published on or after that visit's day, and was first listed less than
-  ``EVENT_WINDOW`` ago;
+  baseline), was published on or after that visit's day and at most ``NEW_NOTE_AGE`` (7 days)
+  before the day it was first listed (a note found weeks late, after a long stop, is not
+  news), and was first listed less than ``EVENT_WINDOW`` ago;
 - ``note``: a note's age runs from 00:00 Asia/Shanghai of its publishing day. ``within``
   judges the newest observation taken while the note was younger than ``within``, as long as
   the note is younger than ``within`` + ``EVENT_WINDOW``; ``after`` judges the newest
@@ -45,6 +46,8 @@ from monitor.model import (
 NOTE_ZONE = ZoneInfo("Asia/Shanghai")
 #: how long after it becomes true an event about a note may still be told (see the docstring)
 EVENT_WINDOW = timedelta(days=2)
+#: how many days before the day it was first listed a note may be published to be told as new
+NEW_NOTE_AGE = timedelta(days=7)
 
 
 def notes_wanted(rules: Iterable[Rule], now: datetime) -> NotesWanted | None:
@@ -75,6 +78,9 @@ def is_new(record: NoteRecord, baseline_at: datetime | None, now: datetime) -> b
     if baseline_at is None or record.first_seen_at <= baseline_at:
         return False
     if record.note.published < baseline_at.astimezone(NOTE_ZONE).date():
+        return False
+    listed_day = record.first_seen_at.astimezone(NOTE_ZONE).date()
+    if record.note.published < listed_day - NEW_NOTE_AGE:
         return False
     return now - record.first_seen_at < EVENT_WINDOW
 

@@ -120,7 +120,12 @@ def test_new_note_announces_notes_first_listed_after_the_baseline_and_recently()
     baseline = record(2, first_seen=BASELINE, seen=NOW - timedelta(hours=2))
     old_pin = record(3, published=date(2026, 9, 1))  # existed when tracking began
     long_ago = record(4, first_seen=NOW - EVENT_WINDOW, published=date(2026, 11, 7))
-    found = outcomes(new_note, notes_subject(fresh, baseline, old_pin, long_ago))
+    found_late = record(5, published=date(2026, 11, 2))  # listed 8 days after: not news
+    week = record(6, published=date(2026, 11, 3))  # 7 days before: still told
+    found = outcomes(new_note, notes_subject(fresh, baseline, old_pin, long_ago, found_late))
+    assert [key for key, _ in outcomes(new_note, notes_subject(week))] == [
+        note_variant(week.note.note_id)
+    ]
     assert [key for key, _ in found] == [note_variant(fresh.note.note_id)]
     outcome = found[0][1]
     assert outcome.verdict is Verdict.FIRING

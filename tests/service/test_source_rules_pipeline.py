@@ -1,0 +1,122 @@
+"""The rules on followers and notes behind the real pipeline: the fetcher reads each source from
+the simulator over HTTP through the one gate, stores it, and runs the rules, which queue their
+messages in the outbox. The creator's first note visit is its baseline; a note it publishes
+later is told once, with its link; the same note becoming a hit is told once more, by the hit
+rule; followers falling 3 % fire the follower rule."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from pydantic import SecretStr
+from support.alerting import table
+from support.sim import plain_creator
+from support.store import FakeClock
+
+from monitor.config import parse_config
+from monitor.policy.budget import BudgetPolicy
+from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching.fetch import Fetcher
+from monitor.service.fetching.gate import BudgetGate
+from monitor.service.fetching.slot import Slot
+from monitor.service.fetching.slot_loading import load_slots
+from monitor.store import Store
+from monitor.upstream.client import JustOneClient
+from monitor.upstream.simulator import SimKnobs, Simulator
+
+USER = plain_creator()
+RULES = [
+    {"name": "new-notes", "kind": "new_note"},
+    {"name": "hit", "kind": "note", "metric": "reads", "op": ">=", "value": 10_000, "within": "3d"},
+    {"name": "followers-down", "kind": "change", "metric": "fans", "pct": -1},
+]
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    async with Simulator(SimKnobs(balance=Decimal("1000")), clock=clock) as simulator:
+        yield simulator
+
+
+@dataclass
+class Daemon:
+    fetcher: Fetcher
+    slots: dict[str, Slot]
+
+    async def visit(self, source: str) -> None:
+        key = next(k for k in self.slots if k.split("/")[1].startswith(source))
+        run = await self.fetcher.run(self.slots[key], reschedule=True)
+        assert run.stored, run.reason
+
+
+@pytest.fixture
+async def daemon(
+    sim: Simulator, store: Store, clock: FakeClock, token: str
+) -> AsyncIterator[Daemon]:
+    config = parse_config(
+        {
+            "api": {"base_url": sim.base_url, "timeout": "5s"},
+            "storage": {"url": "sqlite+aiosqlite:///unused.db"},
+            "budget": {"calls_per_minute": 600, "burst": 50, "daily_calls": 10_000},
+            "schedule": {"retry_attempts": 0},
+            "defaults": {"sources": ["core", "fans", "notes"]},
+            "creators": [{"user_id": USER, "name": "Lily"}],
+            "channels": [{"name": "team", "url": "json://127.0.0.1:9/t"}],
+            "rules": RULES,
+        }
+    )
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(timedelta(seconds=seconds))
+
+    async with JustOneClient(
+        base_url=sim.base_url, token=SecretStr(token), timeout=timedelta(seconds=5), clock=clock
+    ) as client:
+        gate = await BudgetGate.open(
+            BudgetPolicy.from_config(config), store, clock=clock, sleep=sleep
+        )
+        alerting = Alerting(config, store, clock=clock)
+        fetcher = Fetcher(config, client, store, gate, alerting, clock=clock, sleep=sleep)
+        slots = await load_slots(config, store, clock())
+        yield Daemon(fetcher, dict(slots))
+
+
+async def test_new_notes_hits_and_falling_followers_from_the_simulator(
+    daemon: Daemon, sim: Simulator, store: Store, clock: FakeClock
+) -> None:
+    await daemon.visit("notes")  # the baseline
+    await daemon.visit("fans")
+    assert await table(store, "notifications") == []
+
+    clock.advance(timedelta(hours=1))
+    note_id = sim.publish_note(
+        USER, title="冬季护肤三步走", video=True, ad=True, brand="花西子", reads=50_000
+    )
+    await daemon.visit("notes")
+    [told] = await table(store, "notifications")
+    assert told["title"].startswith("[NEW NOTE] Lily: “冬季护肤三步走” (video, published ")
+    assert told["title"].endswith(", ad: 花西子)")
+    assert f"- Link: https://www.xiaohongshu.com/explore/{note_id}" in told["body"]
+
+    clock.advance(timedelta(hours=36))  # the note's reads climbed past 10,000
+    await daemon.visit("notes")
+    await daemon.visit("notes")
+    titles = [m["title"] for m in await table(store, "notifications")]
+    assert len(titles) == 2  # the note is not new again; the hit is told once
+    assert titles[1].startswith("[NOTE] Lily: reads ")
+    assert "within 3d of publishing · “冬季护肤三步走”" in titles[1]
+
+    sim.script_change(USER, "fans", 0.97)
+    await daemon.visit("fans")
+    last = (await table(store, "notifications"))[-1]
+    assert last["title"].startswith("[FIRING] Lily: followers ")
+    assert last["title"].endswith(" %) · followers-down")
+    fall = next(a for a in await table(store, "alerts") if a["rule"] == "followers-down")
+    assert fall["variant"] == "fans/DAY_30"
+    assert fall["details"]["change_pct"] == pytest.approx(
+        -3.0, abs=0.3
+    )  # 3 %, with the day's drift
