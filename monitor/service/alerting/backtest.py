@@ -137,13 +137,15 @@ async def _series(
 ) -> dict[Variant, list[SeriesPoint]]:
     """The stored series the creator's metric rules read: its core variants', its followers'."""
     series: dict[Variant, list[SeriesPoint]] = {}
+    for source, variant in config.series_of(entry):  # as the daemon tracks them
+        if source == CORE and CORE in sources:
+            series[variant] = []
+        elif source == FANS and FANS in sources:
+            series[variant] = list(await store.follower_series(creator_id))
     if CORE in sources:
-        series = {v: [] for v in config.variants_of(entry)}
         for variant, point in await store.series(creator_id):
             if variant in series:
                 series[variant].append(point)
-    if FANS in sources:
-        series[Variant.for_source(FANS)] = list(await store.follower_series(creator_id))
     return series
 
 
