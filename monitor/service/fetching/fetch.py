@@ -426,8 +426,14 @@ class Fetcher:
             return
         account = await self._gate.account()
         siblings: Sequence[Slot] = slot.siblings or [slot]
+        # only the rules on this series' source: the others' data did not change (``stale``
+        # and ``api_error`` run on every series whatever its source)
         await self._alerting.evaluate_creator(
-            slot.creator_id, slot.creator, [s.facts() for s in siblings], account
+            slot.creator_id,
+            slot.creator,
+            [s.facts() for s in siblings],
+            account,
+            fresh=(slot.variant.source,),
         )
 
 
