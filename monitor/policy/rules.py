@@ -53,6 +53,7 @@ from monitor.policy import events
 __all__ = [
     "ACCOUNT_SCOPE",
     "ACCOUNT_WIDE_CODES",
+    "UNREADABLE_CODE",
     "AccountSubject",
     "Finding",
     "Outcome",
@@ -68,6 +69,9 @@ __all__ = [
 #: codes that block the whole account; they yield one account-scope finding, never one per creator
 ACCOUNT_WIDE_CODES: frozenset[int] = frozenset({100, 303, 600, 601, 602})
 ACCOUNT_SCOPE = "account"
+#: the code an ``api_error`` rule names for a paid answer this version could not read (the
+#: upstream's own success code: on a failed call it can mean nothing else)
+UNREADABLE_CODE = 0
 #: MAD → standard deviation of a normal distribution
 MAD_SCALE = 1.4826
 #: mean absolute deviation → standard deviation, the fallback when more than half the window ties
@@ -326,10 +330,22 @@ def _stale(rule: StaleRule, subject: Subject) -> Outcome:
 
 
 def _api_error(rule: ApiErrorRule, subject: Subject) -> Outcome:
-    by_code = subject.last_code is not None and subject.last_code in rule.codes
-    by_count = rule.consecutive is not None and subject.consecutive_failures >= rule.consecutive
     failures = subject.consecutive_failures
+    # code 0 on a failed call: paid for, but this version could not read it (kept for reparse);
+    # ``codes = [0]`` matches exactly that, never a success
+    unreadable = subject.last_code == UNREADABLE_CODE and failures > 0
+    by_code = (
+        subject.last_code is not None
+        and subject.last_code in rule.codes
+        and (subject.last_code != UNREADABLE_CODE or unreadable)
+    )
+    by_count = rule.consecutive is not None and failures >= rule.consecutive
     last = "got no answer" if subject.last_code is None else f"answered code {subject.last_code}"
+    if unreadable:
+        last = (
+            "was paid for (code 0) but could not be read by this version; the answer is kept "
+            "whole for `creator-monitor reparse`"
+        )
     finding = Finding(
         summary=(
             f"{failures} consecutive failed call{'s' if failures != 1 else ''}, the last {last}"
@@ -339,6 +355,7 @@ def _api_error(rule: ApiErrorRule, subject: Subject) -> Outcome:
         details={
             "kind": "api_error",
             "code": subject.last_code,
+            "unreadable": unreadable,
             "consecutive_failures": subject.consecutive_failures,
             "recent_codes": list(subject.recent_codes),
         },

@@ -120,3 +120,24 @@ async def test_new_notes_hits_and_falling_followers_from_the_simulator(
     assert fall["details"]["change_pct"] == pytest.approx(
         -3.0, abs=0.3
     )  # 3 %, with the day's drift
+
+
+async def test_an_unreadable_paid_answer_alerts_once_and_resolves_when_answers_read(
+    daemon: Daemon, sim: Simulator, store: Store, clock: FakeClock
+) -> None:
+    """The built-in ``answer-unreadable`` rule (api_error, code 0 on a failed call) tells the
+    operator that a paid answer is kept for ``reparse``, on that series, and resolves at the
+    next answer that reads."""
+    sim.force_code(USER, "wrong_type", times=2, endpoint="fans")
+    await daemon.visit("fans")
+    clock.advance(timedelta(hours=1))
+    await daemon.visit("fans")
+    unread = [a for a in await table(store, "alerts") if a["rule"] == "answer-unreadable"]
+    assert [(a["variant"], a["state"]) for a in unread] == [("fans/DAY_30", "firing")]
+    assert "kept whole for `creator-monitor reparse`" in unread[0]["summary"]
+    clock.advance(timedelta(hours=1))
+    await daemon.visit("fans")
+    unread = [a for a in await table(store, "alerts") if a["rule"] == "answer-unreadable"]
+    assert [a["state"] for a in unread] == ["resolved"]
+    messages = [n for n in await table(store, "notifications") if "unreadable" in n["title"]]
+    assert [n["event"] for n in messages] == ["firing", "resolved"]

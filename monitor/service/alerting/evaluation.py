@@ -57,16 +57,32 @@ _ACCOUNT_ONLY = (BudgetRule, BalanceRule)
 
 
 def effective_rules(config: Config) -> tuple[Rule, ...]:
-    """The configured rules, plus a built-in critical account alert for every account-wide code
-    that no configured rule covers: running out of money or quota must never go unnoticed."""
+    """The configured rules, plus built-in ones for what must never go unnoticed: a critical
+    account alert for every account-wide code no configured rule covers (running out of money
+    or quota), and a warning per creator whose paid answer this version could not read (code
+    0 on a failed call: kept for ``reparse``), unless a rule names code 0 itself."""
     covered = {code for r in config.rules if isinstance(r, ApiErrorRule) for code in r.codes}
+    builtins: list[Rule] = []
     uncovered = tuple(code for code in ACCOUNT_WIDE if code not in covered)
-    if not uncovered:
-        return config.rules
-    builtin = ApiErrorRule(
-        name="account-blocked", kind="api_error", codes=uncovered, severity=Severity.CRITICAL
-    )
-    return (*config.rules, builtin)
+    if uncovered:
+        builtins.append(
+            ApiErrorRule(
+                name="account-blocked",
+                kind="api_error",
+                codes=uncovered,
+                severity=Severity.CRITICAL,
+            )
+        )
+    if rules.UNREADABLE_CODE not in covered:
+        builtins.append(
+            ApiErrorRule(
+                name="answer-unreadable",
+                kind="api_error",
+                codes=(rules.UNREADABLE_CODE,),
+                severity=Severity.WARNING,
+            )
+        )
+    return (*config.rules, *builtins)
 
 
 @dataclass(frozen=True, slots=True)
