@@ -9,6 +9,8 @@ Conventions:
 - a metric is shown by its label in ``METRIC_LABELS`` (e.g. ``engage`` is "engagements" /
   "互动"); commands, query parameters, CSV and JSON keep the config's names (``engage``);
 - a count is '1,000'; a cost is '253.89'; a rate is '6.73 %'; a missing value is 'n/a';
+- untrusted text (a note's title) is ``one_line`` in a terminal or a message, cut to a width
+  with ``cut_width``;
 - a duration is ``format_duration`` where a user writes it back into the config ('90m'),
   ``human_duration`` where a message's reader reads it ('2d 3h'), and ``format_age`` for how
   long ago (or how soon) a moment is in a table ('5m ago', 'in 2h').
@@ -17,6 +19,7 @@ Conventions:
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -157,6 +160,63 @@ def text_width(text: str) -> int:
         else 1
         for ch in text
     )
+
+
+#: bidirectional formatting characters: an RTL override in a note's title would turn the rest
+#: of a terminal line (or a message) around
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def one_line(text: str) -> str:
+    """Untrusted text (a note's title) as one line a terminal shows as written: control
+    characters (an escape sequence among them) and bidirectional formatting marks dropped,
+    runs of whitespace as one space."""
+    kept = (
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch not in _BIDI and (ch.isspace() or unicodedata.category(ch) != "Cc")
+    )
+    return " ".join("".join(kept).split())
+
+
+def cut_width(text: str, width: int) -> str:
+    """``text`` in at most ``width`` terminal columns, ending in "…" when cut (a wide character
+    is never split)."""
+    if text_width(text) <= width:
+        return text
+    out, used = [], 0
+    for ch in text:
+        size = text_width(ch)
+        if used + size > width - 1:
+            break
+        out.append(ch)
+        used += size
+    return "".join(out) + "…"
+
+
+def sparkline(values: Sequence[float | None], width: int) -> str:
+    """One character per column (values resampled to ``width``); a gap is a space.
+
+    Our own rather than a plotting library: a terminal or a chat message needs only the shape
+    of a series, and eight block characters show it with output a test can assert exactly.
+    """
+    if not values:
+        return ""
+    width = max(1, min(width, len(values)))
+    columns = [values[i * len(values) // width] for i in range(width)]
+    known = [v for v in values if v is not None]  # the scale spans every value, not the sample
+    if not known:
+        return " " * width
+    low, high = min(known), max(known)
+    span = high - low
+    top = len(_BLOCKS) - 1
+    return "".join(
+        " " if v is None else _BLOCKS[round((v - low) / span * top) if span else top // 2]
+        for v in columns
+    )
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 def pad(text: str, width: int, *, right: bool = False) -> str:

@@ -19,6 +19,7 @@
     │   ├── SchemaOutOfDate          the schema is behind the code: run ``db upgrade``
     │   └── WritesRefused            no call is sent: paid answers wait for the database
     ├── BudgetError                  a call may not be sent now (paused, daily cap reached)
+    ├── NothingStored                a creator has nothing stored from the source asked for
     └── NotifyError                  a channel did not take a message (permanent or not)
 
 Every message is one line meant for an operator; none may carry the API token or a
@@ -180,6 +181,11 @@ class BudgetError(MonitorError):
         self.cap = cap
         self.until = until
         super().__init__(message)
+
+
+class NothingStored(MonitorError):
+    """A creator (known or not to the database) has nothing stored from the source asked for:
+    ``history``/``notes`` exit 1 with it, the console API answers 404 with the same words."""
 
 
 class NotifyError(MonitorError):

@@ -250,7 +250,12 @@ class Note:
 
     @property
     def url(self) -> str:
-        return f"https://www.xiaohongshu.com/explore/{self.note_id}"
+        return note_url(self.note_id)
+
+
+def note_url(note_id: str) -> str:
+    """A note's public page."""
+    return f"https://www.xiaohongshu.com/explore/{note_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,18 @@ def unknown(what: str, word: str, choices: Sequence[str], *, show: int = 12) -> 
     return f"unknown {what} {word!r}; known: {listed}"
 
 
+def whole_number(text: str, low: int, high: int) -> int:
+    """``text`` as a whole number from ``low`` to ``high``; a ValueError saying which it is not
+    (the command line's argument types and the console API's query parameters alike)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text[:40]!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"must be from {low:,} to {high:,}, got {text}")
+    return value
+
+
 class ConfigProblems(ConfigError):
     """Several config problems found in one pass; ``problems`` holds each as a ConfigError.
 

@@ -11,12 +11,19 @@ store and client layers only through the names this package hands out.
 """
 
 from monitor.app.commands import (
+    NOTE_METRICS,
     UNREACHABLE_AFTER,
     BacktestLine,
     BudgetReading,
+    FollowerDay,
+    Named,
+    NoteLine,
     ReparseReport,
     budget_reading,
     command_notifier,
+    creator_followers,
+    creator_notes,
+    export_source,
     ledger_day,
     reparse_lines,
     run_backtest,
@@ -52,6 +59,7 @@ from monitor.app.stores import (
 )
 
 __all__ = [
+    "NOTE_METRICS",
     "UNREACHABLE_AFTER",
     "BacktestLine",
     "BudgetGate",
@@ -60,6 +68,9 @@ __all__ = [
     "FetchParts",
     "FetchRecord",
     "Fetcher",
+    "FollowerDay",
+    "Named",
+    "NoteLine",
     "OverviewQuery",
     "ReparseReport",
     "Run",
@@ -72,7 +83,10 @@ __all__ = [
     "command_notifier",
     "command_store",
     "console_store",
+    "creator_followers",
+    "creator_notes",
     "current_schema",
+    "export_source",
     "fetch_parts",
     "fetch_store",
     "head_schema",

@@ -1,6 +1,7 @@
 """The parts a command works with beside its store: the budget's reading (``status``), a notifier
-(``notify test``/``retry``), the backtest, ``reparse`` and the HTML report. Each is built from the
-config and the command's store, as the daemon builds its own."""
+(``notify test``/``retry``), the backtest, ``reparse``, the HTML report, and the follower and
+note listings (``history --source``, ``notes``, ``export --source``, which the console API
+shares). Each is built from the config and the command's store, as the daemon builds its own."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.reach import UNREACHABLE_AFTER
 from monitor.service.fetching.reparse import ReparseReport, reparse
 from monitor.service.fetching.reparse import report_lines as reparse_lines
+from monitor.service.reporting.source_view import (
+    NOTE_METRICS,
+    FollowerDay,
+    Named,
+    NoteLine,
+    creator_followers,
+    creator_notes,
+)
+from monitor.service.reporting.source_view import export_rows as export_source
 from monitor.store import Store
 from monitor.store.engine import system_clock
 
@@ -27,12 +37,19 @@ if TYPE_CHECKING:  # plotly: only ``report`` loads it
     from monitor.service.reporting.report import Written
 
 __all__ = [
+    "NOTE_METRICS",
     "UNREACHABLE_AFTER",
     "BacktestLine",
     "BudgetReading",
+    "FollowerDay",
+    "Named",
+    "NoteLine",
     "ReparseReport",
     "budget_reading",
     "command_notifier",
+    "creator_followers",
+    "creator_notes",
+    "export_source",
     "ledger_day",
     "reparse_lines",
     "run_backtest",

@@ -7,37 +7,43 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from monitor.config import Config, CreatorConfig, parse_duration
 from monitor.config.references import (
     ACCOUNT,
+    DEFAULT_NOTES,
+    EARLIEST,
+    MAX_NOTES,
     USER_ID_RE,
     CreatorRef,
     channel_name,
     check_name,
+    daily_source,
+    parse_since,
     resolve_creator,
     rule_name,
+    source_name,
     tag_name,
 )
 from monitor.errors import ConfigError
 from monitor.model import ALL_METRICS, Advertise, Business, DateType, NoteType, Variant
-from monitor.validation import MAX_DURATION, unknown
+from monitor.validation import MAX_DURATION, unknown, whole_number
 
 __all__ = [
     "ACCOUNT",
+    "DEFAULT_NOTES",
+    "EARLIEST",
+    "MAX_NOTES",
     "USER_ID_RE",
     "CreatorRef",
     "channel_name",
     "check_name",
+    "parse_since",
     "resolve_creator",
     "rule_name",
     "tag_name",
 ]
-
-#: the earliest date ``--since`` accepts: anything before is a typo (no series goes back that far)
-EARLIEST = date(2000, 1, 1)
-
 
 # --- argument types (argparse calls them; their errors become one usage line, exit 2) --------
 
@@ -65,36 +71,31 @@ def since(text: str) -> str:
     return text
 
 
-def parse_since(text: str | None, today: date) -> date | None:
-    """``30d`` (back from today) or ``2025-12-01``; a ConfigError (exit 2) for anything else."""
-    if text is None:
-        return None
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        if day < EARLIEST:
-            raise ConfigError("--since", f"date {text} is before {EARLIEST}")
-        if day > today + timedelta(days=1):  # a day of slack: the user's today may be UTC's next
-            raise ConfigError("--since", f"date {text} is in the future")
-        return day
-    try:
-        return today - parse_duration(text, MAX_DURATION)
-    except ValueError as exc:
-        if "too long" in str(exc):
-            raise ConfigError("--since", str(exc)) from None
-        raise ConfigError(
-            "--since", f"expected a duration like 30d or a date like 2025-12-01, got {text!r}"
-        ) from None
-
-
 def metric(text: str) -> str:
     """An argument type: a metric's name as rules take it (stored or derived, e.g.
     ``engage_rate``), with a "did you mean" for a near miss."""
     if text not in ALL_METRICS:
         raise argparse.ArgumentTypeError(unknown("metric", text, ALL_METRICS))
     return text
+
+
+def source(text: str) -> str:
+    """An argument type: a source's name (``core``, ``fans``, ``notes``)."""
+    try:
+        return source_name(text, arg="--source")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def series_source(text: str) -> str:
+    """An argument type: a source with a daily series (``core``, ``fans``); ``notes`` is
+    refused with the command that lists them."""
+    try:
+        return daily_source(
+            text, arg="--source", notes_instead="`creator-monitor notes CREATOR` lists them"
+        )
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def variant(text: str) -> Variant:
@@ -136,12 +137,9 @@ def number(low: int, high: int) -> Callable[[str], int]:
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be from {low:,} to {high:,}, got {text}")
-        return value
+            return whole_number(text, low, high)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     parse.__name__ = "number"
     return parse

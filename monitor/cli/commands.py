@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import shutil
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
 
 from monitor import app
-from monitor.cli import arguments, history_output, output
+from monitor.cli import arguments, history_output, output, source_output
 from monitor.cli.arguments import parse_since
 from monitor.cli.fetching import fetch
 from monitor.cli.resume import resume
@@ -133,6 +132,8 @@ def db_current(args: argparse.Namespace, config: Config) -> int:
 
 
 def history(args: argparse.Namespace, config: Config) -> int:
+    if args.source == "fans":
+        return _follower_history(args, config)
     ref = arguments.resolve_creator(config, args.user_id, arg="CREATOR")
     named = f"{args.user_id} ({ref.user_id})" if args.user_id != ref.user_id else ref.user_id
 
@@ -152,14 +153,53 @@ def history(args: argparse.Namespace, config: Config) -> int:
     return _run(go)
 
 
+def _follower_history(args: argparse.Namespace, config: Config) -> int:
+    """``history --source fans``: the daily follower counts and their day-over-day change."""
+    for option, given in (("--metric", args.metric), ("--variant", args.variant)):
+        if given:
+            raise ConfigError(option, "is for --source core; followers are one count a day")
+
+    async def go() -> int:
+        since = parse_since(args.since, _now().date())
+        async with app.command_store(config) as store:
+            _, days = await app.creator_followers(
+                config, store, args.user_id, since=since, arg="CREATOR"
+            )
+        if args.plot:
+            width = shutil.get_terminal_size((100, 24)).columns
+            source_output.plot_followers(days, sys.stdout, width)
+        else:
+            source_output.print_followers(days, args.format, sys.stdout)
+        return 0
+
+    return _run(go)
+
+
+def notes(args: argparse.Namespace, config: Config) -> int:
+    """A creator's stored notes, newest first, with their totals and growth since first seen."""
+
+    async def go() -> int:
+        since = parse_since(args.since, _now().date())
+        async with app.command_store(config) as store:
+            _, lines = await app.creator_notes(
+                config, store, args.user_id, limit=args.limit, since=since, arg="CREATOR"
+            )
+        source_output.print_notes(lines, args.format, sys.stdout)
+        return 0
+
+    return _run(go)
+
+
 def export(args: argparse.Namespace, config: Config) -> int:
     async def go() -> int:
         since = parse_since(args.since, _now().date())
         async with app.command_store(config) as store:
-            # the stored row count is exact without --since and an upper bound with it
-            total = sum(r.rows_stored for r in await store.status_rows()) if since is None else None
+            # the stored row count is exact without --since and an upper bound with it (core)
+            total = None
+            if since is None and args.source == "core":
+                total = sum(r.rows_stored for r in await store.status_rows())
             with output.progress(total, "export") as bar:
-                stream = cast("AsyncGenerator[dict[str, Any], None]", store.export_rows(since))
+                stream = app.export_source(store, args.source, since, config.budget.zone)
                 async with contextlib.aclosing(stream) as rows:
                     count = await history_output.stream_export(
                         rows, args.format, sys.stdout, bar.update
@@ -418,6 +458,7 @@ HANDLERS: dict[str, Handler] = {
     "db_upgrade": db_upgrade,
     "db_current": db_current,
     "history": history,
+    "notes": notes,
     "export": export,
     "status": status,
     "report": report,

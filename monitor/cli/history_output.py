@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 
 from monitor.cli.output import table
-from monitor.display import format_value, metric_label, pad, text_width
+from monitor.display import format_value, metric_label, pad, sparkline, text_width
 from monitor.model import DERIVED_METRICS, METRICS, DailyPoint
 
 _ID_COLUMNS = ("date_key", "business", "note_type", "date_type", "advertise")
@@ -112,31 +112,6 @@ async def stream_export(
         if on_row is not None:
             on_row(1)
     return count
-
-
-_BLOCKS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: Sequence[float | None], width: int) -> str:
-    """One character per column (values resampled to ``width``); a gap is a space.
-
-    Our own rather than a plotting library: the terminal needs only the shape of a rolling
-    median, and eight block characters show it with output a test can assert exactly.
-    """
-    if not values:
-        return ""
-    width = max(1, min(width, len(values)))
-    columns = [values[i * len(values) // width] for i in range(width)]
-    known = [v for v in values if v is not None]  # the scale spans every value, not the sample
-    if not known:
-        return " " * width
-    low, high = min(known), max(known)
-    span = high - low
-    top = len(_BLOCKS) - 1
-    return "".join(
-        " " if v is None else _BLOCKS[round((v - low) / span * top) if span else top // 2]
-        for v in columns
-    )
 
 
 def plot_history(

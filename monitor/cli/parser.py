@@ -248,11 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(
         sub,
         "history",
-        "the stored daily series of one creator",
+        "the stored daily series of one creator: core metrics, or --source fans the followers",
         "creator-monitor history 5c3bf7f7000000000602fd63 --metric read --since 30d",
         "history",
     )
     p.add_argument("user_id", metavar="CREATOR", help="a user id or a configured name")
+    p.add_argument(
+        "--source",
+        type=arguments.series_source,
+        default="core",
+        help="core (the core metrics, default) or fans (the daily follower count and its change)",
+    )
     p.add_argument(
         "--metric",
         action="append",
@@ -275,8 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="draw each metric in the terminal")
     p = _add(
         sub,
+        "notes",
+        "one creator's stored notes, newest first: reads, likes, collects, growth, link",
+        "creator-monitor notes Lilyy --limit 10",
+        "notes",
+    )
+    p.add_argument("user_id", metavar="CREATOR", help="a user id or a configured name")
+    p.add_argument(
+        "--limit",
+        type=arguments.number(1, arguments.MAX_NOTES),
+        default=arguments.DEFAULT_NOTES,
+        help=f"how many notes (default {arguments.DEFAULT_NOTES}, at most {arguments.MAX_NOTES})",
+    )
+    p.add_argument(
+        "--since",
+        type=arguments.since,
+        default=None,
+        help="published on or after: a duration back from today (30d) or a date",
+    )
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p = _add(
+        sub,
         "export",
-        "the daily series of all creators, streamed",
+        "the daily series of all creators (or their followers, or notes), streamed",
         "creator-monitor export --format csv --since 90d > metrics.csv",
         "export",
     )
@@ -286,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=arguments.since,
         default=None,
         help="a duration back from today (30d) or a date",
+    )
+    p.add_argument(
+        "--source",
+        type=arguments.source,
+        default="core",
+        help="core (the daily metrics, default), fans (daily follower counts) or notes "
+        "(every observation of every note)",
     )
     _add(
         sub,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from monitor.config.document import Config
-from monitor.config.fields import parse_duration
+from monitor.config.fields import SOURCES, parse_duration
 from monitor.config.sections import CreatorConfig
 from monitor.errors import ConfigError
-from monitor.validation import raise_all, unknown
+from monitor.validation import MAX_DURATION, raise_all, unknown, whole_number
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
@@ -29,6 +29,11 @@ LONGEST_SILENCE = timedelta(days=365)
 SILENCE_KEYS = ("creator", "rule", "tag", "for", "reason")
 #: the longest reason a silence keeps
 MAX_REASON = 500
+#: notes a listing (``notes``, the console API) shows unless told otherwise, and the most
+DEFAULT_NOTES = 20
+MAX_NOTES = 500
+#: the earliest date a ``since`` accepts: anything before is a typo (no series goes back that far)
+EARLIEST = date(2000, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,56 @@ def resolve_creator(config: Config, ref: str, *, arg: str = "creator") -> Creato
     names = sorted({c.name for c in config.creators if c.name})
     message = unknown("creator", text, names)
     raise ConfigError(arg, f"{message} (give a 24-hex user id or a configured name)")
+
+
+def parse_since(text: str | None, today: date, *, arg: str = "--since") -> date | None:
+    """``30d`` (back from today) or ``2025-12-01``; a ConfigError (exit 2, a 400) for anything
+    else."""
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        if day < EARLIEST:
+            raise ConfigError(arg, f"date {text} is before {EARLIEST}")
+        if day > today + timedelta(days=1):  # a day of slack: the user's today may be UTC's next
+            raise ConfigError(arg, f"date {text} is in the future")
+        return day
+    try:
+        return today - parse_duration(text, MAX_DURATION)
+    except ValueError as exc:
+        if "too long" in str(exc):
+            raise ConfigError(arg, str(exc)) from None
+        raise ConfigError(
+            arg, f"expected a duration like 30d or a date like 2025-12-01, got {text[:40]!r}"
+        ) from None
+
+
+def source_name(text: str, *, arg: str, known: Sequence[str] = SOURCES) -> str:
+    """``text`` if it is one of the ``known`` sources (``core``, ``fans``, ``notes``); else a
+    ConfigError with a "did you mean"."""
+    return check_name("source", text, known, arg=arg)
+
+
+def daily_source(text: str, *, arg: str, notes_instead: str) -> str:
+    """A source with a daily series (``core`` or ``fans``), as ``history --source`` and the
+    console API's ``series?source=`` take it; ``notes`` is refused, saying (``notes_instead``)
+    where the surface lists notes."""
+    source = source_name(text, arg=arg)
+    if source == "notes":
+        raise ConfigError(arg, f"notes are not a daily series; {notes_instead}")
+    return source
+
+
+def count_of(text: str, low: int, high: int, *, arg: str) -> int:
+    """A whole number from ``low`` to ``high`` given as text (a ``--limit``, a ``limit=``);
+    else a ConfigError in the words the command line's argument types use."""
+    try:
+        return whole_number(text, low, high)
+    except ValueError as exc:
+        raise ConfigError(arg, str(exc)) from None
 
 
 def check_name(what: str, name: str, known: Sequence[str], *, arg: str) -> str:

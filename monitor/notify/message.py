@@ -26,7 +26,14 @@ Variables of ``digest.*``:
   fired / resolved ([{rule, name, scope, severity, severity_text, summary, at}]),
   budget_used, daily_calls (formatted "1,200"), budget_pct_text,
   failing ([{name, user_id, url, failures, last_code, last_success_at}]); ``at`` and
-  ``last_success_at`` are 'YYYY-MM-DD HH:MM' in ``zone``, which the headings name once.
+  ``last_success_at`` are 'YYYY-MM-DD HH:MM' in ``zone``, which the headings name once;
+  followers ([{name, user_id, url, old_text, new_text, change_text, change_pct_text, spark}]:
+  the largest follower moves over the week, ``spark`` its days as ▁▂▃ blocks), followers_more
+  (how many more moved); new_notes ([{name, user_id, url, title (Markdown-escaped, one line),
+  note_url, published, video, type_text, brand, reads_text, first_seen_at}]: the notes first
+  seen this week, newest first), new_notes_more. Both lists are empty where there is nothing
+  to show (a creator tracked with core alone), and the built-in templates then leave their
+  sections out.
 """
 
 from __future__ import annotations
@@ -52,6 +59,13 @@ from monitor.model import (
     NEGATED_OPS,
     Creator,
     Variant,
+)
+from monitor.notify.digest_sources import (
+    FollowerMove,
+    NewNote,
+    follower_move_variables,
+    new_note_variables,
+    top_follower_moves,
 )
 from monitor.notify.event_text import (
     balance_variables,
@@ -355,6 +369,9 @@ class Digest:
     daily_calls: int = 0
     failing: tuple[FailingCreator, ...] = ()
     top: int = 5  # movers shown per metric
+    followers: tuple[FollowerMove, ...] = ()
+    new_notes: tuple[NewNote, ...] = ()  # newest first seen first
+    listed: int = 10  # follower moves and new notes shown
 
 
 def top_movers(movers: Iterable[Mover], top: int) -> dict[str, list[Mover]]:
@@ -403,6 +420,8 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
         for metric, rows in top_movers(digest.movers, digest.top).items()
     ]
     share = digest.budget_used / digest.daily_calls * 100 if digest.daily_calls else None
+    moves = top_follower_moves(digest.followers)
+    zone = context.zone
     return {
         "language": language,
         "zone": zone_name(context.zone),
@@ -426,6 +445,12 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
             }
             for f in digest.failing
         ],
+        "followers": [follower_move_variables(f) for f in moves[: digest.listed]],
+        "followers_more": max(0, len(moves) - digest.listed),
+        "new_notes": [
+            new_note_variables(n, zone, language) for n in digest.new_notes[: digest.listed]
+        ],
+        "new_notes_more": max(0, len(digest.new_notes) - digest.listed),
     }
 
 
@@ -434,9 +459,11 @@ __all__: list[str] = [
     "AlertView",
     "Digest",
     "FailingCreator",
+    "FollowerMove",
     "Message",
     "MessageContext",
     "Mover",
+    "NewNote",
     "format_change",
     "format_pct",
     "format_value",

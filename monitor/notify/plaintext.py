@@ -21,7 +21,7 @@ _CODE = re.compile(r"`([^`\n]+)`")
 _BOLD = re.compile(r"\*\*([^*\n]+)\*\*|__([^_\n]+)__")
 _ITALIC = re.compile(r"(?<![\w*])[_*]([^_*\n]+)[_*](?![\w*])")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
-_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>])")
+_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|<>])")
 #: an escaped mark is held as a private-use character while the marks around it are read
 _HELD = 0xE000
 

@@ -1,5 +1,5 @@
 """What the console reads and writes: the paged overview, one creator's history and fetch log,
-alerts with their acknowledgements, calls per day by code.
+alerts with their acknowledgements, calls per day by code (the ledger's days are ledger.py's).
 
 Pages in SQL (LIMIT/OFFSET over the filtered series), so 100,000 creators cost one page of
 rows. Decides nothing: no rule, no delivery, no rendering.
@@ -28,7 +28,13 @@ from sqlalchemy import (
 
 from monitor.model import METRICS
 from monitor.store.engine import StoreBase
-from monitor.store.schema import alerts, budget_calls, creators, daily_metrics, fetches, schedule
+from monitor.store.schema import alerts, creators, daily_metrics, fetches, schedule
+from monitor.store.sources import (
+    FollowerChange,
+    follower_anchor,
+    follower_change_ratio,
+    follower_window,
+)
 
 #: variant columns, in ``Variant.label`` order
 _VARIANT = ("business", "note_type", "date_type", "advertise")
@@ -36,7 +42,7 @@ _VARIANT = ("business", "note_type", "date_type", "advertise")
 CHANGE_DAYS = 7
 #: days of history a sparkline shows
 SPARK_DAYS = 30
-Sort = Literal["name", "change", "change_asc"]
+Sort = Literal["name", "change", "change_asc", "fans_change", "fans_change_asc"]
 AlertState = Literal["open", "firing", "pending", "resolved", "all"]
 
 
@@ -69,6 +75,7 @@ class SeriesRow:
     last_success_at: datetime | None
     failures: int
     open_alerts: int
+    followers: FollowerChange | None = None  # the creator's week of follower counts, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +214,9 @@ class ConsoleStore(StoreBase):
             total = int(
                 await conn.scalar(select(func.count()).select_from(filtered.subquery())) or 0
             )
-            page_query = self._ordered(filtered, q, anchor)
+            by_fans = q.sort.startswith("fans")  # then the change's window ends at its own anchor
+            edge = await follower_anchor(conn) if by_fans else anchor
+            page_query = self._ordered(filtered, q, edge)
             page_query = page_query.limit(q.per_page).offset((q.page - 1) * q.per_page)
             rows = (await conn.execute(page_query)).mappings().all()
             ids = sorted({int(r["creator_id"]) for r in rows})
@@ -232,12 +241,12 @@ class ConsoleStore(StoreBase):
                     .group_by(alerts.c.scope)
                 )
                 open_counts = {s: int(n) for s, n in (await conn.execute(counts)).all()}
+            fans = await follower_window(conn, ids)
         out = []
         for r in rows:
-            label = _label(r)
             key = (r["creator_id"], *(r[n] for n in _VARIANT))
-            series = points.get(key, [])
-            out.append(_series_row(r, label, series, anchor, open_counts.get(r["user_id"], 0)))
+            opened, followers = open_counts.get(r["user_id"], 0), fans.get(r["creator_id"])
+            out.append(_series_row(r, _label(r), points.get(key, []), anchor, opened, followers))
         return OverviewPage(out, total, anchor)
 
     @staticmethod
@@ -245,6 +254,10 @@ class ConsoleStore(StoreBase):
         by_name = (creators.c.name, creators.c.user_id, *(schedule.c[n] for n in _VARIANT))
         if q.sort == "name" or anchor is None:
             return filtered.order_by(*by_name)
+        if q.sort.startswith("fans"):  # ``anchor``: the newest follower day
+            fans = follower_change_ratio(schedule.c.creator_id, anchor, schedule)
+            fans = fans.desc() if q.sort == "fans_change" else fans.asc()
+            return filtered.order_by(fans.nulls_last(), *by_name)
         # per series, two index seeks: the first and the last point in the window
         m = daily_metrics
         in_window = and_(
@@ -383,21 +396,6 @@ class ConsoleStore(StoreBase):
             return "missing"
         return "resolved" if state == "resolved" else "already"
 
-    async def ledger_days(self, since_day: str) -> list[tuple[str, int, int]]:
-        """(day, calls, billed) from ``since_day`` on, oldest first."""
-        query = (
-            select(
-                budget_calls.c.day,
-                func.sum(budget_calls.c.calls),
-                func.sum(budget_calls.c.billed),
-            )
-            .where(budget_calls.c.day >= since_day)
-            .group_by(budget_calls.c.day)
-            .order_by(budget_calls.c.day)
-        )
-        async with self._read() as conn:
-            return [(d, int(c), int(b)) for d, c, b in (await conn.execute(query)).all()]
-
     async def calls_by_code(
         self, since: datetime, zone: str, *, now: datetime
     ) -> list[tuple[str, str, int]]:
@@ -433,7 +431,12 @@ def _code_name(code: int | None, status: int | None) -> str:
 
 
 def _series_row(
-    r: Any, label: str, series: Sequence[tuple[str, Any]], anchor: str | None, open_alerts: int
+    r: Any,
+    label: str,
+    series: Sequence[tuple[str, Any]],
+    anchor: str | None,
+    open_alerts: int,
+    followers: FollowerChange | None,
 ) -> SeriesRow:
     last_date, last_value = series[-1] if series else (None, None)
     change = None
@@ -458,6 +461,7 @@ def _series_row(
         last_success_at=r["last_success_at"],
         failures=int(r["consecutive_failures"]),
         open_alerts=open_alerts,
+        followers=followers,
     )
 
 

@@ -162,6 +162,21 @@ class BudgetStore(StoreBase):
             row = (await conn.execute(query)).one()
         return int(row[0]), int(row[1])
 
+    async def ledger_days(self, since_day: str) -> list[tuple[str, int, int]]:
+        """(day, calls, billed) from ``since_day`` on, oldest first."""
+        query = (
+            select(
+                budget_calls.c.day,
+                func.sum(budget_calls.c.calls),
+                func.sum(budget_calls.c.billed),
+            )
+            .where(budget_calls.c.day >= since_day)
+            .group_by(budget_calls.c.day)
+            .order_by(budget_calls.c.day)
+        )
+        async with self._read() as conn:
+            return [(d, int(c), int(b)) for d, c, b in (await conn.execute(query)).all()]
+
     async def load_budget_state(self, name: str = "global") -> BudgetRow | None:
         """The stored bucket state, or None before the first spend."""
         query = select(budget_state).where(budget_state.c.name == name)

@@ -1,5 +1,7 @@
 """The JSON API under ``/api/v1/`` and its OpenAPI document: creators, a creator's series,
-alerts and acknowledgements, silences, budget. Same store paths as the pages and the CLI.
+followers and notes, alerts and acknowledgements, silences, budget. Same store paths as the
+pages and the CLI; the followers and notes take their input through the same checks as
+``history --source fans`` and ``notes``, so the same input gets the same answer or error.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ from typing import Any
 
 from aiohttp import web
 
-from monitor.config.references import silence_body
-from monitor.errors import ConfigError
+from monitor.app import creator_followers, creator_notes
+from monitor.config.references import (
+    DEFAULT_NOTES,
+    MAX_NOTES,
+    count_of,
+    daily_source,
+    parse_since,
+    silence_body,
+)
+from monitor.errors import ConfigError, NothingStored
 from monitor.model import METRICS
 from monitor.validation import unknown
 from monitor.web.context import console_of, problem_text, row_id
@@ -62,6 +72,8 @@ async def creators(request: web.Request) -> web.Response:
 
 async def series(request: web.Request) -> web.Response:
     console = console_of(request)
+    if (other := await _other_source(request)) is not None:
+        return other
     metric = request.query.get("metric") or None
     if metric is not None and metric not in METRICS:
         return _error(400, f"metric: {unknown('metric', metric, METRICS)}")
@@ -92,6 +104,66 @@ async def series(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+async def _other_source(request: web.Request) -> web.Response | None:
+    """``series?source=``, checked as ``history --source``: None for ``core`` (the series
+    itself), else the follower counts or the refusal."""
+    try:
+        source = daily_source(
+            request.query.get("source") or "core",
+            arg="source",
+            notes_instead="GET /api/v1/creators/{ref}/notes lists them",
+        )
+    except ConfigError as exc:
+        return _error(400, problem_text(exc))
+    if source == "core":
+        return None
+    for key in ("metric", "variant"):
+        if request.query.get(key):
+            return _error(400, f"{key}: is for source core; followers are one count a day")
+    return await fans(request)
+
+
+async def fans(request: web.Request) -> web.Response:
+    """A creator's daily follower counts with their day-over-day change (``history --source
+    fans``): ``since`` a date or a duration back from today, as ``--since`` takes it."""
+    console = console_of(request)
+    try:
+        since = parse_since(_text(request, "since"), console.clock().date(), arg="since")
+        named, days = await creator_followers(
+            console.config, console.store, request.match_info["ref"], since=since
+        )
+    except ConfigError as exc:
+        return _error(400, problem_text(exc))
+    except NothingStored as exc:
+        return _error(404, str(exc))
+    points = [d.as_json() for d in days]
+    return _json({"user_id": named.user_id, "name": named.name, "points": points})
+
+
+async def notes(request: web.Request) -> web.Response:
+    """A creator's newest notes with their totals and growth (``notes``): ``limit`` as
+    ``--limit``, ``since`` (published on or after) as ``--since``."""
+    console = console_of(request)
+    try:
+        text = _text(request, "limit")
+        limit = DEFAULT_NOTES if text is None else count_of(text, 1, MAX_NOTES, arg="limit")
+        since = parse_since(_text(request, "since"), console.clock().date(), arg="since")
+        named, lines = await creator_notes(
+            console.config, console.store, request.match_info["ref"], limit=limit, since=since
+        )
+    except ConfigError as exc:
+        return _error(400, problem_text(exc))
+    except NothingStored as exc:
+        return _error(404, str(exc))
+    listed = [line.as_json() for line in lines]
+    return _json({"user_id": named.user_id, "name": named.name, "notes": listed})
+
+
+def _text(request: web.Request, key: str) -> str | None:
+    """A query parameter, None when absent or empty."""
+    return request.query.get(key) or None
 
 
 async def alerts(request: web.Request) -> web.Response:
@@ -169,6 +241,8 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get(f"{PREFIX}/creators", creators)
     router.add_get(f"{PREFIX}/creators/{{ref}}/series", series)
+    router.add_get(f"{PREFIX}/creators/{{ref}}/fans", fans)
+    router.add_get(f"{PREFIX}/creators/{{ref}}/notes", notes)
     router.add_get(f"{PREFIX}/alerts", alerts)
     router.add_post(f"{PREFIX}/alerts/{{id}}/ack", ack)
     router.add_get(f"{PREFIX}/silences", silences)
@@ -209,6 +283,12 @@ def _p(name: str, description: str) -> dict[str, Any]:
     }
 
 
+_SOURCE_RESPONSES = {
+    "200": {"description": "OK"},
+    "400": {"description": "an unknown creator or a bad query (the command line's words)"},
+    "404": {"description": "nothing stored for the creator from this source"},
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "creator-monitor console API", "version": "1"},
@@ -244,7 +324,12 @@ OPENAPI: dict[str, Any] = {
                     _q("q", "part of the name, or the start of the user id"),
                     _q("tag", "only creators with this tag"),
                     _q("metric", "the metric shown", enum=list(METRICS)),
-                    _q("sort", "order", enum=["name", "change", "change_asc"]),
+                    _q(
+                        "sort",
+                        "order: by name, by the metric's 7-day change, or by the followers' "
+                        "(fans_change: most gained first)",
+                        enum=["name", "change", "change_asc", "fans_change", "fans_change_asc"],
+                    ),
                     _q("page", "1-based page", pattern="^[0-9]+$"),
                     _q("per_page", "rows per page (at most 200)", pattern="^[0-9]+$"),
                 ],
@@ -252,14 +337,46 @@ OPENAPI: dict[str, Any] = {
         },
         "/creators/{ref}/series": {
             "get": _op(
-                "A creator's daily points",
+                "A creator's daily points (source=fans: the followers, as /creators/{ref}/fans)",
                 params=[
                     _p("ref", "user id or configured name"),
+                    _q("source", "core (default) or fans", enum=["core", "fans"]),
                     _q("metric", "one metric (else all)", enum=list(METRICS)),
                     _q("variant", "BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE"),
                     _q("since", "first day, YYYY-MM-DD", format="date"),
                 ],
-                responses={"200": {"description": "OK"}, "404": {"description": "no creator"}},
+                responses={
+                    "200": {"description": "OK"},
+                    "400": {"description": "bad query"},
+                    "404": {"description": "no creator"},
+                },
+            )
+        },
+        "/creators/{ref}/fans": {
+            "get": _op(
+                "A creator's daily follower counts, oldest first, each with its change from "
+                "the day before (null when that day is not stored)",
+                params=[
+                    _p("ref", "user id or configured name (checked as the command line does)"),
+                    _q("since", "first day: YYYY-MM-DD, or a duration back from today (30d)"),
+                ],
+                responses=_SOURCE_RESPONSES,
+            )
+        },
+        "/creators/{ref}/notes": {
+            "get": _op(
+                "A creator's notes, newest published first: totals when last seen, what they "
+                "gained since first seen, link",
+                params=[
+                    _p("ref", "user id or configured name (checked as the command line does)"),
+                    _q(
+                        "limit",
+                        f"how many (default {DEFAULT_NOTES}, at most {MAX_NOTES})",
+                        pattern="^[0-9]+$",
+                    ),
+                    _q("since", "published on or after: YYYY-MM-DD, or a duration (30d)"),
+                ],
+                responses=_SOURCE_RESPONSES,
             )
         },
         "/alerts": {

@@ -26,6 +26,7 @@ from monitor.display import (
     format_pct,
     local_time,
     metric_label,
+    one_line,
     with_zone,
     zone_name,
 )
@@ -77,6 +78,8 @@ class Console:
             when=self._when,
             zoned=self._zoned,
             spark=spark_points,
+            signed=_signed,
+            line=one_line,
         )
 
     def _when(self, value: datetime | None) -> str:
@@ -225,6 +228,13 @@ def _num(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return format_number(value)
+
+
+def _signed(value: int | None) -> str:
+    """A gain or a change: '+1,234', '-56', '0'; '—' when unknown."""
+    if value is None:
+        return "—"
+    return ("+" if value > 0 else "") + format_number(value)
 
 
 def _pct(value: float | None) -> str:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
-from monitor.app import OverviewQuery, Sort
+from monitor.app import NoteLine, OverviewQuery, Sort
 from monitor.errors import ConfigError
 from monitor.model import METRICS
 from monitor.validation import raise_all, unknown
@@ -24,7 +24,9 @@ from monitor.web.i18n import translator
 
 PER_PAGE = 50
 MAX_PER_PAGE = 200
-_SORTS: tuple[Sort, ...] = ("name", "change", "change_asc")
+_SORTS: tuple[Sort, ...] = ("name", "change", "change_asc", "fans_change", "fans_change_asc")
+#: the newest notes the creator page lists
+PAGE_NOTES = 20
 
 
 def _int(value: str | None, default: int, low: int, high: int) -> int:
@@ -172,8 +174,17 @@ async def overview(request: web.Request) -> web.Response:
         return web.Response(status=400, text=f"{problem_text(exc)}\n")
     page = await console.store.overview(q)
     pages = max(1, math.ceil(page.total / q.per_page))
+    # the followers' column only where there are followers to show (not on core-only installs)
+    followers = q.sort.startswith("fans") or any(r.followers for r in page.rows)
     return await _page(
-        request, "overview.html.j2", q=q, page=page, pages=pages, metrics=METRICS, sorts=_SORTS
+        request,
+        "overview.html.j2",
+        q=q,
+        page=page,
+        pages=pages,
+        metrics=METRICS,
+        sorts=_SORTS,
+        followers=followers,
     )
 
 
@@ -206,6 +217,13 @@ async def creator(request: web.Request) -> web.Response:
         for s in await store.list_silences(now)
         if s.user_id == found.user_id or (s.tag is not None and s.tag in found.tags)
     ]
+    followers = await store.follower_series(found.id)
+    fans_chart = {
+        "dates": [p.date_key.isoformat() for p in followers],
+        "metrics": {"fans": [p.fans for p in followers]},
+        "markers": [],
+    }
+    notes = [NoteLine.of(r) for r in await store.latest_notes(found.id, PAGE_NOTES)]
     return await _page(
         request,
         "creator.html.j2",
@@ -217,6 +235,8 @@ async def creator(request: web.Request) -> web.Response:
         alerts=alerts,
         fetches=await store.fetch_log(found.id),
         silences=silences,
+        fans_chart=fans_chart if followers else None,
+        notes=notes,
     )
 
 

@@ -1,5 +1,6 @@
-"""The daily digest: top movers week over week, alerts fired and resolved, the budget, failing
-creators; rendered per channel and queued once per channel per local day through the outbox.
+"""The daily digest: top movers week over week, the week's follower moves and new notes, alerts
+fired and resolved, the budget, failing creators; rendered per channel and queued once per
+channel per local day through the outbox.
 Reads the store and writes outbox rows only; sends nothing and evaluates no rule.
 
 When: at ``notify.digest_at`` (local time in ``budget.timezone``), or at the first check after it
@@ -11,6 +12,7 @@ budget; a 21:00 one today's).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.config import ChannelConfig, Config
 from monitor.model import EVENT_KINDS, Creator, DailyPoint
+from monitor.notify.digest_sources import FollowerMove, NewNote
 from monitor.notify.message import (
     AlertLine,
     Digest,
@@ -119,6 +122,8 @@ async def build_digest(config: Config, store: Store, now: datetime) -> Digest:
         budget_used=(await store.ledger_label(day.isoformat()))[0],
         daily_calls=config.budget.daily_calls,
         failing=tuple(await _failing(store, creators)),
+        followers=tuple(await _followers(config, store, now)),
+        new_notes=tuple(await _new_notes(store, creators, now)),
     )
 
 
@@ -207,6 +212,57 @@ async def _movers(config: Config, store: Store, now: datetime) -> list[Mover]:
         series = await store.series(creator_id, variant, today - SERIES_WINDOW)
         movers += week_movers(entry.creator(), [p for _, p in series], today)
     return movers
+
+
+async def _followers(config: Config, store: Store, now: datetime) -> list[FollowerMove]:
+    """Each tracked creator's follower counts from a week before its newest day to that day
+    (one streamed read of every creator's recent counts); none for a creator whose newest
+    count is older than ``FRESH`` or with no count a week before it."""
+    today = now.astimezone(config.budget.zone).date()
+    creators = {c.user_id: c.creator() for c in config.creators}
+    counts: dict[str, list[tuple[date, int]]] = {}
+    stream = store.export_followers(today - SERIES_WINDOW)
+    async with contextlib.aclosing(stream) as rows:
+        async for row in rows:
+            if row["user_id"] in creators:
+                day = date.fromisoformat(row["date_key"])
+                counts.setdefault(row["user_id"], []).append((day, int(row["fans"])))
+    moves = []
+    for user_id, days in counts.items():
+        newest = days[-1][0]
+        if newest < today - FRESH or days[0][0] > newest - WEEK:
+            continue
+        week = [fans for day, fans in days if day >= newest - WEEK]
+        moves.append(FollowerMove(creators[user_id], tuple(week)))
+    return moves
+
+
+async def _new_notes(store: Store, creators: dict[str, Creator], now: datetime) -> list[NewNote]:
+    """The tracked creators' notes first seen in the week before ``now``, newest first (a
+    first visit's are the baseline, never among them)."""
+    found = await store.new_notes(now - WEEK)
+    names = await store.creator_names([cid for cid, _ in found])
+    out = []
+    for cid, record in reversed(found):
+        creator = creators.get(names.get(cid, ("", ""))[0])
+        if creator is None:
+            continue
+        note = record.note
+        out.append(
+            NewNote(
+                creator=creator,
+                note_id=note.note_id,
+                title=note.title,
+                published=note.published,
+                video=note.video,
+                cooperation=note.cooperation,
+                brand=note.brand,
+                reads=record.latest.stats.reads,
+                first_seen_at=record.first_seen_at,
+                url=note.url,
+            )
+        )
+    return out
 
 
 async def _failing(store: Store, creators: dict[str, Creator]) -> list[FailingCreator]:

@@ -1,4 +1,5 @@
-"""``creator-monitor report``: one self-contained HTML file with a chart per creator and metric.
+"""``creator-monitor report``: one self-contained HTML file with a chart per creator and metric
+(the followers too, for a creator that has them) and the notes first seen in the period.
 
 Owns gathering the report's data through ``Store`` and rendering it; speaks no SQL, sends nothing.
 Charts are plotly figures drawn by plotly.js, inlined so that the file needs no network to view.
@@ -25,10 +26,13 @@ from monitor.display import (
     format_value,
     local_time,
     metric_label,
+    one_line,
     with_zone,
     zone_name,
 )
+from monitor.model import FANS
 from monitor.notify.summary import describe
+from monitor.service.reporting.source_view import NoteLine
 from monitor.store import Store
 from monitor.store.alerts import AlertRow
 
@@ -41,6 +45,8 @@ TOP_MOVERS = 10
 #: (two spans: a missing day or two still leaves one)
 _MOVER_HISTORY = 2 * MOVER_SPAN
 _UTC_ZONE = ZoneInfo("UTC")
+#: the new notes a report lists at most (newest first seen first); the count says the rest
+REPORT_NOTES = 100
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
 #: event → (symbol, colour, size); drawn in this order, so a fired marker on the day its alert
 #: resolved sits inside the resolved ring instead of under it
@@ -73,6 +79,18 @@ class CreatorSeries:
     user_id: str
     name: str
     lines: dict[str, Line] = field(default_factory=dict)
+    #: the daily follower counts (days, counts), when the creator has any in the period
+    fans_dates: list[str] = field(default_factory=list)
+    fans: list[float | None] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NewNote:
+    """A note the monitor first listed in the period (never one of a first visit's)."""
+
+    user_id: str
+    name: str
+    line: NoteLine
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,8 @@ class ReportData:
     #: every mover, largest first, from the history before the period too (None: from the
     #: charted points alone)
     all_movers: list[Mover] | None = None
+    #: the notes first seen in the period, newest first (the page lists ``REPORT_NOTES``)
+    new_notes: list[NewNote] = field(default_factory=list)
 
     @property
     def last_day(self) -> date:
@@ -152,9 +172,15 @@ async def collect(
         for metric in REPORT_METRICS:
             line.values[metric].append(row[metric])
     movers = top_movers(list(history.values()), limit=None)
-    charted = [s for s in (_within(s, first_key) for s in history.values()) if s.lines]
+    async for row in store.export_followers(since):
+        if row["date_key"] <= last_key:
+            series = history.setdefault(row["user_id"], CreatorSeries(row["user_id"], row["name"]))
+            series.fans_dates.append(row["date_key"])
+            series.fans.append(row["fans"])
+    charted = [s for s in (_within(s, first_key) for s in history.values()) if s.lines or s.fans]
     start = datetime.combine(since, time(), tzinfo=zone)
     end = min(now, datetime.combine(last + timedelta(days=1), time(), tzinfo=zone))
+    new_notes = await _new_notes(store, start, end)
     alerts = [
         a
         for a in await store.list_alerts(limit=100_000)
@@ -173,13 +199,24 @@ async def collect(
         zone=zone,
         until=until,
         all_movers=movers,
+        new_notes=new_notes,
     )
+
+
+async def _new_notes(store: Store, start: datetime, end: datetime) -> list[NewNote]:
+    """The notes first listed in [start, end), newest first; a first visit's are the baseline
+    and never among them."""
+    found = [(cid, r) for cid, r in await store.new_notes(start) if r.first_seen_at < end]
+    names = await store.creator_names([cid for cid, _ in found])
+    return [
+        NewNote(*names.get(cid, ("", "")), NoteLine.of(record)) for cid, record in reversed(found)
+    ]
 
 
 def _within(series: CreatorSeries, first_key: str) -> CreatorSeries:
     """``series`` with only the points from ``first_key`` on (the history before is for the
-    movers, not for the charts)."""
-    kept = CreatorSeries(series.user_id, series.name)
+    movers, not for the charts; the followers are read from the period's first day)."""
+    kept = CreatorSeries(series.user_id, series.name, {}, series.fans_dates, series.fans)
     for label, line in series.lines.items():
         at = next((i for i, day in enumerate(line.dates) if day >= first_key), len(line.dates))
         if at < len(line.dates):
@@ -210,15 +247,32 @@ def top_movers(creators: Sequence[CreatorSeries], limit: int | None = TOP_MOVERS
 
 
 def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figure:
-    """One figure per creator: a row (its own chart and y axis) per metric, alert markers."""
+    """One figure per creator: a row (its own chart and y axis) per metric, alert markers; a
+    last row of followers for a creator that has them."""
+    metrics = REPORT_METRICS if series.lines else ()
+    rows = len(metrics) + (1 if series.fans else 0)
     fig = make_subplots(
-        rows=len(REPORT_METRICS),
+        rows=rows,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.06,
-        subplot_titles=[metric_label(m) for m in REPORT_METRICS],
+        subplot_titles=[metric_label(m) for m in (*metrics, *([FANS] if series.fans else []))],
     )
-    for row, metric in enumerate(REPORT_METRICS, start=1):
+    if series.fans:
+        label = metric_label(FANS)
+        fig.add_trace(
+            go.Scatter(
+                x=series.fans_dates,
+                y=series.fans,
+                mode="lines",
+                name=label,
+                line={"color": "#c2185b", "width": 2},
+                hovertemplate=f"%{{x}}<br>{label} %{{y:,}}<extra></extra>",
+            ),
+            row=rows,
+            col=1,
+        )
+    for row, metric in enumerate(metrics, start=1):
         for index, line in enumerate(series.lines.values()):
             fig.add_trace(
                 go.Scatter(
@@ -238,7 +292,7 @@ def creator_figure(series: CreatorSeries, alerts: Sequence[AlertRow]) -> go.Figu
             )
         _add_markers(fig, series, metric, row, alerts)
     fig.update_layout(
-        height=170 * len(REPORT_METRICS) + 90,
+        height=170 * rows + 90,
         margin={"l": 60, "r": 20, "t": 40, "b": 30},
         legend={"orientation": "h", "y": 1.08},
         template="plotly_white",
@@ -321,6 +375,8 @@ def render(data: ReportData) -> str:
         value=lambda number, metric=None: format_value(metric, number),
         pct=format_pct,
         describe=lambda alert: describe(alert, "en"),
+        line=one_line,
+        signed=lambda n: "n/a" if n is None else "0" if n == 0 else f"{n:+,}",
     )
     template = env.from_string(
         (resources.files("monitor.notify") / "templates" / "report.html.j2").read_text(
@@ -339,6 +395,8 @@ def render(data: ReportData) -> str:
         movers=data.movers,
         budget_used=used,
         metrics=REPORT_METRICS,
+        followers=any(series.fans for series in data.creators),
+        new_notes=data.new_notes[:REPORT_NOTES],
         zone=zone_name(data.zone),
         rolling_note=ROLLING_NOTE["en"],
         plotly_js=Markup(get_plotlyjs()),  # noqa: S704 - plotly's own bundle, no user text

@@ -95,6 +95,7 @@ def scoped(data: ReportData, users: set[str]) -> ReportData:
         alerts=[a for a in data.alerts if a.scope in users or a.scope == "account"],
         open_alerts=[a for a in data.open_alerts if a.scope in users or a.scope == "account"],
         all_movers=movers,
+        new_notes=[n for n in data.new_notes if n.user_id in users],
     )
 
 

@@ -1,5 +1,6 @@
 // creator-monitor console: draws the creator page's line charts as SVG from the JSON the page
-// carries in <script type="application/json" id="series-data">. No dependencies, no build step.
+// carries in <script type="application/json" id="series-data"> (a chart's data-series names
+// another, e.g. the followers' "fans-data"). No dependencies, no build step.
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
@@ -54,10 +55,15 @@
   }
 
   function init() {
-    var data = document.getElementById("series-data");
-    if (!data) { return; }
-    var series = JSON.parse(data.textContent);
+    var parsed = {};
     document.querySelectorAll("svg.chart").forEach(function (svg) {
+      var source = svg.getAttribute("data-series") || "series-data";
+      if (!(source in parsed)) {
+        var data = document.getElementById(source);
+        parsed[source] = data ? JSON.parse(data.textContent) : null;
+      }
+      var series = parsed[source];
+      if (!series) { return; }
       var metric = svg.getAttribute("data-metric");
       var markers = series.markers.filter(function (m) { return !m.metric || m.metric === metric; });
       draw(svg, series.dates, series.metrics[metric] || [], markers);
