@@ -18,7 +18,11 @@ from pathlib import Path
 import pytest
 from support.cli import run_cli
 from support.docs import DOC_BASE_URL, PAGES, Page, Step, matches, pages, parse_page
+from support.sources import store_sources
 
+from monitor.config import load_config
+from monitor.config.references import resolve_creator
+from monitor.store import Store
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 #: the simulated upstream's "now": 10:00 in Asia/Shanghai, so its newest data day is 2026-11-29
@@ -86,6 +90,20 @@ def run_step(step: Step, cwd: Path, env: dict[str, str], base_url: str) -> tuple
     return done.returncode, done.stdout.replace(base_url, DOC_BASE_URL)
 
 
+def store_page_sources(names: str, cwd: Path) -> None:
+    """``sources=Lilyy,Anna``: the page's creators' followers and notes, stored in the page's
+    database as fetching those sources stores them, with the simulator's clock."""
+    config = load_config(cwd / "config.toml")
+    url = config.storage.url.replace(":///", f":///{cwd}/", 1)  # the page's relative file
+    user_ids = [resolve_creator(config, name).user_id for name in names.split(",")]
+
+    async def store() -> None:
+        async with Store.open(url) as opened:
+            await store_sources(opened, user_ids, SIM_NOW)
+
+    asyncio.run(store())
+
+
 def _page_ids() -> list[str]:
     return [page.path.name for page in pages()]
 
@@ -98,7 +116,10 @@ def test_the_page_prints_what_it_shows(page: Page, simulator: SimThread, tmp_pat
         (tmp_path / name).write_text(content.replace(DOC_BASE_URL, base_url), encoding="utf-8")
     env: dict[str, str] = {}  # what the page exports; run_cli drops the tests' own token
     for block in page.blocks:
-        simulator.set(block.knobs)
+        knobs = dict(block.knobs)
+        if "sources" in knobs:
+            store_page_sources(knobs.pop("sources"), tmp_path)
+        simulator.set(knobs)
         for step in block.steps:
             status, output = run_step(step, tmp_path, env, base_url)
             where = f"{page.path.name}:{step.line}: $ {step.command}"

@@ -22,7 +22,11 @@ A page's console blocks run in a fresh folder holding the page's files: every fe
 there under its name. In them ``http://127.0.0.1:8765`` is the simulated upstream the tests start
 (on a free port, shown as 8765 in outputs). An HTML comment
 ``<!-- example: balance=N tokens=a,b -->`` just before a console block sets the simulator's knobs
-for that block (the balance of billed calls left, the accepted tokens).
+for that block (the balance of billed calls left, the accepted tokens); ``sources=Lilyy,Anna``
+stores, before the block, the follower counts and notes the simulator serves for those
+configured creators, as fetching their ``fans`` and ``notes`` sources stores them
+(``support.sources``: a first note-list visit six days before the simulator's now, then one
+at it).
 """
 
 from __future__ import annotations
