@@ -16,7 +16,6 @@ from datetime import timedelta
 from monitor.config import Config
 from monitor.ops.wallclock import Clock
 from monitor.store import FetchRecord, Store
-from monitor.store.console import OverviewQuery, Sort
 from monitor.store.engine import (
     BUSY_TIMEOUT,
     parse_url,
@@ -24,6 +23,7 @@ from monitor.store.engine import (
     sqlite_folder,
     system_clock,
 )
+from monitor.store.overview import OverviewQuery, Sort
 from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
 
 __all__ = [

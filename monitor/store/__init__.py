@@ -17,10 +17,12 @@ from monitor.store.groups import GroupStore
 from monitor.store.ledger import BudgetRow, BudgetStore
 from monitor.store.metrics import FetchRecord, MetricsStore
 from monitor.store.outbox import OutboxStore
+from monitor.store.overview import OverviewStore
 from monitor.store.reports import ReportStore
 from monitor.store.rule_inputs import RuleInputStore
 from monitor.store.schedule import ScheduleStore, StatusRow
 from monitor.store.silences import SilenceStore
+from monitor.store.source_reads import SourceReadStore
 from monitor.store.sources import SourceStore
 
 
@@ -37,7 +39,9 @@ class Store(
     SilenceStore,
     ClusterStore,
     ConsoleStore,
+    OverviewStore,
     SourceStore,
+    SourceReadStore,
     AccountStore,
 ):
     """``Store.open(url)``; use as ``async with Store.open(url) as store: ...``."""

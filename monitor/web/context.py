@@ -253,6 +253,8 @@ _VARIANT_WORDS = {
         "DAY_90": "90d",
         "ALL": "all",
         "ORGANIC_ONLY": "organic",
+        "fans": "followers",
+        "notes": "notes",
     },
     "zh": {
         "DAILY_NOTE": "日常",
@@ -264,6 +266,8 @@ _VARIANT_WORDS = {
         "DAY_90": "90天",
         "ALL": "全部",
         "ORGANIC_ONLY": "自然流量",
+        "fans": "粉丝",
+        "notes": "笔记",
     },
 }
 

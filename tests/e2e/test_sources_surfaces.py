@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from support.alerting import points
-from support.cli import run_cli
+from support.cli import run_cli, simulator
 from support.daemon import write_toml
 from support.sources import hostile_note, store_sources
 
@@ -259,6 +260,41 @@ def test_export_streams_followers_and_note_observations(seeded: Seeded) -> None:
     assert any(line["title"] == HOSTILE for line in lines)
 
     assert cli(seeded, "export")[:2] == cli(seeded, "export", "--source", "core")[:2]
+
+
+def test_what_fetch_all_stores_is_what_the_listings_show(tmp_path: Path) -> None:
+    """The whole way: ``fetch --all`` reads the follower history and the note list from the
+    simulator over HTTP for a creator whose sources ask for them, and ``history --source fans``,
+    ``notes`` and ``export --source`` show what it stored."""
+    with simulator() as base_url:
+        config = write_toml(
+            tmp_path / "config.toml",
+            {
+                "api": {"base_url": base_url},
+                "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/f.db"},
+                "creators": [
+                    {"user_id": LILYY.user_id, "name": "Lilyy", "sources": ["fans", "notes"]}
+                ],
+            },
+        )
+        token = {"JUSTONEAPI_TOKEN": "tok-sources-surfaces-0123456789"}
+        fetched = run_cli("-c", config, "fetch", "--all", env=token)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    fans = run_cli("-c", config, "history", "Lilyy", "--source", "fans", "--format", "json")
+    days = json.loads(fans.stdout)
+    assert len(days) == 30
+    assert all(b["change"] == b["fans"] - a["fans"] for a, b in itertools.pairwise(days))
+    notes = run_cli("-c", config, "notes", "Lilyy", "--format", "json")
+    listed = json.loads(notes.stdout)
+    assert 8 <= len(listed) <= 16  # the first page, and the second while all were new
+    assert all(n["gained"] == {"reads": 0, "likes": 0, "collects": 0} for n in listed)
+    exported = run_cli("-c", config, "export", "--source", "notes", "--format", "jsonl")
+    assert len(exported.stdout.splitlines()) == len(listed)
+    core = run_cli("-c", config, "history", "Lilyy")
+    assert (core.returncode, core.stderr.strip()) == (
+        1,
+        f"error: no stored history for Lilyy ({LILYY.user_id})",
+    )
 
 
 def test_what_does_not_fit_a_source_is_refused(seeded: Seeded) -> None:

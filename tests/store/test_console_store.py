@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from monitor.model import AlertState, CoreData, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.store import FetchRecord, Store, migrate
-from monitor.store.console import OverviewQuery
+from monitor.store.overview import OverviewQuery
 
 T0 = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 V = Variant()

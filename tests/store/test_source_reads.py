@@ -9,12 +9,13 @@ import contextlib
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from support.alerting import points
 from support.sources import store_sources
 from support.store import CREATORS, T0
 
 from monitor.model import Creator, FollowerPoint, ListedNote, Note, NoteStats, Variant
-from monitor.store import Store
-from monitor.store.console import OverviewQuery
+from monitor.store import FetchRecord, Store
+from monitor.store.overview import OverviewQuery
 
 DAY = timedelta(days=1)
 FIRST = date(2025, 12, 1)
@@ -128,6 +129,49 @@ async def test_the_overview_sorts_by_follower_change_and_shows_it(store: Store) 
     by_name = await store.overview(OverviewQuery(sort="name", per_page=1))
     assert [r.name for r in by_name.rows] == ["Bo"]
     assert by_name.rows[0].followers == shown[bo]
+
+
+async def test_the_overview_lists_follower_and_note_series_without_core_metrics(
+    store: Store,
+) -> None:
+    """A creator's follower and note series have rows of their own (their fetch status), named
+    by their label; the core metrics are core's rows' alone, in the values and in the order."""
+    ids = await _three(store)
+    lilyy = ids[CREATORS[0].user_id]
+    await store.schedule_new(
+        [(lilyy, Variant.for_source("fans"), T0), (lilyy, Variant.for_source("notes"), T0)]
+    )
+    await store.record_fetches(
+        [
+            FetchRecord(
+                lilyy,
+                Variant(),
+                started_at=T0,
+                due_at=None,
+                latency_ms=5,
+                http_status=200,
+                code=0,
+                billed=True,
+                error=None,
+                data=points(FIRST, [100 + d for d in range(10)]),
+                raw_body=None,
+            )
+        ]
+    )
+    for sort in ("name", "change", "change_asc"):
+        page = await store.overview(OverviewQuery(sort=sort, text="Lilyy"))
+        rows = {r.variant: r for r in page.rows}
+        assert set(rows) == {Variant().label, "fans/DAY_30", "notes"}, sort
+        assert rows[Variant().label].last_value is not None
+        assert rows[Variant().label].change_pct is not None
+        for label in ("fans/DAY_30", "notes"):
+            assert (rows[label].last_value, rows[label].spark, rows[label].change_pct) == (
+                None,
+                (),
+                None,
+            )
+        if sort != "name":  # a series without the metric goes after those with it
+            assert page.rows[0].variant == Variant().label
 
 
 async def test_new_notes_are_named_by_their_creators(store: Store) -> None:
