@@ -83,21 +83,21 @@ def follower_move_variables(move: FollowerMove) -> dict[str, Any]:
     }
 
 
-_KINDS = {
-    "en": ("photo", "video", " · ad"),
-    "zh": ("图文", "视频", "·合作"),
-}
+#: how the type of a cooperation note goes on (the word the new_note messages use)
+_AD = {"en": " · ad", "zh": "·广告"}
 
 
 def new_note_variables(note: NewNote, zone: ZoneInfo, language: str) -> dict[str, Any]:
-    photo, video, ad = _KINDS.get(language, _KINDS["en"])
+    kind = "视频" if note.video else "图文"
+    if language != "zh":
+        kind = "video" if note.video else "photo"
     return {
         **_creator(note.creator),
         "title": markdown_text(note.title) or note.note_id,
         "note_url": note.url,
         "published": note.published.isoformat(),
         "video": note.video,
-        "type_text": (video if note.video else photo) + (ad if note.cooperation else ""),
+        "type_text": kind + (_AD.get(language, _AD["en"]) if note.cooperation else ""),
         "brand": None if note.brand is None else markdown_text(note.brand),
         "reads_text": format_value(None, note.reads),
         "first_seen_at": local_time(note.first_seen_at, zone),

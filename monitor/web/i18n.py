@@ -43,7 +43,7 @@ _ZH: dict[str, str] = {
     "Reads gained": "阅读增长",
     "First seen": "首次发现",
     "video": "视频",
-    "ad": "合作",
+    "ad": "广告",
     "Previous": "上一页",
     "Next": "下一页",
     "Page": "页",

@@ -21,8 +21,8 @@ from monitor.config import Config
 from monitor.config.fields import SOURCES
 from monitor.config.references import DEFAULT_NOTES, resolve_creator
 from monitor.errors import NothingStored
-from monitor.model import CORE, FANS, NOTES, FollowerPoint, Note, NoteStats, note_url
-from monitor.store import NoteRecord, Store
+from monitor.model import CORE, FANS, NOTES, FollowerPoint, Note, NoteRecord, NoteStats, note_url
+from monitor.store import Store
 
 #: what a note's totals are called, in the order every surface shows them
 NOTE_METRICS: tuple[str, ...] = ("reads", "likes", "collects")
