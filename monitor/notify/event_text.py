@@ -23,6 +23,7 @@ from monitor.display import (
     note_type_text,
 )
 from monitor.model import EVENT_KINDS, METRIC_LABELS, Note
+from monitor.notify.digest_sources import markdown_text
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -65,11 +66,13 @@ def note_variables(details: Mapping[str, Any], language: Language) -> dict[str, 
     age = None if age_s is None else human_duration(timedelta(seconds=float(age_s)), language)
     return {
         "id": note.note_id,
-        "title": " ".join(note.title.split()),  # one line, whatever the upstream sent
+        # the upstream's text, in the Markdown body: one line that reads as written (no
+        # heading, link, emphasis or HTML of its own); plain-text channels drop the escapes
+        "title": markdown_text(note.title),
         "published": note.published.isoformat(),
         "type_text": note_type_text(note, language),
         "ad": note.cooperation,
-        "brand": note.brand,
+        "brand": None if note.brand is None else markdown_text(note.brand),
         "url": note.url,
         "text": note_text(note, language),
         "when_text": None if age is None else note_age_text(str(word), age, language),

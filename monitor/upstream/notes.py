@@ -130,8 +130,10 @@ def _text(value: object, where: str, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadData(f"{where} is {type(value).__name__}, expected text")
-    # one line: a title reaches log lines, messages and CSV cells
-    return " ".join(value.split())[:limit]
+    # one line: a title reaches log lines, messages and CSV cells; a lone surrogate (a JSON
+    # escape like "\ud800" that is half a character) cannot be stored or sent: it becomes "?"
+    text = value.encode("utf-8", "replace").decode("utf-8")
+    return " ".join(text.split())[:limit]
 
 
 def _flag(value: object, where: str) -> bool:

@@ -27,6 +27,7 @@ from monitor.service.fetching.slot_loading import load_slots
 from monitor.store import Store
 from monitor.store.schema import fetches, follower_counts, note_observations, notes, schedule
 from monitor.upstream.client import JustOneClient
+from monitor.upstream.notes import parse_notes
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 USER = plain_creator()
@@ -164,3 +165,15 @@ async def test_an_unreadable_paid_answer_is_kept_whole_and_said_once(
         rows = (await conn.execute(select(fetches.c.code, fetches.c.billed))).all()
     assert rows == [(0, True), (0, True)]  # paid for, and recorded as such
     assert await _count(store, follower_counts) == 0
+
+
+def test_a_title_with_half_a_character_is_stored_readable() -> None:
+    """A lone surrogate escape in a title (``"\\ud800"``) would make the page's write fail:
+    the parser makes it a "?" and keeps the rest."""
+    body = (
+        '{"code": 0, "data": {"total": 1, "list": [{"noteId": "0123456789abcdef01234567", '
+        '"title": "冬季\\ud800好物", "date": "2025-12-01", "readNum": 5}]}}'
+    )
+    title = parse_notes(body).data.notes[0].note.title
+    assert title == "冬季?好物"
+    title.encode("utf-8")  # storable and sendable

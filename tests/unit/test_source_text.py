@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from monitor.display import cut_width, one_line, text_width
 from monitor.notify.digest_sources import markdown_text
+from monitor.notify.event_text import note_variables
 from monitor.notify.plaintext import plain_text
 
 
@@ -32,3 +33,25 @@ def test_markdown_text_reads_as_written() -> None:
     assert escaped.startswith("\\[x\\]\\(javascript:alert\\(1\\)\\)")
     assert "\\<b\\>h\\</b\\>" in escaped
     assert plain_text(escaped) == one_line(title) + "\n"
+
+
+def test_a_new_note_message_body_shows_an_untrusted_title_as_written() -> None:
+    """The title and brand go into the Markdown body escaped: no link, emphasis or heading of
+    their own; the headline (the message's title line) keeps the text as it is."""
+    details = {
+        "kind": "new_note",
+        "note_id": "0123456789abcdef01234567",
+        "title": "# *Win* [free](http://evil.example) <b>",
+        "published": "2025-12-01",
+        "video": False,
+        "ad": True,
+        "brand": "_Acme_",
+    }
+    note = note_variables(details, "en")
+    assert note is not None
+    assert note["title"] == markdown_text("# *Win* [free](http://evil.example) <b>")
+    assert "\\[free\\]" in note["title"]
+    assert note["brand"] == "\\_Acme\\_"
+    assert plain_text(f"- Title: {note['title']}").rstrip() == (
+        "- Title: # *Win* [free](http://evil.example) <b>"
+    )
