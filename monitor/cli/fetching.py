@@ -14,14 +14,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from monitor.app import BudgetGate, Ending, Fetcher, Run, Slot, SlotFate, Spill, fetch_parts
-from monitor.cli import arguments, history_output, output
-from monitor.config import Config
+from monitor import app
+from monitor.app import BudgetGate, Ending, Fetcher, Run, Slot, SlotFate, Spill, Store, fetch_parts
+from monitor.cli import arguments, history_output, output, source_output
+from monitor.config import Config, CreatorConfig
 from monitor.display import labelled_time
 from monitor.errors import BudgetError, ConfigError, MonitorError, StoreError, WritesRefused
-from monitor.model import Creator, Variant
+from monitor.model import CORE, FANS, NOTES, Creator, DateType, Variant
 from monitor.policy import cadence
 from monitor.policy.budget_state import RATE_LIMITED
+
+#: the notes ``fetch --source notes`` shows: one page's worth
+NOTES_PAGE = 8
 
 #: what ``_run_slot`` says of a run the interrupt stopped (or never started)
 _NOT_RUN = Run(SlotFate.KEEP, Ending.REFUSED, "interrupted")
@@ -39,9 +43,13 @@ def fetch(args: argparse.Namespace, config: Config) -> int:
         if not args.adhoc:  # an id configured nowhere is a typo until --adhoc says otherwise
             arguments.refuse_unconfigured(config, ref, arg="CREATOR")
         args.user_id = ref.user_id
+    if args.dry_run and args.source not in (None, CORE):
+        raise ConfigError(
+            "--dry-run", "prints core metrics only; fetch --source fans or notes stores them"
+        )
     with _pause_said_once():
         if args.all:
-            return asyncio.run(_fetch_all(config))
+            return asyncio.run(_fetch_all(config, args.source))
         return asyncio.run(_fetch(args, config))
 
 
@@ -175,7 +183,8 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
     """One call now, through the same gate as the daemon; ``--dry-run`` spends inside the caps
     like any call but stores nothing."""
     entry = next((c for c in config.creators if c.user_id == args.user_id), None)
-    variant = config.variants_of(entry)[0] if entry else _default_variant(config)
+    source = args.source or CORE
+    variant = _series(config, entry, source)
     creator = entry.creator() if entry else Creator(user_id=args.user_id)
     notice = RateLimitNotice(config)
     async with fetch_parts(
@@ -215,8 +224,7 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
                 return interrupt.code if interrupt.signum else 1
         if not finished:
             if fetcher.calls and not interrupt.abandoned:
-                rows = await store.history_rows(args.user_id, variant=variant)
-                history_output.print_history(rows, None, "table", sys.stdout)
+                await _print_stored(config, store, args.user_id, variant)
                 kept = "the answer already paid for is stored"
             else:
                 kept = "no call was sent" if not fetcher.calls else "nothing stored"
@@ -226,9 +234,38 @@ async def _fetch(args: argparse.Namespace, config: Config) -> int:
             error = output.plain_error(slot.last_error or "failed")
             pause = parts.gate.hard_pause(_now())
             raise MonitorError(error if pause is None else f"{error}; calls paused: {pause}")
-        rows = await store.history_rows(args.user_id, variant=variant)
-        history_output.print_history(rows, None, "table", sys.stdout)
+        await _print_stored(config, store, args.user_id, variant)
     return 0
+
+
+def _series(config: Config, entry: CreatorConfig | None, source: str) -> Variant:
+    """The series ``fetch`` reads for a creator: its first core variant, or its follower or
+    note series as the daemon tracks it (an untracked source: as it would be tracked)."""
+    if source == CORE:
+        return config.variants_of(entry)[0] if entry else _default_variant(config)
+    if entry is not None:
+        tracked = config.series_of(entry)
+        found = next((v for s, v in tracked if s == source), None)
+        if found is not None:
+            return found
+        widest = max((v.date_type for v in config.variants_of(entry)), default=DateType.DAY_30)
+        return Variant.for_source(source, widest)
+    return Variant.for_source(source, config.defaults.date_type)
+
+
+async def _print_stored(config: Config, store: Store, user_id: str, variant: Variant) -> None:
+    """What the fetch stored, as ``history`` (``--source fans``) and ``notes`` show it."""
+    if variant.source == FANS:
+        _, days = await app.creator_followers(config, store, user_id, since=None, arg="CREATOR")
+        source_output.print_followers(days, "table", sys.stdout)
+    elif variant.source == NOTES:
+        _, lines = await app.creator_notes(
+            config, store, user_id, limit=NOTES_PAGE, since=None, arg="CREATOR"
+        )
+        source_output.print_notes(lines, "table", sys.stdout)
+    else:
+        rows = await store.history_rows(user_id, variant=variant)
+        history_output.print_history(rows, None, "table", sys.stdout)
 
 
 def _slot(config: Config, creator: Creator, creator_id: int, variant: Variant) -> Slot:
@@ -242,11 +279,17 @@ def _slot(config: Config, creator: Creator, creator_id: int, variant: Variant) -
     )
 
 
-async def _fetch_all(config: Config) -> int:
+async def _fetch_all(config: Config, source: str | None = None) -> int:
     """Every series of every configured creator once (each core variant, and its followers and
-    notes where its ``sources`` ask for them), paced by the budget; stops when it is spent."""
+    notes where its ``sources`` ask for them; only ``source``'s when given), paced by the
+    budget; stops when it is spent."""
     creators = [entry.creator() for entry in config.creators]
-    slots = [(e.creator(), v) for e in config.creators for _, v in config.series_of(e)]
+    slots = [
+        (e.creator(), v)
+        for e in config.creators
+        for s, v in config.series_of(e)
+        if source is None or s == source
+    ]
     if not slots:
         raise ConfigError("creators", "no creators configured; nothing to fetch")
     done: list[Slot] = []

@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fetch a user id that is not configured (refused otherwise: a typo costs a call)",
     )
+    p.add_argument(
+        "--source",
+        type=arguments.source,
+        default=None,
+        help="core (the core metrics, the default for one creator), fans (the follower "
+        "history) or notes (the note list); with --all, only that source's series",
+    )
     _add(
         sub,
         "resume",

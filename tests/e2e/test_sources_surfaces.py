@@ -297,6 +297,36 @@ def test_what_fetch_all_stores_is_what_the_listings_show(tmp_path: Path) -> None
     )
 
 
+def test_fetch_source_reads_one_series_and_shows_what_it_stored(tmp_path: Path) -> None:
+    """``fetch CREATOR --source fans|notes``: one call of that series now, through the gate,
+    printed as ``history --source fans`` and ``notes`` print it; ``--dry-run`` is core's."""
+    with simulator() as base_url:
+        config = write_toml(
+            tmp_path / "config.toml",
+            {
+                "api": {"base_url": base_url},
+                "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/f.db"},
+                "creators": [{"user_id": LILYY.user_id, "name": "Lilyy"}],  # core only
+            },
+        )
+        token = {"JUSTONEAPI_TOKEN": "tok-sources-surfaces-0123456789"}
+        fans = run_cli("-c", config, "fetch", "Lilyy", "--source", "fans", env=token)
+        notes = run_cli("-c", config, "fetch", "Lilyy", "--source", "notes", env=token)
+        dry = run_cli("-c", config, "fetch", "Lilyy", "--source", "notes", "--dry-run", env=token)
+    assert fans.returncode == 0, fans.stderr
+    shown = run_cli("-c", config, "history", "Lilyy", "--source", "fans")
+    assert fans.stdout == shown.stdout  # what the fetch stored, as history shows it
+    assert notes.returncode == 0, notes.stderr
+    assert len([line for line in notes.stdout.splitlines() if "xiaohongshu.com" in line]) == 8
+    assert (dry.returncode, error_line(dry.stderr)) == (
+        2,
+        "error: --dry-run: prints core metrics only; fetch --source fans or notes stores them",
+    )
+    with sqlite3.connect(tmp_path / "f.db") as db:
+        rows = db.execute("SELECT source, count(*) FROM fetches GROUP BY source").fetchall()
+    assert rows == [("fans", 1), ("notes", 1)]
+
+
 def test_what_does_not_fit_a_source_is_refused(seeded: Seeded) -> None:
     code, _, err = cli(seeded, "history", "Lilyy", "--source", "notes")
     assert code == 2
