@@ -28,6 +28,7 @@ KNOWN_REVISIONS = (
     "0005_fetch_idempotency",
     "0006_pause_cause",
     "0007_sources",
+    "0008_outbox_facts",
     HEAD_REVISION,
 )
 #: alembic's bookkeeping table (its default name)
