@@ -225,6 +225,8 @@ class NotifyConfig(Section):
     group_interval: Duration = timedelta(minutes=5)
     #: entries listed in a grouped message before "and K more"
     group_limit: StrictInt = Field(default=10, ge=1, le=1000)
+    #: one send to a channel that does not answer (or trickles) is given up after this long
+    send_timeout: Hour = Field(default=timedelta(seconds=30), ge=timedelta(seconds=1))
 
 
 class ReportConfig(Section):

@@ -75,7 +75,7 @@ class Notifier:
         *,
         owner: str,
         policy: DeliveryPolicy | None = None,
-        send_timeout: timedelta = timedelta(seconds=30),
+        send_timeout: timedelta | None = None,
         lease: timedelta | None = None,
         per_drain: int = 50,
         jitter: float = 0.1,
@@ -86,6 +86,8 @@ class Notifier:
         self._owner = owner
         self._policy = policy
         self._renderer: Renderer | None = None  # built at the first message with facts
+        # ``[notify] send_timeout`` unless the caller bounds it itself
+        send_timeout = send_timeout or config.send_timeout
         self._send_timeout = send_timeout
         # a claim must outlive its send, or another instance could take it and send it too
         self._lease = lease or send_timeout * 4

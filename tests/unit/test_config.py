@@ -433,6 +433,8 @@ OUT_OF_RANGE: list[tuple[dict[str, Any], str]] = [
     ({"notify": {"max_age": "32d"}}, "notify.max_age: duration '32d' is too long; at most 31d"),
     ({"notify": {"backoff_base": "2d"}}, "notify.backoff_base: duration '2d' is too long"),
     ({"notify": {"backoff_max": "8d"}}, "notify.backoff_max: duration '8d' is too long"),
+    ({"notify": {"send_timeout": "2h"}}, "notify.send_timeout: duration '2h' is too long"),
+    ({"notify": {"send_timeout": "0s"}}, "notify.send_timeout: duration '0s' must be greater"),
     (
         {"rules": [{"name": "r", "kind": "stale", "after": "400d"}]},
         "rules[0].after: duration '400d' is too long; at most 365d",
