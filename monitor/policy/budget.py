@@ -235,27 +235,34 @@ class BudgetPolicy:
         return min(self._capacity(factor), refilled)
 
     def waits(
-        self, state: BudgetState, now: datetime, calls_today: int = 0
+        self, state: BudgetState, now: datetime, calls_today: int = 0, *, past_pause: bool = False
     ) -> dict[str, timedelta]:
-        """How long each constraint holds the next call back (zero when it does not)."""
+        """How long each constraint holds the next call back (zero when it does not);
+        ``past_pause``: a call the pause lets through (a balance reading during a 601)."""
         return {
-            "pause": self._pause_wait(state, now),
+            "pause": timedelta(0) if past_pause else self._pause_wait(state, now),
             "daily": self._daily_wait(now, calls_today),
             "bucket": self._bucket_wait(state, now),
             "window": self._window_wait(state, now),
         }
 
-    def acquire_delay(self, state: BudgetState, now: datetime, calls_today: int = 0) -> float:
+    def acquire_delay(
+        self, state: BudgetState, now: datetime, calls_today: int = 0, *, past_pause: bool = False
+    ) -> float:
         """Seconds to wait before the next call may be sent (0.0: now).
 
         ``calls_today`` is the ledger count for ``day_of(now)``. The constraints only loosen
         with time, so waiting exactly this long clears them all (until someone else spends).
         """
-        return max(self.waits(state, now, calls_today).values()).total_seconds()
+        waits = self.waits(state, now, calls_today, past_pause=past_pause)
+        return max(waits.values()).total_seconds()
 
-    def blocked_by(self, state: BudgetState, now: datetime, calls_today: int = 0) -> str | None:
+    def blocked_by(
+        self, state: BudgetState, now: datetime, calls_today: int = 0, *, past_pause: bool = False
+    ) -> str | None:
         """The constraint that holds the next call back longest, or None when it may go now."""
-        name, wait = max(self.waits(state, now, calls_today).items(), key=lambda kv: kv[1])
+        waits = self.waits(state, now, calls_today, past_pause=past_pause)
+        name, wait = max(waits.items(), key=lambda kv: kv[1])
         return name if wait > timedelta(0) else None
 
     def spend(
@@ -265,21 +272,23 @@ class BudgetPolicy:
         calls_today: int = 0,
         *,
         token: str | None = None,
+        past_pause: bool = False,
     ) -> BudgetState:
         """Record one call sent at ``now``; raises BudgetError when the call may not go yet.
 
         During an account pause the call is the probe: the next probe moves ``probe_every`` on,
         and the pause is now answered by the probe's token (fingerprint ``token``), so a
-        changed token is tried once, not by every caller.
+        changed token is tried once, not by every caller. A call the pause lets through
+        (``past_pause``) counts like any other and leaves the pause and its probe as they are.
         """
-        blocker = self.blocked_by(state, now, calls_today)
+        blocker = self.blocked_by(state, now, calls_today, past_pause=past_pause)
         if blocker is not None:
-            delay = self.acquire_delay(state, now, calls_today)
+            delay = self.acquire_delay(state, now, calls_today, past_pause=past_pause)
             raise BudgetError(f"budget: next call allowed in {delay:.1f} s ({blocker})")
         settled = self.settle(state, now)
         recent = (*_in_window(settled.recent or (), now, self._span), now)
         paused_until, pause_token = settled.paused_until, settled.pause_token
-        if settled.pause_code in ACCOUNT_CODES:
+        if settled.pause_code in ACCOUNT_CODES and not past_pause:
             paused_until = now + self.probe_every
             pause_token = token or pause_token
         return replace(

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 RATE_LIMITED = 302
 QUOTA_EXCEEDED = 303
+#: the account pause a balance reading that shows money ends (policy/spend.py)
+INSUFFICIENT_BALANCE = 601
 ACCOUNT_CODES: frozenset[int] = frozenset({100, 600, 601, 602})
 #: codes whose call reached a working account (billed): they end a probe pause
 ACCOUNT_OK_CODES: frozenset[int] = frozenset({0, 201})
