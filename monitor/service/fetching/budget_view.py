@@ -1,6 +1,6 @@
 """The budget as the gate shows it, read from a budget state at a moment: the ``BudgetReading`` that
 ``status``, telemetry and the systemd STATUS line show, why ordinary calls may not go (a hard
-pause), and the ledger day a call counts under."""
+pause), the ledger day a call counts under, and the ``Ticket`` of a call the gate let go."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ from monitor.policy.budget import (
     quarter_of,
 )
 from monitor.store.ledger import LedgerDay
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One call the gate let go: where the ledger counted it, and when it was let go (an
+    answer to it ends an account pause only when it was sent after the pause began)."""
+
+    day: LedgerDay
+    sent_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ from monitor.policy import budget as budget_rules
 from monitor.policy import cadence
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching.attempt import error_text, record_of
-from monitor.service.fetching.gate import BudgetGate, Ticket
+from monitor.service.fetching.budget_view import Ticket
+from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.owed import OwedRules
 from monitor.service.fetching.slot import Ending, Run, Slot, SlotFate
 from monitor.service.fetching.spill import Spill

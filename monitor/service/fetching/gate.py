@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from monitor.errors import BudgetError, StoreError
@@ -30,9 +30,12 @@ from monitor.policy.budget import (
     feedback_code,
     token_fingerprint,
 )
+from monitor.policy.budget_state import INSUFFICIENT_BALANCE
 from monitor.policy.rules import AccountSubject
+from monitor.policy.spend import Funds, ended_by_money
 from monitor.service.fetching.budget_view import (
     BudgetReading,
+    Ticket,
     hard_pause,
     ledger_day,
     pauses_all,
@@ -58,15 +61,6 @@ PAUSING_CODES = frozenset({RATE_LIMITED, QUOTA_EXCEEDED, *ACCOUNT_CODES})
 #: pause that ends and comes back within seconds is one alert, not a firing, a resolution and
 #: a firing again (the daemon evaluates once more when this has passed)
 ACCOUNT_HYSTERESIS = timedelta(seconds=5)
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """One call the gate let go: where the ledger counted it, and when it was let go (an
-    answer to it ends an account pause only when it was sent after the pause began)."""
-
-    day: LedgerDay
-    sent_at: datetime
 
 
 def _row(state: BudgetState) -> BudgetRow:
@@ -120,6 +114,8 @@ class BudgetGate:
         self._token: str | None = None
         #: the last account pause this process saw end: (code, reason, when it ended)
         self._ended: tuple[int, str | None, datetime] | None = None
+        #: the account's money as the balance job last found it (the account subject shows it)
+        self.funds = Funds()
 
     @classmethod
     async def open(
@@ -183,17 +179,19 @@ class BudgetGate:
         """
         return self._exhausted == (ledger_day(self.budget, now).label, self.budget.daily_calls)
 
-    async def acquire(self, *, probe: bool = False, wait: bool = True) -> Ticket:
+    async def acquire(
+        self, *, probe: bool = False, wait: bool = True, balance: bool = False
+    ) -> Ticket:
         """Wait until one call may be sent and count it; raises BudgetError when it may not go
         today (a hard pause that is not this call's probe turn, or the daily cap), or, with
-        ``wait=False``, when it may not go right now.
+        ``wait=False``, when it may not go right now. A ``balance`` reading passes a 601 pause.
 
         The call is counted in the ledger and the bucket is saved BEFORE it is sent, so a crash
         can over-count a call but never under-count one; a call that then never reached a
         server gives its count back (``release``).
         """
         if not wait:
-            return await self._take_now(probe)
+            return await self._take_now(probe, balance)
         # first come, first served: the dispatcher starts the most overdue work first, and a
         # caller that has waited longest must not lose its turn to whoever wakes first
         task = asyncio.current_task()
@@ -204,15 +202,15 @@ class BudgetGate:
             self.queued.discard(task)
         try:
             while True:
-                delay = await self._take(probe)
+                delay = await self._take(probe, balance)
                 if isinstance(delay, Ticket):
                     return delay
                 await self._sleep(min(delay, _MAX_NAP))
         finally:
             self._queue.release()
 
-    async def _take_now(self, probe: bool) -> Ticket:
-        delay = await self._take(probe)
+    async def _take_now(self, probe: bool, balance: bool) -> Ticket:
+        delay = await self._take(probe, balance)
         if isinstance(delay, Ticket):
             return delay
         raise BudgetError(
@@ -237,14 +235,13 @@ class BudgetGate:
             # committed: the pauses merged into what was written are stored now
             del self._unsaved[: self._merged]
 
-    async def _take(self, probe: bool) -> float | Ticket:
+    async def _take(self, probe: bool, balance: bool = False) -> float | Ticket:
         """Count one call now and return its ticket, or return how long to wait first."""
         if self._pausing:
             return _PAUSING_NAP
         # the bucket and the 60 s window as last stored can only have tightened since (others
-        # spend; time refills them for everyone alike): while they say wait, wait, without
-        # taking the lock for nothing. Pauses are not taken from the copy: another process may
-        # have ended one.
+        # spend; time refills them for all alike): while they say wait, wait without the lock.
+        # Pauses are not taken from the copy: another process may have ended one.
         self._follow_wall_clock()
         waits = self.budget.waits(self._state, self._clock())
         waiting = max(waits["bucket"], waits["window"]).total_seconds()
@@ -255,7 +252,9 @@ class BudgetGate:
             async with self._locked() as (txn, now):
                 # an answer that pauses every call arrived while this caller waited for the
                 # lock: let it be written first, then decide on the paused state
-                delay = _PAUSING_NAP if self._pausing else await self._decide(txn, now, probe)
+                delay = (
+                    _PAUSING_NAP if self._pausing else await self._decide(txn, now, probe, balance)
+                )
         except BaseException:
             self._on_the_wire -= 1
             raise
@@ -263,7 +262,9 @@ class BudgetGate:
             self._on_the_wire -= 1
         return delay
 
-    async def _decide(self, txn: BudgetTxn, now: datetime, probe: bool) -> float | Ticket:
+    async def _decide(
+        self, txn: BudgetTxn, now: datetime, probe: bool, balance: bool = False
+    ) -> float | Ticket:
         before, moved = self._stored(txn, now)
         budget = self.budget
         if txn.calls >= budget.daily_calls:
@@ -278,7 +279,8 @@ class BudgetGate:
         # a token other than the one the pause was answered to has not been tried: its first
         # call goes at once, whoever sends it (the daemon, ``fetch``, ``resume``)
         trying = (probe and before.is_probe_due(now)) or before.token_changed(self._token)
-        if reason is not None and not trying:
+        past = balance and before.pause_code == INSUFFICIENT_BALANCE and not trying
+        if reason is not None and not trying and not past:
             settled = budget.settle(before, now)
             until = None if settled.pause_code in ACCOUNT_CODES else settled.paused_until
             frees = "" if until is None else f"; frees up at {zone_time(until, budget)}"
@@ -291,12 +293,12 @@ class BudgetGate:
             )
         if trying and before.token_changed(self._token) and before.paused_until is not None:
             before = replace(before, paused_until=min(before.paused_until, now))  # due now
-        delay = budget.acquire_delay(before, now, txn.calls)
+        delay = budget.acquire_delay(before, now, txn.calls, past_pause=past)
         if delay > 0:
             if moved:
                 await txn.save(_row(before), now=now)  # keep the moved stamps
             return delay
-        after = budget.spend(before, now, txn.calls, token=self._token)
+        after = budget.spend(before, now, txn.calls, token=self._token, past_pause=past)
         await txn.reserve()
         self._counted = (txn.day.label, txn.calls)
         await txn.save(_row(after), now=now)
@@ -325,14 +327,9 @@ class BudgetGate:
     async def probe_now(self) -> None:
         """Make the account probe due now (``resume``): one locked transaction; nothing
         changes when there is no account pause."""
-        async with self._locked() as (txn, now):
-            state, moved = self._stored(txn, now)
-            if state.pause_code in ACCOUNT_CODES:
-                state = replace(state, paused_until=now)
-            elif not moved:
-                return
-            await txn.save(_row(state), now=now)
-        self._adopt(state)
+        await self._move(
+            lambda s, now: replace(s, paused_until=now) if s.pause_code in ACCOUNT_CODES else s
+        )
 
     async def release(self, ticket: Ticket) -> None:
         """The call of ``ticket`` never reached a server (refused, host not found): give its
@@ -394,11 +391,21 @@ class BudgetGate:
     async def _apply(
         self, outcome: Feedback, *, billed: bool, sent_at: datetime | None = None
     ) -> None:
+        await self._move(lambda state, now: self._on_result(state, outcome, now, sent_at), billed)
+
+    async def money_shown(self, *, sent_at: datetime) -> None:
+        """A balance reading sent at ``sent_at`` showed money: a 601 pause ends, as at a
+        successful probe (one locked transaction: the pause may be another instance's)."""
+        await self._move(lambda s, now: ended_by_money(self.budget, s, now, sent_at=sent_at))
+
+    async def _move(
+        self, step: Callable[[BudgetState, datetime], BudgetState], billed: bool = False
+    ) -> None:
         async with self._locked() as (txn, now):
             if billed:
                 await txn.record_billed()
             before, moved = self._stored(txn, now)
-            after = self._on_result(before, outcome, now, sent_at)
+            after = step(before, now)
             if after != before or moved:
                 await txn.save(_row(after), now=now)
         self._adopt(after)
@@ -455,6 +462,7 @@ class BudgetGate:
             daily_calls=self.budget.daily_calls,
             pause_code=code if paused else None,
             pause_reason=reason,
+            **self.funds.facts(),
         )
 
     def _follow_wall_clock(self) -> None:
