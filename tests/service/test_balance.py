@@ -291,11 +291,23 @@ async def test_off_reads_nothing_and_another_instances_reading_serves(
         parts(store, clock, token, SimKnobs(balance=Decimal(70))) as first,
         Store.open(db_url, clock=clock) as other_store,
     ):
-        assert await first.reader.read()
         config = first.config
         other_gate = await BudgetGate.open(first.gate.budget, other_store, clock=clock)
         second = BalanceReader(config, first.client, other_store, other_gate, clock=clock)
-        clock.advance(timedelta(minutes=30))
-        assert not await second.tick()  # read half an hour ago by the first instance
-        assert other_gate.funds.balance == Decimal("70.0000")
-        assert first.balance_calls() == 1
+        assert await first.reader.tick()  # each reads once at its start
+        clock.advance(timedelta(minutes=10))
+        assert await second.tick()
+        clock.advance(timedelta(minutes=50))
+        assert not await first.reader.tick()  # an hour after its own, 50 min after the other's
+        clock.advance(timedelta(minutes=10))
+        first.sim.set_balance(Decimal(65))
+        assert await first.reader.tick()
+        clock.advance(timedelta(seconds=10))
+        assert not await second.tick()  # due by its own count, but read 10 s ago elsewhere
+        assert other_gate.funds.balance == Decimal("65.0000")  # that reading serves here
+        assert other_gate.funds.read_at == clock() - timedelta(seconds=10)
+        clock.advance(timedelta(minutes=50))
+        assert not await second.tick()  # the next is due an hour after the other's reading
+        clock.advance(timedelta(minutes=10))
+        assert await second.tick()
+        assert first.balance_calls() == 4

@@ -10,6 +10,7 @@ counted as billed (the vendor does not say it is; if it is, its cost shows in th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -116,6 +117,8 @@ class BalanceReader:
         #: why readings stopped until the next start (the endpoint does not answer), else None
         self.stopped: str | None = None
         self._unreadable_said = False
+        #: one reading at a time: the scheduler's tick and the start's reading may meet
+        self._lock = asyncio.Lock()
 
     @property
     def every(self) -> timedelta | None:
@@ -138,24 +141,38 @@ class BalanceReader:
         """The stored figures, without a call (the daemon's start)."""
         self._gate.funds = await funds_of(self._config, self._store, self._clock(), self._plan)
 
-    async def tick(self) -> bool:
-        """Read the balance if it is due; True when a reading was stored."""
+    def due(self, now: datetime) -> bool:
+        """A reading is due at ``now`` as far as this process knows (another instance may
+        have read since: ``tick`` looks)."""
         every = self.every
-        if every is None:
-            return False
-        now = self._clock()
-        if self._tried_at is not None and now - self._tried_at < every:
-            return False
-        # another instance on this database may have read it since: its reading serves here
-        latest = await self._store.latest_balance()
-        if latest is not None and now - latest.read_at < every:
-            known = self._gate.funds.read_at
-            if known is None or latest.read_at > known:
-                await self.load()
-            return False
-        return await self.read()
+        return every is not None and (self._tried_at is None or now - self._tried_at >= every)
+
+    async def tick(self) -> bool:
+        """Read the balance if it is due (at once after a start); True when a reading was
+        stored."""
+        async with self._lock:
+            now = self._clock()
+            every = self.every
+            if every is None or not self.due(now):
+                return False
+            if self._tried_at is not None:
+                # another instance on this database may have read it since: its reading
+                # serves here, and the next is due ``every`` after it
+                latest = await self._store.latest_balance()
+                if latest is not None and now - latest.read_at < every:
+                    self._tried_at = max(self._tried_at, latest.read_at)
+                    known = self._gate.funds.read_at
+                    if known is None or latest.read_at > known:
+                        await self.load()
+                    return False
+            return await self._read()
 
     async def read(self) -> bool:
+        """One reading now, due or not (``tick`` reads when due)."""
+        async with self._lock:
+            return await self._read()
+
+    async def _read(self) -> bool:
         """One reading through the gate, stored; False when none was (readings are off or
         stopped, the budget refused the call now, or it failed: the next interval tries)."""
         if self.every is None:
@@ -173,12 +190,13 @@ class BalanceReader:
             await self._failed(exc, ticket)
             return False
         self._gate.answered()
+        # the reading's time: its answer's (the next is due ``every`` after it)
+        read_at = self._tried_at = self._clock()
         self._tell(0)
         balance = answer.data
         if shows_money(balance.amount, self._gate.funds.price):
             await self._gate.money_shown(sent_at=ticket.sent_at)  # ends a 601 pause
-        now = self._clock()
-        await self._store.store_balance(now, balance)
+        await self._store.store_balance(read_at, balance)
         await self.load()
         if self.on_reading is not None:
             await self.on_reading()
