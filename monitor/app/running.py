@@ -1,6 +1,6 @@
 """The daemon's parts beside the fetch path: its identity, the notifier, the heartbeat, the
 dispatcher over the loaded schedule (with the new series' rows written after READY), the
-telemetry's gauges, and a reloaded config handed to the running parts.
+balance job, the telemetry's gauges, and a reloaded config handed to the running parts.
 
 Each part registers its own end where it is built: on ``stack`` what releases it, on
 ``stopping`` what ends its work when the daemon is asked to stop (the daemon unwinds
@@ -31,6 +31,7 @@ from monitor.policy.concurrency import InFlightSizer, pool_size
 from monitor.policy.delivery import DeliveryPolicy
 from monitor.service.alerting.evaluation import Alerting
 from monitor.service.fetching import cluster
+from monitor.service.fetching.balance import BalanceReader, OnReading
 from monitor.service.fetching.dispatch import Dispatcher, finish_or_cancel
 from monitor.service.fetching.fetch import Observe
 from monitor.service.fetching.gate import ACCOUNT_HYSTERESIS, BudgetGate
@@ -43,6 +44,7 @@ from monitor.upstream.client import JustOneClient
 __all__ = [
     "ACCOUNT_HYSTERESIS",
     "Alerting",
+    "BalanceReader",
     "BudgetGate",
     "Dispatcher",
     "Dispatching",
@@ -53,6 +55,7 @@ __all__ = [
     "Reach",
     "Spill",
     "Store",
+    "balance_reader",
     "daemon_fetch_parts",
     "daemon_notifier",
     "finish_or_cancel",
@@ -104,6 +107,22 @@ async def daemon_fetch_parts(
         )
     )
     return parts, sizer
+
+
+def balance_reader(
+    config: Config, parts: FetchParts, *, clock: Clock, observe: Observe, on_reading: OnReading
+) -> BalanceReader:
+    """The balance job on the fetch path's client, store and gate: it reads through the one
+    gate, and ``on_reading`` (the account rules) runs after each reading."""
+    return BalanceReader(
+        config,
+        parts.client,
+        parts.store,
+        parts.gate,
+        clock=clock,
+        observe=observe,
+        on_reading=on_reading,
+    )
 
 
 def new_reach(config: Config) -> Reach:
@@ -275,6 +294,7 @@ async def reconfigure(
     gate: BudgetGate,
     alerting: Alerting,
     dispatching: Dispatching,
+    balance: BalanceReader,
     store: Store,
     clock: Clock,
 ) -> int:
@@ -286,6 +306,7 @@ async def reconfigure(
         log.info("the API token changed since the account pause began: trying it now")
     gate.with_budget(BudgetPolicy.from_config(config))
     alerting.reconfigure(config)
+    balance.reconfigure(config)
     slots = await load_slots(config, store, clock())
     dispatching.config = config
     dispatching.dispatcher.reconfigure(config, slots)
@@ -303,6 +324,11 @@ async def refresh_telemetry(
         daily_calls_left=daily_left(reading.calls_today, reading.daily_calls),
     )
     telemetry.set_paused(reading.pause_code if reading.paused else None)
+    funds = gate.funds
+    telemetry.set_funds(
+        balance=None if funds.balance is None else float(funds.balance),
+        days_left=funds.days_left,
+    )
     telemetry.set_inflight(gate.on_the_wire)
     telemetry.set_oldest_overdue(dispatcher.oldest_overdue(now))
     counts = await store.outbox_counts()

@@ -26,6 +26,7 @@ from monitor.app import running, upkeep
 from monitor.app.running import (
     ACCOUNT_HYSTERESIS,
     Alerting,
+    BalanceReader,
     BudgetGate,
     Dispatcher,
     JustOneClient,
@@ -72,6 +73,7 @@ class Daemon:
         self.notifier: Notifier
         self.alerting: Alerting
         self.spill: Spill
+        self.balance: BalanceReader
         self.telemetry = Telemetry(refresh=self._refresh_telemetry)
         self.endpoint: HttpEndpoint | None = None
         self._sd = SystemdNotifier(self.options.environ)
@@ -112,6 +114,7 @@ class Daemon:
             stopping.push_async_callback(_cancel, dispatching)
             sd.ready(self.summary())
             self.dispatching.write_new_rows()
+            self._read_balance_now()
             log.info(
                 "running: %d series, budget %d/min and %d/day; instance %s",
                 len(self.dispatcher.slots),
@@ -168,6 +171,13 @@ class Daemon:
                 config, parts, stopping, instance=self.instance, sizer=sizer, clock=clock
             )
             self.dispatcher = self.dispatching.dispatcher
+            self.balance = running.balance_reader(
+                config,
+                parts,
+                clock=clock,
+                observe=self._observe_balance,
+                on_reading=self._account_now,
+            )
             heartbeat.start()
             if config.http.listen:
                 from monitor.web.server import console_mount
@@ -213,10 +223,33 @@ class Daemon:
             prune=job(self._prune),
             digest=job(self._digest),
             reports=job(self._reports),
+            balance=job(self._balance_job),
             drain_every=opts.drain_every,
             evaluate_every=opts.evaluate_every,
             report_every=opts.report_every,
+            balance_tick=opts.balance_tick,
         )
+
+    def _read_balance_now(self) -> None:
+        """After READY: the stored figures, then the first reading, so ``status`` has a
+        balance (a job of its own: a stop waits for it like for any job)."""
+        task = asyncio.get_running_loop().create_task(
+            self._balance_job(first=True), name="balance at start"
+        )
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+
+    async def _balance_job(self, *, first: bool = False) -> None:
+        """A balance reading when due (the first is due at once); a failure is logged, the
+        next look tries again."""
+        try:
+            if first:
+                await self.balance.load()
+            await self.balance.tick()
+        except MonitorError as exc:
+            log.error("balance not read: %s", exc)
+        except Exception:  # a bug must not end the readings silently
+            log.exception("balance not read")
 
     async def _dispatch(self) -> None:
         """Start due fetches, then nap until the next due time or a finished fetch.
@@ -268,7 +301,10 @@ class Daemon:
 
     def _pause_changed(self, before: int | None, after: int | None) -> None:
         """The gate saw an account-wide pause begin or end: evaluate the account rules now,
-        and send what they queued now (the drain would otherwise wait for its interval)."""
+        and send what they queued now (the drain would otherwise wait for its interval); at
+        an end, the dispatcher looks again at once (it may have ended outside a fetch)."""
+        if after is None and hasattr(self, "dispatcher"):
+            self.dispatcher.wake()
         if before not in ACCOUNT_WIDE_CODES and after not in ACCOUNT_WIDE_CODES:
             return  # a 302 slow-down is no account alert
         # an end is told once it held for ACCOUNT_HYSTERESIS (the gate shows the pause until
@@ -291,6 +327,11 @@ class Daemon:
         if code == 0:
             self.telemetry.set_last_success(now)
         self.reach.observe(code != "transport", now)
+
+    def _observe_balance(self, code: int | str, billed: bool) -> None:
+        """A balance reading ended: counted like any call (it is no fetch: no last success)."""
+        self.telemetry.record_call(code, billed)
+        self.reach.observe(code != "transport", self.options.clock())
 
     async def _refresh_telemetry(self) -> None:
         """Before each scrape: the gauges the daemon owns (counters are counted as calls end)."""
@@ -375,6 +416,7 @@ class Daemon:
             gate=self.gate,
             alerting=self.alerting,
             dispatching=self.dispatching,
+            balance=self.balance,
             store=self.store,
             clock=self.options.clock,
         )

@@ -26,18 +26,22 @@ def schedule_jobs(
     prune: Job,
     digest: Job,
     reports: Job,
+    balance: Job,
     drain_every: float,
     evaluate_every: float,
     report_every: float,
+    balance_tick: float,
 ) -> AsyncIOScheduler:
     """The scheduler of the daemon's jobs (not started): the outbox drain, the account rules,
-    pruning, the daily digest and the scheduled reports."""
+    pruning, the daily digest, the scheduled reports and the balance reading (which looks
+    every ``balance_tick`` seconds whether a reading is due: ``[account] balance_every``)."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(drain, "interval", seconds=drain_every, id="drain", **common)
     scheduler.add_job(account, "interval", seconds=evaluate_every, id="account", **common)
     scheduler.add_job(prune, "interval", hours=6, id="prune", **common)
     scheduler.add_job(digest, "interval", seconds=evaluate_every, id="digest", **common)
+    scheduler.add_job(balance, "interval", seconds=balance_tick, id="balance", **common)
     scheduler.add_job(
         reports,
         "interval",

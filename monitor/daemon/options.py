@@ -32,6 +32,7 @@ class Options:
     drain_every: float = 5.0
     evaluate_every: float = 60.0
     report_every: float = 60.0  # how often ended report periods are looked for
+    balance_tick: float = 20.0  # how often the balance job looks whether a reading is due
     until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
     config_path: Path | None = None  # for SIGHUP reloads
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))

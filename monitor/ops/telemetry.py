@@ -35,8 +35,7 @@ Refresh = Callable[[], Awaitable[None]]
 PREFIX = "creator_monitor"
 
 #: (name without prefix, help) of the gauges without labels, in exposition order (``paused``,
-#: which has a label, comes after the first two). Each is set by the daemon: the upstream's
-#: remaining account balance is not among them, as the daemon never asks for it
+#: which has a label, comes after the first two). Each is set by the daemon
 GAUGES = (
     ("budget_tokens_left", "Calls the token bucket allows right now."),
     ("budget_daily_calls_left", "Calls left in today's daily_calls."),
@@ -50,6 +49,15 @@ GAUGES = (
     (
         "last_success_timestamp_seconds",
         "Unix time of the last successful upstream fetch (0 before the first).",
+    ),
+)
+#: gauges of the account's money, absent until the balance job has a figure (a 0 would read
+#: as an empty account)
+FUNDS_GAUGES = (
+    ("balance", "The account balance at the last reading, in its currency (CNY)."),
+    (
+        "balance_days_left",
+        "Days the balance lasts at the current call plan and the derived price per call.",
     ),
 )
 
@@ -84,6 +92,8 @@ class Telemetry:
         self.gauges: dict[str, float] = dict.fromkeys((name for name, _ in GAUGES), 0.0)
         #: why every call is paused (the upstream code), None while running
         self.paused_reason: str | None = None
+        #: the balance and its days left; None (not exported) while unknown
+        self.funds: dict[str, float | None] = dict.fromkeys((n for n, _ in FUNDS_GAUGES))
 
     @cached_property
     def registry(self) -> CollectorRegistry:
@@ -111,6 +121,11 @@ class Telemetry:
         Exactly one series exists at a time, so ``creator_monitor_paused == 1`` names the reason.
         """
         self.paused_reason = None if reason is None else str(reason)
+
+    def set_funds(self, *, balance: float | None, days_left: float | None) -> None:
+        """The balance at the last reading and the days it lasts (None: not known)."""
+        self.funds["balance"] = balance
+        self.funds["balance_days_left"] = days_left
 
     def set_inflight(self, calls: int) -> None:
         """How many upstream calls are in flight right now."""
@@ -192,6 +207,11 @@ class _Collector:
         yield paused
         for name, help_ in GAUGES[2:]:
             yield GaugeMetricFamily(f"{PREFIX}_{name}", help_, value=t.gauges[name])
+        for name, help_ in FUNDS_GAUGES:
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", help_, labels=[])
+            if (value := t.funds[name]) is not None:
+                family.add_metric([], value)
+            yield family
         yield _counter(
             "telemetry_refresh_errors",
             "Scrapes that served stale gauges because the refresh failed.",

@@ -78,7 +78,8 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
         daemon = Daemon(parse_config(doc), options)
         running = asyncio.get_running_loop().create_task(daemon.run())
         try:
-            while daemon.endpoint is None or sim.counters().calls < 6:
+            # six fetches and the balance reading made at start
+            while daemon.endpoint is None or sim.counters().calls < 7:
                 assert not running.done()
                 await asyncio.sleep(0.05)
             async with httpx.AsyncClient(base_url=daemon.endpoint.url) as get:
@@ -100,10 +101,14 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
             assert await asyncio.wait_for(running, timeout=15) == 0
 
     assert "read-only transaction" in unhealthy
-    assert _metric(metrics, 'creator_monitor_upstream_calls_total{code="0"}') == 5
+    assert _metric(metrics, 'creator_monitor_upstream_calls_total{code="0"}') == 5 + 1
     assert _metric(metrics, 'creator_monitor_upstream_calls_total{code="500"}') == 1
     assert _metric(metrics, "creator_monitor_upstream_billed_calls_total") == 5
-    assert _metric(metrics, "creator_monitor_budget_daily_calls_left") == 5000 - 6
+    assert _metric(metrics, "creator_monitor_budget_daily_calls_left") == 5000 - 7
+    # the simulator's unlimited balance shows 1,000,000 less what was spent before the reading
+    assert 1_000_000 - 5 <= _metric(metrics, "creator_monitor_balance") <= 1_000_000
+    # one reading gives no price yet, so no days left: the gauge is absent, not 0
+    assert re.search(r"^creator_monitor_balance_days_left ", metrics, re.MULTILINE) is None
     assert 0 <= _metric(metrics, "creator_monitor_budget_tokens_left") <= 3
     assert _metric(metrics, 'creator_monitor_paused{reason=""}') == 0
     assert _metric(metrics, "creator_monitor_inflight_calls") == 0

@@ -154,10 +154,16 @@ class InProcess:
         return daemon
 
     async def run_until(
-        self, daemon: Daemon, done: Callable[[], bool], *, real_timeout: float = 30.0
+        self,
+        daemon: Daemon,
+        done: Callable[[], bool],
+        *,
+        real_timeout: float = 30.0,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Run ``daemon`` until ``done()`` holds (checked in real time), then stop it."""
-        self.vt.busy = lambda: _busy(daemon, self.vt)
+        """Run ``daemon`` until ``done()`` holds (checked in real time), then stop it; time
+        does not move while ``busy()`` holds either (a job the test waits for is due)."""
+        self.vt.busy = lambda: _busy(daemon, self.vt) or busy()
         task = asyncio.get_running_loop().create_task(daemon.run())
         deadline = time.monotonic() + real_timeout
         try:

@@ -163,6 +163,18 @@ def test_paused_clears_and_quota_unknown() -> None:
         t.set_last_success(datetime(2026, 1, 1))
 
 
+def test_the_balance_gauges_are_absent_until_known() -> None:
+    t = Telemetry()
+    assert t.registry.get_sample_value("creator_monitor_balance") is None  # not 0: not empty
+    assert t.registry.get_sample_value("creator_monitor_balance_days_left") is None
+    t.set_funds(balance=1234.56, days_left=None)  # one reading: no price, no days left yet
+    assert t.registry.get_sample_value("creator_monitor_balance") == 1234.56
+    assert t.registry.get_sample_value("creator_monitor_balance_days_left") is None
+    t.set_funds(balance=0.0, days_left=0.0)
+    assert t.registry.get_sample_value("creator_monitor_balance") == 0
+    assert t.registry.get_sample_value("creator_monitor_balance_days_left") == 0
+
+
 def test_instances_do_not_collide() -> None:
     a, b = Telemetry(), Telemetry()
     a.record_call(0, billed=True)

@@ -393,6 +393,10 @@ class Dispatcher:
             self.claims.lease = config.schedule.lease
         self._wake.set()
 
+    def wake(self) -> None:
+        """Look again now: a pause ended outside a fetch (a balance reading showed money)."""
+        self._wake.set()
+
     def stop_accepting(self) -> None:
         self._accepting = False
         self._wake.set()
