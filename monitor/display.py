@@ -11,6 +11,7 @@ Conventions:
 - a count is '1,000'; a cost is '253.89'; a rate is '6.73 %'; a missing value is 'n/a';
 - untrusted text (a note's title) is ``one_line`` in a terminal or a message, cut to a width
   with ``cut_width``;
+- money is '1,234.56 CNY', a price per call '0.0500 CNY'; days left '12.3';
 - a duration is ``format_duration`` where a user writes it back into the config ('90m'),
   ``human_duration`` where a message's reader reads it ('2d 3h'), and ``format_age`` for how
   long ago (or how soon) a moment is in a table ('5m ago', 'in 2h').
@@ -86,11 +87,6 @@ def format_value(metric: str | None, value: float | None, missing: str = "n/a") 
     return format_number(value, missing)
 
 
-def format_money(amount: Decimal | float | None, currency: str = "CNY") -> str:
-    """An amount of money, always with cents: '1,150.00 CNY'; None → 'n/a'."""
-    return "n/a" if amount is None else f"{amount:,.2f} {currency}"
-
-
 _NOTE_WORDS = {
     "en": {
         "video": "video",
@@ -142,6 +138,27 @@ def note_age_text(word: str, age: str, language: str = "en") -> str:
     if language == "zh":
         return f"发布{age}{'内' if word == 'within' else '后'}"
     return f"within {age} of publishing" if word == "within" else f"{age} after publishing"
+
+
+def format_money(
+    amount: Decimal | float | None,
+    currency: str = "CNY",
+    *,
+    places: int = 2,
+    missing: str = "n/a",
+) -> str:
+    """An amount of money with its currency, always with cents: '1,150.00 CNY'; a price per
+    call takes ``places=4`` ('0.0500 CNY'); None → ``missing``."""
+    if amount is None:
+        return missing
+    return f"{amount:,.{places}f} {currency}"
+
+
+def format_days(days: float | None, missing: str = "n/a") -> str:
+    """Days left: '12.3', '0.4'; a hundred and more whole: '140'; None → ``missing``."""
+    if days is None:
+        return missing
+    return f"{days:,.0f}" if days >= 100 else f"{days:.1f}"
 
 
 def format_pct(pct: float | None) -> str:

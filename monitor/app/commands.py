@@ -1,7 +1,8 @@
-"""The parts a command works with beside its store: the budget's reading (``status``), a notifier
-(``notify test``/``retry``), the backtest, ``reparse``, the HTML report, and the follower and
-note listings (``history --source``, ``notes``, ``export --source``, which the console API
-shares). Each is built from the config and the command's store, as the daemon builds its own."""
+"""The parts a command works with beside its store: the budget's reading and the account's money
+(``status``, the console), a notifier (``notify test``/``retry``), the backtest, ``reparse``, the
+HTML report, and the follower and note listings (``history --source``, ``notes``, ``export
+--source``, which the console API shares). Each is built from the config and the command's
+store, as the daemon builds its own."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from monitor.config import Config
 from monitor.notify.sender import Notifier
 from monitor.ops.wallclock import Clock
 from monitor.policy.budget import BudgetPolicy
+from monitor.policy.spend import Funds
 from monitor.service.alerting.backtest import BacktestLine, run_backtest
 from monitor.service.alerting.evaluation import Alerting
+from monitor.service.fetching.balance import funds_of
 from monitor.service.fetching.budget_view import BudgetReading, ledger_day
 from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.reach import UNREACHABLE_AFTER
@@ -42,9 +45,11 @@ __all__ = [
     "BacktestLine",
     "BudgetReading",
     "FollowerDay",
+    "Funds",
     "Named",
     "NoteLine",
     "ReparseReport",
+    "account_funds",
     "budget_reading",
     "command_notifier",
     "creator_followers",
@@ -75,6 +80,12 @@ async def run_reparse(
     alerting = Alerting(config, store, clock=clock)
     done = await reparse(config, store, alerting, lambda: account, source=source, dry_run=dry_run)
     return kept, done
+
+
+async def account_funds(config: Config, store: Store, clock: Clock) -> Funds:
+    """The account's money as stored: the newest balance reading, the derived price per call
+    and the days left at the config's plan (a read: nothing is spent)."""
+    return await funds_of(config, store, clock())
 
 
 def command_notifier(config: Config, store: Store) -> Notifier:

@@ -98,6 +98,7 @@ def simulate(args: argparse.Namespace, config: Config) -> int:
         calls_per_minute=args.calls_per_minute,
         daily_quota=args.daily_quota,
         balance=args.balance,
+        call_price=args.call_price,
     )
 
     def ready(url: str) -> None:
@@ -215,6 +216,7 @@ def status(args: argparse.Namespace, config: Config) -> int:
         async with app.command_store(config) as store:
             rows = await store.status_rows()
             reading = await app.budget_reading(config, store, _now)
+            funds = await app.account_funds(config, store, _now)
             counts = await store.outbox_counts()
             open_alerts = await store.list_alerts(open_only=True)
             instances = await store.list_instances(_now())
@@ -231,6 +233,8 @@ def status(args: argparse.Namespace, config: Config) -> int:
             held=app.held_answers(config),
             zone=config.budget.zone,
             unreadable=unreadable,
+            funds=funds,
+            balance_every=config.account.balance_every,
         )
         output.print_instances(instances, _now(), sys.stdout)
         return 0

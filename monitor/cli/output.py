@@ -9,13 +9,16 @@ import functools
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from monitor.display import (
     ROLLING_NOTE,
     format_age,
+    format_days,
+    format_duration,
+    format_money,
     format_number,
     labelled_time,
     local_time,
@@ -109,9 +112,11 @@ def print_status(
     zone: ZoneInfo = UTC_ZONE,
     held: tuple[int, str] | None = None,
     unreadable: int = 0,
+    funds: Any = None,
+    balance_every: timedelta | None = None,
 ) -> None:
-    """A table of creators, then one of the account: budget, holds, upstream, outbox, and the
-    paid answers kept because this version could not read them."""
+    """A table of creators, then one of the account: budget, money, holds, upstream, outbox, and
+    the paid answers kept because this version could not read them."""
     open_by_scope: dict[str, int] = {}
     open_by_series: dict[tuple[str, str], int] = {}
     for alert in open_alerts:
@@ -159,6 +164,7 @@ def print_status(
                 f"{reading.calls_today:,} of {reading.daily_calls:,} calls ({pct:.1f} %), "
                 f"{reading.billed_today:,} billed",
             ],
+            *_funds(funds, balance_every, now),
             *(_holds(reading, held, now, zone) or [["paused", "no"]]),
             ["upstream", _reach(unanswered, zone)],
             ["rate", f"x{reading.rate_factor:.2f} of calls_per_minute"],
@@ -186,6 +192,35 @@ def print_status(
         ],
         out,
     )
+
+
+def _funds(funds: Any, balance_every: timedelta | None, now: datetime) -> list[list[str]]:
+    """The account's money: the balance and when it was read, the derived price per billed
+    call, and the days the balance lasts at the plan (``policy.spend.Funds``)."""
+    if funds is None:
+        return []
+    if funds.balance is None:
+        why = (
+            'not read (account.balance_every = "off")'
+            if balance_every is None
+            else f"not read yet (the daemon reads it every {format_duration(balance_every)})"
+        )
+        return [["balance", why]]
+    price = (
+        f"{format_money(funds.price, funds.currency, places=4)} (derived from "
+        f"{funds.readings:,} readings and the billed calls between them)"
+        if funds.price is not None
+        else "not known yet (it takes two readings with billed calls between them)"
+    )
+    days = format_days(funds.days_left)
+    if funds.days_left is not None:
+        days += f" at {funds.calls_per_day:,.0f} billed calls/day (the plan)"
+    read = format_age(funds.read_at, now)
+    return [
+        ["balance", f"{format_money(funds.balance, funds.currency)} (read {read})"],
+        ["price per call", price],
+        ["days left", days],
+    ]
 
 
 def _holds(

@@ -25,6 +25,8 @@ Variables of ``digest.*``:
   movers ([{metric, label, rows: [{name, user_id, url, old_text, new_text, change_pct_text}]}]),
   fired / resolved ([{rule, name, scope, severity, severity_text, summary, at}]),
   budget_used, daily_calls (formatted "1,200"), budget_pct_text,
+  balance_text ("1,234.56 CNY", None before the first balance reading), price_text ("0.0500 CNY"
+  per billed call, None until derived), days_left_text ("12.3", None while unknown),
   failing ([{name, user_id, url, failures, last_code, last_success_at}]); ``at`` and
   ``last_success_at`` are 'YYYY-MM-DD HH:MM' in ``zone``, which the headings name once;
   followers ([{name, user_id, url, old_text, new_text, change_text, change_pct_text, spark}]:
@@ -41,10 +43,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from monitor.display import (
+    format_days,
+    format_money,
     format_pct,
     format_value,
     human_duration,
@@ -372,6 +377,11 @@ class Digest:
     followers: tuple[FollowerMove, ...] = ()
     new_notes: tuple[NewNote, ...] = ()  # newest first seen first
     listed: int = 10  # follower moves and new notes shown
+    #: the account's money at the newest balance reading (None: never read)
+    balance: Decimal | None = None
+    currency: str = "CNY"
+    price_per_call: Decimal | None = None
+    days_left: float | None = None
 
 
 def top_movers(movers: Iterable[Mover], top: int) -> dict[str, list[Mover]]:
@@ -432,6 +442,10 @@ def digest_variables(digest: Digest, context: MessageContext, language: Language
         "budget_used": f"{digest.budget_used:,}",
         "daily_calls": f"{digest.daily_calls:,}",
         "budget_pct_text": "n/a" if share is None else f"{share:.1f} %",
+        "balance_text": format_money(digest.balance, digest.currency, missing="") or None,
+        "price_text": format_money(digest.price_per_call, digest.currency, places=4, missing="")
+        or None,
+        "days_left_text": format_days(digest.days_left, missing="") or None,
         "failing": [
             {
                 **(_creator(f.creator) or {}),

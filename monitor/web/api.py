@@ -418,7 +418,12 @@ OPENAPI: dict[str, Any] = {
                 responses={"204": {"description": "removed"}, "404": {"description": "none"}},
             )
         },
-        "/budget": {"get": _op("Calls and billed calls today, use per minute, pauses, per day")},
+        "/budget": {
+            "get": _op(
+                "Calls and billed calls today, use per minute, pauses, per day; the balance, "
+                "the derived price per call and the days left"
+            )
+        },
         "/openapi.json": {"get": _op("This document")},
     },
 }

@@ -12,16 +12,19 @@ import logging
 import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
-from monitor.app import Store, ledger_day
+from monitor.app import Funds, Store, account_funds, ledger_day
 from monitor.config import Config
 from monitor.config.references import silence_request
 from monitor.display import (
     ROLLING_NOTE,
+    format_days,
+    format_money,
     format_number,
     format_pct,
     local_time,
@@ -80,6 +83,8 @@ class Console:
             spark=spark_points,
             signed=_signed,
             line=one_line,
+            money=_money_text,
+            days=format_days,
         )
 
     def _when(self, value: datetime | None) -> str:
@@ -178,7 +183,8 @@ class Console:
 
     async def budget(self) -> dict[str, Any]:
         """Calls and billed calls today, use in the last minute, pause and next probe, calls
-        per day (the last 14) and by code. Read from the database: the same under ``serve``."""
+        per day (the last 14) and by code, and the account's money (``balance``). Read from the
+        database: the same under ``serve``."""
         from monitor.policy.budget import ACCOUNT_CODES, BudgetPolicy, BudgetState
 
         now = self.clock()
@@ -214,14 +220,33 @@ class Console:
             "next_probe": state.paused_until if account_pause and state is not None else None,
             "days": [{"day": d, "calls": c, "billed": b} for d, c, b in days],
             "codes": [{"day": d, "code": c, "calls": n} for d, c, n in codes],
+            "balance": _money(await account_funds(self.config, self.store, self.clock)),
         }
 
 
 CONSOLE_KEY = web.AppKey("console", Console)
 
 
+def _money(funds: Funds) -> dict[str, Any]:
+    """The account's money as the API answers it: amounts as decimal strings (exact), None
+    where unknown; the page formats them."""
+    return {
+        "amount": None if funds.balance is None else str(funds.balance),
+        "currency": funds.currency,
+        "read_at": funds.read_at,
+        "price_per_call": None if funds.price is None else str(funds.price),
+        "days_left": None if funds.days_left is None else round(funds.days_left, 2),
+        "calls_per_day": round(funds.calls_per_day, 1),
+    }
+
+
 def _lang(language: str) -> Language:
     return "zh" if language == "zh" else "en"
+
+
+def _money_text(value: str | None, currency: str = "CNY", places: int = 2) -> str:
+    """An amount the API gives as a decimal string, as every surface writes it."""
+    return format_money(None if value is None else Decimal(value), currency, places=places)
 
 
 def _num(value: float | None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,10 +20,11 @@ from support.receiver import Receiver
 from support.sim import FakeClock
 
 from monitor.config import Config, parse_config
-from monitor.model import AlertState, Creator, DailyPoint, Phase, Severity, Variant
+from monitor.model import AlertState, Balance, Creator, DailyPoint, Phase, Severity, Variant
 from monitor.notify.sender import Notifier
 from monitor.policy.budget import BudgetPolicy
 from monitor.policy.delivery import DeliveryPolicy
+from monitor.service.fetching.budget_view import ledger_day
 from monitor.service.fetching.gate import BudgetGate
 from monitor.service.reporting.digest import build_digest, queue_due_digest, week_movers
 from monitor.store import FetchRecord, Store
@@ -157,6 +159,32 @@ async def test_the_digest_ranks_the_top_mover_first(store: Store, db_url: str) -
     assert "`reads-down` Lilyy (warning): reads-down summary" in slack["body"]
     assert "old-news" not in slack["body"]
     assert "Mia](" in slack["body"].split("## Creators failing", 1)[1]
+    assert "**Balance:**" not in slack["body"]  # never read: no line rather than a guess
+
+
+async def test_the_digest_shows_the_balance_the_price_per_call_and_the_days_left(
+    store: Store, db_url: str
+) -> None:
+    # read at 07:00 and 08:00 Shanghai, 40 calls billed between: 2.00 spent at 0.05 a call
+    budget = BudgetPolicy(calls_per_minute=600, burst=100, daily_calls=2000, zone=SHANGHAI)
+    first = NINE - timedelta(hours=2)
+    await store.store_balance(first, Balance(Decimal("100.0000")))
+    for quarter in range(4):
+        for _ in range(10):
+            await store.count_billed(ledger_day(budget, first + timedelta(minutes=15 * quarter)))
+    await store.store_balance(NINE - timedelta(hours=1), Balance(Decimal("98.0000")))
+    digest = await build_digest(config_of(db_url), store, NINE)
+    assert (digest.balance, digest.price_per_call) == (Decimal("98.0000"), Decimal("0.05"))
+    assert digest.days_left == pytest.approx(98 / (0.05 * 3))  # 3 creators once a day
+
+    await queue_due_digest(config_of(db_url), store, NINE)
+    bodies = {n["channel"]: n["body"] for n in await table(store, "notifications")}
+    assert (
+        "**Budget:** 3 of 2,000 calls used (0.1 %)\n\n"
+        "**Balance:** 98.00 CNY · 0.0500 CNY per call · 653 days left at the plan\n\n"
+        "## Top movers"
+    ) in bodies["slack"]
+    assert "**余额：** 98.00 CNY · 每次调用 0.0500 CNY · 按当前计划约可用 653 天" in bodies["mail"]
 
 
 async def test_the_digest_says_each_alert_in_the_channel_language(

@@ -1,7 +1,7 @@
 """The daily digest: top movers week over week, the week's follower moves and new notes, alerts
-fired and resolved, the budget, failing creators; rendered per channel and queued once per
-channel per local day through the outbox.
-Reads the store and writes outbox rows only; sends nothing and evaluates no rule.
+fired and resolved, the budget, the account's money (balance, price per call, days left),
+failing creators; rendered per channel and queued once per channel per local day through the
+outbox. Reads the store and writes outbox rows only; sends nothing and evaluates no rule.
 
 When: at ``notify.digest_at`` (local time in ``budget.timezone``), or at the first check after it
 when the daemon was down then; never twice on one local day for a channel, across restarts and
@@ -32,6 +32,7 @@ from monitor.notify.message import (
 )
 from monitor.notify.rendering import Renderer
 from monitor.notify.summary import describe
+from monitor.service.fetching.balance import funds_of
 from monitor.store import Store
 from monitor.store.alerts import AlertRow
 from monitor.store.outbox import NewMessage
@@ -114,6 +115,7 @@ async def build_digest(config: Config, store: Store, now: datetime) -> Digest:
         # an event (a note) was told when it fired; its quiet end is no news
         and a.details.get("kind") not in EVENT_KINDS
     )
+    funds = await funds_of(config, store, now)
     return Digest(
         day=day,
         movers=tuple(await _movers(config, store, now)),
@@ -124,6 +126,10 @@ async def build_digest(config: Config, store: Store, now: datetime) -> Digest:
         failing=tuple(await _failing(store, creators)),
         followers=tuple(await _followers(config, store, now)),
         new_notes=tuple(await _new_notes(store, creators, now)),
+        balance=funds.balance,
+        currency=funds.currency,
+        price_per_call=funds.price,
+        days_left=funds.days_left,
     )
 
 
