@@ -227,9 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--balance",
-        type=arguments.number(0, 1_000_000_000),
+        type=arguments.decimal(0, 1_000_000_000),
         default=None,
-        help="billed calls left (→ code 601)",
+        help="money left, in CNY; at the default --call-price 1, the billed calls left (→ 601)",
+    )
+    p.add_argument(
+        "--call-price",
+        type=arguments.decimal(0, 1_000_000),
+        default=1,
+        help="what each billed call takes from the balance, in CNY (e.g. 0.05)",
     )
     db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", "db_current")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -91,9 +91,9 @@ class SimKnobs:
     """How the simulated upstream behaves; every knob is optional (None = unlimited / off).
 
     ``faults`` maps a kind from ``FAULT_KINDS`` to the share of calls it hits (sum ≤ 1).
-    ``tokens`` None accepts any non-empty token. ``balance`` is money in units of
-    ``call_price`` (the default price 1 makes it the billed calls left); a non-integer is
-    read as a Decimal.
+    ``tokens`` None accepts any non-empty token. ``balance`` is money (CNY) that each billed
+    call takes ``call_price`` from (the default price 1 makes it the billed calls left); a
+    non-integer is read as a Decimal.
     """
 
     seed: int = 0

@@ -144,8 +144,8 @@ class Simulator:
         return self._upstream.today()
 
     def set_balance(self, balance: int | float | str | Decimal | None) -> None:
-        """The balance in units of ``call_price`` (None: unlimited; with the default price 1,
-        the billed calls left); once it cannot pay for a call, every call returns 601."""
+        """The balance, money (None: unlimited; at the default ``call_price`` 1, the billed
+        calls left); once it cannot pay for a call, every call returns 601."""
         self._upstream.balance = money(balance)
 
     def balance(self) -> Money | None:
