@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import support.cli as cli_support
 from support.cli import Ran
@@ -24,6 +25,7 @@ from support.demo import (
 
 from monitor.cli.demo import CREATORS
 from monitor.cli.history_output import sparkline
+from monitor.upstream.simulator import BALANCE_PATH, CORE_DATA_PATH
 
 SECRET = "tok-SECRET-7f3a9c1e5b2d4e6f8a0b"
 
@@ -138,6 +140,33 @@ def simulator() -> Iterator[str]:
         match = re.search(r"http://127\.0\.0\.1:\d+", line)
         assert match, line
         yield match.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.slow
+def test_simulate_takes_the_call_price_from_the_balance_it_shows() -> None:
+    proc = subprocess.Popen(
+        [*cli_command(), "simulate", "--port", "0", "--latency", "0", "--balance", "10",
+         "--call-price", "0.05"],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
+        assert url
+        with httpx.Client(base_url=url.group(0), params={"token": "t"}) as http:
+
+            def balance() -> str:
+                return str(http.get(BALANCE_PATH).json()["data"]["balance"])
+
+            assert balance() == "10.0000"  # reading it is not billed
+            for user_id, _, _ in CREATORS[:3]:
+                assert http.get(CORE_DATA_PATH, params={"userId": user_id}).json()["code"] == 0
+            assert balance() == "9.8500"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
