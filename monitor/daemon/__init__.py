@@ -178,6 +178,7 @@ class Daemon:
                 observe=self._observe_balance,
                 on_reading=self._account_now,
             )
+            stopping.callback(self.balance.stop)  # before the jobs are waited for
             heartbeat.start()
             if config.http.listen:
                 from monitor.web.server import console_mount

@@ -80,6 +80,8 @@ class InFlightSizer:
 
 
 def pool_size(config: Config) -> int:
-    """HTTP connections to allow: one per possible fetch (connections open only when used)."""
+    """HTTP connections to allow: one per possible fetch, and one for the balance reading, so
+    it never waits in the pool behind fetches (connections open only when used)."""
     setting = config.schedule.max_in_flight
-    return AUTO_CAP if setting == "auto" else int(setting)
+    fetches = AUTO_CAP if setting == "auto" else int(setting)
+    return fetches + (0 if config.account.balance_every is None else 1)

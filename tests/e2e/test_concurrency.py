@@ -26,8 +26,9 @@ def test_auto_is_the_default_and_an_integer_is_a_fixed_cap() -> None:
     for _ in range(50):
         sizer.observe(30.0)
     assert sizer.limit() == 7
-    assert pool_size(fixed) == 7
-    assert pool_size(parse_config({})) == AUTO_CAP
+    assert pool_size(fixed) == 7 + 1  # and one for the balance reading
+    assert pool_size(parse_config({})) == AUTO_CAP + 1
+    assert pool_size(parse_config({"account": {"balance_every": "off"}})) == AUTO_CAP
 
 
 @pytest.mark.parametrize("bad", ["fast", 0, 257])

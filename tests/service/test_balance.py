@@ -6,6 +6,7 @@ answer is warned about once and not read again; a reading is a call like any oth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -311,3 +312,21 @@ async def test_off_reads_nothing_and_another_instances_reading_serves(
         clock.advance(timedelta(minutes=10))
         assert await second.tick()
         assert first.balance_calls() == 4
+
+
+async def test_a_stop_drops_a_reading_still_waiting_for_the_gate(
+    store: Store, clock: FakeClock, token: str
+) -> None:
+    async with parts(store, clock, token, SimKnobs()) as p:
+        p.gate.with_budget(
+            BudgetPolicy(calls_per_minute=1, burst=1, daily_calls=100, zone=p.gate.budget.zone)
+        )
+        await p.spend(1)  # the bucket is empty for a minute
+        reading = asyncio.get_running_loop().create_task(p.reader.read())
+        await asyncio.sleep(0.1)  # in its wait for the bucket (the test's clock stands still)
+        assert not reading.done()
+        p.reader.stop()
+        assert await asyncio.wait_for(reading, 5) is False
+        assert not await p.reader.tick()  # and none after the stop
+        assert p.balance_calls() == 0
+        assert (await p.gate.reading()).calls_today == 1  # nothing was counted for it

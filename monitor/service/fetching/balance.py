@@ -119,6 +119,9 @@ class BalanceReader:
         self._unreadable_said = False
         #: one reading at a time: the scheduler's tick and the start's reading may meet
         self._lock = asyncio.Lock()
+        #: the reading's wait for the gate (a stop drops it: nothing is spent yet)
+        self._waiting: asyncio.Future[Ticket] | None = None
+        self._stopping = False
 
     @property
     def every(self) -> timedelta | None:
@@ -136,6 +139,13 @@ class BalanceReader:
         self._config = config
         self._plan = call_plan(config)
         self._gate.funds = self._gate.funds.with_plan(self._plan)
+
+    def stop(self) -> None:
+        """No reading from now on (the daemon stops): one waiting for the gate is dropped, one
+        on the wire finishes."""
+        self._stopping = True
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def load(self) -> None:
         """The stored figures, without a call (the daemon's start)."""
@@ -175,14 +185,22 @@ class BalanceReader:
     async def _read(self) -> bool:
         """One reading through the gate, stored; False when none was (readings are off or
         stopped, the budget refused the call now, or it failed: the next interval tries)."""
-        if self.every is None:
+        if self.every is None or self._stopping:
             return False
         self._tried_at = self._clock()
+        self._waiting = asyncio.ensure_future(self._gate.acquire(balance=True))
         try:
-            ticket = await self._gate.acquire(balance=True)
+            ticket = await self._waiting
         except BudgetError as exc:
             log.debug("balance not read now: %s", exc)
             return False
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping and (task is None or not task.cancelling()):
+                return False  # dropped by the stop before anything was spent
+            raise
+        finally:
+            self._waiting = None
         try:
             answer = await self._client.balance()
         except UpstreamError as exc:
