@@ -120,6 +120,7 @@ def balance_reader(
         parts.store,
         parts.gate,
         clock=clock,
+        spill=parts.spill,
         observe=observe,
         on_reading=on_reading,
     )

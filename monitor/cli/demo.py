@@ -183,13 +183,14 @@ def _summary(db_path: Path, calls: int, billed: int, receiver: Receiver, took: f
     with sqlite3.connect(db_path) as db:
         rows = db.execute("SELECT count(*) FROM daily_metrics").fetchone()[0]
         fetches = db.execute("SELECT count(*) FROM fetches").fetchone()[0]
+        readings = db.execute("SELECT count(*) FROM balance_readings").fetchone()[0]
         fired = db.execute("SELECT count(*) FROM alerts WHERE fired_at IS NOT NULL").fetchone()[0]
         resolved = db.execute("SELECT count(*) FROM alerts WHERE state = 'resolved'").fetchone()[0]
         sent = db.execute("SELECT count(*) FROM notifications WHERE status = 'sent'").fetchone()[0]
     print(
         f"""
 == demo summary ({took:.0f} s)
-calls made      {calls} ({billed} billed), {fetches} attempts recorded
+calls made      {calls} ({billed} billed), {fetches} attempts recorded, {readings} balance readings
 rows stored     {rows} daily points in daily_metrics
 alerts          {fired} fired, {resolved} resolved
 messages        {sent} delivered ({len(receiver.messages)} received by the stand-in for Slack)

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 def _summary(stdout: str) -> dict[str, int]:
     patterns = {
-        "calls": r"calls made\s+(\d+) \((\d+) billed\), (\d+) attempts recorded",
+        "calls": r"calls made\s+(\d+) \((\d+) billed\), (\d+) attempts recorded, "
+        r"(\d+) balance readings",
         "rows": r"rows stored\s+(\d+) daily points",
         "alerts": r"alerts\s+(\d+) fired, (\d+) resolved",
         "messages": r"messages\s+(\d+) delivered \((\d+) received",
@@ -59,7 +60,11 @@ def test_summary_numbers_match_the_database_and_the_story(demo: DemoRun) -> None
             "SELECT event, count(*) FROM notifications WHERE status = 'sent' GROUP BY event"
         ).fetchall()
         stored = db.execute("SELECT count(DISTINCT creator_id) FROM daily_metrics").fetchone()[0]
-    assert s["calls0"] == s["calls2"] == fetches
+        readings = db.execute("SELECT count(*) FROM balance_readings").fetchone()[0]
+    # every call is a recorded attempt or a stored balance reading (one at least, at start)
+    assert s["calls0"] == s["calls2"] + s["calls3"]
+    assert s["calls2"] == fetches
+    assert s["calls3"] == readings >= 1
     assert s["calls1"] == billed
     assert s["rows0"] == rows == window_points(demo.db, len(CREATORS))  # each whole window
     assert stored == len(CREATORS)
@@ -184,7 +189,8 @@ def test_fresh_replaces_the_database_and_counts_only_its_own_run(
             )
         }
     assert silences == 0
-    assert s["calls0"] == s["calls2"] == fetches
+    assert s["calls0"] == s["calls2"] + s["calls3"]
+    assert s["calls2"] == fetches
     # not the earlier run's rows on top: every point was written by this run
     assert s["rows0"] == window_points(db, len(CREATORS))
     assert min(written) >= began

@@ -5,7 +5,8 @@ price per call, days left) kept on the gate for the account rules.
 
 Must not work out what a call costs (``policy.spend``) nor evaluate rules (``on_reading`` does).
 A reading counts against ``calls_per_minute`` and ``daily_calls`` like any call; it is not
-counted as billed (the vendor does not say it is; if it is, its cost shows in the price).
+counted as billed (the vendor does not say it is; if it is, its cost shows in the price). Like
+a fetch, it is not sent while the database refuses writes (``Spill.waiting``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from monitor.policy.spend import (
 )
 from monitor.service.fetching.budget_view import Ticket
 from monitor.service.fetching.gate import BudgetGate
+from monitor.service.fetching.spill import Spill
 from monitor.store import Store
 from monitor.upstream.balance import SOURCE
 from monitor.upstream.client import JustOneClient
@@ -101,10 +103,13 @@ class BalanceReader:
         gate: BudgetGate,
         *,
         clock: Clock,
+        spill: Spill | None = None,
         observe: Observe | None = None,
         on_reading: OnReading | None = None,
     ) -> None:
         self._config = config
+        #: the fetch path's hold: while answers wait for the database, no call goes
+        self._hold = spill if spill is not None else Spill(None)
         self._plan = call_plan(config)
         self._client = client
         self._store = store
@@ -185,7 +190,7 @@ class BalanceReader:
     async def _read(self) -> bool:
         """One reading through the gate, stored; False when none was (readings are off or
         stopped, the budget refused the call now, or it failed: the next interval tries)."""
-        if self.every is None or self._stopping:
+        if self.every is None or self._stopping or self._hold.waiting:
             return False
         self._tried_at = self._clock()
         self._waiting = asyncio.ensure_future(self._gate.acquire(balance=True))
@@ -212,9 +217,13 @@ class BalanceReader:
         read_at = self._tried_at = self._clock()
         self._tell(0)
         balance = answer.data
-        if shows_money(balance.amount, self._gate.funds.price):
-            await self._gate.money_shown(sent_at=ticket.sent_at)  # ends a 601 pause
-        await self._store.store_balance(read_at, balance)
+        try:
+            if shows_money(balance.amount, self._gate.funds.price):
+                await self._gate.money_shown(sent_at=ticket.sent_at)  # ends a 601 pause
+            await self._store.store_balance(read_at, balance)
+        except StoreError as exc:
+            self._hold.refused(exc)  # no call goes until a write goes through again
+            raise
         await self.load()
         if self.on_reading is not None:
             await self.on_reading()
