@@ -192,11 +192,15 @@ async def daemon_storage_drill(
                 daemon.request_stop()
                 code = await asyncio.wait_for(running, timeout=20)
         _score(tally, outcome, path, before, fetches_before, receiver, code)
-        # every call the upstream saw (billed or not) has its fetches row, once
+        # every fetch the upstream saw (billed or not) has its fetches row, once; every balance
+        # reading (the daemon's at start) its balance_readings row
         (rows,) = query(path, "SELECT count(*) FROM fetches")[0]
-        calls = sim.counters().calls
+        calls = sim.counters().by_endpoint.get("core", 0)
         tally.lose(max(0, calls - int(rows)), f"{kind}: calls without their fetches row")
         tally.duplicate(max(0, int(rows) - calls), f"{kind}: more fetches rows than calls")
+        (readings,) = query(path, "SELECT count(*) FROM balance_readings")[0]
+        asked = sim.counters().by_endpoint.get("balance", 0)
+        tally.lose(max(0, asked - int(readings)), f"{kind}: balance readings not stored")
         tally.leak([*logs.lines, dump(path)], [token, hook, HOOK_SECRET], "logs and database")
     return tally, outcome
 
