@@ -29,7 +29,12 @@ from monitor.display import (
 from monitor.errors import MonitorError
 from monitor.notify.message import cut
 from monitor.notify.summary import describe
-from monitor.policy.budget_state import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED
+from monitor.policy.budget_state import (
+    ACCOUNT_CODES,
+    INSUFFICIENT_BALANCE,
+    QUOTA_EXCEEDED,
+    RATE_LIMITED,
+)
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -164,8 +169,8 @@ def print_status(
                 f"{reading.calls_today:,} of {reading.daily_calls:,} calls ({pct:.1f} %), "
                 f"{reading.billed_today:,} billed",
             ],
-            *_funds(funds, balance_every, now),
-            *(_holds(reading, held, now, zone) or [["paused", "no"]]),
+            *_funds(funds, balance_every, now, zone),
+            *(_holds(reading, held, now, zone, balance_every) or [["paused", "no"]]),
             ["upstream", _reach(unanswered, zone)],
             ["rate", f"x{reading.rate_factor:.2f} of calls_per_minute"],
             [
@@ -194,7 +199,9 @@ def print_status(
     )
 
 
-def _funds(funds: Any, balance_every: timedelta | None, now: datetime) -> list[list[str]]:
+def _funds(
+    funds: Any, balance_every: timedelta | None, now: datetime, zone: ZoneInfo
+) -> list[list[str]]:
     """The account's money: the balance and when it was read, the derived price per billed
     call, and the days the balance lasts at the plan (``policy.spend.Funds``)."""
     if funds is None:
@@ -215,7 +222,7 @@ def _funds(funds: Any, balance_every: timedelta | None, now: datetime) -> list[l
     days = format_days(funds.days_left)
     if funds.days_left is not None:
         days += f" at {funds.calls_per_day:,.0f} billed calls/day (the plan)"
-    read = format_age(funds.read_at, now)
+    read = f"{labelled_time(funds.read_at, zone)}, {format_age(funds.read_at, now)}"
     return [
         ["balance", f"{format_money(funds.balance, funds.currency)} (read {read})"],
         ["price per call", price],
@@ -224,7 +231,11 @@ def _funds(funds: Any, balance_every: timedelta | None, now: datetime) -> list[l
 
 
 def _holds(
-    reading: Any, held: tuple[int, str] | None, now: datetime, zone: ZoneInfo
+    reading: Any,
+    held: tuple[int, str] | None,
+    now: datetime,
+    zone: ZoneInfo,
+    balance_every: timedelta | None = None,
 ) -> list[list[str]]:
     """One row per hold that keeps calls from going, each with when it ends."""
     rows: list[list[str]] = []
@@ -233,7 +244,10 @@ def _holds(
     when = labelled_time(until, zone, missing="")
     if code in ACCOUNT_CODES:
         probe = f"the next probe at {when}" if until and until > now else "a probe is due now"
-        rows.append(["hold: account", f"{reason}; ends at the first normal answer ({probe})"])
+        ends = f"{reason}; ends at the first normal answer ({probe})"
+        if code == INSUFFICIENT_BALANCE and balance_every is not None:
+            ends += " or balance reading that shows money (read every minute meanwhile)"
+        rows.append(["hold: account", ends])
     elif code == QUOTA_EXCEEDED and until is not None and until > now:
         rows.append(["hold: quota", f"{reason}; until {when}"])
     elif code == RATE_LIMITED and until is not None and until > now:

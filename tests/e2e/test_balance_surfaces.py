@@ -73,7 +73,12 @@ def _status(tmp_path: Path, *, readings: bool = True, **account: str) -> str:
 
 def test_status_shows_the_balance_the_price_per_call_and_the_days_left(tmp_path: Path) -> None:
     account = _status(tmp_path)
-    assert re.search(r"^balance\s+98\.00 CNY \(read 1h ago\)$", account, re.M)
+    read = (FIRST + timedelta(hours=1)).astimezone(SHANGHAI)
+    assert re.search(
+        rf"^balance\s+98\.00 CNY \(read {read:%Y-%m-%d %H:%M} Asia/Shanghai, 1h ago\)$",
+        account,
+        re.M,
+    )
     assert re.search(
         r"^price per call\s+0\.0500 CNY \(derived from 2 readings and the billed calls "
         r"between them\)$",
