@@ -74,8 +74,11 @@ def lookback(balance_every: timedelta | None) -> timedelta:
 
 
 def planned_calls(plan: Plan) -> float:
-    """The calls per day the schedule bills, capped by what the budget lets through."""
-    return max(0.0, min(plan.calls_per_day, float(plan.capacity)))
+    """The billed calls per day the schedule makes: every source's calls, capped by what the
+    budget lets through, less the balance readings (not counted as billed; they take their
+    share of the cap)."""
+    readings = sum(calls for source, calls, _ in plan.by_source if source == "balance")
+    return max(0.0, min(plan.calls_per_day, float(plan.capacity)) - readings)
 
 
 def price_per_call(

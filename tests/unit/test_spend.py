@@ -93,14 +93,16 @@ def test_days_left_is_the_balance_over_the_plans_daily_spend() -> None:
     assert days_left(Decimal("120"), Decimal("0.05"), 0.0) is None  # the plan bills nothing
 
 
-def test_the_plan_is_capped_by_the_budget() -> None:
+def test_the_plan_is_capped_by_the_budget_and_the_readings_are_not_billed() -> None:
     creators = [{"user_id": f"5c3bf7f7{n:016x}"} for n in range(100)]
-    config = parse_config(
-        {"budget": {"daily_calls": 1000}, "defaults": {"every": "1h"}, "creators": creators}
-    )
-    plan = call_plan(config)
+    document = {"budget": {"daily_calls": 1000}, "defaults": {"every": "1h"}, "creators": creators}
+    plan = call_plan(parse_config(document | {"account": {"balance_every": "off"}}))
     assert plan.calls_per_day == 2400
     assert planned_calls(plan) == 1000  # daily_calls caps what the schedule bills
+    # hourly readings take 24 of the 1,000 calls a day, and are not counted as billed
+    assert planned_calls(call_plan(parse_config(document))) == 1000 - 24
+    small = document | {"budget": {"daily_calls": 5000}, "creators": creators[:10]}
+    assert planned_calls(call_plan(parse_config(small))) == 240
     funds = Funds(balance=Decimal("500"), price=Decimal("0.05")).with_plan(plan)
     assert funds.days_left == 10.0
     assert funds.facts() == {
