@@ -207,36 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
     )
     p.add_argument("--port", type=arguments.PORT, default=8765, help="0: any free port")
-    p.add_argument(
-        "--latency",
-        type=arguments.decimal(0, 60),
-        default=0.05,
-        help="median latency in seconds",
+    knobs = (
+        ("--latency", arguments.decimal(0, 60), 0.05, "median latency in seconds"),
+        ("--calls-per-minute", arguments.number(1, 1_000_000), None, "limit (→ code 302)"),
+        ("--daily-quota", arguments.number(0, 1_000_000_000), None, "quota (→ code 303)"),
+        ("--balance", arguments.decimal(0, 1e9), None, "money left in CNY (→ code 601)"),
+        ("--call-price", arguments.decimal(0, 1e6), 1, "CNY each billed call takes (e.g. 0.05)"),
     )
-    p.add_argument(
-        "--calls-per-minute",
-        type=arguments.number(1, 1_000_000),
-        default=None,
-        help="limit (→ code 302)",
-    )
-    p.add_argument(
-        "--daily-quota",
-        type=arguments.number(0, 1_000_000_000),
-        default=None,
-        help="quota (→ code 303)",
-    )
-    p.add_argument(
-        "--balance",
-        type=arguments.decimal(0, 1_000_000_000),
-        default=None,
-        help="money left, in CNY; at the default --call-price 1, the billed calls left (→ 601)",
-    )
-    p.add_argument(
-        "--call-price",
-        type=arguments.decimal(0, 1_000_000),
-        default=1,
-        help="what each billed call takes from the balance, in CNY (e.g. 0.05)",
-    )
+    for flag, kind, default, text in knobs:
+        p.add_argument(flag, type=kind, default=default, help=text)
     db = _add(sub, "db", "database migrations", "creator-monitor db upgrade", "db_current")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = _add(
