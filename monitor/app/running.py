@@ -110,10 +110,17 @@ async def daemon_fetch_parts(
 
 
 def balance_reader(
-    config: Config, parts: FetchParts, *, clock: Clock, observe: Observe, on_reading: OnReading
+    config: Config,
+    parts: FetchParts,
+    *,
+    clock: Clock,
+    observe: Observe,
+    on_reading: OnReading,
+    every: timedelta | None = None,
 ) -> BalanceReader:
     """The balance job on the fetch path's client, store and gate: it reads through the one
-    gate, and ``on_reading`` (the account rules) runs after each reading."""
+    gate, and ``on_reading`` (the account rules) runs after each reading; ``every`` overrides
+    ``[account] balance_every`` (the demo)."""
     return BalanceReader(
         config,
         parts.client,
@@ -123,6 +130,7 @@ def balance_reader(
         spill=parts.spill,
         observe=observe,
         on_reading=on_reading,
+        every=every,
     )
 
 

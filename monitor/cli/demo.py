@@ -1,7 +1,9 @@
 """``creator-monitor demo``: the real daemon against the built-in simulator, with a scripted story.
 
-Eight creators on a compressed schedule; one creator's reads fall 40 %, one keeps failing (301)
-then recovers, the account runs out of balance and is topped up. A local receiver stands in for
+Eight creators on a compressed schedule, with their core metrics, followers and notes; one
+creator's reads fall 40 %, one keeps failing (301) then recovers, one loses followers, one posts
+a note that becomes a hit, the account runs out of balance and is topped up, and the story ends
+with the balance forecast. A local receiver stands in for
 Slack. Needs no config, token or network; ends by itself. It always starts from an empty
 database: an existing ``--db`` file is refused unless ``--fresh`` replaces it, so its summary
 and its alerts are this run's alone.
@@ -16,6 +18,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from aiohttp import web
@@ -24,7 +28,9 @@ from monitor.app import upgrade_schema
 from monitor.config import Config, parse_config
 from monitor.daemon import Daemon
 from monitor.daemon.options import Options
+from monitor.display import format_days, format_money
 from monitor.errors import ConfigError
+from monitor.policy.spend import Funds
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 CREATORS = [
@@ -38,6 +44,11 @@ CREATORS = [
     ("618293a4b5c6d7e8f9011223", "Momo", ["food"]),
 ]
 FALLING, FLAKY = CREATORS[0], CREATORS[4]
+#: a creator whose followers fall, and one who posts a note that becomes a hit
+LOSING, POSTING = CREATORS[1], CREATORS[2]
+#: what the simulated account holds at the start, and what each billed call takes from it
+#: (a few dozen calls' worth: the story's calls spend it, and the account runs out by itself)
+START_BALANCE, CALL_PRICE, TOP_UP = Decimal("3.50"), Decimal("0.05"), Decimal("500")
 SERIES_QUERY = (
     "SELECT date_key, read, engage FROM daily_metrics d JOIN creators c ON c.id = d.creator_id "
     "WHERE c.name = 'Lilyy' ORDER BY date_key DESC LIMIT 5"
@@ -61,7 +72,11 @@ def demo_config(base_url: str, db_url: str, hook_url: str) -> Config:
                 "probe_every": "3s",
                 "grace": "5s",
             },
-            "defaults": {"every": "6s"},
+            "defaults": {
+                "every": "6s",
+                "sources": ["core", "fans", "notes"],
+                "every_source": {"fans": "12s", "notes": "8s"},
+            },
             "creators": [{"user_id": u, "name": n, "tags": t} for u, n, t in CREATORS],
             "channels": [{"name": "demo-slack", "url": hook_url}],
             # the story is a minute long: groups wait seconds, not the default half minute
@@ -87,6 +102,23 @@ def demo_config(base_url: str, db_url: str, hook_url: str) -> Config:
                     "codes": [100, 303, 600, 601, 602],
                     "severity": "critical",
                 },
+                {
+                    "name": "followers-fall",
+                    "kind": "change",
+                    "metric": "fans",
+                    "baseline": "previous",
+                    "pct": -2,
+                    "severity": "warning",
+                },
+                {"name": "new-notes", "kind": "new_note"},
+                {
+                    "name": "hit-note",
+                    "kind": "note",
+                    "metric": "reads",
+                    "op": ">=",
+                    "value": 10_000,
+                    "within": "1d",
+                },
             ],
         }
     )
@@ -105,12 +137,15 @@ class Receiver:
         self.messages.append(body)
         if self.on_message is not None:
             self.on_message(body)
-        if self.resolved() >= STORY_RESOLUTIONS:
+        if self.resolved() >= STORY_RESOLUTIONS and self.told("NEW NOTE"):
             self.story_over.set()
         return web.Response(text="ok")
 
     def resolved(self) -> int:
         return sum(1 for m in self.messages if "RESOLVED" in str(m.get("title", "")))
+
+    def told(self, word: str) -> bool:
+        return any(word in str(m.get("title", "")) for m in self.messages)
 
 
 def say(text: str) -> None:
@@ -125,13 +160,22 @@ async def _story(sim: Simulator, daemon: Daemon, receiver: Receiver, seconds: fl
     say(f"scripting: {FALLING[1]}'s reads fall 40 %")
     sim.script_change(FALLING[0], metric="read", factor=0.6)
     say(f"scripting: {FLAKY[1]} keeps failing with code 301")
-    sim.force_code(FLAKY[0], 301, times=6)
-    await asyncio.sleep(step * 2)
-    say("scripting: the account runs out of balance (code 601)")
-    sim.set_balance(0)
+    sim.force_code(FLAKY[0], 301, times=6, endpoint="core")
+    say(f"scripting: {LOSING[1]} loses 3 % of their followers")
+    sim.script_change(LOSING[0], metric="fans", factor=0.97)
+    await asyncio.sleep(step)
+    say(f"scripting: {POSTING[1]} posts a note that becomes a hit")
+    sim.publish_note(POSTING[0], reads=80_000, tau_hours=0.004, title="一周通勤穿搭 | 小个子")
+    await asyncio.sleep(step)
+    # the calls spend the account's few CNY; a slow machine's calls are helped along
+    if not await _until(lambda: _answered(sim, 601), step * 2):
+        say("scripting: the account runs out of balance (code 601)")
+        sim.set_balance(0)
+    await _until(lambda: _answered(sim, 601), step * 2)
+    say("the account ran out of balance (code 601): every call is paused")
     await asyncio.sleep(step * 1.5)
-    say("scripting: the account is topped up")
-    sim.set_balance(100_000)
+    say(f"scripting: the account is topped up with {format_money(TOP_UP)}")
+    sim.set_balance(TOP_UP)
     await asyncio.sleep(step)
     say(f"scripting: {FALLING[1]}'s reads recover")
     sim.clear_script(FALLING[0])
@@ -140,7 +184,34 @@ async def _story(sim: Simulator, daemon: Daemon, receiver: Receiver, seconds: fl
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(receiver.story_over.wait(), timeout=left)
     await asyncio.sleep(1.0)  # let the last delivery be recorded as sent
+    say(forecast(daemon.gate.funds))
     daemon.request_stop()
+
+
+def _answered(sim: Simulator, code: int) -> bool:
+    return any(record.code == code for record in sim.counters().log)
+
+
+async def _until(done: Callable[[], bool], seconds: float) -> bool:
+    """Wait until ``done()`` holds, at most ``seconds``; whether it does."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:  # noqa: ASYNC110 - the log has no event
+        await asyncio.sleep(0.2)
+    return done()
+
+
+def forecast(funds: Funds) -> str:
+    """The balance forecast line: what is left, what a call costs, how long it lasts."""
+    if funds.balance is None:
+        return "forecast: the balance was not read"
+    line = f"forecast: the balance is {format_money(funds.balance, funds.currency)}"
+    if funds.price is None or funds.days_left is None:
+        return line + "; not enough readings yet to derive the price of a call"
+    return (
+        f"{line}; a billed call costs {format_money(funds.price, funds.currency, places=4)} "
+        f"(derived from {funds.readings} readings), so it lasts "
+        f"{format_days(funds.days_left)} days at this plan"
+    )
 
 
 async def _demo(db_path: Path, seconds: float) -> int:
@@ -156,12 +227,17 @@ async def _demo(db_path: Path, seconds: float) -> int:
     port = runner.addresses[0][1]
     started = time.monotonic()
     try:
-        async with Simulator(SimKnobs(latency_p50_ms=80, latency_p99_ms=400)) as sim:
+        knobs = SimKnobs(
+            latency_p50_ms=80, latency_p99_ms=400, balance=START_BALANCE, call_price=CALL_PRICE
+        )
+        async with Simulator(knobs) as sim:
             config = demo_config(sim.base_url, db_url, f"json://127.0.0.1:{port}/hook")
             options = Options(
                 tick=0.25,
                 drain_every=0.5,
                 evaluate_every=1.0,
+                balance_tick=0.5,
+                balance_every=timedelta(seconds=4),
                 environ={"JUSTONEAPI_TOKEN": DEMO_TOKEN},
             )
             daemon = Daemon(config, options)

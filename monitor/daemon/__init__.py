@@ -177,6 +177,7 @@ class Daemon:
                 clock=clock,
                 observe=self._observe_balance,
                 on_reading=self._account_now,
+                every=self.options.balance_every,
             )
             stopping.callback(self.balance.stop)  # before the jobs are waited for
             heartbeat.start()

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from monitor.ops.wallclock import Clock, Monotonic
@@ -33,6 +33,9 @@ class Options:
     evaluate_every: float = 60.0
     report_every: float = 60.0  # how often ended report periods are looked for
     balance_tick: float = 20.0  # how often the balance job looks whether a reading is due
+    #: read the balance this often instead of ``[account] balance_every`` (the demo's minute
+    #: is seconds long; the config's floor is a minute)
+    balance_every: timedelta | None = None
     until: Callable[[], bool] | None = None  # the demo's "story is over" predicate
     config_path: Path | None = None  # for SIGHUP reloads
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))

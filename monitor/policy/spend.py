@@ -82,18 +82,24 @@ def planned_calls(plan: Plan) -> float:
 
 
 def price_per_call(
-    readings: Sequence[Reading], billed: Sequence[BilledSlot], *, until: datetime
+    readings: Sequence[Reading],
+    billed: Sequence[BilledSlot],
+    *,
+    until: datetime,
+    exact: bool = False,
 ) -> Decimal | None:
     """What one billed call costs: the balance's fall over the billed calls between readings,
     summed over every interval between two readings in which the balance did not rise.
 
     A rise is money added (and maybe some spent): that interval says nothing of the price and
-    is left out, calls and all. Billed calls of a quarter hour are spread evenly over it (the
-    current one over its part before ``until``). None with fewer than ``MIN_BILLED`` billed
-    calls between usable readings (one reading, a top-up between the only two, no calls).
+    is left out, calls and all. ``exact``: each entry of ``billed`` is the instant its calls
+    were sent (as ``fetches`` records them); else a quarter hour whose calls are spread evenly
+    over it (the current one over its part before ``until``). None with fewer than
+    ``MIN_BILLED`` billed calls between usable readings (one reading, a top-up between the only
+    two, no calls).
     """
     ordered = sorted(readings, key=lambda r: r[0])
-    count = _Cumulative(billed, until)
+    count = _Cumulative(billed, until, exact=exact)
     fell, calls = Decimal(0), 0.0
     for (before, had), (after, has) in pairwise(ordered):
         if has > had:
@@ -136,11 +142,14 @@ def ended_by_money(
 
 
 class _Cumulative:
-    """Billed calls counted up to an instant, each quarter hour's spread evenly over it."""
+    """Billed calls counted up to an instant: each quarter hour's spread evenly over it, or
+    (``exact``) each instant's counted at it."""
 
-    def __init__(self, billed: Sequence[BilledSlot], until: datetime) -> None:
-        spans = sorted((start, min(start + SLOT, until), n) for start, n in billed if n > 0)
-        self._spans = [(start, end, n) for start, end, n in spans if end > start]
+    def __init__(self, billed: Sequence[BilledSlot], until: datetime, *, exact: bool) -> None:
+        self._exact = exact
+        width = timedelta(0) if exact else SLOT
+        spans = sorted((start, min(start + width, until), n) for start, n in billed if n > 0)
+        self._spans = [(start, end, n) for start, end, n in spans if end > start or exact]
         self._starts = [start for start, _, _ in self._spans]
         self._before: list[int] = []  # calls in the spans before each
         total = 0
@@ -149,9 +158,12 @@ class _Cumulative:
             total += n
 
     def at(self, moment: datetime) -> float:
-        index = bisect.bisect_right(self._starts, moment) - 1
+        # an exact instant counts after a reading stamped the same moment (it was sent after
+        # the reading's answer came); a quarter hour from its start
+        find = bisect.bisect_left if self._exact else bisect.bisect_right
+        index = find(self._starts, moment) - 1
         if index < 0:
             return 0.0
         start, end, n = self._spans[index]
-        share = min(1.0, (moment - start) / (end - start))
+        share = 1.0 if end == start else min(1.0, (moment - start) / (end - start))
         return self._before[index] + n * share

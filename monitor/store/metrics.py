@@ -14,7 +14,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Executable, Select, delete, insert, select, update
+from sqlalchemy import Executable, Select, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -263,6 +263,19 @@ class MetricsStore(StoreBase):
             await self._upsert_points(conn, [record], [None], now)
             await self._store_sources(conn, [record], now)
         return True
+
+    async def billed_calls(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
+        """(when sent, how many) of the billed calls recorded within [since, until], oldest
+        first: what the price per call is derived from (``policy.spend``)."""
+        query = (
+            select(fetches.c.started_at, func.count())
+            .where(fetches.c.billed.is_(True))
+            .where(fetches.c.started_at >= since, fetches.c.started_at <= until)
+            .group_by(fetches.c.started_at)
+            .order_by(fetches.c.started_at)
+        )
+        async with self._read() as conn:
+            return [(at, int(n)) for at, n in (await conn.execute(query)).all()]
 
     async def unanswered_streak(self, limit: int = 50) -> tuple[int, datetime | None]:
         """How many of the latest calls got no answer at all (no code, no HTTP status: refused,

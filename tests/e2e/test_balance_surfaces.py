@@ -22,11 +22,11 @@ from support.daemon import write_toml
 from support.sim import creator_id
 
 from monitor.config import parse_config
-from monitor.model import Balance
+from monitor.model import Balance, Creator, Variant
 from monitor.ops.telemetry import Telemetry, serve
 from monitor.policy.budget import BudgetPolicy, quarter_of
 from monitor.service.fetching.budget_view import ledger_day
-from monitor.store import Store, migrate
+from monitor.store import FetchRecord, Store, migrate
 from monitor.web.server import console_mount
 
 ADMIN = "admin-secret-balance-1"
@@ -53,11 +53,15 @@ async def _seed(url: str, *, readings: bool = True) -> None:
         return
     budget = BudgetPolicy(calls_per_minute=600, burst=100, daily_calls=5000, zone=SHANGHAI)
     async with Store.open(url) as store:
+        ids = await store.sync_creators([Creator(u) for u in USERS])
         await store.store_balance(FIRST, Balance(Decimal("100.0000")))
         for quarter in range(4):
-            for _ in range(10):
-                await store.count_billed(
-                    ledger_day(budget, FIRST + timedelta(minutes=15 * quarter))
+            for n in range(10):
+                sent = FIRST + timedelta(minutes=15 * quarter, seconds=n + 1)
+                await store.count_billed(ledger_day(budget, sent))
+                # the billed call as the fetch records it: the price counts these
+                await store.record_fetch(
+                    FetchRecord(ids[USERS[n]], Variant(), sent, code=0, billed=True)
                 )
         await store.store_balance(FIRST + timedelta(hours=1), Balance(Decimal("98.0000")))
 

@@ -176,11 +176,9 @@ async def test_money_running_low_fires_the_balance_rule_and_a_top_up_resolves_it
         resolved = lambda: _alerts(env.db_url, "money-low")[-1][0] == "resolved"  # noqa: E731
         await env.run_until(daemon, resolved, busy=_reading_due(env, daemon))
 
-    # one unit per billed call, as the simulator takes, derived from the readings and the
-    # ledger's quarter hours (whose calls count as spread evenly: readings 10 minutes apart
-    # against a burst of fetches make it approximate; hourly over days it settles)
-    assert funds.price is not None
-    assert abs(funds.price - 1) <= Decimal("0.2")
+    # one unit per billed call, as the simulator takes: derived from the readings and the
+    # billed calls recorded between them
+    assert funds.price == Decimal(1)
     assert funds.balance is not None
     assert funds.balance < 25
     assert funds.days_left is not None

@@ -22,10 +22,11 @@ from support.store import T0, FakeClock
 
 from monitor.config import Config, parse_config
 from monitor.errors import AccountBlocked, BudgetError
+from monitor.model import Creator, Variant
 from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching.balance import PAUSED_EVERY, BalanceReader
 from monitor.service.fetching.gate import BudgetGate
-from monitor.store import Store
+from monitor.store import FetchRecord, Store
 from monitor.upstream.client import JustOneClient
 from monitor.upstream.simulator import SimKnobs, Simulator
 
@@ -58,7 +59,8 @@ class Parts:
     readings_told: list[int]
 
     async def spend(self, calls: int) -> None:
-        """``calls`` core_data calls through the gate, as a fetch makes them."""
+        """``calls`` core_data calls through the gate, recorded, as a fetch makes them."""
+        ids = await self.store.sync_creators([Creator(u) for u in USERS])
         for n in range(calls):
             ticket = await self.gate.acquire()
             error: Exception | None = None
@@ -70,6 +72,15 @@ class Parts:
                 self.gate.answered()
             billed = error is None and result.billed
             await self.gate.feedback(error, billed=billed, sent_at=ticket.sent_at)  # type: ignore[arg-type]
+            record = FetchRecord(
+                ids[USERS[n % len(USERS)]],
+                Variant(),
+                self.clock(),
+                code=None if error else 0,
+                billed=billed,
+                error=None if error is None else "601",
+            )
+            await self.store.record_fetch(record)
 
     def balance_calls(self) -> int:
         return self.sim.counters().by_endpoint.get("balance", 0)

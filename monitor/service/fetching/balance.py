@@ -30,7 +30,6 @@ from monitor.policy.budget import ACCOUNT_CODES, QUOTA_EXCEEDED, RATE_LIMITED, f
 from monitor.policy.budget_state import INSUFFICIENT_BALANCE
 from monitor.policy.cadence import Plan, call_plan
 from monitor.policy.spend import (
-    SLOT,
     Funds,
     lookback,
     planned_calls,
@@ -66,8 +65,12 @@ async def funds_of(config: Config, store: Store, now: datetime, plan: Plan | Non
     readings = await store.balance_readings(since=now - lookback(config.account.balance_every))
     price = None
     if len(readings) > 1:
-        billed = await store.billed_slots(readings[0].read_at - SLOT, now)
-        price = price_per_call([(r.read_at, r.amount) for r in readings], billed, until=now)
+        # the billed calls themselves, each at the instant it was sent: a quarter hour's
+        # count spread evenly over it misplaces a burst against readings minutes apart
+        billed = await store.billed_calls(readings[0].read_at, now)
+        price = price_per_call(
+            [(r.read_at, r.amount) for r in readings], billed, until=now, exact=True
+        )
     return Funds(
         balance=latest.amount,
         currency=latest.currency,
@@ -106,8 +109,11 @@ class BalanceReader:
         spill: Spill | None = None,
         observe: Observe | None = None,
         on_reading: OnReading | None = None,
+        every: timedelta | None = None,
     ) -> None:
         self._config = config
+        #: read this often instead of ``[account] balance_every`` (the demo's seconds)
+        self._every = every
         #: the fetch path's hold: while answers wait for the database, no call goes
         self._hold = spill if spill is not None else Spill(None)
         self._plan = call_plan(config)
@@ -132,6 +138,8 @@ class BalanceReader:
     def every(self) -> timedelta | None:
         """How often the balance is read now (None: not at all)."""
         every = self._config.account.balance_every
+        if every is not None and self._every is not None:
+            every = self._every
         if every is None or self.stopped is not None:
             return None
         if self._gate.state.pause_code == INSUFFICIENT_BALANCE:
