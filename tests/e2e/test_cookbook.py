@@ -111,9 +111,11 @@ def test_cookbook_answers_are_right(demo: DemoRun) -> None:
             next(q for t, q in queries.items() if t.startswith("Budget"))
         ).fetchall()
         calls = db.execute("SELECT count(*), sum(billed) FROM fetches").fetchone()
+        readings = db.execute("SELECT count(*) FROM balance_readings").fetchone()[0]
     assert [(r[0], r[1]) for r in series] == direct
     assert len(series) == 30
-    assert sum(r[1] for r in budget) == calls[0]
+    # every call the budget counted: each fetch, and each balance reading (not billed)
+    assert sum(r[1] for r in budget) == calls[0] + readings
     assert sum(r[2] for r in budget) == calls[1]
 
 
