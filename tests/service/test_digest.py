@@ -169,9 +169,14 @@ async def test_the_digest_shows_the_balance_the_price_per_call_and_the_days_left
     budget = BudgetPolicy(calls_per_minute=600, burst=100, daily_calls=2000, zone=SHANGHAI)
     first = NINE - timedelta(hours=2)
     await store.store_balance(first, Balance(Decimal("100.0000")))
+    creator_id = await store.find_creator(LILYY)
+    assert creator_id is not None
     for quarter in range(4):
-        for _ in range(10):
-            await store.count_billed(ledger_day(budget, first + timedelta(minutes=15 * quarter)))
+        for n in range(10):
+            sent = first + timedelta(minutes=15 * quarter, seconds=n + 1)
+            await store.count_billed(ledger_day(budget, sent))
+            # recorded as the fetch records it: the price counts these billed calls
+            await store.record_fetch(FetchRecord(creator_id, Variant(), sent, code=0, billed=True))
     await store.store_balance(NINE - timedelta(hours=1), Balance(Decimal("98.0000")))
     digest = await build_digest(config_of(db_url), store, NINE)
     assert (digest.balance, digest.price_per_call) == (Decimal("98.0000"), Decimal("0.05"))
