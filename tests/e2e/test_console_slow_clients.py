@@ -155,14 +155,22 @@ def _open_files(pid: int) -> int:
 
 
 async def _probe(url: str) -> str:
-    """'ok', or why /healthz did not answer within 5 s."""
+    """'ok', or why /healthz did not answer within 5 s. A connection the door closed to make
+    room (the oldest idle one, when a loaded test process is slow to send its request) is
+    tried again within the same 5 s, as a health checker retries a reset."""
     started = time.monotonic()
-    try:
-        async with httpx.AsyncClient(timeout=5) as client:
-            reply = await client.get(f"{url}/healthz")
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__} after {time.monotonic() - started:.1f}s"
-    return "ok" if reply.status_code == 200 else str(reply.status_code)
+    while True:
+        left = 5 - (time.monotonic() - started)
+        try:
+            async with httpx.AsyncClient(timeout=max(0.5, left)) as client:
+                reply = await client.get(f"{url}/healthz")
+        except httpx.RemoteProtocolError as exc:
+            if time.monotonic() - started < 4:
+                continue
+            return f"{type(exc).__name__} after {time.monotonic() - started:.1f}s"
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__} after {time.monotonic() - started:.1f}s"
+        return "ok" if reply.status_code == 200 else str(reply.status_code)
 
 
 @pytest.mark.slow
