@@ -166,6 +166,7 @@ async def _probe(url: str) -> str:
                 reply = await client.get(f"{url}/healthz")
         except httpx.RemoteProtocolError as exc:
             if time.monotonic() - started < 4:
+                await asyncio.sleep(0.1)
                 continue
             return f"{type(exc).__name__} after {time.monotonic() - started:.1f}s"
         except httpx.HTTPError as exc:
