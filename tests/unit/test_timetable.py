@@ -4,11 +4,19 @@ fetched, what a fetch changed is written back, a reload adopts fetches still run
 
 from __future__ import annotations
 
+import random
 import tracemalloc
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from monitor.model import Creator, DateType, Variant
-from monitor.service.fetching.timetable import Timetable, micros, moment
+from monitor.policy.cadence import apply_window, pick_due
+from monitor.service.fetching.cluster import ready_bound
+from monitor.service.fetching.timetable import SHORTLIST, Timetable, micros, moment
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -68,10 +76,10 @@ def test_a_row_reads_as_a_slot_with_its_siblings() -> None:
 def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed() -> None:
     table = _table([Creator(_user(1)), Creator(_user(2))], [(V30, V90), (V30,)])
     now = T0 + timedelta(hours=1)
-    assert list(table.ready(now)) == [0, 1, 2]
+    assert list(table.due_first(now)) == [0, 1, 2]
     slot = table.slot(0)
     table.check_out(slot)
-    assert list(table.ready(now)) == [1, 2]  # being fetched: not handed out twice
+    assert list(table.due_first(now)) == [1, 2]  # being fetched: not handed out twice
     assert table.slot(0) is slot
     assert table.slot(1).siblings[0] is slot  # a sibling sees the live state
     slot.move_to(T0 + DAY)
@@ -89,14 +97,14 @@ def test_a_held_slot_is_the_row_until_it_is_released_with_what_the_fetch_changed
     failing = table.slot(2)
     assert (failing.consecutive_failures, failing.last_code) == (3, 500)
     assert (failing.last_error, failing.failure_logged) == ("upstream error", True)
-    assert list(table.ready(now)) == [1, 2]
+    assert list(table.due_first(now)) == [1, 2]
     assert table.earliest() == T0 + timedelta(minutes=1)
     failing.last_error = None  # (no fetch clears it; the row follows the slot all the same)
     failing.mark_broken()
     table.check_out(failing)
     table.release(failing)
     assert table.slot(2).last_error is None
-    assert list(table.ready(now)) == [1]  # broken: never due until the config changes
+    assert list(table.due_first(now)) == [1]  # broken: never due until the config changes
 
 
 def test_a_reload_adopts_fetches_still_running() -> None:
@@ -107,7 +115,7 @@ def test_a_reload_adopts_fetches_still_running() -> None:
     new = _table([creators[1]], [(V30,)], first_id=101)  # the reload dropped the first one
     new.adopt(old.live())
     assert running.row == 0
-    assert list(new.ready(T0 + DAY)) == []  # still being fetched: not started twice
+    assert list(new.due_first(T0 + DAY)) == []  # still being fetched: not started twice
     running.move_to(T0 + 2 * DAY)
     new.release(running)
     assert new.slot(0).due_at == T0 + 2 * DAY
@@ -153,3 +161,94 @@ def test_every_creator_may_have_a_cadence_of_its_own() -> None:
     assert table.every(69_999) == timedelta(hours=1, seconds=69_999)
     assert table.every_index(timedelta(hours=1)) == 0
     assert table.variant_index(V30) == variant
+
+
+def _reference(
+    table: Timetable,
+    broken: set[int],
+    bound: datetime,
+    now: datetime,
+    count: int,
+    effective: Effective,
+) -> list[int]:
+    """What the dispatcher picked before ``pick``: every ready row through ``pick_due``."""
+    busy = held(table) | broken
+    ready = [row for row in range(len(table)) if table.due_at(row) <= bound and row not in busy]
+    entries = [_Entry(table.key(row), effective(table.due_at(row)), row) for row in ready]
+    return [entry.row for entry in pick_due(entries, now, count)]
+
+
+def held(table: Timetable) -> set[int]:
+    return {slot.row for slot in table.live()}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: str
+    due_at: datetime
+    row: int
+
+
+Effective = Callable[[datetime], datetime]
+
+
+@pytest.mark.parametrize("fetch_after", [None, time(9, 0)])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_round_picks_what_a_look_at_every_row_would_pick(
+    seed: int, fetch_after: time | None
+) -> None:
+    """``pick`` reads a few rows from a list made once per ``SHORTLIST`` picks; it picks the
+    same rows, in the same order, as ``pick_due`` over every ready row, while fetches end with
+    new due times (later, the same, earlier), rows break and due times are moved, with due
+    times tied to the minute and ``fetch_after`` moving early slots onto one time."""
+    rng = random.Random(seed)
+    zone = ZoneInfo("Asia/Shanghai")
+    creators = [Creator(f"{rng.getrandbits(96):024x}") for _ in range(300)]
+    variants: list[tuple[Variant, ...]] = [
+        (V30, V90) if n % 3 == 0 else (V30,) for n in range(len(creators))
+    ]
+    table = _table(creators, variants)  # 400 rows: more than one list's worth
+    now = T0 - 2 * DAY
+    for row in range(len(table)):
+        table.schedule(row, now - timedelta(minutes=rng.randrange(3 * 24 * 60)))
+    effective: Effective = lambda due: apply_window(due, fetch_after, zone)  # noqa: E731
+    picked, broken = 0, set[int]()
+    for _ in range(300):
+        now += timedelta(minutes=rng.choice((0, 1, 7, 90)))
+        bound = ready_bound(now, fetch_after, zone)
+        count = rng.choice((1, 1, 1, 3, 40))
+        expected = _reference(table, broken, bound, now, count, effective)
+        rows = table.pick(bound, now, count, effective)
+        assert rows == expected
+        picked += len(rows)
+        for row in rows:
+            table.check_out(table.slot(row))
+        for slot in table.live():
+            if rng.random() < 0.5:
+                continue  # still on the wire
+            step = rng.choice((DAY, timedelta(0), -timedelta(hours=5), timedelta(minutes=30)))
+            slot.move_to(slot.due_at + step)
+            if rng.random() < 0.03:
+                slot.mark_broken()
+                broken.add(slot.row)
+            table.release(slot)
+        if rng.random() < 0.1:  # a due time written outside a fetch (a claim, a restore)
+            row = rng.randrange(len(table))
+            if row not in held(table):
+                table.schedule(row, now - timedelta(minutes=rng.randrange(600)))
+    assert picked > SHORTLIST  # the list was used up and made again
+
+
+def test_a_round_that_wants_more_rows_than_the_list_holds_reads_on() -> None:
+    creators = [Creator(_user(n)) for n in range(3 * SHORTLIST)]
+    table = _table(creators, [(V30,)] * len(creators))  # each due a minute after the last
+    bound = T0 + DAY
+    first = table.pick(bound, bound, 10, lambda due: due)
+    assert first == list(range(10))
+    for row in first:
+        table.check_out(table.slot(row))
+    # the list made for the first round holds SHORTLIST rows: the next one reads past it
+    assert table.pick(bound, bound, 2 * SHORTLIST, lambda due: due) == list(
+        range(10, 10 + 2 * SHORTLIST)
+    )
+    assert list(table.due_first(bound)) == list(range(10, len(table)))

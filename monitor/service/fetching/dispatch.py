@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,15 +43,6 @@ _SHORTEST_NAP = 0.05
 _SHARED_POLL = 1.0
 #: while the database refuses writes, dispatch waits this long, doubling up to the cap
 _STORE_BACKOFF = (1.0, 60.0)
-
-
-@dataclass(frozen=True, slots=True)
-class _Due:
-    """A ready row as ``cadence.pick_due`` orders it: when it runs, then its series name."""
-
-    key: str
-    due_at: datetime
-    row: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +107,17 @@ class Dispatcher:
             due_at, self.config.schedule.fetch_after, self.config.budget.zone
         )
 
-    def _ready(self, now: datetime) -> Iterator[int]:
-        """The rows due now (``apply_window`` keeps order, so a bound on the stored time)."""
-        schedule = self.config.schedule
-        return self.slots.ready(ready_bound(now, schedule.fetch_after, self.config.budget.zone))
+    def _bound(self, now: datetime) -> datetime:
+        """The latest stored due time that is ready now (``apply_window`` keeps order, so a
+        bound on the stored time)."""
+        return ready_bound(now, self.config.schedule.fetch_after, self.config.budget.zone)
 
     def oldest_overdue(self, now: datetime) -> float:
         table = self.slots
-        oldest = min((table.due_at(row) for row in self._ready(now)), default=None)
-        return 0.0 if oldest is None else (now - self.effective_due(oldest)).total_seconds()
+        oldest = next(table.due_first(self._bound(now)), None)
+        if oldest is None:
+            return 0.0
+        return (now - self.effective_due(table.due_at(oldest))).total_seconds()
 
     def tick(self) -> int:
         """Start as many due fetches as the pool and the budget allow; returns how many."""
@@ -137,17 +130,10 @@ class Dispatcher:
             return 0
         # only as many as the bucket can take soon: the rest stay due and get more overdue
         table = self.slots
-        ordered = cadence.pick_due(
-            (
-                _Due(table.key(row), self.effective_due(table.due_at(row)), row)
-                for row in self._ready(now)
-            ),
-            now,
-            free,
-        )
-        for entry in ordered:
-            self._start(table.slot(entry.row), probe=probe)
-        return len(ordered)
+        rows = table.pick(self._bound(now), now, free, self.effective_due)
+        for row in rows:
+            self._start(table.slot(row), probe=probe)
+        return len(rows)
 
     async def step(self) -> int:
         """One dispatch round: ``tick`` on a database of our own, ``claim_tick`` on a shared one.

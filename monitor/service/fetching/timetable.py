@@ -8,14 +8,20 @@ distinct ones). A ``Slot`` exists only while a series is being fetched: the disp
 one out (``slot``, then ``check_out``) and the finished fetch writes it back (``release``). A series
 is always in exactly one place: its row, or the one live ``Slot`` that the fetcher updates.
 
+The dispatcher asks for the rows due first on every round (``due_first``): a list of the few
+hundred idle rows due first, made by one pass over the table and kept until a due time written
+into its span makes it wrong, answers most rounds without looking at 100,000 rows again.
+
 Read-only, the table is a ``Mapping`` from series name (``cadence.slot_key``) to a snapshot
 ``Slot``: for tests and tools, not for the dispatcher's hot paths.
 """
 
 from __future__ import annotations
 
+import heapq
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from monitor.model import Creator, Variant
@@ -27,6 +33,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: no value (no success yet, no code): the smallest 64-bit integer
 _NONE = -(2**63)
+#: rows ``due_first`` lists per pass over the table (a round takes one or a few of them)
+SHORTLIST = 256
+#: after every row (rows are numbered in 32 bits); ``_NO_LIST``: before every row
+_LAST_ROW = 2**32
+_NO_LIST = (_NONE, -1)
 
 
 def micros(at: datetime) -> int:
@@ -40,6 +51,15 @@ def moment(us: int) -> datetime:
 
 def _optional(us: int) -> datetime | None:
     return None if us == _NONE else moment(us)
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A ready row as ``cadence.pick_due`` orders it: when it runs, then its series name."""
+
+    key: str
+    due_at: datetime
+    row: int
 
 
 class Timetable(Mapping[str, Slot]):
@@ -66,6 +86,10 @@ class Timetable(Mapping[str, Slot]):
         self._live: dict[int, Slot] = {}  # rows being fetched: their state is the Slot's
         self._keys: dict[str, int] | None = None  # series name -> row, built when first asked
         self._unwritten = array("I")  # rows placed but not in the store's schedule yet
+        # ``due_first``'s list: (due, row) of idle rows in that order, every idle row not in
+        # it after ``_short_last``; None when none is made or a due time broke it
+        self._short: list[tuple[int, int]] | None = None
+        self._short_last = _NO_LIST
 
     # --- building (``slot_loading.load_slots``) -----------------------------------------------
 
@@ -103,6 +127,7 @@ class Timetable(Mapping[str, Slot]):
         self._code = array("q", [_NONE]) * rows
         self._broken = bytearray(rows)
         self._logged = bytearray(rows)
+        self._short, self._short_last = None, _NO_LIST
 
     def restore(self, page: Sequence[SlotState], first_rows: Mapping[str, int]) -> None:
         """The stored state of known series (a restart keeps their due times): ``page`` as
@@ -139,6 +164,7 @@ class Timetable(Mapping[str, Slot]):
             dues[row] = cadence.first_due_micros(name, every_us[every_of[row]], now_us)
             placed.append(row)
         self._unwritten = placed
+        self._short, self._short_last = None, _NO_LIST
         return len(placed)
 
     def unwritten(self) -> Iterator[tuple[int, Variant, datetime]]:
@@ -153,7 +179,7 @@ class Timetable(Mapping[str, Slot]):
             yield creator_ids[row], variants[variant_of[row]], due
 
     def schedule(self, row: int, due: datetime) -> None:
-        self._due[row] = micros(due)
+        self._set_due(row, micros(due))
 
     # --- reading a row ------------------------------------------------------------------------
 
@@ -194,23 +220,86 @@ class Timetable(Mapping[str, Slot]):
 
     # --- what the dispatcher asks on every round ----------------------------------------------
 
-    def ready(self, bound: datetime) -> Iterator[int]:
-        """Rows neither broken nor being fetched whose stored due time is at or before
-        ``bound`` (``cluster.ready_bound``: what is ready under ``fetch_after``)."""
-        limit = micros(bound)
-        broken, live = self._broken, self._live
-        return (
-            row
-            for row, due in enumerate(self._due)
-            if due <= limit and not broken[row] and row not in live
-        )
-
     def earliest(self) -> datetime | None:
         """The earliest stored due time of a row neither broken nor being fetched."""
         broken, live = self._broken, self._live
         idle = (due for row, due in enumerate(self._due) if not broken[row] and row not in live)
         found = min(idle, default=None)
         return None if found is None else moment(found)
+
+    def due_first(self, bound: datetime) -> Iterator[int]:
+        """Rows neither broken nor being fetched whose stored due time is at or before
+        ``bound`` (``cluster.ready_bound``: what is ready under ``fetch_after``), most overdue
+        first: by stored due time, then by row. Lazy; most rounds read their few rows from
+        the list an earlier pass over the table made (``SHORTLIST`` rows) instead of passing
+        over 100,000 rows again."""
+        limit = micros(bound)
+        dues, broken, live = self._due, self._broken, self._live
+        short = self._short
+        if short is None:
+            short = self._shortlist(limit, SHORTLIST)
+        else:  # rows handed out since, or moved: never valid again while the list lasts
+            stale = 0
+            for due, row in short:
+                if dues[row] == due and not broken[row] and row not in live:
+                    break
+                stale += 1
+            del short[:stale]
+        handed: set[int] = set()
+        while True:
+            for due, row in short:
+                if due > limit:
+                    return
+                valid = dues[row] == due and not broken[row] and row not in live
+                if valid and row not in handed:
+                    handed.add(row)
+                    yield row
+            if self._short is not short or self._short_last >= (limit, _LAST_ROW):
+                return  # every ready row was in the list (or a due time broke it)
+            # the caller wants more than the list holds: a longer one (twice as long, so that
+            # reading every row costs a few passes), after the rows handed out
+            short = self._shortlist(limit, max(len(handed) + SHORTLIST, 2 * len(short)))
+
+    def _shortlist(self, limit: int, size: int) -> list[tuple[int, int]]:
+        """One pass over the table: the ``size`` idle rows due first by ``limit``."""
+        dues, broken, live = self._due, self._broken, self._live
+        ready = (
+            (due, row)
+            for row, due in enumerate(dues)
+            if due <= limit and not broken[row] and row not in live
+        )
+        short = heapq.nsmallest(size, ready)
+        # every idle row not in the list comes after its last: the list is whole until a
+        # row's due time is written at or before that (``_set_due``)
+        self._short = short
+        self._short_last = short[-1] if len(short) == size else (limit, _LAST_ROW)
+        return short
+
+    def pick(
+        self,
+        bound: datetime,
+        now: datetime,
+        count: int,
+        effective: Callable[[datetime], datetime],
+    ) -> list[int]:
+        """The ``count`` rows ``cadence.pick_due`` picks from every row ready by ``bound``,
+        ``effective`` being when a stored due time runs (``apply_window``: it keeps order),
+        read from the front of ``due_first`` alone: the first ``count`` rows and every row
+        that ties with the last of them when it runs (``fetch_after`` moves early slots onto
+        one time, and the series name orders a tie). A round costs a few rows, not one per
+        series."""
+        entries: list[_Due] = []
+        last: datetime | None = None
+        if count <= 0:
+            return []
+        for row in self.due_first(bound):
+            due = effective(self.due_at(row))
+            if last is not None and due > last:
+                break
+            entries.append(_Due(self.key(row), due, row))
+            if len(entries) == count:
+                last = due
+        return [entry.row for entry in cadence.pick_due(entries, now, count)]
 
     # --- checking a row out for a fetch, and back in ------------------------------------------
 
@@ -289,6 +378,13 @@ class Timetable(Mapping[str, Slot]):
             end += 1
         return first, end
 
+    def _set_due(self, row: int, due: int) -> None:
+        """The one writer of a row's due time: one written into ``due_first``'s list's span
+        makes the list wrong (the row may belong before its end), so the list goes."""
+        self._due[row] = due
+        if (due, row) <= self._short_last:
+            self._short, self._short_last = None, _NO_LIST
+
     def _put(
         self,
         row: int,
@@ -299,7 +395,7 @@ class Timetable(Mapping[str, Slot]):
         broken: bool,
     ) -> None:
         """A row's state, as the store keeps it and a fetch leaves it."""
-        self._due[row] = micros(due)
+        self._set_due(row, micros(due))
         self._success[row] = _NONE if success is None else micros(success)
         self._failures[row] = failures
         self._code[row] = _NONE if code is None else code
