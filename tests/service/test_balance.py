@@ -247,7 +247,7 @@ async def test_an_endpoint_that_does_not_answer_is_warned_about_once_and_not_rea
                 clock.advance(timedelta(hours=2))
                 assert not await p.reader.tick()
                 await p.spend(1)  # fetching goes on
-        [warning] = caplog.records
+        [warning] = [r for r in caplog.records if r.name.endswith("fetching.balance")]
         assert warning.getMessage().startswith("the balance endpoint does not answer (")
         assert said in warning.getMessage()
         assert warning.getMessage().endswith(
