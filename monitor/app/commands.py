@@ -78,7 +78,9 @@ async def run_reparse(
     gate = await BudgetGate.open(BudgetPolicy.from_config(config), store, clock=clock)
     account = await gate.account()
     alerting = Alerting(config, store, clock=clock)
-    done = await reparse(config, store, alerting, lambda: account, source=source, dry_run=dry_run)
+    done = await reparse(
+        config, store, alerting, lambda: account, source=source, dry_run=dry_run, clock=clock
+    )
     return kept, done
 
 

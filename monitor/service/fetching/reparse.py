@@ -2,9 +2,10 @@
 
 Each kept body (``unreadable_answers``) goes through its source's parser with the query it
 answered. What reads now is stored as the fetch would have stored it (core points, follower
-counts, a note page seen when it was paid for, a balance reading) and the answer is marked read,
-in one transaction; then the rules of the creators it touched run. What still does not read stays
-kept, untouched, for a later version. Makes no call and spends nothing.
+counts, a note page seen when it was paid for) and the answer is marked read, in one
+transaction (a balance reading is stored, then marked); then the rules of the creators it
+touched run. What still does not read stays kept, untouched, for a later version. Makes no call
+and spends nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from monitor.model import (
     NoteType,
     Variant,
 )
+from monitor.ops.wallclock import Clock
 from monitor.policy.rules import AccountSubject
 from monitor.service.alerting.evaluation import Alerting, SeriesFacts
 from monitor.store import FetchRecord, KeptAnswer, Store
+from monitor.store.engine import system_clock
 from monitor.store.schedule import StatusRow
 from monitor.upstream.parse import UPSTREAM_TZ
 from monitor.upstream.sources import body_parser
@@ -64,6 +67,7 @@ async def reparse(
     *,
     source: str | None = None,
     dry_run: bool = False,
+    clock: Clock = system_clock,
 ) -> ReparseReport:
     """Read every kept answer (of ``source``, if given) again; with ``dry_run`` nothing is
     stored or marked, the report says what would be."""
@@ -82,8 +86,9 @@ async def reparse(
             read[answer.source] += 1
             continue
         if isinstance(value, Balance):
+            # stored, then marked: a reading stored twice (a crash between) replaces itself
             await store.store_balance(answer.fetched_at, value)
-            await store.mark_reparsed([answer.id], answer.fetched_at)
+            await store.mark_reparsed([answer.id], clock())
         else:
             if answer.creator_id is None or not await store.store_reparsed(answer.id, value):
                 continue  # another reparse took it first
@@ -105,7 +110,8 @@ def _parse(answer: KeptAnswer) -> FetchRecord | Balance:
     data = parsed.data
     if isinstance(data, Balance):
         return data
-    assert answer.creator_id is not None  # every creator's source names its creator
+    if answer.creator_id is None:
+        raise ValueError(f"a kept {answer.source} answer names no creator")
     cid, at = answer.creator_id, answer.fetched_at
     if isinstance(parsed, FetchResult):
         variant = _core_variant(answer.params)
