@@ -178,6 +178,19 @@ class Plan:
         return f"{needs}; max_in_flight = {self.max_in_flight}"
 
 
+class _Cost:
+    """What one creator's series cost a day (``each``: per series, by source), and how many
+    creators share it; ``kept`` holds the objects its key names by identity."""
+
+    __slots__ = ("calls", "creators", "each", "kept")
+
+    def __init__(self, kept: object, each: list[tuple[str, float]]) -> None:
+        self.kept = kept
+        self.each = each
+        self.calls = sum(calls for _, calls in each)
+        self.creators = 0
+
+
 def call_plan(config: Config) -> Plan:
     """Sum ``86400 / every`` over every series of every source (and the balance readings) and
     compare with the budget."""
@@ -187,19 +200,31 @@ def call_plan(config: Config) -> Plan:
     tag_series: dict[str, int] = {}
     source_calls: dict[str, float] = {}
     source_series: dict[str, int] = {}
+    # a creator's calls a day per series follow from its variants, sources and cadences:
+    # creators without overrides share them, so theirs are worked out once, not 100,000
+    # times at start-up (keyed by the tuples' identity, kept in the value so that no id is
+    # reused while the loop runs), and each is counted once with the creators that share it
+    costs: dict[tuple[int, int, object, object], _Cost] = {}
     for creator in config.creators:
-        calls, count = 0.0, 0
-        for source, _variant in config.series_of(creator):
-            each = DAY / config.every_source_of(creator, source)
-            calls += each
-            count += 1
-            source_calls[source] = source_calls.get(source, 0.0) + each
-            source_series[source] = source_series.get(source, 0) + 1
-        total += calls
-        series += count
+        variants, sources = config.variants_of(creator), config.sources_of(creator)
+        key = (id(variants), id(sources), creator.every, creator.every_source)
+        cost = costs.get(key)
+        if cost is None:
+            each = [
+                (source, DAY / config.every_source_of(creator, source))
+                for source, _variant in config.series_of(creator)
+            ]
+            cost = costs[key] = _Cost((variants, sources), each)
+        cost.creators += 1
         for tag in creator.tags or (UNTAGGED,):
-            tag_calls[tag] = tag_calls.get(tag, 0.0) + calls
-            tag_series[tag] = tag_series.get(tag, 0) + count
+            tag_calls[tag] = tag_calls.get(tag, 0.0) + cost.calls
+            tag_series[tag] = tag_series.get(tag, 0) + len(cost.each)
+    for cost in costs.values():
+        total += cost.calls * cost.creators
+        series += len(cost.each) * cost.creators
+        for source, calls in cost.each:
+            source_calls[source] = source_calls.get(source, 0.0) + calls * cost.creators
+            source_series[source] = source_series.get(source, 0) + cost.creators
     balance_every = config.account.balance_every
     if balance_every is not None:
         source_calls["balance"] = DAY / balance_every

@@ -23,6 +23,7 @@ from monitor.display import format_duration
 from monitor.model import Business, Variant
 from monitor.policy.cadence import (
     EPOCH,
+    UNTAGGED,
     Plan,
     apply_window,
     call_plan,
@@ -340,6 +341,46 @@ def test_the_call_plan_counts_each_source_at_its_own_cadence() -> None:
         "creator posted more than a page since the last visit)",
         "  source balance: 12.0 calls/day (the account, [account] balance_every)",
     ]
+
+
+def test_creators_sharing_the_defaults_are_planned_once_and_counted_each() -> None:
+    """The plan works a creator's cost out once for all that share its variants, sources and
+    cadences (100,000 creators at start-up); each still counts, and one that overrides any
+    of them counts as itself, whichever comes first."""
+    overrides: list[dict[str, Any]] = [
+        {"every": "12h"},
+        {"sources": ["core"]},
+        {"every_source": {"fans": "6h"}},
+        {"variants": [{}, {"date_type": "DAY_90"}]},
+        {"date_type": "DAY_90", "tags": ["b"]},
+    ]
+    creators = [
+        {"user_id": uid(n), "tags": ["a"] if n % 2 else [], **overrides[n % 7]}
+        if n % 7 < len(overrides)
+        else {"user_id": uid(n)}
+        for n in range(70)
+    ]
+    config = parse_config(
+        {
+            "defaults": {"sources": ["core", "fans", "notes"], "every_source": {"notes": "6h"}},
+            "account": {"balance_every": "off"},
+            "creators": creators,
+        }
+    )
+    source_calls: dict[str, float] = {}
+    source_series: Counter[str] = Counter()
+    for creator in config.creators:  # one creator after the other, as the plan was made
+        for source, _variant in config.series_of(creator):
+            each = DAY / config.every_source_of(creator, source)
+            source_calls[source] = source_calls.get(source, 0.0) + each
+            source_series[source] += 1
+    plan = call_plan(config)
+    assert [(name, count) for name, _, count in plan.by_source] == list(source_series.items())
+    for name, calls, _ in plan.by_source:
+        assert calls == pytest.approx(source_calls[name])
+    assert plan.calls_per_day == pytest.approx(sum(source_calls.values()))
+    assert plan.series == sum(source_series.values()) == 10 * (3 + 1 + 3 + 4 + 3) + 20 * 3
+    assert dict(plan.by_tag).keys() == {"a", "b", UNTAGGED}
 
 
 def test_the_plan_names_the_concurrency_the_budget_needs() -> None:
