@@ -396,8 +396,11 @@ async def sources_rate(
     print(f"  achieved / budget: {achieved / per_minute:.3f}  (target >= 0.95)")
     print(f"  302s caused: {counters.by_code.get('302', 0)}  (target 0)")
     print(f"  most in any 60 s at the simulator: {counters.max_in_window(MINUTE)}")
+    every_call = collections.Counter(r.endpoint for r in counters.log)
     print(
-        f"  backlog: {counters.calls} calls in all for {series:,} due series; daemon CPU "
+        f"  backlog: {counters.calls} calls in all "
+        f"({', '.join(f'{e} {n}' for e, n in sorted(every_call.items()))}) "
+        f"for {series:,} due series; daemon CPU "
         f"{cpu / window:.0%} of a core in the window, RSS {rss / 1024:.0f} MB "
         f"(peak {peak / 1024:.0f} MB)"
     )
@@ -412,7 +415,13 @@ def _stored(db_path: Path) -> str:
         )
         rows = {
             table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("daily_metrics", "follower_counts", "notes", "note_observations")
+            for table in (
+                "daily_metrics",
+                "follower_counts",
+                "notes",
+                "note_observations",
+                "balance_readings",
+            )
         }
     answered = ", ".join(f"{source} {n}" for source, n in sorted(fetches.items()))
     return f"answered fetches {answered}; rows " + ", ".join(f"{t} {n}" for t, n in rows.items())
