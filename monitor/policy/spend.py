@@ -1,7 +1,7 @@
 """PURE money math: what a billed call costs, derived from the balance readings and the billed
-calls the ledger counted between them, and how many days the money lasts at the current plan.
-Time is passed in; no I/O. The readings and the ledger are read by the store, the reading is
-taken by the balance job (service/fetching/balance.py).
+calls sent between them (each at the instant ``fetches`` records), and how many days the money
+lasts at the current plan. Time is passed in; no I/O. The readings and the calls are read by the
+store, the reading is taken by the balance job (service/fetching/balance.py).
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ from monitor.policy.budget import BudgetPolicy, BudgetState
 from monitor.policy.budget_state import INSUFFICIENT_BALANCE
 from monitor.policy.cadence import Plan
 
-#: the ledger's unit: billed calls are counted per quarter hour of UTC
-SLOT = timedelta(minutes=15)
 #: how far back the readings that make the price go (at least 3 intervals of the cadence)
 PRICE_WINDOW = timedelta(days=7)
 #: a price needs at least this many billed calls between readings: below it, the balance's
 #: 4 decimal places say more about rounding than about the price
-MIN_BILLED = 1.0
+MIN_BILLED = 1
 #: a price is kept to this many decimal places (a call costs fen, not yuan)
 PRICE_PLACES = Decimal("0.000001")
 
 #: (when, amount) of one balance reading
 Reading = tuple[datetime, Decimal]
-#: (start of a quarter hour, billed calls counted in it) from the ledger
-BilledSlot = tuple[datetime, int]
+#: (the instant billed calls were sent, how many) as ``fetches`` records them
+BilledCalls = tuple[datetime, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,26 +79,19 @@ def planned_calls(plan: Plan) -> float:
     return max(0.0, min(plan.calls_per_day, float(plan.capacity)) - readings)
 
 
-def price_per_call(
-    readings: Sequence[Reading],
-    billed: Sequence[BilledSlot],
-    *,
-    until: datetime,
-    exact: bool = False,
-) -> Decimal | None:
+def price_per_call(readings: Sequence[Reading], billed: Sequence[BilledCalls]) -> Decimal | None:
     """What one billed call costs: the balance's fall over the billed calls between readings,
     summed over every interval between two readings in which the balance did not rise.
 
     A rise is money added (and maybe some spent): that interval says nothing of the price and
-    is left out, calls and all. ``exact``: each entry of ``billed`` is the instant its calls
-    were sent (as ``fetches`` records them); else a quarter hour whose calls are spread evenly
-    over it (the current one over its part before ``until``). None with fewer than
-    ``MIN_BILLED`` billed calls between usable readings (one reading, a top-up between the only
-    two, no calls).
+    is left out, calls and all. Each entry of ``billed`` is the instant its calls were sent; a
+    call sent at the instant of a reading counts after it (it went out once the reading's
+    answer came). None with fewer than ``MIN_BILLED`` billed calls between usable readings (one
+    reading, a top-up between the only two, no calls).
     """
     ordered = sorted(readings, key=lambda r: r[0])
-    count = _Cumulative(billed, until, exact=exact)
-    fell, calls = Decimal(0), 0.0
+    count = _Cumulative(billed)
+    fell, calls = Decimal(0), 0
     for (before, had), (after, has) in pairwise(ordered):
         if has > had:
             continue  # money added
@@ -108,7 +99,7 @@ def price_per_call(
         calls += count.at(after) - count.at(before)
     if calls < MIN_BILLED:
         return None
-    return (fell / Decimal(repr(round(calls, 6)))).quantize(PRICE_PLACES)
+    return (fell / calls).quantize(PRICE_PLACES)
 
 
 def days_left(balance: Decimal | None, price: Decimal | None, calls_per_day: float) -> float | None:
@@ -142,28 +133,18 @@ def ended_by_money(
 
 
 class _Cumulative:
-    """Billed calls counted up to an instant: each quarter hour's spread evenly over it, or
-    (``exact``) each instant's counted at it."""
+    """Billed calls sent before an instant."""
 
-    def __init__(self, billed: Sequence[BilledSlot], until: datetime, *, exact: bool) -> None:
-        self._exact = exact
-        width = timedelta(0) if exact else SLOT
-        spans = sorted((start, min(start + width, until), n) for start, n in billed if n > 0)
-        self._spans = [(start, end, n) for start, end, n in spans if end > start or exact]
-        self._starts = [start for start, _, _ in self._spans]
-        self._before: list[int] = []  # calls in the spans before each
+    def __init__(self, billed: Sequence[BilledCalls]) -> None:
+        spans = sorted((at, n) for at, n in billed if n > 0)
+        self._instants = [at for at, _ in spans]
+        self._before: list[int] = []  # calls sent before each instant
         total = 0
-        for _, _, n in self._spans:
+        for _, n in spans:
             self._before.append(total)
             total += n
+        self._total = total
 
-    def at(self, moment: datetime) -> float:
-        # an exact instant counts after a reading stamped the same moment (it was sent after
-        # the reading's answer came); a quarter hour from its start
-        find = bisect.bisect_left if self._exact else bisect.bisect_right
-        index = find(self._starts, moment) - 1
-        if index < 0:
-            return 0.0
-        start, end, n = self._spans[index]
-        share = 1.0 if end == start else min(1.0, (moment - start) / (end - start))
-        return self._before[index] + n * share
+    def at(self, moment: datetime) -> int:
+        index = bisect.bisect_left(self._instants, moment)
+        return self._total if index == len(self._instants) else self._before[index]

@@ -177,20 +177,6 @@ class BudgetStore(StoreBase):
         async with self._read() as conn:
             return [(d, int(c), int(b)) for d, c, b in (await conn.execute(query)).all()]
 
-    async def billed_slots(self, since: datetime, until: datetime) -> list[tuple[datetime, int]]:
-        """(quarter hour, billed calls) of the quarter hours from ``since`` to ``until`` that
-        billed any, oldest first: what the price per call is derived from."""
-        cols = budget_calls.c
-        query = (
-            select(cols.slot_at, func.sum(cols.billed))
-            .where(cols.slot_at >= since, cols.slot_at <= until, cols.billed > 0)
-            .group_by(cols.slot_at)
-            .order_by(cols.slot_at)
-        )
-        async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(at, int(billed)) for at, billed in rows]
-
     async def load_budget_state(self, name: str = "global") -> BudgetRow | None:
         """The stored bucket state, or None before the first spend."""
         query = select(budget_state).where(budget_state.c.name == name)

@@ -33,20 +33,21 @@ def _hourly(amounts: list[str]) -> list[tuple[datetime, Decimal]]:
 
 
 def _steady(per_quarter: int, hours: int) -> list[tuple[datetime, int]]:
+    """``per_quarter`` calls sent together at the start of every quarter hour."""
     return [(T0 + i * Q, per_quarter) for i in range(4 * hours)]
 
 
 def test_the_price_is_the_fall_over_the_billed_calls_between() -> None:
     # 40 billed calls an hour (10 a quarter hour) at 0.05: the balance falls 2.00 an hour
     readings = _hourly(["100.0000", "98.0000", "96.0000", "94.0000"])
-    price = price_per_call(readings, _steady(10, 3), until=T0 + 3 * H)
+    price = price_per_call(readings, _steady(10, 3))
     assert price == Decimal("0.05")
 
 
 def test_a_top_up_is_money_added_not_a_negative_price() -> None:
     # +500 between the 2nd and 3rd reading (and 2.00 spent there too): that hour is left out
     readings = _hourly(["100.0000", "98.0000", "596.0000", "594.0000"])
-    price = price_per_call(readings, _steady(10, 3), until=T0 + 3 * H)
+    price = price_per_call(readings, _steady(10, 3))
     assert price == Decimal("0.05")
 
 
@@ -62,25 +63,26 @@ def test_a_top_up_is_money_added_not_a_negative_price() -> None:
 def test_too_few_readings_or_calls_give_no_price(
     readings: list[str], billed: list[tuple[datetime, int]]
 ) -> None:
-    assert price_per_call(_hourly(readings), billed, until=T0 + 2 * H) is None
+    assert price_per_call(_hourly(readings), billed) is None
 
 
-def test_calls_of_a_quarter_hour_are_spread_over_it_and_the_current_one_ends_now() -> None:
-    # readings at 10:05 and 10:10 (UTC 02:05, 02:10); 30 calls counted in 02:00-02:15, read at
-    # 02:10: the current quarter hour is 10 minutes old, so 15 of its calls fall between them
+def test_a_call_sent_at_a_readings_instant_counts_after_it() -> None:
+    # readings at 02:05 and 02:10; 10 calls sent before the first, 15 at its instant (once its
+    # answer came) and 5 at the second's: only the 15 fall between them
     five = timedelta(minutes=5)
     readings = [(T0 + five, Decimal("10.0000")), (T0 + 2 * five, Decimal("9.2500"))]
-    assert price_per_call(readings, [(T0, 30)], until=T0 + 2 * five) == Decimal("0.05")
+    billed = [(T0, 10), (T0 + five, 15), (T0 + 2 * five, 5)]
+    assert price_per_call(readings, billed) == Decimal("0.05")
 
 
 def test_the_sum_over_many_intervals_is_exact_however_the_calls_bunch() -> None:
-    # a reading every 7 minutes for 84 minutes, 0.35 a reading; 84 calls in bursts that the
-    # quarter hours spread unevenly over the readings: the whole fall over all the calls
+    # a reading every 7 minutes for 84 minutes, 0.35 a reading; 84 calls in bursts that fall
+    # unevenly between the readings: the whole fall over all the calls
     readings = [
         (T0 + timedelta(minutes=7 * i), Decimal(100) - Decimal("0.35") * i) for i in range(13)
     ]
     billed = [(T0, 30), (T0 + 2 * Q, 20), (T0 + 3 * Q, 25), (T0 + 5 * Q, 9)]
-    assert price_per_call(readings, billed, until=readings[-1][0]) == Decimal("0.05")
+    assert price_per_call(readings, billed) == Decimal("0.05")
 
 
 def test_days_left_is_the_balance_over_the_plans_daily_spend() -> None:

@@ -68,9 +68,7 @@ async def funds_of(config: Config, store: Store, now: datetime, plan: Plan | Non
         # the billed calls themselves, each at the instant it was sent: a quarter hour's
         # count spread evenly over it misplaces a burst against readings minutes apart
         billed = await store.billed_calls(readings[0].read_at, now)
-        price = price_per_call(
-            [(r.read_at, r.amount) for r in readings], billed, until=now, exact=True
-        )
+        price = price_per_call([(r.read_at, r.amount) for r in readings], billed)
     return Funds(
         balance=latest.amount,
         currency=latest.currency,
