@@ -22,6 +22,7 @@ from support.store import FakeClock
 from support.wheel import SHARED_ENV
 
 from monitor.store import Store, migrate
+from monitor.upstream.simulator import SimKnobs, Simulator
 
 DATA = Path(__file__).parent / "data"
 PG_ADMIN_DSN = os.environ.get("CM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -230,6 +231,19 @@ def pg_url() -> Iterator[str]:
 def clock() -> FakeClock:
     """A clock the test moves by hand (``support.store.FakeClock``)."""
     return FakeClock()
+
+
+@pytest.fixture
+def sim_knobs() -> SimKnobs:
+    """The knobs of ``sim``: a module overrides this fixture to turn them."""
+    return SimKnobs()
+
+
+@pytest_asyncio.fixture
+async def sim(sim_knobs: SimKnobs, clock: FakeClock) -> AsyncIterator[Simulator]:
+    """The simulated upstream on a free loopback port, on the test's clock."""
+    async with Simulator(sim_knobs, clock=clock) as simulator:
+        yield simulator
 
 
 @pytest_asyncio.fixture

@@ -170,12 +170,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
 
 
-@pytest_asyncio.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(clock=clock) as s:
-        yield s
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(CAPTURE_TIME)

@@ -45,9 +45,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(SimKnobs(hang_s=10.0, huge_bytes=3_000_000), clock=clock) as simulator:
-        yield simulator
+def sim_knobs() -> SimKnobs:
+    return SimKnobs(hang_s=10.0, huge_bytes=3_000_000)
 
 
 @pytest.fixture

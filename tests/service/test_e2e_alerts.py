@@ -34,12 +34,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest_asyncio.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(clock=clock) as s:
-        yield s
-
-
-@pytest_asyncio.fixture
 def clock() -> FakeClock:
     return FakeClock(CAPTURE_TIME)
 

@@ -41,9 +41,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(SimKnobs(hang_s=10.0), clock=clock) as simulator:
-        yield simulator
+def sim_knobs() -> SimKnobs:
+    return SimKnobs(hang_s=10.0)
 
 
 @pytest.fixture

@@ -41,10 +41,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    knobs = SimKnobs(hang_s=10.0, huge_bytes=3_000_000, balance=Decimal("10"), call_price="0.25")
-    async with Simulator(knobs, clock=clock) as simulator:
-        yield simulator
+def sim_knobs() -> SimKnobs:
+    return SimKnobs(hang_s=10.0, huge_bytes=3_000_000, balance=Decimal("10"), call_price="0.25")
 
 
 @pytest.fixture

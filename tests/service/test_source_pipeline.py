@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
+from support.pipeline import Pipeline
+from support.pipeline import pipeline as source_pipeline
 from support.sim import plain_creator
 from support.store import FakeClock
 
-from monitor.config import Config, parse_config
-from monitor.policy.budget import BudgetPolicy
-from monitor.service.fetching.fetch import Fetcher
-from monitor.service.fetching.gate import BudgetGate
-from monitor.service.fetching.slot import Slot
-from monitor.service.fetching.slot_loading import load_slots
 from monitor.store import Store
 from monitor.store.schema import fetches, follower_counts, note_observations, notes, schedule
-from monitor.upstream.client import JustOneClient
 from monitor.upstream.notes import parse_notes
 from monitor.upstream.simulator import SimKnobs, Simulator
 
@@ -34,50 +27,20 @@ USER = plain_creator()
 
 
 @pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(SimKnobs(balance=Decimal("1000")), clock=clock) as simulator:
-        yield simulator
-
-
-@dataclass
-class Pipeline:
-    config: Config
-    store: Store
-    fetcher: Fetcher
-    slots: dict[str, Slot]
-
-    async def visit(self, key: str) -> None:
-        run = await self.fetcher.run(self.slots[key], reschedule=True)
-        assert run.stored, run.reason
+def sim_knobs() -> SimKnobs:
+    return SimKnobs(balance=Decimal("1000"))
 
 
 @pytest.fixture
 async def pipeline(
     sim: Simulator, store: Store, clock: FakeClock, token: str
 ) -> AsyncIterator[Pipeline]:
-    config = parse_config(
-        {
-            "api": {"base_url": sim.base_url, "timeout": "5s"},
-            "storage": {"url": "sqlite+aiosqlite:///unused.db"},
-            "budget": {"calls_per_minute": 600, "burst": 50, "daily_calls": 10_000},
-            "schedule": {"retry_attempts": 0},
-            "defaults": {"sources": ["core", "fans", "notes"], "notes_pages": 2},
-            "creators": [{"user_id": USER, "name": "Lily", "date_type": "DAY_90"}],
-        }
-    )
-
-    async def sleep(seconds: float) -> None:
-        clock.advance(timedelta(seconds=seconds))
-
-    async with JustOneClient(
-        base_url=sim.base_url, token=SecretStr(token), timeout=timedelta(seconds=5), clock=clock
-    ) as client:
-        gate = await BudgetGate.open(
-            BudgetPolicy.from_config(config), store, clock=clock, sleep=sleep
-        )
-        fetcher = Fetcher(config, client, store, gate, None, clock=clock, sleep=sleep)
-        table = await load_slots(config, store, clock())
-        yield Pipeline(config, store, fetcher, {key: table[key] for key in table})
+    document = {
+        "defaults": {"sources": ["core", "fans", "notes"], "notes_pages": 2},
+        "creators": [{"user_id": USER, "name": "Lily", "date_type": "DAY_90"}],
+    }
+    async with source_pipeline(document, sim=sim, store=store, clock=clock, token=token) as made:
+        yield made
 
 
 async def _count(store: Store, table: object, *where: object) -> int:

@@ -12,20 +12,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from pydantic import SecretStr
 from support.alerting import table
+from support.pipeline import Pipeline, pipeline
 from support.sim import plain_creator
 from support.store import FakeClock
 
-from monitor.config import parse_config
-from monitor.policy.budget import BudgetPolicy
-from monitor.service.alerting.evaluation import Alerting
-from monitor.service.fetching.fetch import Fetcher
-from monitor.service.fetching.gate import BudgetGate
-from monitor.service.fetching.slot import Slot
-from monitor.service.fetching.slot_loading import load_slots
 from monitor.store import Store
-from monitor.upstream.client import JustOneClient
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 USER = plain_creator()
@@ -37,52 +29,34 @@ RULES = [
 
 
 @pytest.fixture
-async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(SimKnobs(balance=Decimal("1000")), clock=clock) as simulator:
-        yield simulator
+def sim_knobs() -> SimKnobs:
+    return SimKnobs(balance=Decimal("1000"))
 
 
 @dataclass
 class Daemon:
-    fetcher: Fetcher
-    slots: dict[str, Slot]
+    pipeline: Pipeline
 
     async def visit(self, source: str) -> None:
-        key = next(k for k in self.slots if k.split("/")[1].startswith(source))
-        run = await self.fetcher.run(self.slots[key], reschedule=True)
-        assert run.stored, run.reason
+        await self.pipeline.visit(
+            next(k for k in self.pipeline.slots if k.split("/")[1].startswith(source))
+        )
 
 
 @pytest.fixture
 async def daemon(
     sim: Simulator, store: Store, clock: FakeClock, token: str
 ) -> AsyncIterator[Daemon]:
-    config = parse_config(
-        {
-            "api": {"base_url": sim.base_url, "timeout": "5s"},
-            "storage": {"url": "sqlite+aiosqlite:///unused.db"},
-            "budget": {"calls_per_minute": 600, "burst": 50, "daily_calls": 10_000},
-            "schedule": {"retry_attempts": 0},
-            "defaults": {"sources": ["core", "fans", "notes"]},
-            "creators": [{"user_id": USER, "name": "Lily"}],
-            "channels": [{"name": "team", "url": "json://127.0.0.1:9/t"}],
-            "rules": RULES,
-        }
-    )
-
-    async def sleep(seconds: float) -> None:
-        clock.advance(timedelta(seconds=seconds))
-
-    async with JustOneClient(
-        base_url=sim.base_url, token=SecretStr(token), timeout=timedelta(seconds=5), clock=clock
-    ) as client:
-        gate = await BudgetGate.open(
-            BudgetPolicy.from_config(config), store, clock=clock, sleep=sleep
-        )
-        alerting = Alerting(config, store, clock=clock)
-        fetcher = Fetcher(config, client, store, gate, alerting, clock=clock, sleep=sleep)
-        slots = await load_slots(config, store, clock())
-        yield Daemon(fetcher, dict(slots))
+    document = {
+        "defaults": {"sources": ["core", "fans", "notes"]},
+        "creators": [{"user_id": USER, "name": "Lily"}],
+        "channels": [{"name": "team", "url": "json://127.0.0.1:9/t"}],
+        "rules": RULES,
+    }
+    async with pipeline(
+        document, sim=sim, store=store, clock=clock, token=token, rules=True
+    ) as made:
+        yield Daemon(made)
 
 
 async def test_new_notes_hits_and_falling_followers_from_the_simulator(
