@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -231,6 +232,13 @@ def pg_url() -> Iterator[str]:
 def clock() -> FakeClock:
     """A clock the test moves by hand (``support.store.FakeClock``)."""
     return FakeClock()
+
+
+@pytest.fixture
+def info_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog`` taking the product's INFO lines."""
+    caplog.set_level(logging.INFO, logger="monitor")
+    return caplog
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from support.daemon import InProcess, creators, daemon_config, in_process, write_toml
+from support.daemon import InProcess, creators, daemon_config, in_process, logged, write_toml
 
 from monitor.daemon import Daemon
 
@@ -25,16 +24,6 @@ TICK = 0.01  # real seconds between the balance job's looks
 
 def _reading_due(env: InProcess, daemon: Daemon) -> Callable[[], bool]:
     return lambda: hasattr(daemon, "balance") and daemon.balance.due(env.clock.now)
-
-
-@pytest.fixture
-def info_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="monitor")
-    return caplog
-
-
-def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
 
 async def test_a_601_pause_ends_at_the_first_reading_with_money_not_the_next_probe(
@@ -80,8 +69,10 @@ async def test_a_601_pause_ends_at_the_first_reading_with_money_not_the_next_pro
     assert 45 <= len(readings) <= 52
     assert {r.code for r in readings} == {0}
     assert all(b.at - a.at >= timedelta(minutes=1) for a, b in itertools.pairwise(readings))
-    assert len(_lines(info_logs, "calls paused: insufficient account balance (code 601)")) == 1
-    assert len(_lines(info_logs, "calls resumed")) == 1
+    assert (
+        len(logged(info_logs.records, "calls paused: insufficient account balance (code 601)")) == 1
+    )
+    assert len(logged(info_logs.records, "calls resumed")) == 1
     assert token not in info_logs.text
 
 
@@ -99,7 +90,7 @@ async def test_an_endpoint_that_does_not_answer_is_warned_about_once_and_fetchin
     assert counters.by_endpoint["balance"] == 1  # at start; never again until the next start
     assert len(counters.by_series) == 8
     assert min(counters.by_series.values()) >= 3  # every creator, every hour
-    assert _lines(info_logs, "the balance endpoint does not answer") == [
+    assert logged(info_logs.records, "the balance endpoint does not answer") == [
         "the balance endpoint does not answer (gateway error without envelope: 404 Not Found, "
         "HTTP 404): the balance is not read again until the next start; fetching goes on"
     ]

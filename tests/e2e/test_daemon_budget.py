@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from support.daemon import (
     creators,
     daemon_config,
     in_process,
+    logged,
     next_shanghai_midnight,
     write_toml,
 )
@@ -112,16 +112,6 @@ async def test_nobody_starves_when_demand_is_twice_the_budget(tmp_path: Path, to
     assert max(gaps) <= timedelta(minutes=4, seconds=30)
 
 
-@pytest.fixture
-def info_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="monitor")
-    return caplog
-
-
-def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
-
-
 async def test_303_pauses_every_call_until_the_quota_day_turns(
     tmp_path: Path, token: str, info_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -142,9 +132,11 @@ async def test_303_pauses_every_call_until_the_quota_day_turns(
     resumed = min(r.at for r in log if r.at > quota.at)
     assert midnight <= resumed < midnight + timedelta(seconds=1)
     assert quota.user_id in {r.user_id for r in log if r.at >= midnight and r.code == 0}
-    assert len(_lines(info_logs, "calls paused: daily quota exceeded (code 303)")) == 1
-    assert len(_lines(info_logs, "calls resumed")) == 1
-    assert _lines(info_logs, "failing") == []  # an account-wide pause is not a creator failure
+    assert len(logged(info_logs.records, "calls paused: daily quota exceeded (code 303)")) == 1
+    assert len(logged(info_logs.records, "calls resumed")) == 1
+    assert (
+        logged(info_logs.records, "failing") == []
+    )  # an account-wide pause is not a creator failure
 
 
 async def test_601_pauses_probes_once_per_interval_and_resumes_by_itself(
@@ -187,8 +179,10 @@ async def test_601_pauses_probes_once_per_interval_and_resumes_by_itself(
     assert after[0].at == start + timedelta(minutes=60)
     assert after[0].code == 0
     assert after[-1].at - after[0].at < timedelta(seconds=30)
-    assert len(_lines(info_logs, "calls paused: insufficient account balance (code 601)")) == 1
-    assert len(_lines(info_logs, "calls resumed")) == 1
+    assert (
+        len(logged(info_logs.records, "calls paused: insufficient account balance (code 601)")) == 1
+    )
+    assert len(logged(info_logs.records, "calls resumed")) == 1
 
 
 async def test_302_slows_the_whole_client_then_returns_to_the_configured_rate(
@@ -219,8 +213,8 @@ async def test_302_slows_the_whole_client_then_returns_to_the_configured_rate(
     assert calls(minute, 6 * minute) <= 5 * 3 + 1  # then half the rate (3/min) …
     assert calls(21 * minute, 26 * minute) >= 5 * 6 - 1  # … and back at 6/min
     assert env.sim.counters().max_in_window(MINUTE, by_clock=True) <= 6
-    assert len(_lines(info_logs, "upstream rate limit (302)")) == 1
-    assert len(_lines(info_logs, "calls resumed")) == 1
+    assert len(logged(info_logs.records, "upstream rate limit (302)")) == 1
+    assert len(logged(info_logs.records, "calls resumed")) == 1
 
 
 async def test_a_restart_neither_resets_nor_double_counts_nor_refetches(
@@ -287,7 +281,7 @@ async def test_a_failing_creator_logs_once_when_it_starts_and_once_when_it_ends(
     assert len(failing) == 1
     assert flaky in failing[0]
     assert "301" in failing[0]
-    assert _lines(info_logs, "recovered after 5 failed calls") == [
+    assert logged(info_logs.records, "recovered after 5 failed calls") == [
         f"creator ({flaky}, DAILY_NOTE/PHOTO_TEXT_AND_VIDEO/DAY_30/ALL) recovered after 5 failed "
         "calls"
     ]

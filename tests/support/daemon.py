@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import sys
@@ -116,6 +117,11 @@ def daemon_config(
         "creators": [{"user_id": u} for u in creators],
         **(extra or {}),
     }
+
+
+def logged(records: Iterable[logging.LogRecord], text: str) -> list[str]:
+    """The messages of ``records`` (``caplog.records``) that hold ``text``."""
+    return [r.getMessage() for r in records if text in r.getMessage()]
 
 
 def creators(count: int, start: int = 0) -> list[str]:
