@@ -10,13 +10,13 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from support import pg
 from support.demo import DemoRun, demo_run
 from support.outbox import OutboxDb, open_db
 from support.store import FakeClock
@@ -26,7 +26,6 @@ from monitor.store import Store, migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 DATA = Path(__file__).parent / "data"
-PG_ADMIN_DSN = os.environ.get("CM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: a token shaped like a real one; tests assert it never shows up anywhere
 TEST_TOKEN = "tok-SECRET-7f3a9c1e5b2d4e6f8a0b"
 
@@ -190,42 +189,51 @@ def token() -> str:
     return TEST_TOKEN
 
 
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL on each backend: a SQLite file in a not-yet-existing directory, and pg_url."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/state/history.db"
-    return str(request.getfixturevalue("pg_url"))
+    """A database URL on each backend: a SQLite file in a not-yet-existing directory, and pg_url.
+
+    A test that takes ``store`` finds the database already migrated: a copy of one this worker
+    migrated once, as ``migrate.upgrade`` would have left it."""
+    migrated = "store" in request.fixturenames
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("migrated_pg_url" if migrated else "pg_url"))
+    path = tmp_path / "state" / "history.db"
+    if migrated:
+        path.parent.mkdir()
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[pg.Databases]:
+    databases = pg.Databases()
+    yield databases
+    databases.close()
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database on 127.0.0.1; dropped afterwards.
+def pg_url(pg_databases: pg.Databases) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on 127.0.0.1; dropped afterwards (``support.pg``)."""
+    name = pg_databases.create()
+    yield pg.url(name)
+    pg_databases.drop_later(name)
 
-    Without a reachable server the test is skipped on a developer's machine but fails under
-    CI (CI=true), where .ci/run has started the server.
-    """
-    name = f"cm_test_{uuid.uuid4().hex[:12]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, ConnectionError) as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required under CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+@pytest.fixture
+def migrated_pg_url(pg_databases: pg.Databases) -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1 at the head revision; dropped afterwards."""
+    name = pg_databases.create(migrated=True)
+    yield pg.url(name)
+    pg_databases.drop_later(name)
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the head revision, for tests to copy."""
+    path = tmp_path_factory.mktemp("migrated") / "history.db"
+    asyncio.run(migrate.upgrade(f"sqlite+aiosqlite:///{path}"))
+    return path
 
 
 @pytest.fixture
@@ -256,8 +264,7 @@ async def sim(sim_knobs: SimKnobs, clock: FakeClock) -> AsyncIterator[Simulator]
 
 @pytest_asyncio.fixture
 async def store(db_url: str, clock: FakeClock) -> AsyncIterator[Store]:
-    """A migrated, open store on each backend; closed afterwards."""
-    await migrate.upgrade(db_url)
+    """A migrated, open store on each backend (``db_url`` migrated it); closed afterwards."""
     async with Store.open(db_url, clock=clock) as opened:
         yield opened
 
