@@ -24,7 +24,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from scaleout_support import Fleet, fleet_config, wait_for_instances
+from support.scaleout import Fleet, fleet_config, wait_for_instances
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -21,48 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from monitor.upstream.simulator import CallRecord
+from support.daemon import child_env, cli, write_toml
 from support.wait import until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def cli() -> list[str]:
-    script = Path(sys.executable).parent / "creator-monitor"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
-
-
-def child_env(token: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JUSTONEAPI", "CREATOR_MON", "NOTIFY_SOCKET", "WATCHDOG"))
-    }
-    return env | {"JUSTONEAPI_TOKEN": token, "PYTHONUNBUFFERED": "1"}
-
-
-def toml(document: dict[str, Any]) -> str:
-    """The small TOML subset our config documents use: tables, arrays of tables, scalars."""
-    lines: list[str] = []
-    for name, value in document.items():
-        if isinstance(value, dict):
-            lines.append(f"[{name}]")
-            lines.extend(f"{k} = {_value(v)}" for k, v in value.items())
-    for name, value in document.items():
-        if isinstance(value, list):
-            for item in value:
-                lines.append(f"[[{name}]]")
-                lines.extend(f"{k} = {_value(v)}" for k, v in item.items())
-    return "\n".join(lines) + "\n"
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def fleet_config(
@@ -116,7 +77,7 @@ class Fleet:
 
     async def start(self, count: int = 1) -> list[Member]:
         config = self.folder / "config.toml"
-        config.write_text(toml(self.document), encoding="utf-8")
+        write_toml(config, self.document)
         started = []
         for _ in range(count):
             n = len(self.members)
