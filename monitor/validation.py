@@ -332,3 +332,20 @@ def control_problem(text: str) -> str | None:
     code = ord(found.group())
     name = _CONTROL_NAMES.get(code, "a control character")
     return f"holds U+{code:04X} ({name})"
+
+
+#: a UTF-16 surrogate: no character of its own. Bytes that are not UTF-8 reach a command-line
+#: argument as one (``os.fsdecode``), and JSON may spell one (``"\ud800"``); neither can be
+#: encoded for the database or a message
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why free text a user gives (a silence's reason) is refused, or None: a control
+    character, or a surrogate (not UTF-8 text). Never echoes the text."""
+    if (why := control_problem(text)) is not None:
+        return why
+    found = SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"holds U+{ord(found.group()):04X} (not UTF-8 text)"

@@ -17,7 +17,7 @@ from monitor.config.document import Config
 from monitor.config.fields import SOURCES, parse_duration
 from monitor.config.sections import CreatorConfig
 from monitor.errors import ConfigError
-from monitor.validation import MAX_DURATION, raise_all, unknown, whole_number
+from monitor.validation import MAX_DURATION, raise_all, text_problem, unknown, whole_number
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
@@ -165,7 +165,8 @@ def silence_request(
 ) -> SilenceRequest:
     """Check a silence as ``silence add`` and the console take it: at least one of creator,
     rule and tag; a creator by user id, configured name or ``account``; a configured rule and
-    tag; a duration above zero and at most 365 days. Every problem is raised at once;
+    tag; a duration above zero and at most 365 days; a reason of at most 500 characters of
+    text (no control character, nothing that is not UTF-8). Every problem is raised at once;
     ``option`` turns a key into the name the user wrote (``--rule`` on the command line)."""
     creator, rule, tag = ((v.strip() or None) if v else None for v in (creator, rule, tag))
     problems: list[ConfigError] = []
@@ -193,6 +194,8 @@ def silence_request(
     took = check("for", lambda: parse_duration(length, LONGEST_SILENCE))
     if len(reason) > MAX_REASON:
         problems.append(ConfigError(option("reason"), f"at most {MAX_REASON} characters"))
+    elif (why := text_problem(reason)) is not None:  # a NUL breaks PostgreSQL, a surrogate both
+        problems.append(ConfigError(option("reason"), f"{why}; remove it"))
     raise_all(problems)
     assert isinstance(took, timedelta)
     return SilenceRequest(user_id, rule, tag, took, reason.strip())

@@ -326,3 +326,57 @@ async def test_unknown_query_values_are_400_not_a_fallback(
         series = await console.get("/api/v1/creators/Lilyy/series", headers=admin, params=query)
         assert series.status_code == 400
         assert message in series.json()["error"]
+
+
+# --- a silence's reason is text: the same one line from the API, the form and the CLI --------
+
+#: a reason that is not text, as each surface receives it, and the words every surface says
+BAD_REASONS = [
+    ("a\x00b", "reason: holds U+0000 (NUL); remove it"),
+    ("a\x1b[31mb", "reason: holds U+001B (escape); remove it"),
+    # bytes that are not UTF-8 reach the command line as surrogates (os.fsdecode), and
+    # JSON may spell one ("\ud800"); neither can be stored
+    ("a\udcffb", "reason: holds U+DCFF (not UTF-8 text); remove it"),
+    ("\ud800", "reason: holds U+D800 (not UTF-8 text); remove it"),
+]
+
+
+@pytest.mark.parametrize(("reason", "message"), BAD_REASONS)
+async def test_the_api_and_the_form_refuse_a_reason_that_is_not_text(
+    console: httpx.AsyncClient, reason: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    admin = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+    body = json.dumps({"rule": "reads-down", "for": "1h", "reason": reason})  # \ud800 escaped
+    with caplog.at_level(logging.ERROR):
+        reply = await console.post("/api/v1/silences", headers=admin, content=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == message
+    if not any("\ud800" <= c <= "\udfff" for c in reason):  # a form carries only UTF-8
+        await _login(console, ADMIN)
+        page = await console.get("/alerts")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        form = {"csrf": csrf, "rule": "reads-down", "for": "1h", "reason": reason}
+        sent = await console.post("/silences", data=form)
+        assert sent.status_code == 303
+        assert httpx.URL(sent.headers["Location"]).params["error"] == message
+    assert "Traceback" not in caplog.text
+    assert (await console.get("/api/v1/silences", headers=admin)).json()["silences"] == []
+
+
+@pytest.mark.parametrize(("reason", "message"), BAD_REASONS[:3])
+def test_silence_add_refuses_a_reason_that_is_not_text(
+    tmp_path: Path, reason: str, message: str
+) -> None:
+    from support.cli import run_cli
+    from support.daemon import write_toml
+
+    config = write_toml(tmp_path / "cli.toml", _document(tmp_path))
+    assert run_cli("-c", config, "db", "upgrade").returncode == 0
+    argv = ["silence", "add", "--rule", "reads-down", "--for", "1h", "--reason", reason]
+    done = run_cli("-c", config, *argv)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {message.replace('reason:', '--reason:')}\n"
+    listed = run_cli("-c", config, "silence", "list")
+    assert "reads-down" not in listed.stdout
