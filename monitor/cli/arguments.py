@@ -21,13 +21,14 @@ from monitor.config.references import (
     check_name,
     daily_source,
     parse_since,
+    parse_variant,
     resolve_creator,
     rule_name,
     source_name,
     tag_name,
 )
 from monitor.errors import ConfigError
-from monitor.model import ALL_METRICS, Advertise, Business, DateType, NoteType, Variant
+from monitor.model import ALL_METRICS, Variant
 from monitor.validation import MAX_DURATION, unknown, whole_number
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "channel_name",
     "check_name",
     "parse_since",
+    "parse_variant",
     "resolve_creator",
     "rule_name",
     "tag_name",
@@ -107,29 +109,6 @@ def variant(text: str) -> Variant:
         raise argparse.ArgumentTypeError(exc.message) from None
     assert found is not None
     return found
-
-
-def parse_variant(text: str | None) -> Variant | None:
-    if text is None:
-        return None
-    parts = text.split("/")
-    enums = {
-        "business": Business,
-        "note type": NoteType,
-        "date type": DateType,
-        "advertise": Advertise,
-    }
-    if len(parts) != len(enums):
-        raise ConfigError(
-            "--variant", f"expected BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, got {text!r}"
-        )
-    values = []
-    for (what, enum), part in zip(enums.items(), parts, strict=True):
-        choices = [e.value for e in enum]
-        if part.upper() not in choices:
-            raise ConfigError("--variant", unknown(what, part, choices))
-        values.append(enum(part.upper()))
-    return Variant(*values)  # type: ignore[arg-type]
 
 
 def number(low: int, high: int) -> Callable[[str], int]:

@@ -17,6 +17,7 @@ from monitor.config.document import Config
 from monitor.config.fields import SOURCES, parse_duration
 from monitor.config.sections import CreatorConfig
 from monitor.errors import ConfigError
+from monitor.model import Advertise, Business, DateType, NoteType, Variant
 from monitor.validation import MAX_DURATION, raise_all, text_problem, unknown, whole_number
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
@@ -94,6 +95,29 @@ def parse_since(text: str | None, today: date, *, arg: str = "--since") -> date 
         raise ConfigError(
             arg, f"expected a duration like 30d or a date like 2025-12-01, got {text[:40]!r}"
         ) from None
+
+
+def parse_variant(text: str | None, *, arg: str = "--variant") -> Variant | None:
+    """``BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE`` in any case (``history --variant``, the
+    console API's ``variant=``); None for None; else a ConfigError naming ``arg``."""
+    if text is None:
+        return None
+    parts = text.split("/")
+    enums = {
+        "business": Business,
+        "note type": NoteType,
+        "date type": DateType,
+        "advertise": Advertise,
+    }
+    if len(parts) != len(enums):
+        raise ConfigError(arg, f"expected BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, got {text!r}")
+    values = []
+    for (what, enum), part in zip(enums.items(), parts, strict=True):
+        choices = [e.value for e in enum]
+        if part.upper() not in choices:
+            raise ConfigError(arg, unknown(what, part, choices))
+        values.append(enum(part.upper()))
+    return Variant(*values)  # type: ignore[arg-type]
 
 
 def source_name(text: str, *, arg: str, known: Sequence[str] = SOURCES) -> str:

@@ -20,6 +20,8 @@ from monitor.config.references import (
     count_of,
     daily_source,
     parse_since,
+    parse_variant,
+    resolve_creator,
     silence_body,
 )
 from monitor.errors import ConfigError, NothingStored
@@ -71,27 +73,34 @@ async def creators(request: web.Request) -> web.Response:
 
 
 async def series(request: web.Request) -> web.Response:
+    """A creator's daily points, its input checked as ``history`` checks it: the creator, a
+    ``since`` date or duration, a ``variant`` in any case, with the command line's words."""
     console = console_of(request)
     if (other := await _other_source(request)) is not None:
         return other
     metric = request.query.get("metric") or None
     if metric is not None and metric not in METRICS:
         return _error(400, f"metric: {unknown('metric', metric, METRICS)}")
-    since = request.query.get("since") or None
-    if since is not None:
-        try:
-            since = date.fromisoformat(since).isoformat()
-        except ValueError:
-            return _error(400, "since is a date, YYYY-MM-DD")
-    found = await console.store.find_creator_ref(request.match_info["ref"])
-    if found is None:
-        return _error(404, "no such creator")
+    given = request.match_info["ref"]
     try:
-        points = await console.store.creator_points(
-            found.id, variant=request.query.get("variant") or None, since=since
-        )
-    except ValueError as exc:
-        return _error(400, str(exc))
+        since = parse_since(_text(request, "since"), console.clock().date(), arg="since")
+        variant = parse_variant(_text(request, "variant"), arg="variant")
+        user_id = resolve_creator(console.config, given, arg="creator").user_id
+    except ConfigError as exc:
+        # a name only the database knows (``serve`` with a config that lists nobody)
+        found = await console.store.find_creator_ref(given)
+        if found is None or exc.path != "creator":
+            return _error(400, problem_text(exc))
+    else:
+        found = await console.store.find_creator_ref(user_id)
+        if found is None:
+            named = f"{given.strip()} ({user_id})" if given.strip() != user_id else user_id
+            return _error(404, f"no stored history for {named}")
+    points = await console.store.creator_points(
+        found.id,
+        variant=None if variant is None else variant.label,
+        since=None if since is None else since.isoformat(),
+    )
     return _json(
         {
             "user_id": found.user_id,
@@ -339,16 +348,16 @@ OPENAPI: dict[str, Any] = {
             "get": _op(
                 "A creator's daily points (source=fans: the followers, as /creators/{ref}/fans)",
                 params=[
-                    _p("ref", "user id or configured name"),
+                    _p("ref", "user id or configured name (checked as the command line does)"),
                     _q("source", "core (default) or fans", enum=["core", "fans"]),
                     _q("metric", "one metric (else all)", enum=list(METRICS)),
-                    _q("variant", "BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE"),
-                    _q("since", "first day, YYYY-MM-DD", format="date"),
+                    _q("variant", "BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, any case"),
+                    _q("since", "first day: YYYY-MM-DD, or a duration back from today (30d)"),
                 ],
                 responses={
                     "200": {"description": "OK"},
-                    "400": {"description": "bad query"},
-                    "404": {"description": "no creator"},
+                    "400": {"description": "an unknown creator or a bad query, as history says"},
+                    "404": {"description": "a creator with nothing stored"},
                 },
             )
         },

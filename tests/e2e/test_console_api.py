@@ -106,7 +106,9 @@ def test_creators_paged_filtered_and_series_by_id_or_name(live: LiveConsole) -> 
             f"/api/v1/creators/{live.users[1]}/series", params={"metric": "imp", "since": since}
         ).json()["points"]
         assert [p["date"] for p in recent] == [p["date"] for p in points[-3:]]
-        assert admin.get("/api/v1/creators/nobody/series").status_code == 404
+        nobody = admin.get("/api/v1/creators/nobody/series")
+        assert nobody.status_code == 400  # as `history nobody` exits 2
+        assert nobody.json()["error"].startswith("creator: unknown creator 'nobody'")
         bad = admin.get(f"/api/v1/creators/{live.users[1]}/series", params={"metric": "x"})
         assert bad.status_code == 400
 

@@ -380,3 +380,56 @@ def test_silence_add_refuses_a_reason_that_is_not_text(
     assert done.stderr == f"error: {message.replace('reason:', '--reason:')}\n"
     listed = run_cli("-c", config, "silence", "list")
     assert "reads-down" not in listed.stdout
+
+
+# --- a creator's series takes its input as `history` does ------------------------------------
+
+#: (the API's ref and query, `history`'s arguments, the words both say after the key)
+BAD_SERIES = [
+    ("Lilyy", {"since": "9999-12-31"}, ["Lilyy", "--since", "9999-12-31"], "since",
+     "date 9999-12-31 is in the future"),
+    ("Lilyy", {"since": "1999-12-31"}, ["Lilyy", "--since", "1999-12-31"], "since",
+     "date 1999-12-31 is before 2000-01-01"),
+    ("Lilyy", {"since": "yesterday"}, ["Lilyy", "--since", "yesterday"], "since",
+     "expected a duration like 30d or a date like 2025-12-01, got 'yesterday'"),
+    ("Lilyy", {"variant": "a/b/c/d"}, ["Lilyy", "--variant", "a/b/c/d"], "variant",
+     "unknown business 'a'; known: DAILY_NOTE, COOPERATE_NOTE"),
+    ("Lilyy", {"variant": "DAILY_NOTE"}, ["Lilyy", "--variant", "DAILY_NOTE"], "variant",
+     "expected BUSINESS/NOTE_TYPE/DATE_TYPE/ADVERTISE, got 'DAILY_NOTE'"),
+    ("Lily", {}, ["Lily"], "creator", "unknown creator 'Lily'; did you mean 'Lilyy'?"),
+    ("5C3BF7F7000000000602FD63", {}, ["5C3BF7F7000000000602FD63"], "creator",
+     "user id '5C3BF7F7000000000602FD63' has upper-case letters"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("ref", "query", "argv", "key", "message"), BAD_SERIES)
+async def test_the_series_refuses_what_history_refuses(
+    console: httpx.AsyncClient,
+    tmp_path: Path,
+    ref: str,
+    query: dict[str, str],
+    argv: list[str],
+    key: str,
+    message: str,
+) -> None:
+    from support.cli import run_cli
+    from support.daemon import write_toml
+
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.get(f"/api/v1/creators/{ref}/series", headers=admin, params=query)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"].startswith(f"{key}: {message}")
+    config = write_toml(tmp_path / "cli.toml", _document(tmp_path))
+    done = run_cli("-c", config, "history", *argv)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+
+
+async def test_the_series_takes_since_as_history_does(console: httpx.AsyncClient) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    lowered = "daily_note/photo_text_and_video/day_30/all"  # `--variant` takes any case
+    for query in ({"since": "30d"}, {"since": "2025-12-01"}, {"variant": lowered}):
+        reply = await console.get("/api/v1/creators/Lilyy/series", headers=admin, params=query)
+        # configured, nothing stored yet: the words `history` exits 1 with
+        assert reply.status_code == 404, reply.text
+        assert reply.json()["error"] == "no stored history for Lilyy (5c3bf7f7000000000602fd63)"
