@@ -18,6 +18,7 @@ from monitor.cli.output import plain_error
 from monitor.cli.parser import build_parser
 from monitor.config import (
     Config,
+    console_secrets,
     load_config,
     parse_config,
     read_config,
@@ -39,6 +40,7 @@ def _secrets(config: Config | None) -> list[str]:
             found.append(resolve_token(config).get_secret_value())
         found += [c.url.get_secret_value() for c in config.channels if c.url is not None]
         found += [os.environ.get(c.url_env, "") for c in config.channels if c.url_env]
+        found += console_secrets(config)
     return [s for s in found if s]
 
 

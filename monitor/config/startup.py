@@ -123,6 +123,26 @@ def console_tokens(config: Config, environ: Mapping[str, str] | None = None) -> 
     return ConsoleTokens(admin, readonly)
 
 
+def console_secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The console's tokens as far as they can be read, quietly (no warning, no error), for the
+    log filter to mask: a client's oversized ``Authorization`` header comes back in aiohttp's
+    own log line. ``console_tokens`` is the reader that checks them."""
+    env = os.environ if environ is None else environ
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    paths = [config.http.token_file, config.http.readonly_token_file]
+    if cred_dir:
+        paths += [Path(cred_dir) / HTTP_CREDENTIAL, Path(cred_dir) / HTTP_READONLY_CREDENTIAL]
+    found = []
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            found.append(read_token_file("http", path))
+        except (ConfigError, OSError):
+            continue
+    return found
+
+
 def template_problems(directory: Path | None) -> list[ConfigError]:
     """Why ``notify.templates_dir`` cannot serve its templates: missing, not a folder, holding
     none of the templates, or a template that is not a readable regular file of at most 1 MiB

@@ -55,6 +55,39 @@ class _LibraryChatter(logging.Filter):
         return record.levelno >= self.QUIET.get(top, logging.NOTSET)
 
 
+class _ClientMistakes(logging.Filter):
+    """On the ``aiohttp.server`` logger: a request the HTTP parser refused (a header or request
+    line too large, bytes that are no HTTP) is the client's mistake, answered with its 400;
+    aiohttp logs each at ERROR with a traceback and the offending bytes (an ``Authorization``
+    header among them), so a hostile client could flood the journal. Those are dropped; any
+    other failure of a request (a handler that raised, a 500) stays one ERROR line naming the
+    exception. ``--debug`` keeps both as aiohttp wrote them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.debug = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.debug or not record.exc_info or record.exc_info[1] is None:
+            return True
+        exc = record.exc_info[1]
+        if _client_mistake(exc):
+            return False
+        record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc} (--debug: traceback)"
+        record.args = None
+        record.exc_info = None
+        return True
+
+
+def _client_mistake(exc: BaseException) -> bool:
+    from aiohttp.http_exceptions import HttpProcessingError  # aiohttp: only with a listener
+
+    return isinstance(exc, HttpProcessingError)
+
+
+_CLIENT_MISTAKES = _ClientMistakes()
+
+
 def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilter:
     """Install one stderr handler on the root logger; returns the filter so secrets can be added."""
     root = logging.getLogger()
@@ -73,6 +106,10 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilt
         handler.addFilter(_LibraryChatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    _CLIENT_MISTAKES.debug = debug
+    server = logging.getLogger("aiohttp.server")
+    if _CLIENT_MISTAKES not in server.filters:
+        server.addFilter(_CLIENT_MISTAKES)
     # httpx logs every request URL at INFO; the client keeps the token off it, but one line per
     # call is noise for an operator.
     for noisy in (

@@ -139,3 +139,54 @@ def test_secrets_are_hidden_in_config_reprs(token: str) -> None:
     config = parse_config({"channels": [{"name": "team", "url": CHANNEL_URL}]})
     for text in (repr(config), str(config), config.model_dump_json()):
         assert CHANNEL_SECRET not in text
+
+
+ADMIN_TOKEN = "ConsoleAdminTokenSecret-0123456789"
+READER_TOKEN = "ConsoleReaderTokenSecret-9876543210"
+
+
+@pytest.mark.parametrize("source", ["token_file", "credentials_directory"])
+def test_the_console_tokens_are_scrubbed_like_the_api_token(
+    tmp_path: Path, token: str, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's header too large for the listener comes back in aiohttp's log line
+    (``Got more than 8190 bytes when reading: b'Bearer …'``): the console's tokens are
+    secrets of the process as the API token is, whichever way they came."""
+    from support.cli import run_cli
+
+    import monitor.cli.commands as commands
+
+    (tmp_path / "admin").write_text(ADMIN_TOKEN, encoding="utf-8")
+    (tmp_path / "reader").write_text(READER_TOKEN, encoding="utf-8")
+    for name in ("admin", "reader"):
+        (tmp_path / name).chmod(0o600)
+    config = write_config(tmp_path, None)
+    env = {"JUSTONEAPI_TOKEN": token}
+    if source == "token_file":
+        with config.open("a", encoding="utf-8") as file:
+            file.write(
+                f'\n[http]\nlisten = "127.0.0.1:9464"\ntoken_file = "{tmp_path}/admin"\n'
+                f'readonly_token_file = "{tmp_path}/reader"\n'
+            )
+    else:
+        with config.open("a", encoding="utf-8") as file:
+            file.write('\n[http]\nlisten = "127.0.0.1:9464"\n')
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (tmp_path / "admin").rename(credentials / "creator-monitor-http-token")
+        (tmp_path / "reader").rename(credentials / "creator-monitor-http-readonly-token")
+        env["CREDENTIALS_DIRECTORY"] = str(credentials)
+
+    def boom(args: object, config: object) -> int:
+        logging.getLogger("aiohttp.server").error(
+            "Got more than 8190 bytes when reading: b'Bearer %s' / %s", ADMIN_TOKEN, READER_TOKEN
+        )
+        raise RuntimeError(f"outer: {ADMIN_TOKEN} {READER_TOKEN}")
+
+    monkeypatch.setitem(commands.HANDLERS, "status", boom)
+    done = run_cli("--debug", "-c", config, "status", env=env)
+    assert done.returncode == 1
+    assert "outer: *** ***" in done.stderr  # it did fail the way the drill meant
+    assert "Bearer ***" in done.stderr
+    for secret in (ADMIN_TOKEN, READER_TOKEN, token):
+        assert secret not in done.stderr

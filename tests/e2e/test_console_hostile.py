@@ -433,3 +433,42 @@ async def test_the_series_takes_since_as_history_does(console: httpx.AsyncClient
         # configured, nothing stored yet: the words `history` exits 1 with
         assert reply.status_code == 404, reply.text
         assert reply.json()["error"] == "no stored history for Lilyy (5c3bf7f7000000000602fd63)"
+
+
+# --- what a hostile client makes the listener log: no traceback, one line at most -----------
+
+
+async def test_hostile_requests_log_no_traceback(
+    console: httpx.AsyncClient, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header or request line too large is the client's mistake: it gets its 400, and the
+    journal gets nothing (aiohttp logged it at ERROR with a traceback, the header's bytes
+    within). A handler that fails is one ERROR line with the exception, the traceback only
+    with --debug."""
+    from support.cli import _logging_restored
+
+    from monitor.ops.logs import configure_logging
+    from monitor.web.context import Console
+
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with _logging_restored():
+        configure_logging(debug=False)
+        capsys.readouterr()
+        huge = await console.get("/api/v1/budget", headers={"X-Pad": "x" * 9000} | admin)
+        long_line = await console.get("/api/v1/creators", params={"q": "a" * 9000}, headers=admin)
+        assert (huge.status_code, long_line.status_code) == (400, 400)
+
+        async def broken(self: Console, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("a handler broke")
+
+        monkeypatch.setattr(Console, "budget", broken)
+        failed = await console.get("/api/v1/budget", headers=admin)
+        assert failed.status_code == 500
+        logged = capsys.readouterr().err
+    assert "Traceback" not in logged
+    assert "x" * 100 not in logged
+    assert "a" * 100 not in logged
+    lines = logged.splitlines()
+    assert len(lines) == 1, logged
+    assert "ERROR" in lines[0]
+    assert "RuntimeError: a handler broke" in lines[0]
