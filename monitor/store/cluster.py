@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, tuple_, update
@@ -56,14 +55,6 @@ class ClusterStore(StoreBase):
     def shared(self) -> bool:
         """Several instances may use this database at once (PostgreSQL)."""
         return self.dialect == "postgresql"
-
-    @property
-    def sqlite_path(self) -> Path | None:
-        """The SQLite database file, or None (PostgreSQL, in-memory or ``file:`` URIs)."""
-        database = self._url.database or ""
-        if self.dialect != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
-            return None
-        return Path(database).expanduser()
 
     # --- instances
 

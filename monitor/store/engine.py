@@ -302,6 +302,14 @@ class StoreBase:
         """``sqlite`` or ``postgresql``."""
         return self._engine.dialect.name
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None (PostgreSQL, in-memory or ``file:`` URIs)."""
+        database = self._url.database or ""
+        if self.dialect != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        return Path(database).expanduser()
+
     async def close(self) -> None:
         await self._engine.dispose()
 
@@ -342,6 +350,14 @@ class StoreBase:
     async def check_schema(self) -> None:
         """Raise SchemaOutOfDate unless the database is at the migrations' head revision."""
         head = head_revision()
+        path = self.sqlite_path
+        if path is not None and not path.exists():
+            # connecting would create an empty file: a read as root in the service's folder
+            # would leave one the unit's dynamic user cannot write
+            raise SchemaOutOfDate(
+                f"database {safe_url(self._url)} has no schema yet (no file {path}); "
+                "run: creator-monitor db upgrade"
+            )
         async with self._read() as conn:
             current = await conn.run_sync(current_revision)
         if current == head:

@@ -132,3 +132,28 @@ def test_history_of_the_stored_sample_prints_its_30_real_values(
     assert "7,100" in table[-1]
     reads = list(csv.DictReader(io.StringIO(history("--metric", "read", "--format", "csv"))))
     assert list(reads[0]) == ["date_key", "read"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["history", UID],
+        ["alerts"],
+        ["silence", "list"],
+        ["export"],
+        ["notes", UID],
+        ["rules", "test"],
+    ],
+)
+def test_a_read_on_a_missing_database_creates_no_file(tmp_path: Path, argv: list[str]) -> None:
+    """`status` as root on the service's folder before the daemon made its database (or with
+    a mistyped file name) must not leave an empty root-owned file there: the dynamic user of
+    the unit could not write it, and `run` would fail on it."""
+    config = _config(tmp_path, 9)
+    done = run_cli("-c", config, *argv)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "has no schema yet (no file" in done.stderr
+    assert "run: creator-monitor db upgrade" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
