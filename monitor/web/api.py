@@ -210,6 +210,8 @@ async def add_silence(request: web.Request) -> web.Response:
         body = await request.json()
     except ValueError:
         return _error(400, "the body is not JSON")
+    except RecursionError:  # json's decoder recurses per level: [[[[…]]]] a few thousand deep
+        return _error(400, "the body is JSON nested too deeply; send one flat object")
     try:
         text = silence_body(body)
         silence_id, ends = await console.add_silence(

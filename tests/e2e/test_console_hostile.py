@@ -280,6 +280,26 @@ async def test_the_api_refuses_a_silence_as_the_cli_does(
     assert (await console.get("/api/v1/silences", headers=admin)).json()["silences"] == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than Python's recursion limit
+        b'{"rule": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"rule": "reads-down", "for": "1h"',
+        b"\xff\xfe{}",
+    ],
+)
+async def test_a_body_that_is_no_json_object_is_400(
+    console: httpx.AsyncClient, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
+    with caplog.at_level(logging.ERROR):
+        reply = await console.post("/api/v1/silences", headers=admin, content=body)
+    assert reply.status_code == 400, reply.text
+    assert "Traceback" not in caplog.text
+    assert (await console.get("/api/v1/silences", headers=admin)).json()["silences"] == []
+
+
 async def test_the_api_refuses_unknown_keys_and_wrong_types_all_at_once(
     console: httpx.AsyncClient,
 ) -> None:
