@@ -40,15 +40,20 @@ def unknown(what: str, word: str, choices: Sequence[str], *, show: int = 12) -> 
     return f"unknown {what} {word!r}; known: {listed}"
 
 
+_WHOLE = re.compile(r"-?[0-9]+")
+
+
 def whole_number(text: str, low: int, high: int) -> int:
     """``text`` as a whole number from ``low`` to ``high``; a ValueError saying which it is not
     (the command line's argument types and the console API's query parameters alike)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text[:40]!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"must be from {low:,} to {high:,}, got {text}")
+    # plain ASCII digits only: int() also takes " 5", "1_0" and other scripts' digits ("１"),
+    # which the console's ids and pages refuse
+    if _WHOLE.fullmatch(text) is None:
+        raise ValueError(f"expected a whole number, got {text[:40]!r}")
+    value = int(text[:40])  # longer is out of range anyway (int() refuses 4,300 digits)
+    if len(text) > 40 or not low <= value <= high:
+        shown = text if len(text) <= 40 else f"{text[:40]}…"
+        raise ValueError(f"must be from {low:,} to {high:,}, got {shown}")
     return value
 
 

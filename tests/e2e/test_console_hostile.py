@@ -492,3 +492,15 @@ async def test_hostile_requests_log_no_traceback(
     assert len(lines) == 1, logged
     assert "ERROR" in lines[0]
     assert "RuntimeError: a handler broke" in lines[0]
+
+
+@pytest.mark.parametrize("limit", ["\uff11", " 5", "1_0", "\u0662"])
+async def test_a_limit_is_plain_digits_as_ids_and_pages_are(
+    console: httpx.AsyncClient, limit: str
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    reply = await console.get(
+        "/api/v1/creators/Lilyy/notes", headers=admin, params={"limit": limit}
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == f"limit: expected a whole number, got {limit!r}"

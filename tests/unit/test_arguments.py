@@ -98,6 +98,11 @@ def test_argument_types_have_ranges() -> None:
         (arguments.PORT, "65536"),
         (arguments.PORT, "-1"),
         (arguments.number(1, 10), "1e3"),
+        # int() takes these; the console's ids and pages do not, so neither does the CLI
+        (arguments.number(1, 10), "\uff11"),  # a full-width digit one
+        (arguments.number(1, 10), "\u0662"),  # an Arabic-Indic digit two
+        (arguments.number(1, 10), " 5"),
+        (arguments.number(1, 100), "1_0"),
         (arguments.decimal(0, 60), "nan"),
         (arguments.decimal(0, 60), "inf"),
         (arguments.metric, "engagement"),
