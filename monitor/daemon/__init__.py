@@ -38,6 +38,7 @@ from monitor.app.running import (
 from monitor.config import (
     Config,
     collector_paused,
+    console_secrets,
     load_config,
     resolve_token,
     startup_problems,
@@ -46,6 +47,7 @@ from monitor.daemon.jobs import schedule_jobs, shift_jobs, tracked
 from monitor.daemon.migration import migrate_on_start
 from monitor.daemon.options import Options, system_clock
 from monitor.errors import ConfigError, MonitorError, NotifyError
+from monitor.ops.logs import mask_secrets
 from monitor.ops.systemd import SystemdNotifier, watchdog_interval, watchdog_loop
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
 from monitor.ops.wallclock import WallJumps
@@ -405,6 +407,13 @@ class Daemon:
             log.error("reload rejected, keeping the running config: %s", exc)
             self._sd.ready(f"reload rejected; {self.summary()}")
             return False
+        environ = self.options.environ
+        mask_secrets(
+            token.get_secret_value(),
+            *(c.url.get_secret_value() for c in config.channels if c.url is not None),
+            *(environ.get(c.url_env, "") for c in config.channels if c.url_env),
+            *console_secrets(config, environ),
+        )
         await upkeep.start_new_reports(
             self.config, config, self.store, self.options.clock, self.instance
         )

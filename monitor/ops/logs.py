@@ -124,3 +124,12 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> SecretFilt
     # by design (max_instances=1, coalesce); APScheduler says so at WARNING on every interval
     logging.getLogger("apscheduler.scheduler").setLevel(logging.DEBUG if debug else logging.ERROR)
     return secret_filter
+
+
+def mask_secrets(*secrets: str) -> None:
+    """Also mask ``secrets`` in every log line from now on, on every handler that scrubs (a
+    reloaded config's renewed token file, new channel URLs and console tokens)."""
+    for handler in logging.getLogger().handlers:
+        for found in handler.filters:
+            if isinstance(found, SecretFilter):
+                found.add(*(s for s in secrets if s))

@@ -190,3 +190,48 @@ def test_the_console_tokens_are_scrubbed_like_the_api_token(
     assert "Bearer ***" in done.stderr
     for secret in (ADMIN_TOKEN, READER_TOKEN, token):
         assert secret not in done.stderr
+
+
+async def test_a_reload_masks_the_secrets_of_the_new_config(
+    tmp_path: Path, token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGHUP may bring a renewed token file and a new channel URL: from then on they are as
+    secret in the log as the ones the process started with."""
+    import asyncio
+
+    from support.cli import _logging_restored
+    from support.daemon import creators, daemon_config, in_process, write_toml
+
+    from monitor.ops.logs import configure_logging
+
+    new_token = "RenewedApiTokenAfterReload-0123456789"
+    new_url = "json://127.0.0.1:9/hooks/NewChannelPathSecret"
+    token_file = tmp_path / "token"
+    token_file.write_text(token, encoding="utf-8")
+    token_file.chmod(0o600)
+    with _logging_restored():
+        configure_logging(debug=False, secrets=[token])
+        async with in_process(tmp_path, token) as env:
+            doc = daemon_config(env.sim.base_url, env.db_url, creators(1))
+            doc["api"]["token_file"] = str(token_file)
+            path = write_toml(tmp_path / "config.toml", doc)
+            daemon = env.make(doc, config_path=path)
+            daemon.options.environ.clear()  # the token comes from the file
+            reloaded: list[bool] = []
+
+            async def reload_once_started() -> None:
+                while not env.sim.counters().by_series:
+                    await asyncio.sleep(0.01)
+                token_file.write_text(new_token, encoding="utf-8")  # renewed
+                write_toml(path, doc | {"channels": [{"name": "new", "url": new_url}]})
+                reloaded.append(await daemon.reload())
+                logging.getLogger("monitor.test").error("echoed: %s %s", new_token, new_url)
+
+            helper = asyncio.get_running_loop().create_task(reload_once_started())
+            await env.run_until(daemon, lambda: bool(reloaded))
+            await helper
+        logged = capsys.readouterr().err
+    assert reloaded == [True]
+    assert "echoed: *** ***" in logged, logged
+    for secret in (new_token, new_url, "NewChannelPathSecret"):
+        assert secret not in logged
