@@ -29,15 +29,28 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return folded[match[0]] if match else None
 
 
+#: the longest word an error shows whole; a longer one shows its start and its length
+SHOWN_WORD = 60
+
+
+def shown_word(word: str) -> str:
+    """``word`` quoted as an error shows it: whole when short, else its first 40 characters
+    and its length (a pasted file as a creator's name stays a one-line error)."""
+    if len(word) <= SHOWN_WORD:
+        return repr(word)
+    return f"{word[:40] + '…'!r} ({len(word):,} characters)"
+
+
 def unknown(what: str, word: str, choices: Sequence[str], *, show: int = 12) -> str:
     """``unknown metric 'reads'; did you mean 'read'?`` or, with no close name, the known ones."""
-    close = did_you_mean(word, choices)
+    close = did_you_mean(word, choices) if len(word) <= SHOWN_WORD else None
+    shown = shown_word(word)
     if close is not None:
-        return f"unknown {what} {word!r}; did you mean {close!r}?"
+        return f"unknown {what} {shown}; did you mean {close!r}?"
     if not choices:
-        return f"unknown {what} {word!r}; none is configured"
+        return f"unknown {what} {shown}; none is configured"
     listed = ", ".join(choices[:show]) + (", …" if len(choices) > show else "")
-    return f"unknown {what} {word!r}; known: {listed}"
+    return f"unknown {what} {shown}; known: {listed}"
 
 
 _WHOLE = re.compile(r"-?[0-9]+")

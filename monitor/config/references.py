@@ -18,7 +18,14 @@ from monitor.config.fields import SOURCES, parse_duration
 from monitor.config.sections import CreatorConfig
 from monitor.errors import ConfigError
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
-from monitor.validation import MAX_DURATION, raise_all, text_problem, unknown, whole_number
+from monitor.validation import (
+    MAX_DURATION,
+    raise_all,
+    shown_word,
+    text_problem,
+    unknown,
+    whole_number,
+)
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
@@ -66,7 +73,8 @@ def resolve_creator(config: Config, ref: str, *, arg: str = "creator") -> Creato
         problem = (
             "has upper-case letters" if len(text) == 24 else f"has {len(text)} characters, not 24"
         )
-        raise ConfigError(arg, f"user id {text!r} {problem}; a user id is 24 hex digits (0-9, a-f)")
+        shown = shown_word(text)
+        raise ConfigError(arg, f"user id {shown} {problem}; a user id is 24 hex digits (0-9, a-f)")
     names = sorted({c.name for c in config.creators if c.name})
     message = unknown("creator", text, names)
     raise ConfigError(arg, f"{message} (give a 24-hex user id or a configured name)")

@@ -58,6 +58,18 @@ def test_a_bad_reference_is_refused_with_the_fix(ref: str, message: str) -> None
     assert str(info.value).startswith(message)
 
 
+@pytest.mark.parametrize("ref", ["a" * 100_000, "Zed" * 30_000, "5c3bf7f7" * 20_000])
+def test_a_huge_reference_is_one_short_line(ref: str) -> None:
+    """A pasted file or a runaway script as the creator: the error names its start and its
+    length, not 100,000 characters (the console's URLs carry up to 8 kB)."""
+    with pytest.raises(ConfigError) as info:
+        arguments.resolve_creator(CONFIG, ref, arg="CREATOR")
+    text = str(info.value)
+    assert len(text) < 300, text[:400]
+    assert repr(ref[:40])[:-1] in text
+    assert f"({len(ref):,} characters)" in text
+
+
 def test_rules_tags_and_channels_are_checked_against_the_config() -> None:
     assert arguments.rule_name(CONFIG, "engagement-floor") == "engagement-floor"
     assert arguments.tag_name(CONFIG, "fitness") == "fitness"
