@@ -23,6 +23,7 @@ from monitor.config import (
     parse_config,
     read_config,
     resolve_token,
+    storage_password,
 )
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
@@ -41,6 +42,7 @@ def _secrets(config: Config | None) -> list[str]:
         found += [c.url.get_secret_value() for c in config.channels if c.url is not None]
         found += [os.environ.get(c.url_env, "") for c in config.channels if c.url_env]
         found += console_secrets(config)
+        found.append(storage_password(config.storage.url))
     return [s for s in found if s]
 
 

@@ -43,6 +43,7 @@ from monitor.config.loading import (
     parse_config,
     read_config,
     resolve_token,
+    storage_password,
     warn_if_exposed,
 )
 from monitor.config.rules import (
@@ -160,6 +161,7 @@ __all__ = [
     "read_token_file",
     "resolve_token",
     "startup_problems",
+    "storage_password",
     "template_problems",
     "warn_if_exposed",
 ]

@@ -235,3 +235,42 @@ async def test_a_reload_masks_the_secrets_of_the_new_config(
     assert "echoed: *** ***" in logged, logged
     for secret in (new_token, new_url, "NewChannelPathSecret"):
         assert secret not in logged
+
+
+def test_a_database_password_in_a_readable_config_warns_and_is_masked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``storage.url = "postgresql+asyncpg://bob:PASSWORD@host/db"`` makes the config a secret
+    as an inline channel URL does: a readable file gets the warning, and the password is
+    masked in log lines (a driver's message may quote the DSN)."""
+    from support.cli import run_cli
+
+    password = "Sup3rS3cretDbPassw0rd"
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        f'[storage]\nurl = "postgresql+asyncpg://bob:{password}@127.0.0.1:1/db"\n',
+        encoding="utf-8",
+    )
+    config_path.chmod(0o644)
+    caplog.set_level(logging.WARNING, logger="monitor.config")
+    load_config(config_path)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert "holds a database password (storage.url) and is readable by other users" in messages[0]
+    assert password not in messages[0]
+    caplog.clear()
+    config_path.chmod(0o600)
+    load_config(config_path)
+    assert caplog.records == []
+
+    import monitor.cli.commands as commands
+
+    def boom(args: object, config: object) -> int:
+        logging.getLogger("asyncpg").error("could not connect: password=%s", password)
+        return 1
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(commands.HANDLERS, "status", boom)
+        done = run_cli("-c", config_path, "status")
+    assert "password=***" in done.stderr
+    assert password not in done.stderr
