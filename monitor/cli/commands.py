@@ -254,14 +254,18 @@ def report(args: argparse.Namespace, config: Config) -> int:
         since = parse_since(args.since, now.date())
         assert since is not None
         async with app.command_store(config) as store:
-            written = await app.write_report(
-                store,
-                args.out,
-                since=since,
-                now=now,
-                daily_calls=config.budget.daily_calls,
-                zone=config.budget.zone,
-            )
+            try:
+                written = await app.write_report(
+                    store,
+                    args.out,
+                    since=since,
+                    now=now,
+                    daily_calls=config.budget.daily_calls,
+                    zone=config.budget.zone,
+                )
+            except OSError as exc:  # a full disk or device, a folder we may not write
+                why = exc.strerror or type(exc).__name__
+                raise MonitorError(f"--out: cannot write {args.out}: {why}") from None
         print(
             f"wrote {written.path} ({written.size / 1e6:.1f} MB): {written.creators} creators, "
             f"{written.points:,} points, {written.alerts} alerts since {since}"

@@ -7,8 +7,11 @@ import asyncio
 import csv
 import io
 import json
+import os
 import socket
 import sqlite3
+import stat
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,3 +160,62 @@ def test_a_read_on_a_missing_database_creates_no_file(tmp_path: Path, argv: list
     assert "has no schema yet (no file" in done.stderr
     assert "run: creator-monitor db upgrade" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+# --- `report --out` writes into what the path names; it never replaces a device or a link ----
+
+
+def _report_config(tmp_path: Path) -> Path:
+    config = _config(tmp_path, 9)
+    assert run_cli("-c", config, "db", "upgrade").returncode == 0
+    return config
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_report_out_a_full_device_fails_in_one_line_and_keeps_the_device(tmp_path: Path) -> None:
+    """`report --out /dev/full` (run as root, as the docs run commands) replaced the device
+    node with a 4.8 MB regular file: it wrote FILE.partial beside it and renamed it over it.
+    Here a twin of /dev/full in tmp_path stands in for it."""
+    config = _report_config(tmp_path)
+    full = tmp_path / "full"
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    done = run_cli("-c", config, "report", "--out", full)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"error: --out: cannot write {full}: No space left on device\n"
+    assert stat.S_ISCHR(full.lstat().st_mode)
+    assert not (tmp_path / "full.partial").exists()
+
+
+def test_report_out_a_fifo_streams_into_it(tmp_path: Path) -> None:
+    """`--out /dev/stdout`, a FIFO, a process substitution: the report goes into the stream."""
+    config = _report_config(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = bytearray()
+
+    def read() -> None:
+        with fifo.open("rb") as stream:
+            while chunk := stream.read(65536):
+                got.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    done = run_cli("-c", config, "report", "--out", fifo)
+    reader.join(10)
+    assert done.returncode == 0, done.stderr
+    assert got.startswith(b"<!doctype html>") or got.lower().startswith(b"<!doctype html>")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pipe")) == ["pipe"]
+
+
+def test_report_out_a_symlink_writes_its_target(tmp_path: Path) -> None:
+    config = _report_config(tmp_path)
+    (tmp_path / "reports").mkdir()
+    target = tmp_path / "reports" / "week.html"
+    target.write_text("old", encoding="utf-8")
+    link = tmp_path / "latest.html"
+    link.symlink_to(target)
+    done = run_cli("-c", config, "report", "--out", link)
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    assert target.read_text(encoding="utf-8").lower().startswith("<!doctype html>")

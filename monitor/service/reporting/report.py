@@ -7,6 +7,7 @@ Charts are plotly figures drawn by plotly.js, inlined so that the file needs no 
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -403,6 +404,30 @@ def render(data: ReportData) -> str:
     )
 
 
+def write_output(out: Path, text: str) -> None:
+    """``text`` into ``out``. A regular file (or a new one) is replaced atomically through
+    ``NAME.partial`` beside it, a symbolic link's target in its place (the link stays); anything
+    else (``/dev/stdout``, a FIFO, ``/dev/null``) is written into, never renamed over: as root,
+    a rename would put a regular file where the device node was. A failed write leaves no
+    ``.partial`` behind."""
+    try:
+        mode: int | None = out.stat().st_mode  # through links: what a write would reach
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with out.open("w", encoding="utf-8") as stream:
+            stream.write(text)
+        return
+    target = out.resolve() if out.is_symlink() else out
+    partial = target.with_name(target.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     path: Path
@@ -421,11 +446,10 @@ async def write_report(
     daily_calls: int,
     zone: ZoneInfo,
 ) -> Written:
-    """Collect, render and write atomically (a reader never sees half a file)."""
+    """Collect, render and write: a file atomically (a reader never sees half a file), a
+    stream (``/dev/stdout``, a FIFO, a device) into itself. OSError when it cannot be written."""
     data = await collect(store, since=since, now=now, daily_calls=daily_calls, zone=zone)
     html = render(data)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(out)
+    write_output(out, html)
     points = sum(len(line.dates) for s in data.creators for line in s.lines.values())
     return Written(out, len(data.creators), points, len(data.alerts), len(html.encode()))
