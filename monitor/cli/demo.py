@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -294,6 +295,32 @@ then:
 """
 
 
+#: the first bytes of every SQLite 3 database file
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _not_a_database(path: Path) -> str | None:
+    """What ``path`` is when --fresh must not delete it (a folder, a device, a FIFO, a file
+    that is not a SQLite database: a config typed in the wrong place); None for a database or
+    an empty file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"not readable ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a device, a FIFO or a socket)"
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        return f"not readable ({exc.strerror})"
+    if head and head != _SQLITE_HEADER:
+        return "not a SQLite database"
+    return None
+
+
 def run_demo(db: Path | None, *, seconds: float = 40.0, fresh: bool = False) -> int:
     """Run the story into ``db`` (a new temporary file when None); an existing file is refused
     unless ``fresh``, which replaces it."""
@@ -301,11 +328,16 @@ def run_demo(db: Path | None, *, seconds: float = 40.0, fresh: bool = False) -> 
         folder = Path(tempfile.mkdtemp(prefix="creator-monitor-demo-"))
         return asyncio.run(_demo(folder / "history.db", seconds))
     db = db.resolve()
-    if db.exists():
+    if db.exists() or db.is_symlink():
         if not fresh:
             raise ConfigError(
                 "demo --db",
                 f"{db} exists; add --fresh to replace it, or name a new file",
+            )
+        if (what := _not_a_database(db)) is not None:
+            raise ConfigError(
+                "demo --db",
+                f"{db} is {what}; --fresh replaces only a SQLite database: name a new file",
             )
         for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
             path.unlink(missing_ok=True)

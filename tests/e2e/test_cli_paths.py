@@ -219,3 +219,34 @@ def test_report_out_a_symlink_writes_its_target(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert link.is_symlink()
     assert target.read_text(encoding="utf-8").lower().startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize("kind", ["config", "folder", "fifo", "device"])
+def test_fresh_replaces_only_a_database(tmp_path: Path, kind: str) -> None:
+    """`demo --db config.toml --fresh` (a slip of the finger) deleted the config; as root,
+    `--db /dev/null --fresh` would have deleted /dev/null. --fresh replaces a SQLite database
+    (or an empty file) and refuses anything else, in one line, leaving it as it was."""
+    target = tmp_path / "target"
+    if kind == "config":
+        target.write_text('[storage]\nurl = "sqlite+aiosqlite:///h.db"\n', encoding="utf-8")
+    elif kind == "folder":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("mknod needs root")
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a twin of /dev/null
+    before = target.lstat()
+    done = run_cli("demo", "--db", str(target), "--fresh", "--seconds", "5", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "alembic.runtime" not in line]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: demo --db: {target} is ")
+    assert "--fresh replaces only a SQLite database" in lines[0]
+    after = target.lstat()
+    assert (after.st_mode, after.st_ino, after.st_size) == (
+        before.st_mode,
+        before.st_ino,
+        before.st_size,
+    )
