@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import threading
 from typing import Any
 
 import aiosqlite
@@ -108,5 +109,24 @@ class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
         super().__init__(aiosqlite, sqlite3)
 
     def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
-        adapted = super().connect(*arg, **kw)
-        return _Connection(self, adapted._connection)
+        """SQLAlchemy's connect (aiosqlite 0.22+: a connection with a worker thread), and when
+        the file cannot be opened, a wait for that worker: it answers the stop its failed
+        connect queued on this event loop, and once ``asyncio.run`` has closed the loop that
+        answer is a RuntimeError, which threading printed on stderr as two tracebacks after
+        the command's one-line error."""
+        creator_fn = kw.pop("async_creator_fn", None)
+        pending = creator_fn(*arg, **kw) if creator_fn else self.aiosqlite.connect(*arg, **kw)
+        worker = getattr(pending, "_thread", None)
+        if isinstance(worker, threading.Thread):
+            worker.daemon = True  # as SQLAlchemy's adapter does
+        try:
+            connection = await_(pending)
+        except BaseException:
+            if isinstance(worker, threading.Thread) and worker.is_alive():
+                worker.join(_STOP_WAIT)  # it only has the stop left: closing nothing
+            raise
+        return _Connection(self, connection)
+
+
+#: how long a failed connect waits for its worker thread to end
+_STOP_WAIT = 5.0

@@ -393,3 +393,35 @@ async def test_locked_database_is_a_store_error(tmp_path: Path) -> None:
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_database_that_cannot_be_opened_leaves_no_thread_traceback(tmp_path: Path) -> None:
+    """`status` on a storage.url that names a folder (or a file this user may not open) is one
+    line; aiosqlite's worker thread then answered its own stop on the event loop asyncio.run
+    had closed meanwhile, and threading printed two tracebacks on stderr, about one run in
+    three."""
+    import asyncio
+    import threading
+
+    from monitor.errors import MonitorError
+
+    (tmp_path / "folder").mkdir()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'folder'}"
+    failures: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)
+
+    async def open_once() -> None:
+        async with Store.open(url) as store:
+            await store.check_schema()
+
+    try:
+        for _ in range(30):
+            before = set(threading.enumerate())
+            with pytest.raises(MonitorError, match="unable to open database file"):
+                asyncio.run(open_once())
+            for thread in set(threading.enumerate()) - before:
+                thread.join(5)
+    finally:
+        threading.excepthook = hook
+    assert failures == []
