@@ -56,6 +56,7 @@ from monitor.app.stores import (
     head_schema,
     health_store,
     schema_store,
+    sqlite_file,
     sqlite_folder,
     upgrade_schema,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "run_backtest",
     "run_reparse",
     "schema_store",
+    "sqlite_file",
     "sqlite_folder",
     "upgrade_schema",
     "write_report",

@@ -20,6 +20,7 @@ from monitor.store.engine import (
     BUSY_TIMEOUT,
     parse_url,
     safe_url,
+    sqlite_file,
     sqlite_folder,
     system_clock,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "parse_url",
     "safe_url",
     "schema_store",
+    "sqlite_file",
     "sqlite_folder",
     "upgrade_schema",
 ]

@@ -19,6 +19,7 @@ from monitor.cli.parser import build_parser
 from monitor.config import (
     Config,
     console_secrets,
+    file_kind,
     load_config,
     parse_config,
     read_config,
@@ -56,10 +57,18 @@ def _storage_folder(args: argparse.Namespace, config: Config) -> None:
     it on purpose."""
     if args.command in _NO_STORAGE:
         return
-    from monitor.app import sqlite_folder  # sqlalchemy: not for ``--help``
+    from monitor.app import sqlite_file, sqlite_folder  # sqlalchemy: not for ``--help``
 
     folder = sqlite_folder(config.storage.url)
-    if folder is None or folder.is_dir():
+    if folder is None:
+        return
+    if folder.is_dir():
+        # a folder or a FIFO named as the file: SQLite says only "disk I/O error"
+        path = sqlite_file(config.storage.url)
+        if path is not None and (kind := file_kind(path)) is not None:
+            raise ConfigError(
+                "storage.url", f"{path} is {kind}, not a SQLite database file; fix the path"
+            )
         return
     if getattr(args, "create_folder", False):
         try:

@@ -32,7 +32,7 @@ from monitor.config.fields import (
     parse_duration,
     parse_window,
 )
-from monitor.config.files import read_bytes, read_text, read_token_file
+from monitor.config.files import file_kind, read_bytes, read_text, read_token_file
 from monitor.config.loading import (
     CONFIG_ENV,
     CREDENTIAL_NAME,
@@ -149,6 +149,7 @@ __all__ = [
     "config_keys",
     "console_secrets",
     "console_tokens",
+    "file_kind",
     "keys_at",
     "load_config",
     "parse_clock",

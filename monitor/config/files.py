@@ -48,6 +48,15 @@ def _kind(mode: int) -> str | None:
     return next((word for test, word in _KINDS if test(mode)), "not a regular file")
 
 
+def file_kind(path: Path) -> str | None:
+    """What ``path`` is when it is there but no regular file ("a directory", "a FIFO (named
+    pipe)", …); None for a regular file, a missing one or one that cannot be looked at."""
+    try:
+        return _kind(path.stat().st_mode)
+    except OSError:
+        return None
+
+
 def _refuse(key: str, what: str, path: Path, why: str) -> ConfigError:
     """``key: what path why``; the path only once when the key is the path."""
     return ConfigError(key, f"{what} {why}" if key == str(path) else f"{what} {path} {why}")

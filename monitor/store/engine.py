@@ -97,6 +97,15 @@ def sqlite_folder(url: str) -> Path | None:
     return Path(database).expanduser().absolute().parent
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite file URL names; None for another backend, memory, or a ``file:``
+    URI."""
+    folder = sqlite_folder(url)
+    if folder is None:
+        return None
+    return folder / Path(parse_url(url).database or "").name
+
+
 def _ensure_parent_dir(url: URL) -> None:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):

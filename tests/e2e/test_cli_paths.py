@@ -250,3 +250,27 @@ def test_fresh_replaces_only_a_database(tmp_path: Path, kind: str) -> None:
         before.st_ino,
         before.st_size,
     )
+
+
+@pytest.mark.parametrize(("kind", "words"), [("folder", "a directory"), ("fifo", "a FIFO")])
+@pytest.mark.parametrize("command", [["status"], ["db", "upgrade"]])
+def test_a_storage_url_that_names_no_file_is_a_config_error(
+    tmp_path: Path, kind: str, words: str, command: list[str]
+) -> None:
+    """storage.url naming a folder or a FIFO (a device: `…:////dev/null`) said 'unable to open
+    database file' or 'disk I/O error', exit 1, and left a NAME-journal beside it."""
+    target = tmp_path / "history.db"
+    if kind == "folder":
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\nurl = "sqlite+aiosqlite:///{target}"\n', encoding="utf-8")
+    done = run_cli("-c", config, *command)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"error: storage.url: {target} is {words}"
+        + (" (named pipe)" if kind == "fifo" else "")
+        + ", not a SQLite database file; fix the path\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "history.db"]
