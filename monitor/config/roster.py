@@ -153,6 +153,15 @@ class _Reader:
     def _header(self, cells: list[str], shown: str) -> list[str] | None:
         header = [h.strip().lower() for h in cells]
         unknown = [h for h in header if h not in COLUMNS]
+        twice = next((h for h in header if header.count(h) > 1), None)
+        if twice is not None and not unknown:  # the second would silently win over the first
+            first = header.index(twice) + 1
+            second = header.index(twice, first) + 1
+            self.problems.append(
+                f"{shown}:1: column {twice!r} appears twice (columns {first} and {second}); "
+                "keep one"
+            )
+            return None
         if not unknown and "user_id" in header:
             return header
         what = (

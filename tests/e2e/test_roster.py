@@ -132,6 +132,17 @@ def test_bad_files_and_headers(tmp_path: Path) -> None:
     )
 
 
+def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
+    """Two 'name' columns (a sheet with a column pasted twice): the second silently won."""
+    _write(tmp_path / "x.csv", f"user_id,name,tags,Name\n{A},Lilyy,a,Lily Chen\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, ["x.csv"]))
+    assert isinstance(caught.value, RosterError)
+    assert caught.value.problems == (
+        "x.csv:1: column 'name' appears twice (columns 2 and 4); keep one",
+    )
+
+
 def test_rules_may_name_creators_from_the_roster(tmp_path: Path) -> None:
     _write(tmp_path / "r.csv", f"user_id\n{B}\n")
     rule = f'[[rules]]\nname = "x"\nkind = "stale"\nafter = "2d"\ncreators = ["{B}"]\n'
