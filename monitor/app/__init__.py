@@ -45,6 +45,7 @@ from monitor.app.fetching import (
     held_answers,
 )
 from monitor.app.stores import (
+    KNOWN_REVISIONS,
     FetchRecord,
     OverviewQuery,
     Sort,
@@ -62,6 +63,7 @@ from monitor.app.stores import (
 )
 
 __all__ = [
+    "KNOWN_REVISIONS",
     "NOTE_METRICS",
     "UNREACHABLE_AFTER",
     "BacktestLine",

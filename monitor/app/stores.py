@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
 from monitor.config import Config
+from monitor.errors import ConfigError
 from monitor.ops.wallclock import Clock
 from monitor.store import FetchRecord, Store
 from monitor.store.engine import (
@@ -25,7 +26,7 @@ from monitor.store.engine import (
     system_clock,
 )
 from monitor.store.overview import OverviewQuery, Sort
-from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS
+from monitor.store.revision import HEAD_REVISION, KNOWN_REVISIONS, newer_revision
 
 __all__ = [
     "HEAD_REVISION",
@@ -40,6 +41,7 @@ __all__ = [
     "fetch_store",
     "head_schema",
     "health_store",
+    "newer_revision",
     "parse_url",
     "safe_url",
     "schema_store",
@@ -96,8 +98,13 @@ def schema_store(url: str, clock: Clock) -> Store:
 
 
 async def upgrade_schema(url: str) -> str | None:
+    """Migrate to this code's head; a ConfigError (exit 2) for a database migrated by a newer
+    version, which alembic cannot place ("Can't locate revision …")."""
     from monitor.store import migrate  # alembic: only the db commands and the demo need it
 
+    current = await migrate.current(url)
+    if current is not None and current not in KNOWN_REVISIONS:
+        raise ConfigError("storage.url", newer_revision(safe_url(parse_url(url)), current))
     return await migrate.upgrade(url)
 
 

@@ -120,11 +120,15 @@ def db_upgrade(args: argparse.Namespace, config: Config) -> int:
 def db_current(args: argparse.Namespace, config: Config) -> int:
     revision = asyncio.run(app.current_schema(config.storage.url))
     head = app.head_schema()
-    state = (
-        "up to date"
-        if revision == head
-        else f"behind head {head}: run `creator-monitor db upgrade`"
-    )
+    if revision == head:
+        state = "up to date"
+    elif revision is not None and revision not in app.KNOWN_REVISIONS:
+        state = (
+            f"newer than this creator-monitor knows, up to {head}: install the newer "
+            "creator-monitor that migrated it"
+        )
+    else:
+        state = f"behind head {head}: run `creator-monitor db upgrade`"
     print(f"{revision or '(empty database)'} ({state})")
     return 0
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from monitor.app.stores import (
     HEAD_REVISION,
     KNOWN_REVISIONS,
+    newer_revision,
     parse_url,
     safe_url,
     schema_store,
@@ -38,12 +39,7 @@ async def migrate_on_start(url: str, clock: Callable[[], datetime], sd: SystemdN
         return
     current = current or None  # "": an empty database
     if current is not None and current not in KNOWN_REVISIONS:
-        raise ConfigError(
-            "storage.url",
-            f"database {safe_url(parse_url(url))} is at schema revision {current}, newer "
-            f"than this creator-monitor knows (up to {HEAD_REVISION}): install the newer "
-            "creator-monitor that migrated it, or point storage.url at another database",
-        )
+        raise ConfigError("storage.url", newer_revision(safe_url(parse_url(url)), current))
     what = f"migrating the database from {current or 'empty'} to {HEAD_REVISION}"
     log.info("%s", what)
     extending = asyncio.get_running_loop().create_task(_extend_start(sd, what))

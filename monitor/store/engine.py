@@ -26,7 +26,12 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.ops.wallclock import Clock
 from monitor.store.onehop import OneHopDbapi
-from monitor.store.revision import current_revision, head_revision
+from monitor.store.revision import (
+    KNOWN_REVISIONS,
+    current_revision,
+    head_revision,
+    newer_revision,
+)
 
 #: SQLite waits this long for another writer before "database is locked"
 BUSY_TIMEOUT = timedelta(seconds=5)
@@ -375,6 +380,8 @@ class StoreBase:
             raise SchemaOutOfDate(
                 f"database {safe_url(self._url)} has no schema yet; run: creator-monitor db upgrade"
             )
+        if current not in KNOWN_REVISIONS:
+            raise SchemaOutOfDate(newer_revision(safe_url(self._url), current), current=current)
         raise SchemaOutOfDate(
             f"database {safe_url(self._url)} is at revision {current}, this code needs {head}; "
             "run: creator-monitor db upgrade (or update creator-monitor if the database is newer)",

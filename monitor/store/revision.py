@@ -45,6 +45,16 @@ def migrations_dir() -> Path:
         return Path(__file__).resolve().parents[2] / "migrations"
 
 
+def newer_revision(shown_url: str, current: str) -> str:
+    """What every command says of a database migrated by a newer version (``current`` is not
+    one of KNOWN_REVISIONS): ``db upgrade`` cannot help, a newer creator-monitor can."""
+    return (
+        f"database {shown_url} is at schema revision {current}, newer than this "
+        f"creator-monitor knows (up to {HEAD_REVISION}): install the newer creator-monitor "
+        "that migrated it, or point storage.url at another database"
+    )
+
+
 def head_revision() -> str:
     """The single head revision of the shipped migrations."""
     return HEAD_REVISION

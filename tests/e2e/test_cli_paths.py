@@ -274,3 +274,26 @@ def test_a_storage_url_that_names_no_file_is_a_config_error(
         + ", not a SQLite database file; fix the path\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "history.db"]
+
+
+def test_a_database_from_a_newer_version_is_named_so_by_every_command(tmp_path: Path) -> None:
+    """`run` refused it in one line; `db upgrade` said 'error (unexpected; …): Can't locate
+    revision …', `db current` called it behind and advised `db upgrade`, and `status` advised
+    `db upgrade` too."""
+    config = _config(tmp_path, 9)
+    assert run_cli("-c", config, "db", "upgrade").returncode == 0
+    with sqlite3.connect(tmp_path / "h.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    newer = "is at schema revision 0099_future, newer than this creator-monitor knows"
+    upgrade = run_cli("-c", config, "db", "upgrade")
+    assert upgrade.returncode == 2, upgrade.stderr
+    assert upgrade.stderr.count("\n") == 1
+    assert newer in upgrade.stderr
+    assert "install the newer creator-monitor that migrated it" in upgrade.stderr
+    current = run_cli("-c", config, "db", "current")
+    assert current.returncode == 0, current.stderr
+    assert current.stdout.startswith("0099_future (newer than this creator-monitor knows")
+    status = run_cli("-c", config, "status")
+    assert status.returncode == 1
+    assert newer in status.stderr
+    assert "db upgrade" not in status.stderr
