@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from monitor.display import format_duration
 from monitor.model import ALL_METRICS, FOLLOWER_METRIC
-from monitor.validation import MAX_DURATION, unknown
+from monitor.validation import MAX_DURATION, shown_word, unknown
 
 _DURATION_RE = re.compile(
     r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$"
@@ -58,8 +58,9 @@ def _parse_zone(value: object) -> str:
         raise ValueError(f"expected an IANA time zone name, got {value!r}")
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}; e.g. 'Asia/Shanghai' or 'UTC'") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: longer than a file name
+        shown = shown_word(value)
+        raise ValueError(f"unknown time zone {shown}; e.g. 'Asia/Shanghai' or 'UTC'") from None
     return value
 
 

@@ -138,6 +138,8 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"api": {"timeout": "0s"}}, "api.timeout", "greater than zero"),
     ({"api": {"base_url": "api.justoneapi.com"}}, "api.base_url", "http(s) URL"),
     ({"budget": {"timezone": "Asia/Beijing"}}, "budget.timezone", "unknown time zone"),
+    # longer than a file name may be: ZoneInfo's OSError was an "unexpected" error
+    ({"budget": {"timezone": "A" * 5000}}, "budget.timezone", "unknown time zone 'AAAA"),
     ({"budget": {"daily_calls": 0}}, "budget.daily_calls", "must be at least 1, got 0"),
     ({"budget": {"calls_per_minute": 10, "burst": 20}}, "budget.burst", "must not exceed"),
     ({"storage": {"url": "mysql://x/y"}}, "storage.url", "sqlite+aiosqlite"),
