@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -117,9 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one redacted line, exit 1
-        _fail(exc, args.debug, secret_filter, unexpected=True)
-        return 1
+        return _last_resort(exc, args.debug, secret_filter)
     return code
+
+
+def _last_resort(exc: Exception, debug: bool, secrets: SecretFilter) -> int:
+    """An exception no command turned into its own error: one redacted line, exit 1; a path
+    the OS refuses as too long (from the config or the command line) is a usage mistake."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        _fail(ConfigError(_too_long(exc), _TOO_LONG), debug, secrets)
+        return 2
+    _fail(exc, debug, secrets, unexpected=True)
+    return 1
+
+
+_TOO_LONG = "path too long (a file name has at most 255 bytes, a whole path 4,096); fix it"
+
+
+def _too_long(exc: OSError) -> str:
+    """The refused path as an error names it: its start and its length."""
+    name = exc.filename if isinstance(exc.filename, str) else ""
+    if not name:
+        return "a path"
+    return name if len(name) <= 60 else f"{name[:40]}… ({len(name):,} characters)"
 
 
 def _fail(

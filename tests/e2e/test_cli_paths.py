@@ -297,3 +297,30 @@ def test_a_database_from_a_newer_version_is_named_so_by_every_command(tmp_path: 
     assert status.returncode == 1
     assert newer in status.stderr
     assert "db upgrade" not in status.stderr
+
+
+@pytest.mark.parametrize(
+    ("document", "argv"),
+    [
+        ('[notify]\ntemplates_dir = "/tmp/{long}"\n', ["check", "--no-token"]),
+        ('[storage]\nurl = "sqlite+aiosqlite:////tmp/{long}/h.db"\n', ["status"]),
+        ('[storage]\nurl = "sqlite+aiosqlite:////tmp/{long}"\n', ["status"]),
+        ('[storage]\nurl = "sqlite+aiosqlite:///{tmp}/h.db"\n', ["report", "--out", "/tmp/{long}"]),
+        ("", ["demo", "--db", "/tmp/{long}"]),
+    ],
+)
+def test_a_path_too_long_for_the_system_is_one_line(
+    tmp_path: Path, document: str, argv: list[str]
+) -> None:
+    """A file name over 255 bytes (a pasted value, a runaway script) made the OS refuse the
+    path, which the commands reported as 'error (unexpected; rerun with --debug): [Errno 36]
+    File name too long: …' with all of it."""
+    long = "A" * 5000
+    config = tmp_path / "config.toml"
+    config.write_text(document.format(long=long, tmp=tmp_path), encoding="utf-8")
+    done = run_cli("-c", config, *(a.format(long=long) for a in argv))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "unexpected" not in done.stderr
+    assert "path too long" in done.stderr
+    assert "A" * 100 not in done.stderr
