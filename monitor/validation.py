@@ -367,3 +367,16 @@ def text_problem(text: str) -> str | None:
     if found is None:
         return None
     return f"holds U+{ord(found.group()):04X} (not UTF-8 text)"
+
+
+def path_too_long(exc: OSError) -> ConfigError:
+    """An ENAMETOOLONG from a path the config or the command line gave, as the one-line
+    mistake it is: the path's start and its length, never all of it."""
+    name = exc.filename if isinstance(exc.filename, str) else ""
+    if not name:
+        name = "a path"
+    elif len(name) > SHOWN_WORD:
+        name = f"{name[:40]}… ({len(name):,} characters)"
+    return ConfigError(
+        name, "path too long (a file name has at most 255 bytes, a whole path 4,096); fix it"
+    )

@@ -30,7 +30,7 @@ from monitor.config import (
 from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
 from monitor.ops.redaction import SecretFilter, redact
-from monitor.validation import problems_of
+from monitor.validation import path_too_long, problems_of
 
 log = logging.getLogger("monitor")
 
@@ -126,21 +126,10 @@ def _last_resort(exc: Exception, debug: bool, secrets: SecretFilter) -> int:
     """An exception no command turned into its own error: one redacted line, exit 1; a path
     the OS refuses as too long (from the config or the command line) is a usage mistake."""
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-        _fail(ConfigError(_too_long(exc), _TOO_LONG), debug, secrets)
+        _fail(path_too_long(exc), debug, secrets)
         return 2
     _fail(exc, debug, secrets, unexpected=True)
     return 1
-
-
-_TOO_LONG = "path too long (a file name has at most 255 bytes, a whole path 4,096); fix it"
-
-
-def _too_long(exc: OSError) -> str:
-    """The refused path as an error names it: its start and its length."""
-    name = exc.filename if isinstance(exc.filename, str) else ""
-    if not name:
-        return "a path"
-    return name if len(name) <= 60 else f"{name[:40]}… ({len(name):,} characters)"
 
 
 def _fail(

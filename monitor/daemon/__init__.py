@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import signal
@@ -52,7 +53,7 @@ from monitor.ops.systemd import SystemdNotifier, watchdog_interval, watchdog_loo
 from monitor.ops.telemetry import HttpEndpoint, Telemetry, serve
 from monitor.ops.wallclock import WallJumps
 from monitor.policy.rules import ACCOUNT_WIDE_CODES
-from monitor.validation import raise_all
+from monitor.validation import path_too_long, raise_all
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,11 @@ class Daemon:
             raise_all(startup_problems(config, self.options.environ, api_token=False))
             token = resolve_token(config, self.options.environ)  # a renewed token_file
             notifier = self._make_notifier(config)  # channel URLs must work before we switch
+        except OSError as exc:  # a path the OS refuses (one too long); not ours to know more
+            problem = path_too_long(exc) if exc.errno == errno.ENAMETOOLONG else exc
+            log.error("reload rejected, keeping the running config: %s", problem)
+            self._sd.ready(f"reload rejected; {self.summary()}")
+            return False
         except (ConfigError, NotifyError) as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             self._sd.ready(f"reload rejected; {self.summary()}")

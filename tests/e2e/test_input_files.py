@@ -10,6 +10,7 @@ before the fix). Odd text in regular files runs in this process (``support.cli``
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import signal
@@ -372,3 +373,34 @@ def test_a_config_saved_with_a_bom_is_accepted(tmp_path: Path) -> None:
 
 if sys.platform != "linux":  # FIFOs, /dev/zero and RLIMIT_AS as Linux has them
     pytestmark = pytest.mark.skip("Linux only")
+
+
+async def test_a_reload_to_a_path_too_long_is_rejected_in_one_line(
+    tmp_path: Path, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGHUP whose new config names a template folder longer than the OS allows: the
+    OSError escaped the reload task (a 'Task exception was never retrieved' traceback, no
+    'reload rejected'); now the reload is refused and the old config kept."""
+    from support.daemon import creators, in_process
+
+    async with in_process(tmp_path, token) as env:
+        doc = daemon_config(env.sim.base_url, env.db_url, creators(1))
+        path = write_toml(tmp_path / "config.toml", doc)
+        daemon = env.make(doc, config_path=path)
+        results: list[bool] = []
+
+        async def reload_once_started() -> None:
+            while not env.sim.counters().by_series:
+                await asyncio.sleep(0.01)
+            write_toml(path, doc | {"notify": {"templates_dir": "/tmp/" + "A" * 5000}})
+            results.append(await daemon.reload())
+
+        with caplog.at_level(logging.ERROR):
+            helper = asyncio.get_running_loop().create_task(reload_once_started())
+            await env.run_until(daemon, helper.done)
+            await helper
+    assert results == [False]
+    rejected = [r.getMessage() for r in caplog.records if "reload rejected" in r.getMessage()]
+    assert len(rejected) == 1
+    assert "path too long" in rejected[0]
+    assert "A" * 100 not in rejected[0]
