@@ -28,7 +28,7 @@ from monitor.errors import ConfigError, NothingStored
 from monitor.model import METRICS
 from monitor.validation import unknown
 from monitor.web.context import console_of, problem_text, row_id
-from monitor.web.pages import overview_query
+from monitor.web.pages import alert_state, overview_query
 
 PREFIX = "/api/v1"
 
@@ -177,9 +177,10 @@ def _text(request: web.Request, key: str) -> str | None:
 
 async def alerts(request: web.Request) -> web.Response:
     console = console_of(request)
-    state = request.query.get("state", "open")
-    if state not in ("open", "firing", "pending", "resolved", "all"):
-        return _error(400, "state is one of open, firing, pending, resolved, all")
+    try:
+        state = alert_state(request.query)
+    except ConfigError as exc:
+        return _error(400, problem_text(exc))
     rows = await console.store.console_alerts(state=state, limit=500)  # type: ignore[arg-type]
     return _json({"alerts": [asdict(a) for a in rows]})
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from monitor.app import NoteLine, OverviewQuery, Sort
+from monitor.config.references import check_name
 from monitor.errors import ConfigError
 from monitor.model import METRICS
 from monitor.validation import raise_all, unknown
@@ -29,12 +30,15 @@ _SORTS: tuple[Sort, ...] = ("name", "change", "change_asc", "fans_change", "fans
 PAGE_NOTES = 20
 
 
-def _int(value: str | None, default: int, low: int, high: int) -> int:
-    try:
-        number = int(value or default)
-    except ValueError:
-        return default
-    return max(low, min(high, number))
+#: the alert states the page and the API list, as ``?state=`` names them
+ALERT_STATES = ("open", "firing", "pending", "resolved", "all")
+
+
+def alert_state(query: Any) -> str:
+    """``?state=`` of the alerts page and API (``open`` when absent); a ConfigError with a
+    "did you mean" for anything else, never a silent fallback."""
+    state = query.get("state") or "open"
+    return check_name("state", state, ALERT_STATES, arg="state")
 
 
 def _whole(query: Any, key: str, default: int, high: int) -> int:
@@ -242,9 +246,11 @@ async def creator(request: web.Request) -> web.Response:
 
 async def alerts(request: web.Request) -> web.Response:
     console = console_of(request)
-    state = request.query.get("state", "open")
-    state = state if state in ("open", "all", "resolved") else "open"
-    page = _int(request.query.get("page"), 1, 1, 100_000)
+    try:
+        state = alert_state(request.query)
+        page = _whole(request.query, "page", 1, 100_000)
+    except ConfigError as exc:
+        return web.Response(status=400, text=f"{problem_text(exc)}\n")
     rows = await console.store.console_alerts(
         state=state,  # type: ignore[arg-type]
         limit=PER_PAGE + 1,

@@ -504,3 +504,34 @@ async def test_a_limit_is_plain_digits_as_ids_and_pages_are(
     )
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"] == f"limit: expected a whole number, got {limit!r}"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"state": "firng"}, "state: unknown state 'firng'; did you mean 'firing'?"),
+        ({"page": "two"}, "page: expected a whole number from 1, got 'two'"),
+        ({"page": "0"}, "page: expected a whole number from 1, got '0'"),
+    ],
+)
+async def test_the_alerts_page_refuses_what_the_api_refuses(
+    console: httpx.AsyncClient, query: dict[str, str], message: str
+) -> None:
+    """The alerts page fell back to the open alerts and page 1 for any state or page it did
+    not know, while the API said 400, and the overview page says 400 for its own."""
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    page = await console.get("/alerts", headers=admin, params=query)
+    assert page.status_code == 400
+    assert message in page.text
+    if "state" in query:
+        api = await console.get("/api/v1/alerts", headers=admin, params=query)
+        assert api.status_code == 400
+        assert api.json()["error"] == message
+
+
+async def test_the_alerts_page_shows_every_state_the_api_knows(console: httpx.AsyncClient) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    for state in ("open", "firing", "pending", "resolved", "all"):
+        assert (
+            await console.get("/alerts", headers=admin, params={"state": state})
+        ).status_code == 200
