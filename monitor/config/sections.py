@@ -37,6 +37,7 @@ from monitor.config.fields import (
     ZoneName,
     parse_window,
 )
+from monitor.config.files import file_kind
 from monitor.model import Advertise, Business, Creator, DateType, NoteType, Severity
 from monitor.validation import userinfo_problem
 
@@ -83,6 +84,14 @@ class StorageConfig(Section):
     #: where paid answers the database refused are spilled until it takes them (default:
     #: beside a SQLite file; for PostgreSQL under $STATE_DIRECTORY or ~/.local/state)
     spill_file: Path | None = None
+
+    @field_validator("spill_file")
+    @classmethod
+    def _a_file(cls, value: Path | None) -> Path | None:
+        # a replay removes the file: a device, a FIFO or a folder named here must not be
+        if value is not None and (kind := file_kind(value)) is not None:
+            raise ValueError(f"{value} is {kind}, not a file; name a file (it is made when needed)")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import tomllib
 from datetime import timedelta
@@ -592,3 +593,19 @@ def test_a_report_names_known_channels_and_creators_and_a_name_of_its_own() -> N
         "reports[0].channels: unknown channel 'teem'; did you mean 'team'?",
         "reports[1].creators: '5c3bf7f7000000000602fd64' is not a tracked creator",
     ]
+
+
+@pytest.mark.parametrize("kind", ["a character device", "a directory", "a FIFO (named pipe)"])
+def test_a_spill_file_that_is_no_file_is_refused(tmp_path: Path, kind: str) -> None:
+    # a replay removes the spill file: as root, storage.spill_file = "/dev/null" would have
+    # unlinked the device
+    where = {"a character device": Path("/dev/null"), "a directory": tmp_path}.get(kind)
+    if where is None:
+        where = tmp_path / "spill.fifo"
+        os.mkfifo(where)
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"storage": {"spill_file": str(where)}})
+    assert str(refused.value) == (
+        f"storage.spill_file: {where} is {kind}, not a file; name a file (it is made when needed)"
+    )
+    assert parse_config({"storage": {"spill_file": str(tmp_path / "x.spill")}})

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from datetime import date, datetime
@@ -349,7 +350,7 @@ class Spill:
                     self.refused(exc)
                     raise
                 failed = False
-                if handle is not None and self.path is not None:
+                if handle is not None and self.path is not None and _regular(handle):
                     self.path.unlink(missing_ok=True)  # under the lock: see ``_locked_file``
         finally:
             self._replaying = False
@@ -447,6 +448,11 @@ def _open_locked(path: Path, *, create: bool = True) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)  # releases the lock
+
+
+def _regular(handle: IO[str]) -> bool:
+    """The spill file is a file: never remove a device or a FIFO named as one."""
+    return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
 
 
 def _count_lines(path: Path | None) -> int:
