@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
 from pydantic import SecretStr
 
 from monitor.config.document import Config
@@ -163,6 +162,8 @@ def template_problems(directory: Path | None) -> list[ConfigError]:
                 "copy the ones to change from monitor/notify/templates",
             )
         ]
+    import jinja2  # only with templates_dir: not at every start
+
     problems = []
     parser = jinja2.Environment(autoescape=False)  # noqa: S701 - parsed only, never rendered
     for name in present:

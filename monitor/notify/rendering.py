@@ -13,17 +13,10 @@ Filters: ``num(metric)`` formats a metric value, ``pct`` a signed percentage,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
-from jinja2.loaders import split_template_path
-from jinja2.sandbox import SandboxedEnvironment
-
-from monitor.config.files import TEMPLATE_LIMIT, read_text
-from monitor.display import format_pct, format_value
 from monitor.notify.message import (
     ACCOUNT_SCOPE,
     AlertView,
@@ -33,52 +26,12 @@ from monitor.notify.message import (
     MessageContext,
     alert_variables,
     digest_variables,
-    human_duration,
 )
 
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
 BUILTIN_DIR = Path(__file__).parent / "templates"
-
-
-class _RegularFileLoader(FileSystemLoader):
-    """A user's templates, each read as ``check`` reads it: a regular file of at most 1 MiB,
-    opened without blocking (a FIFO or /dev/zero named like a template is refused, and the
-    built-in template is used)."""
-
-    def get_source(
-        self, environment: Environment, template: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        path = Path(self.searchpath[0], *split_template_path(template))
-        try:
-            source = read_text(
-                path, key="notify.templates_dir", what="template", limit=TEMPLATE_LIMIT
-            )
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            raise TemplateNotFound(template) from None
-
-        def unchanged() -> bool:
-            try:
-                return path.stat().st_mtime == mtime
-            except OSError:
-                return False
-
-        return source, str(path), unchanged
-
-
-def _environment(directory: Path, *, user: bool = False) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
-        loader=_RegularFileLoader(directory) if user else FileSystemLoader(directory),
-        undefined=StrictUndefined,
-        autoescape=False,  # Markdown, not HTML
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = lambda value, metric=None: format_value(metric, value)
-    env.filters["pct"] = format_pct
-    env.filters["duration"] = lambda seconds, language="en": human_duration(
-        timedelta(seconds=float(seconds)), language
-    )
-    return env
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -90,9 +43,22 @@ class Renderer:
     """Renders from the user's templates_dir when it has the template, else the built-in one."""
 
     def __init__(self, templates_dir: Path | None = None) -> None:
-        self._builtin = _environment(BUILTIN_DIR)
         self._user_dir = templates_dir
-        self._user = None if templates_dir is None else _environment(templates_dir, user=True)
+        # made at the first message: Jinja2 is not loaded before the daemon is READY (the
+        # alerting side holds a Renderer from the start)
+        self._environments: tuple[SandboxedEnvironment, SandboxedEnvironment | None] | None = None
+
+    def _made(self) -> tuple[SandboxedEnvironment, SandboxedEnvironment | None]:
+        """The built-in templates' environment and the user's (None without templates_dir)."""
+        if self._environments is None:
+            from monitor.notify.environment import environment
+
+            user_dir = self._user_dir
+            self._environments = (
+                environment(BUILTIN_DIR),
+                None if user_dir is None else environment(user_dir, user=True),
+            )
+        return self._environments
 
     def render(
         self, event: str, alert: AlertView, context: MessageContext, language: Language
@@ -107,14 +73,15 @@ class Renderer:
 
     def _render(self, name: str, variables: Mapping[str, Any]) -> Message:
         error = None
-        user, user_dir = self._user, self._user_dir
+        builtin, user = self._made()
+        user_dir = self._user_dir
         if user is not None and user_dir is not None and (user_dir / name).is_file():
             try:
                 return Message(*_split(user.get_template(name).render(variables)))
             # a user template may fail in any way (syntax, undefined, sandbox, 1/0): fall back
             except Exception as exc:  # noqa: BLE001
                 error = f"template {name}: {type(exc).__name__}: {exc}"
-        title, body = _split(self._builtin.get_template(name).render(variables))
+        title, body = _split(builtin.get_template(name).render(variables))
         return Message(title, body, error)
 
 
