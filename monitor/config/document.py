@@ -3,6 +3,8 @@ each creator gets, and the checks that span sections."""
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from collections.abc import Collection
 from datetime import timedelta
 
@@ -24,8 +26,18 @@ from monitor.config.sections import (
     VariantConfig,
 )
 from monitor.errors import ConfigError
-from monitor.model import CORE, FANS, NOTES, DateType, Variant
+from monitor.model import CORE, FANS, NOTES, Creator, DateType, Variant
 from monitor.validation import section_keys, unknown
+
+#: what a ``[[creators]]`` entry sets beyond who it is (``Creator``'s user_id, name and tags):
+#: its variant keys, variants, sources and cadences, read in one call, and their defaults
+_OWN = tuple(
+    f
+    for f in dataclasses.fields(CreatorConfig)
+    if f.name not in {g.name for g in dataclasses.fields(Creator)}
+)
+_own_settings = operator.attrgetter(*(f.name for f in _OWN))
+_NOTHING_OWN = tuple(f.default for f in _OWN)
 
 
 class Config(Section):
@@ -59,6 +71,13 @@ class Config(Section):
         return tuple(
             Variant(**{key: getattr(v, key) or base[key] for key in base}) for v in creator.variants
         )
+
+    @staticmethod
+    def follows_defaults(creator: CreatorConfig) -> bool:
+        """Whether a creator sets none of its own variants, sources or cadences: its series and
+        their cadences are then ``[defaults]``' and the same as every such creator's (the
+        common case, asked 100,000 times at a start: one call, no tuple of variants made)."""
+        return _own_settings(creator) == _NOTHING_OWN
 
     def _default_variants(self) -> tuple[Variant, ...]:
         """The variants of a creator without overrides: ``[defaults]``' one, as one tuple that

@@ -205,16 +205,24 @@ def call_plan(config: Config) -> Plan:
     # times at start-up (keyed by the tuples' identity, kept in the value so that no id is
     # reused while the loop runs), and each is counted once with the creators that share it
     costs: dict[tuple[int, int, object, object], _Cost] = {}
+    # that of a creator that sets nothing of its own (most of them): found without a key
+    shared: _Cost | None = None
+    follows_defaults = config.follows_defaults
     for creator in config.creators:
-        variants, sources = config.variants_of(creator), config.sources_of(creator)
-        key = (id(variants), id(sources), creator.every, creator.every_source)
-        cost = costs.get(key)
+        plain = follows_defaults(creator)
+        cost = shared if plain else None
         if cost is None:
-            each = [
-                (source, DAY / config.every_source_of(creator, source))
-                for source, _variant in config.series_of(creator)
-            ]
-            cost = costs[key] = _Cost((variants, sources), each)
+            variants, sources = config.variants_of(creator), config.sources_of(creator)
+            key = (id(variants), id(sources), creator.every, creator.every_source)
+            cost = costs.get(key)
+            if cost is None:
+                each = [
+                    (source, DAY / config.every_source_of(creator, source))
+                    for source, _variant in config.series_of(creator)
+                ]
+                cost = costs[key] = _Cost((variants, sources), each)
+            if plain:
+                shared = cost
         cost.creators += 1
         for tag in creator.tags or (UNTAGGED,):
             tag_calls[tag] = tag_calls.get(tag, 0.0) + cost.calls

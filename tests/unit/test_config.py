@@ -609,3 +609,45 @@ def test_a_spill_file_that_is_no_file_is_refused(tmp_path: Path, kind: str) -> N
         f"storage.spill_file: {where} is {kind}, not a file; name a file (it is made when needed)"
     )
     assert parse_config({"storage": {"spill_file": str(tmp_path / "x.spill")}})
+
+
+@pytest.mark.parametrize(
+    ("own", "follows"),
+    [
+        ({}, True),
+        ({"name": "A", "tags": ["x"]}, True),  # who it is, not what is fetched
+        ({"every": "6h"}, False),
+        ({"business": "COOPERATE_NOTE"}, False),
+        ({"note_type": "VIDEO"}, False),
+        ({"date_type": "DAY_90"}, False),
+        ({"advertise": "ORGANIC_ONLY"}, False),
+        ({"variants": [{"date_type": "DAY_90"}]}, False),
+        ({"sources": ["core", "fans"]}, False),
+        ({"every_source": {"fans": "24h"}}, False),
+    ],
+)
+def test_a_creator_follows_the_defaults_only_when_it_sets_nothing_of_its_own(
+    own: dict[str, Any], follows: bool
+) -> None:
+    """The start-up's shortcut (one schedule plan and one cost for all such creators) holds
+    exactly when the creator's series and cadences are ``[defaults]``'."""
+    config = cfg.parse_config(
+        {
+            "defaults": {"sources": ["core", "fans"], "every_source": {"fans": "12h"}},
+            "creators": [{"user_id": "5c3bf7f7000000000602fd63", **own}],
+        }
+    )
+    creator = config.creators[0]
+    assert config.follows_defaults(creator) is follows
+    if follows:
+        plain = cfg.parse_config(
+            {
+                "defaults": {"sources": ["core", "fans"], "every_source": {"fans": "12h"}},
+                "creators": [{"user_id": "5c3bf7f7000000000602fd64"}],
+            }
+        ).creators[0]
+        assert config.series_of(creator) == config.series_of(plain)
+        assert all(
+            config.every_source_of(creator, source) == config.every_source_of(plain, source)
+            for source in ("core", "fans")
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 
-from monitor.config import Config, collector_paused
+from monitor.config import Config, CreatorConfig, collector_paused
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import Store
 
@@ -34,25 +34,18 @@ async def load_slots(
         # series' numbers, by source; keyed by identity, the tuples themselves kept in the
         # value so their ids cannot be reused
         plans: dict[tuple[int, int], tuple[object, list[tuple[str, int]]]] = {}
+        # the rows of a creator that sets nothing of its own (most of them), made once
+        shared: list[tuple[int, int]] | None = None
+        follows_defaults, add_series = config.follows_defaults, table.add_series
         for index, entry in enumerate(config.creators):
-            creator_id = ids[entry.user_id]
-            first_row[entry.user_id] = len(table)
-            variants, sources = config.variants_of(entry), config.sources_of(entry)
-            plan = plans.get((id(variants), id(sources)))
-            if plan is None:
-                series = [
-                    (source, table.variant_index(variant))
-                    for source, variant in config.series_of(entry)
-                ]
-                plan = plans[(id(variants), id(sources))] = ((variants, sources), series)
-            everies: dict[str, int] = {}
-            for source, variant in plan[1]:
-                every = everies.get(source)
-                if every is None:
-                    every = everies[source] = table.every_index(
-                        config.every_source_of(entry, source)
-                    )
-                table.add(index, creator_id, variant, every)
+            if not follows_defaults(entry):
+                series = _series(config, table, plans, entry)
+            elif shared is None:
+                series = shared = _series(config, table, plans, entry)
+            else:
+                series = shared
+            user_id = entry.user_id
+            first_row[user_id] = add_series(index, ids[user_id], series)
         del ids
         table.seal()
         async for page in store.slot_states():
@@ -61,6 +54,30 @@ async def load_slots(
         if table.any_unscheduled() and table.place_unscheduled(now) and write_new:
             await store.schedule_new(table.unwritten())  # one transaction, however many
     return table
+
+
+def _series(
+    config: Config,
+    table: Timetable,
+    plans: dict[tuple[int, int], tuple[object, list[tuple[str, int]]]],
+    entry: CreatorConfig,
+) -> list[tuple[int, int]]:
+    """``entry``'s rows as ``Timetable.add_series`` takes them: (variant, every) numbers."""
+    variants, sources = config.variants_of(entry), config.sources_of(entry)
+    plan = plans.get((id(variants), id(sources)))
+    if plan is None:
+        series = [
+            (source, table.variant_index(variant)) for source, variant in config.series_of(entry)
+        ]
+        plan = plans[(id(variants), id(sources))] = ((variants, sources), series)
+    everies: dict[str, int] = {}
+    rows = []
+    for source, variant in plan[1]:
+        every = everies.get(source)
+        if every is None:
+            every = everies[source] = table.every_index(config.every_source_of(entry, source))
+        rows.append((variant, every))
+    return rows
 
 
 async def write_new_slots(table: Timetable, store: Store, *, batch: int = 5_000) -> int:

@@ -118,6 +118,17 @@ class Timetable(Mapping[str, Slot]):
         self._variant.append(variant)
         self._every.append(every)
 
+    def add_series(self, creator: int, creator_id: int, series: Sequence[tuple[int, int]]) -> int:
+        """``add`` for each (variant, every) of ``series``: a creator's rows; returns the
+        first one's number."""
+        first = len(self._creator)
+        for variant, every in series:
+            self._creator.append(creator)
+            self._creator_id.append(creator_id)
+            self._variant.append(variant)
+            self._every.append(every)
+        return first
+
     def seal(self) -> None:
         """Every row is added: each starts unscheduled, with no call made yet."""
         rows = len(self._creator)
@@ -134,6 +145,9 @@ class Timetable(Mapping[str, Slot]):
         ``Store.slot_states`` reads it, ``first_rows`` each creator's first row by user_id.
         A stored series the config no longer names is skipped."""
         creator_ids, labels, variant = self._creator_id, self._labels, self._variant
+        # ``_put`` written out: 100,000 rows at a restart, before READY
+        dues, successes, failures_of = self._due, self._success, self._failures
+        codes, broken_of = self._code, self._broken
         end = len(creator_ids)
         for key, creator_id, due, success, failures, code, broken in page:
             user_id, _, label = key.partition("/")
@@ -142,9 +156,15 @@ class Timetable(Mapping[str, Slot]):
                 continue
             while row < end and creator_ids[row] == creator_id:
                 if labels[variant[row]] == label:
-                    self._put(row, due, success, failures, code, broken)
+                    dues[row] = micros(due)
+                    successes[row] = _NONE if success is None else micros(success)
+                    failures_of[row] = failures
+                    codes[row] = _NONE if code is None else code
+                    broken_of[row] = broken
                     break
                 row += 1
+        # what ``_set_due`` would have done for a due time inside ``due_first``'s list
+        self._short, self._short_last = None, _NO_LIST
 
     def any_unscheduled(self) -> bool:
         return _NONE in self._due
