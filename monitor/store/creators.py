@@ -106,6 +106,7 @@ async def _page(conn: AsyncConnection, take: Callable[[Sequence[Any]], None]) ->
         if len(rows) < _PAGE:
             return
         after = int(rows[-1][1])
+        del rows  # not kept while the next page is read
 
 
 async def _compare(

@@ -123,10 +123,11 @@ class ScheduleStore(StoreBase):
                 rows = plain_rows(await conn.execute(query))
                 utc = utc_from_db(conn, schedule.c.next_due_at)
             last = len(rows)
-            if last == page:  # the last creator's slots may go on: read them whole next time
+            full = last == page
+            if full:  # the last creator's slots may go on: read them whole next time
                 while rows[last - 1][1] == rows[-1][1]:
                     last -= 1
-            yield [
+            states = [
                 (
                     name,
                     creator_id,
@@ -138,9 +139,14 @@ class ScheduleStore(StoreBase):
                 )
                 for name, creator_id, due, success, failures, code, broken in rows[:last]
             ]
-            if len(rows) < page:
+            after = rows[last - 1][1] if full else None
+            # neither the driver's rows nor a page the caller has read are kept while the
+            # next page is read: 100,000 slots at a restart held two pages of each at once
+            del rows
+            yield states
+            del states
+            if after is None:
                 return
-            after = rows[last - 1][1]
 
     async def schedule_new(self, entries: Iterable[tuple[int, Variant, datetime]]) -> None:
         """Add missing slots, each first due at its own time, in one transaction; existing

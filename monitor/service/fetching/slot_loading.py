@@ -50,6 +50,7 @@ async def load_slots(
         table.seal()
         async for page in store.slot_states():
             table.restore(page, first_row)
+            del page  # not kept while the next one is read
         del first_row
         if table.any_unscheduled() and table.place_unscheduled(now) and write_new:
             await store.schedule_new(table.unwritten())  # one transaction, however many
