@@ -42,6 +42,7 @@ from monitor.model import Advertise, Business, Creator, DateType, NoteType, Seve
 from monitor.validation import userinfo_problem
 
 _USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+_HEX = "0123456789abcdef"
 
 
 class ApiConfig(Section):
@@ -183,6 +184,8 @@ class CreatorConfig(Creator):
     @field_validator("user_id")
     @classmethod
     def _hex_id(cls, value: str) -> str:
+        if len(value) == 24 and not value.strip(_HEX):
+            return value  # 24 hex digits, without the regex: 100,000 times at a start
         if not _USER_ID_RE.match(value):
             raise ValueError(
                 f"expected a 24-hex creator id like '5c3bf7f7000000000602fd63', got {value!r}"
