@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from monitor import app
 from monitor.cli import arguments, history_output, output, source_output
 from monitor.cli.arguments import parse_since
-from monitor.cli.fetching import fetch
-from monitor.cli.resume import resume
 from monitor.config import Config, channel_url, startup_problems
 from monitor.config.references import silence_request
 from monitor.config.roster import RosterError
@@ -464,6 +462,18 @@ def roster(args: argparse.Namespace, config: Config) -> int:
 
 
 #: each command's function, by the name the parser gives it (``parser.command``)
+def fetch(args: argparse.Namespace, config: Config) -> int:
+    from monitor.cli.fetching import fetch as fetch_now  # the client and fetch path: only here
+
+    return fetch_now(args, config)
+
+
+def resume(args: argparse.Namespace, config: Config) -> int:
+    from monitor.cli.resume import resume as resume_now  # the client and fetch path: only here
+
+    return resume_now(args, config)
+
+
 HANDLERS: dict[str, Handler] = {
     "check": check,
     "simulate": simulate,
