@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
@@ -462,16 +463,14 @@ def roster(args: argparse.Namespace, config: Config) -> int:
 
 
 #: each command's function, by the name the parser gives it (``parser.command``)
-def fetch(args: argparse.Namespace, config: Config) -> int:
-    from monitor.cli.fetching import fetch as fetch_now  # the client and fetch path: only here
+def _on_use(module: str, name: str) -> Handler:
+    """A handler imported when it runs: fetch and resume bring the HTTP client and fetch path."""
 
-    return fetch_now(args, config)
+    def handler(args: argparse.Namespace, config: Config) -> int:
+        run: Handler = getattr(importlib.import_module(module), name)
+        return run(args, config)
 
-
-def resume(args: argparse.Namespace, config: Config) -> int:
-    from monitor.cli.resume import resume as resume_now  # the client and fetch path: only here
-
-    return resume_now(args, config)
+    return handler
 
 
 HANDLERS: dict[str, Handler] = {
@@ -492,8 +491,8 @@ HANDLERS: dict[str, Handler] = {
     "unsilence": unsilence,
     "notify_test": notify_test,
     "notify_retry": notify_retry,
-    "fetch": fetch,
-    "resume": resume,
+    "fetch": _on_use("monitor.cli.fetching", "fetch"),
+    "resume": _on_use("monitor.cli.resume", "resume"),
     "run": run,
     "demo": demo,
     "serve": serve,
