@@ -25,7 +25,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.ops.wallclock import Clock
-from monitor.store.onehop import OneHopDbapi
+from monitor.store.onehop import LOCK_WITH_FIRST_STATEMENT, OneHopDbapi
 from monitor.store.revision import (
     KNOWN_REVISIONS,
     current_revision,
@@ -35,8 +35,10 @@ from monitor.store.revision import (
 
 #: SQLite waits this long for another writer before "database is locked"
 BUSY_TIMEOUT = timedelta(seconds=5)
-#: an execution option our BEGIN listener reads: take SQLite's write lock up front
+#: an execution option our BEGIN listener reads: take SQLite's write lock up front (True), or
+#: with the transaction's first statement (``WITH_FIRST_STATEMENT``: one trip less per write)
 WRITE_LOCK_OPTION = "cm_write"
+WITH_FIRST_STATEMENT = "first-statement"
 
 
 def system_clock() -> datetime:
@@ -143,7 +145,10 @@ def _install_sqlite_listeners(engine: AsyncEngine, *, foreign_keys: bool, busy_m
         # a deferred transaction that reads then writes fails at once with SQLITE_BUSY when
         # another writer got in between (busy_timeout cannot help); writers lock up front
         immediate = conn.get_execution_options().get(WRITE_LOCK_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if immediate == WITH_FIRST_STATEMENT:
+            conn.exec_driver_sql(LOCK_WITH_FIRST_STATEMENT)
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _enter_wal(cursor: Any, busy_ms: int) -> None:
@@ -297,6 +302,7 @@ class StoreBase:
     def __init__(self, engine: AsyncEngine, url: URL, clock: Clock) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{WRITE_LOCK_OPTION: True})
+        self._first_writer = engine.execution_options(**{WRITE_LOCK_OPTION: WITH_FIRST_STATEMENT})
         self._url = url
         self._clock = clock
 
@@ -348,10 +354,18 @@ class StoreBase:
         return sqlite.insert(table)
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction: committed whole at the end, or rolled back whole."""
+    async def _write(
+        self, *, lock_with_first_statement: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed whole at the end, or rolled back whole.
+
+        On SQLite the write lock is held once the block starts; with
+        ``lock_with_first_statement`` it is taken with the block's first statement instead (in
+        the same trip to SQLite's thread: one trip less), for blocks whose first step is one.
+        """
+        writer = self._first_writer if lock_with_first_statement else self._writer
         with translated(self._url):
-            async with self._writer.begin() as conn:
+            async with writer.begin() as conn:
                 yield conn
 
     @asynccontextmanager

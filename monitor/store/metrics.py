@@ -176,7 +176,7 @@ class MetricsStore(StoreBase):
         """Store many attempts in ONE transaction (bulk ingest); ids in the order given."""
         if not records:
             return []
-        async with self._write() as conn:
+        async with self._write(lock_with_first_statement=True) as conn:
             return await self._store_records(conn, records)
 
     async def store_held(self, records: Sequence[FetchRecord]) -> int:
@@ -202,8 +202,8 @@ class MetricsStore(StoreBase):
     async def _store_records(
         self, conn: AsyncConnection, records: Sequence[FetchRecord]
     ) -> list[int]:
-        now = self._clock()
         ids = await self._insert_fetches(conn, records)
+        now = self._clock()  # read with the write lock held (taken by the first statement)
         await self._upsert_points(conn, records, ids, now)
         await self._store_sources(conn, records, now)
         raws = [

@@ -6,8 +6,16 @@ thread and back (a queue put, a wake-up, ``call_soon_threadsafe``, an event-loop
 instant upstream those trips were most of the daemon's own CPU per fetch. This adapter runs the
 four together on the worker thread, as one function, and hands SQLAlchemy the finished result.
 
-It uses what SQLAlchemy's own aiosqlite adapter uses of aiosqlite (``Connection._execute`` and
-``_conn``). Server-side cursors (``stream``) are SQLAlchemy's, unchanged.
+A transaction's ``BEGIN`` costs no trip of its own either: it goes to the thread with the
+transaction's first statement (or its ``COMMIT``/``ROLLBACK`` when it ran none), in the same
+function and before it. A deferred ``BEGIN`` takes no lock and no snapshot, so nothing changes.
+``BEGIN IMMEDIATE`` takes the write lock, and code may count on holding it once ``begin()``
+returns (migrations do), so it is sent at once; only the spelling ``LOCK_WITH_FIRST_STATEMENT``
+(SQLite's own ``BEGIN IMMEDIATE TRANSACTION``) waits for the first statement, for transactions
+whose first step is a statement: the lock is then taken just before that statement runs, and a
+lock that cannot be had fails that statement. A ``COMMIT`` or ``ROLLBACK`` with no transaction
+open (the pool's reset after a commit) is sqlite3's no-op, so it is not sent. A server-side
+cursor (``stream``) sends a waiting ``BEGIN`` first, on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import collections
 import sqlite3
 import threading
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -45,12 +53,21 @@ class _Ran:
 _NOT_RUN = _Ran(None, -1, None)
 
 
+#: ``BEGIN IMMEDIATE`` sent with the transaction's first statement (see the module)
+LOCK_WITH_FIRST_STATEMENT = "BEGIN IMMEDIATE TRANSACTION"
+#: the statements held back until the transaction's first statement, and sent with it
+_BEGINS = frozenset({"BEGIN", LOCK_WITH_FIRST_STATEMENT})
+
+
 def _run(
-    conn: aiosqlite.Connection, sql: str, parameters: Any, many: bool
+    conn: aiosqlite.Connection, sql: str, parameters: Any, many: bool, begin: str | None = None
 ) -> tuple[_Ran, list[Any] | None]:
-    """On aiosqlite's thread: the statement, its rows, and the cursor closed, in one go."""
+    """On aiosqlite's thread: the waiting ``BEGIN``, the statement, its rows, and the cursor
+    closed, in one go."""
     cursor: sqlite3.Cursor = conn._conn.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         if many:
             cursor.executemany(sql, parameters)
         elif parameters is None:
@@ -61,6 +78,22 @@ def _run(
         return _Ran(cursor.description, cursor.rowcount, cursor.lastrowid), rows
     finally:
         cursor.close()
+
+
+def _send(conn: sqlite3.Connection, statement: str) -> None:
+    """On aiosqlite's thread: one statement that returns nothing."""
+    conn.execute(statement).close()
+
+
+def _end(conn: sqlite3.Connection, begin: str | None, commit: bool) -> None:
+    """On aiosqlite's thread: a waiting ``BEGIN`` (a transaction that ran no statement), then
+    the commit or rollback."""
+    if begin is not None:
+        conn.execute(begin)
+    if commit:
+        conn.commit()
+    else:
+        conn.rollback()
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -78,6 +111,11 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._rows = collections.deque()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
+        if operation in _BEGINS and not parameters:
+            _onehop(self).begin_later(operation)
+            self._cursor = _NOT_RUN  # type: ignore[assignment]
+            self._rows = collections.deque()
+            return
         try:
             await_(self._one_trip(operation, parameters, many=False))
         except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's adapter does
@@ -90,16 +128,71 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             self._adapt_connection._handle_exception(error)
 
     async def _one_trip(self, operation: Any, parameters: Any, *, many: bool) -> None:
-        async with self._adapt_connection._execute_mutex:
+        adapt = _onehop(self)
+        async with adapt._execute_mutex:
             conn = self._connection
-            ran, rows = await conn._execute(_run, conn, operation, parameters, many)
+            begin = adapt.begin_now()
+            ran, rows = await conn._execute(_run, conn, operation, parameters, many, begin)
         self._cursor = ran
         self._rows = collections.deque(rows or ())
 
 
 class _Connection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("_begin",)
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        #: a ``BEGIN`` not sent yet: it goes with the next statement, commit or rollback
+        self._begin: str | None = None
+
+    def begin_later(self, statement: str) -> None:
+        if self._begin is not None:  # two BEGINs in a row: the second fails, as it would have
+            self._flush_begin()
+        self._begin = statement
+
+    def begin_now(self) -> str | None:
+        """The waiting ``BEGIN``, taken to be sent by the caller."""
+        begin, self._begin = self._begin, None
+        return begin
+
+    def _flush_begin(self) -> None:
+        """Send a waiting ``BEGIN`` now, on its own."""
+        begin = self.begin_now()
+        if begin is None:
+            return
+        connection = self._connection
+        try:
+            await_(connection._execute(_send, connection._conn, begin))
+        except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's adapter does
+            self._handle_exception(error)
+
+    def cursor(self, server_side: bool = False) -> Any:
+        if server_side:  # SQLAlchemy's own cursor: it knows nothing of a waiting BEGIN
+            self._flush_begin()
+        return super().cursor(server_side)
+
+    def commit(self) -> None:
+        self._end(commit=True)
+
+    def rollback(self) -> None:
+        self._end(commit=False)
+
+    def _end(self, *, commit: bool) -> None:
+        connection = self._connection
+        if not connection._connection:  # closed: as SQLAlchemy's adapter, nothing to do
+            return
+        begin = self.begin_now()
+        if begin is None and not connection._conn.in_transaction:
+            return  # sqlite3 does nothing then: no trip to its thread for it
+        try:
+            await_(connection._execute(_end, connection._conn, begin, commit))
+        except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's adapter does
+            self._handle_exception(error)
+
+
+def _onehop(cursor: OneHopCursor) -> _Connection:
+    return cast(_Connection, cursor._adapt_connection)
 
 
 class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
