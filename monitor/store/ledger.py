@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Executable, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -99,10 +100,8 @@ class BudgetTxn:
 
     async def save(self, row: BudgetRow, *, now: datetime) -> None:
         """Replace the budget row (it exists: ``budget_txn`` made sure)."""
-        values = _state_values(row) | {"updated_at": now}
-        await self._conn.execute(
-            update(budget_state).where(budget_state.c.name == self._name).values(values)
-        )
+        values = {f"b_{k}": v for k, v in _state_values(row).items()}
+        await self._conn.execute(_SAVE, values | {"b_name": self._name, "b_updated_at": now})
         self.row = row
 
 
@@ -119,10 +118,14 @@ class BudgetStore(StoreBase):
         Keep the block free of waiting: every other spender queues on this lock.
         """
         name = initial.name
-        locked = select(budget_state).where(budget_state.c.name == name).with_for_update()
+        wanted = {"name": name, "start": day.start, "end": day.end}
+        # on SQLite the day's count comes with the row: the write lock is held from the first
+        # statement on, so nobody counts a call in between
+        together = self.dialect == "sqlite"
+        locked = _LOCKED_WITH_CALLS if together else _LOCKED
         # SQLite: the write lock goes with the locking SELECT (one trip to its thread less)
         async with self._write(lock_with_first_statement=True) as conn:
-            row = (await conn.execute(locked)).first()
+            row = (await conn.execute(locked, wanted)).first()
             if row is None:  # the first spend on this database: seed the row, then lock it
                 seed = self._upsert(budget_state).values(
                     name=name, **_state_values(initial), updated_at=now
@@ -130,11 +133,14 @@ class BudgetStore(StoreBase):
                 await conn.execute(
                     seed.on_conflict_do_nothing(index_elements=[budget_state.c.name])
                 )
-                row = (await conn.execute(locked)).one()
-            # a statement of its own, after the lock: on PostgreSQL its snapshot then holds
-            # every call counted by whoever had the lock before (a subquery of the locking
-            # SELECT would see the ledger as it was before the wait)
-            calls = await conn.scalar(_day_sum(budget_calls.c.calls, day))
+                row = (await conn.execute(locked, wanted)).one()
+            if together:
+                calls = row.cm_calls
+            else:
+                # a statement of its own, after the lock: on PostgreSQL its snapshot then holds
+                # every call counted by whoever had the lock before (a subquery of the locking
+                # SELECT would see the ledger as it was before the wait)
+                calls = await conn.scalar(_DAY_CALLS, wanted)
             yield BudgetTxn(conn, name, day, _state_row(row), int(calls or 0))
 
     async def ledger_day(self, day: LedgerDay) -> tuple[int, int]:
@@ -198,30 +204,49 @@ async def count_ledger(
     counts: dict[tuple[datetime, str], int] = {}
     for key in entries:
         counts[key] = counts.get(key, 0) + 1
+    stmt = _count_statement(conn.dialect.name)
     for (slot, label), times in counts.items():
-        stmt = _upsert_for(conn, budget_calls).values(
-            slot_at=slot, day=label, calls=calls * times, billed=billed * times
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[budget_calls.c.slot_at, budget_calls.c.day],
-            set_={
-                "calls": budget_calls.c.calls + calls * times,
-                "billed": budget_calls.c.billed + billed * times,
-            },
-        )
-        await conn.execute(stmt)
+        values = {"slot": slot, "day": label, "calls": calls * times, "billed": billed * times}
+        await conn.execute(stmt, values)
 
 
-def _day_sum(column: Any, day: LedgerDay) -> Any:
-    return select(func.coalesce(func.sum(column), 0)).where(
-        budget_calls.c.slot_at >= day.start, budget_calls.c.slot_at < day.end
+@lru_cache(maxsize=2)
+def _count_statement(dialect: str) -> Executable:
+    """The ledger's upsert (add ``calls`` and ``billed`` to a quarter hour), built once per
+    backend: building it costs more than running it, twice per fetch."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    c = budget_calls.c
+    stmt = insert(budget_calls).values(
+        slot_at=bindparam("slot", type_=c.slot_at.type),
+        day=bindparam("day", type_=c.day.type),
+        calls=bindparam("calls", type_=c.calls.type),
+        billed=bindparam("billed", type_=c.billed.type),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[c.slot_at, c.day],
+        set_={"calls": c.calls + stmt.excluded.calls, "billed": c.billed + stmt.excluded.billed},
     )
 
 
-def _upsert_for(conn: AsyncConnection, table: Table) -> sqlite.Insert | postgresql.Insert:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+def _day_sum(column: Any) -> Any:
+    """The sum of ``column`` over a day's edges (``start``, ``end`` bound at execution)."""
+    return select(func.coalesce(func.sum(column), 0)).where(
+        budget_calls.c.slot_at >= bindparam("start", type_=budget_calls.c.slot_at.type),
+        budget_calls.c.slot_at < bindparam("end", type_=budget_calls.c.slot_at.type),
+    )
+
+
+_STATE_COLUMNS = (
+    "tokens",
+    "refilled_at",
+    "paused_until",
+    "pause_code",
+    "pause_reason",
+    "rate_factor",
+    "recent_sends",
+    "paused_at",
+    "pause_token",
+)
 
 
 def _state_values(row: BudgetRow) -> dict[str, Any]:
@@ -251,3 +276,23 @@ def _state_row(row: Any) -> BudgetRow:
         paused_at=row.paused_at,
         pause_token=row.pause_token,
     )
+
+
+#: built once (each is run once or twice per fetch): the budget row, locked, by ``name``, and
+#: the day's calls between ``start`` and ``end``; on SQLite both in one statement
+_LOCKED = select(budget_state).where(budget_state.c.name == bindparam("name")).with_for_update()
+_DAY_CALLS = _day_sum(budget_calls.c.calls)
+_LOCKED_WITH_CALLS = select(budget_state, _DAY_CALLS.scalar_subquery().label("cm_calls")).where(
+    budget_state.c.name == bindparam("name")
+)
+#: the row replaced, every state column and ``updated_at`` bound as ``b_<column>``
+_SAVE = (
+    update(budget_state)
+    .where(budget_state.c.name == bindparam("b_name"))
+    .values(
+        {
+            name: bindparam(f"b_{name}", type_=budget_state.c[name].type)
+            for name in (*_STATE_COLUMNS, "updated_at")
+        }
+    )
+)

@@ -9,7 +9,7 @@ the caller asks only for the series and notes its rules read. Also a creator's n
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,8 +17,10 @@ from sqlalchemy import Select, bindparam, func, or_, select
 
 from monitor.model import (
     FANS,
+    METRICS,
     NOTE_VARIANT_PREFIX,
     AlertState,
+    DailyPoint,
     FollowerPoint,
     Note,
     NoteObservation,
@@ -31,10 +33,10 @@ from monitor.model import (
 )
 from monitor.store.alert_rows import state_of
 from monitor.store.engine import StoreBase
-from monitor.store.metrics import _PK, _point_of
+from monitor.store.metrics import _PK
 from monitor.store.schema import alerts, daily_metrics, follower_counts, note_observations, notes
 from monitor.store.sources import note_of, observation_ends
-from monitor.store.variants import variant_of
+from monitor.store.variants import VARIANT_COLUMNS, variant_of
 
 #: a bound no stored time or day reaches: "no notes by this bound"
 _NEVER_AT = datetime(9999, 1, 1, tzinfo=UTC)
@@ -72,9 +74,15 @@ class NoteHistory:
     observations: tuple[tuple[str, NoteObservation], ...]  # (note id, observation) by time
 
 
+#: what ``_POINTS`` reads of a point, in this order: its variant, day and metrics (the
+#: order of ``DailyPoint``'s fields after the day)
+_POINT_COLUMNS = (*VARIANT_COLUMNS, "date_key", *METRICS)
+_DAY_AT = len(VARIANT_COLUMNS)
+assert tuple(f.name for f in fields(DailyPoint)) == ("date_key", *METRICS)
+
 #: built once: making these statements cost more than running them, once per fetch
 _POINTS = (
-    select(daily_metrics)
+    select(*(daily_metrics.c[name] for name in _POINT_COLUMNS))
     .where(
         daily_metrics.c.creator_id == bindparam("creator_id"),
         daily_metrics.c.date_key >= bindparam("since"),
@@ -172,10 +180,7 @@ class RuleInputStore(StoreBase):
         baseline: datetime | None = None
         async with self._read() as conn:
             if any(v.core for v in variants):
-                for row in await conn.execute(_POINTS, wanted):
-                    kept = series.get(variant_of(row))
-                    if kept is not None:
-                        kept.append(_point_of(row))
+                _add_points(series, await conn.execute(_POINTS, wanted))
             if fans is not None:
                 series[fans] = [
                     FollowerPoint(date.fromisoformat(day), int(count))
@@ -223,6 +228,19 @@ class RuleInputStore(StoreBase):
             for row in seen
         )
         return NoteHistory(baseline, stored, observations)
+
+
+def _add_points(series: dict[Variant, list[SeriesPoint]], rows: Iterable[Any]) -> None:
+    """The points of ``rows`` (``_POINTS``) added to the series of their variant, where asked."""
+    variants: dict[tuple[Any, ...], Variant] = {}  # a variant's columns → the Variant
+    for row in rows:
+        key = tuple(row[:_DAY_AT])
+        variant = variants.get(key)
+        if variant is None:
+            variant = variants[key] = variant_of(row)
+        kept = series.get(variant)
+        if kept is not None:
+            kept.append(DailyPoint(date.fromisoformat(row[_DAY_AT]), *row[_DAY_AT + 1 :]))
 
 
 async def _notes(
