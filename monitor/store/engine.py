@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +19,7 @@ from typing import Any, Self
 
 from sqlalchemy import ClauseElement, Column, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, CursorResult, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -270,6 +271,39 @@ def utc_from_db(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], A
 MANY_ROWS = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class ManyStatement:
+    """A statement compiled for ``run_many``: its SQL, and where each of a row's values goes."""
+
+    sql: str
+    order: tuple[int, ...] | None  # None: the row's own order
+
+
+def prepare_many(dialect: Dialect, statement: ClauseElement, names: Sequence[str]) -> ManyStatement:
+    """``statement`` compiled for ``run_many`` on ``dialect`` (keep it: compiling costs more
+    than running a small batch). It takes its values from ``bindparam``s named in ``names``."""
+    compiled = statement.compile(dialect=dialect, for_executemany=True)
+    assert isinstance(compiled, SQLCompiler)
+    assert compiled.positiontup is not None, "both drivers take positional parameters"
+    order = tuple(names.index(name) for name in compiled.positiontup)
+    return ManyStatement(str(compiled), None if order == tuple(range(len(names))) else order)
+
+
+async def run_many(
+    conn: AsyncConnection, statement: ManyStatement, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """Run a ``prepare_many`` statement once per row, ``MANY_ROWS`` rows per driver
+    ``executemany``, without SQLAlchemy's per-row parameter processing: each row holds the
+    values in the order of the names it was prepared with, already as ``to_db`` gives them.
+    ``rows`` may be a generator: it is read a chunk at a time."""
+    order = statement.order
+    source = iter(rows)
+    while chunk := list(itertools.islice(source, MANY_ROWS)):
+        if order is not None:
+            chunk = [tuple(row[i] for i in order) for row in chunk]
+        await conn.exec_driver_sql(statement.sql, chunk)
+
+
 async def execute_many(
     conn: AsyncConnection,
     statement: ClauseElement,
@@ -283,17 +317,7 @@ async def execute_many(
     in that order, already as ``to_db`` gives them. ``rows`` may be a generator: it is read a
     chunk at a time.
     """
-    compiled = statement.compile(dialect=conn.dialect, for_executemany=True)
-    assert isinstance(compiled, SQLCompiler)
-    assert compiled.positiontup is not None, "both drivers take positional parameters"
-    sql = str(compiled)
-    order = [names.index(name) for name in compiled.positiontup]
-    reorder = order != list(range(len(names)))
-    source = iter(rows)
-    while chunk := list(itertools.islice(source, MANY_ROWS)):
-        if reorder:
-            chunk = [tuple(row[i] for i in order) for row in chunk]
-        await conn.exec_driver_sql(sql, chunk)
+    await run_many(conn, prepare_many(conn.dialect, statement, names), rows)
 
 
 class StoreBase:

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Executable, Select, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,7 +28,7 @@ from monitor.model import (
     Variant,
 )
 from monitor.ops.wallclock import Clock
-from monitor.store.engine import StoreBase
+from monitor.store.engine import ManyStatement, StoreBase, prepare_many, run_many, utc_to_db
 from monitor.store.ledger import count_ledger
 from monitor.store.schedule import write_attempts
 from monitor.store.schema import (
@@ -107,13 +107,20 @@ def _retrieved(done: asyncio.Future[int]) -> None:
         done.exception()
 
 
-def _metric_values(point: DailyPoint) -> dict[str, Any]:
-    values: dict[str, Any] = {name: getattr(point, name) for name in METRICS}
-    for name in COST_METRICS:
-        # the API's 0 means "no price": never store it as free
-        if not values[name]:
-            values[name] = None
-    return values
+#: a stored point's columns, in the order ``_upsert_points`` gives them
+_POINT_ROW = (*_PK, *METRICS, "fetch_id", "updated_at")
+
+
+def _metric_row(point: DailyPoint) -> tuple[Any, ...]:
+    """The point's metrics in ``METRICS`` order; the API's 0 means "no price": a cost is
+    never stored as free."""
+    return tuple(
+        (getattr(point, name) or None) if cost else getattr(point, name)
+        for name, cost in _METRIC_IS_COST
+    )
+
+
+_METRIC_IS_COST = tuple((name, name in COST_METRICS) for name in METRICS)
 
 
 def _stored_count(rec: FetchRecord) -> int:
@@ -344,22 +351,25 @@ class MetricsStore(StoreBase):
     ) -> None:
         # one row per key: a later fetch in the batch wins, and PostgreSQL refuses to update
         # the same row twice in one statement
-        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        updated_at = utc_to_db(conn, daily_metrics.c.updated_at)(now)
         for rec, fetch_id in zip(records, ids, strict=True):
-            base = {"creator_id": rec.creator_id, **variant_values(rec.variant)}
+            series = (rec.creator_id, *variant_values(rec.variant).values())
             for point in rec.points():
-                row = {**base, "date_key": point.date_key.isoformat(), **_metric_values(point)}
-                row |= {"fetch_id": fetch_id, "updated_at": now}
-                rows[tuple(row[k] for k in _PK)] = row
+                key = (*series, point.date_key.isoformat())
+                rows[key] = (*key, *_metric_row(point), fetch_id, updated_at)
         if rows:
-            await conn.execute(self._points_upsert, list(rows.values()))
+            await run_many(conn, self._points_upsert, rows.values())
 
     @cached_property
-    def _points_upsert(self) -> Executable:
-        # built once: constructing ``excluded`` costs more than running the statement
-        stmt = self._upsert(daily_metrics)
+    def _points_upsert(self) -> ManyStatement:
+        # built and compiled once: that costs more than running the statement
+        stmt = self._upsert(daily_metrics).values(
+            {name: bindparam(name, type_=daily_metrics.c[name].type) for name in _POINT_ROW}
+        )
         updates = {name: stmt.excluded[name] for name in (*METRICS, "fetch_id", "updated_at")}
-        return stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
+        upsert = stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
+        return prepare_many(self._engine.dialect, upsert, _POINT_ROW)
 
     async def series(
         self, creator_id: int, variant: Variant | None = None, since: date | None = None

@@ -213,11 +213,19 @@ def _parse_point(raw: object, where: str, bounds: tuple[date, date]) -> DailyPoi
     date_key = read_day(raw.get("dateKey"), f"{where}.dateKey", bounds)
     values: dict[str, Any] = {}
     for api_name, field_name in _INT_KEYS.items():
-        number = read_number(raw.get(api_name), f"{where}.{api_name}")
+        value = raw.get(api_name)
+        if type(value) is int and 0 <= value <= _MAX_METRIC:
+            values[field_name] = value  # what the API sends: nothing to check or convert
+            continue
+        number = read_number(value, f"{where}.{api_name}")
         # medians can arrive as floats; the column is an integer count
         values[field_name] = None if number is None else round(number)
     for name in _COST_KEYS:
-        number = read_number(raw.get(name), f"{where}.{name}")
+        value = raw.get(name)
+        if (type(value) is int or type(value) is float) and 0 <= value <= _MAX_METRIC:
+            values[name] = float(value) if value else None  # as below, without the checks
+            continue
+        number = read_number(value, f"{where}.{name}")
         values[name] = None if not number else float(number)  # 0 means "no price", not free
     return DailyPoint(date_key=date_key, **values)
 
