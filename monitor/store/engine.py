@@ -26,7 +26,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.ops.wallclock import Clock
-from monitor.store.onehop import LOCK_WITH_FIRST_STATEMENT, OneHopDbapi
+from monitor.store.onehop import LOCK_WITH_FIRST_STATEMENT, OneHopConnection, OneHopDbapi
 from monitor.store.revision import (
     KNOWN_REVISIONS,
     current_revision,
@@ -302,6 +302,54 @@ async def run_many(
         if order is not None:
             chunk = [tuple(row[i] for i in order) for row in chunk]
         await conn.exec_driver_sql(statement.sql, chunk)
+
+
+#: ``prepared`` statements, by (name, backend)
+_PREPARED: dict[tuple[str, str], ManyStatement] = {}
+#: ``utc_binder`` functions, by (backend, table, column)
+_UTC_BINDERS: dict[tuple[str, str, str], Callable[[Any], Any]] = {}
+
+
+def prepared(
+    conn: AsyncConnection,
+    name: str,
+    build: Callable[[str], ClauseElement],
+    names: Sequence[str],
+) -> ManyStatement:
+    """The statement ``build(backend name)`` prepared for ``run_many``/``write_later`` on this
+    connection's backend, built and compiled once per process (``name`` tells them apart)."""
+    key = (name, conn.dialect.name)
+    found = _PREPARED.get(key)
+    if found is None:
+        found = _PREPARED[key] = prepare_many(conn.dialect, build(conn.dialect.name), names)
+    return found
+
+
+def utc_binder(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], Any]:
+    """``utc_to_db`` for ``column``, made once per backend and column."""
+    key = (conn.dialect.name, str(column.table), column.name)
+    found = _UTC_BINDERS.get(key)
+    if found is None:
+        found = _UTC_BINDERS[key] = utc_to_db(conn, column)
+    return found
+
+
+async def write_later(
+    conn: AsyncConnection, statement: ManyStatement, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """``run_many`` for a write whose result nobody reads, in the caller's transaction: on
+    SQLite it goes to SQLite's thread with the transaction's next statement or its commit (one
+    trip for them all, see ``onehop``); elsewhere, or past ``MANY_ROWS`` rows, it runs now."""
+    if not rows:
+        return
+    sync = conn.sync_connection
+    dbapi = None if sync is None else sync.connection.dbapi_connection
+    if not isinstance(dbapi, OneHopConnection) or len(rows) > MANY_ROWS:
+        await run_many(conn, statement, rows)
+        return
+    order = statement.order
+    ordered = list(rows) if order is None else [tuple(row[i] for i in order) for row in rows]
+    dbapi.write_later(statement.sql, ordered)
 
 
 async def execute_many(

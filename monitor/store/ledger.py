@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Executable, bindparam, func, select, update
+from sqlalchemy import ClauseElement, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.store.engine import StoreBase
+from monitor.store.engine import StoreBase, prepared, utc_binder, write_later
 from monitor.store.schema import budget_calls, budget_state
 
 
@@ -99,9 +98,24 @@ class BudgetTxn:
         await count_ledger(self._conn, [(day.slot, day.label)], calls=calls, billed=billed)
 
     async def save(self, row: BudgetRow, *, now: datetime) -> None:
-        """Replace the budget row (it exists: ``budget_txn`` made sure)."""
-        values = {f"b_{k}": v for k, v in _state_values(row).items()}
-        await self._conn.execute(_SAVE, values | {"b_name": self._name, "b_updated_at": now})
+        """Replace the budget row (it exists: ``budget_txn`` made sure); on SQLite it goes to
+        the database with the commit (``write_later``)."""
+        conn = self._conn
+        at = [utc_binder(conn, budget_state.c[name]) for name in _SAVE_TIMES]
+        values = (
+            self._name,
+            row.tokens,
+            at[0](row.refilled_at),
+            at[1](row.paused_until),
+            row.pause_code,
+            row.pause_reason,
+            row.rate_factor,
+            row.recent_sends,
+            at[2](row.paused_at),
+            row.pause_token,
+            at[3](now),
+        )
+        await write_later(conn, prepared(conn, "budget.save", _save, _SAVE_NAMES), [values])
         self.row = row
 
 
@@ -204,16 +218,18 @@ async def count_ledger(
     counts: dict[tuple[datetime, str], int] = {}
     for key in entries:
         counts[key] = counts.get(key, 0) + 1
-    stmt = _count_statement(conn.dialect.name)
-    for (slot, label), times in counts.items():
-        values = {"slot": slot, "day": label, "calls": calls * times, "billed": billed * times}
-        await conn.execute(stmt, values)
+    slot_at = utc_binder(conn, budget_calls.c.slot_at)
+    rows = [
+        (slot_at(slot), label, calls * times, billed * times)
+        for (slot, label), times in counts.items()
+    ]
+    stmt = prepared(conn, "ledger.count", _count_statement, ("slot", "day", "calls", "billed"))
+    await write_later(conn, stmt, rows)  # on SQLite: with the transaction's next step
 
 
-@lru_cache(maxsize=2)
-def _count_statement(dialect: str) -> Executable:
-    """The ledger's upsert (add ``calls`` and ``billed`` to a quarter hour), built once per
-    backend: building it costs more than running it, twice per fetch."""
+def _count_statement(dialect: str) -> ClauseElement:
+    """The ledger's upsert (add ``calls`` and ``billed`` to a quarter hour), built and
+    compiled once per backend: building it costs more than running it, twice per fetch."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     c = budget_calls.c
     stmt = insert(budget_calls).values(
@@ -285,14 +301,20 @@ _DAY_CALLS = _day_sum(budget_calls.c.calls)
 _LOCKED_WITH_CALLS = select(budget_state, _DAY_CALLS.scalar_subquery().label("cm_calls")).where(
     budget_state.c.name == bindparam("name")
 )
-#: the row replaced, every state column and ``updated_at`` bound as ``b_<column>``
-_SAVE = (
-    update(budget_state)
-    .where(budget_state.c.name == bindparam("b_name"))
-    .values(
-        {
-            name: bindparam(f"b_{name}", type_=budget_state.c[name].type)
-            for name in (*_STATE_COLUMNS, "updated_at")
-        }
+#: what ``BudgetTxn.save`` binds, in this order: the row's name, every state column and
+#: ``updated_at`` (as ``b_<column>``); the times among them
+_SAVE_NAMES = ("b_name", *(f"b_{name}" for name in (*_STATE_COLUMNS, "updated_at")))
+_SAVE_TIMES = ("refilled_at", "paused_until", "paused_at", "updated_at")
+
+
+def _save(_dialect: str) -> ClauseElement:
+    return (
+        update(budget_state)
+        .where(budget_state.c.name == bindparam("b_name"))
+        .values(
+            {
+                name: bindparam(f"b_{name}", type_=budget_state.c[name].type)
+                for name in (*_STATE_COLUMNS, "updated_at")
+            }
+        )
     )
-)

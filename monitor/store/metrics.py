@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import ClauseElement, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,7 +28,7 @@ from monitor.model import (
     Variant,
 )
 from monitor.ops.wallclock import Clock
-from monitor.store.engine import ManyStatement, StoreBase, prepare_many, run_many, utc_to_db
+from monitor.store.engine import StoreBase, prepared, utc_binder, write_later
 from monitor.store.ledger import count_ledger
 from monitor.store.schedule import write_attempts
 from monitor.store.schema import (
@@ -99,7 +99,23 @@ class FetchRecord:
 
 #: built once (run once per fetch): new statements cost more to build than to run
 _INSERT_FETCHES = insert(fetches).returning(fetches.c.id, sort_by_parameter_order=True)
-_INSERT_RAW = insert(raw_responses)
+_RAW_ROW = ("fetch_id", "received_at", "body")
+
+
+def _insert_raw(_dialect: str) -> ClauseElement:
+    return insert(raw_responses).values(
+        {name: bindparam(name, type_=raw_responses.c[name].type) for name in _RAW_ROW}
+    )
+
+
+def _points_upsert(dialect: str) -> ClauseElement:
+    # built and compiled once (``prepared``): that costs more than running the statement
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(daily_metrics).values(
+        {name: bindparam(name, type_=daily_metrics.c[name].type) for name in _POINT_ROW}
+    )
+    updates = {name: stmt.excluded[name] for name in (*METRICS, "fetch_id", "updated_at")}
+    return stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
 
 
 def _retrieved(done: asyncio.Future[int]) -> None:
@@ -218,14 +234,15 @@ class MetricsStore(StoreBase):
         now = self._clock()  # read with the write lock held (taken by the first statement)
         await self._upsert_points(conn, records, ids, now)
         await self._store_sources(conn, records, now)
+        received_at = utc_binder(conn, raw_responses.c.received_at)(now)
         raws = [
-            {"fetch_id": fid, "received_at": now, "body": rec.raw_body}
+            (fid, received_at, rec.raw_body)
             for rec, fid in zip(records, ids, strict=True)
             if rec.raw_body is not None and rec.keep_raw
         ]
-        if raws:
-            await conn.execute(_INSERT_RAW, raws)
-        await write_attempts(conn, self.dialect, records)
+        stmt = prepared(conn, "raw.insert", _insert_raw, _RAW_ROW)
+        await write_later(conn, stmt, raws)  # on SQLite: with the commit
+        await write_attempts(conn, records)
         await self._count_owed_billed(conn, records)
         return ids
 
@@ -352,24 +369,14 @@ class MetricsStore(StoreBase):
         # one row per key: a later fetch in the batch wins, and PostgreSQL refuses to update
         # the same row twice in one statement
         rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        updated_at = utc_to_db(conn, daily_metrics.c.updated_at)(now)
+        updated_at = utc_binder(conn, daily_metrics.c.updated_at)(now)
         for rec, fetch_id in zip(records, ids, strict=True):
             series = (rec.creator_id, *variant_values(rec.variant).values())
             for point in rec.points():
                 key = (*series, point.date_key.isoformat())
                 rows[key] = (*key, *_metric_row(point), fetch_id, updated_at)
-        if rows:
-            await run_many(conn, self._points_upsert, rows.values())
-
-    @cached_property
-    def _points_upsert(self) -> ManyStatement:
-        # built and compiled once: that costs more than running the statement
-        stmt = self._upsert(daily_metrics).values(
-            {name: bindparam(name, type_=daily_metrics.c[name].type) for name in _POINT_ROW}
-        )
-        updates = {name: stmt.excluded[name] for name in (*METRICS, "fetch_id", "updated_at")}
-        upsert = stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
-        return prepare_many(self._engine.dialect, upsert, _POINT_ROW)
+        stmt = prepared(conn, "points.upsert", _points_upsert, _POINT_ROW)
+        await write_later(conn, stmt, list(rows.values()))  # on SQLite: with the commit
 
     async def series(
         self, creator_id: int, variant: Variant | None = None, since: date | None = None

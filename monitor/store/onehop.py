@@ -16,6 +16,12 @@ whose first step is a statement: the lock is then taken just before that stateme
 lock that cannot be had fails that statement. A ``COMMIT`` or ``ROLLBACK`` with no transaction
 open (the pool's reset after a commit) is sqlite3's no-op, so it is not sent. A server-side
 cursor (``stream``) sends a waiting ``BEGIN`` first, on its own.
+
+Writes whose result nobody reads (``write_later`` in ``engine``) wait the same way: they go with
+the transaction's next statement, before it, or with its ``COMMIT``, before it, in the order they
+were made; a rollback drops them. So a spend's ledger count, its bucket and its commit are one
+trip, and a fetch's points, body, schedule and ledger rows go with its commit. One that fails
+fails the statement or commit it went with, inside the same transaction.
 """
 
 from __future__ import annotations
@@ -59,15 +65,31 @@ LOCK_WITH_FIRST_STATEMENT = "BEGIN IMMEDIATE TRANSACTION"
 _BEGINS = frozenset({"BEGIN", LOCK_WITH_FIRST_STATEMENT})
 
 
+#: a write that waits for the next trip: (SQL, rows of parameters)
+_Later = tuple[str, list[Any]]
+
+
+def _before(cursor: sqlite3.Cursor, begin: str | None, later: list[_Later]) -> None:
+    """On aiosqlite's thread: the waiting ``BEGIN`` and writes, in order."""
+    if begin is not None:
+        cursor.execute(begin)
+    for sql, rows in later:
+        cursor.executemany(sql, rows)
+
+
 def _run(
-    conn: aiosqlite.Connection, sql: str, parameters: Any, many: bool, begin: str | None = None
+    conn: aiosqlite.Connection,
+    sql: str,
+    parameters: Any,
+    many: bool,
+    begin: str | None = None,
+    later: list[_Later] | None = None,
 ) -> tuple[_Ran, list[Any] | None]:
-    """On aiosqlite's thread: the waiting ``BEGIN``, the statement, its rows, and the cursor
-    closed, in one go."""
+    """On aiosqlite's thread: the waiting ``BEGIN`` and writes, the statement, its rows, and
+    the cursor closed, in one go."""
     cursor: sqlite3.Cursor = conn._conn.cursor()
     try:
-        if begin is not None:
-            cursor.execute(begin)
+        _before(cursor, begin, later or [])
         if many:
             cursor.executemany(sql, parameters)
         elif parameters is None:
@@ -80,19 +102,23 @@ def _run(
         cursor.close()
 
 
-def _send(conn: sqlite3.Connection, statement: str) -> None:
-    """On aiosqlite's thread: one statement that returns nothing."""
-    conn.execute(statement).close()
+def _send(conn: sqlite3.Connection, begin: str | None, later: list[_Later]) -> None:
+    """On aiosqlite's thread: the waiting ``BEGIN`` and writes, now."""
+    cursor = conn.cursor()
+    try:
+        _before(cursor, begin, later)
+    finally:
+        cursor.close()
 
 
-def _end(conn: sqlite3.Connection, begin: str | None, commit: bool) -> None:
-    """On aiosqlite's thread: a waiting ``BEGIN`` (a transaction that ran no statement), then
-    the commit or rollback."""
-    if begin is not None:
-        conn.execute(begin)
+def _end(conn: sqlite3.Connection, begin: str | None, later: list[_Later], commit: bool) -> None:
+    """On aiosqlite's thread: a waiting ``BEGIN`` (a transaction that ran no statement), the
+    waiting writes (of a commit), then the commit or rollback."""
     if commit:
+        _send(conn, begin, later)
         conn.commit()
     else:
+        _send(conn, begin, [])
         conn.rollback()
 
 
@@ -131,20 +157,35 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         adapt = _onehop(self)
         async with adapt._execute_mutex:
             conn = self._connection
-            begin = adapt.begin_now()
-            ran, rows = await conn._execute(_run, conn, operation, parameters, many, begin)
+            begin, later = adapt.begin_now(), adapt.later_now()
+            ran, rows = await conn._execute(_run, conn, operation, parameters, many, begin, later)
         self._cursor = ran
         self._rows = collections.deque(rows or ())
 
 
-class _Connection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_begin",)
+class OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    """aiosqlite's connection as SQLAlchemy sees it, with ``OneHopCursor``s and the waiting
+    ``BEGIN`` and writes of the module."""
+
+    __slots__ = ("_begin", "_later")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         #: a ``BEGIN`` not sent yet: it goes with the next statement, commit or rollback
         self._begin: str | None = None
+        #: writes not sent yet: they go with the next statement or commit
+        self._later: list[_Later] = []
+
+    def write_later(self, sql: str, rows: list[Any]) -> None:
+        """Run ``sql`` once for each of ``rows`` (driver parameters) with the next statement
+        or commit of this transaction, before it; a rollback drops it."""
+        self._later.append((sql, rows))
+
+    def later_now(self) -> list[_Later]:
+        """The waiting writes, taken to be sent by the caller."""
+        later, self._later = self._later, []
+        return later
 
     def begin_later(self, statement: str) -> None:
         if self._begin is not None:  # two BEGINs in a row: the second fails, as it would have
@@ -157,18 +198,18 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         return begin
 
     def _flush_begin(self) -> None:
-        """Send a waiting ``BEGIN`` now, on its own."""
-        begin = self.begin_now()
-        if begin is None:
+        """Send a waiting ``BEGIN`` and writes now, on their own."""
+        begin, later = self.begin_now(), self.later_now()
+        if begin is None and not later:
             return
         connection = self._connection
         try:
-            await_(connection._execute(_send, connection._conn, begin))
+            await_(connection._execute(_send, connection._conn, begin, later))
         except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's adapter does
             self._handle_exception(error)
 
     def cursor(self, server_side: bool = False) -> Any:
-        if server_side:  # SQLAlchemy's own cursor: it knows nothing of a waiting BEGIN
+        if server_side:  # SQLAlchemy's own cursor: it knows nothing of what waits
             self._flush_begin()
         return super().cursor(server_side)
 
@@ -182,17 +223,17 @@ class _Connection(AsyncAdapt_aiosqlite_connection):
         connection = self._connection
         if not connection._connection:  # closed: as SQLAlchemy's adapter, nothing to do
             return
-        begin = self.begin_now()
-        if begin is None and not connection._conn.in_transaction:
+        begin, later = self.begin_now(), self.later_now()
+        if begin is None and not later and not connection._conn.in_transaction:
             return  # sqlite3 does nothing then: no trip to its thread for it
         try:
-            await_(connection._execute(_end, connection._conn, begin, commit))
+            await_(connection._execute(_end, connection._conn, begin, later, commit))
         except Exception as error:  # noqa: BLE001 - translated, as SQLAlchemy's adapter does
             self._handle_exception(error)
 
 
-def _onehop(cursor: OneHopCursor) -> _Connection:
-    return cast(_Connection, cursor._adapt_connection)
+def _onehop(cursor: OneHopCursor) -> OneHopConnection:
+    return cast(OneHopConnection, cursor._adapt_connection)
 
 
 class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
@@ -218,7 +259,7 @@ class OneHopDbapi(AsyncAdapt_aiosqlite_dbapi):
             if isinstance(worker, threading.Thread) and worker.is_alive():
                 worker.join(_STOP_WAIT)  # it only has the stop left: closing nothing
             raise
-        return _Connection(self, connection)
+        return OneHopConnection(self, connection)
 
 
 #: how long a failed connect waits for its worker thread to end

@@ -15,8 +15,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from sqlalchemy import (
+    ClauseElement,
     ColumnElement,
-    Executable,
     bindparam,
     case,
     func,
@@ -28,7 +28,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
-from monitor.store.engine import StoreBase, execute_many, plain_rows, utc_from_db, utc_to_db
+from monitor.store.engine import (
+    ManyStatement,
+    StoreBase,
+    execute_many,
+    plain_rows,
+    prepared,
+    utc_binder,
+    utc_from_db,
+    utc_to_db,
+    write_later,
+)
 from monitor.store.schema import creators, daily_metrics, schedule
 from monitor.store.variants import SERIES_COLUMNS, series_values, variant_of
 
@@ -252,11 +262,12 @@ class Attempt(Protocol):
     def next_due_at(self) -> datetime | None: ...
 
 
-async def write_attempts(conn: AsyncConnection, dialect: str, attempts: Sequence[Attempt]) -> None:
+async def write_attempts(conn: AsyncConnection, attempts: Sequence[Attempt]) -> None:
     """The schedule's side of stored attempts, in the caller's transaction (the fetch's own):
     the ``last_*`` fields (a success resets the failure count, a failure adds one) and, for an
     attempt that served its due time, the next due time. With ``schedule_new`` the only writer
-    of a due time: a series missing from the table gets its row here, due when it was due."""
+    of a due time: a series missing from the table gets its row here, due when it was due.
+    On SQLite both go to the database with the commit (``write_later``)."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for rec in attempts:
         values = series_values(rec.variant)
@@ -276,23 +287,54 @@ async def write_attempts(conn: AsyncConnection, dialect: str, attempts: Sequence
             row |= {"last_success_at": rec.started_at, "consecutive_failures": 0}
         else:
             row["consecutive_failures"] += 1
-    upsert, move = _attempt_statements(dialect)
-    await conn.execute(upsert, list(rows.values()))
+    upsert, move = _attempt_statements(conn)
+    at = {name: utc_binder(conn, schedule.c[name]) for name in _ATTEMPT_TIMES}
+    await write_later(
+        conn,
+        upsert,
+        [
+            tuple(at[name](row[name]) if name in at else row[name] for name in _ATTEMPT_ROW)
+            for row in rows.values()
+        ],
+    )
+    due = at["next_due_at"]
     moves = [
-        {"cid": rec.creator_id, **{f"v_{k}": v for k, v in series_values(rec.variant).items()}}
-        | {"due": rec.next_due_at}
+        (rec.creator_id, *series_values(rec.variant).values(), due(rec.next_due_at))
         for rec in attempts
         if rec.next_due_at is not None
     ]
-    if moves:
-        await conn.execute(move, moves)
+    await write_later(conn, move, moves)
 
 
-@lru_cache(maxsize=2)
-def _attempt_statements(dialect: str) -> tuple[Executable, Executable]:
-    """(the ``last_*`` upsert, the due-time move), built once per backend: constructing
-    ``excluded`` costs more than running the statement."""
-    stmt = postgresql.insert(schedule) if dialect == "postgresql" else sqlite.insert(schedule)
+#: what the ``last_*`` upsert binds, in this order; the times among them
+_ATTEMPT_ROW = (
+    *_PK,
+    "next_due_at",
+    "last_success_at",
+    "consecutive_failures",
+    "last_attempt_at",
+    "last_code",
+    "last_error",
+)
+_ATTEMPT_TIMES = ("next_due_at", "last_success_at", "last_attempt_at")
+#: what the due-time move binds, in this order
+_MOVE_ROW = ("cid", *(f"v_{name}" for name in SERIES_COLUMNS), "due")
+
+
+def _attempt_statements(conn: AsyncConnection) -> tuple[ManyStatement, ManyStatement]:
+    """(the ``last_*`` upsert, the due-time move), built and compiled once per backend:
+    constructing ``excluded`` costs more than running the statement."""
+    return (
+        prepared(conn, "schedule.attempts", _attempt_upsert, _ATTEMPT_ROW),
+        prepared(conn, "schedule.move", _attempt_move, _MOVE_ROW),
+    )
+
+
+def _attempt_upsert(dialect: str) -> ClauseElement:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(schedule).values(
+        {name: bindparam(name, type_=schedule.c[name].type) for name in _ATTEMPT_ROW}
+    )
     new = stmt.excluded
     # excluded.last_success_at is set only when the batch held a success for this key
     failures = case(
@@ -306,11 +348,16 @@ def _attempt_statements(dialect: str) -> tuple[Executable, Executable]:
         "last_success_at": func.coalesce(new.last_success_at, schedule.c.last_success_at),
         "consecutive_failures": failures,
     }
-    upsert = stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
-    keys = [schedule.c[name] == bindparam(f"v_{name}") for name in SERIES_COLUMNS]
-    move = (
+    return stmt.on_conflict_do_update(index_elements=list(_PK), set_=updates)
+
+
+def _attempt_move(_dialect: str) -> ClauseElement:
+    keys = [
+        schedule.c[name] == bindparam(f"v_{name}", type_=schedule.c[name].type)
+        for name in SERIES_COLUMNS
+    ]
+    return (
         update(schedule)
-        .where(schedule.c.creator_id == bindparam("cid"), *keys)
-        .values(next_due_at=bindparam("due"))
+        .where(schedule.c.creator_id == bindparam("cid", type_=schedule.c.creator_id.type), *keys)
+        .values(next_due_at=bindparam("due", type_=schedule.c.next_due_at.type))
     )
-    return upsert, move
