@@ -136,15 +136,37 @@ def _encode_times(times: tuple[datetime, ...]) -> str:
     # decision reads it back: the text of each time, and the last texts, are remembered
     if len(_ENCODED) > _ENCODED_MAX:
         _ENCODED.clear()
-    parts = []
-    for moment in times:
-        part = _ENCODED.get(moment)
-        if part is None:
-            part = _ENCODED[moment] = str(_epoch_us(moment))
-        parts.append(part)
+    parts = _slid(times)
+    if parts is None:
+        parts = [_part(moment) for moment in times]
+    _LAST_WINDOW[0] = (times, parts)
     text = ",".join(parts)
     _remember(text, times)
     return text
+
+
+def _part(moment: datetime) -> str:
+    part = _ENCODED.get(moment)
+    if part is None:
+        part = _ENCODED[moment] = str(_epoch_us(moment))
+    return part
+
+
+def _slid(times: tuple[datetime, ...]) -> list[str] | None:
+    """The texts of ``times`` when they are the last window encoded with its oldest sends gone
+    and new ones added (each spend slides it so): the kept texts are reused whole, the new
+    ones made; None when ``times`` is another window."""
+    last, parts = _LAST_WINDOW[0]
+    if not times or not last:
+        return None
+    try:
+        gone = last.index(times[0])
+    except ValueError:
+        return None
+    kept = len(last) - gone
+    if kept > len(times) or last[gone:] != times[:kept]:
+        return None
+    return parts[gone:] + [_part(moment) for moment in times[kept:]]
 
 
 def _decode_times(text: str) -> tuple[datetime, ...]:
@@ -168,6 +190,8 @@ _ENCODED: dict[datetime, str] = {}
 _ENCODED_MAX = 50_000
 _DECODED: dict[str, tuple[datetime, ...]] = {}
 _DECODED_MAX = 4
+#: the last window encoded and the text of each of its times (``_slid``)
+_LAST_WINDOW: list[tuple[tuple[datetime, ...], list[str]]] = [((), [])]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

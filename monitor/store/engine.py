@@ -7,6 +7,7 @@ into one-line ``StoreError``s that never carry a password. Knows no table.
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -276,7 +277,8 @@ class ManyStatement:
     """A statement compiled for ``run_many``: its SQL, and where each of a row's values goes."""
 
     sql: str
-    order: tuple[int, ...] | None  # None: the row's own order
+    #: a row's values in the statement's order (None: the row's own order)
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None
 
 
 def prepare_many(dialect: Dialect, statement: ClauseElement, names: Sequence[str]) -> ManyStatement:
@@ -285,8 +287,16 @@ def prepare_many(dialect: Dialect, statement: ClauseElement, names: Sequence[str
     compiled = statement.compile(dialect=dialect, for_executemany=True)
     assert isinstance(compiled, SQLCompiler)
     assert compiled.positiontup is not None, "both drivers take positional parameters"
-    order = tuple(names.index(name) for name in compiled.positiontup)
-    return ManyStatement(str(compiled), None if order == tuple(range(len(names))) else order)
+    order = [names.index(name) for name in compiled.positiontup]
+    if order == list(range(len(names))):
+        return ManyStatement(str(compiled), None)
+    return ManyStatement(str(compiled), _picker(order))
+
+
+def _picker(order: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    if len(order) == 1:
+        return lambda row: (row[order[0]],)
+    return operator.itemgetter(*order)
 
 
 async def run_many(
@@ -296,11 +306,11 @@ async def run_many(
     ``executemany``, without SQLAlchemy's per-row parameter processing: each row holds the
     values in the order of the names it was prepared with, already as ``to_db`` gives them.
     ``rows`` may be a generator: it is read a chunk at a time."""
-    order = statement.order
+    pick = statement.pick
     source = iter(rows)
     while chunk := list(itertools.islice(source, MANY_ROWS)):
-        if order is not None:
-            chunk = [tuple(row[i] for i in order) for row in chunk]
+        if pick is not None:
+            chunk = [pick(row) for row in chunk]
         await conn.exec_driver_sql(statement.sql, chunk)
 
 
@@ -347,9 +357,8 @@ async def write_later(
     if not isinstance(dbapi, OneHopConnection) or len(rows) > MANY_ROWS:
         await run_many(conn, statement, rows)
         return
-    order = statement.order
-    ordered = list(rows) if order is None else [tuple(row[i] for i in order) for row in rows]
-    dbapi.write_later(statement.sql, ordered)
+    pick = statement.pick
+    dbapi.write_later(statement.sql, list(rows) if pick is None else [pick(row) for row in rows])
 
 
 async def execute_many(

@@ -326,6 +326,9 @@ def test_a_retryable_failure_leaves_an_ordinary_state_alone() -> None:
 # --- restarts: the row form neither resets nor double-counts -------------------------------
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def busy_state(budget: BudgetPolicy) -> BudgetState:
     state = budget.initial(T0)
     for i in range(5):
@@ -355,6 +358,22 @@ def test_the_state_round_trips_through_its_row() -> None:
     # SQLite hands datetimes back naive (stored as UTC)
     naive = {k: v.replace(tzinfo=None) if isinstance(v, datetime) else v for k, v in row.items()}
     assert BudgetState.from_row(naive) == state
+
+
+def test_a_sliding_window_is_written_as_if_written_whole() -> None:
+    """Each save writes the last minute's sends again; the texts of the sends it kept are
+    reused (``_slid``), and the text is the one a fresh encoding gives, whatever came before."""
+    budget = make_budget(cpm=600, burst=50)
+    state = budget.initial(T0)
+    for i in range(200):
+        state = budget.spend(state, T0 + i * SEC / 2)
+        text = state.to_row()["recent_sends"]
+        assert text == ",".join(str((t - EPOCH) // timedelta(microseconds=1)) for t in state.recent)
+        assert BudgetState.from_row(state.to_row()) == state
+    # another window (another process's row), then this one again
+    other = budget.spend(budget.initial(T0 + 3 * SEC), T0 + 3 * SEC)
+    assert BudgetState.from_row(other.to_row()) == other
+    assert BudgetState.from_row(state.to_row()) == state
 
 
 def test_a_restart_does_not_refill_an_empty_bucket() -> None:

@@ -5,10 +5,14 @@ SQLite statements run in one trip to aiosqlite's thread."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
+import aiosqlite
 import pytest
 import pytest_asyncio
 from sqlalchemy import event, text
@@ -17,6 +21,7 @@ from support.store import CREATORS, T0, FakeClock, make_series
 from monitor.errors import StoreError
 from monitor.model import AlertState, DateType, Phase, Severity, Variant
 from monitor.store import FetchRecord, Store, migrate
+from monitor.store.ledger import BudgetRow, LedgerDay, count_ledger
 
 V30 = Variant()
 V90 = Variant(date_type=DateType.DAY_90)
@@ -150,32 +155,136 @@ async def sqlite_store(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Store
         yield opened
 
 
+@contextmanager
+def _counting_trips(worker: Any) -> Iterator[list[int]]:
+    """Count the calls queued to aiosqlite's thread for ``worker`` (its connection)."""
+    trips = [0]
+    queue = worker._tx
+    put = queue.put_nowait
+
+    class Counting:
+        def put_nowait(self, item: Any) -> None:
+            trips[0] += 1
+            put(item)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(queue, name)
+
+    worker._tx = Counting()
+    try:
+        yield trips
+    finally:
+        worker._tx = queue
+
+
+@contextmanager
+def _counting_every_trip(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Count the calls queued to aiosqlite's thread, on every connection."""
+    trips = [0]
+    run = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips[0] += 1
+        return await run(self, fn, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(aiosqlite.Connection, "_execute", counted)
+        yield trips
+
+
 async def test_sqlite_statements_take_one_trip_each(sqlite_store: Store) -> None:
     store = sqlite_store
     ids = await store.sync_creators(CREATORS)
     async with store._read() as conn:
         raw = await conn.get_raw_connection()
-        worker = raw.driver_connection
-        trips = [0]
-        queue = worker._tx
-        put = queue.put_nowait
-
-        class Counting:
-            def put_nowait(self, item: Any) -> None:
-                trips[0] += 1
-                put(item)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(queue, name)
-
-        worker._tx = Counting()
-        try:
+        with _counting_trips(raw.driver_connection) as trips:
             for _ in range(10):
                 found = await conn.scalar(
                     text("SELECT id FROM creators WHERE user_id = :u"),
                     {"u": CREATORS[0].user_id},
                 )
                 assert found == ids[CREATORS[0].user_id]
-        finally:
-            worker._tx = queue
     assert trips[0] == 10  # one trip per statement, the BEGIN going with the first (was four)
+
+
+async def test_sqlite_spend_is_two_trips_and_holds_the_lock(
+    sqlite_store: Store, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spend's BEGIN IMMEDIATE goes with its locking read, its ledger count and bucket
+    with its commit; the write lock is held from that first statement on."""
+    store = sqlite_store
+    day = LedgerDay("2025-11-20", T0, T0 + timedelta(days=1), T0)
+    initial = BudgetRow(tokens=5.0, refilled_at=T0)
+    async with store.budget_txn(day, initial, now=T0):  # seeds the row
+        pass
+    path = sqlite_url.split("///", 1)[1]
+    with _counting_every_trip(monkeypatch) as trips:
+        async with store.budget_txn(day, initial, now=T0) as txn:
+            assert trips[0] == 1
+            other = sqlite3.connect(path, timeout=0)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            finally:
+                other.close()
+            await txn.reserve()
+            await txn.save(BudgetRow(tokens=4.0, refilled_at=T0), now=T0)
+            assert trips[0] == 1  # the writes wait for the commit
+        assert trips[0] == 2  # one trip: the count, the bucket and the COMMIT
+    assert await store.ledger_day(day) == (1, 0)
+    stored = await store.load_budget_state()
+    assert stored is not None
+    assert stored.tokens == 4.0
+
+
+async def test_sqlite_waiting_writes_keep_their_order_and_go_with_a_rollback(
+    sqlite_store: Store,
+) -> None:
+    """A write that waits is seen by the transaction's next statement; a rollback drops it."""
+    store = sqlite_store
+    day = LedgerDay("2025-11-20", T0, T0 + timedelta(days=1), T0)
+    async with store._write(lock_with_first_statement=True) as conn:
+        await count_ledger(conn, [(day.slot, day.label)], calls=2)
+        assert await conn.scalar(text("SELECT sum(calls) FROM budget_calls")) == 2
+
+    async def counted_then_failed() -> None:
+        async with store._write(lock_with_first_statement=True) as conn:
+            await count_ledger(conn, [(day.slot, day.label)], calls=5)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await counted_then_failed()
+    assert await store.ledger_day(day) == (2, 0)
+
+
+async def test_sqlite_a_plain_write_holds_the_lock_before_its_first_statement(
+    sqlite_store: Store, sqlite_url: str
+) -> None:
+    """Code may count on the lock once a write begins (migrations do): only the writes that
+    ask for it take the lock with their first statement."""
+    path = sqlite_url.split("///", 1)[1]
+    async with sqlite_store._write():
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        finally:
+            other.close()
+
+
+async def test_sqlite_a_fetch_record_is_two_trips(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fetches row (whose ids the rest need) goes with the BEGIN; the points, body,
+    schedule and ledger rows go with the COMMIT; no ROLLBACK trip after it."""
+    store = sqlite_store
+    ids = await store.sync_creators(CREATORS)
+    record = _answer(ids[CREATORS[0].user_id], 1)
+    record = replace(record, billed_day="2025-11-20", billed_slot=T0)
+    with _counting_every_trip(monkeypatch) as trips:
+        await store.record_fetch(record)
+    assert trips[0] == 2
+    assert len(await store.series(record.creator_id, V30)) == 30
+    assert await store.raw_body(1) == "{}"
+    day = LedgerDay("2025-11-20", T0, T0 + timedelta(days=1), T0)
+    assert await store.ledger_day(day) == (0, 1)
