@@ -139,7 +139,8 @@ def _encode_times(times: tuple[datetime, ...]) -> str:
     parts = _slid(times)
     if parts is None:
         parts = [_part(moment) for moment in times]
-    _LAST_WINDOW[0] = (times, parts)
+    if parts:  # an empty window (a fresh bucket's) is no window to slide on from
+        _LAST_WINDOW[0] = (times, parts)
     text = ",".join(parts)
     _remember(text, times)
     return text
