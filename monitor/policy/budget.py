@@ -467,12 +467,13 @@ class BudgetPolicy:
 
 
 def _sent_before_pause(state: BudgetState, sent_at: datetime | None) -> bool:
-    """The answered call left before the account pause in ``state`` began."""
+    """The answered call left before the account pause in ``state`` began, or at the same
+    instant (its answer may predate the one that paused: only a later call tells)."""
     return (
         state.pause_code in ACCOUNT_CODES
         and state.paused_at is not None
         and sent_at is not None
-        and sent_at < state.paused_at
+        and sent_at <= state.paused_at
     )
 
 

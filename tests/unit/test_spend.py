@@ -142,6 +142,9 @@ def test_a_reading_with_money_ends_a_601_pause_only_when_sent_after_it_began() -
     # a reading sent before the pause began says nothing of it
     early = ended_by_money(budget, paused, later, sent_at=T0 - timedelta(seconds=1))
     assert early.pause_code == 601
+    # nor one sent the instant it began: its answer may predate the 601 (on virtual time, a
+    # reading and the last call that drained the account went out at the same instant)
+    assert ended_by_money(budget, paused, later, sent_at=T0).pause_code == 601
     # another account pause (a token's cap) is not for a balance reading to end
     capped = budget.on_result(running, 602, T0, sent_at=T0)
     assert ended_by_money(budget, capped, later, sent_at=later) == capped
