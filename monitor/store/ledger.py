@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -252,31 +252,12 @@ def _day_sum(column: Any) -> Any:
     )
 
 
-_STATE_COLUMNS = (
-    "tokens",
-    "refilled_at",
-    "paused_until",
-    "pause_code",
-    "pause_reason",
-    "rate_factor",
-    "recent_sends",
-    "paused_at",
-    "pause_token",
-)
+#: the stored state's columns: every field of ``BudgetRow`` but the bucket's name
+_STATE_COLUMNS = tuple(f.name for f in fields(BudgetRow) if f.name != "name")
 
 
 def _state_values(row: BudgetRow) -> dict[str, Any]:
-    return {
-        "tokens": row.tokens,
-        "refilled_at": row.refilled_at,
-        "paused_until": row.paused_until,
-        "pause_code": row.pause_code,
-        "pause_reason": row.pause_reason,
-        "rate_factor": row.rate_factor,
-        "recent_sends": row.recent_sends,
-        "paused_at": row.paused_at,
-        "pause_token": row.pause_token,
-    }
+    return {name: getattr(row, name) for name in _STATE_COLUMNS}
 
 
 def _state_row(row: Any) -> BudgetRow:

@@ -155,6 +155,16 @@ async def sqlite_store(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Store
         yield opened
 
 
+def _assert_write_locked(path: str) -> None:
+    """Another connection cannot take SQLite's write lock on ``path`` now."""
+    other = sqlite3.connect(path, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+
+
 @contextmanager
 def _counting_trips(worker: Any) -> Iterator[list[int]]:
     """Count the calls queued to aiosqlite's thread for ``worker`` (its connection)."""
@@ -221,12 +231,7 @@ async def test_sqlite_spend_is_two_trips_and_holds_the_lock(
     with _counting_every_trip(monkeypatch) as trips:
         async with store.budget_txn(day, initial, now=T0) as txn:
             assert trips[0] == 1
-            other = sqlite3.connect(path, timeout=0)
-            try:
-                with pytest.raises(sqlite3.OperationalError, match="locked"):
-                    other.execute("BEGIN IMMEDIATE")
-            finally:
-                other.close()
+            _assert_write_locked(path)
             await txn.reserve()
             await txn.save(BudgetRow(tokens=4.0, refilled_at=T0), now=T0)
             assert trips[0] == 1  # the writes wait for the commit
@@ -264,12 +269,7 @@ async def test_sqlite_a_plain_write_holds_the_lock_before_its_first_statement(
     ask for it take the lock with their first statement."""
     path = sqlite_url.split("///", 1)[1]
     async with sqlite_store._write():
-        other = sqlite3.connect(path, timeout=0)
-        try:
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
-                other.execute("BEGIN IMMEDIATE")
-        finally:
-            other.close()
+        _assert_write_locked(path)
 
 
 async def test_sqlite_a_fetch_record_is_two_trips(
