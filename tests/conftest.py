@@ -19,6 +19,7 @@ import pytest_asyncio
 from support import pg
 from support.demo import DemoRun, demo_run
 from support.outbox import OutboxDb, open_db
+from support.ports import refusing_port
 from support.store import FakeClock
 from support.wheel import SHARED_ENV
 
@@ -187,6 +188,14 @@ def data_dir() -> Path:
 @pytest.fixture
 def token() -> str:
     return TEST_TOKEN
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test, and that no other
+    test's server can take meanwhile (an unreachable upstream stays unreachable)."""
+    with refusing_port() as port:
+        yield port
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

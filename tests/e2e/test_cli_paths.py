@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import socket
 import sqlite3
 import stat
 import threading
@@ -18,18 +17,13 @@ from pathlib import Path
 
 import pytest
 from support.cli import run_cli, simulator
+from support.ports import free_port
 
 from monitor.model import Creator, Variant
 from monitor.store import FetchRecord, Store, migrate
 from monitor.upstream.client import parse_core_data
 
 UID = "5c3bf7f7000000000602fd63"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(token: str) -> dict[str, str]:
@@ -74,8 +68,10 @@ def test_fetch_dry_run_against_simulate_prints_a_30_row_table(
         assert db.execute("SELECT sum(calls) FROM budget_days").fetchone() == (1,)
 
 
-def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(tmp_path: Path, token: str) -> None:
-    port = _free_port()
+def test_fetch_against_a_dead_port_is_one_clear_line_and_exit_1(
+    tmp_path: Path, token: str, refused_port: int
+) -> None:
+    port = refused_port
     done = run_cli("-c", str(_config(tmp_path, port)), "fetch", UID, "--dry-run", env=_env(token))
     assert done.returncode == 1
     assert done.stdout == ""
@@ -116,7 +112,7 @@ def test_history_of_the_stored_sample_prints_its_30_real_values(
     tmp_path: Path, data_dir: Path, token: str
 ) -> None:
     body = (data_dir / "core_data_success_30d.json").read_text()
-    config = _config(tmp_path, _free_port())
+    config = _config(tmp_path, free_port())
     asyncio.run(_store_sample(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}", body))
     sample = {p["dateKey"]: p["read"] for p in json.loads(body)["data"]["dailyData"]}
 

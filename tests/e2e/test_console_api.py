@@ -17,11 +17,11 @@ from support.console import (
     NAMES,
     LiveConsole,
     alerts_json,
-    free_port,
     live_console,
     no_secret_in,
 )
 from support.daemon import cli
+from support.ports import free_port
 from support.wait import until_blocking
 
 #: one worker runs the module (ONE_WORKER_MODULES in conftest.py): its daemon starts once

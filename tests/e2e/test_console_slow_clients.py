@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.console import free_port
 from support.daemon import child_env, cli, write_toml
+from support.ports import free_port
 from support.sim import creator_id
 
 SLOW_CLIENTS = 1100

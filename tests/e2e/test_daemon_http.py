@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import socket
 import time
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 from support.daemon import creators, daemon_config
+from support.ports import free_port
 from support.wait import until
 
 from monitor.config import parse_config
@@ -72,7 +72,7 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
             creators(6),
             budget={"calls_per_minute": 600, "burst": 3},
             schedule={"retry_attempts": 0},
-            extra={"http": {"listen": f"127.0.0.1:{_free_port()}"}},
+            extra={"http": {"listen": f"127.0.0.1:{free_port()}"}},
         )
         options = Options(environ={"JUSTONEAPI_TOKEN": token}, health_timeout=3.0, tick=0.2)
         daemon = Daemon(parse_config(doc), options)
@@ -122,12 +122,6 @@ async def test_healthz_follows_the_database_and_metrics_show_the_daemon(
     for name, _ in GAUGES:
         assert not math.isnan(_metric(metrics, f"creator_monitor_{name}")), name
     assert "upstream_quota_left" not in metrics
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _terminate(database: str) -> str:

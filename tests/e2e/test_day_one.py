@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -219,21 +218,16 @@ def test_resume_probes_now_and_says_what_the_account_answered(tmp_path: Path) ->
     assert "creator-monitor -c" in help_.stdout
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.mark.slow
-async def test_calls_that_never_reached_a_server_are_not_counted(tmp_path: Path) -> None:
+async def test_calls_that_never_reached_a_server_are_not_counted(
+    tmp_path: Path, refused_port: int
+) -> None:
     """Nothing listens: ``fetch --all`` stops after the first refused connection, and neither
     it nor the daemon counts a call against daily_calls."""
     db = tmp_path / "history.db"
     url = f"sqlite+aiosqlite:///{db}"
     await migrate.upgrade(url)
-    base = f"http://127.0.0.1:{_closed_port()}"
+    base = f"http://127.0.0.1:{refused_port}"
     doc = daemon_config(base, url, creators(5), schedule={"retry_attempts": 0})
     doc["api"]["connect_retries"] = 0
     config = write_toml(tmp_path / "config.toml", doc)

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from support.daemon import NotifySocket
+from support.ports import free_port
 from support.wheel import ROOT, wheel_script
 
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -59,19 +59,12 @@ def _fetches(history: Path) -> int:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 class Host:
     """The guide's machine under ``root``: its paths, its shell, and a stand-in for systemd."""
 
     def __init__(self, root: Path, venv: Path, base_url: str) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.subs = {
             "/opt/creator-monitor/venv": str(venv),
             "/etc/systemd/system": str(root / "systemd"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email
-import socket
 import sqlite3
 from datetime import UTC, datetime
 from datetime import time as clock_time
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiosmtpd.controller import Controller
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.ports import free_port
 from support.receiver import Receiver
 from support.wait import until
 
@@ -60,12 +60,6 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def _run(folder: Path, config: Path, token: str, name: str) -> asyncio.subprocess.Process:
     sink = (folder / f"{name}.stderr").open("wb")
     try:
@@ -86,7 +80,7 @@ async def test_weekly_report_reaches_smtp_with_html_and_json_once(
     db_url = f"sqlite+aiosqlite:///{db}"
     await migrate.upgrade(db_url)
     mailbox = Mailbox()
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=_free_port())
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
     smtp.start()
     try:
         async with Simulator(SimKnobs(latency_ms=10)) as sim, Receiver() as receiver:

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.ports import free_port, refusing_port
 from support.wait import until
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _health(port: int) -> tuple[int, str]:
@@ -41,7 +35,8 @@ async def test_an_unreachable_upstream_is_told_once_in_healthz_and_in_status(
 ) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
     await migrate.upgrade(db_url)
-    upstream, http_port = _free_port(), _free_port()
+    held = contextlib.ExitStack()  # the upstream's port refuses until it comes back below
+    upstream, http_port = held.enter_context(refusing_port()), free_port()
     doc = daemon_config(
         f"http://127.0.0.1:{upstream}",
         db_url,
@@ -83,12 +78,14 @@ async def test_an_unreachable_upstream_is_told_once_in_healthz_and_in_status(
         assert shown.returncode == 0, shown.stderr
         assert "UNREACHABLE: the last" in shown.stdout
         # the upstream comes back: the daemon says so once, and /healthz is 200 again
+        held.close()
         async with Simulator(SimKnobs(latency_ms=5), port=upstream):
             with contextlib.suppress(AssertionError):
                 await until(lambda: healthz(200), 90, "/healthz answering 200", every=0.3)
             status, text = health[0]
             assert status == 200, text
     finally:
+        held.close()
         proc.terminate()
         await proc.wait()
     log = stderr.read_text()

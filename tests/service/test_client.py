@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -288,10 +287,8 @@ async def test_connection_reset_is_a_transport_error(sim: Simulator, client: Jus
     _assert_facts(exc, code=None, http_status=None, billed=False)
 
 
-async def test_refused_port_is_a_transport_error(token: str) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+async def test_refused_port_is_a_transport_error(token: str, refused_port: int) -> None:
+    port = refused_port
     async with JustOneClient(
         base_url=f"http://127.0.0.1:{port}", token=SecretStr(token), connect_retries=1
     ) as c:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support.ports import free_port
 from support.sim import (
     FakeClock,
     creator_id,
@@ -588,9 +589,7 @@ async def test_admin_api_rejects_bad_requests(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.slow
 def test_run_simulator_serves_until_sigterm() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     code = (
         "from monitor.upstream.simulator import run_simulator;"
         f"run_simulator({port}, on_ready=lambda url: print(url, flush=True))"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -19,6 +18,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from support.cli import run_cli
+from support.ports import refusing_port
 from support.sim import FakeClock, plain_creator
 
 from monitor.errors import UpstreamError
@@ -126,13 +126,11 @@ async def _every_failure(sim: Simulator, token: str) -> list[UpstreamError]:
             await small.core_data(USER, Variant(date_type=DateType.DAY_90))
         except UpstreamError as exc:
             failures.append(exc)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    async with JustOneClient(
-        base_url=f"http://127.0.0.1:{port}", token=SecretStr(token), connect_retries=1
-    ) as refused:
-        await attempt(refused)
+    with refusing_port() as port:
+        async with JustOneClient(
+            base_url=f"http://127.0.0.1:{port}", token=SecretStr(token), connect_retries=1
+        ) as refused:
+            await attempt(refused)
     return failures
 
 

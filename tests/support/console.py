@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from support.daemon import child_env, cli, write_toml
+from support.ports import free_port
 from support.sim import creator_id
 from support.wait import until_blocking
 
@@ -52,12 +52,6 @@ class LiveConsole:
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         transport = None if source is None else httpx.HTTPTransport(local_address=source)
         return httpx.Client(base_url=self.url, headers=headers, timeout=10, transport=transport)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _secret_file(path: Path, value: str) -> Path:

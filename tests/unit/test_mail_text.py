@@ -6,7 +6,6 @@ still asks for an HTML mail. Unit cases of the text rendering follow."""
 from __future__ import annotations
 
 import email
-import socket
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from email import policy
@@ -16,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
+from support.ports import free_port
 
 from monitor.config import parse_config
 from monitor.model import AlertState, Creator, Phase, Severity, Variant
@@ -53,9 +53,7 @@ class Mailbox:
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Mailbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     mailbox = Mailbox()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
