@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 from monitor.model import DateType, Variant
@@ -36,8 +37,12 @@ class Script:
     variant: str | None = None
 
 
+@lru_cache(maxsize=1 << 16)
 def unit(*parts: object) -> float:
-    """A stable uniform number in [0, 1) for ``parts`` (unlike ``hash()``, equal across runs)."""
+    """A stable uniform number in [0, 1) for ``parts`` (unlike ``hash()``, equal across runs).
+
+    Kept for the last 65,536 ``parts``: a creator's window slides by a day, so its next answer
+    asks again for all but one day's numbers (a hash each, about 30 a point)."""
     digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -118,6 +123,7 @@ def _costs(user_id: str, seed: str, n: int, counts: dict[str, int]) -> dict[str,
     return costs
 
 
+@lru_cache(maxsize=1 << 14)
 def _wave(seed: str, day: int, spread: float) -> float:
     """A factor around 1 that drifts between knots and sometimes steps, like a rolling median."""
     period = 6 + int(unit(seed, "period") * 9)
