@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from functools import partial
+from functools import cache, partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
 
@@ -83,6 +83,13 @@ class _TokenTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client of this process: each new one reads the whole
+    CA bundle again (about 20 ms of CPU), and a command, a reload or a test makes several."""
+    return httpx.create_ssl_context()
+
+
 class JustOneClient:
     """One ``httpx.AsyncClient`` for the process; each endpoint method makes exactly one call
     (``core_data``, ``fans_history``, ``notes_page``, ``balance``); the gate is the caller's.
@@ -115,6 +122,7 @@ class JustOneClient:
         self._clock = clock
         # limits and retries belong on the transport: the client ignores limits= with transport=
         inner = httpx.AsyncHTTPTransport(
+            verify=_tls_context(),
             retries=connect_retries,  # connection failures only: a request never sent is not billed
             limits=httpx.Limits(max_connections=max_connections),
         )
