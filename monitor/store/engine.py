@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import ClauseElement, Column, Table, event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -28,6 +27,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from monitor.errors import SchemaOutOfDate, StoreError
 from monitor.ops.wallclock import Clock
 from monitor.store.onehop import LOCK_WITH_FIRST_STATEMENT, OneHopConnection, OneHopDbapi
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
+
 from monitor.store.revision import (
     KNOWN_REVISIONS,
     current_revision,
@@ -377,6 +380,19 @@ async def execute_many(
     await run_many(conn, prepare_many(conn.dialect, statement, names), rows)
 
 
+def upsert(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT into ``table`` that takes ``on_conflict_do_update``/``_do_nothing`` on the
+    ``dialect`` backend. Each backend's module is imported on first use: SQLAlchemy's
+    PostgreSQL dialect costs a SQLite process 60 ms of start-up."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
 class StoreBase:
     """Lifecycle and transactions shared by the store's concern modules (mixins of ``Store``)."""
 
@@ -430,9 +446,7 @@ class StoreBase:
 
     def _upsert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that takes ``on_conflict_do_update``/``_do_nothing`` on this backend."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return upsert(self.dialect, table)
 
     @asynccontextmanager
     async def _write(

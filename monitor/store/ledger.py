@@ -18,10 +18,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ClauseElement, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from monitor.store.engine import StoreBase, prepared, utc_binder, write_later
+from monitor.store.engine import StoreBase, prepared, upsert, utc_binder, write_later
 from monitor.store.schema import budget_calls, budget_state
 
 
@@ -230,9 +229,8 @@ async def count_ledger(
 def _count_statement(dialect: str) -> ClauseElement:
     """The ledger's upsert (add ``calls`` and ``billed`` to a quarter hour), built and
     compiled once per backend: building it costs more than running it, twice per fetch."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     c = budget_calls.c
-    stmt = insert(budget_calls).values(
+    stmt = upsert(dialect, budget_calls).values(
         slot_at=bindparam("slot", type_=c.slot_at.type),
         day=bindparam("day", type_=c.day.type),
         calls=bindparam("calls", type_=c.calls.type),

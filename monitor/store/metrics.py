@@ -14,7 +14,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ClauseElement, Select, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,7 +27,7 @@ from monitor.model import (
     Variant,
 )
 from monitor.ops.wallclock import Clock
-from monitor.store.engine import StoreBase, prepared, utc_binder, write_later
+from monitor.store.engine import StoreBase, prepared, upsert, utc_binder, write_later
 from monitor.store.ledger import count_ledger
 from monitor.store.schedule import write_attempts
 from monitor.store.schema import (
@@ -110,8 +109,7 @@ def _insert_raw(_dialect: str) -> ClauseElement:
 
 def _points_upsert(dialect: str) -> ClauseElement:
     # built and compiled once (``prepared``): that costs more than running the statement
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(daily_metrics).values(
+    stmt = upsert(dialect, daily_metrics).values(
         {name: bindparam(name, type_=daily_metrics.c[name].type) for name in _POINT_ROW}
     )
     updates = {name: stmt.excluded[name] for name in (*METRICS, "fetch_id", "updated_at")}

@@ -24,7 +24,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import Advertise, Business, DateType, NoteType, Variant
@@ -34,6 +33,7 @@ from monitor.store.engine import (
     execute_many,
     plain_rows,
     prepared,
+    upsert,
     utc_binder,
     utc_from_db,
     utc_to_db,
@@ -331,8 +331,7 @@ def _attempt_statements(conn: AsyncConnection) -> tuple[ManyStatement, ManyState
 
 
 def _attempt_upsert(dialect: str) -> ClauseElement:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(schedule).values(
+    stmt = upsert(dialect, schedule).values(
         {name: bindparam(name, type_=schedule.c[name].type) for name in _ATTEMPT_ROW}
     )
     new = stmt.excluded
