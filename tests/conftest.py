@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -41,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if SHARED_ENV not in os.environ:
         os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="creator-monitor-tests-")
         config.stash[_OWN_SHARED] = os.environ[SHARED_ENV]
+        _cache_bytecode(Path(os.environ[SHARED_ENV]) / "pycache")
         parallel = bool(getattr(config.option, "numprocesses", None))
         whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
         chosen = config.option.markexpr or config.option.keyword  # -m or -k: maybe no CLI test
@@ -48,6 +50,54 @@ def pytest_configure(config: pytest.Config) -> None:
             prepare = threading.Thread(target=_prepare, name="wheel-and-demo", daemon=True)
             prepare.start()
             config.stash[_PREPARE] = prepare
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        _rewrite_share(config, int(worker[2:]), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+
+
+def _rewrite_share(config: pytest.Config, index: int, count: int) -> None:
+    """Rewrite this worker's share of the test modules' asserts ahead, into pytest's cache.
+
+    Every xdist worker collects every test module, and pytest rewrites a module's asserts on
+    import unless it finds the rewritten code cached (``__pycache__/*-pytest-*.pyc``, keyed by
+    the source's hash). That is 5 s of CPU for this suite, paid once per worker on a fresh
+    clone, or where PYTHONDONTWRITEBYTECODE is set. Each worker first rewrites and caches a
+    quarter (the modules in the order all of them collect, interleaved), then collects, reading
+    what the others cached: the run pays for the rewrite about once.
+
+    These are the functions pytest's import hook uses (``_pytest.assertion.rewrite``), private
+    ones: if they change, the cost comes back, nothing else (the hook rewrites what it does not
+    find cached)."""
+    if config.getoption("assertmode") != "rewrite":
+        return
+    try:
+        from _pytest.assertion import rewrite
+
+        state = config.stash[rewrite.assertstate_key]
+        for source in sorted(Path(__file__).parent.rglob("test_*.py"))[index::count]:
+            pyc = rewrite.get_cache_dir(source) / (source.name[:-3] + rewrite.PYC_TAIL)
+            if rewrite._read_pyc(source, pyc) is None and rewrite.try_makedirs(pyc.parent):
+                source_hash, code = rewrite._rewrite_test(source, config)
+                rewrite._write_pyc(state, code, source_hash, pyc)
+    except (ImportError, AttributeError, KeyError, OSError, SyntaxError):
+        return
+
+
+def _cache_bytecode(prefix: Path) -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set, compile each module once per run, not once per
+    process: into ``prefix`` (the run's own folder, removed at its end), so the source tree
+    stays as clean as the setting asks.
+
+    Without a cache every process the tests start (about 190 daemons and commands) compiles
+    the whole package again, a quarter of a second of CPU each; every migration compiles its
+    revision files again; and every xdist worker rewrites every test module's asserts. Set
+    here, before the workers and the processes start: they inherit it."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    sys.dont_write_bytecode = False
+    sys.pycache_prefix = str(prefix)
 
 
 def _prepare() -> None:

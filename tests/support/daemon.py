@@ -70,7 +70,7 @@ class VirtualTime:
             while self._heap and self._heap[0][2].done():
                 heapq.heappop(self._heap)
             if self.busy() or not self._heap:
-                await asyncio.sleep(0.0005)
+                await asyncio.sleep(0.002)
                 continue
             self.clock.now = max(self.clock.now, self._heap[0][0])
             while self._heap and self._heap[0][0] <= self.clock.now:
