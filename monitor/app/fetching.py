@@ -99,7 +99,9 @@ async def fetch_parts(
             if not create_schema or exc.current is not None:
                 raise
             await upgrade_schema(config.storage.url)  # alembic: loaded only then
-        spill, replayed = await _open_spill(config, store, environ, strict=strict_spill)
+        spill, replayed = await _open_spill(
+            config, store, environ, strict=strict_spill, rules=alerting
+        )
         token = resolve_token(config, environ)
         api = config.api
         client = JustOneClient(
@@ -144,15 +146,21 @@ def held_answers(
 
 
 async def _open_spill(
-    config: Config, store: Store, environ: Mapping[str, str] | None, *, strict: bool
+    config: Config,
+    store: Store,
+    environ: Mapping[str, str] | None,
+    *,
+    strict: bool,
+    rules: bool = False,
 ) -> tuple[Spill, list[FetchRecord]]:
     """The spill of paid answers the database refuses; a spill file an earlier run left is
     stored first (and returned). The daemon starts paused on it when the database still
-    refuses (its probe stores it later); a command refuses to send anything."""
+    refuses (its probe stores it later); a command refuses to send anything. With ``rules``
+    (a process that runs them), the owed rules on file are read too (``Spill.take_owed``)."""
     env = os.environ if environ is None else environ
     spill = Spill(spill_path(config.storage.url, config.storage.spill_file, env))
     replayed: list[FetchRecord] = []
-    if spill.waiting:
+    if spill.waiting or (rules and spill.owes):
         try:
             replayed = await spill.replay(store)
         except MonitorError as exc:

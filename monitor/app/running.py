@@ -256,10 +256,14 @@ class Dispatching:
                 await dispatcher.evaluate_owed_now()
         owed = dispatcher.owed_creators()
         if owed:
+            where = dispatcher.owed_where()
+            then = "each one's next fetch" if where.startswith("memory") else "the next start"
             log.warning(
                 "stopped with the rules of %d creators not run (the database refused them); "
-                "they run at each one's next fetch",
+                "kept in %s, they run at %s",
                 owed,
+                where,
+                then,
             )
 
 

@@ -37,12 +37,10 @@ from monitor.policy.budget import BudgetPolicy
 from monitor.service.fetching.fetch import Fetcher
 from monitor.service.fetching.gate import BudgetGate
 from monitor.service.fetching.slot import Ending, Run, Slot
-from monitor.service.fetching.spill import (
-    SUFFIX,
-    Spill,
+from monitor.service.fetching.spill import SUFFIX, Spill, spill_path
+from monitor.service.fetching.spill_line import (
     decode,
     encode,
-    spill_path,
 )
 from monitor.store import FetchRecord, Store, migrate
 from monitor.upstream.client import JustOneClient, parse_core_data

@@ -325,7 +325,10 @@ class Dispatcher:
         or at start-up from an earlier run's spill file), and of those whose answers were
         stored while their rules could not be (the fetcher's owed rules). What the database
         refuses again stays owed and is tried again a minute later; fetching goes on meanwhile."""
-        found = (self._find(r.creator_id, r.variant) for r in records)
+        series = [(r.creator_id, r.variant) for r in records]
+        # and the owed rules a replay read from the spill file (a run killed while they waited)
+        series += [(owed.creator_id, owed.variant) for owed in self._hold.take_owed()]
+        found = (self._find(creator_id, variant) for creator_id, variant in series)
         stored = [slot for slot in found if slot is not None]
         await self._fetcher.evaluate_owed(stored, retry=_owed_retry())
 
@@ -338,6 +341,10 @@ class Dispatcher:
     def owed_creators(self) -> int:
         """How many creators have stored answers whose rules have not run yet."""
         return self._fetcher.owed_creators()
+
+    def owed_where(self) -> str:
+        """Where the owed rules are kept: the spill file (a restart runs them), or memory."""
+        return self._hold.owed_where()
 
     async def _evaluate_owed(self) -> None:
         """Rules owed since a refused write, at most once a minute."""

@@ -180,7 +180,7 @@ class Fetcher:
                 try:
                     await self._evaluate(slot)
                 except StoreError as exc:
-                    self._owed.add(slot)  # stored; its rules run once writes go again
+                    self._owe(slot)  # stored; its rules run once writes go again
                     why = f"the rules of {_who(slot)} wait: {exc}"
                     self._hold.refused(StoreError(why))  # no call goes until a write goes
                     return Run(fate_of(error), Ending.RULES_OWED, why)
@@ -266,7 +266,13 @@ class Fetcher:
         try:
             await self._evaluate(slot)
         except StoreError:
-            self._owed.add(slot)
+            self._owe(slot)
+
+    def _owe(self, slot: Slot) -> None:
+        """The slot's answer is stored, its creator's rules refused: owed, and on file (the
+        spill's) so that a restart after a kill runs them."""
+        self._owed.add(slot)
+        self._hold.owe(slot.creator_id, slot.variant)
 
     def _should_retry(self, error: UpstreamError, attempt: int, probe: bool) -> bool:
         if probe or not self.retries or attempt >= self._config.schedule.retry_attempts:
@@ -411,8 +417,10 @@ class Fetcher:
     async def evaluate_owed(self, stored: Sequence[Slot] = (), *, retry: timedelta) -> None:
         """The rules owed since a refused write, and those of ``stored`` (series whose held
         answers were just stored); what the database refuses again stays owed, tried again
-        ``retry`` later (``owed_due``)."""
+        ``retry`` later (``owed_due``). Once none is owed, their lines leave the spill file."""
         await self._owed.run(self._evaluate, stored, retry=retry)
+        if not self._owed:
+            self._hold.rules_ran()
 
     def owed_due(self) -> bool:
         """Rules are owed and their retry is due."""

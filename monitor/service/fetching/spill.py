@@ -7,37 +7,28 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
 import secrets
 import stat
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import fields
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from monitor.errors import StoreError, WritesRefused
-from monitor.model import (
-    CORE,
-    FANS,
-    NOTES,
-    Advertise,
-    Business,
-    CoreData,
-    DailyPoint,
-    DateType,
-    FollowerPoint,
-    ListedNote,
-    Note,
-    NotePage,
-    NoteStats,
-    NoteType,
-    Variant,
+from monitor.model import Variant
+from monitor.service.fetching.spill_line import (
+    OwedSeries,
+    decode,
+    decode_owed,
+    encode,
+    encode_owed,
+    is_owed,
+    new_owed_id,
 )
-from monitor.policy.budget import quarter_of
 from monitor.store import FetchRecord, Store
 
 log = logging.getLogger(__name__)
@@ -49,7 +40,6 @@ MAX_HELD = 5000
 SUFFIX = ".pending.jsonl"
 #: answers per transaction when the held ones are written back
 _BATCH = 200
-_FORMAT = 1
 
 
 def spill_path(url: str, configured: Path | None, environ: Mapping[str, str]) -> Path | None:
@@ -77,193 +67,39 @@ def new_attempt_id(now: datetime) -> str:
     return f"{int(now.timestamp() * 1_000_000):016x}{secrets.token_hex(8)}"
 
 
-# --------------------------------------------------------------------------- the file format
-
-
-def _point(point: DailyPoint) -> dict[str, Any]:
-    return {f.name: getattr(point, f.name) for f in fields(point)} | {
-        "date_key": point.date_key.isoformat()
-    }
-
-
-def _unpoint(data: Mapping[str, Any]) -> DailyPoint:
-    return DailyPoint(**{**data, "date_key": date.fromisoformat(data["date_key"])})
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _untime(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def encode(record: FetchRecord) -> str:
-    """One JSON line holding everything ``store_held`` needs."""
-    data = record.data
-    body: dict[str, Any] = {
-        "format": _FORMAT,
-        "attempt_id": record.attempt_id,
-        "creator_id": record.creator_id,
-        "variant": record.variant.query(),
-        "started_at": _time(record.started_at),
-        "due_at": _time(record.due_at),
-        "latency_ms": record.latency_ms,
-        "http_status": record.http_status,
-        "code": record.code,
-        "billed": record.billed,
-        "billed_day": record.billed_day,
-        "billed_slot": _time(record.billed_slot),
-        "error": record.error,
-        "raw_body": record.raw_body if record.keep_raw else None,
-        "keep_raw": record.keep_raw,
-        "next_due_at": _time(record.next_due_at),
-        "source": record.variant.source,
-        "followers": None
-        if record.followers is None
-        else [[p.date_key.isoformat(), p.fans] for p in record.followers],
-        "note_page": None if record.note_page is None else _page(record.note_page),
-        "unreadable_params": None
-        if record.unreadable_params is None
-        else dict(record.unreadable_params),
-        "data": None
-        if data is None
-        else {
-            "summary": _point(data.summary),
-            "daily": [_point(p) for p in data.daily],
-            "record_time": _time(data.record_time),
-        },
-    }
-    return json.dumps(body, separators=(",", ":"))
-
-
-def decode(line: str) -> FetchRecord:
-    """The record ``encode`` wrote; ValueError/KeyError/TypeError on a line it did not write."""
-    body = json.loads(line)
-    if body.get("format") != _FORMAT:
-        raise ValueError(f"unknown spill format {body.get('format')!r}")
-    q = body["variant"]
-    variant = Variant(
-        Business(q["business"]),
-        NoteType(q["noteType"]),
-        DateType(q["dateType"]),
-        Advertise(q["advertiseSwitch"]),
-        source=_source(body.get("source", CORE)),  # a line spilled before sources: core's
-    )
-    followers = body.get("followers")
-    page = body.get("note_page")
-    kept = body.get("unreadable_params")
-    raw = body["data"]
-    data = None
-    if raw is not None:
-        data = CoreData(
-            summary=_unpoint(raw["summary"]),
-            daily=tuple(_unpoint(p) for p in raw["daily"]),
-            record_time=_untime(raw["record_time"]),
-        )
-    started = _untime(body["started_at"])
-    assert started is not None
-    billed_day = body["billed_day"]
-    # a line spilled before the quarter hour travelled with it: the call's own quarter hour
-    billed_slot = _untime(body.get("billed_slot"))
-    if billed_day is not None and billed_slot is None:
-        billed_slot = quarter_of(started)
-    return FetchRecord(
-        creator_id=int(body["creator_id"]),
-        variant=variant,
-        started_at=started,
-        due_at=_untime(body["due_at"]),
-        latency_ms=body["latency_ms"],
-        http_status=body["http_status"],
-        code=body["code"],
-        billed=bool(body["billed"]),
-        error=body["error"],
-        data=data,
-        raw_body=body["raw_body"],
-        keep_raw=bool(body["keep_raw"]),
-        next_due_at=_untime(body["next_due_at"]),
-        attempt_id=body["attempt_id"],
-        billed_day=billed_day,
-        billed_slot=billed_slot,
-        followers=None
-        if followers is None
-        else tuple(FollowerPoint(date.fromisoformat(day), int(fans)) for day, fans in followers),
-        note_page=None if page is None else _unpage(page),
-        unreadable_params=None if kept is None else {str(k): str(v) for k, v in kept.items()},
-    )
-
-
-def _source(name: object) -> str:
-    if name not in (CORE, FANS, NOTES):
-        raise ValueError(f"unknown source {name!r} in a spilled answer")
-    return str(name)
-
-
-def _page(page: NotePage) -> dict[str, Any]:
-    return {
-        "page": page.page,
-        "total": page.total,
-        "record_time": _time(page.record_time),
-        "notes": [
-            {
-                "id": e.note.note_id,
-                "title": e.note.title,
-                "published": e.note.published.isoformat(),
-                "video": e.note.video,
-                "ad": e.note.ad,
-                "brand": e.note.brand,
-                "reads": e.stats.reads,
-                "likes": e.stats.likes,
-                "collects": e.stats.collects,
-            }
-            for e in page.notes
-        ],
-    }
-
-
-def _unpage(raw: Mapping[str, Any]) -> NotePage:
-    notes = tuple(
-        ListedNote(
-            Note(
-                note_id=str(n["id"]),
-                title=str(n["title"]),
-                published=date.fromisoformat(n["published"]),
-                video=bool(n["video"]),
-                ad=bool(n["ad"]),
-                brand=n["brand"],
-            ),
-            NoteStats(reads=n["reads"], likes=n["likes"], collects=n["collects"]),
-        )
-        for n in raw["notes"]
-    )
-    return NotePage(
-        page=int(raw["page"]),
-        notes=notes,
-        total=raw["total"],
-        record_time=_untime(raw["record_time"]),
-    )
-
-
 # --------------------------------------------------------------------------- the hold
 
 
 class Spill:
-    """One per process: the answers waiting for the database, and whether calls may go."""
+    """One per process: the answers waiting for the database, whether calls may go, and the
+    series whose stored answers' rules are owed (kept on file until those rules ran)."""
 
     def __init__(self, path: Path | None, *, limit: int = MAX_HELD) -> None:
         self.path = path
         self._limit = limit
         self._memory: list[FetchRecord] = []
         self._unspilled: list[FetchRecord] = []  # held, but the spill file refused them too
-        self._on_file = _count_lines(path)
+        self._on_file, self._owed_on_file = _tally(path)
         self._fault: str | None = None
         self._replaying = False
         self._spill_failed = False
+        #: owed rules not on file yet (a replay held the file, or the file refused them)
+        self._owed_unspilled: list[OwedSeries] = []
+        #: ids of the owed-rules lines this process wrote or read: the ones ``rules_ran`` removes
+        self._owed_known: set[str] = set()
+        #: owed series the last replays read from the file, until ``take_owed``
+        self._owed_read: list[OwedSeries] = []
+        self._owed_told = False  # "owed rules in memory only" said for this fault
 
     @property
     def waiting(self) -> bool:
         """True while no call may go: answers are held, or the last write failed."""
         return bool(self._memory or self._on_file or self._fault)
+
+    @property
+    def owes(self) -> bool:
+        """Owed rules are on file (this or an earlier run's): a start's replay reads them."""
+        return bool(self._owed_on_file)
 
     @property
     def held(self) -> int:
@@ -277,6 +113,16 @@ class Spill:
         if self.path is None:
             return "memory only (no spill file)"
         return f"memory only ({self.path} could not be written)"
+
+    def owed_where(self) -> str:
+        """Where owed rules are kept, for a message: the file (a restart runs them) or memory."""
+        if self.path is not None and not self._owed_unspilled:
+            return str(self.path)
+        return (
+            "memory only (no spill file)"
+            if self.path is None
+            else (f"memory only ({self.path} could not be written)")
+        )
 
     def refusal(self) -> WritesRefused:
         why = f": {self._fault}" if self._fault else ""
@@ -320,10 +166,58 @@ class Spill:
             "will be stored when the database takes writes"
         )
 
+    def owe(self, creator_id: int, variant: Variant) -> None:
+        """The series' answer is stored but the database refused its creator's rules: on file
+        until ``rules_ran``, so a restart after a SIGKILL runs them (memory only when the file
+        refuses the line, and the log says so)."""
+        self._owed_unspilled.append(OwedSeries(creator_id, variant, new_owed_id()))
+        self._spill_pending()
+        if self._owed_unspilled and not self._replaying and not self._owed_told:
+            self._owed_told = True
+            log.error(
+                "owed rules (creator %d) are kept in %s: a kill before the database takes "
+                "them leaves them to each creator's next fetch",
+                creator_id,
+                self.owed_where(),
+            )
+
+    def take_owed(self) -> list[OwedSeries]:
+        """The owed series replays read from the file (an earlier run's, or another process's),
+        once: their rules are to run now."""
+        owed, self._owed_read = self._owed_read, []
+        return owed
+
+    def rules_ran(self) -> None:
+        """Every owed rule this process knew of ran: its lines leave the file (the file goes
+        when nothing else is left in it, a regular file only). Nothing to do, no file touched,
+        when none was owed."""
+        waiting = {owed.owed_id for owed in self._owed_read}
+        done = self._owed_known - waiting
+        self._owed_unspilled = [o for o in self._owed_unspilled if o.owed_id in waiting]
+        if not done or self._replaying or self.path is None:
+            return
+        try:
+            with self._locked_file() as handle:
+                if handle is None or not _regular(handle):
+                    self._owed_known -= done
+                    return
+                handle.seek(0)
+                lines = [line for line in handle if line.strip()]
+                kept = [line for line in lines if not (is_owed(line) and _owed_id(line) in done)]
+                if len(kept) != len(lines):
+                    _replace(self.path, kept)
+        except OSError as exc:  # the lines stay: the next start runs those rules once more
+            log.warning("cannot remove owed rules that ran from %s: %s", self.path, exc)
+            return
+        self._owed_known -= done
+        self._owed_on_file = sum(1 for line in kept if is_owed(line))
+
     async def flush(self, store: Store, touch: Callable[[], Awaitable[None]]) -> list[FetchRecord]:
         """The store-health probe: write the held answers, or (none held) ``touch`` a row.
-        Raises StoreError while the database still refuses; returns what was stored."""
-        if self._memory or self._on_file or self._has_file():
+        Raises StoreError while the database still refuses; returns what was stored. Owed
+        rules on file are read too (``take_owed``)."""
+        answers, owed = _tally(self.path)
+        if self._memory or self._on_file or answers:
             return await self.replay(store)
         try:
             await touch()
@@ -331,18 +225,22 @@ class Spill:
             self.refused(exc)
             raise
         self._fault = None
+        self._owed_told = False
+        if owed:
+            return await self.replay(store)
         return []
 
     async def replay(self, store: Store) -> list[FetchRecord]:
         """Store every held answer (this process's and the spill file's), each once; then the
-        spill file goes. Raises StoreError (everything stays held) while the database refuses."""
+        spill file goes, or keeps only its owed rules (``take_owed`` hands them out; they leave
+        it once they ran). Raises StoreError (everything stays held) while the database refuses."""
         self._replaying = True
         failed = True
         try:
             with self._locked_file() as handle:
-                from_file = _read(handle, self.path) if handle is not None else []
+                read = _read(handle, self.path) if handle is not None else _Read([], [], 0)
                 snapshot = list(self._memory)
-                records = _merged(from_file, snapshot)
+                records = _merged(read.records, snapshot)
                 try:
                     for start in range(0, len(records), _BATCH):
                         await store.store_held(records[start : start + _BATCH])
@@ -351,7 +249,11 @@ class Spill:
                     raise
                 failed = False
                 if handle is not None and self.path is not None and _regular(handle):
-                    self.path.unlink(missing_ok=True)  # under the lock: see ``_locked_file``
+                    # under the lock: see ``_locked_file``
+                    if not read.owed:
+                        self.path.unlink(missing_ok=True)
+                    elif read.lines > len(read.owed):
+                        _replace(self.path, [encode_owed(o) + "\n" for o in read.owed])
         finally:
             self._replaying = False
             if failed:  # answers held while this replay waited: on file before anything else
@@ -360,31 +262,38 @@ class Spill:
         self._memory = [rec for rec in self._memory if id(rec) not in done]
         self._unspilled = [rec for rec in self._unspilled if id(rec) not in done]
         self._on_file = 0
+        self._owed_on_file = len(read.owed)
+        fresh = [o for o in read.owed if o.owed_id not in {r.owed_id for r in self._owed_read}]
+        self._owed_read.extend(fresh)
+        self._owed_known.update(o.owed_id for o in read.owed)
         self._fault = None
+        self._owed_told = False
         self._spill_pending()  # held while this replay ran: on file now, stored next time
         if records:
             log.info("stored %d held paid answers; the database takes writes again", len(records))
         return records
 
     def _spill_pending(self) -> bool:
-        """Append the answers not on file yet (not while a replay holds the file); True when
-        none is left off it."""
-        if self._replaying or not self._unspilled:
+        """Append the answers and owed rules not on file yet (not while a replay holds the
+        file); True when no answer is left off it."""
+        if self._replaying or not (self._unspilled or self._owed_unspilled):
             return not self._unspilled
-        if not self._append(self._unspilled):
-            return False
+        owed = self._owed_unspilled
+        lines = [encode(rec) for rec in self._unspilled] + [encode_owed(o) for o in owed]
+        if not self._append(lines):
+            return not self._unspilled
         self._on_file += len(self._unspilled)
+        self._owed_on_file += len(owed)
+        self._owed_known.update(o.owed_id for o in owed)
         self._unspilled = []
+        self._owed_unspilled = []
         return True
 
-    def _has_file(self) -> bool:
-        return self.path is not None and _count_lines(self.path) > 0
-
-    def _append(self, records: Sequence[FetchRecord]) -> bool:
+    def _append(self, lines: Sequence[str]) -> bool:
         """Append and fsync; False (nothing half-written left behind) when the file refuses."""
         if self.path is None:
             return False
-        data = "".join(encode(rec) + "\n" for rec in records).encode()
+        data = "".join(line + "\n" for line in lines).encode()
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with _open_locked(self.path) as fd:
@@ -455,25 +364,50 @@ def _regular(handle: IO[str]) -> bool:
     return stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
 
 
-def _count_lines(path: Path | None) -> int:
+def _tally(path: Path | None) -> tuple[int, int]:
+    """The answer lines and the owed-rules lines in the file at ``path`` (none: 0, 0)."""
+    answers = owed = 0
     if path is None:
-        return 0
+        return 0, 0
     try:
         with path.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
+            for line in handle:
+                if line.strip():
+                    if is_owed(line):
+                        owed += 1
+                    else:
+                        answers += 1
     except OSError:
-        return 0
+        return 0, 0
+    return answers, owed
 
 
-def _read(handle: IO[str], path: Path | None) -> list[FetchRecord]:
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What a replay read from the spill file: its answers, its owed rules, its line count."""
+
+    records: list[FetchRecord]
+    owed: list[OwedSeries]
+    lines: int
+
+
+def _read(handle: IO[str], path: Path | None) -> _Read:
+    """Every line decoded; an unreadable one (a torn last line) is moved to ``.rejected``."""
     records: list[FetchRecord] = []
+    owed: dict[str, OwedSeries] = {}
     bad: list[str] = []
+    lines = 0
     handle.seek(0)
     for line in handle:
         if not line.strip():
             continue
+        lines += 1
         try:
-            records.append(decode(line))
+            if is_owed(line):
+                series = decode_owed(line)
+                owed[series.owed_id] = series
+            else:
+                records.append(decode(line))
         except (ValueError, KeyError, TypeError, AssertionError):
             bad.append(line if line.endswith("\n") else line + "\n")
     if bad and path is not None:
@@ -481,7 +415,36 @@ def _read(handle: IO[str], path: Path | None) -> list[FetchRecord]:
         with aside.open("a", encoding="utf-8") as out:
             out.writelines(bad)
         log.error("%d unreadable lines of %s moved to %s", len(bad), path, aside)
-    return records
+    return _Read(records, list(owed.values()), lines)
+
+
+def _owed_id(line: str) -> str | None:
+    try:
+        return decode_owed(line).owed_id
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _replace(path: Path, lines: Sequence[str]) -> None:
+    """The file at ``path`` holds ``lines`` now, or is gone when there are none; never half of
+    them (a new file renamed over it). The caller holds the lock: a process waiting for it
+    opens the new file (``_open_locked``)."""
+    if not lines:
+        path.unlink(missing_ok=True)
+        return
+    fresh = path.with_name(path.name + ".new")
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, "".join(lines).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(fresh, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _merged(first: Sequence[FetchRecord], second: Sequence[FetchRecord]) -> list[FetchRecord]:
