@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -105,6 +106,11 @@ class Interrupt:
 @contextlib.contextmanager
 def _trapped() -> Iterator[Interrupt]:
     interrupt = Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        # signals reach the main thread only: a command run from another one (a test's
+        # ``asyncio.to_thread``, an embedding) has none to trap, and asyncio refuses to try
+        yield interrupt
+        return
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
