@@ -12,9 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 from aiohttp import web
-from support.daemon import child_env, cli, write_toml
+from support.cli import run_cli
+from support.daemon import write_toml
 from support.echo import dump_database
 
 from monitor.store import migrate
@@ -53,19 +53,12 @@ async def serving(body: str) -> AsyncIterator[str]:
 
 
 async def _run(token: str, *argv: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cli(),
-        *argv,
-        env=child_env(token),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """The command in this process (``support.cli``), off the test's loop, which serves the
+    upstream."""
+    done = await asyncio.to_thread(run_cli, *argv, env={"JUSTONEAPI_TOKEN": token})
+    return done.returncode, done.stdout, done.stderr
 
 
-@pytest.mark.slow
 async def test_a_far_future_date_is_refused_and_nothing_is_stored(
     tmp_path: Path, db_url: str, data_dir: Path, token: str
 ) -> None:

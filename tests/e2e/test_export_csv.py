@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from support.daemon import child_env, cli, daemon_config, write_toml
+from support.cli import run_cli
+from support.daemon import daemon_config, write_toml
 from support.sim import creator_id
 
 from monitor.cli.history_output import stream_export
@@ -30,21 +30,12 @@ NAMES = {
 
 
 async def _cli(*argv: str, cwd: Path, token: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cli(),
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(token),
-        cwd=cwd,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """The command in this process (``support.cli``), off the test's loop, which serves the
+    simulator."""
+    done = await asyncio.to_thread(run_cli, *argv, env={"JUSTONEAPI_TOKEN": token}, cwd=cwd)
+    return done.returncode, done.stdout, done.stderr
 
 
-@pytest.mark.slow
 async def test_export_csv_neutralises_formulas_and_jsonl_keeps_them(
     tmp_path: Path, token: str
 ) -> None:

@@ -1,4 +1,5 @@
-"""What the commands say about holds, as real processes against an upstream over HTTP:
+"""What the commands say about holds, against an upstream over HTTP (the commands in this process,
+``support.cli``; a real one where a signal ends it):
 ``status`` shows every hold (account, rate limit, quota, store) with when it ends and logs no
 ERROR line for a stored pause; a ``fetch`` refused by a pause prints exactly one line; a
 ``fetch`` held by a 302's Retry-After says so instead of waiting silently."""
@@ -14,31 +15,23 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from test_retry_after import throttling
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
 
-pytestmark = pytest.mark.slow
-
 ZONE = "Asia/Shanghai"
 
 
 async def _cli(config: Path, token: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cli(),
-        "-c",
-        str(config),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(token),
-        cwd=config.parent,
+    """The command in this process (``support.cli``), off the test's loop, which serves the
+    upstream; its working folder is the config's."""
+    done = await asyncio.to_thread(
+        run_cli, "-c", config, *args, env={"JUSTONEAPI_TOKEN": token}, cwd=config.parent
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return done.returncode, done.stdout, done.stderr
 
 
 async def _config(tmp_path: Path, base_url: str) -> Path:
@@ -86,6 +79,7 @@ async def test_an_account_pause_is_one_line_per_command_and_a_hold_in_status(
         assert sim.counters().calls == 1
 
 
+@pytest.mark.slow  # the SIGINT that ends a waiting fetch: a process of its own
 async def test_a_rate_limit_hold_shows_in_status_and_fetch_says_it_waits(
     tmp_path: Path, token: str
 ) -> None:
@@ -135,28 +129,16 @@ async def test_status_shows_paid_answers_held_for_the_database(tmp_path: Path, t
     async with Simulator(SimKnobs(latency_ms=1500)) as sim:
         config = await _config(tmp_path, sim.base_url)
         db = tmp_path / "history.db"
-        proc = await asyncio.create_subprocess_exec(
-            *cli(),
-            "-c",
-            str(config),
-            "fetch",
-            creators(1)[0],
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=child_env(token),
-            cwd=tmp_path,
-        )
+        fetching = asyncio.ensure_future(_cli(config, token, "fetch", creators(1)[0]))
         while sim.counters().calls < 1:  # the call is on the wire: now the database locks
             await asyncio.sleep(0.02)
         locker = sqlite3.connect(db, timeout=30, isolation_level=None)
         try:
             locker.execute("BEGIN EXCLUSIVE")
-            _, raw = await asyncio.wait_for(proc.communicate(), timeout=60)
+            code, _, err = await asyncio.wait_for(fetching, timeout=60)
         finally:
             locker.execute("ROLLBACK")
             locker.close()
-        code, err = proc.returncode, raw.decode()
         assert code == 1, err
         spill = tmp_path / "history.db.pending.jsonl"
         assert spill.exists(), err

@@ -1,7 +1,8 @@
 """``creator-monitor fetch`` as a user runs it while the database refuses writes, on SQLite and
 PostgreSQL: the paid answer is printed, kept in the spill file, the command exits 1; the next
 ``fetch --all`` sends nothing while the database still refuses, then stores the spill file first
-(once) and fetches the rest."""
+(once) and fetches the rest. The commands run in this process (``support.cli``): what is checked
+is what they print, spend and store; the lock is another connection all the same."""
 
 from __future__ import annotations
 
@@ -13,31 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 from sqlalchemy.engine import make_url
-from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.cli import run_cli
+from support.daemon import creators, daemon_config, write_toml
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
-
-pytestmark = pytest.mark.slow
 
 USERS = creators(3)
 
 
 async def _cli(config: Path, token: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cli(),
-        "-c",
-        str(config),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(token),
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """The command in this process, off the test's loop (which serves the simulator)."""
+    done = await asyncio.to_thread(run_cli, "-c", config, *args, env={"JUSTONEAPI_TOKEN": token})
+    return done.returncode, done.stdout, done.stderr
 
 
 @contextlib.asynccontextmanager
