@@ -52,19 +52,6 @@ async def _stop(proc: Any) -> int:
     return code
 
 
-async def _command(config: Path, *args: str, token: str = GOOD) -> subprocess.CompletedProcess[str]:
-    """The CLI in a thread: the simulator answers on this test's event loop."""
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*cli(), "-c", str(config), *args],
-        capture_output=True,
-        text=True,
-        env=child_env(token),
-        timeout=60,
-        check=False,
-    )
-
-
 def _here(config: Path, *args: str, token: str = GOOD) -> Ran:
     """The CLI in this process, beside a simulator in a thread (``support.cli``)."""
     return run_cli("-c", str(config), *args, env={"JUSTONEAPI_TOKEN": token})
@@ -231,7 +218,7 @@ async def test_calls_that_never_reached_a_server_are_not_counted(
     doc = daemon_config(base, url, creators(5), schedule={"retry_attempts": 0})
     doc["api"]["connect_retries"] = 0
     config = write_toml(tmp_path / "config.toml", doc)
-    done = await _command(config, "fetch", "--all")
+    done = await asyncio.to_thread(_here, config, "fetch", "--all")
     assert done.returncode == 1
     assert "0 of 5 series fetched with 1 calls" in done.stdout
     assert "stopped early: cannot reach 127.0.0.1" in done.stdout
