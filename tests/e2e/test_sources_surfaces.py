@@ -28,6 +28,7 @@ from support.alerting import points
 from support.cli import run_cli, simulator
 from support.daemon import write_toml
 from support.sources import hostile_note, store_sources
+from support.tls import tls_context
 
 from monitor.config import load_config
 from monitor.display import text_width
@@ -407,7 +408,9 @@ async def test_the_same_notes_and_followers_through_both(seeded: Seeded, console
 
 
 def _api(base: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"})
+    return httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, verify=tls_context()
+    )
 
 
 async def test_the_api_takes_since_and_limit_as_the_command_line_does(

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import insert
 from support.alerting import points
+from support.tls import tls_context
 
 from monitor.config import parse_config
 from monitor.model import AlertState, Creator, Phase, Severity, Variant
@@ -153,7 +154,7 @@ async def console(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 
 async def page(base: str, path: str, lang: str) -> str:
     headers = {"Authorization": f"Bearer {ADMIN}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+    async with httpx.AsyncClient(base_url=base, headers=headers, verify=tls_context()) as client:
         reply = await client.get(f"{path}{'&' if '?' in path else '?'}lang={lang}")
     assert reply.status_code == 200, reply.text
     return reply.text

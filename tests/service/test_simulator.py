@@ -27,6 +27,7 @@ from support.sim import (
     no_price_creator,
     plain_creator,
 )
+from support.tls import tls_context
 
 from monitor.model import DateType, Variant
 from monitor.upstream import series as sim_series
@@ -47,7 +48,7 @@ def sim_knobs() -> SimKnobs:
 
 @pytest.fixture
 async def http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sim.base_url, timeout=5) as c:
+    async with httpx.AsyncClient(base_url=sim.base_url, timeout=5, verify=tls_context()) as c:
         yield c
 
 
@@ -364,7 +365,7 @@ async def test_fault_rates_are_seeded_and_roughly_right(clock: FakeClock) -> Non
     async def run() -> list[int | None]:
         async with (
             Simulator(SimKnobs(seed=7, faults={"301": 0.3, "500": 0.2}), clock=clock) as sim,
-            httpx.AsyncClient(base_url=sim.base_url) as http,
+            httpx.AsyncClient(base_url=sim.base_url, verify=tls_context()) as http,
         ):
             for _ in range(200):
                 await call(http)
@@ -456,7 +457,7 @@ async def test_closing_wakes_a_hanging_call(clock: FakeClock) -> None:
     sim = Simulator(SimKnobs(hang_s=30), clock=clock)
     await sim.start()
     sim.force_code(USER, "hang")
-    async with httpx.AsyncClient(base_url=sim.base_url) as http:
+    async with httpx.AsyncClient(base_url=sim.base_url, verify=tls_context()) as http:
         pending = asyncio.ensure_future(call(http))
         while not sim.counters().calls:
             await asyncio.sleep(0.01)

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from support.sim import FakeClock, creator_id, find_creator, plain_creator
+from support.tls import tls_context
 
 from monitor.upstream import sim_sources
 from monitor.upstream.simulator import (
@@ -47,7 +48,7 @@ def sim_knobs() -> SimKnobs:
 
 @pytest.fixture
 async def http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=sim.base_url, timeout=5) as c:
+    async with httpx.AsyncClient(base_url=sim.base_url, timeout=5, verify=tls_context()) as c:
         yield c
 
 
@@ -426,7 +427,7 @@ async def test_faults_are_seeded_across_endpoints(clock: FakeClock) -> None:
     async def run() -> list[bytes]:
         async with (
             Simulator(knobs, clock=clock) as sim,
-            httpx.AsyncClient(base_url=sim.base_url, timeout=5) as http,
+            httpx.AsyncClient(base_url=sim.base_url, timeout=5, verify=tls_context()) as http,
         ):
             bodies = []
             for n in range(40):
