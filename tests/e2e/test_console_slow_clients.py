@@ -21,6 +21,9 @@ import pytest
 from support.daemon import child_env, cli, write_toml
 from support.ports import free_port
 from support.sim import creator_id
+from support.tls import tls_context
+
+from monitor.store import migrate
 
 SLOW_CLIENTS = 1100
 DAEMON_FILES = 256
@@ -58,10 +61,11 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         assert sim.stdout is not None
         while b"simulated Just One API" not in (line := sim.stdout.readline()):
             assert line, "the simulator did not start"
+        db_url = f"sqlite+aiosqlite:///{tmp_path}/history.db"
         document = {
             "api": {"base_url": f"http://127.0.0.1:{sim_port}", "timeout": "10s"},
             "budget": {"calls_per_minute": CALLS_PER_MINUTE, "burst": 1, "daily_calls": 5000},
-            "storage": {"url": f"sqlite+aiosqlite:///{tmp_path}/history.db"},
+            "storage": {"url": db_url},
             "schedule": {"max_in_flight": 2, "grace": "1s"},
             "defaults": {"every": "24h"},
             "http": {"listen": f"127.0.0.1:{http_port}"},
@@ -69,10 +73,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         }
         config = write_toml(tmp_path / "config.toml", document)
         config.chmod(0o600)
-        upgrade = subprocess.run(
-            [*cli(), "-c", str(config), "db", "upgrade"], env=env, capture_output=True, check=False
-        )
-        assert upgrade.returncode == 0, upgrade.stderr
+        asyncio.run(migrate.upgrade(db_url))
         log = tmp_path / "daemon.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -88,7 +89,10 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         while time.monotonic() < deadline:
             assert proc.poll() is None, running.log_text()
             try:
-                if httpx.get(f"{running.url}/healthz", timeout=2).status_code == 200:
+                if (
+                    httpx.get(f"{running.url}/healthz", timeout=2, verify=tls_context()).status_code
+                    == 200
+                ):
                     break
             except httpx.HTTPError:
                 pass
@@ -162,7 +166,7 @@ async def _probe(url: str) -> str:
     while True:
         left = 5 - (time.monotonic() - started)
         try:
-            async with httpx.AsyncClient(timeout=max(0.5, left)) as client:
+            async with httpx.AsyncClient(timeout=max(0.5, left), verify=tls_context()) as client:
                 reply = await client.get(f"{url}/healthz")
         except httpx.RemoteProtocolError as exc:
             if time.monotonic() - started < 4:
@@ -178,7 +182,7 @@ async def _probe(url: str) -> str:
 async def test_slow_clients_cannot_starve_the_daemon(daemon: Daemon) -> None:
     port = int(daemon.url.rsplit(":", 1)[1])
     stop = asyncio.Event()
-    async with httpx.AsyncClient(base_url=daemon.url, timeout=5) as metrics:
+    async with httpx.AsyncClient(base_url=daemon.url, timeout=5, verify=tls_context()) as metrics:
         await asyncio.sleep(3)  # the first calls settle into the rate
         before, started = await _calls(metrics), time.monotonic()
         attackers = [asyncio.create_task(_slow_client(port, stop)) for _ in range(SLOW_CLIENTS)]

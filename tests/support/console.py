@@ -1,23 +1,29 @@
 """A live console for the API and browser tests: the simulator and a real ``creator-monitor run``
 as subprocesses, with ``[http] listen``, admin and read-only token files, named and tagged
 creators, and a rule that fires for every creator (so there are alerts to silence and ack).
+The database is migrated, and the other commands run, in this process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from monitor.store import migrate
+from support.cli import Ran, run_cli
 from support.daemon import child_env, cli, write_toml
 from support.ports import free_port
 from support.sim import creator_id
+from support.tls import tls_context
 from support.wait import until_blocking
 
 #: a channel URL with a marker: it must never reach a page or an API answer
@@ -36,22 +42,28 @@ class LiveConsole:
     env: dict[str, str]
     users: list[str]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*cli(), "-c", str(self.config), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    def cli(self, *args: str) -> Ran:
+        """``creator-monitor -c CONFIG ARGS`` in this process (``support.cli``): beside the
+        daemon all the same, with its own connections to the database. In a thread of its own:
+        the command runs its own event loop, and the browser tests' driver (Playwright's sync
+        API) keeps one running on this thread."""
+        argv = ("-c", self.config, *args)
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            ran = worker.submit(run_cli, *argv, env={"JUSTONEAPI_TOKEN": self.api_token})
+            return ran.result(timeout=60)
 
     def api(self, token: str | None = None, *, source: str | None = None) -> httpx.Client:
         """A client with ``token``; from the loopback address ``source`` (e.g. 127.0.0.2), so
         its failed authentications lock only that address."""
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         transport = None if source is None else httpx.HTTPTransport(local_address=source)
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10, transport=transport)
+        return httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=10,
+            transport=transport,
+            verify=tls_context(),
+        )
 
 
 def _secret_file(path: Path, value: str) -> Path:
@@ -83,10 +95,11 @@ def live_console(folder: Path, api_token: str) -> Iterator[LiveConsole]:
             seen.append(line)
         users = [creator_id(n) for n in range(len(NAMES))]
         admin, readonly = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        db_url = f"sqlite+aiosqlite:///{folder}/history.db"
         document = {
             "api": {"base_url": f"http://127.0.0.1:{sim_port}", "timeout": "10s"},
             "budget": {"calls_per_minute": 120, "burst": 10, "daily_calls": 5000},
-            "storage": {"url": f"sqlite+aiosqlite:///{folder}/history.db"},
+            "storage": {"url": db_url},
             "schedule": {"max_in_flight": 4, "grace": "1s"},
             "defaults": {"every": "24h"},
             "notify": {"language": "en"},
@@ -109,15 +122,7 @@ def live_console(folder: Path, api_token: str) -> Iterator[LiveConsole]:
         }  # fmt: skip
         config = write_toml(folder / "config.toml", document)
         config.chmod(0o600)
-        upgrade = subprocess.run(
-            [*cli(), "-c", str(config), "db", "upgrade"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert upgrade.returncode == 0, upgrade.stderr
+        asyncio.run(migrate.upgrade(db_url))
         daemon = subprocess.Popen(
             [*cli(), "-c", str(config), "run"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
