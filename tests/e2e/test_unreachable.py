@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+from support.cli import run_cli
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.ports import free_port, refusing_port
+from support.tls import tls_context
 from support.wait import until
 
 from monitor.store import migrate
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 async def _health(port: int) -> tuple[int, str]:
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(verify=tls_context()) as http:
         try:
             answer = await http.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         except httpx.HTTPError:
@@ -68,12 +69,9 @@ async def test_an_unreachable_upstream_is_told_once_in_healthz_and_in_status(
         assert status == 503, (status, text, stderr.read_text())
         assert f"cannot reach the upstream 127.0.0.1:{upstream}" in text
         assert "check api.base_url" in text
-        shown = subprocess.run(
-            [*cli(), "-c", str(config), "status"],
-            capture_output=True,
-            text=True,
-            env=child_env(token),
-            check=False,
+        # in this process: beside the daemon all the same, reading the database it writes
+        shown = await asyncio.to_thread(
+            run_cli, "-c", config, "status", env={"JUSTONEAPI_TOKEN": token}
         )
         assert shown.returncode == 0, shown.stderr
         assert "UNREACHABLE: the last" in shown.stdout
