@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from support.cli import run_cli
 from support.receiver import Receiver
 
 from drills.tally import Tally, dump, query
@@ -211,20 +210,11 @@ def _score(
 
 
 async def cli(config: Path, *args: str) -> tuple[int, str]:
-    """Run ``creator-monitor -c CONFIG ARGS`` as an operator would; (exit code, stdout+stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "monitor",
-        "-c",
-        str(config),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if k != "JUSTONEAPI_TOKEN"},
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    return int(process.returncode or 0), out.decode()
+    """``creator-monitor -c CONFIG ARGS`` as an operator would run it, in this process
+    (``support.cli``, no token), off the loop that serves the receivers; (exit code,
+    stdout+stderr)."""
+    done = await asyncio.to_thread(run_cli, "-c", config, *args, merged=True)
+    return done.returncode, done.stdout
 
 
 def write_config(path: Path, db: Path, team_url: str, ok_url: str) -> None:

@@ -21,7 +21,6 @@ async def test_an_hour_of_channel_faults_delivers_each_message_once(tmp_path: Pa
     assert tally.rows_checked == 4
 
 
-@pytest.mark.slow
 async def test_a_misspelt_url_dead_letters_then_replays_once(tmp_path: Path) -> None:
     tally = await misspelt_url_drill(tmp_path)
     assert tally.notes == []
