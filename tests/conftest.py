@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if SHARED_ENV not in os.environ:
         os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="creator-monitor-tests-")
         config.stash[_OWN_SHARED] = os.environ[SHARED_ENV]
-        _cache_bytecode(Path(os.environ[SHARED_ENV]) / "pycache")
+        _cache_bytecode()
         parallel = bool(getattr(config.option, "numprocesses", None))
         whole = config.args_source is pytest.Config.ArgsSource.TESTPATHS
         chosen = config.option.markexpr or config.option.keyword  # -m or -k: maybe no CLI test
@@ -83,21 +83,19 @@ def _rewrite_share(config: pytest.Config, index: int, count: int) -> None:
         return
 
 
-def _cache_bytecode(prefix: Path) -> None:
-    """Where PYTHONDONTWRITEBYTECODE is set, compile each module once per run, not once per
-    process: into ``prefix`` (the run's own folder, removed at its end), so the source tree
-    stays as clean as the setting asks.
+def _cache_bytecode() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set, let this run's processes cache bytecode as Python
+    does by default: beside the sources, in ``__pycache__`` folders git ignores.
 
-    Without a cache every process the tests start (about 190 daemons and commands) compiles
+    Without a cache every process the tests start (about 140 daemons and commands) compiles
     the whole package again, a quarter of a second of CPU each; every migration compiles its
-    revision files again; and every xdist worker rewrites every test module's asserts. Set
-    here, before the workers and the processes start: they inherit it."""
-    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
-        return
-    del os.environ["PYTHONDONTWRITEBYTECODE"]
-    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
-    sys.dont_write_bytecode = False
-    sys.pycache_prefix = str(prefix)
+    revision files again; and every xdist worker rewrites every test module's asserts. (Not
+    PYTHONPYCACHEPREFIX to a folder of the run's own: Python then looks for every module's
+    bytecode there, the standard library's and the dependencies' too, and each worker and
+    process compiled all of them again.) Set here, before the workers and the processes
+    start: they inherit it."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        sys.dont_write_bytecode = False
 
 
 def _prepare() -> None:
