@@ -61,9 +61,9 @@ def _rewrite_share(config: pytest.Config, index: int, count: int) -> None:
     Every xdist worker collects every test module, and pytest rewrites a module's asserts on
     import unless it finds the rewritten code cached (``__pycache__/*-pytest-*.pyc``, keyed by
     the source's hash). That is 5 s of CPU for this suite, paid once per worker on a fresh
-    clone, or where PYTHONDONTWRITEBYTECODE is set. Each worker first rewrites and caches a
-    quarter (the modules in the order all of them collect, interleaved), then collects, reading
-    what the others cached: the run pays for the rewrite about once.
+    clone. Each worker first rewrites and caches its share (one module in each N, N workers,
+    in the order all of them collect), then collects, reading what the others cached: the run
+    pays for the rewrite about once.
 
     These are the functions pytest's import hook uses (``_pytest.assertion.rewrite``), private
     ones: if they change, the cost comes back, nothing else (the hook rewrites what it does not
