@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.daemon import child_env, cli, creators, daemon_config, start_run, write_toml
 from support.outbox import T0, OutboxDb, fire, rows
 from support.receiver import Receiver, Trickler
 
@@ -108,18 +108,7 @@ async def test_sigterm_ends_run_within_its_bound_while_a_channel_trickles(
         ]
         config = write_toml(tmp_path / "config.toml", doc)
         log = tmp_path / "run.log"
-        with log.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *cli(),
-                "-c",
-                str(config),
-                "run",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=sink,
-                env=child_env(token),
-                cwd=tmp_path,
-            )
+        proc = await start_run(config, log, child_env(token), tmp_path)
         deadline = time.monotonic() + 40
         while trickle.hits < 1:
             assert time.monotonic() < deadline, log.read_text()

@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from support.daemon import NotifySocket, child_env, cli, creators, daemon_config, write_toml
+from support.daemon import (
+    NotifySocket,
+    child_env,
+    creators,
+    daemon_config,
+    start_run,
+    write_toml,
+)
 from support.receiver import Receiver
 from support.wait import until
 
@@ -62,18 +69,7 @@ class World:
 
     async def start(self, config: Path, name: str, **env: str) -> Child:
         stderr = self.folder / f"{name}.stderr"
-        with stderr.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
-                *cli(),
-                "-c",
-                str(config),
-                "run",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=sink,
-                env=child_env(self.token, **env),
-                cwd=self.folder,
-            )
+        proc = await start_run(config, stderr, child_env(self.token, **env), self.folder)
         self.children.append(proc)
         return Child(proc, stderr)
 

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 from support.cli import Ran, run_cli, simulator_thread
-from support.daemon import NotifySocket, child_env, cli, creators, daemon_config, write_toml
+from support.daemon import (
+    NotifySocket,
+    child_env,
+    cli,
+    creators,
+    daemon_config,
+    start_run,
+    write_toml,
+)
 from support.wait import until
 
 from monitor.policy.budget_state import token_fingerprint
@@ -35,14 +43,7 @@ def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 async def _start(folder: Path, config: Path, name: str, env: dict[str, str]) -> Any:
-    sink = (folder / f"{name}.stderr").open("wb")
-    try:
-        return await asyncio.create_subprocess_exec(
-            *cli(), "-c", str(config), "run",
-            stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink, env=env, cwd=folder,
-        )  # fmt: skip
-    finally:
-        sink.close()
+    return await start_run(config, folder / f"{name}.stderr", env, folder)
 
 
 async def _stop(proc: Any) -> int:

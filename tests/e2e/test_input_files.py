@@ -23,7 +23,15 @@ from typing import Any
 import pytest
 import support.cli as cli_support
 from support.cli import Ran
-from support.daemon import NotifySocket, child_env, cli, creators, daemon_config, write_toml
+from support.daemon import (
+    NotifySocket,
+    child_env,
+    cli,
+    creators,
+    daemon_config,
+    start_run,
+    write_toml,
+)
 
 from monitor.config import ConfigError, load_config, parse_config
 from monitor.store import migrate
@@ -262,18 +270,8 @@ async def test_a_fifo_matched_by_the_roster_glob_at_a_reload_does_not_block_the_
         notify = NotifySocket(tmp_path)
         log = tmp_path / "run.stderr"
         try:
-            with log.open("wb") as sink:
-                proc = await asyncio.create_subprocess_exec(
-                    *cli(),
-                    "-c",
-                    str(config),
-                    "run",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=sink,
-                    env=child_env(token, NOTIFY_SOCKET=notify.path),
-                    cwd=tmp_path,
-                )
+            env = child_env(token, NOTIFY_SOCKET=notify.path)
+            proc = await start_run(config, log, env, tmp_path)
             await notify.wait_for("READY=1")
             _fifo(tmp_path / "roster" / "b.csv")
             proc.send_signal(signal.SIGHUP)

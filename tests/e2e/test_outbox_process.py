@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.daemon import child_env, creators, daemon_config, start_run, write_toml
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -57,19 +57,7 @@ async def sim() -> AsyncIterator[Simulator]:
 async def start(tmp_path: Path, token: str, doc: dict[str, Any]) -> Run:
     config = write_toml(tmp_path / "config.toml", doc)
     log = tmp_path / "run.log"
-    with log.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *cli(),
-            "-c",
-            str(config),
-            "run",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=sink,
-            env=child_env(token),
-            cwd=tmp_path,
-        )
-    return Run(proc, log)
+    return Run(await start_run(config, log, child_env(token), tmp_path), log)
 
 
 def _fetches(db: Path) -> int:

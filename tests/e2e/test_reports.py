@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
-from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.daemon import child_env, creators, daemon_config, start_run, write_toml
 from support.ports import free_port
 from support.receiver import Receiver
 from support.wait import until
@@ -61,15 +61,7 @@ class Mailbox:
 
 
 async def _run(folder: Path, config: Path, token: str, name: str) -> asyncio.subprocess.Process:
-    sink = (folder / f"{name}.stderr").open("wb")
-    try:
-        return await asyncio.create_subprocess_exec(
-            *cli(), "-c", str(config), "run",
-            stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink,
-            env=child_env(token), cwd=folder,
-        )  # fmt: skip
-    finally:
-        sink.close()
+    return await start_run(config, folder / f"{name}.stderr", child_env(token), folder)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import Ran, run_cli
-from support.daemon import NotifySocket, child_env, cli, daemon_config, write_toml
+from support.daemon import NotifySocket, child_env, daemon_config, start_run, write_toml
 from support.sim import creator_id
 from support.wait import until
 
@@ -186,18 +186,8 @@ async def test_sighup_rereads_the_roster_files(tmp_path: Path, token: str) -> No
         notify = NotifySocket(tmp_path)
         stderr = tmp_path / "run.stderr"
         try:
-            with stderr.open("wb") as sink:
-                proc = await asyncio.create_subprocess_exec(
-                    *cli(),
-                    "-c",
-                    str(config),
-                    "run",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=sink,
-                    env=child_env(token, NOTIFY_SOCKET=notify.path),
-                    cwd="/",
-                )
+            env = child_env(token, NOTIFY_SOCKET=notify.path)
+            proc = await start_run(config, stderr, env, "/")
             await notify.wait_for("READY=1")
             await until(lambda: {u for u, _ in sim.counters().by_series} == {A, B})
             # a bad row: the reload is refused and the running roster kept

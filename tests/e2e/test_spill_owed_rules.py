@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.daemon import child_env, creators, daemon_config, start_run, write_toml
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -59,18 +59,7 @@ async def test_rules_owed_at_a_sigkill_run_right_after_the_restart_once(
 
         async def start(name: str) -> tuple[asyncio.subprocess.Process, Path]:
             out = tmp_path / f"{name}.stderr"
-            with out.open("wb") as sink:
-                proc = await asyncio.create_subprocess_exec(
-                    *cli(),
-                    "-c",
-                    str(config),
-                    "run",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=sink,
-                    env=child_env(token),
-                    cwd=tmp_path,
-                )
+            proc = await start_run(config, out, child_env(token), tmp_path)
             procs.append(proc)
             return proc, out
 

@@ -231,6 +231,18 @@ def cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
 
 
+async def start_run(
+    config: Path, log: Path, env: dict[str, str], cwd: Path | str
+) -> asyncio.subprocess.Process:
+    """``creator-monitor -c CONFIG run`` as a process of its own, no stdin, its stdout and
+    stderr both into ``log``."""
+    with log.open("wb") as sink:
+        return await asyncio.create_subprocess_exec(
+            *cli(), "-c", str(config), "run",
+            stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink, env=env, cwd=cwd,
+        )  # fmt: skip
+
+
 def child_env(token: str, **extra: str) -> dict[str, str]:
     env = {
         k: v
