@@ -222,3 +222,22 @@ async def test_a_call_that_never_reached_a_server_gives_its_count_back(
     gate.answered()
     assert await store.ledger_label(ticket.day.label) == (0, 0)
     assert (await gate.account()).used_today == 0
+
+
+async def test_a_caller_cancelled_while_its_call_is_counted_leaves_nothing_counted(
+    store: Store, clock: FakeClock
+) -> None:
+    """A stop cancels the fetches still waiting at the gate. One cancelled while its spend is
+    being written (the commit may already be done) must not leave a call counted that never
+    went, nor one on the wire: cancelled at every point of the spend, nothing stays."""
+    gate = await BudgetGate.open(_budget(per_minute=6000, burst=500), store, clock=clock)
+    for step in range(60):
+        caller = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(step * 0.0002)
+        caller.cancel()
+        (got,) = await asyncio.gather(caller, return_exceptions=True)
+        if not isinstance(got, BaseException):  # let go before the cancel came: it never went
+            await gate.release(got)
+            gate.answered()
+        assert gate.on_the_wire == 0, step
+        assert (await gate.account()).used_today == 0, step

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from monitor.errors import BudgetError, StoreError
+from monitor.errors import BudgetError, MonitorError, StoreError
 from monitor.ops.wallclock import TOLERANCE, Clock, Monotonic, WallJumps, describe
 from monitor.policy.budget import (
     ACCOUNT_CODES,
@@ -202,15 +202,32 @@ class BudgetGate:
             self.queued.discard(task)
         try:
             while True:
-                delay = await self._take(probe, balance)
+                delay = await self._take_whole(probe, balance)
                 if isinstance(delay, Ticket):
                     return delay
                 await self._sleep(min(delay, _MAX_NAP))
         finally:
             self._queue.release()
 
+    async def _take_whole(self, probe: bool, balance: bool) -> float | Ticket:
+        """``_take``, run to its end when the caller is cancelled meanwhile (a stop cancels the
+        fetches waiting here): a spend cut off in its commit may or may not be counted, so it
+        finishes, and a call it counted for a caller that is gone gives its count back."""
+        take = asyncio.ensure_future(self._take(probe, balance))
+        try:
+            return await asyncio.shield(take)
+        except asyncio.CancelledError:
+            try:
+                ticket = await asyncio.shield(take)
+                if isinstance(ticket, Ticket):
+                    self.answered()
+                    await self.release(ticket)
+            except (MonitorError, asyncio.CancelledError):
+                pass  # refused, or a second cancel: over-counted by one at most, the safe side
+            raise
+
     async def _take_now(self, probe: bool, balance: bool) -> Ticket:
-        delay = await self._take(probe, balance)
+        delay = await self._take_whole(probe, balance)
         if isinstance(delay, Ticket):
             return delay
         raise BudgetError(
