@@ -5,9 +5,10 @@ pause), the ledger day a call counts under, and the ``Ticket`` of a call the gat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeGuard
 
+from monitor.errors import BudgetError
 from monitor.policy.budget import (
     ACCOUNT_CODES,
     QUOTA_EXCEEDED,
@@ -89,3 +90,35 @@ def zone_time(moment: datetime, budget: BudgetPolicy) -> str:
     """``moment`` on the budget zone's clock, to the minute, with the zone's name."""
     local = moment.astimezone(budget.zone)
     return f"{local:%Y-%m-%d %H:%M} {budget.zone.key}"
+
+
+def rate_refusal(budget: BudgetPolicy, delay: float, now: datetime) -> BudgetError:
+    """The refusal of a call that may not wait (``fetch``) while the bucket is empty."""
+    return BudgetError(
+        f"calls_per_minute ({budget.calls_per_minute}): the next call is allowed in {delay:.1f} s",
+        cap="calls_per_minute",
+        until=now + timedelta(seconds=delay),
+    )
+
+
+def day_used_up(budget: BudgetPolicy, day: LedgerDay) -> BudgetError:
+    """The refusal once the day's ``daily_calls`` are counted: it names when the day frees up."""
+    return BudgetError(
+        f"daily_calls ({budget.daily_calls}) used up for {day.label} "
+        f"({budget.zone.key}); frees up at {zone_time(day.end, budget)}",
+        cap="daily_calls",
+        until=day.end,
+    )
+
+
+def paused_refusal(budget: BudgetPolicy, settled: BudgetState, reason: str) -> BudgetError:
+    """The refusal during a hard pause: when it frees up, or (an account pause, whose cause a
+    person fixes) that ``resume`` tries at once."""
+    account = settled.pause_code in ACCOUNT_CODES
+    until = None if account else settled.paused_until
+    frees = "" if until is None else f"; frees up at {zone_time(until, budget)}"
+    if until is None:  # fixed the cause? no need to wait for the next probe
+        frees = "; `creator-monitor resume` tries now"
+    return BudgetError(
+        f"calls paused: {reason}{frees}", cap="account" if account else "quota", until=until
+    )

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from monitor.errors import BudgetError, MonitorError, StoreError
+from monitor.errors import MonitorError, StoreError
 from monitor.ops.wallclock import TOLERANCE, Clock, Monotonic, WallJumps, describe
 from monitor.policy.budget import (
     ACCOUNT_CODES,
@@ -36,11 +36,13 @@ from monitor.policy.spend import Funds, ended_by_money
 from monitor.service.fetching.budget_view import (
     BudgetReading,
     Ticket,
+    day_used_up,
     hard_pause,
     ledger_day,
+    paused_refusal,
     pauses_all,
+    rate_refusal,
     reading_of,
-    zone_time,
 )
 from monitor.store import Store
 from monitor.store.ledger import BudgetRow, BudgetTxn, LedgerDay
@@ -230,12 +232,7 @@ class BudgetGate:
         delay = await self._take_whole(probe, balance)
         if isinstance(delay, Ticket):
             return delay
-        raise BudgetError(
-            f"calls_per_minute ({self.budget.calls_per_minute}): the next call is "
-            f"allowed in {delay:.1f} s",
-            cap="calls_per_minute",
-            until=self._clock() + timedelta(seconds=delay),
-        )
+        raise rate_refusal(self.budget, delay, self._clock())
 
     @asynccontextmanager
     async def _locked(self) -> AsyncIterator[tuple[BudgetTxn, datetime]]:
@@ -286,28 +283,14 @@ class BudgetGate:
         budget = self.budget
         if txn.calls >= budget.daily_calls:
             self._exhausted = (txn.day.label, budget.daily_calls)
-            raise BudgetError(
-                f"daily_calls ({budget.daily_calls}) used up for {txn.day.label} "
-                f"({budget.zone.key}); frees up at {zone_time(txn.day.end, budget)}",
-                cap="daily_calls",
-                until=txn.day.end,
-            )
+            raise day_used_up(budget, txn.day)
         reason = hard_pause(budget, before, now)
         # a token other than the one the pause was answered to has not been tried: its first
         # call goes at once, whoever sends it (the daemon, ``fetch``, ``resume``)
         trying = (probe and before.is_probe_due(now)) or before.token_changed(self._token)
         past = balance and before.pause_code == INSUFFICIENT_BALANCE and not trying
         if reason is not None and not trying and not past:
-            settled = budget.settle(before, now)
-            until = None if settled.pause_code in ACCOUNT_CODES else settled.paused_until
-            frees = "" if until is None else f"; frees up at {zone_time(until, budget)}"
-            if until is None:  # fixed the cause? no need to wait for the next probe
-                frees = "; `creator-monitor resume` tries now"
-            raise BudgetError(
-                f"calls paused: {reason}{frees}",
-                cap="account" if settled.pause_code in ACCOUNT_CODES else "quota",
-                until=until,
-            )
+            raise paused_refusal(budget, budget.settle(before, now), reason)
         if trying and before.token_changed(self._token) and before.paused_until is not None:
             before = replace(before, paused_until=min(before.paused_until, now))  # due now
         delay = budget.acquire_delay(before, now, txn.calls, past_pause=past)
