@@ -23,6 +23,7 @@ from support.outbox import OutboxDb, open_db
 from support.ports import refusing_port
 from support.store import FakeClock
 from support.wheel import SHARED_ENV
+from support.zygote import ON_SPAWN
 
 from monitor.store import Store, migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -171,6 +172,7 @@ def _counting_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> No
 
 
 subprocess.Popen.__init__ = _counting_init  # type: ignore[method-assign]
+ON_SPAWN.append(lambda: _STARTED.__setitem__(0, _STARTED[0] + 1))  # forked by the zygote
 _STARTED_AT = pytest.StashKey[int]()
 
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from support.receiver import Receiver
 from support.wait import until
+from support.zygote import Child, spawn
 
 from drills.tally import Tally, dump, integrity, query
 from monitor.store import migrate
@@ -34,13 +35,13 @@ class Daemon:
     config: Path
     token: str
     stderr: list[str] = field(default_factory=list)
-    process: asyncio.subprocess.Process | None = None
+    process: Child | None = None
     _reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         env["JUSTONEAPI_TOKEN"] = self.token
-        self.process = await asyncio.create_subprocess_exec(
+        self.process = await spawn(
             sys.executable,
             "-m",
             "monitor",

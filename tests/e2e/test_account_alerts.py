@@ -11,6 +11,7 @@ import pytest
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.receiver import Receiver
 from support.wait import until
+from support.zygote import spawn
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -35,7 +36,7 @@ async def test_balance_running_out_is_critical_within_10_s_and_its_end_is_told(
         config = write_toml(tmp_path / "config.toml", doc)
         stderr = tmp_path / "run.stderr"
         with stderr.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *cli(), "-c", str(config), "run",
                 stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink,
                 env=child_env(token), cwd=tmp_path,

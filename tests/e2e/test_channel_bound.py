@@ -16,6 +16,7 @@ import pytest
 from support.daemon import child_env, cli, creators, daemon_config, start_run, write_toml
 from support.outbox import T0, OutboxDb, fire, rows
 from support.receiver import Receiver, Trickler
+from support.zygote import spawn
 
 from monitor.config import NotifyConfig
 from monitor.notify.sender import Notifier
@@ -26,7 +27,7 @@ from monitor.upstream.simulator import SimKnobs, Simulator
 
 
 async def _run(args: list[str], env: dict[str, str], cwd: Path, limit: float) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -26,6 +26,7 @@ from support.daemon import (
 )
 from support.receiver import Receiver
 from support.wait import until
+from support.zygote import Child as Process
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 @dataclass
 class Child:
-    proc: asyncio.subprocess.Process
+    proc: Process
     stderr: Path
 
     def log(self) -> str:
@@ -57,7 +58,7 @@ class World:
     sim: Simulator
     db: Path
     token: str
-    children: list[asyncio.subprocess.Process] = field(default_factory=list)
+    children: list[Process] = field(default_factory=list)
 
     @property
     def db_url(self) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.zygote import spawn
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -41,7 +42,7 @@ async def _interrupted(
         budget={"calls_per_minute": 600, "burst": 10},
     )
     config = write_toml(tmp_path / "config.toml", doc)
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         *cli(),
         "-c",
         str(config),

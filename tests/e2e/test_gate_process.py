@@ -20,6 +20,7 @@ from support import tuned
 from support.cli import run_cli, simulator_thread
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.wait import until
+from support.zygote import Child, spawn
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -48,7 +49,7 @@ class World:
         return write_toml(self.folder / name, doc)
 
     async def cli(self, config: Path, *args: str) -> Ran:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *cli(),
             "-c",
             str(config),
@@ -68,12 +69,10 @@ class World:
         done = run_cli("-c", config, *args, env={"JUSTONEAPI_TOKEN": self.token}, cwd=self.folder)
         return Ran(done.returncode, done.stdout, done.stderr)
 
-    async def spawn(
-        self, config: Path, *args: str, window: float | None = None
-    ) -> asyncio.subprocess.Process:
+    async def spawn(self, config: Path, *args: str, window: float | None = None) -> Child:
         """``creator-monitor -c CONFIG ARGS`` in the background; ``window``: the budget's rate
         window shortened to that many seconds (``support.tuned``)."""
-        return await asyncio.create_subprocess_exec(
+        return await spawn(
             *(cli() if window is None else tuned.cli(window=window)),
             "-c",
             str(config),

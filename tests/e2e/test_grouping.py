@@ -13,6 +13,7 @@ import pytest
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.receiver import Receiver
 from support.wait import until
+from support.zygote import Child, spawn
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -20,10 +21,10 @@ from monitor.upstream.simulator import SimKnobs, Simulator
 FALL = {"name": "reads-down", "kind": "change", "metric": "read", "pct": -30}
 
 
-async def _start(folder: Path, config: Path, token: str, name: str) -> asyncio.subprocess.Process:
+async def _start(folder: Path, config: Path, token: str, name: str) -> Child:
     sink = (folder / f"{name}.stderr").open("wb")
     try:
-        return await asyncio.create_subprocess_exec(
+        return await spawn(
             *cli(), "-c", str(config), "run",
             stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink,
             env=child_env(token), cwd=folder,

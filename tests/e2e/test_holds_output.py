@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from support.cli import run_cli
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.zygote import spawn
 from test_retry_after import throttling
 
 from monitor.store import migrate
@@ -97,7 +98,7 @@ async def test_a_rate_limit_hold_shows_in_status_and_fetch_says_it_waits(
             hold,
         ), hold
         # a second fetch waits for the hold: it says so at once, and SIGINT ends the wait
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *cli(),
             "-c",
             str(config),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from support.daemon import child_env, creators, daemon_config, start_run, write_toml
+from support.zygote import Child
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 class Run:
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+    def __init__(self, proc: Child, log: Path) -> None:
         self.proc, self.path = proc, log
 
     def log(self) -> str:

@@ -22,6 +22,7 @@ from support.daemon import child_env, creators, daemon_config, start_run, write_
 from support.ports import free_port
 from support.receiver import Receiver
 from support.wait import until
+from support.zygote import Child
 
 from monitor.config import ReportConfig
 from monitor.service.reporting.scheduled import last_period
@@ -60,7 +61,7 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
-async def _run(folder: Path, config: Path, token: str, name: str) -> asyncio.subprocess.Process:
+async def _run(folder: Path, config: Path, token: str, name: str) -> Child:
     return await start_run(config, folder / f"{name}.stderr", child_env(token), folder)
 
 

@@ -24,6 +24,8 @@ import asyncpg
 import pytest
 from support import tuned
 from support.daemon import child_env, cli, creators, daemon_config, write_toml
+from support.wait import until
+from support.zygote import Child, spawn
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimCounters, SimKnobs, Simulator
@@ -55,13 +57,19 @@ EVERY_ANSWER = {
 class Run:
     """One daemon subprocess and what the test saw of it."""
 
-    proc: asyncio.subprocess.Process
+    proc: Child
     stderr: Path
     refused_at: float | None = None  # monotonic: when the first refusal was logged
     spilled: int = 0  # most lines seen in the spill file
 
     def log(self) -> str:
         return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+    def ended(self) -> str | None:
+        """The log's end once the daemon has exited (a wait for it fails at once then)."""
+        if self.proc.returncode is None:
+            return None
+        return f"the daemon exited with {self.proc.returncode}: {self.log()[-3000:]}"
 
 
 @dataclass
@@ -72,7 +80,7 @@ class World:
     token: str
     spill: Path
     marks: dict[str, float] = field(default_factory=dict)
-    children: list[asyncio.subprocess.Process] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
 
     def config(self, **storage: str) -> Path:
         doc = daemon_config(
@@ -99,7 +107,7 @@ class World:
         stopped are made again seconds after the database is back, not a minute after."""
         stderr = self.folder / f"{name}.stderr"
         with stderr.open("wb") as sink:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await spawn(
                 *(tuned.cli(store_backoff=QUICK_BACKOFF) if quick_requeue else cli()),
                 "-c",
                 str(self.config(**(storage or {}))),
@@ -149,6 +157,9 @@ class World:
     async def stored(self) -> int:
         sql = "SELECT count(DISTINCT creator_id) FROM fetches WHERE code = 0"
         return int((await self.rows(sql))[0][0])
+
+    async def stored_at_least(self, count: int) -> bool:
+        return await self.stored() >= count
 
     async def stop(self, run: Run) -> None:
         run.proc.send_signal(signal.SIGTERM)
@@ -283,10 +294,7 @@ async def test_a_write_lock_from_another_process_loses_no_paid_answer(
     spill = tmp_path / "history.db.pending.jsonl"
     async with _world(tmp_path, token, f"sqlite+aiosqlite:///{db}", spill) as world:
         run = await world.start("daemon", quick_requeue=True)
-        ready: dict[str, int] = {"n": 0}
-        while ready["n"] < 4:
-            ready["n"] = await world.stored()
-            await asyncio.sleep(0.05)
+        await until(lambda: world.stored_at_least(4), 60, "4 answers stored", ended=run.ended)
         # 8 s: eight times the daemon's busy_timeout, so writes are refused again and again
         with _sqlite_locker(db, 8.0) as locker:
             assert await _line(locker) == "locked"
@@ -363,10 +371,7 @@ async def test_a_full_disk_loses_no_paid_answer_and_sends_nothing_while_full(
         spill = disk / "history.db.pending.jsonl"
         async with _world(tmp_path, token, f"sqlite+aiosqlite:///{db}", spill) as world:
             run = await world.start("daemon", quick_requeue=True)
-            ready: dict[str, int] = {"n": 0}
-            while ready["n"] < 4:
-                ready["n"] = await world.stored()
-                await asyncio.sleep(0.05)
+            await until(lambda: world.stored_at_least(4), 60, "4 answers stored", ended=run.ended)
             filler = _fill(disk)
             full_at = time.monotonic()
             await world.watch(run, lambda: run.refused_at is not None, 30, "a refused write")
@@ -404,10 +409,7 @@ async def test_a_postgresql_table_lock_loses_no_paid_answer(
     spill = state / "creator-monitor" / f"pending-{name}.jsonl"
     async with _world(tmp_path, token, pg_url, spill) as world:
         run = await world.start("daemon", quick_requeue=True, STATE_DIRECTORY=str(state))
-        ready: dict[str, int] = {"n": 0}
-        while ready["n"] < 4:
-            ready["n"] = await world.stored()
-            await asyncio.sleep(0.05)
+        await until(lambda: world.stored_at_least(4), 60, "4 answers stored", ended=run.ended)
         conn = await asyncpg.connect(pg_url.replace("+asyncpg", ""))
         try:
             async with conn.transaction():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.daemon import child_env, creators, daemon_config, start_run, write_toml
+from support.zygote import Child
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -35,7 +36,7 @@ def _sql(db: Path, statement: str) -> list[tuple[object, ...]]:
         return conn.execute(statement).fetchall()
 
 
-async def _until(check: object, proc: asyncio.subprocess.Process, log: Path, what: str) -> None:
+async def _until(check: object, proc: Child, log: Path, what: str) -> None:
     deadline = time.monotonic() + 40
     while not check():  # type: ignore[operator]
         if time.monotonic() > deadline or proc.returncode is not None:
@@ -55,9 +56,9 @@ async def test_rules_owed_at_a_sigkill_run_right_after_the_restart_once(
         doc = daemon_config(sim.base_url, url, USERS, extra={"rules": [EVERY_ANSWER]})
         doc["storage"] |= {"busy_timeout": "1s"}
         config = write_toml(tmp_path / "config.toml", doc)
-        procs: list[asyncio.subprocess.Process] = []
+        procs: list[Child] = []
 
-        async def start(name: str) -> tuple[asyncio.subprocess.Process, Path]:
+        async def start(name: str) -> tuple[Child, Path]:
             out = tmp_path / f"{name}.stderr"
             proc = await start_run(config, out, child_env(token), tmp_path)
             procs.append(proc)

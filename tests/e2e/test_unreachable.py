@@ -15,6 +15,7 @@ from support.daemon import child_env, cli, creators, daemon_config, write_toml
 from support.ports import free_port, refusing_port
 from support.tls import tls_context
 from support.wait import until
+from support.zygote import spawn
 
 from monitor.store import migrate
 from monitor.upstream.simulator import SimKnobs, Simulator
@@ -50,7 +51,7 @@ async def test_an_unreachable_upstream_is_told_once_in_healthz_and_in_status(
     config = write_toml(tmp_path / "config.toml", doc)
     stderr = tmp_path / "run.stderr"
     with stderr.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *cli(), "-c", str(config), "run", stdout=sink, stderr=sink, env=child_env(token)
         )
     try:

@@ -32,6 +32,7 @@ from monitor.daemon.options import Options
 from monitor.store import migrate
 from monitor.upstream.simulator import CallRecord, Simulator
 from support.sim import CAPTURE_TIME, FakeClock, creator_id
+from support.zygote import Child, spawn
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MINUTE = timedelta(minutes=1)
@@ -231,13 +232,11 @@ def cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "monitor"]
 
 
-async def start_run(
-    config: Path, log: Path, env: dict[str, str], cwd: Path | str
-) -> asyncio.subprocess.Process:
+async def start_run(config: Path, log: Path, env: dict[str, str], cwd: Path | str) -> Child:
     """``creator-monitor -c CONFIG run`` as a process of its own, no stdin, its stdout and
     stderr both into ``log``."""
     with log.open("wb") as sink:
-        return await asyncio.create_subprocess_exec(
+        return await spawn(
             *cli(), "-c", str(config), "run",
             stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink, env=env, cwd=cwd,
         )  # fmt: skip

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from monitor.upstream.simulator import CallRecord
 from support.daemon import child_env, cli, write_toml
 from support.wait import until
+from support.zygote import Child, spawn
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -56,7 +57,7 @@ def fleet_config(
 class Member:
     """One instance: its process and where its stderr goes."""
 
-    process: asyncio.subprocess.Process
+    process: Child
     log_path: Path
     log: BinaryIO
 
@@ -83,7 +84,7 @@ class Fleet:
             n = len(self.members)
             log_path = self.folder / f"instance-{n}.log"
             log = log_path.open("wb")
-            process = await asyncio.create_subprocess_exec(
+            process = await spawn(
                 *cli(), "-c", str(config), "run",
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                 env=child_env(self.token), cwd=self.folder,

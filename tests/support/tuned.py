@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 
+from support.zygote import FORKABLE_CODE
+
 #: run by ``python -c``: argv[1] holds the knobs (JSON), the rest is the command line
 _BOOT = """
 import json
@@ -51,6 +53,8 @@ from monitor.cli.main import main
 
 sys.exit(main())
 """
+
+FORKABLE_CODE.add(_BOOT)  # it patches the package after importing it: a forked zygote may run it
 
 
 def cli(
