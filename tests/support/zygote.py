@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -208,6 +209,7 @@ class _Zygote:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._path: str | None = None
+        self._folders: list[str] = []
         self._broken = False
 
     def path(self) -> str | None:
@@ -219,7 +221,10 @@ class _Zygote:
             return self._path
 
     def _start(self) -> None:
+        if not self._folders:
+            atexit.register(self.close)
         folder = tempfile.mkdtemp(prefix="cm-zygote-")
+        self._folders.append(folder)
         path = os.path.join(folder, "sock")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         env["PYTHONUNBUFFERED"] = "1"
@@ -238,7 +243,6 @@ class _Zygote:
             self._broken = True
             return
         self._process, self._path = process, path
-        atexit.register(self.close)
 
     def close(self) -> None:
         process = self._process
@@ -250,6 +254,8 @@ class _Zygote:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for folder in self._folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 _ZYGOTE = _Zygote()
