@@ -506,10 +506,7 @@ async def test_sigkill_with_a_spill_file_then_a_restart_stores_it_exactly_once(
     db_url = f"sqlite+aiosqlite:///{db}"
     async with _world(tmp_path, token, db_url, spill, latency_ms=1500) as world:
         first = await world.start("first")
-        ready: dict[str, int] = {"n": 0}
-        while ready["n"] < 2:
-            ready["n"] = await world.stored()
-            await asyncio.sleep(0.05)
+        await until(lambda: world.stored_at_least(2), 60, "2 answers stored", ended=first.ended)
         with _sqlite_locker(db, 600.0) as locker:
             assert await _line(locker) == "locked"
             await world.watch(first, lambda: first.spilled >= 1, 30, "a spilled answer")

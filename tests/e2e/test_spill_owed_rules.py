@@ -9,10 +9,12 @@ import contextlib
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.daemon import child_env, creators, daemon_config, start_run, write_toml
+from support.wait import until
 from support.zygote import Child
 
 from monitor.store import migrate
@@ -36,12 +38,16 @@ def _sql(db: Path, statement: str) -> list[tuple[object, ...]]:
         return conn.execute(statement).fetchall()
 
 
-async def _until(check: object, proc: Child, log: Path, what: str) -> None:
-    deadline = time.monotonic() + 40
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline or proc.returncode is not None:
-            raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
-        await asyncio.sleep(0.05)
+async def _until(check: Callable[[], object], proc: Child, log: Path, what: str) -> None:
+    """``until`` with the daemon's log in the failure: 40 s, or at once when it exited."""
+
+    def exited() -> str | None:
+        return None if proc.returncode is None else f"the daemon exited ({proc.returncode})"
+
+    try:
+        await until(check, 40, what, ended=exited)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
 
 
 async def test_rules_owed_at_a_sigkill_run_right_after_the_restart_once(
