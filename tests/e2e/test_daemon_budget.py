@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support.daemon import (
     MINUTE,
+    InProcess,
     calls_per_day,
     creators,
     daemon_config,
@@ -26,6 +29,7 @@ from support.store import first_due
 
 from monitor.config import parse_config
 from monitor.policy import cadence
+from monitor.upstream.sim_log import CallRecord
 
 
 def _db_path(url: str) -> Path:
@@ -35,6 +39,21 @@ def _db_path(url: str) -> Path:
 def _ledger(url: str) -> dict[str, int]:
     with sqlite3.connect(_db_path(url)) as db:
         return dict(db.execute("SELECT day, calls FROM budget_days").fetchall())
+
+
+def _everyone_answered(env: InProcess, users: list[str]) -> Callable[[], bool]:
+    """True once each of ``users`` has had a core answer (the balance reading names nobody:
+    counting its empty id once let "30 ids answered" hold with one creator still waiting)."""
+    wanted = set(users)
+    return lambda: (
+        wanted
+        <= {r.user_id for r in env.sim.counters().log if r.endpoint == "core" and r.code == 0}
+    )
+
+
+def _codes(log: list[CallRecord], endpoint: str) -> dict[int | None, int]:
+    """How many of ``endpoint``'s calls in ``log`` ended with each code."""
+    return dict(Counter(r.code for r in log if r.endpoint == endpoint))
 
 
 def _due_order(users: list[str], document: dict[str, object], now: object) -> list[str]:
@@ -122,11 +141,14 @@ async def test_303_pauses_every_call_until_the_quota_day_turns(
         )
         midnight = next_shanghai_midnight(env.clock.now)
         daemon = env.make(doc)
-        ok = lambda: {r.user_id for r in env.sim.counters().log if r.code == 0}  # noqa: E731
-        await env.run_until(daemon, lambda: len(ok()) == 30)
+        # time stops once every creator has an answer: the counts below are exact
+        everyone = _everyone_answered(env, users)
+        await env.run_until(daemon, everyone, busy=everyone)
         log = env.sim.counters().log
 
-    assert env.sim.counters().by_code == {"0": 30, "303": 1}
+    # the balance reading made at start is one of the day's 20 calls: 19 creators, then 303
+    assert _codes(log, "balance") == {0: 1}
+    assert _codes(log, "core") == {0: 30, 303: 1}
     quota = next(r for r in log if r.code == 303)
     assert [r for r in log if quota.at < r.at < midnight] == []  # nothing sent while paused
     resumed = min(r.at for r in log if r.at > quota.at)
@@ -163,12 +185,13 @@ async def test_601_pauses_probes_once_per_interval_and_resumes_by_itself(
             topped_up.append(env.clock.now)
 
         helper = asyncio.get_running_loop().create_task(top_up_50_minutes_after_the_first_601())
-        ok = lambda: {r.user_id for r in env.sim.counters().log if r.code == 0}  # noqa: E731
-        await env.run_until(daemon, lambda: len(ok()) == 20)
+        everyone = _everyone_answered(env, users)
+        await env.run_until(daemon, everyone, busy=everyone)
         await helper
         log = env.sim.counters().log
 
-    assert env.sim.counters().by_code == {"0": 20, "601": 4}
+    assert _codes(log, "balance") == {0: 1}  # at start, then the probes are the creators'
+    assert _codes(log, "core") == {0: 20, 601: 4}
     blocked = [r for r in log if r.code == 601]
     start = blocked[0].at
     # one probe per probe_every, send to send, and nothing else while paused

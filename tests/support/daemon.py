@@ -145,16 +145,17 @@ class InProcess:
 
     def make(self, document: dict[str, Any], **options: Any) -> Daemon:
         config: Config = parse_config(document)
+        # the jobs' scheduler runs on real time: its jobs look rarely unless a test asks, so
+        # that a test slowed down by a loaded host makes no reading or drain a fast one does not
+        jobs = {"drain_every": 3600.0, "evaluate_every": 3600.0, "balance_tick": 3600.0}
         opts = Options(
             clock=self.clock,
             sleep=self.vt.sleep,
             # virtual time is elapsed time: the fake wall clock is never stepped behind its back
             monotonic=lambda: self.clock.now.timestamp(),  # noqa: PLW0108 - now is rebound
             tick=60.0,
-            drain_every=3600.0,
-            evaluate_every=3600.0,
             environ={"JUSTONEAPI_TOKEN": self.token},
-            **options,
+            **(jobs | options),
         )
         daemon = Daemon(config, opts)
         self.daemons.append(daemon)
