@@ -157,8 +157,8 @@ class Timetable(Mapping[str, Slot]):
                 continue
             while row < end and creator_ids[row] == creator_id:
                 if labels[variant[row]] == label:
-                    dues[row] = micros(due)
-                    successes[row] = _NONE if success is None else micros(success)
+                    dues[row] = due
+                    successes[row] = _NONE if success is None else success
                     failures_of[row] = failures
                     codes[row] = _NONE if code is None else code
                     broken_of[row] = broken
