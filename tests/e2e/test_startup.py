@@ -208,9 +208,9 @@ async def test_restart_reads_every_page_of_the_schedule_back(
 
     pages: list[int] = []
 
-    async def states(*, page: int = 10_000) -> Any:
+    async def states(*, page: int = 10_000, **options: Any) -> Any:
         # 29 rows would end between a creator's two variants: that creator goes to the next page
-        async for got in Store.slot_states(store, page=29):
+        async for got in Store.slot_states(store, page=29, **options):
             pages.append(len(got))
             yield got
 
@@ -224,6 +224,49 @@ async def test_restart_reads_every_page_of_the_schedule_back(
     assert all(later[k].due_at == first[k].due_at for k in untouched)
     assert [k for k, s in later.items() if s.broken] == [broken.key]
     assert later[moved[0]].creator is config.creators[0]  # the config entry is the Creator
+
+
+async def test_a_restart_keeps_every_source_s_and_every_variant_s_stored_state(
+    store: Store, db_url: str
+) -> None:
+    """The stored schedule is read back with the label of ``[defaults]``' core variant left
+    out (the SQL puts it back in Python): a restart still gives each series of every source
+    and variant its own stored due time, and a stored row whose variant a creator no longer
+    has stays unread."""
+    creators_ = [
+        {"user_id": _user(0)},
+        {"user_id": _user(1), "business": "COOPERATE_NOTE"},
+        {"user_id": _user(2), "variants": [{}, {"date_type": "DAY_30"}]},
+        {"user_id": _user(3), "sources": ["fans"]},
+    ]
+    document = {
+        "storage": {"url": db_url},
+        "defaults": {"date_type": "DAY_90", "sources": ["core", "fans", "notes"]},
+        "creators": creators_,
+    }
+    config = parse_config(document)
+    first = await load_slots(config, store, T0)
+    assert len(first) == 3 + 3 + 4 + 1
+    served = sorted(first.values(), key=lambda s: s.key)
+    await store.record_fetches(
+        [
+            FetchRecord(s.creator_id, s.variant, T0, code=0, next_due_at=T0 + timedelta(hours=n))
+            for n, s in enumerate(served, 1)
+        ]
+    )
+    later = await load_slots(config, store, T0 + timedelta(days=3))
+    assert {key: later[key].due_at for key in later} == {
+        s.key: T0 + timedelta(hours=n) for n, s in enumerate(served, 1)
+    }
+    # creator 1 goes back to [defaults]' variant, creator 2 keeps only its second one
+    creators_[1] = {"user_id": _user(1)}
+    creators_[2] = {"user_id": _user(2), "variants": [{"date_type": "DAY_30"}]}
+    changed = await load_slots(parse_config(document), store, T0 + timedelta(days=3))
+    for key, slot in changed.items():
+        if key in later:
+            assert slot.due_at == later[key].due_at, key
+        else:  # never stored: placed on the grid
+            assert slot.due_at == first_due(key, slot.every, T0 + timedelta(days=3)), key
 
 
 async def test_a_tag_or_name_change_is_written_and_duplicates_count_once(store: Store) -> None:

@@ -150,8 +150,7 @@ class Timetable(Mapping[str, Slot]):
         dues, successes, failures_of = self._due, self._success, self._failures
         codes, broken_of = self._code, self._broken
         end = len(creator_ids)
-        for key, creator_id, due, success, failures, code, broken in page:
-            user_id, _, label = key.partition("/")
+        for user_id, label, creator_id, due, success, failures, code, broken in page:
             row = first_rows.get(user_id)
             if row is None:
                 continue
