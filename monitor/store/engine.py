@@ -40,6 +40,7 @@ from monitor.store.revision import (
 
 #: SQLite waits this long for another writer before "database is locked"
 BUSY_TIMEOUT = timedelta(seconds=5)
+#: the live schedule's epoch and unit (``utc_micros_from_db``)
 _EPOCH, _MICROSECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
 #: an execution option our BEGIN listener reads: take SQLite's write lock up front (True), or
 #: with the transaction's first statement (``WITH_FIRST_STATEMENT``: one trip less per write)
