@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, true, update
+from sqlalchemy import Select, bindparam, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from monitor.model import Creator
@@ -25,7 +25,10 @@ _CHUNK = 500
 _KNOWN = select(
     creators.c.user_id, creators.c.id, creators.c.active, creators.c.name, creators.c.tags
 )
-#: rows per read of ``_KNOWN``
+#: what ``sync_creators`` reads back for the ids of the creators it just stored: (user_id, id)
+#: alone, in half the time of ``_KNOWN`` (100,000 new rows at a first start)
+_IDS = select(creators.c.user_id, creators.c.id)
+#: rows per read of ``_KNOWN`` or ``_IDS``
 _PAGE = 10_000
 
 
@@ -49,7 +52,7 @@ class CreatorStore(StoreBase):
             changed = [c for c in tracked if c.user_id in stale or c.user_id not in ids]
             if changed:
                 await self._upsert_active(conn, changed, now)
-                await _page(conn, lambda row: _add_new(ids, wanted, row))
+                await _page(conn, lambda row: _add_new(ids, wanted, row), _IDS)
             # every tracked creator is active now: the active ones not tracked left the config
             for start in range(0, len(leavers), _CHUNK):
                 await conn.execute(
@@ -94,12 +97,14 @@ class CreatorStore(StoreBase):
             return None if found is None else int(found)
 
 
-async def _page(conn: AsyncConnection, take: Callable[[Sequence[Any]], None]) -> None:
-    """Every creator ever tracked as ``_KNOWN`` reads it, ``_PAGE`` rows at a time in id order
-    (100,000 stored rows never sit in memory at once beside the config's own)."""
+async def _page(
+    conn: AsyncConnection, take: Callable[[Sequence[Any]], None], read: Select[Any] = _KNOWN
+) -> None:
+    """Every creator ever tracked as ``read`` (``_KNOWN`` or ``_IDS``) reads it, ``_PAGE`` rows at
+    a time in id order (100,000 stored rows never sit in memory at once beside the config's)."""
     after = 0
     while True:
-        query = _KNOWN.where(creators.c.id > after).order_by(creators.c.id).limit(_PAGE)
+        query = read.where(creators.c.id > after).order_by(creators.c.id).limit(_PAGE)
         rows = plain_rows(await conn.execute(query))
         for row in rows:
             take(row)

@@ -17,10 +17,12 @@ from typing import Any, Protocol
 from sqlalchemy import (
     ClauseElement,
     ColumnElement,
+    Select,
     bindparam,
     case,
     func,
     literal_column,
+    null,
     select,
     update,
 )
@@ -35,12 +37,12 @@ from monitor.store.engine import (
     prepared,
     upsert,
     utc_binder,
-    utc_from_db,
+    utc_micros_from_db,
     utc_to_db,
     write_later,
 )
 from monitor.store.schema import creators, daily_metrics, schedule
-from monitor.store.variants import SERIES_COLUMNS, series_values, variant_of
+from monitor.store.variants import SERIES_COLUMNS, matches_variant, series_values, variant_of
 
 _PK = ("creator_id", *SERIES_COLUMNS)
 
@@ -64,24 +66,29 @@ class StatusRow:
     latest_date_key: str | None
 
 
-#: what the live schedule takes over from a stored slot when the daemon starts: (series name,
-#: creator_id, next_due_at, last_success_at, consecutive_failures, last_code, broken). A plain
-#: tuple: a named one costs a microsecond more to build, 100,000 times
-SlotState = tuple[str, int, datetime, datetime | None, int, int | None, bool]
+#: what the live schedule takes over from a stored slot when the daemon starts: (user_id, the
+#: variant's label, creator_id, next_due_at, last_success_at, consecutive_failures, last_code,
+#: broken), the times in integer microseconds since the epoch as the live schedule holds them
+#: (no datetime made per row); ``user_id/label`` is the series name (``cadence.slot_key``). A
+#: plain tuple: a named one costs a microsecond more to build, 100,000 times
+SlotState = tuple[str, str, int, int, int | None, int, int | None, bool]
 
 
-def _series_name() -> ColumnElement[str]:
-    """``cadence.slot_key``'s name of a series in SQL: ``user_id/`` and ``Variant.label``
-    (core's four values joined with ``/``, ``fans/<date_type>`` or ``notes``)."""
+def _label(common: Variant | None) -> ColumnElement[Any]:
+    """``Variant.label`` in SQL (core's four values joined with ``/``, ``fans/<date_type>`` or
+    ``notes``), NULL for ``common``'s rows: joining strings took SQLite a third of the read's
+    time, and most rows are the one core variant of every creator that sets none of its own."""
     slash: ColumnElement[str] = literal_column("'/'")
-    core: ColumnElement[str] = creators.c.user_id
-    for column in ("business", "note_type", "date_type", "advertise"):
+    core: ColumnElement[str] = schedule.c.business
+    for column in ("note_type", "date_type", "advertise"):
         core = core + slash + schedule.c[column]
-    fans = creators.c.user_id + literal_column("'/fans/'") + schedule.c.date_type
-    notes = creators.c.user_id + literal_column("'/notes'")
-    return case(
-        (schedule.c.source == "fans", fans), (schedule.c.source == "notes", notes), else_=core
-    )
+    whens: list[tuple[ColumnElement[bool], Any]] = [
+        (schedule.c.source == "fans", literal_column("'fans/'") + schedule.c.date_type),
+        (schedule.c.source == "notes", literal_column("'notes'")),
+    ]
+    if common is not None:
+        whens.insert(0, (matches_variant(schedule, common), null()))
+    return case(*whens, else_=core)
 
 
 _PK_COLUMNS = [schedule.c[name] for name in _PK]
@@ -89,22 +96,27 @@ _PK_COLUMNS = [schedule.c[name] for name in _PK]
 #: follower series (over either window: a changed config may leave both) and a note list
 _MOST_VARIANTS = len(Business) * len(NoteType) * len(DateType) * len(Advertise) + len(DateType) + 1
 
-#: ``slot_states``'s query: the active creators' slots, with what the scheduler keeps of them,
-#: in primary-key order (a page starts after the last creator its predecessor read whole)
-_STATES = (
-    select(
-        _series_name(),
-        schedule.c.creator_id,
-        schedule.c.next_due_at,
-        schedule.c.last_success_at,
-        schedule.c.consecutive_failures,
-        schedule.c.last_code,
-        schedule.c.broken_at.is_not(None),
+
+@lru_cache(maxsize=16)
+def _states(common: Variant | None) -> Select[Any]:
+    """``slot_states``' query: the active creators' slots, with what the scheduler keeps of
+    them, in primary-key order (a page starts after the last creator its predecessor read
+    whole)."""
+    return (
+        select(
+            creators.c.user_id,
+            _label(common),
+            schedule.c.creator_id,
+            schedule.c.next_due_at,
+            schedule.c.last_success_at,
+            schedule.c.consecutive_failures,
+            schedule.c.last_code,
+            schedule.c.broken_at.is_not(None),
+        )
+        .join(creators, creators.c.id == schedule.c.creator_id)
+        .where(creators.c.active.is_(True))
+        .order_by(*_PK_COLUMNS)
     )
-    .join(creators, creators.c.id == schedule.c.creator_id)
-    .where(creators.c.active.is_(True))
-    .order_by(*_PK_COLUMNS)
-)
 
 
 @lru_cache(maxsize=256)
@@ -118,38 +130,44 @@ def _variant(business: str, note_type: str, date_type: str, advertise: str) -> V
 class ScheduleStore(StoreBase):
     """Reads and writes the schedule (leases for several instances are ``ClusterStore``'s)."""
 
-    async def slot_states(self, *, page: int = 10_000) -> AsyncIterator[list[SlotState]]:
-        """Every slot of every active creator by its series name, ``user_id/`` followed by
-        the variant's label (what ``cadence.slot_key`` names it), about ``page`` slots at a
+    async def slot_states(
+        self, *, page: int = 10_000, common: Variant | None = None
+    ) -> AsyncIterator[list[SlotState]]:
+        """Every slot of every active creator by its user_id and its variant's label (the
+        series name, ``cadence.slot_key``, split at its first ``/``), about ``page`` slots at a
         time: 100,000 stored slots never sit in memory at once beside the schedule built from
-        them. Each page is its own read, of whole creators in creators.id order."""
+        them. Each page is its own read, of whole creators in creators.id order. ``common``:
+        the variant most slots have (its label is not read back for each of them)."""
         assert page > _MOST_VARIANTS, "a page must hold every slot of a creator"
+        every_slot = _states(common)
+        common_label = "" if common is None else common.label
         after: int | None = None
         while True:
-            query = _STATES.limit(page)
+            query = every_slot.limit(page)
             if after is not None:
                 query = query.where(schedule.c.creator_id > after)
             async with self._read() as conn:
                 rows = plain_rows(await conn.execute(query))
-                utc = utc_from_db(conn, schedule.c.next_due_at)
+                micros = utc_micros_from_db(conn, schedule.c.next_due_at)
             last = len(rows)
             full = last == page
             if full:  # the last creator's slots may go on: read them whole next time
-                while rows[last - 1][1] == rows[-1][1]:
+                while rows[last - 1][2] == rows[-1][2]:
                     last -= 1
             states = [
                 (
-                    name,
+                    user_id,
+                    common_label if label is None else label,
                     creator_id,
-                    utc(due),
-                    None if success is None else utc(success),
+                    micros(due),
+                    None if success is None else micros(success),
                     failures,
                     code,
                     bool(broken),
                 )
-                for name, creator_id, due, success, failures, code, broken in rows[:last]
+                for user_id, label, creator_id, due, success, failures, code, broken in rows[:last]
             ]
-            after = rows[last - 1][1] if full else None
+            after = rows[last - 1][2] if full else None
             # neither the driver's rows nor a page the caller has read are kept while the
             # next page is read: 100,000 slots at a restart held two pages of each at once
             del rows

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.model import Creator, DateType, Variant
+from monitor.model import Business, Creator, DateType, Variant
+from monitor.policy import cadence
 from monitor.policy.cadence import apply_window, pick_due
 from monitor.service.fetching.cluster import ready_bound
 from monitor.service.fetching.timetable import SHORTLIST, Timetable, micros, moment
@@ -147,6 +148,34 @@ def test_100_000_series_cost_a_few_megabytes() -> None:
     assert len(table) == 100_000
     # about 50 bytes a row; one Slot object, name and datetime each were about 350
     assert held < 8_000_000, held
+
+
+def test_new_rows_are_placed_where_the_cadence_places_them() -> None:
+    """``place_unscheduled`` writes ``cadence.first_due_micros`` out for speed: every row it
+    places gets that function's instant, for any key, cadence (sub-second ones too) and now;
+    a row that has a due time keeps it."""
+    rng = random.Random(7)
+    variants = [V30, V90, Variant(business=Business.COOPERATE_NOTE)]
+    everies = [DAY, timedelta(hours=6), timedelta(seconds=1), timedelta(microseconds=999_999)]
+    everies += [timedelta(microseconds=rng.randrange(1, 30 * 86_400_000_000)) for _ in range(4)]
+    for now in (T0, T0 + timedelta(microseconds=rng.randrange(10**15)), moment(7)):
+        creators = [Creator(f"{rng.getrandbits(96):024x}") for _ in range(300)]
+        table = Timetable(creators, now)
+        for index in range(len(creators)):
+            for variant in rng.sample(variants, rng.randrange(1, 4)):
+                every = table.every_index(rng.choice(everies))
+                table.add(index, index + 1, table.variant_index(variant), every)
+        table.seal()
+        kept = {row: T0 + timedelta(seconds=row) for row in range(0, len(table), 5)}
+        for row, due in kept.items():
+            table.schedule(row, due)
+        assert table.place_unscheduled(now) == len(table) - len(kept)
+        for row in range(len(table)):
+            every_us = table.every(row) // timedelta(microseconds=1)
+            expected = kept.get(row) or moment(
+                cadence.first_due_micros(table.key(row), every_us, micros(now))
+            )
+            assert table.due_at(row) == expected, (row, table.key(row), table.every(row))
 
 
 def test_every_creator_may_have_a_cadence_of_its_own() -> None:

@@ -9,6 +9,7 @@ import itertools
 from datetime import datetime
 
 from monitor.config import Config, CreatorConfig, collector_paused
+from monitor.model import Variant
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import Store
 
@@ -48,7 +49,12 @@ async def load_slots(
             first_row[user_id] = add_series(index, ids[user_id], series)
         del ids
         table.seal()
-        async for page in store.slot_states():
+        # most stored rows are the core variant of a creator that sets none of its own
+        defaults = config.defaults
+        common = Variant(
+            defaults.business, defaults.note_type, defaults.date_type, defaults.advertise
+        )
+        async for page in store.slot_states(common=common):
             table.restore(page, first_row)
             del page  # not kept while the next one is read
         del first_row

@@ -18,6 +18,7 @@ Read-only, the table is a ``Mapping`` from series name (``cadence.slot_key``) to
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -149,15 +150,14 @@ class Timetable(Mapping[str, Slot]):
         dues, successes, failures_of = self._due, self._success, self._failures
         codes, broken_of = self._code, self._broken
         end = len(creator_ids)
-        for key, creator_id, due, success, failures, code, broken in page:
-            user_id, _, label = key.partition("/")
+        for user_id, label, creator_id, due, success, failures, code, broken in page:
             row = first_rows.get(user_id)
             if row is None:
                 continue
             while row < end and creator_ids[row] == creator_id:
                 if labels[variant[row]] == label:
-                    dues[row] = micros(due)
-                    successes[row] = _NONE if success is None else micros(success)
+                    dues[row] = due
+                    successes[row] = _NONE if success is None else success
                     failures_of[row] = failures
                     codes[row] = _NONE if code is None else code
                     broken_of[row] = broken
@@ -174,14 +174,22 @@ class Timetable(Mapping[str, Slot]):
         they are ``unwritten`` until the store has them. Returns how many were placed."""
         dues, creators, creator_of = self._due, self._creators, self._creator
         labels, variant_of, every_of = self._labels, self._variant, self._every
-        every_us = [every // _MICROSECOND for every in self._everies]
+        # each cadence in microseconds, and in whole seconds: the grid's period
+        grids = [(us, max(1, us // 1_000_000)) for us in (e // _MICROSECOND for e in self._everies)]
         now_us = micros(now)
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         placed = array("I")
         for row, at in enumerate(dues):
             if at != _NONE:
                 continue
+            # ``cadence.first_due_micros`` written out (100,000 rows at a first start: its two
+            # calls a row cost more than the hash); the same digest and arithmetic, which a
+            # test holds to it
+            every, period = grids[every_of[row]]
             name = creators[creator_of[row]].user_id + "/" + labels[variant_of[row]]
-            dues[row] = cadence.first_due_micros(name, every_us[every_of[row]], now_us)
+            digest = blake2b(name.encode("utf-8"), digest_size=8).digest()
+            phase = from_bytes(digest, "big") % period * 1_000_000
+            dues[row] = phase + (now_us - phase) // every * every
             placed.append(row)
         self._unwritten = placed
         self._short, self._short_last = None, _NO_LIST
