@@ -29,7 +29,7 @@ async def test_balance_running_out_is_critical_within_10_s_and_its_end_is_told(
             sim.base_url,
             db_url,
             creators(6),
-            budget={"calls_per_minute": 12, "burst": 1},
+            budget={"calls_per_minute": 60, "burst": 1},
             schedule={"probe_every": "3s", "retry_attempts": 0},
             extra={"channels": [{"name": "ops", "url": receiver.url("/ops")}]},
         )
