@@ -171,7 +171,7 @@ def test_fresh_replaces_the_database_and_counts_only_its_own_run(
     assert silenced.returncode == 0, silenced.stderr
     began = datetime.now(UTC)
     # a shorter story: what is checked here is which run the database holds, not the story
-    done = _cli("demo", "--db", str(db), "--fresh", "--seconds", "12", cwd=tmp_path)
+    done = _cli("demo", "--db", str(db), "--fresh", "--seconds", "20", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     s = _summary(done.stdout)
     with sqlite3.connect(db) as fresh:
