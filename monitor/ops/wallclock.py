@@ -12,7 +12,7 @@ step; the quota day and midnight stay on the wall clock, as the upstream's do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 Monotonic = Callable[[], float]
@@ -20,6 +20,20 @@ Monotonic = Callable[[], float]
 #: wall and monotonic clocks may part by this much between two checks without it being a step
 #: (NTP slews at most 0.5 ms/s: 2 s is an hour of the steepest slew)
 TOLERANCE = timedelta(seconds=2)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(at: datetime) -> int:
+    """``at`` as integer microseconds since the epoch (exact, unlike a float timestamp): how the
+    live schedule holds its times and the budget state stores its window."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def moment(us: int) -> datetime:
+    """``micros``' inverse: the aware UTC datetime of ``us`` microseconds since the epoch."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 class WallJumps:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+from monitor.ops.wallclock import micros
+from monitor.ops.wallclock import moment as epoch_moment
 
 RATE_LIMITED = 302
 QUOTA_EXCEEDED = 303
@@ -149,7 +152,7 @@ def _encode_times(times: tuple[datetime, ...]) -> str:
 def _part(moment: datetime) -> str:
     part = _ENCODED.get(moment)
     if part is None:
-        part = _ENCODED[moment] = str(_epoch_us(moment))
+        part = _ENCODED[moment] = str(micros(moment))
     return part
 
 
@@ -174,9 +177,7 @@ def _decode_times(text: str) -> tuple[datetime, ...]:
     known = _DECODED.get(text)
     if known is not None:
         return known
-    times = tuple(
-        _EPOCH + timedelta(microseconds=int(part)) for part in text.split(",") if part.strip()
-    )
+    times = tuple(epoch_moment(int(part)) for part in text.split(",") if part.strip())
     _remember(text, times)
     return times
 
@@ -193,13 +194,6 @@ _DECODED: dict[str, tuple[datetime, ...]] = {}
 _DECODED_MAX = 4
 #: the last window encoded and the text of each of its times (``_slid``)
 _LAST_WINDOW: list[tuple[tuple[datetime, ...], list[str]]] = [((), [])]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _epoch_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _column(row: Mapping[str, object] | object, name: str) -> object:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from monitor.errors import SchemaOutOfDate, StoreError
-from monitor.ops.wallclock import Clock
+from monitor.ops.wallclock import Clock, micros
 from monitor.store.onehop import LOCK_WITH_FIRST_STATEMENT, OneHopConnection, OneHopDbapi
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ from monitor.store.revision import (
 
 #: SQLite waits this long for another writer before "database is locked"
 BUSY_TIMEOUT = timedelta(seconds=5)
-#: the live schedule's epoch and unit (``utc_micros_from_db``)
-_EPOCH, _MICROSECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
 #: an execution option our BEGIN listener reads: take SQLite's write lock up front (True), or
 #: with the transaction's first statement (``WITH_FIRST_STATEMENT``: one trip less per write)
 WRITE_LOCK_OPTION = "cm_write"
@@ -265,7 +263,7 @@ def utc_micros_from_db(conn: AsyncConnection, column: Column[Any]) -> Callable[[
         at = datetime.fromisoformat(value) if isinstance(value, str) else value
         if not isinstance(at, datetime) or at.tzinfo is not UTC:
             at = slow(value)
-        return (at - _EPOCH) // _MICROSECOND
+        return micros(at)
 
     return read
 

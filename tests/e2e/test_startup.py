@@ -19,9 +19,9 @@ from support.store import FakeClock, first_due
 
 from monitor.config import Config, collector_paused, parse_config
 from monitor.model import Creator
+from monitor.ops.wallclock import moment
 from monitor.policy import cadence
 from monitor.service.fetching.slot_loading import load_slots, write_new_slots
-from monitor.service.fetching.timetable import moment
 from monitor.store import FetchRecord, Store, engine, migrate
 from monitor.store.schema import creators, schedule
 

@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.model import Business, Creator, DateType, Variant
+from monitor.ops.wallclock import micros, moment
 from monitor.policy import cadence
 from monitor.policy.cadence import apply_window, pick_due
 from monitor.service.fetching.cluster import ready_bound
-from monitor.service.fetching.timetable import SHORTLIST, Timetable, micros, moment
+from monitor.service.fetching.timetable import SHORTLIST, Timetable
 
 T0 = datetime(2025, 12, 11, 2, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -23,14 +23,14 @@ import heapq
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from monitor.model import Creator, Variant
+from monitor.ops.wallclock import micros, moment
 from monitor.policy import cadence
 from monitor.service.fetching.slot import Slot
 from monitor.store.schedule import SlotState
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: no value (no success yet, no code): the smallest 64-bit integer
 _NONE = -(2**63)
@@ -39,15 +39,6 @@ SHORTLIST = 256
 #: after every row (rows are numbered in 32 bits); ``_NO_LIST``: before every row
 _LAST_ROW = 2**32
 _NO_LIST = (_NONE, -1)
-
-
-def micros(at: datetime) -> int:
-    """``at`` as integer microseconds since the epoch (exact, unlike a float timestamp)."""
-    return (at - _EPOCH) // _MICROSECOND
-
-
-def moment(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def _optional(us: int) -> datetime | None:
