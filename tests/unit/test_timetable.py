@@ -152,9 +152,9 @@ def test_100_000_series_cost_a_few_megabytes() -> None:
 
 
 def test_new_rows_are_placed_where_the_cadence_places_them() -> None:
-    """``place_unscheduled`` writes ``cadence.first_due_micros`` out for speed: every row it
-    places gets that function's instant, for any key, cadence (sub-second ones too) and now;
-    a row that has a due time keeps it."""
+    """Every row ``place_unscheduled`` places gets ``cadence.first_due_micros``' instant (the
+    offsets must agree between versions and instances), for any key, cadence (sub-second ones
+    too) and now; a row that has a due time keeps it."""
     rng = random.Random(7)
     variants = [V30, V90, Variant(business=Business.COOPERATE_NOTE)]
     everies = [DAY, timedelta(hours=6), timedelta(seconds=1), timedelta(microseconds=999_999)]

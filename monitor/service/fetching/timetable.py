@@ -18,7 +18,6 @@ Read-only, the table is a ``Mapping`` from series name (``cadence.slot_key``) to
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -165,22 +164,15 @@ class Timetable(Mapping[str, Slot]):
         they are ``unwritten`` until the store has them. Returns how many were placed."""
         dues, creators, creator_of = self._due, self._creators, self._creator
         labels, variant_of, every_of = self._labels, self._variant, self._every
-        # each cadence in microseconds, and in whole seconds: the grid's period
-        grids = [(us, max(1, us // 1_000_000)) for us in (e // _MICROSECOND for e in self._everies)]
+        every_us = [every // _MICROSECOND for every in self._everies]
         now_us = micros(now)
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        first_due = cadence.first_due_micros
         placed = array("I")
         for row, at in enumerate(dues):
             if at != _NONE:
                 continue
-            # ``cadence.first_due_micros`` written out (100,000 rows at a first start: its two
-            # calls a row cost more than the hash); the same digest and arithmetic, which a
-            # test holds to it
-            every, period = grids[every_of[row]]
             name = creators[creator_of[row]].user_id + "/" + labels[variant_of[row]]
-            digest = blake2b(name.encode("utf-8"), digest_size=8).digest()
-            phase = from_bytes(digest, "big") % period * 1_000_000
-            dues[row] = phase + (now_us - phase) // every * every
+            dues[row] = first_due(name, every_us[every_of[row]], now_us)
             placed.append(row)
         self._unwritten = placed
         self._short, self._short_last = None, _NO_LIST
