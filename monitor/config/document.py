@@ -79,6 +79,11 @@ class Config(Section):
         common case, asked 100,000 times at a start: one call, no tuple of variants made)."""
         return _own_settings(creator) == _NOTHING_OWN
 
+    @property
+    def default_variant(self) -> Variant:
+        """``[defaults]``' core variant: that of every creator that sets none of its own."""
+        return self._default_variants()[0]
+
     def _default_variants(self) -> tuple[Variant, ...]:
         """The variants of a creator without overrides: ``[defaults]``' one, as one tuple that
         all of them share. Kept beside the ``defaults`` it was made from, so a ``model_copy``

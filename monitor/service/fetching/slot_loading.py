@@ -9,7 +9,6 @@ import itertools
 from datetime import datetime
 
 from monitor.config import Config, CreatorConfig, collector_paused
-from monitor.model import Variant
 from monitor.service.fetching.timetable import Timetable
 from monitor.store import Store
 
@@ -50,11 +49,7 @@ async def load_slots(
         del ids
         table.seal()
         # most stored rows are the core variant of a creator that sets none of its own
-        defaults = config.defaults
-        common = Variant(
-            defaults.business, defaults.note_type, defaults.date_type, defaults.advertise
-        )
-        async for page in store.slot_states(common=common):
+        async for page in store.slot_states(common=config.default_variant):
             table.restore(page, first_row)
             del page  # not kept while the next one is read
         del first_row
